@@ -22,6 +22,8 @@ import flax.traverse_util
 import numpy as np
 import tqdm
 
+import nexjax
+
 TORCHVISION_BASE_URL = 'https://download.pytorch.org/models/'
 # torchvision's ImageNet weights (IMAGENET1K_V1); the hex in each name is a sha256 prefix.
 TORCHVISION_FILES = {
@@ -29,8 +31,7 @@ TORCHVISION_FILES = {
     'resnet34': 'resnet34-b627a593.pth',
     'resnet50': 'resnet50-0676ba61.pth',
 }
-DEFAULT_CACHE_DIR = pathlib.Path(
-    os.environ.get('NEXJAX_CACHE', pathlib.Path.home() / '.cache' / 'nexjax')) / 'weights'
+DEFAULT_CACHE_DIR = nexjax.CACHE_DIR / 'weights'
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIXES = TORCH_SUFFIXES + ('.safetensors', '.npz')
 COLLECTIONS = ('params', 'batch_stats')

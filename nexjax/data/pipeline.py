@@ -1,0 +1,213 @@
+"""Host input pipeline: decode once, split, then tf.data streams that keep the device busy.
+
+- Images are decoded and resized once per run into memory (uint8); augmentation happens later on
+  the device (`nexjax.augment`), so the host only gathers bytes.
+- Training batches are drawn with replacement, class-rebalanced like fastai's
+  OverSamplingCallback, by *stateless* random ops keyed on (seed, step). A batch is therefore a
+  pure function of its step: resuming at step s, or running on any number of hosts or devices,
+  yields exactly the same global batches. Each host keeps its slice of every global batch.
+- Evaluation visits every example exactly once, in order; the last batch is padded and masked.
+"""
+
+import dataclasses
+import hashlib
+import math
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nexjax.data import nexperia
+
+# TensorFlow only feeds the host; it must never take accelerator memory from JAX.
+tf.config.set_visible_devices([], 'GPU')
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """A split held in host memory: images (N, H, W, C) uint8, labels (N,) int32 (-1: unknown)."""
+  images: np.ndarray
+  labels: np.ndarray
+  ids: np.ndarray
+
+  def __len__(self):
+    return len(self.labels)
+
+  def subset(self, index) -> 'Examples':
+    return Examples(self.images[index], self.labels[index], self.ids[index])
+
+  @property
+  def labelled(self) -> bool:
+    return len(self) > 0 and bool(np.all(self.labels >= 0))
+
+
+def folder_fingerprint(root) -> str:
+  """Hash of every file's relative path, size and mtime: a changed folder is prepared anew."""
+  digest = hashlib.sha1()
+  root = pathlib.Path(root).resolve()
+  for path in sorted(p for sub in ('train', 'test') for p in (root / sub).rglob('*') if p.is_file()):
+    stat = path.stat()
+    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()[:12]
+
+
+def resize_and_center_crop(image, size: int):
+  """fastai's default `ResizeMethod.CROP`: shorter side to `size`, then a centred square crop."""
+  shape = tf.shape(image)
+  height, width = shape[0], shape[1]
+  scale = size / tf.cast(tf.minimum(height, width), tf.float32)
+  new_hw = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
+  resized = tf.image.resize(image, new_hw, method='bilinear', antialias=True)
+  top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+  cropped = resized[top:top + size, left:left + size]
+  return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
+
+
+def decode_split(builder, split: str, image_size: int) -> Examples:
+  """Decodes and resizes a prepared split once, into host memory, with a progress bar."""
+  def resize(example):
+    image = example['image']
+    same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
+    image = tf.cond(same, lambda: image, lambda: resize_and_center_crop(image, image_size))
+    return image, tf.cast(example['label'], tf.int32), example['id']
+
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
+  total = builder.info.splits[split].num_examples
+  images, labels, ids = [], [], []
+  with tqdm.tqdm(total=total, desc=f'decode {split} @{image_size}px', unit='img') as bar:
+    for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
+      images.append(batch_images)
+      labels.append(batch_labels)
+      ids.append(batch_ids.astype(str))
+      bar.update(len(batch_labels))
+  channels = builder.builder_config.channels
+  return Examples(
+      np.concatenate(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8),
+      np.concatenate(labels) if labels else np.zeros((0,), np.int32),
+      np.concatenate(ids) if ids else np.zeros((0,), str))
+
+
+def stable_hash(text: str) -> int:
+  """A hash that is the same on every machine and Python run (unlike `hash`)."""
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'big')
+
+
+def stratified_split(ids: Sequence[str], labels: np.ndarray,
+                     valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """(train_index, valid_index): per class, the round(fraction * n) ids of smallest hash.
+
+  Depends only on the ids, so it is disjoint, stratified and stable across runs, machines and
+  file listing order; adding files moves few existing ones.
+  """
+  if not 0 <= valid_fraction < 1:
+    raise ValueError(f'valid_fraction must be in [0, 1), got {valid_fraction}.')
+  valid = []
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    members = members[np.argsort([stable_hash(ids[i]) for i in members], kind='stable')]
+    valid.extend(members[:round(valid_fraction * len(members))])
+  is_valid = np.zeros(len(labels), bool)
+  is_valid[np.asarray(valid, int)] = True
+  return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+
+
+def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
+                  cache_dir) -> dict[str, Examples]:
+  """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once."""
+  data_dir = pathlib.Path(data_dir)
+  nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
+  tfds_dir = pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
+  builder = nexperia.prepare(data_dir, tfds_dir, channels)
+  labelled = decode_split(builder, 'train', image_size)
+  train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
+  splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
+  if 'test' in builder.info.splits:
+    splits['test'] = decode_split(builder, 'test', image_size)
+  return splits
+
+
+def sampling_ratio(labels: np.ndarray, class_ratio: Sequence[float] | None,
+                   num_classes: int = 2) -> np.ndarray:
+  """Target class fractions of the training stream; None keeps the natural frequencies."""
+  counts = np.bincount(labels, minlength=num_classes)
+  if class_ratio is None:
+    return counts / counts.sum()
+  ratio = np.asarray(class_ratio, np.float64)
+  if ratio.shape != (num_classes,) or np.any(ratio < 0) or ratio.sum() <= 0:
+    raise ValueError(f'class_ratio must be {num_classes} non-negative numbers, got {class_ratio}.')
+  if np.any((ratio > 0) & (counts == 0)):
+    raise ValueError(f'class_ratio {tuple(class_ratio)} asks for a class with no training '
+                     f'examples (counts per class: {counts.tolist()}).')
+  return ratio / ratio.sum()
+
+
+def steps_per_epoch(labels: np.ndarray, global_batch: int, class_ratio) -> int:
+  """fastai: an oversampled epoch has n_classes * max(count) samples; drop_last batches."""
+  counts = np.bincount(labels)
+  samples = len(counts) * counts.max() if class_ratio is not None else len(labels)
+  return max(1, samples // global_batch)
+
+
+def _gather(images, labels):
+  return lambda index: {'images': tf.gather(images, index), 'labels': tf.gather(labels, index)}
+
+
+def train_dataset(examples: Examples, *, global_batch: int, seed: int,
+                  class_ratio: Sequence[float] | None, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """Infinite stream of this host's share of each class-rebalanced global batch, from start_step.
+
+  Per step: a class per sample from `class_ratio`, then an example uniformly within the class,
+  both drawn with stateless ops on (seed, step) -- the same law as fastai's weighted sampler
+  with replacement (weights target[c] / count[c]).
+  """
+  if global_batch % process_count:
+    raise ValueError(f'global batch {global_batch} is not divisible by {process_count} hosts.')
+  local = global_batch // process_count
+  labels = examples.labels.astype(np.int64)
+  ratio = sampling_ratio(labels, class_ratio)
+  order = np.argsort(labels, kind='stable')
+  counts = np.bincount(labels, minlength=len(ratio))
+  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  log_ratio = tf.constant(np.log(np.maximum(ratio, 1e-30))[None], tf.float32)
+  order, counts, offsets = (tf.constant(a, tf.int64) for a in (order, counts, offsets))
+
+  def sample_indices(step):
+    class_seed, member_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), step]), 2))
+    classes = tf.random.stateless_categorical(log_ratio, global_batch, class_seed)[0]
+    uniform = tf.random.stateless_uniform([global_batch], member_seed, dtype=tf.float64)
+    member = tf.cast(tf.floor(uniform * tf.cast(tf.gather(counts, classes), tf.float64)), tf.int64)
+    index = tf.gather(order, tf.gather(offsets, classes) + member)
+    return index[process_index * local:(process_index + 1) * local]
+
+  gather = _gather(tf.constant(examples.images), tf.constant(examples.labels))
+  ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+  ds = ds.map(lambda step: gather(sample_indices(step)), num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(examples: Examples, *, global_batch: int, process_index: int = 0,
+                 process_count: int = 1) -> tf.data.Dataset:
+  """Every example once, in order; this host's slice of each global batch, padded and masked.
+
+  Yields images, labels, `index` (position in `examples`) and `mask` (False on padding).
+  """
+  if global_batch % process_count:
+    raise ValueError(f'global batch {global_batch} is not divisible by {process_count} hosts.')
+  local = global_batch // process_count
+  size = len(examples)
+  gather = _gather(tf.constant(examples.images), tf.constant(examples.labels))
+
+  def batch(b):
+    index = b * global_batch + process_index * local + tf.range(local, dtype=tf.int64)
+    mask = index < size
+    index = tf.where(mask, index, 0)
+    return {**gather(index), 'index': index, 'mask': mask}
+
+  num_batches = math.ceil(size / global_batch)
+  return tf.data.Dataset.range(num_batches).map(batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                                deterministic=True).prefetch(tf.data.AUTOTUNE)
