@@ -148,7 +148,7 @@ def steps_per_epoch(labels: np.ndarray, global_batch: int, class_ratio) -> int:
   """fastai: an oversampled epoch has n_classes * max(count) samples; drop_last batches."""
   counts = np.bincount(labels)
   samples = len(counts) * counts.max() if class_ratio is not None else len(labels)
-  return max(1, samples // global_batch)
+  return max(1, int(samples) // global_batch)
 
 
 def _gather(images, labels):

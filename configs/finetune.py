@@ -1,0 +1,128 @@
+"""Fine-tuning configs: fastai v1's two-phase transfer-learning recipe, as the seed ran it.
+
+    python launch.py --config=configs/finetune.py[:PRESET] --workdir=DIR [--config.a.b=...]
+
+Presets:
+  (none)     the seed on real Nexperia data at 224 px: set --config.data.dir=PATH (Kaggle layout)
+             and --config.init.weights=resnet34 (or a converted file) for ImageNet weights.
+  synthetic  the built-in synthetic dataset (generated into the cache on first use), sized to finish
+             on 2 CPU cores in about 10 minutes. From random initialisation: not transfer learning.
+  smoke      seconds long, for tests.
+"""
+
+import ml_collections
+
+# fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
+RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
+                 ('body_high', r'^(layer3|layer4)/'),
+                 ('head', r'^(fc|head)/'))
+
+
+def phase(name, epochs, lr, train_groups):
+  """One `fit_one_cycle` call. lr: (b,) is fastai's slice(b) -> [b/10, ..., b/10, b]; (a, b)
+  is slice(a, b), spread geometrically over the groups. Groups not in train_groups are frozen."""
+  return ml_collections.ConfigDict(dict(name=name, epochs=epochs, lr=tuple(lr),
+                                        train_groups=tuple(train_groups)))
+
+
+def get_config(arg=None):
+  preset = arg or 'nexperia'
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict(dict(
+      dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
+      synthetic=False,         # True: generate the synthetic dataset into the cache and use it
+      synthetic_num_train=3000,
+      synthetic_num_test=1000,
+      synthetic_image_size=128,
+      synthetic_seed=0,
+      image_size=224,
+      channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
+      valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
+      class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
+      cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      arch='resnet34', head='fastai', num_classes=2,
+      dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
+  ))
+  config.init = ml_collections.ConfigDict(dict(
+      weights='',              # '' random init (warned); a torchvision name (resnet34) or a file
+      dont_load=r'^(fc|head)/',  # regex of entries kept freshly initialised (the new head)
+  ))
+
+  # fastai v1 get_transforms(flip_vert=True), which covers the seed's "different angles".
+  config.augment = ml_collections.ConfigDict(dict(
+      enabled=True, flip_lr_p=0.5, dihedral=True, rotate_degrees=10.0, rotate_p=0.75,
+      zoom_max=1.1, zoom_p=0.75, lighting_max=0.2, brightness_p=0.75, contrast_p=0.75,
+      padding_mode='reflect',
+  ))
+
+  config.optim = ml_collections.ConfigDict(dict(
+      groups=RESNET_GROUPS,
+      b1=0.9, b2=0.99, eps=1e-8,  # fastai v1 Adam; v2 uses eps=1e-5
+      weight_decay=1e-2,       # decoupled (AdamW style), scaled by each group's learning rate
+      wd_bn_bias=True,         # fastai v1 bn_wd=True; fastai v2 (wd_bn_bias=False) exempts them
+      train_bn=True,           # BatchNorm scale/bias of frozen groups keep training (fastai)
+      frozen_bn_stats='update',  # 'update' (fastai: BN layers stay in train mode) or 'freeze'
+      pct_start=0.3, div_factor=25.0, final_div_factor=1e4, moms=(0.95, 0.85),
+      label_smoothing=0.0,
+      class_weights=(1.0, 1.0),
+  ))
+  # The seed: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
+  # It does not report its learning rates; these are fastai's course defaults.
+  config.phases = (
+      phase('frozen', 4, (3e-3,), ('head',)),
+      phase('unfrozen', 25, (1e-6, 1e-4), ('body_low', 'body_high', 'head')),
+  )
+
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=64,           # global; divisible by the device count
+      eval_batch_size=128,
+      keep_checkpoints=3,      # the last few, plus the best by validation AUC
+      checkpoint_every_steps=0,  # 0: at each epoch end (and on SIGTERM) only
+      progress=True,
+  ))
+  config.evaluate = ml_collections.ConfigDict(dict(
+      checkpoint='best',       # 'best' (validation AUC), 'latest', or a step number
+      tta_views='dihedral',    # the seed's 8 transforms (D4), or 'random:N' training augmentations
+      tta_combine='vote',      # 'vote' (the seed; 4-4 ties by mean probability), 'mean', 'blend'
+      tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
+      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', or 'recall:R' (defect recall >= R)
+      gallery_size=16,
+  ))
+  config.predict = ml_collections.ConfigDict(dict(
+      input='',                # a folder (searched recursively) or a glob of images
+      output='',               # CSV path; '' -> DIR/predictions.csv
+      tta=True,
+  ))
+  config.lr_find = ml_collections.ConfigDict(dict(
+      start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
+  ))
+
+  if preset == 'synthetic':
+    config.data.synthetic = True
+    config.data.image_size = 96
+    config.model.arch = 'resnet18'
+    config.train.batch_size = 32
+    # From scratch every layer must learn, so there is no frozen phase.
+    config.phases = (phase('scratch', 5, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
+  elif preset == 'smoke':
+    config.data.synthetic = True
+    config.data.synthetic_num_train = 48
+    config.data.synthetic_num_test = 16
+    config.data.synthetic_image_size = 96
+    config.data.image_size = 96
+    config.model.arch = 'resnet18'
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 16
+    config.train.progress = False
+    config.phases = (phase('frozen', 1, (3e-3,), ('head',)),
+                     phase('unfrozen', 1, (1e-5, 1e-3), ('body_low', 'body_high', 'head')))
+    config.lr_find.num_steps = 8
+  elif preset != 'nexperia':
+    raise ValueError(f'Unknown preset {preset!r}; choose none, synthetic or smoke.')
+  return config

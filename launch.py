@@ -1,0 +1,55 @@
+"""nexjax entry point: python launch.py --config=configs/finetune.py[:preset] --workdir=DIR.
+
+Modes: train (default; resumes from DIR), lr_find, evaluate, predict.
+Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
+--distributed_auto on TPU pods and SLURM clusters.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from nexjax import evaluate
+from nexjax import parallel
+from nexjax import train
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
+                               required=True)
+MODES = {'train': train.train_and_evaluate, 'lr_find': train.lr_find,
+         'evaluate': evaluate.evaluate, 'predict': evaluate.predict}
+_MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process index.')
+_AUTO = flags.DEFINE_bool('distributed_auto', False, 'jax.distributed.initialize() with cluster '
+                          'auto-detection (TPU pods, SLURM).')
+
+
+def parse_flags(argv):
+  """absl parsing, with a readable error for a --config.x.y override naming no config key."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    sys.exit(f'Unknown config key {e} in {", ".join(overrides)}; see the config file for the keys.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _AUTO.value)
+  try:
+    MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
+  except train.Interrupted as e:
+    print(e, flush=True)
+    sys.exit(e.exit_code)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,242 @@
+"""From a trained checkpoint to decisions and reports: TTA, operating thresholds, metrics, plots,
+predictions for any folder of images, and the Kaggle submission.
+
+One jit-compiled call per batch returns the plain prediction (the identity view) and all TTA
+views, so "with and without TTA" costs one pass. The decision threshold is chosen on the
+validation split by the configured rule and stored in `DIR/eval/threshold.json`, which
+`--mode=predict` then uses.
+"""
+
+import csv
+import functools
+import glob
+import json
+import math
+import pathlib
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nexjax import augment as augment_lib
+from nexjax import checkpoint as checkpoint_lib
+from nexjax import metrics as metrics_lib
+from nexjax import parallel
+from nexjax import reporting
+from nexjax import train
+from nexjax import tta as tta_lib
+from nexjax.data import nexperia
+from nexjax.data import pipeline
+
+THRESHOLD_FILE = 'threshold.json'
+REPORTED_RULES = ('fixed:0.5', 'max_accuracy', 'recall:0.95', 'recall:0.99')
+
+
+def restore_variables(config, job: train.Job, workdir) -> tuple[dict, int]:
+  """Variables of the checkpoint chosen by `evaluate.checkpoint` ('best', 'latest' or a step)."""
+  checkpoints = checkpoint_lib.Checkpoints(pathlib.Path(workdir) / 'checkpoints',
+                                           config.train.keep_checkpoints)
+  choice = config.evaluate.checkpoint
+  step = {'best': checkpoints.best_step, 'latest': checkpoints.latest_step}.get(
+      choice, lambda: int(choice))()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints: train first '
+                            f'(python launch.py --config=... --workdir={workdir}).')
+  meta = checkpoints.read_meta(step)
+  variables = train.init_variables(job)
+  tx = train.phase_optimizer(config, variables, job.plan, meta['phase'])
+  state = checkpoints.restore(step, parallel.replicate(train.create_train_state(variables, tx),
+                                                       job.topo))
+  checkpoints.close()
+  return {'params': state.params, 'batch_stats': state.batch_stats}, step
+
+
+def tta_views_fn(config):
+  """View 0 is always the plain image. 'dihedral': the 8 dihedral transforms (identity first)
+  are the TTA views; 'random:N': the plain image, then N random training augmentations."""
+  kind = config.evaluate.tta_views
+  if kind == 'dihedral':
+    return lambda rng, images: tta_lib.dihedral_views(images)
+  if kind.startswith('random:') and kind.split(':', 1)[1].isdigit():
+    options = train.augment_options(config) or augment_lib.AugmentOptions()
+    count = int(kind.split(':', 1)[1])
+    augment01 = lambda key, x: augment_lib.augment(key, x, options)
+    return lambda rng, images: jnp.concatenate(
+        [images[None], tta_lib.random_views(rng, images, augment01, count)])
+  raise ValueError(f"evaluate.tta_views={kind!r}: use 'dihedral' or 'random:N'.")
+
+
+def view_probabilities(variables, images, rng, *, model, views_fn):
+  """(V, B, C) class probabilities of every view; view 0 is the plain image."""
+  unit = augment_lib.to_unit_float(images)
+  views = views_fn(rng, unit)
+  apply = lambda x: model.apply(variables, augment_lib.normalize(x), train=False)
+  return jax.nn.softmax(jax.vmap(apply)(views))
+
+
+def make_tta_fn(model, config, topo: parallel.Topology):
+  return jax.jit(functools.partial(view_probabilities, model=model, views_fn=tta_views_fn(config)),
+                 out_shardings=topo.replicated)
+
+
+def predict_views(tta_fn, variables, images: np.ndarray, batch_size: int, seed: int,
+                  topo: parallel.Topology, desc: str, progress: bool = True) -> np.ndarray:
+  """(V, N, C) probabilities for uint8 images (N, H, W, C), padded to whole global batches."""
+  examples = pipeline.Examples(images, np.zeros(len(images), np.int32), np.zeros(len(images), str))
+  ds = pipeline.eval_dataset(examples, global_batch=batch_size, process_index=topo.process_index,
+                             process_count=topo.process_count)
+  outputs = []
+  rng = jax.random.key(seed)
+  for i, batch in enumerate(tqdm.tqdm(ds.as_numpy_iterator(),
+                                      total=math.ceil(len(images) / batch_size), desc=desc,
+                                      leave=False, disable=not (progress and topo.is_chief))):
+    batch_images = parallel.to_global(batch['images'], topo.batch)
+    outputs.append(np.asarray(tta_fn(variables, batch_images, jax.random.fold_in(rng, i))))
+  return np.concatenate(outputs, axis=1)[:, :len(images)]
+
+
+def plain_and_tta_scores(views: np.ndarray, config) -> dict[str, np.ndarray]:
+  """P(defect) without TTA (view 0) and with the configured TTA combination."""
+  tta_set = views if config.evaluate.tta_views == 'dihedral' else views[1:]
+  return {'plain': views[0][:, 1],
+          'tta': np.asarray(tta_lib.combine(tta_set, config.evaluate.tta_combine, plain=views[0],
+                                            beta=config.evaluate.tta_beta))}
+
+
+def threshold_table(labels, scores) -> list[dict]:
+  """What each common rule would cost: threshold, defect recall and good devices lost (FPR)."""
+  rows = []
+  for rule in REPORTED_RULES:
+    threshold = metrics_lib.choose_threshold(labels, scores, rule)
+    report = metrics_lib.binary_report(labels, scores, threshold)
+    rows.append({'rule': rule, 'threshold': threshold, 'recall': report['recall'],
+                 'false_positive_rate': report['false_positive_rate'],
+                 'error_rate': report['error_rate']})
+  return rows
+
+
+def evaluate(config, workdir) -> dict:
+  """Validation and (where labelled) test metrics with and without TTA, plots and thresholds."""
+  workdir = pathlib.Path(workdir)
+  job = train.setup(config)
+  variables, step = restore_variables(config, job, workdir)
+  tta_fn = make_tta_fn(job.model, config, job.topo)
+  out = workdir / 'eval'
+  splits = {name: job.data[name] for name in ('valid', 'test')
+            if name in job.data and job.data[name].labelled}
+  scores = {name: plain_and_tta_scores(
+      predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size, config.seed,
+                    job.topo, f'evaluate {name}', config.train.progress), config)
+            for name, examples in splits.items()}
+  valid_labels = splits['valid'].labels
+  thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)
+                for kind, s in scores['valid'].items()}
+  results = {'checkpoint_step': step, 'threshold_rule': config.evaluate.threshold_rule,
+             'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
+  for name, examples in splits.items():
+    results[name] = {}
+    for kind, threshold in thresholds.items():
+      report = metrics_lib.binary_report(examples.labels, scores[name][kind], threshold)
+      report['thresholds'] = threshold_table(examples.labels, scores[name][kind])
+      results[name][kind] = report
+  if job.topo.is_chief:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'metrics.json').write_text(json.dumps(results, indent=1))
+    (out / THRESHOLD_FILE).write_text(json.dumps(
+        {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
+         'rule': config.evaluate.threshold_rule, 'checkpoint_step': step,
+         'tta': results['tta']}, indent=1))
+    for name, examples in splits.items():
+      for kind in thresholds:
+        reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
+                              out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
+        reporting.plot_confusion(results[name][kind]['confusion_matrix'],
+                                 out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
+      reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
+                                out / f'{name}_top_losses.png', config.evaluate.gallery_size)
+    print_summary(results, thresholds)
+  return results
+
+
+def print_summary(results: dict, thresholds: dict) -> None:
+  print(f"{'split':6} {'mode':6} {'AUC':>7} {'PR AUC':>7} {'error':>7} {'recall':>7} "
+        f"{'FPR':>7} {'threshold':>9}")
+  for name in ('valid', 'test'):
+    for kind in thresholds:
+      if name in results:
+        r = results[name][kind]
+        print(f"{name:6} {kind:6} {r['auc']:7.4f} {r['pr_auc']:7.4f} {r['error_rate']:7.4f} "
+              f"{r['recall']:7.4f} {r['false_positive_rate']:7.4f} {r['threshold']:9.4f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction on arbitrary images
+# ---------------------------------------------------------------------------------------------
+
+def list_inputs(spec: str) -> list[pathlib.Path]:
+  """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
+  path = pathlib.Path(spec)
+  candidates = path.rglob('*') if path.is_dir() else map(pathlib.Path, glob.glob(spec,
+                                                                              recursive=True))
+  files = sorted(p for p in candidates if nexperia.is_image_file(p))
+  if not files:
+    raise FileNotFoundError(f'predict.input={spec!r}: no image files found '
+                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
+  return files
+
+
+def load_images(files, image_size: int, channels: int) -> tuple[np.ndarray, list[str], list[str]]:
+  """Decode + resize like training; unreadable files are reported and left out."""
+  images, ids, skipped = [], [], []
+  for path in tqdm.tqdm(files, desc='read images', leave=False):
+    image = nexperia.decode_or_none(path, channels)
+    if image is None:
+      skipped.append(str(path))
+      continue
+    images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
+    ids.append(path.stem)
+  nexperia.report_skipped(skipped, 'the prediction input')
+  return np.stack(images), ids, skipped
+
+
+def predict(config, workdir) -> pathlib.Path:
+  """Writes `id,p_defect,label` for every readable image; for a Kaggle test folder also the
+  competition's `submission.csv` (`id,label` with label = P(defect))."""
+  workdir = pathlib.Path(workdir)
+  if not config.predict.input:
+    raise ValueError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
+                     '--config.predict.output=FILE.csv).')
+  job = train.setup(config)
+  variables, step = restore_variables(config, job, workdir)
+  threshold_path = workdir / 'eval' / THRESHOLD_FILE
+  if threshold_path.is_file():
+    threshold = json.loads(threshold_path.read_text())['threshold']
+  else:
+    threshold = 0.5
+    logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
+                    'using threshold 0.5.', threshold_path)
+  images, ids, _ = load_images(list_inputs(config.predict.input), config.data.image_size,
+                               config.data.channels)
+  views = predict_views(make_tta_fn(job.model, config, job.topo), variables, images,
+                        config.train.eval_batch_size, config.seed, job.topo, 'predict',
+                        config.train.progress)
+  scores = plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
+  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
+  if job.topo.is_chief:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['id', 'p_defect', 'label'])
+      writer.writerows((i, f'{s:.6f}', int(s >= threshold)) for i, s in zip(ids, scores))
+    print(f'{len(ids)} predictions (checkpoint step {step}, threshold {threshold:.4f}) -> {output}')
+    if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
+      submission = output.with_name('submission.csv')
+      with open(submission, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['id', 'label'])
+        writer.writerows((i, f'{s:.6f}') for i, s in zip(ids, scores))
+      print(f'Kaggle submission -> {submission}')
+  return output
