@@ -5,15 +5,20 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
 """
 
+import os
 import sys
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
+import nexjax
 from nexjax import evaluate
 from nexjax import parallel
 from nexjax import train
+from nexjax import weights
+from nexjax.data import nexperia
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
                                           lock_config=True)
@@ -41,13 +46,17 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    jax.config.update('jax_compilation_cache_dir', str(nexjax.CACHE_DIR / 'jax'))
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _AUTO.value)
   try:
     MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
   except train.Interrupted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except (train.ConfigError, nexperia.LayoutError, weights.WeightsError, FileNotFoundError,
+          train.NonFiniteLossError) as e:
     sys.exit(f'error: {e}')
 
 

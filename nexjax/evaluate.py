@@ -66,7 +66,7 @@ def tta_views_fn(config):
     augment01 = lambda key, x: augment_lib.augment(key, x, options)
     return lambda rng, images: jnp.concatenate(
         [images[None], tta_lib.random_views(rng, images, augment01, count)])
-  raise ValueError(f"evaluate.tta_views={kind!r}: use 'dihedral' or 'random:N'.")
+  raise train.ConfigError(f"evaluate.tta_views={kind!r}: use 'dihedral' or 'random:N'.")
 
 
 def view_probabilities(variables, images, rng, *, model, views_fn):
@@ -207,7 +207,7 @@ def predict(config, workdir) -> pathlib.Path:
   competition's `submission.csv` (`id,label` with label = P(defect))."""
   workdir = pathlib.Path(workdir)
   if not config.predict.input:
-    raise ValueError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
+    raise train.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
                      '--config.predict.output=FILE.csv).')
   job = train.setup(config)
   variables, step = restore_variables(config, job, workdir)

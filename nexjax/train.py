@@ -40,6 +40,10 @@ EMA_BETA = 0.98  # fastai's smoothing of the training loss
 LOG_EVERY = 10   # steps between progress-bar / TensorBoard updates (each is a host sync)
 
 
+class ConfigError(ValueError):
+  """A configuration value that cannot work; the message names the key and the fix."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message says where and what to try."""
 
@@ -95,7 +99,7 @@ def parse_class_ratio(value: str):
   except ValueError:
     ratio = ()
   if len(ratio) != 2 or min(ratio) < 0 or sum(ratio) <= 0:
-    raise ValueError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
+    raise ConfigError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
                      "non-negative numbers such as '0.3,0.7'.")
   return ratio
 
@@ -125,7 +129,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
   try:
     parse_class_ratio(config.data.class_ratio)
-  except ValueError as e:
+  except ConfigError as e:
     problems.append(str(e))
   check(config.train.batch_size > 0 and config.train.eval_batch_size > 0, 'train.batch_size',
         'batch sizes must be positive')
@@ -145,7 +149,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(0 <= config.optim.label_smoothing < 1, 'optim.label_smoothing', 'must be in [0, 1)')
   check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
   if problems:
-    raise ValueError('Invalid configuration:\n  ' + '\n  '.join(problems))
+    raise ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,9 +452,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   else:
     meta = checkpoints.read_meta(latest)
     if meta['steps_per_epoch'] != job.steps_per_epoch:
-      raise ValueError(f'{workdir} holds a run with {meta["steps_per_epoch"]} steps per epoch, this '
-                       f'config gives {job.steps_per_epoch} (data or batch size changed). '
-                       'Use a new --workdir.')
+      raise ConfigError(f'{workdir} holds a run with {meta["steps_per_epoch"]} steps per epoch, '
+                        f'this config gives {job.steps_per_epoch} (data or batch size changed). '
+                        'Use a new --workdir.')
     phase_index, history = meta['phase'], meta['history']
     tx = phase_optimizer(config, variables, job.plan, phase_index)
     state = checkpoints.restore(

@@ -27,7 +27,7 @@ def write_kaggle_folder(root: pathlib.Path, num_good: int, num_bad: int, num_tes
   return root
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def make_kaggle_folder():
   return write_kaggle_folder
 
@@ -36,3 +36,13 @@ def make_kaggle_folder():
 def kaggle_folder(tmp_path):
   """60 good / 20 defect training images, 10 labelled test images."""
   return write_kaggle_folder(tmp_path / 'data', 60, 20, 10, test_labels=True)
+
+
+@pytest.fixture(scope='session')
+def compile_cache(tmp_path_factory):
+  """One persistent XLA cache for the session: runs of the same program compile once."""
+  import jax  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp('jax_cache')
+  jax.config.update('jax_compilation_cache_dir', str(path))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  return path

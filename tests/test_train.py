@@ -1,0 +1,251 @@
+"""The main job end to end on tiny data: table, files, resume, devices, hosts, bad configs, NaN."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import finetune
+from nexjax import checkpoint as checkpoint_lib
+from nexjax import optim
+from nexjax import parallel
+from nexjax import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory, make_kaggle_folder):
+  return make_kaggle_folder(tmp_path_factory.mktemp('data') / 'nexperia', 40, 12, 8,
+                            size=(64, 64), test_labels=True)
+
+
+def smoke_config(data_dir, cache_dir):
+  config = finetune.get_config('smoke')
+  config.data.synthetic = False
+  config.data.dir = str(data_dir)
+  config.data.cache_dir = str(cache_dir)
+  return config
+
+
+@pytest.fixture(scope='module')
+def baseline(tmp_path_factory, data_dir, compile_cache):
+  """One uninterrupted smoke run that several tests compare against."""
+  del compile_cache
+  root = tmp_path_factory.mktemp('baseline')
+  config = smoke_config(data_dir, root / 'cache')
+  summary = train.train_and_evaluate(config, root / 'workdir')
+  return config, root / 'workdir', summary
+
+
+def read_rows(workdir):
+  return [json.loads(line) for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text()
+          .splitlines()]
+
+
+def latest_params(workdir):
+  manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / 'checkpoints',
+                                  item_names=('state', 'meta'))
+  restored = manager.restore(manager.latest_step(),
+                             args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return jax.tree.map(np.asarray, restored['state']['params'])
+
+
+def test_smoke_run_reports_like_fastai(baseline, capsys):
+  config, workdir, summary = baseline
+  rows = read_rows(workdir)
+  assert [r['phase'] for r in rows] == ['frozen', 'unfrozen']
+  for row in rows:
+    assert {'epoch', 'phase', 'train_loss', 'valid_loss', 'valid_error_rate', 'valid_auc',
+            'seconds'} <= set(row)
+    assert np.isfinite(row['train_loss']) and 0 <= row['valid_auc'] <= 1
+  assert summary['test']['auc'] == summary['test']['auc']  # labelled test split evaluated
+  assert (workdir / 'plots' / 'history.png').stat().st_size > 0
+  assert (workdir / 'plots' / 'lr_schedule.png').stat().st_size > 0
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  del config, capsys
+
+
+class StopAfterSteps(train.StopRequest):
+  """Pretends a SIGTERM arrives after `steps` steps (the loop reads the flag once per step)."""
+  steps = 5
+
+  def __init__(self):
+    super().__init__()
+    self.reads = 0
+    self.signal = 15
+
+  @property
+  def requested(self):
+    self.reads += 1
+    return self.reads > self.steps
+
+  @requested.setter
+  def requested(self, value):
+    del value
+
+
+def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(baseline, tmp_path, monkeypatch):
+  config, baseline_dir, _ = baseline
+  workdir = tmp_path / 'workdir'
+  monkeypatch.setattr(train, 'StopRequest', StopAfterSteps)
+  with pytest.raises(train.Interrupted, match='Run the same command again') as stopped:
+    train.train_and_evaluate(config, workdir)
+  assert stopped.value.exit_code == 143
+  checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints')
+  assert checkpoints.latest_step() == StopAfterSteps.steps + 1  # mid-epoch 0
+  checkpoints.close()
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  resumed, expected = latest_params(workdir), latest_params(baseline_dir)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), resumed, expected)
+  for got, want in zip(read_rows(workdir), read_rows(baseline_dir), strict=True):
+    assert got['phase'] == want['phase'] and got['step'] == want['step']
+    for key in ('train_loss', 'valid_loss', 'valid_error_rate', 'valid_auc'):
+      assert got[key] == pytest.approx(want[key], rel=1e-5), key
+
+
+def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_path):
+  config = smoke_config(data_dir, tmp_path)
+  model = train.create_model(config)
+  topo = parallel.topology()
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 96, 96, 3)), train=False))(
+      jax.random.key(0))
+  plan = train.plan_epochs(config.phases, 4)
+  tx = train.phase_optimizer(config, variables, plan, 0)
+  before = jax.tree.map(np.array, variables)
+  state = parallel.replicate(train.create_train_state(variables, tx), topo)
+  step = train.make_train_step(model, tx, config, None, topo)
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    images = rng.integers(0, 256, (8, 96, 96, 1), dtype=np.uint8)
+    state = step(state, jnp.asarray(images), jnp.asarray(rng.integers(0, 2, 8), jnp.int32),
+                 jax.random.key(0))
+  flat_before = {optim.path_name(p): x for p, x in
+                 jax.tree_util.tree_leaves_with_path(before['params'])}
+  flat_after = {optim.path_name(p): np.asarray(x) for p, x in
+                jax.tree_util.tree_leaves_with_path(state.params)}
+  batch_norms = optim.batch_norm_modules(before['batch_stats'])
+  for name, value in flat_before.items():
+    changed = not np.array_equal(value, flat_after[name])
+    if name.startswith('head/') or name.rpartition('/')[0] in batch_norms:
+      assert changed, name
+    else:
+      assert not changed, name  # conv kernels of the frozen body: bitwise identical
+  stats_before = jax.tree.leaves(before['batch_stats']['layer3'])
+  stats_after = jax.tree.leaves(state.batch_stats['layer3'])
+  assert any(not np.array_equal(a, b) for a, b in zip(stats_before, stats_after))
+
+
+def test_non_finite_loss_skips_the_update_and_stops_with_last_checkpoint_intact(
+    data_dir, tmp_path, compile_cache):
+  del compile_cache
+  config = smoke_config(data_dir, tmp_path / 'cache')
+  config.phases[1].lr = (1e30, 1e32)  # the unfrozen phase diverges at once
+  workdir = tmp_path / 'workdir'
+  with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
+    train.train_and_evaluate(config, workdir)
+  rows = read_rows(workdir)
+  assert [r['phase'] for r in rows] == ['frozen']
+  params = latest_params(workdir)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('change,message', [
+    (lambda c: setattr(c.model, 'arch', 'resnet99'), 'model.arch'),
+    (lambda c: setattr(c.phases[0], 'epochs', 0), 'phases[0].epochs'),
+    (lambda c: setattr(c.phases[1], 'train_groups', ('head', 'neck')), 'train_groups'),
+    (lambda c: setattr(c.data, 'class_ratio', '1,2,3'), 'class_ratio'),
+    (lambda c: setattr(c.data, 'dir', '/no/such/folder'), 'does not exist'),
+])
+def test_invalid_config_values_fail_before_anything_runs(data_dir, tmp_path, change, message):
+  config = smoke_config(data_dir, tmp_path)
+  change(config)
+  with pytest.raises(train.ConfigError, match=message.replace('[', r'\[').replace(']', r'\]')):
+    train.validate_config(config)
+
+
+def run_launch(args, env_extra=None, timeout=600):
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', **(env_extra or {})}
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+  result = run_launch(['--config=configs/finetune.py:smoke', f'--workdir={tmp_path}',
+                       '--config.optim.learning_rat=1'])
+  assert result.returncode != 0
+  assert "Unknown config key 'learning_rat'" in result.stderr, result.stderr[-2000:]
+
+
+def launch_args(data_dir, cache_dir, workdir):
+  return ['--config=configs/finetune.py:smoke', f'--workdir={workdir}',
+          '--config.data.synthetic=False', f'--config.data.dir={data_dir}',
+          f'--config.data.cache_dir={cache_dir}']
+
+
+def assert_same_losses(rows, expected):
+  for got, want in zip(rows, expected, strict=True):
+    for key in ('train_loss', 'valid_loss'):
+      assert got[key] == pytest.approx(want[key], rel=1e-4 if got['epoch'] == 0 else 5e-3), key
+
+
+def test_four_devices_give_the_same_losses(baseline, tmp_path, compile_cache):
+  config, baseline_dir, _ = baseline
+  result = run_launch(launch_args(config.data.dir, config.data.cache_dir, tmp_path / 'w'),
+                      {'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+                       'JAX_COMPILATION_CACHE_DIR': str(compile_cache)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert_same_losses(read_rows(tmp_path / 'w'), read_rows(baseline_dir))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_give_the_same_losses(baseline, tmp_path,
+                                                                  compile_cache):
+  config, baseline_dir, _ = baseline
+  port = free_port()
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+         'JAX_COMPILATION_CACHE_DIR': str(compile_cache)}
+  args = launch_args(config.data.dir, config.data.cache_dir, tmp_path / 'w')
+  processes = [subprocess.Popen(
+      [sys.executable, 'launch.py', *args, f'--coordinator_address=localhost:{port}',
+       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=900) for p in processes]
+  for p, (_, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert_same_losses(read_rows(tmp_path / 'w'), read_rows(baseline_dir))
+
+
+def test_lr_find_sweeps_and_suggests(data_dir, tmp_path, compile_cache):
+  del compile_cache
+  config = smoke_config(data_dir, tmp_path / 'cache')
+  config.lr_find.num_steps = 20
+  result = train.lr_find(config, tmp_path / 'w')
+  lrs = np.asarray(result['lrs'])
+  np.testing.assert_allclose(lrs, 1e-7 * (10 / 1e-7)**(np.arange(len(lrs)) / 20), rtol=1e-6)
+  assert (tmp_path / 'w' / 'lr_find' / 'lr_find.png').stat().st_size > 0
+  assert set(result['suggestions']) == {'min_gradient', 'min_loss_div10'}
+
+
+def test_lr_suggestions_follow_fastai():
+  lrs = np.geomspace(1e-7, 10, 100)
+  losses = np.concatenate([np.linspace(1, 0.2, 60), np.linspace(0.2, 3, 40)])
+  suggestions = train.lr_suggestions(lrs, losses)
+  assert suggestions['min_loss_div10'] == pytest.approx(lrs[59] / 10)
+  gradient = np.gradient(losses[10:-5])
+  assert suggestions['min_gradient'] == pytest.approx(lrs[10:-5][np.argmin(gradient)])
