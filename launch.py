@@ -1,6 +1,7 @@
 """nexjax entry point: python launch.py --config=configs/finetune.py[:preset] --workdir=DIR.
 
-Modes: train (default; resumes from DIR), lr_find, evaluate, predict.
+Modes: train (default; resumes from DIR), lr_find, evaluate, predict (configs/finetune.py);
+fit_normality, compare (configs/normality.py).
 Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
 """
@@ -15,6 +16,7 @@ from ml_collections import config_flags
 
 import nexjax
 from nexjax import evaluate
+from nexjax import normality
 from nexjax import parallel
 from nexjax import train
 from nexjax import weights
@@ -25,7 +27,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Conf
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
                                required=True)
 MODES = {'train': train.train_and_evaluate, 'lr_find': train.lr_find,
-         'evaluate': evaluate.evaluate, 'predict': evaluate.predict}
+         'evaluate': evaluate.evaluate, 'predict': evaluate.predict,
+         'fit_normality': normality.fit_normality, 'compare': normality.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')

@@ -42,6 +42,7 @@ def get_config(arg=None):
       channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
       valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
       class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
+      max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
       cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
   ))
 

@@ -11,7 +11,6 @@ import csv
 import functools
 import glob
 import json
-import math
 import pathlib
 
 from absl import logging
@@ -32,7 +31,9 @@ from nexjax.data import nexperia
 from nexjax.data import pipeline
 
 THRESHOLD_FILE = 'threshold.json'
-REPORTED_RULES = ('fixed:0.5', 'max_accuracy', 'recall:0.95', 'recall:0.99')
+# Rules reported beside the chosen one; fixed thresholds only make sense for probabilities.
+SCORE_RULES = ('max_accuracy', 'recall:0.95', 'recall:0.99')
+PROBABILITY_RULES = ('fixed:0.5',) + SCORE_RULES
 
 
 def restore_variables(config, job: train.Job, workdir) -> tuple[dict, int]:
@@ -70,11 +71,11 @@ def tta_views_fn(config):
 
 
 def view_probabilities(variables, images, rng, *, model, views_fn):
-  """(V, B, C) class probabilities of every view; view 0 is the plain image."""
+  """(B, V, C) class probabilities of every view; view 0 is the plain image."""
   unit = augment_lib.to_unit_float(images)
   views = views_fn(rng, unit)
   apply = lambda x: model.apply(variables, augment_lib.normalize(x), train=False)
-  return jax.nn.softmax(jax.vmap(apply)(views))
+  return jnp.swapaxes(jax.nn.softmax(jax.vmap(apply)(views)), 0, 1)
 
 
 def make_tta_fn(model, config, topo: parallel.Topology):
@@ -84,18 +85,13 @@ def make_tta_fn(model, config, topo: parallel.Topology):
 
 def predict_views(tta_fn, variables, images: np.ndarray, batch_size: int, seed: int,
                   topo: parallel.Topology, desc: str, progress: bool = True) -> np.ndarray:
-  """(V, N, C) probabilities for uint8 images (N, H, W, C), padded to whole global batches."""
+  """(V, N, C) probabilities of every view of uint8 images (N, H, W, C); one call per batch."""
   examples = pipeline.Examples(images, np.zeros(len(images), np.int32), np.zeros(len(images), str))
-  ds = pipeline.eval_dataset(examples, global_batch=batch_size, process_index=topo.process_index,
-                             process_count=topo.process_count)
-  outputs = []
   rng = jax.random.key(seed)
-  for i, batch in enumerate(tqdm.tqdm(ds.as_numpy_iterator(),
-                                      total=math.ceil(len(images) / batch_size), desc=desc,
-                                      leave=False, disable=not (progress and topo.is_chief))):
-    batch_images = parallel.to_global(batch['images'], topo.batch)
-    outputs.append(np.asarray(tta_fn(variables, batch_images, jax.random.fold_in(rng, i))))
-  return np.concatenate(outputs, axis=1)[:, :len(images)]
+  per_example = train.concatenate_batches(train.map_batches(
+      lambda batch, _, b: tta_fn(variables, batch, jax.random.fold_in(rng, b)), examples,
+      batch_size, topo, desc, progress))
+  return np.swapaxes(per_example, 0, 1)
 
 
 def plain_and_tta_scores(views: np.ndarray, config) -> dict[str, np.ndarray]:
@@ -106,10 +102,10 @@ def plain_and_tta_scores(views: np.ndarray, config) -> dict[str, np.ndarray]:
                                             beta=config.evaluate.tta_beta))}
 
 
-def threshold_table(labels, scores) -> list[dict]:
+def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
   """What each common rule would cost: threshold, defect recall and good devices lost (FPR)."""
   rows = []
-  for rule in REPORTED_RULES:
+  for rule in rules:
     threshold = metrics_lib.choose_threshold(labels, scores, rule)
     report = metrics_lib.binary_report(labels, scores, threshold)
     rows.append({'rule': rule, 'threshold': threshold, 'recall': report['recall'],

@@ -204,3 +204,18 @@ def plot_top_losses(examples, scores, threshold: float, path, count: int = 16) -
   fig.suptitle(f'Top losses (actual/predicted): {len(wrong)} mistakes, worst {len(worst)} shown',
                fontsize=9)
   _save(fig, path)
+
+
+def plot_comparison(rows: list[dict], path) -> None:
+  """AUC and error rate of each method against the number of labelled training defects."""
+  fig, axes = _new_figure(path, ncols=2, width=4.5)
+  levels = list(dict.fromkeys(str(r['labelled_defects']) for r in rows))
+  for method in dict.fromkeys(r['method'] for r in rows):
+    points = [(levels.index(str(r['labelled_defects'])), r) for r in rows if r['method'] == method]
+    for ax, key in zip(axes[0], ('auc', 'error_rate')):
+      ax.plot([x for x, _ in points], [r[key] for _, r in points], 'o-', label=method)
+  for ax, title in zip(axes[0], ('ROC AUC', 'Error rate at the chosen threshold')):
+    ax.set(xticks=range(len(levels)), xticklabels=levels, xlabel='labelled training defects',
+           title=title)
+    ax.legend()
+  _save(fig, path)

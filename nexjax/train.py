@@ -176,9 +176,11 @@ def cache_dir(config) -> pathlib.Path:
 
 
 def load_data(config) -> dict[str, pipeline.Examples]:
-  return pipeline.load_datasets(data_folder(config), image_size=config.data.image_size,
+  data = pipeline.load_datasets(data_folder(config), image_size=config.data.image_size,
                                 valid_fraction=config.data.valid_fraction,
                                 channels=config.data.channels, cache_dir=cache_dir(config))
+  data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
+  return data
 
 
 def augment_options(config) -> augment_lib.AugmentOptions | None:
@@ -288,24 +290,37 @@ def make_eval_fn(model, config, topo: parallel.Topology) -> Callable:
                  out_shardings=topo.replicated)
 
 
-def predict(eval_fn, variables, examples: pipeline.Examples, batch_size: int,
-            topo: parallel.Topology, desc: str = 'predict', progress: bool = True):
-  """(probabilities (N, C), losses (N,)) for every example, in order, padding dropped.
+def map_batches(fn, examples: pipeline.Examples, batch_size: int, topo: parallel.Topology,
+                desc: str = 'predict', progress: bool = True):
+  """Yields `fn(images, labels, batch_index)` for every global batch of `examples`, in order, as
+  host arrays whose leading (per-example) axis has the padding rows dropped.
 
   Global batch b holds examples b * batch_size + [0, batch_size) (hosts fill it in process
-  order, see `parallel.topology`), so every host knows where each output row belongs.
+  order, see `parallel.topology`), so every host knows where each output row belongs; `fn`
+  should return replicated outputs (out_shardings) so every host can read them.
   """
   ds = pipeline.eval_dataset(examples, global_batch=batch_size, process_index=topo.process_index,
                              process_count=topo.process_count)
-  outputs = []
-  for batch in tqdm.tqdm(ds.as_numpy_iterator(), total=math.ceil(len(examples) / batch_size),
-                         desc=desc, leave=False, disable=not (progress and topo.is_chief)):
+  for b, batch in enumerate(tqdm.tqdm(ds.as_numpy_iterator(),
+                                      total=math.ceil(len(examples) / batch_size), desc=desc,
+                                      leave=False, disable=not (progress and topo.is_chief))):
     images, labels = parallel.to_global((batch['images'], batch['labels']), topo.batch)
-    outputs.append(jax.device_get(eval_fn(variables, images, labels)))
-  if not outputs:
-    return np.zeros((0, 2), np.float32), np.zeros((0,), np.float32)
-  probs, losses = (np.concatenate(x)[:len(examples)] for x in zip(*outputs))
-  return probs, losses
+    rows = min(batch_size, len(examples) - b * batch_size)
+    yield jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(fn(images, labels, b)))
+
+
+def concatenate_batches(batches):
+  """Concatenates the per-batch output trees of `map_batches` along the example axis."""
+  batches = list(batches)
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
+
+
+def predict(eval_fn, variables, examples: pipeline.Examples, batch_size: int,
+            topo: parallel.Topology, desc: str = 'predict', progress: bool = True):
+  """(probabilities (N, C), losses (N,)) for every example, in order."""
+  return concatenate_batches(map_batches(
+      lambda images, labels, _: eval_fn(variables, images, labels), examples, batch_size, topo,
+      desc, progress))
 
 
 def split_metrics(examples: pipeline.Examples, probs, losses) -> dict:

@@ -114,6 +114,18 @@ def stratified_split(ids: Sequence[str], labels: np.ndarray,
   return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
 
 
+def limit_class(examples: Examples, label: int, count: int) -> Examples:
+  """Keeps only `count` examples of class `label` (those of smallest id hash): simulates a
+  factory with few labelled defects. count < 0 keeps all."""
+  members = np.flatnonzero(examples.labels == label)
+  if count < 0 or count >= len(members):
+    return examples
+  ranked = members[np.argsort([stable_hash(examples.ids[i]) for i in members], kind='stable')]
+  keep = np.ones(len(examples), bool)
+  keep[ranked[count:]] = False
+  return examples.subset(np.flatnonzero(keep))
+
+
 def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
                   cache_dir) -> dict[str, Examples]:
   """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once."""
