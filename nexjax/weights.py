@@ -137,9 +137,19 @@ def save(variables: Variables, path) -> None:
   flat = flax.traverse_util.flatten_dict(
       {c: variables[c] for c in COLLECTIONS if c in variables}, sep='/')
   path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.npz', delete=False) as f:
-    np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
-  os.replace(f.name, path)
+  # Written beside the target and renamed, so readers never see half a file. mkstemp creates it
+  # 0600; give it the mode a plain open() would (0666 & ~umask), or others cannot read it.
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
 
 
 def merge(init_variables: Variables, loaded: Variables, dont_load: Iterable[str] = ()) -> Variables:
