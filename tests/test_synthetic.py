@@ -1,0 +1,97 @@
+"""The synthetic Nexperia-like dataset: deterministic, exact defect counts, the Kaggle layout."""
+
+import csv
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from nexjax.data import synthetic
+
+SMALL = dict(num_train=30, num_test=12, image_size=64, seed=3, num_workers=1, progress=False)
+
+
+def digest(root):
+  files = sorted(p for p in root.rglob('*') if p.is_file() and p.name != synthetic.SETTINGS_FILE)
+  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp('synthetic') / 'data'
+  synthetic.generate(root, **SMALL)
+  return root
+
+
+def test_generation_is_byte_identical(dataset, tmp_path):
+  again = tmp_path / 'again'
+  synthetic.generate(again, **{**SMALL, 'num_workers': 2})
+  assert digest(again) == digest(dataset)
+
+
+def test_layout_labels_and_exact_defect_counts(dataset):
+  good = sorted(p.stem for p in (dataset / 'train' / 'good_0').glob('*.jpg'))
+  bad = sorted(p.stem for p in (dataset / 'train' / 'bad_1').glob('*.jpg'))
+  test = sorted(p.stem for p in (dataset / 'test' / 'all_tests').glob('*.jpg'))
+  assert len(good) + len(bad) == 30 and len(test) == 12
+  assert len(bad) == round(synthetic.DEFECT_RATE * 30)
+  with open(dataset / 'test' / 'test_labels.csv') as f:
+    test_labels = {r['id']: int(r['label']) for r in csv.DictReader(f)}
+  assert sorted(test_labels) == test
+  assert sum(test_labels.values()) == round(synthetic.DEFECT_RATE * 12)
+  with open(dataset / 'metadata.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 42 and len({r['id'] for r in rows}) == 42
+  for row in rows:
+    expected = (test_labels[row['id']] if row['split'] == 'test'
+                else int(row['id'] in bad))
+    assert int(row['label']) == expected
+    assert (row['defect_type'] == 'none') == (expected == 0)
+
+
+def test_images_are_8bit_grayscale_of_the_requested_size(dataset):
+  for path in list(dataset.rglob('*.jpg'))[:10]:
+    with PIL.Image.open(path) as image:
+      assert image.mode == 'L' and image.size == (64, 64)
+
+
+def test_complete_folder_is_reused_and_other_settings_are_refused(dataset):
+  before = digest(dataset)
+  assert synthetic.ensure_dataset(dataset, **SMALL) == dataset
+  assert digest(dataset) == before
+  with pytest.raises(ValueError, match='delete it or choose another folder'):
+    synthetic.ensure_dataset(dataset, **{**SMALL, 'seed': 4})
+
+
+def test_interrupted_generation_is_not_mistaken_for_complete(tmp_path):
+  partial = tmp_path / 'data.partial'
+  (partial / 'train' / 'good_0').mkdir(parents=True)  # left over by a killed run
+  synthetic.generate(tmp_path / 'data', **{**SMALL, 'num_train': 6, 'num_test': 2})
+  assert not partial.exists() and (tmp_path / 'data' / synthetic.SETTINGS_FILE).is_file()
+
+
+@pytest.mark.parametrize('defect', synthetic.DEFECT_TYPES)
+def test_every_defect_type_renders_and_changes_the_image(defect):
+  good = synthetic.render(np.random.default_rng(5), 96, ())
+  bad = synthetic.render(np.random.default_rng(5), 96, (defect,))
+  assert bad.shape == (96, 96) and bad.dtype == np.uint8
+  assert np.abs(good.astype(int) - bad.astype(int)).max() > 0
+
+
+def test_unknown_defect_type_is_refused():
+  with pytest.raises(ValueError, match='Unknown defect'):
+    synthetic.render(np.random.default_rng(0), 32, ('scratch',))
+
+
+def test_cli_writes_dataset_and_sample_grid(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "d"}',
+       '--num_train=8', '--num_test=4', '--image_size=48',
+       f'--sample_grid={tmp_path / "grid.png"}'], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '"defective"' in result.stdout
+  assert len(list((tmp_path / 'd').rglob('*.jpg'))) == 12
+  assert (tmp_path / 'grid.png').stat().st_size > 0
