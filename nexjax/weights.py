@@ -87,7 +87,10 @@ def _module_prefix(key: str) -> tuple[str, str]:
 
 def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> Variables:
   """Converts a torchvision/timm ResNet state dict to nested `params`/`batch_stats` dicts."""
-  batch_norms = {_module_prefix(k)[0] for k in state_dict if k.endswith('.running_mean')}
+  # A module with any running statistic is a BatchNorm, so one with an entry missing is still
+  # recognised, and `merge` reports the missing entry rather than puzzling over its weight.
+  batch_norms = {_module_prefix(k)[0] for k in state_dict
+                 if k.endswith(('.running_mean', '.running_var', '.num_batches_tracked'))}
   flat, problems = {}, []
   for key, value in state_dict.items():
     module, leaf = _module_prefix(key)
