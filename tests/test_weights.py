@@ -1,0 +1,393 @@
+"""nexjax.weights and the `python -m nexjax.convert` CLI, without torch.
+
+The state dicts are torchvision's own key lists and shapes, drawn from a seed by
+`tests/fixtures/seeded_weights.py`; file downloads are served from a local `file://` folder.
+"""
+
+import functools
+import hashlib
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import absl.app
+import flax
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from nexjax import convert
+from nexjax import weights
+from nexjax.models import heads
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tests' / 'fixtures'))
+import seeded_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+WeightsError = weights.WeightsError
+
+
+@functools.cache
+def _seeded(arch: str) -> dict[str, np.ndarray]:
+  return seeded_weights.seeded_state_dict(arch, 7)
+
+
+def state_dict(arch: str = 'resnet18') -> dict[str, np.ndarray]:
+  """A fresh (mutable) copy of a seeded torchvision state dict."""
+  return dict(_seeded(arch))
+
+
+def zeros_like_model(arch: str = 'resnet18', num_classes: int = 1000):
+  """The model's own variable tree (params, batch_stats) as numpy zeros, without computing."""
+  shapes = convert.model_shapes(arch, num_classes)
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def merge_error(sd, arch='resnet18', **kwargs) -> str:
+  with pytest.raises(WeightsError) as info:
+    weights.merge(zeros_like_model(arch), weights.torch_to_flax(sd), **kwargs)
+  return str(info.value)
+
+
+def flat(tree):
+  return flax.traverse_util.flatten_dict(dict(tree), sep='/')
+
+
+# --- torch_to_flax ------------------------------------------------------------------------------
+
+def test_torch_to_flax_renames_and_transposes():
+  sd = state_dict()
+  variables = weights.torch_to_flax(sd)
+  assert set(variables) == {'params', 'batch_stats'}
+  params, stats = variables['params'], variables['batch_stats']
+  np.testing.assert_array_equal(params['conv1']['kernel'], sd['conv1.weight'].transpose(2, 3, 1, 0))
+  assert params['layer2']['0']['downsample']['0']['kernel'].shape == (1, 1, 64, 128)
+  np.testing.assert_array_equal(params['fc']['kernel'], sd['fc.weight'].T)
+  np.testing.assert_array_equal(params['fc']['bias'], sd['fc.bias'])
+  np.testing.assert_array_equal(params['layer3']['1']['bn2']['scale'], sd['layer3.1.bn2.weight'])
+  np.testing.assert_array_equal(params['layer3']['1']['bn2']['bias'], sd['layer3.1.bn2.bias'])
+  np.testing.assert_array_equal(stats['layer4']['0']['downsample']['1']['mean'],
+                                sd['layer4.0.downsample.1.running_mean'])
+  np.testing.assert_array_equal(stats['bn1']['var'], sd['bn1.running_var'])
+  # num_batches_tracked is dropped; nothing else is.
+  buffers = sum(k.endswith('num_batches_tracked') for k in sd)
+  assert len(flat(variables)) == len(sd) - buffers
+  assert all(v.dtype == np.float32 for v in flat(variables).values())
+
+
+def test_torch_to_flax_lists_every_unrecognised_entry():
+  sd = state_dict()
+  sd['bn1.momentum'] = np.zeros(64, np.float32)  # a BatchNorm leaf that is not a BN entry
+  sd['layer1.0.conv1.scale'] = np.zeros((3, 3, 3), np.float32)  # a 3-D tensor of no known role
+  with pytest.raises(WeightsError) as info:
+    weights.torch_to_flax(sd)
+  message = str(info.value)
+  assert 'bn1.momentum: unexpected BatchNorm entry' in message
+  assert 'layer1.0.conv1.scale: cannot tell what this 3-D tensor is' in message
+
+
+# --- merge: strict by default --------------------------------------------------------------------
+
+def test_the_seeded_state_dict_merges_strictly():
+  for arch in ('resnet18', 'resnet34'):
+    merged = weights.merge(zeros_like_model(arch), weights.torch_to_flax(state_dict(arch)))
+    expected = flat(weights.torch_to_flax(state_dict(arch)))
+    assert flat(merged).keys() == expected.keys()
+    for key, value in expected.items():
+      np.testing.assert_array_equal(flat(merged)[key], value, err_msg=key)
+
+
+def test_missing_key_is_an_error():
+  sd = state_dict()
+  del sd['layer3.1.conv2.weight']
+  message = merge_error(sd)
+  assert message.startswith('1 weight entries do not match the model')
+  assert 'missing (not in the file): params/layer3/1/conv2/kernel (3, 3, 256, 256)' in message
+
+
+def test_missing_running_stat_is_an_error():
+  sd = state_dict()
+  del sd['layer1.0.bn1.running_var']
+  assert 'missing (not in the file): batch_stats/layer1/0/bn1/var (64,)' in merge_error(sd)
+
+
+def test_wrong_shape_is_an_error():
+  sd = state_dict()
+  sd['fc.weight'] = sd['fc.weight'][:10]
+  sd['fc.bias'] = sd['fc.bias'][:10]
+  message = merge_error(sd)
+  assert ('wrong shape: params/fc/kernel is (512, 10) in the file, (512, 1000) in the model'
+          in message)
+  assert 'wrong shape: params/fc/bias is (10,) in the file, (1000,) in the model' in message
+
+
+def test_unknown_key_is_an_error():
+  sd = state_dict()
+  sd['layer5.0.conv1.weight'] = np.zeros((8, 512, 3, 3), np.float32)
+  assert ('unknown (not in the model): params/layer5/0/conv1/kernel (3, 3, 512, 8)'
+          in merge_error(sd))
+
+
+def test_all_problems_are_listed_at_once():
+  sd = state_dict()
+  del sd['conv1.weight']
+  sd['bn1.bias'] = np.zeros(65, np.float32)
+  sd['extra.weight'] = np.zeros((2, 2), np.float32)
+  message = merge_error(sd)
+  assert message.startswith('3 weight entries do not match the model')
+  assert len(re.findall(r'^  (missing|wrong shape|unknown)', message, re.M)) == 3
+
+
+def test_resnet34_weights_do_not_fit_resnet18():
+  message = merge_error(state_dict('resnet34'), arch='resnet18')
+  # layer1.2, layer2.2-3, layer3.2-5, layer4.2: 8 blocks x (2 kernels + 2 BNs x (2 params + 2 stats)).
+  assert message.startswith(f'{8 * (2 + 2 * 4)} weight entries')
+  assert 'unknown (not in the model): params/layer3/5/conv2/kernel' in message
+
+
+def test_dont_load_keeps_a_fresh_two_class_fc_and_loads_the_body():
+  # A freshly initialised 2-class model (zeros, except a random fc: model.init costs ~10 s here).
+  init = zeros_like_model('resnet18', num_classes=2)
+  init['params']['fc'] = {
+      'kernel': np.asarray(heads.torch_linear_init(jax.random.key(0), (512, 2))),
+      'bias': np.zeros(2, np.float32)}
+  loaded = weights.torch_to_flax(state_dict())
+  with pytest.raises(WeightsError, match='wrong shape: params/fc/kernel'):
+    weights.merge(init, loaded)
+  merged = weights.merge(init, loaded, dont_load=('^fc/',))
+  init_flat, loaded_flat, merged_flat = flat(init), flat(loaded), flat(merged)
+  assert merged_flat.keys() == init_flat.keys()
+  for key, value in merged_flat.items():
+    source = init_flat if key.startswith('params/fc/') else loaded_flat
+    np.testing.assert_array_equal(value, source[key], err_msg=key)
+  assert merged_flat['params/fc/kernel'].shape == (512, 2)
+  assert np.any(merged_flat['params/fc/kernel'] != 0)  # the fresh initialisation
+  # Extra collections of the initial tree (sown intermediates) are not carried over.
+  with_intermediates = {**init, 'intermediates': {'stages': (np.zeros(1),)}}
+  assert 'intermediates' not in weights.merge(with_intermediates, loaded, dont_load=('^fc/',))
+
+
+def test_dont_load_also_ignores_matching_loaded_entries_of_another_head():
+  model_shapes = zeros_like_model('resnet18', num_classes=0)  # head='none': no fc at all
+  merged = weights.merge(model_shapes, weights.torch_to_flax(state_dict()), dont_load=('^fc/',))
+  assert 'fc' not in merged['params']
+  with pytest.raises(WeightsError, match='unknown .*params/fc/kernel'):
+    weights.merge(model_shapes, weights.torch_to_flax(state_dict()))
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('suffix', ['.h5', '.ckpt', '.msgpack', ''])
+def test_unknown_file_suffix_is_an_error(tmp_path, suffix):
+  path = tmp_path / f'weights{suffix}'
+  path.write_bytes(b'not weights')
+  with pytest.raises(WeightsError, match='unknown weight file type'):
+    weights.read_file(path)
+  with pytest.raises(WeightsError, match='unknown weight file type'):
+    weights.load(path)
+
+
+def test_missing_file_is_an_error(tmp_path):
+  with pytest.raises(WeightsError, match='no such weight file'):
+    weights.load(tmp_path / 'absent.safetensors')
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.pt', '.bin'])
+def test_torch_file_without_torch_says_how_to_proceed(tmp_path, monkeypatch, suffix):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError
+  path = tmp_path / f'resnet18{suffix}'
+  path.write_bytes(b'\x80\x02}q\x00.')
+  with pytest.raises(WeightsError) as info:
+    weights.load(path)
+  message = str(info.value)
+  assert 'needs torch, which is not installed' in message
+  assert "pip install -e '.[torch]'" in message and 'python -m nexjax.convert' in message
+  assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_safetensors_and_torch_layout_npz_load_like_the_state_dict(tmp_path):
+  sd = state_dict()
+  expected = flat(weights.torch_to_flax(sd))
+  safetensors.numpy.save_file(sd, tmp_path / 'w.safetensors')
+  np.savez(tmp_path / 'w.npz', **sd)
+  for name in ('w.safetensors', 'w.npz'):
+    loaded = flat(weights.load(tmp_path / name))
+    assert loaded.keys() == expected.keys(), name
+    for key, value in expected.items():
+      np.testing.assert_array_equal(loaded[key], value, err_msg=f'{name}: {key}')
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+def test_save_load_round_trip(tmp_path):
+  variables = weights.merge(zeros_like_model(), weights.torch_to_flax(state_dict()))
+  path = tmp_path / 'nested' / 'dir' / 'resnet18.npz'
+  weights.save(variables, path)
+  assert path.is_file() and not list(path.parent.glob('*.npz.*')) and len(list(path.parent.iterdir())) == 1
+  loaded = weights.load(path)
+  assert flat(loaded).keys() == flat(variables).keys()
+  for key, value in flat(variables).items():
+    np.testing.assert_array_equal(flat(loaded)[key], value, err_msg=key)
+  # Readable with numpy alone, '/'-joined paths.
+  with np.load(path) as data:
+    np.testing.assert_array_equal(data['params/conv1/kernel'], variables['params']['conv1']['kernel'])
+    assert 'batch_stats/layer4/1/bn2/mean' in data.files
+  # A loaded file merges strictly back into the model.
+  weights.merge(zeros_like_model(), loaded)
+
+
+def test_save_drops_other_collections_and_overwrites(tmp_path):
+  path = tmp_path / 'w.npz'
+  weights.save({'params': {'a': np.ones(2)}, 'intermediates': {'x': np.ones(3)}}, path)
+  weights.save({'params': {'b': np.zeros(2)}, 'batch_stats': {'c': np.ones(1)}}, path)
+  with np.load(path) as data:
+    assert sorted(data.files) == ['batch_stats/c', 'params/b']
+
+
+def test_saved_file_gets_the_default_mode(tmp_path):
+  path = tmp_path / 'w.npz'
+  weights.save({'params': {'a': np.ones(2)}}, path)
+  umask = os.umask(0)
+  os.umask(umask)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+  assert [p.name for p in tmp_path.iterdir()] == ['w.npz']
+
+
+def test_save_needs_npz(tmp_path):
+  with pytest.raises(WeightsError, match='use a .npz file name'):
+    weights.save({'params': {}}, tmp_path / 'w.safetensors')
+
+
+# --- infer_architecture --------------------------------------------------------------------------
+
+@pytest.mark.parametrize('arch,num_classes', [('resnet18', 1000), ('resnet34', 2),
+                                              ('resnet50', 10), ('resnet34', 0)])
+def test_infer_architecture(arch, num_classes):
+  assert weights.infer_architecture(zeros_like_model(arch, num_classes)) == (arch, num_classes)
+
+
+def test_infer_architecture_from_a_state_dict():
+  assert weights.infer_architecture(weights.torch_to_flax(state_dict('resnet34'))) == (
+      'resnet34', 1000)
+
+
+def test_infer_architecture_rejects_other_networks():
+  with pytest.raises(WeightsError, match=r'blocks per stage \(1, 1, 1, 1\)'):
+    weights.infer_architecture(zeros_like_model('resnet10', 2))
+  with pytest.raises(WeightsError, match=r'blocks per stage \(0, 0, 0, 0\)'):
+    weights.infer_architecture({'params': {'dense': {'kernel': np.zeros((3, 3))}}})
+
+
+# --- fetch ---------------------------------------------------------------------------------------
+
+def _serve(folder: pathlib.Path, stem: str, payload: bytes, prefix: str | None = None,
+           suffix: str = '.npz') -> str:
+  """Writes `payload` as `stem-<sha256 prefix>suffix` into `folder`; returns the file name."""
+  prefix = prefix or hashlib.sha256(payload).hexdigest()[:8]
+  name = f'{stem}-{prefix}{suffix}'
+  (folder / name).write_bytes(payload)
+  return name
+
+
+@pytest.fixture
+def server(tmp_path):
+  folder = tmp_path / 'server'
+  folder.mkdir()
+  return folder
+
+
+def test_fetch_downloads_verified_files_and_uses_the_cache(tmp_path, server):
+  payload = np.random.default_rng(0).bytes(3 << 20)  # several read chunks
+  name = _serve(server, 'tiny', payload)
+  cache = tmp_path / 'cache'
+  path = weights.fetch(name, cache_dir=cache, base_url=server.as_uri())
+  assert path == cache / name and path.read_bytes() == payload
+  assert sorted(p.name for p in cache.iterdir()) == [name]  # no .partial left behind
+  # Cache hit: the source is gone, the cached file is returned without a download.
+  (server / name).unlink()
+  assert weights.fetch(name, cache_dir=cache, base_url=server.as_uri() + '/') == path
+  assert path.read_bytes() == payload
+
+
+def test_fetch_with_a_full_length_hash(tmp_path, server):
+  payload = b'weights'
+  name = _serve(server, 'full', payload, prefix=hashlib.sha256(payload).hexdigest())
+  assert weights.fetch(name, cache_dir=tmp_path / 'c', base_url=server.as_uri()).read_bytes() == payload
+
+
+def test_fetch_deletes_a_mismatched_download(tmp_path, server):
+  payload = b'truncated or corrupt'
+  wrong = 'deadbeef' if not hashlib.sha256(payload).hexdigest().startswith('deadbeef') else 'beefdead'
+  name = _serve(server, 'bad', payload, prefix=wrong)
+  cache = tmp_path / 'cache'
+  with pytest.raises(WeightsError, match=f'checksum mismatch .*{wrong}.*deleted'):
+    weights.fetch(name, cache_dir=cache, base_url=server.as_uri())
+  assert list(cache.iterdir()) == []
+
+
+def test_fetch_a_torchvision_name_checks_its_published_hash(tmp_path, server):
+  (server / weights.TORCHVISION_FILES['resnet34']).write_bytes(b'not the real resnet34')
+  with pytest.raises(WeightsError, match='checksum mismatch'):
+    weights.fetch('resnet34', cache_dir=tmp_path / 'cache', base_url=server.as_uri())
+  assert list((tmp_path / 'cache').iterdir()) == []
+
+
+def test_fetch_unknown_name(tmp_path):
+  with pytest.raises(WeightsError, match='Unknown weights'):
+    weights.fetch('resnet99', cache_dir=tmp_path)
+
+
+# --- python -m nexjax.convert --------------------------------------------------------------------
+
+def _run_convert(*args) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'nexjax.convert', *map(str, args)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu',
+                             'PYTHONPATH': str(REPO)})
+
+
+def test_convert_cli_end_to_end(tmp_path):
+  sd = state_dict()
+  src, dst = tmp_path / 'resnet18.safetensors', tmp_path / 'out' / 'resnet18.npz'
+  safetensors.numpy.save_file(sd, src)
+  result = _run_convert(src, dst)
+  assert result.returncode == 0, result.stderr
+  assert re.search(r'^resnet18 \(11,689,512 parameters, 1000 classes\): '
+                   rf'{re.escape(str(src))} -> {re.escape(str(dst))} \[\d+\.\d MiB, \d+\.\d s\]$',
+                   result.stdout, re.M), result.stdout
+  loaded = flat(weights.load(dst))
+  expected = flat(weights.torch_to_flax(sd))
+  assert loaded.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+  # The converted file is in Flax layout and loads with numpy alone.
+  with np.load(dst) as data:
+    assert all(k.split('/')[0] in ('params', 'batch_stats') for k in data.files)
+
+
+def test_convert_refuses_an_incomplete_file(tmp_path):
+  sd = state_dict()
+  del sd['layer2.1.bn1.running_mean']
+  src = tmp_path / 'broken.safetensors'
+  safetensors.numpy.save_file(sd, src)
+  with pytest.raises(WeightsError, match='missing .*batch_stats/layer2/1/bn1/mean'):
+    convert.convert(src, tmp_path / 'out.npz')
+  assert not (tmp_path / 'out.npz').exists()
+
+
+def test_convert_summary_in_process(tmp_path):
+  sd = seeded_weights.seeded_state_dict('resnet18', 3, num_classes=2)
+  src = tmp_path / 'two_class.npz'
+  np.savez(src, **sd)
+  summary = convert.convert(src, tmp_path / 'dst.npz')
+  assert (summary['arch'], summary['num_classes'], summary['parameters']) == (
+      'resnet18', 2, 11_689_512 - 998 * 513)
+  assert summary['megabytes'] > 40
+
+
+def test_convert_cli_usage_error():
+  with pytest.raises(absl.app.UsageError, match='usage: python -m nexjax.convert SRC DST.npz'):
+    convert.main(['convert', 'only_one_argument'])
