@@ -35,14 +35,14 @@ Defects (bad images: one type, two types with p 0.15; types equally likely)
 The subtle cases (a missing marking, a small blob on the dark body, a shallow chip, a slight
 misplacement) are comparable to the nuisance variation; the obvious ones are not.
 
-Each image depends only on (seed, split, index), so generation parallelises and is reproducible
+Each image depends only on (seed, split, index), so generation runs in threads and is reproducible
 byte for byte; which indices are defective is drawn per split from (seed, split) so the defect
 count is exactly round(rate * n).
 """
 
+import concurrent.futures
 import csv
 import json
-import multiprocessing
 import os
 import pathlib
 import shutil
@@ -354,18 +354,14 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
           for split, count in (('train', num_train), ('test', num_test))
           for bad in [defective_indices(seed, split, count, defect_rate)] for i in range(count)]
   chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
-  workers = num_workers or os.cpu_count() or 1
   rows = []
-  with tqdm.tqdm(total=len(jobs), desc='synthetic images', disable=not progress) as bar:
-    if workers > 1 and len(chunks) > 1:
-      with multiprocessing.get_context('spawn').Pool(workers) as pool:
-        for chunk_rows in pool.imap(_render_chunk, chunks):
-          rows.extend(chunk_rows)
-          bar.update(len(chunk_rows))
-    else:
-      for chunk in chunks:
-        rows.extend(_render_chunk(chunk))
-        bar.update(len(chunk))
+  # Threads, not processes: numpy releases the GIL in its array loops, and worker processes
+  # would re-import the caller's modules (JAX, TensorFlow) before drawing anything.
+  with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count() or 1) as pool, \
+      tqdm.tqdm(total=len(jobs), desc='synthetic images', disable=not progress) as bar:
+    for chunk_rows in pool.map(_render_chunk, chunks):
+      rows.extend(chunk_rows)
+      bar.update(len(chunk_rows))
   write_tables(partial, rows)
   summary = summarise(rows, time.perf_counter() - start)
   (partial / SETTINGS_FILE).write_text(json.dumps({'settings': settings, 'summary': summary},
