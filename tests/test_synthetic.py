@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -66,6 +67,26 @@ def test_complete_folder_is_reused_and_other_settings_are_refused(dataset):
     synthetic.ensure_dataset(dataset, **{**SMALL, 'seed': 4})
 
 
+def test_a_folder_that_is_not_a_synthetic_dataset_is_never_overwritten(tmp_path):
+  (tmp_path / 'real' / 'train').mkdir(parents=True)
+  with pytest.raises(FileExistsError, match='not a synthetic dataset'):
+    synthetic.ensure_dataset(tmp_path / 'real', **SMALL)
+  assert (tmp_path / 'real' / 'train').is_dir()
+
+
+def test_a_folder_from_an_older_generator_is_drawn_again(tmp_path):
+  root = tmp_path / 'data'
+  small = {**SMALL, 'num_train': 6, 'num_test': 2}
+  synthetic.generate(root, **small)
+  record = json.loads((root / synthetic.SETTINGS_FILE).read_text())
+  (root / synthetic.SETTINGS_FILE).write_text(json.dumps({**record, 'generator': 1}))
+  (root / 'train' / 'good_0' / 'stale.jpg').write_bytes(b'')
+  synthetic.ensure_dataset(root, **small)
+  assert not (root / 'train' / 'good_0' / 'stale.jpg').exists()
+  assert json.loads((root / synthetic.SETTINGS_FILE).read_text())['generator'] == \
+      synthetic.GENERATOR_VERSION
+
+
 def test_interrupted_generation_is_not_mistaken_for_complete(tmp_path):
   partial = tmp_path / 'data.partial'
   (partial / 'train' / 'good_0').mkdir(parents=True)  # left over by a killed run
@@ -79,6 +100,25 @@ def test_every_defect_type_renders_and_changes_the_image(defect):
   bad = synthetic.render(np.random.default_rng(5), 96, (defect,))
   assert bad.shape == (96, 96) and bad.dtype == np.uint8
   assert np.abs(good.astype(int) - bad.astype(int)).max() > 0
+
+
+def test_two_lead_defects_hit_different_leads():
+  for i in range(20):  # SOD-123 has only two leads: both must still be drawn
+    rng = np.random.default_rng(i)
+    device = synthetic.sample_device(rng)
+    synthetic.apply_defect(rng, device, 'bent_lead')
+    synthetic.apply_defect(rng, device, 'missing_lead')
+    assert device['missing_lead'] != device['bent_lead'][0]
+
+
+def test_drawing_in_windows_equals_drawing_everywhere(monkeypatch):
+  """Shapes are only evaluated near their centre: the windows must not clip anything."""
+  rngs = lambda: [np.random.default_rng([1, i]) for i in range(len(synthetic.DEFECT_TYPES))]
+  windowed = [synthetic.render(r, 80, (t,)) for r, t in zip(rngs(), synthetic.DEFECT_TYPES)]
+  monkeypatch.setattr(synthetic.Canvas, 'window', lambda self, *args: np.s_[:, :])
+  everywhere = [synthetic.render(r, 80, (t,)) for r, t in zip(rngs(), synthetic.DEFECT_TYPES)]
+  for a, b in zip(windowed, everywhere):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_defect_type_is_refused():

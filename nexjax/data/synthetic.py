@@ -2,73 +2,87 @@
 
 No real data can be downloaded on a fresh machine, so this is the built-in dataset. It is written
 in the Kaggle layout the real reader expects (`train/good_0`, `train/bad_1`, `test/all_tests`,
-plus `test/test_labels.csv` and `metadata.csv` with each image's defect type).
+plus `test/test_labels.csv`, and `metadata.csv` with each image's split, label and defect type).
 
-Generative model (coordinates in units of the image side, origin at the centre; every shape is a
-signed-distance function turned into an anti-aliased soft mask, so one pass renders any size):
+    python -m nexjax.data.synthetic --out DIR [--num_train 3000 --num_test 1000 --image_size 128
+        --defect_rate 0.2043 --seed 0] [--sample_grid PNG]
 
-Scene
-  leadframe  background grey U(85, 135); two horizontal rails (+25..45 brighter) with dark
-             sprocket holes; a bright solder pad under each lead's tip (U(150, 190)).
-  package    SOT-23 (3 leads: 2 + 1), SOD-123 (2 leads, one per end) or SOT-363 (6 leads, 3 + 3),
-             equally likely. Body: rounded rectangle, width U(0.34, 0.46), height U(0.22, 0.30),
-             dark moulding U(30, 60) with low-frequency mottling (+-6).
-  leads      bright metal U(170, 225), length U(0.09, 0.13), width U(0.045, 0.065).
-  marking    2-4 glyphs (short bars and dots, U(110, 160)) in a row on the body.
-Nuisance (all images)
-  pose       one of 4 quarter turns, mirrored with p 0.5, extra rotation U(-8, 8) degrees, scale
-             U(0.9, 1.1), shift U(-0.06, 0.06) per axis: devices are photographed from different
-             angles; lighting: linear gradient up to +-25 grey levels, contrast U(0.8, 1.2),
-             brightness U(-20, 20); Gaussian blur sigma U(0, 0.8) px; sensor noise sigma U(2, 7);
-             JPEG quality 90.
-Defects (bad images: one type, two types with p 0.15; types equally likely)
-  crack         a 2-segment line across part of the body, width 0.012-0.02, +-U(45, 80) grey.
-  chipped_edge  a disc of radius U(0.05, 0.09) bitten out of a body corner or edge (background
-                shows through).
-  missing_lead  one lead absent (its solder pad stays visible).
-  bent_lead     one lead rotated U(20, 40) degrees about its root, or shifted sideways U(0.03, 0.05).
-  contamination 1-3 overlapping blobs of radius U(0.025, 0.06), dark (U(5, 30)) or bright
-                (U(200, 250)), anywhere on the device.
-  misplacement  body and leads shifted U(0.05, 0.09) or rotated U(8, 15) degrees relative to the
-                leadframe pads.
-  marking_fault marking missing, smeared (stretched, doubled at low contrast) or doubled.
-The subtle cases (a missing marking, a small blob on the dark body, a shallow chip, a slight
-misplacement) are comparable to the nuisance variation; the obvious ones are not.
+Generative model. Lengths are in units of the image side (the device's own frame, origin at its
+centre); every shape is a signed-distance function turned into an anti-aliased soft mask,
+evaluated only in a window around the shape, so one code path renders any size.
+
+Scene (every image)
+  leadframe  grey U(85, 135) with smooth texture (+-U(2, 6)); two rails at y = +-0.42 (+U(25, 45))
+             with dark sprocket holes every 0.15; two tie bars at x = +-0.4 (+half the rails);
+             a solder pad U(150, 190) under each lead's tip.
+  package    SOT-23 (3 leads: 2 + 1), SOD-123 (2 leads, one per end), SOT-363 (6 leads: 3 + 3)
+             or SOT-223 (3 leads + a wide tab), equally likely. Body: rounded rectangle, half
+             width U(0.17, 0.23), half height U(0.11, 0.15), dark moulding U(30, 60) with
+             low-frequency mottling (+-9) and a bevel highlight U(8, 25) along its edge. The body
+             sits on its pads within placement tolerance: shift N(0, 0.006), angle N(0, 1) deg.
+  leads      bright metal U(170, 225) with a darker bend line; length U(0.09, 0.13), width
+             U(0.045, 0.065) (the SOT-223 tab 2.5x).
+  marking    2-4 glyphs (short bars and dots) in a row on the body, U(60, 120) brighter than it.
+  dust       0-3 harmless specks anywhere, radius U(0.004, 0.012), +-U(15, 40) grey levels.
+Nuisance (every image)
+  pose       one of 4 quarter turns, mirrored with p 0.5, extra rotation U(-8, 8) deg, zoom
+             U(0.9, 1.1), shift U(-0.06, 0.06) per axis (devices are photographed from different
+             angles); lighting: linear gradient up to +-25 grey levels across the image, contrast
+             U(0.8, 1.2), brightness U(-20, 20); Gaussian blur sigma U(0, 0.9) px at 96 px
+             (scaled with the size); sensor noise sigma U(2, 7); JPEG quality 90.
+Defects: 20.43% of images (7039 / 34459, the real data's rate), exactly round(rate * n) per
+split; one type each, two with p 0.15; the seven types are equally likely (about 1/7 each).
+  crack          a 2-segment line from a body edge inwards, half width U(0.005, 0.01), +-U(30, 80)
+                 grey levels against the body.
+  chipped_edge   a disc of radius U(0.035, 0.08) bitten out of a body corner (p 0.6) or edge; the
+                 leadframe shows through and the fracture edge catches the bevel highlight.
+  missing_lead   one lead absent; its (bright) pad stays, so it reads as a stub.
+  bent_lead      one lead rotated U(20, 40) deg about its root, or shifted sideways U(0.03, 0.05).
+  contamination  1-3 overlapping blobs of radius U(0.02, 0.05) on or beside the body, dark U(5, 35)
+                 or bright U(190, 250), opacity U(0.6, 1).
+  misplacement   body and leads shifted U(0.04, 0.08) or rotated U(7, 14) deg against the pads.
+  marking_fault  marking missing, smeared (stretched, doubled, at half contrast) or doubled.
+Subtle cases (a missing or smeared marking, a small chip, a faint crack, a lead stub, a slight
+misplacement, a small blob next to the harmless dust) are comparable to the nuisance variation;
+the obvious ones (a bent lead, a large blob, a long crack) are not.
 
 Each image depends only on (seed, split, index), so generation runs in threads and is reproducible
-byte for byte; which indices are defective is drawn per split from (seed, split) so the defect
-count is exactly round(rate * n).
+byte for byte; which indices are defective is drawn per split from (seed, split).
 """
 
 import concurrent.futures
 import csv
+import dataclasses
 import json
+import math
 import os
 import pathlib
 import shutil
 import time
+from typing import Callable
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import PIL.Image
 import scipy.ndimage
 import tqdm
 
 DEFECT_RATE = 7039 / 34459
-DEFECT_TYPES = ('crack', 'chipped_edge', 'missing_lead', 'bent_lead', 'contamination',
-                'misplacement', 'marking_fault')
-PACKAGES = ('sot23', 'sod123', 'sot363')
+PACKAGES = ('sot23', 'sod123', 'sot363', 'sot223')
 SPLITS = {'train': 0, 'test': 1}
 JPEG_QUALITY = 90
 SETTINGS_FILE = 'synthetic.json'
+# Stored with the settings: a folder drawn by an older generator is redrawn, not reused.
+GENERATOR_VERSION = 2
 
 
 # --- shapes: signed distances (negative inside) and soft masks ------------------------------
 
 def rounded_box(x, y, cx, cy, half_w, half_h, radius=0.0, angle=0.0):
   """Signed distance to a rounded rectangle centred at (cx, cy), rotated by `angle` radians."""
-  c, s = np.cos(angle), np.sin(angle)
+  c, s = math.cos(angle), math.sin(angle)
   dx, dy = x - cx, y - cy
   u, v = c * dx + s * dy, -s * dx + c * dy
   qx, qy = np.abs(u) - (half_w - radius), np.abs(v) - (half_h - radius)
@@ -92,203 +106,358 @@ def soft(distance, pixel):
   return np.clip(0.5 - distance / pixel, 0, 1)
 
 
-def paint(image, mask, value):
-  image *= 1 - mask
-  image += mask * value
+@dataclasses.dataclass
+class Canvas:
+  """The image being drawn and the device-frame coordinates (x, y) that each pixel sees."""
+  image: np.ndarray  # float32 (H, W) grey levels
+  x: np.ndarray
+  y: np.ndarray
+  pixel: float  # the side of a pixel in device-frame units
+  locate: Callable[[float, float], tuple[float, float]]  # device frame -> (row, column)
+
+  def window(self, cx, cy, radius):
+    """Slices of the pixels that can be touched by a shape within `radius` of (cx, cy)."""
+    row, col = self.locate(cx, cy)
+    reach = radius / self.pixel + 2
+    h, w = self.image.shape
+    return (slice(min(max(math.floor(row - reach), 0), h), min(max(math.ceil(row + reach), 0), h)),
+            slice(min(max(math.floor(col - reach), 0), w), min(max(math.ceil(col + reach), 0), w)))
+
+  def paint(self, shape, value, center=None, radius=None, alpha=1.0):
+    """Blends `value` (a grey level, or a function of x, y) where `shape(x, y)` < 0; a shape
+    within `radius` of `center` is only evaluated there, which makes small parts cheap."""
+    region = self.window(*center, radius) if center is not None else np.s_[:, :]
+    x, y = self.x[region], self.y[region]
+    if x.size == 0:
+      return
+    mask = soft(shape(x, y), self.pixel)
+    if alpha != 1.0:
+      mask *= alpha
+    grey = value(x, y) if callable(value) else value
+    pixels = self.image[region]
+    pixels += mask * (grey - pixels)
 
 
-# --- the device ---------------------------------------------------------------------------------
+def camera(rng, size: int) -> Canvas:
+  """A blank canvas under a random pose: quarter turn, mirror, small tilt, zoom and shift."""
+  turn = rng.integers(4) * math.pi / 2 + math.radians(rng.uniform(-8, 8))
+  flip = -1.0 if rng.random() < 0.5 else 1.0
+  zoom = rng.uniform(0.9, 1.1)
+  shift_x, shift_y = rng.uniform(-0.06, 0.06, 2).tolist()
+  c, s = math.cos(turn), math.sin(turn)
+  coords = ((np.arange(size) + 0.5) / size - 0.5).astype(np.float32)
+  py, px = np.meshgrid(coords, coords, indexing='ij')
+  qx, qy = (px - shift_x) / zoom, (py - shift_y) / zoom
+  x, y = flip * (c * qx + s * qy), -s * qx + c * qy
 
-def lead_layout(package: str, half_w: float, half_h: float, length: float):
-  """(root x, root y, direction x, direction y) of each lead, in the body frame."""
+  def locate(cx, cy):
+    cx *= flip
+    qx, qy = c * cx - s * cy, s * cx + c * cy
+    return (qy * zoom + shift_y + 0.5) * size - 0.5, (qx * zoom + shift_x + 0.5) * size - 0.5
+
+  return Canvas(np.zeros((size, size), np.float32), x, y, 1.0 / (size * zoom), locate)
+
+
+# --- the device description ----------------------------------------------------------------------
+
+def lead_layout(package: str, half_w: float, half_h: float):
+  """(root x, root y, direction x, direction y, width factor) of each lead, in the body frame."""
   if package == 'sod123':
-    return [(-half_w, 0.0, -1, 0), (half_w, 0.0, 1, 0)]
+    return [(-half_w, 0.0, -1, 0, 1.0), (half_w, 0.0, 1, 0, 1.0)]
   if package == 'sot23':
-    return [(-half_w * 0.55, half_h, 0, 1), (half_w * 0.55, half_h, 0, 1), (0.0, -half_h, 0, -1)]
+    return [(-half_w * 0.55, half_h, 0, 1, 1.0), (half_w * 0.55, half_h, 0, 1, 1.0),
+            (0.0, -half_h, 0, -1, 1.0)]
   xs = (-half_w * 0.6, 0.0, half_w * 0.6)
-  return [(x, half_h, 0, 1) for x in xs] + [(x, -half_h, 0, -1) for x in xs]
+  bottom = [(x, half_h, 0, 1, 1.0) for x in xs]
+  if package == 'sot223':
+    return bottom + [(0.0, -half_h, 0, -1, 2.5)]
+  return bottom + [(x, -half_h, 0, -1, 1.0) for x in xs]
 
 
-def sample_device(rng):
-  """Random geometry and grey levels of one good device, in its own (canonical) frame."""
+def sample_device(rng) -> dict:
+  """Geometry and grey levels of one good device and its leadframe; defects edit this."""
   package = PACKAGES[rng.integers(len(PACKAGES))]
   half_w, half_h = rng.uniform(0.17, 0.23), rng.uniform(0.11, 0.15)
   if package == 'sod123':
     half_h *= 0.85
-  length, width = rng.uniform(0.09, 0.13), rng.uniform(0.045, 0.065)
-  glyphs = [(rng.integers(3), rng.uniform(0.35, 0.8)) for _ in range(rng.integers(2, 5))]
+  body_grey = rng.uniform(30, 60)
   return {
-      'package': package, 'half_w': half_w, 'half_h': half_h, 'lead_length': length,
-      'lead_width': width, 'leads': lead_layout(package, half_w, half_h, length),
-      'body_grey': rng.uniform(30, 60), 'lead_grey': rng.uniform(170, 225),
-      'pad_grey': rng.uniform(150, 190), 'background': rng.uniform(85, 135),
-      'rail_grey': rng.uniform(25, 45), 'glyphs': glyphs, 'mark_grey': rng.uniform(110, 160),
-      'mottle_phase': rng.uniform(0, 2 * np.pi, 4),
-      # misplacement / lead faults (identity for good devices)
-      'body_shift': (0.0, 0.0), 'body_angle': 0.0, 'missing_lead': None, 'bent_lead': None,
+      'package': package, 'half_w': half_w, 'half_h': half_h,
+      'leads': lead_layout(package, half_w, half_h),
+      'lead_length': rng.uniform(0.09, 0.13), 'lead_width': rng.uniform(0.045, 0.065),
+      'body_grey': body_grey, 'bevel': rng.uniform(8, 25), 'mottle_phase': rng.uniform(0, 6.3, 3).tolist(),
+      'lead_grey': rng.uniform(170, 225), 'pad_grey': rng.uniform(150, 190),
+      'background': rng.uniform(85, 135), 'rail_grey': rng.uniform(25, 45),
+      'texture': rng.uniform(2, 6) * rng.normal(0, 1, (5, 5)),
+      'glyphs': [(int(rng.integers(3)), rng.uniform(0.35, 0.8)) for _ in range(rng.integers(2, 5))],
+      'mark_grey': body_grey + rng.uniform(60, 120),
+      'dust': [(*rng.uniform(-0.5, 0.5, 2).tolist(), rng.uniform(0.004, 0.012),
+                sign(rng) * rng.uniform(15, 40)) for _ in range(rng.integers(4))],
+      'body_shift': tuple(rng.normal(0, 0.006, 2).tolist()), 'body_angle': math.radians(rng.normal(0, 1)),
+      # Defects (none on a good device).
+      'missing_lead': None, 'bent_lead': None, 'crack': None, 'chip': None,
+      'contamination': None, 'marking': 'normal',
   }
 
 
-def draw_background(x, y, device, pixel):
-  image = np.full_like(x, device['background'])
-  nearest_hole_x = np.mod(x + 0.45 + 0.075, 0.15) - 0.075  # holes every 0.15 along the rails
-  for rail_y in (-0.42, 0.42):
-    paint(image, soft(np.abs(y - rail_y) - 0.06, pixel), device['background'] + device['rail_grey'])
-    paint(image, soft(disc(nearest_hole_x, y, 0, rail_y, 0.022), pixel), device['background'] * 0.35)
-  return image
+# --- defects: each edits the device description that draw_package renders ------------------------
+
+def sign(rng) -> int:
+  # A Python int: NumPy scalars would promote the float32 coordinate grids to float64.
+  return 1 if rng.random() < 0.5 else -1
 
 
-def lead_shape(x, y, lead, device, bend=0.0, shift=0.0):
-  """Signed distance of one lead; `bend` rotates it about its root, `shift` moves it sideways."""
-  rx, ry, dx, dy = lead
-  half_len = device['lead_length'] / 2
-  angle = np.arctan2(dy, dx) + bend
-  cx = rx + np.cos(angle) * half_len - dy * shift
-  cy = ry + np.sin(angle) * half_len + dx * shift
-  return rounded_box(x, y, cx, cy, half_len, device['lead_width'] / 2, 0.006, angle)
+def free_lead(rng, device) -> int:
+  """A lead not already missing or bent (two lead defects never hit the same lead)."""
+  taken = {device['missing_lead'], device['bent_lead'] and device['bent_lead'][0]}
+  return int(rng.choice([i for i in range(len(device['leads'])) if i not in taken]))
 
 
-def draw_pads(image, x, y, device, pixel):
-  """Solder pads on the leadframe where the leads of a well-placed device end."""
-  for rx, ry, dx, dy in device['leads']:
-    tip_x = rx + dx * device['lead_length'] * 0.75
-    tip_y = ry + dy * device['lead_length'] * 0.75
-    half = device['lead_width'] * 0.8
-    paint(image, soft(rounded_box(x, y, tip_x, tip_y, half, half, 0.01), pixel) * 0.8,
-          device['pad_grey'])
+def add_crack(rng, device):
+  hw, hh = device['half_w'], device['half_h']
+  axis = int(rng.integers(2))
+  start = (rng.uniform(-0.8, 0.8, 2) * (hw, hh)).tolist()
+  start[axis] = sign(rng) * (hw, hh)[axis]  # cracks start at an edge
+  inner = [(rng.uniform(-0.8, 0.8, 2) * (hw, hh)).tolist() for _ in range(2)]
+  device['crack'] = ([start] + inner, sign(rng) * rng.uniform(30, 80), rng.uniform(0.005, 0.01))
 
 
-def body_frame(x, y, device):
-  """Coordinates in the frame of the (possibly misplaced) body."""
+def add_chipped_edge(rng, device):
+  hw, hh = device['half_w'], device['half_h']
+  cx, cy = sign(rng) * hw, sign(rng) * hh
+  if rng.random() < 0.4:  # an edge instead of a corner
+    if rng.random() < 0.5:
+      cx = rng.uniform(-0.7, 0.7) * hw
+    else:
+      cy = rng.uniform(-0.7, 0.7) * hh
+  device['chip'] = (cx, cy, rng.uniform(0.035, 0.08))
+
+
+def add_missing_lead(rng, device):
+  device['missing_lead'] = free_lead(rng, device)
+
+
+def add_bent_lead(rng, device):
+  lead = free_lead(rng, device)
+  if rng.random() < 0.5:
+    device['bent_lead'] = (lead, sign(rng) * math.radians(rng.uniform(20, 40)), 0.0)
+  else:
+    device['bent_lead'] = (lead, 0.0, sign(rng) * rng.uniform(0.03, 0.05))
+
+
+def add_contamination(rng, device):
+  hw, hh = device['half_w'] + 0.04, device['half_h'] + 0.04
+  cx, cy = rng.uniform(-hw, hw), rng.uniform(-hh, hh)
+  blobs = [(cx + rng.normal(0, 0.02), cy + rng.normal(0, 0.02), rng.uniform(0.02, 0.05))
+           for _ in range(rng.integers(1, 4))]
+  grey = rng.uniform(5, 35) if rng.random() < 0.5 else rng.uniform(190, 250)
+  device['contamination'] = (blobs, grey, rng.uniform(0.6, 1.0))
+
+
+def add_misplacement(rng, device):
   sx, sy = device['body_shift']
-  c, s = np.cos(device['body_angle']), np.sin(device['body_angle'])
+  if rng.random() < 0.5:
+    angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0.04, 0.08)
+    device['body_shift'] = (sx + distance * math.cos(angle), sy + distance * math.sin(angle))
+  else:
+    device['body_angle'] += sign(rng) * math.radians(rng.uniform(7, 14))
+
+
+def add_marking_fault(rng, device):
+  device['marking'] = ('missing', 'smeared', 'doubled')[rng.integers(3)]
+  device['mark_offset'] = (rng.uniform(-0.03, 0.03), sign(rng) * 0.045)
+
+
+DEFECTS = {
+    'crack': add_crack, 'chipped_edge': add_chipped_edge, 'missing_lead': add_missing_lead,
+    'bent_lead': add_bent_lead, 'contamination': add_contamination,
+    'misplacement': add_misplacement, 'marking_fault': add_marking_fault,
+}
+DEFECT_TYPES = tuple(DEFECTS)
+
+
+def apply_defect(rng, device, defect: str) -> None:
+  DEFECTS[defect](rng, device)
+
+
+def sample_defects(rng) -> tuple[str, ...]:
+  count = 2 if rng.random() < 0.15 else 1
+  return tuple(sorted(rng.choice(DEFECT_TYPES, size=count, replace=False).tolist()))
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+def to_body(device, x, y):
+  """Device-frame coordinates -> the frame of the (possibly misplaced) body."""
+  sx, sy = device['body_shift']
+  c, s = math.cos(device['body_angle']), math.sin(device['body_angle'])
   dx, dy = x - sx, y - sy
   return c * dx + s * dy, -s * dx + c * dy
 
 
-def draw_marking(image, bx, by, device, pixel, offset=(0.0, 0.0), contrast=1.0, stretch=1.0):
-  count = len(device['glyphs'])
-  spacing = 1.5 * device['half_w'] / max(count, 1)
-  for i, (kind, size) in enumerate(device['glyphs']):
-    gx = (i - (count - 1) / 2) * spacing + offset[0]
-    gy = offset[1]
-    h = 0.035 * size * stretch
-    if kind == 0:
-      shape = segment(bx, by, gx, gy - h, gx, gy + h, 0.008)
-    elif kind == 1:
-      shape = segment(bx, by, gx - h * 0.8, gy, gx + h * 0.8, gy, 0.008)
-    else:
-      shape = disc(bx, by, gx, gy, 0.012 * (0.6 + size))
-    grey = device['body_grey'] + contrast * (device['mark_grey'] - device['body_grey'])
-    paint(image, soft(shape, pixel), grey)
+def from_body(device, bx, by):
+  sx, sy = device['body_shift']
+  c, s = math.cos(device['body_angle']), math.sin(device['body_angle'])
+  return sx + c * bx - s * by, sy + s * bx + c * by
 
 
-def draw_device(x, y, device, pixel):
-  """The leadframe, the pads, then the (possibly misplaced) package on top."""
-  image = draw_background(x, y, device, pixel)
-  draw_pads(image, x, y, device, pixel)
-  bx, by = body_frame(x, y, device)
-  for i, lead in enumerate(device['leads']):
+def paint_on_body(canvas, device, shape, value, center, radius, alpha=1.0):
+  """Paints a shape given in the body frame, so it follows a misplaced body."""
+  body_value = (lambda x, y: value(*to_body(device, x, y))) if callable(value) else value
+  canvas.paint(lambda x, y: shape(*to_body(device, x, y)), body_value,
+               from_body(device, *center), radius, alpha)
+
+
+def draw_leadframe(canvas, device):
+  """Background metal with texture, rails with sprocket holes, tie bars, and the pads."""
+  base, rail = device['background'], device['rail_grey']
+  size = canvas.image.shape[0]
+  canvas.image[:] = base + scipy.ndimage.zoom(device['texture'], size / 5, order=1,
+                                              grid_mode=True, mode='nearest')
+  canvas.paint(lambda x, y: np.maximum(np.abs(np.abs(x) - 0.4) - 0.02, np.abs(y) - 0.42),
+               base + rail / 2)
+  canvas.paint(lambda x, y: np.abs(np.abs(y) - 0.42) - 0.06, base + rail)
+  # Holes every 0.15 along the rails: the distance to the nearest one, by periodic folding.
+  canvas.paint(lambda x, y: np.hypot(np.mod(x + 0.075, 0.15) - 0.075, np.abs(y) - 0.42) - 0.022,
+               base * 0.35)
+  length, width = device['lead_length'], device['lead_width']
+  for rx, ry, dx, dy, factor in device['leads']:
+    tip_x, tip_y = rx + dx * length * 0.75, ry + dy * length * 0.75
+    half = width * 0.8 * factor, width * 0.8
+    half_x, half_y = (half[1], half[0]) if dx else half
+    canvas.paint(lambda x, y: rounded_box(x, y, tip_x, tip_y, half_x, half_y, 0.01),
+                 device['pad_grey'], (tip_x, tip_y), math.hypot(half_x, half_y), alpha=0.8)
+
+
+def draw_leads(canvas, device):
+  """Metal leads from the body's edges, each with a darker bend line near its root."""
+  length, width = device['lead_length'], device['lead_width']
+  bent = device['bent_lead'] or (None, 0.0, 0.0)
+  for i, (rx, ry, dx, dy, factor) in enumerate(device['leads']):
     if i == device['missing_lead']:
       continue
-    bend, shift = device['bent_lead'][1:] if device['bent_lead'] and device['bent_lead'][0] == i \
-        else (0.0, 0.0)
-    paint(image, soft(lead_shape(bx, by, lead, device, bend, shift), pixel), device['lead_grey'])
-  body = rounded_box(bx, by, 0, 0, device['half_w'], device['half_h'], 0.02)
-  phase = device['mottle_phase']
-  mottle = 6 * (np.sin(9 * bx + phase[0]) * np.sin(7 * by + phase[1])
-                + 0.5 * np.sin(17 * bx + 13 * by + phase[2]))
-  paint(image, soft(body, pixel), device['body_grey'] + mottle)
-  return image, (bx, by, body)
+    bend, shift = bent[1:] if i == bent[0] else (0.0, 0.0)
+    angle = math.atan2(dy, dx) + bend
+    ux, uy = math.cos(angle), math.sin(angle)
+    root_x, root_y = rx - dy * shift, ry + dx * shift
+    cx, cy = root_x + ux * length / 2, root_y + uy * length / 2
+    half_w = width * factor / 2
+    paint_on_body(canvas, device,
+                  lambda x, y: rounded_box(x, y, cx, cy, length / 2, half_w, 0.006, angle),
+                  device['lead_grey'], (cx, cy), math.hypot(length / 2, half_w))
+    bx, by = root_x + ux * length * 0.35, root_y + uy * length * 0.35
+    thick, reach = length * 0.07, half_w - length * 0.07
+    paint_on_body(canvas, device,
+                  lambda x, y: segment(x, y, bx + uy * reach, by - ux * reach,
+                                       bx - uy * reach, by + ux * reach, thick),
+                  device['lead_grey'] * 0.7, (bx, by), half_w)
 
 
-# --- defects ------------------------------------------------------------------------------------
-
-def plan_geometry_defects(rng, device, defects) -> None:
-  """Defects that change the scene itself (before drawing) are set in the device description."""
-  if 'missing_lead' in defects:
-    device['missing_lead'] = int(rng.integers(len(device['leads'])))
-  if 'bent_lead' in defects:
-    lead = int(rng.integers(len(device['leads'])))
-    if rng.random() < 0.5:
-      device['bent_lead'] = (lead, np.deg2rad(rng.uniform(20, 40)) * rng.choice([-1, 1]), 0.0)
-    else:
-      device['bent_lead'] = (lead, 0.0, rng.uniform(0.03, 0.05) * rng.choice([-1, 1]))
-  if 'misplacement' in defects:
-    if rng.random() < 0.5:
-      angle = rng.uniform(0, 2 * np.pi)
-      distance = rng.uniform(0.05, 0.09)
-      device['body_shift'] = (distance * np.cos(angle), distance * np.sin(angle))
-    else:
-      device['body_angle'] = np.deg2rad(rng.uniform(8, 15)) * rng.choice([-1, 1])
+def body_shape(device, bx, by):
+  """The moulded body's signed distance, with a chip bitten out if it has one."""
+  distance = rounded_box(bx, by, 0, 0, device['half_w'], device['half_h'], 0.02)
+  if device['chip']:
+    distance = np.maximum(distance, -disc(bx, by, *device['chip']))
+  return distance
 
 
-def apply_surface_defects(rng, image, x, y, device, body_frame_coords, defects, pixel) -> None:
-  """Defects drawn onto the rendered device: cracks, chips, contamination, marking faults."""
-  bx, by, body = body_frame_coords
-  hw, hh = device['half_w'], device['half_h']
-  if 'marking_fault' not in defects:
-    draw_marking(image, bx, by, device, pixel)
-  else:
-    fault = rng.integers(3)
-    if fault == 1:  # smeared: stretched and doubled at low contrast
-      draw_marking(image, bx, by, device, pixel, contrast=0.55, stretch=2.2)
-      draw_marking(image, bx, by, device, pixel, (0.012, 0.01), contrast=0.4, stretch=2.2)
-    elif fault == 2:  # doubled
-      draw_marking(image, bx, by, device, pixel)
-      draw_marking(image, bx, by, device, pixel, (rng.uniform(-0.03, 0.03), 0.045 * rng.choice(
-          [-1, 1])))
-  if 'crack' in defects:
-    points = [(rng.uniform(-hw, hw) * 0.9, rng.uniform(-hh, hh) * 0.9) for _ in range(3)]
-    delta = rng.uniform(45, 80) * rng.choice([-1, 1])
-    width = rng.uniform(0.006, 0.01)
-    crack = np.minimum(segment(bx, by, *points[0], *points[1], width),
-                       segment(bx, by, *points[1], *points[2], width))
-    paint(image, soft(np.maximum(crack, body), pixel), device['body_grey'] + delta)
-  if 'chipped_edge' in defects:
-    cx, cy = rng.choice([-1, 1]) * hw, rng.choice([-1, 1]) * hh
-    if rng.random() < 0.4:  # an edge instead of a corner
-      cx = rng.uniform(-hw, hw) * 0.7
-    chip = np.maximum(disc(bx, by, cx, cy, rng.uniform(0.05, 0.09)), body)
-    paint(image, soft(chip, pixel), device['background'] + rng.uniform(-10, 25))
-  if 'contamination' in defects:
-    cx, cy = rng.uniform(-hw - 0.05, hw + 0.05), rng.uniform(-hh - 0.05, hh + 0.05)
-    grey = rng.uniform(5, 30) if rng.random() < 0.5 else rng.uniform(200, 250)
-    blob = np.min([disc(bx, by, cx + rng.normal(0, 0.02), cy + rng.normal(0, 0.02),
-                        rng.uniform(0.025, 0.06)) for _ in range(rng.integers(1, 4))], axis=0)
-    paint(image, soft(blob, pixel), grey)
+def draw_body(canvas, device):
+  """Dark moulding with low-frequency mottling and a bright bevel just inside its outline."""
+  p = device['mottle_phase']
+
+  def grey(bx, by):
+    mottle = 6 * (np.sin(9 * bx + p[0]) * np.sin(7 * by + p[1])
+                  + 0.5 * np.sin(17 * bx + 13 * by + p[2]))
+    bevel = np.clip(1 + body_shape(device, bx, by) / 0.015, 0, 1)
+    return device['body_grey'] + mottle + device['bevel'] * bevel
+
+  radius = math.hypot(device['half_w'], device['half_h'])
+  paint_on_body(canvas, device, lambda x, y: body_shape(device, x, y), grey, (0, 0), radius)
 
 
-# --- nuisance -------------------------------------------------------------------------------
-
-def camera_grid(rng, size: int):
-  """Canonical coordinates seen by each pixel under a random pose (turn, mirror, tilt, zoom,
-  shift), and the size of a pixel in canonical units."""
-  turn = rng.integers(4) * np.pi / 2 + np.deg2rad(rng.uniform(-8, 8))
-  mirror = rng.random() < 0.5
-  scale = rng.uniform(0.9, 1.1)
-  shift = rng.uniform(-0.06, 0.06, 2)
-  coords = ((np.arange(size) + 0.5) / size - 0.5).astype(np.float32)
-  py, px = np.meshgrid(coords, coords, indexing='ij')
-  px, py = (px - shift[0]) / scale, (py - shift[1]) / scale
-  c, s = np.float32(np.cos(turn)), np.float32(np.sin(turn))
-  x, y = c * px + s * py, -s * px + c * py
-  if mirror:
-    x = -x
-  return x, y, np.float32(1.0 / (size * scale))
+def draw_marking(canvas, device, offset=(0.0, 0.0), contrast=1.0, stretch=1.0):
+  """A row of glyphs (vertical bar, horizontal bar, dot) laser-marked on the body."""
+  count = len(device['glyphs'])
+  spacing = 1.5 * device['half_w'] / count
+  grey = device['body_grey'] + contrast * (device['mark_grey'] - device['body_grey'])
+  for i, (kind, size) in enumerate(device['glyphs']):
+    gx, gy = (i - (count - 1) / 2) * spacing + offset[0], offset[1]
+    h = 0.035 * size * stretch
+    paint_on_body(canvas, device, glyph(kind, gx, gy, h, 0.012 * (0.6 + size)), grey, (gx, gy),
+                  h + 0.03)
 
 
-def apply_nuisance(rng, image, size: int) -> np.ndarray:
+def glyph(kind: int, gx, gy, h, dot_radius):
+  """Signed distance of a vertical bar, a horizontal bar or a dot centred at (gx, gy)."""
+  if kind == 0:
+    return lambda x, y: segment(x, y, gx, gy - h, gx, gy + h, 0.008)
+  if kind == 1:
+    return lambda x, y: segment(x, y, gx - h * 0.8, gy, gx + h * 0.8, gy, 0.008)
+  return lambda x, y: disc(x, y, gx, gy, dot_radius)
+
+
+def draw_marking_as_planned(canvas, device):
+  """The marking, or its fault: missing, smeared (stretched, doubled, faint) or doubled."""
+  if device['marking'] == 'normal':
+    draw_marking(canvas, device)
+  elif device['marking'] == 'smeared':
+    draw_marking(canvas, device, contrast=0.55, stretch=2.2)
+    draw_marking(canvas, device, (0.012, 0.01), contrast=0.4, stretch=2.2)
+  elif device['marking'] == 'doubled':
+    draw_marking(canvas, device)
+    draw_marking(canvas, device, device['mark_offset'])
+
+
+def draw_crack(canvas, device):
+  points, delta, half_width = device['crack']
+
+  def shape(bx, by):
+    line = np.minimum(segment(bx, by, *points[0], *points[1], half_width),
+                      segment(bx, by, *points[1], *points[2], half_width))
+    return np.maximum(line, body_shape(device, bx, by))
+
+  paint_on_body(canvas, device, shape, device['body_grey'] + delta, (0, 0),
+                math.hypot(device['half_w'], device['half_h']))
+
+
+def draw_contamination(canvas, device):
+  blobs, grey, opacity = device['contamination']
+  for cx, cy, r in blobs:
+    paint_on_body(canvas, device, lambda x, y: disc(x, y, cx, cy, r), grey, (cx, cy), r, opacity)
+
+
+def draw_dust(canvas, device):
+  """Harmless specks, lighter or darker than what they land on, so small blobs are no giveaway."""
+  for cx, cy, r, delta in device['dust']:
+    region = canvas.window(cx, cy, r)
+    canvas.image[region] += delta * soft(disc(canvas.x[region], canvas.y[region], cx, cy, r),
+                                         canvas.pixel)
+
+
+def draw_package(canvas, device) -> None:
+  """The whole scene, back to front: leadframe and pads, leads, body, marking, defects, dust."""
+  draw_leadframe(canvas, device)
+  draw_leads(canvas, device)
+  draw_body(canvas, device)
+  draw_marking_as_planned(canvas, device)
+  if device['crack']:
+    draw_crack(canvas, device)
+  if device['contamination']:
+    draw_contamination(canvas, device)
+  draw_dust(canvas, device)
+
+
+def apply_nuisance(rng, image) -> np.ndarray:
   """Lighting gradient, contrast/brightness, blur and sensor noise, then 8-bit quantisation."""
-  coords = np.linspace(-0.5, 0.5, size)
-  gy, gx = np.meshgrid(coords, coords, indexing='ij')
-  angle = rng.uniform(0, 2 * np.pi)
-  image = image + rng.uniform(-25, 25) * (np.cos(angle) * gx + np.sin(angle) * gy) * 2
-  image = (image - 110) * rng.uniform(0.8, 1.2) + 110 + rng.uniform(-20, 20)
-  sigma = rng.uniform(0, 0.8) * size / 96
+  size = image.shape[0]
+  coords = np.linspace(-1, 1, size, dtype=np.float32)
+  angle, strength = rng.uniform(0, 2 * math.pi), rng.uniform(-25, 25)
+  image = image + strength * (math.cos(angle) * coords[None, :] + math.sin(angle) * coords[:, None])
+  image = (image - 110) * rng.uniform(0.8, 1.2) + (110 + rng.uniform(-20, 20))
+  sigma = rng.uniform(0, 0.9) * size / 96
   if sigma > 0.05:
     image = scipy.ndimage.gaussian_filter(image, sigma)
-  image = image + rng.normal(0, rng.uniform(2, 7), image.shape)
+  image += rng.normal(0, rng.uniform(2, 7), image.shape).astype(np.float32)
   return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
@@ -298,23 +467,18 @@ def render(rng, image_size: int, defect_types=()) -> np.ndarray:
   if unknown:
     raise ValueError(f'Unknown defect types {sorted(unknown)}; known: {DEFECT_TYPES}.')
   device = sample_device(rng)
-  plan_geometry_defects(rng, device, defect_types)
-  x, y, pixel = camera_grid(rng, image_size)
-  image, frame = draw_device(x, y, device, pixel)
-  apply_surface_defects(rng, image, x, y, device, frame, defect_types, pixel)
-  return apply_nuisance(rng, image, image_size)
+  for defect in defect_types:
+    apply_defect(rng, device, defect)
+  canvas = camera(rng, image_size)
+  draw_package(canvas, device)
+  return apply_nuisance(rng, canvas.image)
 
 
-def sample_defects(rng) -> tuple[str, ...]:
-  count = 2 if rng.random() < 0.15 else 1
-  return tuple(sorted(rng.choice(DEFECT_TYPES, size=count, replace=False)))
-
-
-# --- the dataset --------------------------------------------------------------------------------
+# --- the dataset ---------------------------------------------------------------------------------
 
 def defective_indices(seed: int, split: str, count: int, rate: float) -> set[int]:
-  """Exactly round(rate * count) defective indices, drawn from (seed, split)."""
-  rng = np.random.default_rng([seed, SPLITS[split], 7])
+  """Exactly round(rate * count) defective indices, drawn from (seed, split) alone."""
+  rng = np.random.default_rng([seed, SPLITS[split]])
   return set(rng.permutation(count)[:round(rate * count)].tolist())
 
 
@@ -332,19 +496,23 @@ def image_record(seed, split, index, defective, image_size, out_dir) -> dict:
           'defect_type': '+'.join(defects) or 'none'}
 
 
-def _render_chunk(args):
-  return [image_record(*a) for a in args]
+def render_chunk(jobs):
+  return [image_record(*job) for job in jobs]
 
 
 def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size: int = 128,
              defect_rate: float = DEFECT_RATE, seed: int = 0, num_workers: int | None = None,
              progress: bool = True) -> dict:
-  """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete)."""
+  """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete) and returns
+  its summary; a complete folder with the same settings is left as it is."""
   out_dir = pathlib.Path(out_dir)
   settings = dict(num_train=num_train, num_test=num_test, image_size=image_size,
                   defect_rate=defect_rate, seed=seed)
-  if is_complete(out_dir, settings):
+  state = folder_state(out_dir, settings)
+  if state == 'complete':
     return json.loads((out_dir / SETTINGS_FILE).read_text())['summary']
+  if state == 'outdated':
+    logging.warning('%s was drawn by an older generator; drawing it again.', out_dir)
   start = time.perf_counter()
   partial = out_dir.with_name(out_dir.name + '.partial')
   shutil.rmtree(partial, ignore_errors=True)
@@ -359,14 +527,17 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
   # would re-import the caller's modules (JAX, TensorFlow) before drawing anything.
   with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count() or 1) as pool, \
       tqdm.tqdm(total=len(jobs), desc='synthetic images', disable=not progress) as bar:
-    for chunk_rows in pool.map(_render_chunk, chunks):
+    for chunk_rows in pool.map(render_chunk, chunks):
       rows.extend(chunk_rows)
       bar.update(len(chunk_rows))
   write_tables(partial, rows)
   summary = summarise(rows, time.perf_counter() - start)
-  (partial / SETTINGS_FILE).write_text(json.dumps({'settings': settings, 'summary': summary},
-                                                  indent=1))
-  shutil.rmtree(out_dir, ignore_errors=True)
+  (partial / SETTINGS_FILE).write_text(json.dumps(
+      {'settings': settings, 'generator': GENERATOR_VERSION, 'summary': summary}, indent=1))
+  if state == 'outdated':
+    shutil.rmtree(out_dir)
+  elif out_dir.exists():
+    out_dir.rmdir()  # an empty folder (folder_state refuses anything else)
   partial.rename(out_dir)
   return summary
 
@@ -395,16 +566,21 @@ def summarise(rows: list[dict], seconds: float) -> dict:
   return summary
 
 
-def is_complete(out_dir: pathlib.Path, settings: dict) -> bool:
-  """True for a finished folder with these settings; a clear error for other settings."""
+def folder_state(out_dir: pathlib.Path, settings: dict) -> str:
+  """'complete' (these settings, this generator), 'outdated' (these settings, an older generator:
+  a stale cache) or 'missing' (absent or empty); an error for other settings, and for a folder
+  that is not a synthetic dataset, which is never overwritten."""
   record = out_dir / SETTINGS_FILE
-  if not record.is_file():
-    return False
-  stored = json.loads(record.read_text())['settings']
-  if stored != settings:
-    raise ValueError(f'{out_dir} holds a synthetic dataset generated with {stored}, not '
-                     f'{settings}; delete it or choose another folder.')
-  return True
+  if record.is_file():
+    stored = json.loads(record.read_text())
+    if stored['settings'] != settings:
+      raise ValueError(f'{out_dir} holds a synthetic dataset generated with '
+                       f'{stored["settings"]}, not {settings}; delete it or choose another folder.')
+    return 'complete' if stored.get('generator') == GENERATOR_VERSION else 'outdated'
+  if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    raise FileExistsError(f'{out_dir} exists but is not a synthetic dataset (no {SETTINGS_FILE}); '
+                          'choose another folder or delete it.')
+  return 'missing'
 
 
 def ensure_dataset(out_dir, **settings) -> pathlib.Path:
@@ -414,7 +590,7 @@ def ensure_dataset(out_dir, **settings) -> pathlib.Path:
 
 
 def save_sample_grid(path, image_size: int = 128, seed: int = 0, per_row: int = 6) -> None:
-  """A picture of good devices and each defect type, rendered like the dataset's images."""
+  """A picture of good devices and of each defect type, rendered like the dataset's images."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
