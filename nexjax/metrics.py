@@ -1,65 +1,80 @@
 """Binary classification metrics in numpy: good = 0, defect = 1, score = P(defect) or any score
 that grows with the evidence of a defect.
 
-Decision rule everywhere: an example is called a defect iff score >= threshold.
+Decision rule everywhere: an example is called a defect iff score >= threshold. The candidate
+thresholds of the rules below are the thresholds of `roc_curve` (every distinct score, and +inf
+for "call nothing a defect"), so each candidate is the largest threshold giving its decisions.
 """
-
-import re
 
 import numpy as np
 
-THRESHOLD_RULES = ("'fixed:T' (T a number), 'max_accuracy', or 'recall:R' (0 < R <= 1: the "
-                   'largest threshold that still catches a fraction R of the defects)')
+THRESHOLD_RULES = ("'fixed:T' (0 <= T <= 1, e.g. 'fixed:0.5'), 'max_accuracy', or 'recall:R' "
+                   "(0 < R <= 1, e.g. 'recall:0.99': the largest threshold that still catches a "
+                   'fraction R of the defects)')
 
 
-def _check(labels, scores):
-  labels, scores = np.asarray(labels).astype(int), np.asarray(scores, np.float64)
-  if labels.shape != scores.shape or labels.ndim != 1:
-    raise ValueError(f'labels {labels.shape} and scores {scores.shape} must be equal 1-D shapes.')
+def _check_labels(labels) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not len(labels):
+    raise ValueError(f'labels must be a non-empty 1-D array, got shape {labels.shape}.')
+  if not np.isin(labels, (0, 1)).all():
+    raise ValueError(f'labels must be 0 (good) or 1 (defect), got values {np.unique(labels)}.')
+  return labels.astype(np.int64)
+
+
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+  labels, scores = _check_labels(labels), np.asarray(scores, np.float64)
+  if scores.shape != labels.shape:
+    raise ValueError(f'labels {labels.shape} and scores {scores.shape} differ in shape.')
+  if np.isnan(scores).any():
+    raise ValueError(f'{np.isnan(scores).sum()} of {len(scores)} scores are NaN.')
   return labels, scores
 
 
+def _average_ranks(values) -> np.ndarray:
+  """1-based ranks of `values`, runs of equal values sharing their average rank."""
+  order = np.argsort(values, kind='mergesort')
+  sorted_values = values[order]
+  starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+  lengths = np.diff(np.r_[starts, len(values)])
+  ranks = np.empty(len(values))
+  ranks[order] = np.repeat(starts + (lengths + 1) / 2, lengths)
+  return ranks
+
+
 def roc_auc(labels, scores) -> float:
-  """Area under the ROC curve as the Mann-Whitney U statistic (ties count one half)."""
+  """Area under the ROC curve as the Mann-Whitney U statistic (a tie counts one half)."""
   labels, scores = _check(labels, scores)
   positives = int(labels.sum())
   negatives = len(labels) - positives
   if positives == 0 or negatives == 0:
-    raise ValueError('ROC AUC needs both good and defective examples; got only one class.')
-  order = np.argsort(scores, kind='mergesort')
-  ranks = np.empty(len(scores))
-  sorted_scores = scores[order]
-  # Average ranks over runs of equal scores.
-  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-  ends = np.r_[starts[1:], len(scores)]
-  for start, end in zip(starts, ends):
-    ranks[order[start:end]] = (start + end + 1) / 2
-  return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2)
-               / (positives * negatives))
+    raise ValueError(f'ROC AUC needs both good and defective examples; got only one class '
+                     f'({positives} defects, {negatives} good).')
+  rank_sum = _average_ranks(scores)[labels == 1].sum()
+  return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def _cumulative_counts(labels, scores):
-  """(thresholds descending, TP, FP) with one entry per distinct score."""
+  """(thresholds, TP, FP) counting score >= threshold, for the thresholds +inf and then every
+  distinct score in descending order."""
   order = np.argsort(-scores, kind='mergesort')
   sorted_scores, sorted_labels = scores[order], labels[order]
   last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
   tp = np.cumsum(sorted_labels)[last_of_run]
   fp = np.cumsum(1 - sorted_labels)[last_of_run]
-  return sorted_scores[last_of_run], tp, fp
+  return np.r_[np.inf, sorted_scores[last_of_run]], np.r_[0, tp], np.r_[0, fp]
 
 
 def roc_curve(labels, scores):
-  """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf, like sklearn."""
-  labels, scores = _check(labels, scores)
-  thresholds, tp, fp = _cumulative_counts(labels, scores)
-  return (np.r_[0, fp] / max(fp[-1], 1), np.r_[0, tp] / max(tp[-1], 1),
-          np.r_[np.inf, thresholds])
+  """(fpr, tpr, thresholds) with thresholds descending from +inf, as sklearn's roc_curve with
+  drop_intermediate=False. A rate whose class is absent is 0 (sklearn: NaN and a warning)."""
+  thresholds, tp, fp = _cumulative_counts(*_check(labels, scores))
+  return fp / max(fp[-1], 1), tp / max(tp[-1], 1), thresholds
 
 
 def precision_recall_curve(labels, scores):
-  """(precision, recall, thresholds) for increasing thresholds, ending at (1, 0), like sklearn."""
-  labels, scores = _check(labels, scores)
-  thresholds, tp, fp = _cumulative_counts(labels, scores)
+  """(precision, recall, thresholds) for increasing thresholds, ending at (1, 0), as sklearn."""
+  thresholds, tp, fp = (a[1:] for a in _cumulative_counts(*_check(labels, scores)))
   precision = tp / (tp + fp)
   recall = tp / max(tp[-1], 1)
   return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
@@ -72,59 +87,81 @@ def average_precision(labels, scores) -> float:
 
 
 def confusion_matrix(labels, predictions) -> np.ndarray:
-  """[[TN, FP], [FN, TP]]: rows are the true class, columns the prediction."""
-  labels, predictions = np.asarray(labels).astype(int), np.asarray(predictions).astype(int)
+  """[[TN, FP], [FN, TP]]: rows are the true class, columns the predicted class."""
+  labels, predictions = _check_labels(labels), _check_labels(predictions)
+  if labels.shape != predictions.shape:
+    raise ValueError(f'labels {labels.shape} and predictions {predictions.shape} differ in shape.')
   return np.bincount(2 * labels + predictions, minlength=4).reshape(2, 2)
 
 
-def _safe_ratio(numerator, denominator) -> float:
+def _ratio(numerator, denominator) -> float:
   return float(numerator / denominator) if denominator else float('nan')
 
 
 def binary_report(labels, scores, threshold: float) -> dict:
-  """Everything a report needs at one operating point, as JSON-ready Python numbers."""
+  """Everything a report needs at one operating point, as JSON-ready Python numbers; ratios with
+  an empty denominator (and auc/pr_auc with one class only) are NaN."""
   labels, scores = _check(labels, scores)
   (tn, fp), (fn, tp) = confusion_matrix(labels, scores >= threshold)
-  precision, recall = _safe_ratio(tp, tp + fp), _safe_ratio(tp, tp + fn)
-  try:
-    auc, pr_auc = roc_auc(labels, scores), average_precision(labels, scores)
-  except ValueError:
-    auc = pr_auc = float('nan')
+  precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+  one_class = labels.min() == labels.max()
   return {
       'threshold': float(threshold), 'n': int(len(labels)),
-      'accuracy': _safe_ratio(tp + tn, len(labels)), 'error_rate': _safe_ratio(fp + fn, len(labels)),
+      'accuracy': _ratio(tp + tn, len(labels)), 'error_rate': _ratio(fp + fn, len(labels)),
       'precision': precision, 'recall': recall,
-      'f1': _safe_ratio(2 * precision * recall, precision + recall),
-      'false_positive_rate': _safe_ratio(fp, fp + tn),
-      'confusion_matrix': [[int(tn), int(fp)], [int(fn), int(tp)]], 'auc': auc, 'pr_auc': pr_auc,
+      'f1': _ratio(2 * precision * recall, precision + recall),
+      'false_positive_rate': _ratio(fp, fp + tn),
+      'confusion_matrix': [[int(tn), int(fp)], [int(fn), int(tp)]],
+      'auc': float('nan') if one_class else roc_auc(labels, scores),
+      'pr_auc': float('nan') if one_class else average_precision(labels, scores),
   }
 
 
+def _number(text: str) -> float:
+  try:
+    return float(text)
+  except ValueError:
+    return float('nan')
+
+
+def _parse_rule(rule) -> tuple[str, float | None]:
+  """('fixed' | 'recall' | 'max_accuracy', value or None), or a ValueError naming the forms."""
+  if rule == 'max_accuracy':
+    return rule, None
+  name, _, value = str(rule).partition(':')
+  in_range = {'fixed': lambda v: 0 <= v <= 1, 'recall': lambda v: 0 < v <= 1}
+  if name not in in_range or not in_range[name](_number(value)):
+    raise ValueError(f'Invalid threshold rule {rule!r}; use {THRESHOLD_RULES}.')
+  return name, _number(value)
+
+
 def choose_threshold(labels, scores, rule: str) -> float:
-  """The decision threshold given by `rule` on these labels and scores (see THRESHOLD_RULES)."""
+  """The decision threshold that `rule` (see THRESHOLD_RULES) picks on these labels and scores.
+
+  'recall:R' is the largest threshold whose defect recall is >= R: the fewest good devices lost
+  while catching that fraction of defects. 'max_accuracy' breaks ties between equally accurate
+  thresholds towards the smallest one, i.e. towards catching defects; it is +inf only when
+  calling nothing a defect is strictly the most accurate.
+  """
+  name, value = _parse_rule(rule)
   labels, scores = _check(labels, scores)
-  match = re.fullmatch(r'(fixed|recall):([0-9.eE+-]+)|max_accuracy', rule)
-  if not match:
-    raise ValueError(f'Unknown threshold rule {rule!r}; use {THRESHOLD_RULES}.')
-  kind, value = match.group(1), float(match.group(2)) if match.group(2) else None
-  if kind == 'fixed':
+  if name == 'fixed':
     return value
-  thresholds, tp, fp = _cumulative_counts(labels, scores)  # candidates: every distinct score
-  if kind == 'recall':
-    if not 0 < value <= 1:
-      raise ValueError(f'{rule!r}: the target recall must be in (0, 1].')
+  thresholds, tp, fp = _cumulative_counts(labels, scores)
+  if name == 'recall':
     if tp[-1] == 0:
       raise ValueError(f'{rule!r} needs labelled defects to aim at; there are none.')
-    # Thresholds descend, so recall grows: the first that reaches the target is the largest.
-    return float(thresholds[np.argmax(tp / tp[-1] >= value - 1e-12)])
-  correct = tp + (len(labels) - labels.sum() - fp)
-  return float(thresholds[np.argmax(correct)])
+    # Thresholds descend, so recall grows: the first one to reach the target is the largest.
+    return float(thresholds[np.argmax(tp / tp[-1] >= value)])
+  correct = tp + (len(labels) - tp[-1] - fp)
+  return float(thresholds[np.flatnonzero(correct == correct.max())[-1]])
 
 
 def fastai_smoothed(losses, beta: float = 0.98) -> np.ndarray:
-  """fastai's debiased exponential moving average: avg = beta avg + (1-beta) x; avg / (1-beta^i)."""
+  """fastai's debiased exponential moving average, as its recorder and LR finder show losses:
+  avg = beta * avg + (1 - beta) * x, smoothed_i = avg / (1 - beta**(i + 1))."""
   smoothed, average = [], 0.0
-  for i, loss in enumerate(losses, start=1):
+  for i, loss in enumerate(losses):
     average = beta * average + (1 - beta) * loss
-    smoothed.append(average / (1 - beta**i))
-  return np.asarray(smoothed)
+    smoothed.append(average / (1 - beta**(i + 1)))
+  return np.asarray(smoothed, np.float64)

@@ -1,4 +1,6 @@
-"""Metrics against scikit-learn, and the threshold rules."""
+"""Metrics against scikit-learn and by hand, and the threshold rules against brute force."""
+
+import json
 
 import numpy as np
 import pytest
@@ -16,73 +18,130 @@ def random_case(seed, n=300, ties=False):
   return labels, scores
 
 
-@pytest.mark.parametrize('seed,ties', [(0, False), (1, True), (2, True)])
-def test_auc_ap_and_curves_match_sklearn(seed, ties):
+CASES = [(0, False), (1, True), (2, True), (3, False)]
+
+
+@pytest.mark.parametrize('seed,ties', CASES)
+def test_auc_and_average_precision_match_sklearn(seed, ties):
   labels, scores = random_case(seed, ties=ties)
   assert metrics.roc_auc(labels, scores) == pytest.approx(sk.roc_auc_score(labels, scores))
   assert metrics.average_precision(labels, scores) == pytest.approx(
       sk.average_precision_score(labels, scores))
-  fpr, tpr, thresholds = metrics.roc_curve(labels, scores)
-  sk_fpr, sk_tpr, sk_thresholds = sk.roc_curve(labels, scores, drop_intermediate=False)
-  np.testing.assert_allclose(fpr, sk_fpr)
-  np.testing.assert_allclose(tpr, sk_tpr)
-  np.testing.assert_allclose(thresholds[1:], sk_thresholds[1:])
-  precision, recall, _ = metrics.precision_recall_curve(labels, scores)
-  sk_precision, sk_recall, _ = sk.precision_recall_curve(labels, scores)
-  np.testing.assert_allclose(precision, sk_precision)
-  np.testing.assert_allclose(recall, sk_recall)
+
+
+@pytest.mark.parametrize('seed,ties', CASES)
+def test_curves_match_sklearn(seed, ties):
+  labels, scores = random_case(seed, ties=ties)
+  for ours, theirs in zip(metrics.roc_curve(labels, scores),
+                          sk.roc_curve(labels, scores, drop_intermediate=False), strict=True):
+    np.testing.assert_allclose(ours, theirs)
+  for ours, theirs in zip(metrics.precision_recall_curve(labels, scores),
+                          sk.precision_recall_curve(labels, scores), strict=True):
+    np.testing.assert_allclose(ours, theirs)
 
 
 def test_degenerate_auc():
   assert metrics.roc_auc([0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+  assert metrics.roc_auc([0, 1], [0.1, 0.9]) == 1.0
   assert metrics.roc_auc([0, 1], [0.9, 0.1]) == 0.0
-  with pytest.raises(ValueError, match='only one class'):
-    metrics.roc_auc([1, 1, 1], [0.2, 0.3, 0.4])
+  assert metrics.roc_auc([0, 1, 0, 1], np.float32([0.2, 0.2, 0.1, 0.3])) == pytest.approx(
+      sk.roc_auc_score([0, 1, 0, 1], [0.2, 0.2, 0.1, 0.3]))
+  for labels in ([1, 1, 1], [0, 0]):
+    with pytest.raises(ValueError, match='only one class'):
+      metrics.roc_auc(labels, np.linspace(0, 1, len(labels)))
+
+
+@pytest.mark.parametrize('labels,scores,message', [
+    ([0, 2], [0.1, 0.2], '0 \\(good\\) or 1'), ([0, 1], [0.1], 'shape'),
+    ([0, 1], [0.1, np.nan], 'NaN'), ([], [], 'non-empty')])
+def test_invalid_inputs_are_explained(labels, scores, message):
+  with pytest.raises(ValueError, match=message):
+    metrics.binary_report(labels, scores, 0.5)
 
 
 def test_confusion_matrix_and_report_by_hand():
   labels = np.array([0, 0, 0, 0, 1, 1, 1])
   scores = np.array([0.1, 0.6, 0.2, 0.5, 0.9, 0.4, 0.5])
-  report = metrics.binary_report(labels, scores, 0.5)  # >= 0.5 is a defect
-  assert report['confusion_matrix'] == [[2, 2], [1, 2]]
-  assert report['recall'] == pytest.approx(2 / 3)
-  assert report['precision'] == pytest.approx(0.5)
-  assert report['false_positive_rate'] == pytest.approx(0.5)
-  assert report['error_rate'] == pytest.approx(3 / 7)
-  assert report['f1'] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+  # score >= 0.5 is a defect: the 0.5s count as defects (one FP, one TP).
   np.testing.assert_array_equal(metrics.confusion_matrix(labels, scores >= 0.5),
-                                sk.confusion_matrix(labels, scores >= 0.5))
+                                [[2, 2], [1, 2]])
+  report = metrics.binary_report(labels, scores, 0.5)
+  assert report.pop('confusion_matrix') == [[2, 2], [1, 2]]
+  assert all(type(v) in (int, float) for v in report.values())
+  assert report == pytest.approx({
+      'threshold': 0.5, 'n': 7, 'accuracy': 4 / 7, 'error_rate': 3 / 7, 'precision': 0.5,
+      'recall': 2 / 3, 'f1': 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3), 'false_positive_rate': 0.5,
+      'auc': sk.roc_auc_score(labels, scores),
+      'pr_auc': sk.average_precision_score(labels, scores)})
+  json.dumps(report, allow_nan=False)
 
 
-@pytest.mark.parametrize('target', [0.5, 0.9, 0.99, 1.0])
-def test_recall_rule_reaches_its_recall_with_the_largest_threshold(target):
-  labels, scores = random_case(3)
+def test_report_with_one_class_has_nan_aucs():
+  report = metrics.binary_report([0, 0, 0], np.float32([0.1, 0.7, 0.2]), 0.5)
+  assert np.isnan(report['auc']) and np.isnan(report['pr_auc']) and np.isnan(report['recall'])
+  assert report['confusion_matrix'] == [[2, 1], [0, 0]]
+  assert report['false_positive_rate'] == pytest.approx(1 / 3)
+
+
+def recall_at(labels, scores, threshold):
+  return np.mean(scores[labels == 1] >= threshold)
+
+
+@pytest.mark.parametrize('seed,ties', CASES)
+@pytest.mark.parametrize('target', [0.5, 0.9, 0.95, 0.99, 1.0])
+def test_recall_rule_is_the_largest_threshold_reaching_its_recall(seed, ties, target):
+  labels, scores = random_case(seed, ties=ties)
   threshold = metrics.choose_threshold(labels, scores, f'recall:{target}')
   assert metrics.binary_report(labels, scores, threshold)['recall'] >= target
-  higher = scores[scores > threshold]
-  if len(higher):
-    assert metrics.binary_report(labels, scores, higher.min())['recall'] < target
+  for larger in np.r_[scores[scores > threshold], np.inf]:
+    assert recall_at(labels, scores, larger) < target
 
 
-def test_max_accuracy_rule_beats_every_candidate():
-  labels, scores = random_case(4, ties=True)
+def accuracy_at(labels, scores, threshold):
+  return np.mean((scores >= threshold) == labels)
+
+
+@pytest.mark.parametrize('seed,ties', CASES)
+def test_max_accuracy_rule_is_the_smallest_most_accurate_threshold(seed, ties):
+  labels, scores = random_case(seed, ties=ties)
+  candidates = np.r_[scores, np.inf]  # accuracy is constant between consecutive scores
+  accuracies = np.array([accuracy_at(labels, scores, t) for t in candidates])
   best = metrics.choose_threshold(labels, scores, 'max_accuracy')
-  accuracy = lambda t: np.mean((scores >= t) == labels)
-  assert accuracy(best) == max(accuracy(t) for t in np.r_[scores, np.inf])
-  assert metrics.choose_threshold(labels, scores, 'fixed:0.3') == 0.3
+  assert accuracy_at(labels, scores, best) == accuracies.max()
+  assert best == candidates[accuracies == accuracies.max()].min()
 
 
-@pytest.mark.parametrize('rule', ['recall', 'recall:1.5', 'max_acc', 'fixed:x', ''])
+def test_max_accuracy_calls_nothing_a_defect_only_when_that_is_best():
+  labels, scores = np.array([0, 0, 1, 0]), np.array([0.1, 0.2, 0.05, 0.9])
+  assert metrics.choose_threshold(labels, scores, 'max_accuracy') == np.inf
+  # 0.7 and 0.5 are both right on 3 of 4: the tie goes to the one catching more defects.
+  assert metrics.choose_threshold([0, 1, 0, 1], [0.1, 0.5, 0.6, 0.7], 'max_accuracy') == 0.5
+
+
+def test_fixed_rule():
+  assert metrics.choose_threshold([0, 1], [0.2, 0.8], 'fixed:0.3') == 0.3
+  assert metrics.choose_threshold([0, 1], [0.2, 0.8], 'fixed:1') == 1.0
+
+
+@pytest.mark.parametrize('rule', ['recall', 'recall:', 'recall:1.5', 'recall:0', 'fixed:1.5',
+                                  'fixed:-0.1', 'fixed:x', 'fixed:nan', 'max_acc',
+                                  'max_accuracy:1', 'Max_accuracy', '', None])
 def test_invalid_rules_are_explained(rule):
-  with pytest.raises(ValueError, match='recall|rule'):
+  with pytest.raises(ValueError, match="'fixed:T'.*'max_accuracy'.*'recall:R'"):
     metrics.choose_threshold([0, 1], [0.2, 0.8], rule)
 
 
+def test_recall_rule_needs_defects():
+  with pytest.raises(ValueError, match='no'):
+    metrics.choose_threshold([0, 0], [0.2, 0.8], 'recall:0.9')
+
+
 def test_fastai_smoothed_loss():
-  losses = np.array([1.0, 0.5, 0.25, 2.0])
-  beta, average, expected = 0.98, 0.0, []
+  losses = np.array([1.0, 0.5, 0.25, 2.0, 0.1])
+  beta, average, expected = 0.9, 0.0, []
   for i, x in enumerate(losses):
     average = beta * average + (1 - beta) * x
     expected.append(average / (1 - beta**(i + 1)))
-  np.testing.assert_allclose(metrics.fastai_smoothed(losses), expected)
-  assert metrics.fastai_smoothed([3.0])[0] == pytest.approx(3.0)
+  np.testing.assert_allclose(metrics.fastai_smoothed(losses, beta), expected, rtol=1e-12)
+  np.testing.assert_allclose(metrics.fastai_smoothed([3.0] * 50), 3.0, rtol=1e-12)  # debiased
+  assert metrics.fastai_smoothed([]).shape == (0,)
