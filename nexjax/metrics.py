@@ -109,7 +109,7 @@ def binary_report(labels, scores, threshold: float) -> dict:
       'threshold': float(threshold), 'n': int(len(labels)),
       'accuracy': _ratio(tp + tn, len(labels)), 'error_rate': _ratio(fp + fn, len(labels)),
       'precision': precision, 'recall': recall,
-      'f1': _ratio(2 * precision * recall, precision + recall),
+      'f1': _ratio(2 * tp, 2 * tp + fp + fn),  # 0, not NaN, when nothing is caught
       'false_positive_rate': _ratio(fp, fp + tn),
       'confusion_matrix': [[int(tn), int(fp)], [int(fn), int(tp)]],
       'auc': float('nan') if one_class else roc_auc(labels, scores),
@@ -118,6 +118,7 @@ def binary_report(labels, scores, threshold: float) -> dict:
 
 
 def _number(text: str) -> float:
+  """float(text), or NaN (which no range accepts) when text is not a number."""
   try:
     return float(text)
   except ValueError:
@@ -128,11 +129,12 @@ def _parse_rule(rule) -> tuple[str, float | None]:
   """('fixed' | 'recall' | 'max_accuracy', value or None), or a ValueError naming the forms."""
   if rule == 'max_accuracy':
     return rule, None
-  name, _, value = str(rule).partition(':')
+  name, _, text = str(rule).partition(':')
+  value = _number(text)
   in_range = {'fixed': lambda v: 0 <= v <= 1, 'recall': lambda v: 0 < v <= 1}
-  if name not in in_range or not in_range[name](_number(value)):
+  if name not in in_range or not in_range[name](value):
     raise ValueError(f'Invalid threshold rule {rule!r}; use {THRESHOLD_RULES}.')
-  return name, _number(value)
+  return name, value
 
 
 def choose_threshold(labels, scores, rule: str) -> float:

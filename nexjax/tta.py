@@ -40,7 +40,7 @@ def combine(probs_views, method: str, plain=None, beta: float = 0.4):
     Thresholded at 0.5 this is the majority vote; an even split (4-4) goes to the defect class
     iff the mean P(defect) is > 0.5, and a mean of exactly 0.5 scores exactly 0.5, which
     `score >= 0.5` calls a defect. The mean keeps the score ranking examples for AUC. The sum
-    rounds a mean within float precision of 0.5 to 0.5: ~1e-16 for numpy input (combined in
+    rounds a mean within float precision of 0.5 to 0.5: ~1e-15 for numpy input (combined in
     float64), ~1e-7 for float32 jax arrays.
   'mean': mean P(defect) over views.
   'blend': fastai v1's TTA, beta * plain[:, 1] + (1 - beta) * the mean over views, where `plain`
@@ -61,4 +61,4 @@ def combine(probs_views, method: str, plain=None, beta: float = 0.4):
     return mean
   if plain is None:
     raise ValueError("TTA combination 'blend' needs `plain`, the un-augmented (B, 2) prediction.")
-  return beta * plain[:, 1] + (1 - beta) * mean
+  return beta * xp.asarray(plain)[:, 1] + (1 - beta) * mean

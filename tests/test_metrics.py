@@ -79,6 +79,7 @@ def test_confusion_matrix_and_report_by_hand():
 def test_report_with_one_class_has_nan_aucs():
   report = metrics.binary_report([0, 0, 0], np.float32([0.1, 0.7, 0.2]), 0.5)
   assert np.isnan(report['auc']) and np.isnan(report['pr_auc']) and np.isnan(report['recall'])
+  assert report['f1'] == 0.0 and report['precision'] == 0.0
   assert report['confusion_matrix'] == [[2, 1], [0, 0]]
   assert report['false_positive_rate'] == pytest.approx(1 / 3)
 
