@@ -72,10 +72,10 @@ def tta_views_fn(config):
 
 def view_probabilities(variables, images, rng, *, model, views_fn):
   """(B, V, C) class probabilities of every view; view 0 is the plain image."""
-  unit = augment_lib.to_unit_float(images)
-  views = views_fn(rng, unit)
   apply = lambda x: model.apply(variables, augment_lib.normalize(x), train=False)
-  return jnp.swapaxes(jax.nn.softmax(jax.vmap(apply)(views)), 0, 1)
+  probs = tta_lib.tta_probabilities(apply, augment_lib.to_unit_float(images),
+                                    lambda x: views_fn(rng, x))
+  return jnp.swapaxes(probs, 0, 1)
 
 
 def make_tta_fn(model, config, topo: parallel.Topology):

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import pathlib
+import re
 import signal
 import time
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from nexjax import metrics as metrics_lib
 from nexjax import optim
 from nexjax import parallel
 from nexjax import reporting
+from nexjax import tta as tta_lib
 from nexjax import weights as weights_lib
 from nexjax.data import pipeline
 from nexjax.data import synthetic
@@ -148,6 +150,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f'needs one weight per class ({config.model.num_classes})')
   check(0 <= config.optim.label_smoothing < 1, 'optim.label_smoothing', 'must be in [0, 1)')
   check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
+  check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
+        f'use one of {tta_lib.COMBINE_METHODS}')
+  check(re.fullmatch(r'dihedral|random:[1-9][0-9]*', config.evaluate.tta_views),
+        'evaluate.tta_views', "use 'dihedral' or 'random:N'")
+  try:
+    metrics_lib.choose_threshold(np.array([0, 1]), np.array([0.2, 0.8]),
+                                 config.evaluate.threshold_rule)
+  except ValueError as e:
+    problems.append(f'config.evaluate.threshold_rule: {e}')
   if problems:
     raise ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 

@@ -1,0 +1,84 @@
+"""Evaluation and prediction from a trained checkpoint (tiny run on random images)."""
+
+import csv
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from configs import finetune
+from nexjax import evaluate
+from nexjax import train
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, make_kaggle_folder, compile_cache):
+  del compile_cache
+  root = tmp_path_factory.mktemp('evaluate')
+  data = make_kaggle_folder(root / 'nexperia', 40, 12, 8, size=(64, 64), test_labels=True)
+  config = finetune.get_config('smoke')
+  config.data.synthetic = False
+  config.data.dir = str(data)
+  config.data.cache_dir = str(root / 'cache')
+  config.evaluate.threshold_rule = 'recall:0.9'
+  train.train_and_evaluate(config, root / 'workdir')
+  return config, root / 'workdir'
+
+
+def test_evaluate_writes_metrics_with_and_without_tta(trained):
+  config, workdir = trained
+  results = evaluate.evaluate(config, workdir)
+  written = json.loads((workdir / 'eval' / 'metrics.json').read_text())
+  for split in ('valid', 'test'):
+    for kind in ('plain', 'tta'):
+      report = written[split][kind]
+      assert {'auc', 'error_rate', 'threshold', 'recall', 'false_positive_rate',
+              'confusion_matrix'} <= set(report)
+      assert [r['rule'] for r in report['thresholds']] == list(evaluate.PROBABILITY_RULES)
+  # The target-recall threshold, chosen on validation, meets its recall there.
+  assert results['valid']['tta']['recall'] >= 0.9 and results['valid']['plain']['recall'] >= 0.9
+  stored = json.loads((workdir / 'eval' / 'threshold.json').read_text())
+  assert stored['threshold'] == results['valid']['tta']['threshold']
+  for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png'):
+    assert (workdir / 'eval' / name).stat().st_size > 0
+
+
+def test_plain_view_equals_the_training_eval_step(trained):
+  config, workdir = trained
+  job = train.setup(config)
+  variables, _ = evaluate.restore_variables(config, job, workdir)
+  examples = job.data['valid']
+  views = evaluate.predict_views(evaluate.make_tta_fn(job.model, config, job.topo), variables,
+                                 examples.images, 8, 0, job.topo, 'tta', progress=False)
+  probs, _ = train.predict(train.make_eval_fn(job.model, config, job.topo), variables, examples,
+                           8, job.topo, progress=False)
+  assert views.shape == (8, len(examples), 2)
+  np.testing.assert_allclose(views[0], probs, atol=1e-5)
+
+
+def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_path, caplog):
+  config, workdir = trained
+  folder = tmp_path / 'nexperia' / 'test' / 'all_tests'
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(1)
+  PIL.Image.fromarray(rng.integers(0, 256, (50, 70), dtype=np.uint8), 'L').save(folder / 'a.jpg')
+  PIL.Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8), 'RGB').save(
+      folder / 'b.png')
+  PIL.Image.fromarray(rng.integers(0, 256, (96, 96), dtype=np.uint8), 'L').save(folder / 'c.bmp')
+  (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff garbage')
+  (folder / 'readme.txt').write_text('not an image')
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.predict.input = str(folder)
+    config.predict.output = str(tmp_path / 'out' / 'predictions.csv')
+  evaluate.predict(config, workdir)
+  with open(tmp_path / 'out' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['id'] for r in rows] == ['a', 'b', 'c']
+  assert all(0 <= float(r['p_defect']) <= 1 and r['label'] in ('0', '1') for r in rows)
+  assert 'broken.jpg' in caplog.text and 'Skipped 1' in caplog.text
+  with open(tmp_path / 'out' / 'submission.csv') as f:
+    submission = list(csv.DictReader(f))
+  assert [s['id'] for s in submission] == ['a', 'b', 'c']
+  assert [float(s['label']) for s in submission] == [float(r['p_defect']) for r in rows]
