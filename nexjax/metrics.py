@@ -4,6 +4,10 @@ that grows with the evidence of a defect.
 Decision rule everywhere: an example is called a defect iff score >= threshold. The candidate
 thresholds of the rules below are the thresholds of `roc_curve` (every distinct score, and +inf
 for "call nothing a defect"), so each candidate is the largest threshold giving its decisions.
+
+Every function of labels and scores takes an optional boolean `mask` of the valid entries:
+evaluation batches are padded, and padded entries (whatever their label or score, -1 or NaN
+included) are left out before anything is checked or counted.
 """
 
 import numpy as np
@@ -22,7 +26,22 @@ def _check_labels(labels) -> np.ndarray:
   return labels.astype(np.int64)
 
 
-def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def _select(mask, *arrays) -> list[np.ndarray]:
+  """The entries of `arrays` where the boolean `mask` is True; all of them when mask is None."""
+  arrays = [np.asarray(a) for a in arrays]
+  if mask is None:
+    return arrays
+  mask = np.asarray(mask)
+  if mask.dtype != bool:
+    raise ValueError(f'mask must be boolean (True = valid entry), got dtype {mask.dtype}.')
+  for a in arrays:
+    if a.shape != mask.shape:
+      raise ValueError(f'mask {mask.shape} and an array {a.shape} differ in shape.')
+  return [a[mask] for a in arrays]
+
+
+def _check(labels, scores, mask=None) -> tuple[np.ndarray, np.ndarray]:
+  labels, scores = _select(mask, labels, scores)
   labels, scores = _check_labels(labels), np.asarray(scores, np.float64)
   if scores.shape != labels.shape:
     raise ValueError(f'labels {labels.shape} and scores {scores.shape} differ in shape.')
@@ -42,9 +61,9 @@ def _average_ranks(values) -> np.ndarray:
   return ranks
 
 
-def roc_auc(labels, scores) -> float:
+def roc_auc(labels, scores, mask=None) -> float:
   """Area under the ROC curve as the Mann-Whitney U statistic (a tie counts one half)."""
-  labels, scores = _check(labels, scores)
+  labels, scores = _check(labels, scores, mask)
   positives = int(labels.sum())
   negatives = len(labels) - positives
   if positives == 0 or negatives == 0:
@@ -65,29 +84,30 @@ def _cumulative_counts(labels, scores):
   return np.r_[np.inf, sorted_scores[last_of_run]], np.r_[0, tp], np.r_[0, fp]
 
 
-def roc_curve(labels, scores):
+def roc_curve(labels, scores, mask=None):
   """(fpr, tpr, thresholds) with thresholds descending from +inf, as sklearn's roc_curve with
   drop_intermediate=False. A rate whose class is absent is 0 (sklearn: NaN and a warning)."""
-  thresholds, tp, fp = _cumulative_counts(*_check(labels, scores))
+  thresholds, tp, fp = _cumulative_counts(*_check(labels, scores, mask))
   return fp / max(fp[-1], 1), tp / max(tp[-1], 1), thresholds
 
 
-def precision_recall_curve(labels, scores):
+def precision_recall_curve(labels, scores, mask=None):
   """(precision, recall, thresholds) for increasing thresholds, ending at (1, 0), as sklearn."""
-  thresholds, tp, fp = (a[1:] for a in _cumulative_counts(*_check(labels, scores)))
+  thresholds, tp, fp = (a[1:] for a in _cumulative_counts(*_check(labels, scores, mask)))
   precision = tp / (tp + fp)
   recall = tp / max(tp[-1], 1)
   return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
-def average_precision(labels, scores) -> float:
+def average_precision(labels, scores, mask=None) -> float:
   """PR AUC as sklearn's average_precision_score: sum over thresholds of dRecall * precision."""
-  precision, recall, _ = precision_recall_curve(labels, scores)
+  precision, recall, _ = precision_recall_curve(labels, scores, mask)
   return float(-np.sum(np.diff(recall) * precision[:-1]))
 
 
-def confusion_matrix(labels, predictions) -> np.ndarray:
+def confusion_matrix(labels, predictions, mask=None) -> np.ndarray:
   """[[TN, FP], [FN, TP]]: rows are the true class, columns the predicted class."""
+  labels, predictions = _select(mask, labels, predictions)
   labels, predictions = _check_labels(labels), _check_labels(predictions)
   if labels.shape != predictions.shape:
     raise ValueError(f'labels {labels.shape} and predictions {predictions.shape} differ in shape.')
@@ -98,10 +118,10 @@ def _ratio(numerator, denominator) -> float:
   return float(numerator / denominator) if denominator else float('nan')
 
 
-def binary_report(labels, scores, threshold: float) -> dict:
+def binary_report(labels, scores, threshold: float, mask=None) -> dict:
   """Everything a report needs at one operating point, as JSON-ready Python numbers; ratios with
-  an empty denominator (and auc/pr_auc with one class only) are NaN."""
-  labels, scores = _check(labels, scores)
+  an empty denominator (and auc/pr_auc with one class only) are NaN. `n` counts valid entries."""
+  labels, scores = _check(labels, scores, mask)
   (tn, fp), (fn, tp) = confusion_matrix(labels, scores >= threshold)
   precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
   one_class = labels.min() == labels.max()
@@ -137,7 +157,7 @@ def _parse_rule(rule) -> tuple[str, float | None]:
   return name, value
 
 
-def choose_threshold(labels, scores, rule: str) -> float:
+def choose_threshold(labels, scores, rule: str, mask=None) -> float:
   """The decision threshold that `rule` (see THRESHOLD_RULES) picks on these labels and scores.
 
   'recall:R' is the largest threshold whose defect recall is >= R: the fewest good devices lost
@@ -146,7 +166,7 @@ def choose_threshold(labels, scores, rule: str) -> float:
   calling nothing a defect is strictly the most accurate.
   """
   name, value = _parse_rule(rule)
-  labels, scores = _check(labels, scores)
+  labels, scores = _check(labels, scores, mask)
   if name == 'fixed':
     return value
   thresholds, tp, fp = _cumulative_counts(labels, scores)
@@ -159,11 +179,22 @@ def choose_threshold(labels, scores, rule: str) -> float:
   return float(thresholds[np.flatnonzero(correct == correct.max())[-1]])
 
 
+def ema_update(avg, count, value, beta: float = 0.98):
+  """One step of fastai's smoothed loss, (avg, count, smoothed) from the previous (avg, count):
+  avg = beta * avg + (1 - beta) * value, smoothed = avg / (1 - beta**count), count = steps so far.
+
+  Start from avg = 0, count = 0 and keep both (e.g. in a checkpoint) to resume exactly. Plain
+  arithmetic, so it works on Python floats, numpy and jax arrays (inside jit too)."""
+  avg = beta * avg + (1 - beta) * value
+  count = count + 1
+  return avg, count, avg / (1 - beta**count)
+
+
 def fastai_smoothed(losses, beta: float = 0.98) -> np.ndarray:
-  """fastai's debiased exponential moving average, as its recorder and LR finder show losses:
-  avg = beta * avg + (1 - beta) * x, smoothed_i = avg / (1 - beta**(i + 1))."""
-  smoothed, average = [], 0.0
-  for i, loss in enumerate(losses):
-    average = beta * average + (1 - beta) * loss
-    smoothed.append(average / (1 - beta**(i + 1)))
+  """fastai's debiased exponential moving average of a sequence, as its recorder and LR finder
+  show losses: `ema_update` applied in turn, smoothed_i = avg_i / (1 - beta**(i + 1))."""
+  smoothed, avg, count = [], 0.0, 0
+  for loss in losses:
+    avg, count, value = ema_update(avg, count, float(loss), beta)
+    smoothed.append(value)
   return np.asarray(smoothed, np.float64)
