@@ -179,7 +179,10 @@ def choose_threshold(labels, scores, rule: str, mask=None) -> float:
   return float(thresholds[np.flatnonzero(correct == correct.max())[-1]])
 
 
-def ema_update(avg, count, value, beta: float = 0.98):
+EMA_BETA = 0.98  # fastai's smoothing of the training loss (Recorder, LR finder)
+
+
+def ema_update(avg, count, value, beta: float = EMA_BETA):
   """One step of fastai's smoothed loss, (avg, count, smoothed) from the previous (avg, count):
   avg = beta * avg + (1 - beta) * value, smoothed = avg / (1 - beta**count), count = steps so far.
 
@@ -190,7 +193,7 @@ def ema_update(avg, count, value, beta: float = 0.98):
   return avg, count, avg / (1 - beta**count)
 
 
-def fastai_smoothed(losses, beta: float = 0.98) -> np.ndarray:
+def fastai_smoothed(losses, beta: float = EMA_BETA) -> np.ndarray:
   """fastai's debiased exponential moving average of a sequence, as its recorder and LR finder
   show losses: `ema_update` applied in turn, smoothed_i = avg_i / (1 - beta**(i + 1))."""
   smoothed, avg, count = [], 0.0, 0

@@ -38,7 +38,6 @@ from nexjax.data import pipeline
 from nexjax.data import synthetic
 from nexjax.models import resnet
 
-EMA_BETA = 0.98  # fastai's smoothing of the training loss
 LOG_EVERY = 10   # steps between progress-bar / TensorBoard updates (each is a host sync)
 
 
@@ -271,10 +270,10 @@ def train_step(state: TrainState, images, labels, base_key, *, model, tx, augmen
   if stats_mask is not None:
     batch_stats = jax.tree.map(lambda frozen, new, old: jnp.where(frozen, old, new), stats_mask,
                                batch_stats, state.batch_stats)
-  loss_ema = EMA_BETA * state.loss_ema + (1 - EMA_BETA) * loss
+  loss_ema, loss_count, _ = metrics_lib.ema_update(state.loss_ema, state.loss_count, loss)
   updated = state.replace(params=optax.apply_updates(state.params, updates),
                           batch_stats=batch_stats, opt_state=opt_state, loss_ema=loss_ema,
-                          loss_count=state.loss_count + 1)
+                          loss_count=loss_count)
   finite = jnp.isfinite(loss)
   # A non-finite loss leaves the state as it was and is counted; the host stops the run.
   kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
@@ -283,7 +282,7 @@ def train_step(state: TrainState, images, labels, base_key, *, model, tx, augmen
 
 def smoothed_loss(state: TrainState) -> float:
   count = int(state.loss_count)
-  return float(state.loss_ema) / (1 - EMA_BETA**count) if count else float('nan')
+  return float(state.loss_ema) / (1 - metrics_lib.EMA_BETA**count) if count else float('nan')
 
 
 def eval_step(variables, images, labels, *, model, class_weights, label_smoothing):
