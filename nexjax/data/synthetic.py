@@ -32,16 +32,16 @@ Nuisance (every image)
              (scaled with the size); sensor noise sigma U(2, 7); JPEG quality 90.
 Defects: 20.43% of images (7039 / 34459, the real data's rate), exactly round(rate * n) per
 split; one type each, two with p 0.15; the seven types are equally likely (about 1/7 each).
-  crack          a 2-segment line from a body edge inwards, half width U(0.006, 0.011), +-U(30, 80)
-                 grey levels against the body.
-  chipped_edge   a disc of radius U(0.05, 0.1), centred up to 0.3 radii inside a body corner (p 0.6)
-                 or edge, bitten out; the leadframe shows through and the fracture edge catches
-                 the bevel highlight.
+  crack          a 2-segment line from a body edge inwards, half width U(0.008, 0.014),
+                 +-U(50, 100) grey levels against the body.
+  chipped_edge   a disc of radius U(0.06, 0.12), centred up to 0.3 radii inside a body corner
+                 (p 0.6) or edge, bitten out; the leadframe shows through and the fracture edge
+                 catches the bevel highlight.
   missing_lead   one lead absent; its duller pad stays, detached from the body.
-  bent_lead      one lead rotated U(20, 40) deg about its root, or shifted sideways U(0.03, 0.05).
-  contamination  1-3 overlapping blobs of radius U(0.02, 0.05) on or beside the body, dark U(5, 35)
-                 or bright U(190, 250), opacity U(0.6, 1).
-  misplacement   body and leads shifted U(0.04, 0.08) or rotated U(7, 14) deg against the pads.
+  bent_lead      one lead rotated U(30, 55) deg about its root, or shifted sideways U(0.05, 0.08).
+  contamination  1-3 overlapping blobs of radius U(0.035, 0.07) on or beside the body, dark
+                 U(5, 35) or bright U(190, 250), opacity U(0.7, 1).
+  misplacement   body and leads shifted U(0.05, 0.1) or rotated U(8, 18) deg against the pads.
   marking_fault  marking missing, smeared (stretched, doubled, at half contrast) or doubled.
 Subtle cases (a missing or smeared marking, a small chip, a faint crack, a bare pad, a slight
 misplacement, a small blob next to the harmless dust) are comparable to the nuisance variation;
@@ -80,7 +80,7 @@ GENERATOR_VERSION = 2
 RAIL_Y, TIE_BAR_X = 0.46, 0.44  # leadframe rails and tie bars, just clear of the largest device
 
 
-# --- shapes: signed distances (negative inside) and soft masks ------------------------------
+# --- shapes: signed distances (negative inside) and soft masks -----------------------------------
 
 def rounded_box(x, y, cx, cy, half_w, half_h, radius=0.0, angle=0.0):
   """Signed distance to a rounded rectangle centred at (cx, cy), rotated by `angle` radians."""
@@ -187,7 +187,8 @@ def sample_device(rng) -> dict:
       'package': package, 'half_w': half_w, 'half_h': half_h,
       'leads': lead_layout(package, half_w, half_h),
       'lead_length': rng.uniform(0.1, 0.15), 'lead_width': rng.uniform(0.05, 0.075),
-      'body_grey': body_grey, 'bevel': rng.uniform(8, 25), 'mottle_phase': rng.uniform(0, 6.3, 3).tolist(),
+      'body_grey': body_grey, 'bevel': rng.uniform(8, 25),
+      'mottle_phase': rng.uniform(0, 6.3, 3).tolist(),
       'lead_grey': rng.uniform(170, 225), 'pad_grey': rng.uniform(120, 165),
       'background': rng.uniform(85, 135), 'rail_grey': rng.uniform(25, 45),
       'texture': rng.uniform(2, 6) * rng.normal(0, 1, (5, 5)),
@@ -195,7 +196,8 @@ def sample_device(rng) -> dict:
       'mark_grey': body_grey + rng.uniform(60, 120),
       'dust': [(*rng.uniform(-0.5, 0.5, 2).tolist(), rng.uniform(0.004, 0.012),
                 sign(rng) * rng.uniform(15, 40)) for _ in range(rng.integers(4))],
-      'body_shift': tuple(rng.normal(0, 0.006, 2).tolist()), 'body_angle': math.radians(rng.normal(0, 1)),
+      'body_shift': tuple(rng.normal(0, 0.006, 2).tolist()),
+      'body_angle': math.radians(rng.normal(0, 1)),
       # Defects (none on a good device).
       'missing_lead': None, 'bent_lead': None, 'crack': None, 'chip': None,
       'contamination': None, 'marking': 'normal',
@@ -205,7 +207,7 @@ def sample_device(rng) -> dict:
 # --- defects: each edits the device description that draw_package renders ------------------------
 
 def sign(rng) -> int:
-  # A Python int: NumPy scalars would promote the float32 coordinate grids to float64.
+  """+-1 as a Python int: NumPy scalars would promote the float32 coordinate grids to float64."""
   return 1 if rng.random() < 0.5 else -1
 
 
@@ -221,7 +223,7 @@ def add_crack(rng, device):
   start = (rng.uniform(-0.8, 0.8, 2) * (hw, hh)).tolist()
   start[axis] = sign(rng) * (hw, hh)[axis]  # cracks start at an edge
   inner = [(rng.uniform(-0.8, 0.8, 2) * (hw, hh)).tolist() for _ in range(2)]
-  device['crack'] = ([start] + inner, sign(rng) * rng.uniform(30, 80), rng.uniform(0.006, 0.011))
+  device['crack'] = ([start] + inner, sign(rng) * rng.uniform(50, 100), rng.uniform(0.008, 0.014))
 
 
 def add_chipped_edge(rng, device):
@@ -232,7 +234,7 @@ def add_chipped_edge(rng, device):
       cx = rng.uniform(-0.7, 0.7) * hw
     else:
       cy = rng.uniform(-0.7, 0.7) * hh
-  radius = rng.uniform(0.05, 0.1)
+  radius = rng.uniform(0.06, 0.12)
   inward = rng.uniform(0, 0.3) * radius  # deeper bites
   device['chip'] = (cx - math.copysign(inward, cx), cy - math.copysign(inward, cy), radius)
 
@@ -244,27 +246,27 @@ def add_missing_lead(rng, device):
 def add_bent_lead(rng, device):
   lead = free_lead(rng, device)
   if rng.random() < 0.5:
-    device['bent_lead'] = (lead, sign(rng) * math.radians(rng.uniform(20, 40)), 0.0)
+    device['bent_lead'] = (lead, sign(rng) * math.radians(rng.uniform(30, 55)), 0.0)
   else:
-    device['bent_lead'] = (lead, 0.0, sign(rng) * rng.uniform(0.03, 0.05))
+    device['bent_lead'] = (lead, 0.0, sign(rng) * rng.uniform(0.05, 0.08))
 
 
 def add_contamination(rng, device):
   hw, hh = device['half_w'] + 0.04, device['half_h'] + 0.04
   cx, cy = rng.uniform(-hw, hw), rng.uniform(-hh, hh)
-  blobs = [(cx + rng.normal(0, 0.02), cy + rng.normal(0, 0.02), rng.uniform(0.02, 0.05))
+  blobs = [(cx + rng.normal(0, 0.02), cy + rng.normal(0, 0.02), rng.uniform(0.035, 0.07))
            for _ in range(rng.integers(1, 4))]
   grey = rng.uniform(5, 35) if rng.random() < 0.5 else rng.uniform(190, 250)
-  device['contamination'] = (blobs, grey, rng.uniform(0.6, 1.0))
+  device['contamination'] = (blobs, grey, rng.uniform(0.7, 1.0))
 
 
 def add_misplacement(rng, device):
   sx, sy = device['body_shift']
   if rng.random() < 0.5:
-    angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0.04, 0.08)
+    angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0.05, 0.1)
     device['body_shift'] = (sx + distance * math.cos(angle), sy + distance * math.sin(angle))
   else:
-    device['body_angle'] += sign(rng) * math.radians(rng.uniform(7, 14))
+    device['body_angle'] += sign(rng) * math.radians(rng.uniform(8, 18))
 
 
 def add_marking_fault(rng, device):
@@ -289,7 +291,7 @@ def sample_defects(rng) -> tuple[str, ...]:
   return tuple(sorted(rng.choice(DEFECT_TYPES, size=count, replace=False).tolist()))
 
 
-# --- drawing ---------------------------------------------------------------------------------------
+# --- drawing -------------------------------------------------------------------------------------
 
 def to_body(device, x, y):
   """Device-frame coordinates -> the frame of the (possibly misplaced) body."""
