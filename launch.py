@@ -21,6 +21,7 @@ from nexjax import parallel
 from nexjax import train
 from nexjax import weights
 from nexjax.data import nexperia
+from nexjax.models import fast_conv
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
                                           lock_config=True)
@@ -43,12 +44,15 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
-    sys.exit(f'Unknown config key {e} in {", ".join(overrides)}; see the config file for the keys.')
+    key = str(e.args[0] if e.args else e).strip('"\'')
+    sys.exit(f"Unknown config key '{key}' in {', '.join(overrides)}; see the config file for the "
+             'keys.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  fast_conv.set_cpu_flags()  # before any computation starts the backend
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     jax.config.update('jax_compilation_cache_dir', str(nexjax.CACHE_DIR / 'jax'))

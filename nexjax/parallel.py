@@ -70,7 +70,9 @@ def to_global(tree, sharding: NamedSharding):
 
 
 def replicate(tree, topo: Topology):
-  return jax.device_put(tree, topo.replicated)
+  """Host values (the same on every host) -> global arrays replicated on all devices."""
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(topo.replicated, np.asarray(x)), tree)
 
 
 def any_process(flag: bool) -> bool:

@@ -251,10 +251,10 @@ def classification_loss(logits, labels, class_weights, label_smoothing):
   return optax.softmax_cross_entropy(logits, targets), jnp.asarray(class_weights)[labels]
 
 
-def train_step(state: TrainState, images, labels, base_key, *, model, tx, augment_options,
+def train_step(state: TrainState, images, labels, *, seed, model, tx, augment_options,
                class_weights, label_smoothing, stats_mask) -> TrainState:
   """One optimizer step on a global batch of uint8 images, augmented on device."""
-  step_key = jax.random.fold_in(base_key, state.step)
+  step_key = jax.random.fold_in(jax.random.key(seed), state.step)
   augment_key, dropout_key = jax.random.split(step_key)
   inputs = augment_lib.prepare_batch(augment_key, images, augment_options)
 
@@ -382,7 +382,7 @@ class Interrupted(Exception):
 
 def make_train_step(model, tx, config, stats_mask, topo: parallel.Topology) -> Callable:
   return jax.jit(functools.partial(
-      train_step, model=model, tx=tx, augment_options=augment_options(config),
+      train_step, seed=config.seed, model=model, tx=tx, augment_options=augment_options(config),
       class_weights=tuple(config.optim.class_weights),
       label_smoothing=config.optim.label_smoothing, stats_mask=stats_mask),
                  donate_argnums=0, out_shardings=topo.replicated)
@@ -489,7 +489,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   step_fn = make_train_step(job.model, tx, config,
                             frozen_stats_mask(config, variables, phase_index), topo)
   eval_fn = make_eval_fn(job.model, config, topo)
-  base_key = parallel.replicate(jax.random.key(config.seed), topo)
   step = int(state.step)
   batches = train_batches(job, step)
 
@@ -514,7 +513,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                         desc=f'epoch {epoch.index} ({phase.name})', leave=False,
                         disable=not (config.train.progress and topo.is_chief))
         while step < epoch.end_step:
-          state = step_fn(state, *next(batches), base_key)
+          state = step_fn(state, *next(batches))
           step += 1
           bar.update(1)
           if step % LOG_EVERY == 0:
@@ -620,12 +619,11 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   state = parallel.replicate(create_train_state(variables, tx), job.topo)
   step_fn = make_train_step(job.model, tx, config,
                             frozen_stats_mask(config, variables, lf.phase), job.topo)
-  base_key = parallel.replicate(jax.random.key(config.seed), job.topo)
   lrs, losses, best = [], [], math.inf
   batches = train_batches(job, 0)
   for i in tqdm.trange(lf.num_steps, desc='lr_find', disable=not (config.train.progress and
                                                                    job.topo.is_chief)):
-    state = step_fn(state, *next(batches), base_key)
+    state = step_fn(state, *next(batches))
     loss = smoothed_loss(state) if not int(state.nonfinite) else math.nan
     lrs.append(sweep(i))
     losses.append(loss)

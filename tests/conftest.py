@@ -5,9 +5,19 @@ import pathlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+try:  # Where the torch extra is installed, torch must load before TensorFlow: the other order
+  import torch  # noqa: F401  segfaults in triton's import (torch 2.14, tensorflow-cpu 2.21).
+  import torchvision  # noqa: F401
+except ImportError:
+  pass
+
 import numpy as np
 import PIL.Image
 import pytest
+
+from nexjax.models import fast_conv
+
+fast_conv.set_cpu_flags()  # the same XLA:CPU compiler settings as launch.py
 
 
 def write_kaggle_folder(root: pathlib.Path, num_good: int, num_bad: int, num_test: int = 0,
