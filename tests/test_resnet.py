@@ -176,15 +176,16 @@ def test_train_mode_updates_batch_stats_with_torch_momentum():
   assert new.keys() == old.keys()
   for key in old:
     assert not np.allclose(new[key], old[key]), key
-  # Stem BN: running = 0.9 * running + 0.1 * batch statistic (torch's momentum=0.1). Flax
-  # averages the biased batch variance where torch uses the unbiased one (a factor n / (n - 1),
-  # n = batch * height * width: 0.2% here, less at real sizes), so this checks Flax's formula.
+  # Stem BN: running = 0.9 * running + 0.1 * batch statistic (torch's momentum=0.1), with the
+  # unbiased batch variance for the running average, as torch.
   kernel = variables['params']['conv1']['kernel']
   y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   np.testing.assert_allclose(new['bn1/mean'], 0.9 * old['bn1/mean'] + 0.1 * y.mean((0, 1, 2)),
                              rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(new['bn1/var'], 0.9 * old['bn1/var'] + 0.1 * y.var((0, 1, 2)),
+  n = y.size // y.shape[-1]
+  np.testing.assert_allclose(new['bn1/var'],
+                             0.9 * old['bn1/var'] + 0.1 * y.var((0, 1, 2)) * n / (n - 1),
                              rtol=1e-4, atol=1e-5)
 
 

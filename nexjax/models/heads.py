@@ -3,6 +3,8 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from nexjax.models import batch_norm
+
 # fastai v1 `apply_init(head, nn.init.kaiming_normal_)`: N(0, 2 / fan_in) weights, zero biases.
 kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 # torch.nn.Linear's default weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for torchvision's fc.
@@ -34,8 +36,8 @@ class FastaiHead(nn.Module):
   def __call__(self, x, train):
     x = concat_pool(x)
     for i, features in enumerate((self.hidden, self.num_classes)):
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                       name=f'bn{i + 1}')(x)
+      x = batch_norm.BatchNorm(use_running_average=not train, dtype=self.dtype,
+                               name=f'bn{i + 1}')(x)
       x = nn.Dropout(self.dropout[i], deterministic=not train)(x)
       x = nn.Dense(features, kernel_init=kaiming_normal, bias_init=nn.initializers.zeros,
                    dtype=self.dtype, name=f'fc{i + 1}')(x)

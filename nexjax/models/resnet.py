@@ -3,7 +3,7 @@
 Why not the Flax example's ResNet: torchvision pads symmetrically (stem 7x7/2 pad 3, max-pool
 3x3/2 pad 1, 3x3 convs pad 1), while `padding='SAME'` pads asymmetrically for stride 2 and shifts
 every feature map by a pixel, so converted ImageNet weights would give different logits. Here every
-padding is explicit, BatchNorm uses torch's defaults (momentum 0.1 -> Flax 0.9, eps 1e-5), and
+padding is explicit, BatchNorm is torch's (momentum 0.1, eps 1e-5, unbiased running variance), and
 module names mirror torchvision's state-dict keys (`layer1/0/conv1`, `layer2/0/downsample/0`, `fc`),
 so weight conversion is a mechanical rename (see `nexjax.weights`).
 
@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from nexjax.models import batch_norm
 from nexjax.models import fast_conv
 from nexjax.models import heads as heads_lib
 
@@ -34,9 +35,9 @@ def torch_conv(features, kernel, stride=1, padding=None, name=None, dtype=jnp.fl
 
 
 def torch_batch_norm(train, name=None, dtype=jnp.float32, scale_init=nn.initializers.ones):
-  """BatchNorm with torch's defaults: momentum 0.1 (Flax's 0.9) and eps 1e-5."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init, name=name)
+  """torch's BatchNorm2d (momentum 0.1, eps 1e-5, unbiased running variance)."""
+  return batch_norm.BatchNorm(use_running_average=not train, dtype=dtype, scale_init=scale_init,
+                              name=name)
 
 
 class Downsample(nn.Module):
