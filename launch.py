@@ -6,11 +6,13 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
 """
 
+import logging
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 import jax
 from ml_collections import config_flags
 
@@ -49,9 +51,22 @@ def parse_flags(argv):
              'keys.')
 
 
+class LibraryInfoFilter(logging.Filter):
+  """Drops the INFO lines of libraries (Orbax logs ~30 per checkpoint), so the epoch table stays
+  readable; nexjax's own INFO lines and every warning pass. --verbosity=1 shows everything."""
+
+  def filter(self, record):
+    return (record.levelno >= logging.WARNING or absl_logging.get_verbosity() >= 1
+            or record.pathname.startswith(NEXJAX_DIR) or record.pathname == __file__)
+
+
+NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
   fast_conv.set_cpu_flags()  # before any computation starts the backend
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:

@@ -203,6 +203,7 @@ def test_four_devices_give_the_same_losses(baseline, tmp_path, compile_cache):
                       {'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
                        'JAX_COMPILATION_CACHE_DIR': str(compile_cache)})
   assert result.returncode == 0, result.stderr[-3000:]
+  assert 'checkpoint_manager.py' not in result.stderr, 'Orbax INFO lines should be filtered'
   assert_same_losses(read_rows(tmp_path / 'w'), read_rows(baseline_dir))
 
 
