@@ -48,6 +48,7 @@ def get_config(arg=None):
 
   config.model = ml_collections.ConfigDict(dict(
       arch='resnet34', head='fastai', num_classes=2,
+      width=64,                # stem/layer1 channels: torchvision's 64 (ImageNet weights need it)
       dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
   ))
   config.init = ml_collections.ConfigDict(dict(
@@ -105,12 +106,20 @@ def get_config(arg=None):
   ))
 
   if preset == 'synthetic':
+    # From random initialisation a ResNet sits at chance for its first ~600-900 steps on this
+    # data (measured), so the preset buys steps: a narrow ResNet10 (width 32, ~5x cheaper than
+    # ResNet18), 12,000 training images (more distinct defects, less memorising), and no
+    # on-device augmentation, because the generator already draws pose, lighting, blur and noise
+    # and the augmentations slowed learning further. About 1,900 steps in ~10 minutes.
     config.data.synthetic = True
+    config.data.synthetic_num_train = 12000
     config.data.image_size = 96
-    config.model.arch = 'resnet18'
+    config.model.arch = 'resnet10'
+    config.model.width = 32
+    config.augment.enabled = False
     config.train.batch_size = 32
     # From scratch every layer must learn, so there is no frozen phase.
-    config.phases = (phase('scratch', 5, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
+    config.phases = (phase('scratch', 4, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
   elif preset == 'smoke':
     config.data.synthetic = True
     config.data.synthetic_num_train = 48

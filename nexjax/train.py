@@ -116,6 +116,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
         f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
   check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
+  check(config.model.width >= 1, 'model.width',
+        'must be a positive channel count (64: torchvision)')
   check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
         "use 'float32', 'bfloat16' or 'float16'")
   check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
@@ -168,7 +170,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def create_model(config) -> resnet.ResNet:
   return resnet.create_model(config.model.arch, num_classes=config.model.num_classes,
-                             head=config.model.head, dtype=jnp.dtype(config.model.dtype))
+                             head=config.model.head, dtype=jnp.dtype(config.model.dtype),
+                             width=config.model.width)
 
 
 def data_folder(config) -> pathlib.Path:

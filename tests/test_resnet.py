@@ -205,11 +205,12 @@ def test_head_none_gives_pooled_features():
                              rtol=0, atol=LOGITS_ATOL)
 
 
-@pytest.mark.parametrize('arch,widths', [('resnet18', (64, 64, 128, 256, 512)),
-                                         ('resnet34', (64, 64, 128, 256, 512)),
-                                         ('resnet50', (64, 256, 512, 1024, 2048))])
-def test_sown_stage_shapes(arch, widths):
-  model = resnet.create_model(arch, num_classes=2)
+@pytest.mark.parametrize('arch,width,widths', [('resnet18', 64, (64, 64, 128, 256, 512)),
+                                               ('resnet34', 64, (64, 64, 128, 256, 512)),
+                                               ('resnet50', 64, (64, 256, 512, 1024, 2048)),
+                                               ('resnet10', 32, (32, 32, 64, 128, 256))])
+def test_sown_stage_shapes(arch, width, widths):
+  model = resnet.create_model(arch, num_classes=2, width=width)
   variables = init_shapes(model)
   x = jax.ShapeDtypeStruct((3, 97, 131, 3), jnp.float32)
   out, state = jax.eval_shape(

@@ -115,6 +115,8 @@ class ResNet(nn.Module):
   pool_impl: how the stem's max pool is computed, with identical results: 'xla' (reduce_window),
   'slices' (`fast_conv.max_pool`, whose gradient is 3-5x faster on XLA:CPU), 'auto' (slices on
   CPU, xla elsewhere).
+  width: channels of the stem and layer1, doubled per stage (torchvision: 64). Narrower networks
+  cannot load ImageNet weights; they make from-scratch demos on a CPU several times cheaper.
   """
   stage_sizes: Sequence[int]
   block: Callable[..., nn.Module]
@@ -122,11 +124,12 @@ class ResNet(nn.Module):
   head: str = 'linear'
   dtype: Any = jnp.float32
   pool_impl: str = 'auto'
+  width: int = 64
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    x = torch_conv(64, 7, 2, padding=3, name='conv1', dtype=self.dtype)(x)
+    x = torch_conv(self.width, 7, 2, padding=3, name='conv1', dtype=self.dtype)(x)
     x = nn.relu(torch_batch_norm(train, name='bn1', dtype=self.dtype)(x))
     if fast_conv.resolve_pool_impl(self.pool_impl) == 'slices':
       x = fast_conv.max_pool(x, 3, 2, 1)
@@ -135,7 +138,8 @@ class ResNet(nn.Module):
     stages = {'stem': x}
     for i, num_blocks in enumerate(self.stage_sizes):
       name = f'layer{i + 1}'
-      x = Stage(self.block, num_blocks, 64 * 2**i, 1 if i == 0 else 2, self.dtype, name=name)(x, train)
+      x = Stage(self.block, num_blocks, self.width * 2**i, 1 if i == 0 else 2, self.dtype,
+                name=name)(x, train)
       stages[name] = x
     self.sow('intermediates', 'stages', stages)
     return heads_lib.apply_head(self.head, x, self.num_classes, train, self.dtype)
