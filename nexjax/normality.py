@@ -170,6 +170,18 @@ def score_split(job, variables, model: NormalityModel, examples, desc) -> np.nda
                          for batch in feature_batches(job, variables, examples, desc)])
 
 
+def fit_on_good_images(job, variables) -> tuple[NormalityModel, int]:
+  """The model of normality of the good training images only, and how many there were."""
+  train_split = job.data['train']
+  good = train_split.subset(np.flatnonzero(train_split.labels == 0))
+  return fit(feature_batches(job, variables, good, 'fit normality (good images)')), len(good)
+
+
+def labelled_eval_splits(job) -> dict:
+  return {name: job.data[name] for name in ('valid', 'test')
+          if name in job.data and job.data[name].labelled}
+
+
 def fit_normality(config, workdir) -> dict:
   """Fits on good training images, scores validation/test, reports like `--mode=evaluate`."""
   check_config(config)
@@ -177,19 +189,16 @@ def fit_normality(config, workdir) -> dict:
   out = workdir / 'normality'
   job = train.setup(config)
   variables = feature_variables(config, job, workdir)
-  train_split = job.data['train']
-  good = train_split.subset(np.flatnonzero(train_split.labels == 0))
-  model = fit(feature_batches(job, variables, good, 'fit normality (good images)'))
-  logging.info('Fitted on %d good images; shrinkage per stage: %s', len(good),
+  model, num_good = fit_on_good_images(job, variables)
+  logging.info('Fitted on %d good images; shrinkage per stage: %s', num_good,
                {s: round(g.shrinkage, 4) for s, g in model.gaussians.items()})
-  splits = {name: job.data[name] for name in ('valid', 'test')
-            if name in job.data and job.data[name].labelled}
+  splits = labelled_eval_splits(job)
   scores = {name: score_split(job, variables, model, examples, f'score {name}')
             for name, examples in splits.items()}
   rule = config.normality.threshold_rule
   threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)
   results = {'features': config.normality.features, 'stages': list(config.normality.stages),
-             'num_good_images': len(good), 'threshold_rule': rule,
+             'num_good_images': num_good, 'threshold_rule': rule,
              'shrinkage': {s: g.shrinkage for s, g in model.gaussians.items()}}
   for name, examples in splits.items():
     report = metrics_lib.binary_report(examples.labels, scores[name], threshold)
@@ -226,11 +235,12 @@ def standardise_on_good(scores: np.ndarray, reference: np.ndarray) -> np.ndarray
 
 
 def supervised_scores(config, workdir, defects: int, splits) -> dict[str, np.ndarray]:
-  """Fine-tunes (or resumes) with `defects` labelled training defects; logit P(defect) per split."""
+  """Fine-tunes (or resumes) with `defects` labelled training defects; logit P(defect) per split.
+  With all defects (-1) that is the workdir's own fine-tuning run, reused when it is done."""
   run_config = copy.deepcopy(config)
   with run_config.unlocked():
     run_config.data.max_train_defects = defects
-  run_dir = pathlib.Path(workdir) / f'finetune_defects_{defects}'
+  run_dir = pathlib.Path(workdir) / (f'finetune_defects_{defects}' if defects >= 0 else '')
   train.train_and_evaluate(run_config, run_dir)
   job = train.setup(run_config)
   variables, _ = evaluate.restore_variables(run_config, job, run_dir)
@@ -252,11 +262,8 @@ def compare(config, workdir) -> list[dict]:
   out = workdir / 'compare'
   job = train.setup(config)
   variables = feature_variables(config, job, workdir)
-  train_split = job.data['train']
-  model = fit(feature_batches(job, variables, train_split.subset(
-      np.flatnonzero(train_split.labels == 0)), 'fit normality'))
-  splits = {name: job.data[name] for name in ('valid', 'test')
-            if name in job.data and job.data[name].labelled}
+  model, _ = fit_on_good_images(job, variables)
+  splits = labelled_eval_splits(job)
   report_split = 'test' if 'test' in splits else 'valid'
   normality = {name: score_split(job, variables, model, ex, f'score {name}')
                for name, ex in splits.items()}
