@@ -167,26 +167,33 @@ def torch_available() -> bool:
   return True
 
 
+def torch_fastai_model(arch):
+  """torchvision `arch` body + fastai v1's `create_head` (2 classes), seeded; also used by tta.py."""
+  import torch
+  import torchvision
+  torch.manual_seed(0)
+
+  class ConcatPool(torch.nn.Module):  # fastai's AdaptiveConcatPool2d: [max, avg]
+    def forward(self, x):
+      return torch.cat([torch.amax(x, (2, 3)), torch.mean(x, (2, 3))], 1)
+
+  net = getattr(torchvision.models, arch)(weights=None)
+  features = net.fc.in_features
+  body = torch.nn.Sequential(*list(net.children())[:-2])
+  head = torch.nn.Sequential(  # fastai v1 create_head(nf, nc, lin_ftrs=[512], ps=0.5)
+      ConcatPool(), torch.nn.BatchNorm1d(2 * features), torch.nn.Dropout(0.25),
+      torch.nn.Linear(2 * features, 512), torch.nn.ReLU(inplace=True),
+      torch.nn.BatchNorm1d(512), torch.nn.Dropout(0.5), torch.nn.Linear(512, NUM_CLASSES))
+  return torch.nn.Sequential(body, head)
+
+
 class TorchRunner:
 
   def __init__(self, arch, size, batch, phase, threads):
     import torch
-    import torchvision
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-
-    class ConcatPool(torch.nn.Module):  # fastai's AdaptiveConcatPool2d: [max, avg]
-      def forward(self, x):
-        return torch.cat([torch.amax(x, (2, 3)), torch.mean(x, (2, 3))], 1)
-
-    net = getattr(torchvision.models, arch)(weights=None)
-    features = net.fc.in_features
-    body = torch.nn.Sequential(*list(net.children())[:-2])
-    head = torch.nn.Sequential(  # fastai v1 create_head(nf, nc, lin_ftrs=[512], ps=0.5)
-        ConcatPool(), torch.nn.BatchNorm1d(2 * features), torch.nn.Dropout(0.25),
-        torch.nn.Linear(2 * features, 512), torch.nn.ReLU(inplace=True),
-        torch.nn.BatchNorm1d(512), torch.nn.Dropout(0.5), torch.nn.Linear(512, NUM_CLASSES))
-    self.model = torch.nn.Sequential(body, head).train()
+    self.model = torch_fastai_model(arch).train()
+    body = self.model[0]
     if phase == 'frozen':  # fastai freeze(): body off except BatchNorm (train_bn=True)
       for module in body.modules():
         if not isinstance(module, torch.nn.BatchNorm2d):
