@@ -30,6 +30,12 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+try:  # before TensorFlow (which nexjax.evaluate imports): the other order segfaults
+  import torch  # noqa: F401  pylint: disable=unused-import
+  import torchvision  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+  pass
+
 from nexjax.models import fast_conv  # noqa: E402  (imports jax, starts no backend)
 
 fast_conv.set_cpu_flags()
