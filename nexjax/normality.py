@@ -170,11 +170,16 @@ def score_split(job, variables, model: NormalityModel, examples, desc) -> np.nda
                          for batch in feature_batches(job, variables, examples, desc)])
 
 
-def fit_on_good_images(job, variables) -> tuple[NormalityModel, int]:
-  """The model of normality of the good training images only, and how many there were."""
+def setup_and_fit(config, workdir):
+  """(job, feature variables, the model of normality of the good training images only, how many
+  good images there were), after checking the config."""
+  check_config(config)
+  job = train.setup(config)
+  variables = feature_variables(config, job, workdir)
   train_split = job.data['train']
   good = train_split.subset(np.flatnonzero(train_split.labels == 0))
-  return fit(feature_batches(job, variables, good, 'fit normality (good images)')), len(good)
+  model = fit(feature_batches(job, variables, good, 'fit normality (good images)'))
+  return job, variables, model, len(good)
 
 
 def labelled_eval_splits(job) -> dict:
@@ -184,12 +189,9 @@ def labelled_eval_splits(job) -> dict:
 
 def fit_normality(config, workdir) -> dict:
   """Fits on good training images, scores validation/test, reports like `--mode=evaluate`."""
-  check_config(config)
   workdir = pathlib.Path(workdir)
   out = workdir / 'normality'
-  job = train.setup(config)
-  variables = feature_variables(config, job, workdir)
-  model, num_good = fit_on_good_images(job, variables)
+  job, variables, model, num_good = setup_and_fit(config, workdir)
   logging.info('Fitted on %d good images; shrinkage per stage: %s', num_good,
                {s: round(g.shrinkage, 4) for s, g in model.gaussians.items()})
   splits = labelled_eval_splits(job)
@@ -257,12 +259,9 @@ def supervised_scores(config, workdir, defects: int, splits) -> dict[str, np.nda
 def compare(config, workdir) -> list[dict]:
   """Table and plot: AUC and error at the chosen threshold of each method as labelled defects
   become scarce (`compare.labelled_defects`; -1 = all). Test split if labelled, else valid."""
-  check_config(config)
   workdir = pathlib.Path(workdir)
   out = workdir / 'compare'
-  job = train.setup(config)
-  variables = feature_variables(config, job, workdir)
-  model, _ = fit_on_good_images(job, variables)
+  job, variables, model, _ = setup_and_fit(config, workdir)
   splits = labelled_eval_splits(job)
   report_split = 'test' if 'test' in splits else 'valid'
   normality = {name: score_split(job, variables, model, ex, f'score {name}')
