@@ -82,13 +82,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from configs import finetune  # noqa: E402  (fastai's layer groups, as the main job)
 from nexjax import optim  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
 
-# fastai's layer groups for a ResNet cut at -2 (as configs/finetune.py).
-GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
-          ('body_high', r'^(layer3|layer4)/'),
-          ('head', r'^(fc|head)/'))
 PHASE_GROUPS = {'frozen': ('head',), 'unfrozen': ('body_low', 'body_high', 'head')}
 NUM_CLASSES = 2
 
@@ -131,7 +128,7 @@ class JaxRunner:
     variables = jax.jit(self.model.init, static_argnames='train')(
         jax.random.key(0), self.images[:1], train=False)
     self.params, self.batch_stats = variables['params'], variables['batch_stats']
-    self.tx = optim.make_optimizer(self.params, self.batch_stats, groups=GROUPS,
+    self.tx = optim.make_optimizer(self.params, self.batch_stats, groups=finetune.RESNET_GROUPS,
                                    train_groups=PHASE_GROUPS[phase], lr=(1e-4, 1e-3),
                                    total_steps=10_000)
     self.opt_state = self.tx.init(self.params)

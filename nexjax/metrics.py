@@ -190,7 +190,12 @@ def ema_update(avg, count, value, beta: float = EMA_BETA):
   arithmetic, so it works on Python floats, numpy and jax arrays (inside jit too)."""
   avg = beta * avg + (1 - beta) * value
   count = count + 1
-  return avg, count, avg / (1 - beta**count)
+  return avg, count, ema_debiased(avg, count, beta)
+
+
+def ema_debiased(avg, count, beta: float = EMA_BETA):
+  """fastai's smoothed loss from the running (avg, count) of `ema_update`; count must be >= 1."""
+  return avg / (1 - beta**count)
 
 
 def fastai_smoothed(losses, beta: float = EMA_BETA) -> np.ndarray:

@@ -285,7 +285,7 @@ def train_step(state: TrainState, images, labels, *, seed, model, tx, augment_op
 
 def smoothed_loss(state: TrainState) -> float:
   count = int(state.loss_count)
-  return float(state.loss_ema) / (1 - metrics_lib.EMA_BETA**count) if count else float('nan')
+  return float(metrics_lib.ema_debiased(float(state.loss_ema), count)) if count else float('nan')
 
 
 def eval_step(variables, images, labels, *, model, class_weights, label_smoothing):
