@@ -5,7 +5,9 @@ collectives, so BatchNorm statistics and the loss are computed over the global b
 the number of devices or hosts.
 """
 
+import collections
 import dataclasses
+from typing import Iterable, Iterator
 
 import jax
 from jax.experimental import multihost_utils
@@ -67,6 +69,18 @@ def to_global(tree, sharding: NamedSharding):
   """This host's slice of a batch (numpy) -> global arrays sharded over all devices."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
                       tree)
+
+
+def prefetch_to_mesh(batches: Iterable, sharding: NamedSharding, depth: int = 2) -> Iterator:
+  """Host batches -> global arrays, `depth` batches ahead: the copies are asynchronous, so the
+  next batch travels to the devices while the current step computes."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(to_global(batch, sharding))
+    if len(queue) == depth:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def replicate(tree, topo: Topology):

@@ -1,0 +1,52 @@
+"""Batched inference on the mesh with one padding rule, shared by every mode and detector.
+
+Global batch b holds rows b * batch_size + [0, batch_size) of the inputs; host p feeds rows
+[p * local, (p + 1) * local) of it (see `parallel.topology`), the last batch padded by repeating
+row 0. The function applied should return replicated outputs (`out_shardings`), so every host
+reads every row; padding rows are dropped before anything is returned.
+"""
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from nexjax import parallel
+
+
+def host_rows(batch_index: int, batch_size: int, size: int, topo: parallel.Topology) -> np.ndarray:
+  """Indices of this host's rows of global batch `batch_index`; padding rows point at row 0."""
+  local = batch_size // topo.process_count
+  index = batch_index * batch_size + topo.process_index * local + np.arange(local)
+  return np.where(index < size, index, 0)
+
+
+def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch_size: int,
+                topo: parallel.Topology, desc: str = 'predict', progress: bool = True):
+  """Yields `fn(*global_batch_arrays, batch_index)` for every global batch, in order, as host
+  numpy trees whose leading (per-example) axis has the padding rows dropped.
+
+  `arrays` share their leading axis (images, labels, ...); numpy arrays or memory maps, of which
+  each host reads only its own rows. Host->device copies run one batch ahead of the computation.
+  """
+  parallel.check_batch_size(batch_size, topo, 'eval_batch_size')
+  size = len(arrays[0])
+  num_batches = math.ceil(size / batch_size)
+
+  def host_batches():
+    for b in range(num_batches):
+      rows = host_rows(b, batch_size, size, topo)
+      yield tuple(np.asarray(a[rows]) for a in arrays)
+
+  batches = parallel.prefetch_to_mesh(host_batches(), topo.batch)
+  for b, batch in enumerate(tqdm.tqdm(batches, total=num_batches, desc=desc, leave=False,
+                                      disable=not (progress and topo.is_chief))):
+    rows = min(batch_size, size - b * batch_size)
+    yield jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(fn(*batch, b)))
+
+
+def concatenate(batches):
+  """Concatenates the per-batch output trees of `map_batches` along the example axis."""
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *list(batches))
