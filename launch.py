@@ -1,7 +1,7 @@
 """nexjax entry point: python launch.py --config=configs/finetune.py[:preset] --workdir=DIR.
 
 Modes: train (default; resumes from DIR), lr_find, evaluate, predict (configs/finetune.py);
-fit_normality, compare (configs/normality.py).
+compare (configs/compare.py).
 Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
 """
@@ -9,29 +9,34 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 import logging
 import os
 import sys
+import traceback
 
-from absl import app
-from absl import flags
-from absl import logging as absl_logging
-import jax
-from ml_collections import config_flags
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ INFO lines (oneDNN, ...)
 
-import nexjax
-from nexjax import evaluate
-from nexjax import normality
-from nexjax import parallel
-from nexjax import train
-from nexjax import weights
-from nexjax.data import nexperia
-from nexjax.models import fast_conv
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import nexjax  # noqa: E402
+from nexjax import compare  # noqa: E402
+from nexjax import errors  # noqa: E402
+from nexjax import evaluate  # noqa: E402
+from nexjax import parallel  # noqa: E402
+from nexjax import xla_cpu  # noqa: E402
+from nexjax.data import pipeline  # noqa: E402
+from nexjax.train import loop  # noqa: E402
+from nexjax.train import lr_find  # noqa: E402
+from nexjax.train import preemption  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
                                required=True)
-MODES = {'train': train.train_and_evaluate, 'lr_find': train.lr_find,
-         'evaluate': evaluate.evaluate, 'predict': evaluate.predict,
-         'fit_normality': normality.fit_normality, 'compare': normality.compare}
+MODES = {'train': loop.train_and_evaluate, 'lr_find': lr_find.lr_find,
+         'evaluate': evaluate.evaluate, 'predict': evaluate.predict_folder,
+         'compare': compare.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')
@@ -41,14 +46,16 @@ _AUTO = flags.DEFINE_bool('distributed_auto', False, 'jax.distributed.initialize
 
 
 def parse_flags(argv):
-  """absl parsing, with a readable error for a --config.x.y override naming no config key."""
+  """absl parsing, with one readable line for a bad --config file, preset, key or value."""
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
     key = str(e.args[0] if e.args else e).strip('"\'')
-    sys.exit(f"Unknown config key '{key}' in {', '.join(overrides)}; see the config file for the "
-             'keys.')
+    sys.exit(f"error: unknown config key '{key}' in {', '.join(overrides)}; see the config file "
+             'for the keys.')
+  except flags.Error as e:
+    sys.exit(f'error: {str(e).splitlines()[0]}')
 
 
 class LibraryInfoFilter(logging.Filter):
@@ -66,20 +73,28 @@ NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
-  fast_conv.set_cpu_flags()  # before any computation starts the backend
+  pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
+  try:
+    xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
+  except ValueError as e:
+    sys.exit(f'error: config.{e}')
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-    jax.config.update('jax_compilation_cache_dir', str(nexjax.CACHE_DIR / 'jax'))
+    jax.config.update('jax_compilation_cache_dir',
+                      str(nexjax.cache_dir(config.data.cache_dir) / 'jax'))
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _AUTO.value)
   try:
-    MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
-  except train.Interrupted as e:
+    MODES[_MODE.value](config, _WORKDIR.value)
+  except preemption.Interrupted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)
-  except (train.ConfigError, nexperia.LayoutError, weights.WeightsError, FileNotFoundError,
-          train.NonFiniteLossError) as e:
-    sys.exit(f'error: {e}')
+  except errors.Error as e:
+    if absl_logging.get_verbosity() >= 1:
+      traceback.print_exc()
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

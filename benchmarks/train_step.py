@@ -2,11 +2,13 @@
 
   python benchmarks/train_step.py                          # resnet34, 96 px (b32) and 224 px (b16)
   python benchmarks/train_step.py --sizes 96 --repeats 9 --json /tmp/step.json
-  python benchmarks/train_step.py --pool_impl xla --no_cpu_flags   # the plain XLA baseline
+  python benchmarks/train_step.py --xla_cpu off             # XLA's defaults (no nexjax.xla_cpu)
 
-What one step is: ResNet + fastai head (2 classes, float32), forward in training mode (dropout,
-batch statistics), softmax cross-entropy, gradients, the phase's optimizer update, new BatchNorm
-statistics -- the math of `nexjax.train.train_step` minus the input augmentation. Two phases:
+What one step is: the product's own train step (`nexjax.train.step.train_step`, built by
+`nexjax.train.loop.make_train_step` from the default config) with augmentation off: uint8
+grayscale in, ResNet + fastai head (2 classes, float32), forward in training mode (dropout, batch
+statistics), softmax cross-entropy, gradients, the phase's optimizer update, new BatchNorm
+statistics. PyTorch gets normalised float images (its DataLoader would prepare them). Two phases:
 
   frozen    only the head trains, plus the body's BatchNorm scale/bias (fastai's train_bn), as
             `optim.make_optimizer(..., train_groups=('head',))` builds it. XLA drops the conv
@@ -22,7 +24,7 @@ fastest steps ('best', the least disturbed by other work). The 1-minute load ave
 row says how busy the machine was; on 2 cores, above ~2.5 the ratios are unreliable.
 
 XLA_FLAGS are read once, when jax initialises its CPU backend, so `--xla_flags` and
-`--no_cpu_flags` take effect because this script sets them before importing jax.
+`--xla_cpu` take effect because this script sets them before importing jax.
 """
 
 import argparse
@@ -47,10 +49,9 @@ def parse_args(argv=None):
   p.add_argument('--phases', default='frozen,unfrozen')
   p.add_argument('--repeats', type=int, default=5, help='timed steps per framework and row')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps first (after compiling)')
-  p.add_argument('--pool_impl', default=None,
-                 help="ResNet.pool_impl for JAX ('auto', 'xla', 'slices'); default: the model's")
-  p.add_argument('--no_cpu_flags', action='store_true',
-                 help="don't apply nexjax's recommended XLA:CPU flags (measure XLA's defaults)")
+  p.add_argument('--xla_cpu', default='auto', choices=('auto', 'on', 'off'),
+                 help="config.xla_cpu: nexjax's XLA:CPU flags and stem max pool ('off': XLA's "
+                 'defaults)')
   p.add_argument('--xla_flags', default='', help='extra XLA_FLAGS for this run')
   p.add_argument('--threads', type=int, default=0,
                  help='cores for both frameworks (0: all cores this process may use)')
@@ -73,20 +74,22 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-if ARGS is not None and not ARGS.no_cpu_flags:
-  from nexjax.models import fast_conv  # noqa: E402  (imports jax, starts no backend)
-  fast_conv.set_cpu_flags()
+if ARGS is not None:
+  from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+  xla_cpu.apply_flags(ARGS.xla_cpu)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from configs import finetune  # noqa: E402  (fastai's layer groups, as the main job)
-from nexjax import optim  # noqa: E402
-from nexjax.models import resnet  # noqa: E402
+from configs import finetune  # noqa: E402  (the main job's recipe)
+from nexjax import job as job_lib  # noqa: E402
+from nexjax import parallel  # noqa: E402
+from nexjax.train import loop  # noqa: E402
+from nexjax.train import plan as plan_lib  # noqa: E402
+from nexjax.train import state as state_lib  # noqa: E402
 
-PHASE_GROUPS = {'frozen': ('head',), 'unfrozen': ('body_low', 'body_high', 'head')}
+PHASES = {'frozen': 0, 'unfrozen': 1}  # the default config's phases
 NUM_CLASSES = 2
 
 
@@ -94,61 +97,37 @@ NUM_CLASSES = 2
 # JAX
 # ---------------------------------------------------------------------------------------------
 
-def jax_step_fn(model, tx):
-  """train_step's math on already-normalised float inputs: returns (params, stats, opt, loss)."""
-
-  def step(params, batch_stats, opt_state, images, labels, key):
-    def loss_fn(p):
-      logits, updates = model.apply({'params': p, 'batch_stats': batch_stats}, images, train=True,
-                                    rngs={'dropout': key}, mutable=['batch_stats'])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, updates['batch_stats']
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
 def count_convolutions(hlo_text: str) -> int:
   return len(re.findall(r'\bconvolution\(', hlo_text))
 
 
 class JaxRunner:
+  """The main job's train step on one fixed batch (no augmentation)."""
 
-  def __init__(self, arch, size, batch, phase, pool_impl):
-    kwargs = dict(num_classes=NUM_CLASSES, head='fastai')
-    if pool_impl is not None:
-      kwargs['pool_impl'] = pool_impl
-    self.model = resnet.create_model(arch, **kwargs)
+  def __init__(self, arch, size, batch, phase, xla_cpu_setting):
+    config = finetune.get_config()
+    config.model.arch, config.data.image_size, config.train.batch_size = arch, size, batch
+    config.augment.enabled = False
+    config.xla_cpu = xla_cpu_setting
+    job = job_lib.Job(config, parallel.topology(), job_lib.create_model(config), None)
+    variables = job_lib.init_variables(job.model, config)
+    plan = plan_lib.plan_epochs(config.phases, 1000)
+    tx = state_lib.phase_optimizer(config, variables, plan, PHASES[phase])
+    self.state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
     rng = np.random.default_rng(0)
-    self.images = jnp.asarray(rng.standard_normal((batch, size, size, 3), np.float32))
+    self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 1), np.uint8))
     self.labels = jnp.asarray(rng.integers(0, NUM_CLASSES, batch), jnp.int32)
-    variables = jax.jit(self.model.init, static_argnames='train')(
-        jax.random.key(0), self.images[:1], train=False)
-    self.params, self.batch_stats = variables['params'], variables['batch_stats']
-    self.tx = optim.make_optimizer(self.params, self.batch_stats, groups=finetune.RESNET_GROUPS,
-                                   train_groups=PHASE_GROUPS[phase], lr=(1e-4, 1e-3),
-                                   total_steps=10_000)
-    self.opt_state = self.tx.init(self.params)
-    self.step_fn = jax_step_fn(self.model, self.tx)
-    self.key = jax.random.key(1)
-    self.n = 0
+    step_fn = loop.make_train_step(job, tx, variables, PHASES[phase])
     start = time.perf_counter()
-    self.compiled = self.step_fn.lower(self.params, self.batch_stats, self.opt_state,
-                                       self.images, self.labels, self.key).compile()
+    self.compiled = step_fn.lower(self.state, self.images, self.labels).compile()
     self.compile_s = time.perf_counter() - start
     self.convolutions = count_convolutions(self.compiled.as_text())
-    self.conv_layers = sum(leaf.ndim == 4 for leaf in jax.tree.leaves(self.params))
+    self.conv_layers = sum(leaf.ndim == 4 for leaf in jax.tree.leaves(variables['params']))
 
   def step(self):
-    self.n += 1
-    self.params, self.batch_stats, self.opt_state, loss = self.compiled(
-        self.params, self.batch_stats, self.opt_state, self.images, self.labels,
-        jax.random.fold_in(self.key, self.n))
-    jax.block_until_ready((self.params, loss))
-    return float(loss)
+    self.state = self.compiled(self.state, self.images, self.labels)
+    jax.block_until_ready(self.state.params)
+    return float(self.state.loss_ema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +200,7 @@ def timed(fn) -> float:
 
 
 def run_row(arch, size, batch, phase, args, threads, with_torch):
-  jx = JaxRunner(arch, size, batch, phase, args.pool_impl)
+  jx = JaxRunner(arch, size, batch, phase, args.xla_cpu)
   th = TorchRunner(arch, size, batch, phase, threads) if with_torch else None
   for _ in range(args.warmup):
     jx.step()
@@ -276,10 +255,8 @@ def main(args):
   if with_torch:
     import torch
     torch_version = torch.__version__
-  model_field = resnet.ResNet.__dataclass_fields__.get('pool_impl')
-  pool_impl = args.pool_impl or (model_field.default if model_field else 'xla')
   print(f'jax {jax.__version__} on {jax.default_backend()} ({threads} cores), '
-        f'pool_impl={pool_impl}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}'
+        f'xla_cpu={args.xla_cpu}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}'
         + (f', torch {torch_version} with {threads} threads' if with_torch else ''), flush=True)
 
   rows = []
@@ -309,7 +286,7 @@ def main(args):
 
   if args.json:
     result = dict(jax=jax.__version__, backend=jax.default_backend(), threads=threads,
-                  pool_impl=pool_impl, xla_flags=os.environ.get('XLA_FLAGS', ''),
+                  xla_cpu=args.xla_cpu, xla_flags=os.environ.get('XLA_FLAGS', ''),
                   torch=torch_version if with_torch else None, machine=platform.processor(),
                   repeats=args.repeats, rows=rows)
     pathlib.Path(args.json).write_text(json.dumps(result, indent=1))

@@ -36,9 +36,9 @@ try:  # before TensorFlow (which nexjax.evaluate imports): the other order segfa
 except ImportError:
   pass
 
-from nexjax.models import fast_conv  # noqa: E402  (imports jax, starts no backend)
+from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
-fast_conv.set_cpu_flags()
+xla_cpu.apply_flags()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -69,7 +69,8 @@ class JaxTTA:
   """The vmapped function of `--mode=evaluate` and its per-view loop, on the same variables."""
 
   def __init__(self, arch, size, batch):
-    self.model = resnet.create_model(arch, num_classes=2, head='fastai')
+    self.model = resnet.create_model(arch, num_classes=2, head='fastai',
+                                     slice_pool=xla_cpu.enabled())
     rng = np.random.default_rng(0)
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 1), np.uint8))
     self.variables = jax.jit(self.model.init, static_argnames='train')(

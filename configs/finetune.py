@@ -30,6 +30,7 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
+  config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.xla_cpu): 'auto' on a CPU, 'on', 'off'
 
   config.data = ml_collections.ConfigDict(dict(
       dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
@@ -52,7 +53,7 @@ def get_config(arg=None):
       dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
   ))
   config.init = ml_collections.ConfigDict(dict(
-      weights='',              # '' random init (warned); a torchvision name (resnet34) or a file
+      weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
       dont_load=r'^(fc|head)/',  # regex of entries kept freshly initialised (the new head)
   ))
 
@@ -85,7 +86,7 @@ def get_config(arg=None):
       batch_size=64,           # global; divisible by the device count
       eval_batch_size=128,
       keep_checkpoints=3,      # the last few, plus the best by validation AUC
-      checkpoint_every_steps=0,  # 0: at each epoch end (and on SIGTERM) only
+      log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
       progress=True,
   ))
   config.evaluate = ml_collections.ConfigDict(dict(

@@ -3,5 +3,10 @@
 import os
 import pathlib
 
-# Converted weights, prepared datasets and the synthetic dataset live here unless configured.
-CACHE_DIR = pathlib.Path(os.environ.get('NEXJAX_CACHE', pathlib.Path.home() / '.cache' / 'nexjax'))
+
+def cache_dir(configured: str = '') -> pathlib.Path:
+  """Where converted weights, prepared datasets, the synthetic data and compiled programs live:
+  `configured` (config.data.cache_dir), else $NEXJAX_CACHE, else ~/.cache/nexjax."""
+  if configured:
+    return pathlib.Path(configured)
+  return pathlib.Path(os.environ.get('NEXJAX_CACHE', pathlib.Path.home() / '.cache' / 'nexjax'))

@@ -221,15 +221,18 @@ def normalize(images01, mean=IMAGENET_MEAN, std=IMAGENET_STD):
   return (to_rgb(images01) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames='options')
-def prepare_batch(rng, images_uint8, options: AugmentOptions | None = None):
-  """Device-side input step: uint8 -> [0, 1] -> augment (training only; None skips) -> normalise.
+@functools.partial(jax.jit, static_argnames=('options', 'expand_first'))
+def prepare_batch(rng, images_uint8, options: AugmentOptions | None = None,
+                  expand_first: bool = False):
+  """Device-side input step: uint8 -> [0, 1] -> augment (training only; None skips) -> normalise
+  to the model's 3 ImageNet channels.
 
-  Grayscale is repeated to 3 channels first, not after augmenting: every later op then keeps its
-  shape and XLA fuses the whole step into one pass. Broadcasting after the resampling made XLA:CPU
-  materialise the gathers separately and ran 2x slower, although it augments 1 channel, not 3.
+  Grayscale stays one channel through augmentation and becomes three only at the model input, so
+  the resampling gathers a third of the pixels. `expand_first` repeats it first instead: on
+  XLA:CPU every later op then keeps its shape and the whole step fuses into one pass, which ran
+  2x faster there (see `nexjax.xla_cpu`). The results are the same either way.
   """
-  images = to_unit_float(to_rgb(images_uint8))
+  images = to_unit_float(to_rgb(images_uint8) if expand_first else images_uint8)
   if options is not None:
     images = augment(rng, images, options)
   return normalize(images)

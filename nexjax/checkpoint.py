@@ -1,17 +1,24 @@
-"""Orbax checkpoints: the last few plus the best by validation AUC, with JSON metadata.
+"""Orbax checkpoints: the last few plus the best by validation AUC, each self-describing.
 
-Each checkpoint holds the train state (params, batch_stats, optimizer state, step, smoothed-loss
-accumulators) and a JSON `meta` item (phase, epoch history, ...) that can be read on its own,
-before the state, to rebuild the phase's optimizer structure for restoring.
+Each checkpoint holds three items:
+- `state`: the whole train state (params, batch_stats, optimizer state, step, smoothed-loss
+  accumulators), restored only to resume training (its optimizer structure depends on the phase);
+- `weights`: params and batch_stats alone, which evaluation, prediction, export and feature
+  extraction restore without building an optimizer or reading any data;
+- `meta`: JSON (phase, epoch history, steps per epoch), readable on its own.
 """
 
 import math
 import pathlib
 
+from absl import logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from nexjax import errors
+
 BEST_METRIC = 'valid_auc'
+ITEMS = ('state', 'weights', 'meta')
 
 
 def _best_value(metrics) -> float:
@@ -22,16 +29,16 @@ def _best_value(metrics) -> float:
 class Checkpoints:
   """A CheckpointManager over `directory` keeping `keep` latest and the best by valid AUC."""
 
-  def __init__(self, directory, keep: int = 3):
+  def __init__(self, directory, keep: int = 3, create: bool = True):
+    self.directory = pathlib.Path(directory).absolute()
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
         checkpoint_managers.BestN(get_metric_fn=_best_value, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(best_fn=_best_value, best_mode='max',
-                                           preservation_policy=policy, create=True)
-    self.manager = ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options,
-                                         item_names=('state', 'meta'))
+                                           preservation_policy=policy, create=create)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -39,20 +46,60 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step()
 
+  def choose(self, choice: str) -> int:
+    """The step `choice` names: 'best' (validation AUC), 'latest', or a step number."""
+    steps = self.manager.all_steps()
+    if choice in ('best', 'latest'):
+      step = self.best_step() if choice == 'best' else self.latest_step()
+    elif str(choice).isdigit() and int(choice) in steps:
+      step = int(choice)
+    else:
+      raise errors.ConfigError(f"evaluate.checkpoint={choice!r}: use 'best', 'latest' or one of "
+                               f'the saved steps {sorted(steps)} (in {self.directory}).')
+    if step is None:
+      raise errors.CheckpointError(f'No checkpoint in {self.directory}: train first '
+                                   '(python launch.py --config=... --workdir=DIR).')
+    return step
+
   def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
     """Saves (asynchronously where Orbax can); `metrics` ranks epoch-end checkpoints."""
+    weights = {'params': state.params, 'batch_stats': state.batch_stats}
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics,
-                      force=True)
+        state=ocp.args.StandardSave(state), weights=ocp.args.StandardSave(weights),
+        meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
 
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
   def restore(self, step: int, target):
-    """The state at `step`, shaped and sharded like `target` (a freshly built state)."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
-    return restored['state']
+    """The train state at `step`, shaped and sharded like `target` (a freshly built state)."""
+    return self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+
+  def restore_weights(self, step: int, target) -> dict:
+    """{'params', 'batch_stats'} at `step`, shaped and sharded like `target` (arrays or
+    jax.ShapeDtypeStructs with shardings): no optimizer, no data needed."""
+    if not (self.directory / str(step) / 'weights').is_dir():
+      raise errors.CheckpointError(
+          f'{self.directory / str(step)} has no weights-only item (a workdir from nexjax before '
+          'self-contained checkpoints). Retrain into a new --workdir.')
+    return self.manager.restore(step, args=ocp.args.Composite(
+        weights=ocp.args.StandardRestore(target)))['weights']
+
+  def set_aside(self, step: int, reason: Exception) -> None:
+    """Moves a checkpoint that cannot be restored to `broken-STEP` (kept for inspection, never
+    deleted), so the previous intact one becomes the latest."""
+    source = self.directory / str(step)
+    target = self.directory / f'broken-{step}'
+    suffix = 0
+    while target.exists():
+      suffix += 1
+      target = self.directory / f'broken-{step}.{suffix}'
+    logging.warning('Checkpoint %s cannot be restored (%s: %s); moved to %s. Resuming from the '
+                    'previous checkpoint.', source, type(reason).__name__,
+                    str(reason).splitlines()[0][:300] if str(reason) else '', target)
+    source.rename(target)
+    self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import nexjax
 from nexjax import weights
 from nexjax.models import resnet
 
@@ -33,7 +34,7 @@ def convert(src, dst, base_url=weights.TORCHVISION_BASE_URL) -> dict:
   start = time.perf_counter()
   src_path = pathlib.Path(src)
   if not src_path.exists() and src in weights.TORCHVISION_FILES:
-    src_path = weights.fetch(src, base_url=base_url)
+    src_path = weights.fetch(src, nexjax.cache_dir() / 'weights', base_url=base_url)
   loaded = weights.load(src_path)
   arch, num_classes = weights.infer_architecture(loaded)
   shapes = model_shapes(arch, num_classes)

@@ -11,6 +11,7 @@ import csv
 import functools
 import glob
 import json
+import os
 import pathlib
 
 from absl import logging
@@ -21,12 +22,14 @@ import tensorflow as tf
 import tqdm
 
 from nexjax import augment as augment_lib
-from nexjax import checkpoint as checkpoint_lib
+from nexjax import errors
+from nexjax import inference
+from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
 from nexjax import parallel
 from nexjax import reporting
-from nexjax import train
 from nexjax import tta as tta_lib
+from nexjax import workdir as workdir_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 
@@ -36,38 +39,16 @@ SCORE_RULES = ('max_accuracy', 'recall:0.95', 'recall:0.99')
 PROBABILITY_RULES = ('fixed:0.5',) + SCORE_RULES
 
 
-def restore_variables(config, job: train.Job, workdir) -> tuple[dict, int]:
-  """Variables of the checkpoint chosen by `evaluate.checkpoint` ('best', 'latest' or a step)."""
-  checkpoints = checkpoint_lib.Checkpoints(pathlib.Path(workdir) / 'checkpoints',
-                                           config.train.keep_checkpoints)
-  choice = config.evaluate.checkpoint
-  step = {'best': checkpoints.best_step, 'latest': checkpoints.latest_step}.get(
-      choice, lambda: int(choice))()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints: train first '
-                            f'(python launch.py --config=... --workdir={workdir}).')
-  meta = checkpoints.read_meta(step)
-  variables = train.init_variables(job)
-  tx = train.phase_optimizer(config, variables, job.plan, meta['phase'])
-  state = checkpoints.restore(step, parallel.replicate(train.create_train_state(variables, tx),
-                                                       job.topo))
-  checkpoints.close()
-  return {'params': state.params, 'batch_stats': state.batch_stats}, step
-
-
 def tta_views_fn(config):
   """View 0 is always the plain image. 'dihedral': the 8 dihedral transforms (identity first)
   are the TTA views; 'random:N': the plain image, then N random training augmentations."""
-  kind = config.evaluate.tta_views
-  if kind == 'dihedral':
+  count = tta_lib.parse_views(config.evaluate.tta_views)
+  if not count:
     return lambda rng, images: tta_lib.dihedral_views(images)
-  if kind.startswith('random:') and kind.split(':', 1)[1].isdigit():
-    options = train.augment_options(config) or augment_lib.AugmentOptions()
-    count = int(kind.split(':', 1)[1])
-    augment01 = lambda key, x: augment_lib.augment(key, x, options)
-    return lambda rng, images: jnp.concatenate(
-        [images[None], tta_lib.random_views(rng, images, augment01, count)])
-  raise train.ConfigError(f"evaluate.tta_views={kind!r}: use 'dihedral' or 'random:N'.")
+  options = job_lib.augment_options(config) or augment_lib.AugmentOptions()
+  augment01 = lambda key, x: augment_lib.augment(key, x, options)
+  return lambda rng, images: jnp.concatenate(
+      [images[None], tta_lib.random_views(rng, images, augment01, count)])
 
 
 def view_probabilities(variables, images, rng, *, model, views_fn):
@@ -86,10 +67,9 @@ def make_tta_fn(model, config, topo: parallel.Topology):
 def predict_views(tta_fn, variables, images: np.ndarray, batch_size: int, seed: int,
                   topo: parallel.Topology, desc: str, progress: bool = True) -> np.ndarray:
   """(V, N, C) probabilities of every view of uint8 images (N, H, W, C); one call per batch."""
-  examples = pipeline.Examples(images, np.zeros(len(images), np.int32), np.zeros(len(images), str))
   rng = jax.random.key(seed)
-  per_example = train.concatenate_batches(train.map_batches(
-      lambda batch, _, b: tta_fn(variables, batch, jax.random.fold_in(rng, b)), examples,
+  per_example = inference.concatenate(inference.map_batches(
+      lambda batch, b: tta_fn(variables, batch, jax.random.fold_in(rng, b)), (images,),
       batch_size, topo, desc, progress))
   return np.swapaxes(per_example, 0, 1)
 
@@ -117,8 +97,10 @@ def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
 def evaluate(config, workdir) -> dict:
   """Validation and (where labelled) test metrics with and without TTA, plots and thresholds."""
   workdir = pathlib.Path(workdir)
-  job = train.setup(config)
-  variables, step = restore_variables(config, job, workdir)
+  config = workdir_lib.with_trained_model(config, workdir)
+  job_lib.check_config(config)
+  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
+  job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = make_tta_fn(job.model, config, job.topo)
   out = workdir / 'eval'
   splits = {name: job.data[name] for name in ('valid', 'test')
@@ -179,7 +161,7 @@ def list_inputs(spec: str) -> list[pathlib.Path]:
                                                                               recursive=True))
   files = sorted(p for p in candidates if nexperia.is_image_file(p))
   if not files:
-    raise FileNotFoundError(f'predict.input={spec!r}: no image files found '
+    raise errors.DataError(f'predict.input={spec!r}: no image files found '
                             f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
   return files
 
@@ -195,18 +177,37 @@ def load_images(files, image_size: int, channels: int) -> tuple[np.ndarray, list
     images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
     ids.append(path.stem)
   nexperia.report_skipped(skipped, 'the prediction input')
+  if not images:
+    raise errors.DataError(f'None of the {len(files)} image files could be decoded '
+                           f'({", ".join(skipped[:3])}{", ..." if len(skipped) > 3 else ""}).')
   return np.stack(images), ids, skipped
 
 
-def predict(config, workdir) -> pathlib.Path:
+def check_writable(path: pathlib.Path, key: str) -> None:
+  """Fails before any computing if `path` cannot be written as a file."""
+  if path.is_dir():
+    raise errors.ConfigError(f'config.{key}={path} is a folder; give a file name such as '
+                             f'{path / "predictions.csv"}.')
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.ConfigError(f'config.{key}: cannot create {path.parent} ({e.strerror}).') from e
+  if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    raise errors.ConfigError(f'config.{key}: {path} is not writable; choose another path.')
+
+
+def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect))."""
   workdir = pathlib.Path(workdir)
   if not config.predict.input:
-    raise train.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
-                     '--config.predict.output=FILE.csv).')
-  job = train.setup(config)
-  variables, step = restore_variables(config, job, workdir)
+    raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
+                             '--config.predict.output=FILE.csv).')
+  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
+  check_writable(output, 'predict.output')
+  config = workdir_lib.with_trained_model(config, workdir)
+  job = job_lib.setup(config, data=False)
+  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   threshold_path = workdir / 'eval' / THRESHOLD_FILE
   if threshold_path.is_file():
     threshold = json.loads(threshold_path.read_text())['threshold']
@@ -220,7 +221,6 @@ def predict(config, workdir) -> pathlib.Path:
                         config.train.eval_batch_size, config.seed, job.topo, 'predict',
                         config.train.progress)
   scores = plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
-  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
   if job.topo.is_chief:
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, 'w', newline='') as f:

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import tqdm
 
+from nexjax import metrics as metrics_lib
 from nexjax import parallel
 
 
@@ -50,3 +51,22 @@ def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch_size: int,
 def concatenate(batches):
   """Concatenates the per-batch output trees of `map_batches` along the example axis."""
   return jax.tree.map(lambda *xs: np.concatenate(xs), *list(batches))
+
+
+def probabilities(eval_fn, variables, examples, batch_size: int, topo: parallel.Topology,
+                  desc: str = 'predict', progress: bool = True):
+  """(class probabilities (N, C), losses (N,)) of `eval_fn` (see train.step.eval_step)."""
+  labels = np.maximum(examples.labels, 0)
+  return concatenate(map_batches(lambda images, y, _: eval_fn(variables, images, y),
+                                 (examples.images, labels), batch_size, topo, desc, progress))
+
+
+def split_metrics(labels, probs, losses) -> dict:
+  """valid_loss (mean), error_rate (argmax) and ROC AUC, as in the fastai table."""
+  result = {'loss': float(np.mean(losses)),
+            'error_rate': float(np.mean(np.argmax(probs, -1) != labels))}
+  try:
+    result['auc'] = float(metrics_lib.roc_auc(labels, probs[:, 1]))
+  except ValueError:
+    result['auc'] = float('nan')  # one class only: AUC undefined
+  return result

@@ -4,10 +4,6 @@ that grows with the evidence of a defect.
 Decision rule everywhere: an example is called a defect iff score >= threshold. The candidate
 thresholds of the rules below are the thresholds of `roc_curve` (every distinct score, and +inf
 for "call nothing a defect"), so each candidate is the largest threshold giving its decisions.
-
-Every function of labels and scores takes an optional boolean `mask` of the valid entries:
-evaluation batches are padded, and padded entries (whatever their label or score, -1 or NaN
-included) are left out before anything is checked or counted.
 """
 
 import numpy as np
@@ -26,22 +22,7 @@ def _check_labels(labels) -> np.ndarray:
   return labels.astype(np.int64)
 
 
-def _select(mask, *arrays) -> list[np.ndarray]:
-  """The entries of `arrays` where the boolean `mask` is True; all of them when mask is None."""
-  arrays = [np.asarray(a) for a in arrays]
-  if mask is None:
-    return arrays
-  mask = np.asarray(mask)
-  if mask.dtype != bool:
-    raise ValueError(f'mask must be boolean (True = valid entry), got dtype {mask.dtype}.')
-  for a in arrays:
-    if a.shape != mask.shape:
-      raise ValueError(f'mask {mask.shape} and an array {a.shape} differ in shape.')
-  return [a[mask] for a in arrays]
-
-
-def _check(labels, scores, mask=None) -> tuple[np.ndarray, np.ndarray]:
-  labels, scores = _select(mask, labels, scores)
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
   labels, scores = _check_labels(labels), np.asarray(scores, np.float64)
   if scores.shape != labels.shape:
     raise ValueError(f'labels {labels.shape} and scores {scores.shape} differ in shape.')
@@ -61,9 +42,9 @@ def _average_ranks(values) -> np.ndarray:
   return ranks
 
 
-def roc_auc(labels, scores, mask=None) -> float:
+def roc_auc(labels, scores) -> float:
   """Area under the ROC curve as the Mann-Whitney U statistic (a tie counts one half)."""
-  labels, scores = _check(labels, scores, mask)
+  labels, scores = _check(labels, scores)
   positives = int(labels.sum())
   negatives = len(labels) - positives
   if positives == 0 or negatives == 0:
@@ -84,30 +65,29 @@ def _cumulative_counts(labels, scores):
   return np.r_[np.inf, sorted_scores[last_of_run]], np.r_[0, tp], np.r_[0, fp]
 
 
-def roc_curve(labels, scores, mask=None):
+def roc_curve(labels, scores):
   """(fpr, tpr, thresholds) with thresholds descending from +inf, as sklearn's roc_curve with
   drop_intermediate=False. A rate whose class is absent is 0 (sklearn: NaN and a warning)."""
-  thresholds, tp, fp = _cumulative_counts(*_check(labels, scores, mask))
+  thresholds, tp, fp = _cumulative_counts(*_check(labels, scores))
   return fp / max(fp[-1], 1), tp / max(tp[-1], 1), thresholds
 
 
-def precision_recall_curve(labels, scores, mask=None):
+def precision_recall_curve(labels, scores):
   """(precision, recall, thresholds) for increasing thresholds, ending at (1, 0), as sklearn."""
-  thresholds, tp, fp = (a[1:] for a in _cumulative_counts(*_check(labels, scores, mask)))
+  thresholds, tp, fp = (a[1:] for a in _cumulative_counts(*_check(labels, scores)))
   precision = tp / (tp + fp)
   recall = tp / max(tp[-1], 1)
   return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
-def average_precision(labels, scores, mask=None) -> float:
+def average_precision(labels, scores) -> float:
   """PR AUC as sklearn's average_precision_score: sum over thresholds of dRecall * precision."""
-  precision, recall, _ = precision_recall_curve(labels, scores, mask)
+  precision, recall, _ = precision_recall_curve(labels, scores)
   return float(-np.sum(np.diff(recall) * precision[:-1]))
 
 
-def confusion_matrix(labels, predictions, mask=None) -> np.ndarray:
+def confusion_matrix(labels, predictions) -> np.ndarray:
   """[[TN, FP], [FN, TP]]: rows are the true class, columns the predicted class."""
-  labels, predictions = _select(mask, labels, predictions)
   labels, predictions = _check_labels(labels), _check_labels(predictions)
   if labels.shape != predictions.shape:
     raise ValueError(f'labels {labels.shape} and predictions {predictions.shape} differ in shape.')
@@ -118,10 +98,10 @@ def _ratio(numerator, denominator) -> float:
   return float(numerator / denominator) if denominator else float('nan')
 
 
-def binary_report(labels, scores, threshold: float, mask=None) -> dict:
+def binary_report(labels, scores, threshold: float) -> dict:
   """Everything a report needs at one operating point, as JSON-ready Python numbers; ratios with
-  an empty denominator (and auc/pr_auc with one class only) are NaN. `n` counts valid entries."""
-  labels, scores = _check(labels, scores, mask)
+  an empty denominator (and auc/pr_auc with one class only) are NaN."""
+  labels, scores = _check(labels, scores)
   (tn, fp), (fn, tp) = confusion_matrix(labels, scores >= threshold)
   precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
   one_class = labels.min() == labels.max()
@@ -145,7 +125,7 @@ def _number(text: str) -> float:
     return float('nan')
 
 
-def _parse_rule(rule) -> tuple[str, float | None]:
+def parse_rule(rule) -> tuple[str, float | None]:
   """('fixed' | 'recall' | 'max_accuracy', value or None), or a ValueError naming the forms."""
   if rule == 'max_accuracy':
     return rule, None
@@ -157,7 +137,7 @@ def _parse_rule(rule) -> tuple[str, float | None]:
   return name, value
 
 
-def choose_threshold(labels, scores, rule: str, mask=None) -> float:
+def choose_threshold(labels, scores, rule: str) -> float:
   """The decision threshold that `rule` (see THRESHOLD_RULES) picks on these labels and scores.
 
   'recall:R' is the largest threshold whose defect recall is >= R: the fewest good devices lost
@@ -165,8 +145,8 @@ def choose_threshold(labels, scores, rule: str, mask=None) -> float:
   thresholds towards the smallest one, i.e. towards catching defects; it is +inf only when
   calling nothing a defect is strictly the most accurate.
   """
-  name, value = _parse_rule(rule)
-  labels, scores = _check(labels, scores, mask)
+  name, value = parse_rule(rule)
+  labels, scores = _check(labels, scores)
   if name == 'fixed':
     return value
   thresholds, tp, fp = _cumulative_counts(labels, scores)
@@ -198,11 +178,7 @@ def ema_debiased(avg, count, beta: float = EMA_BETA):
   return avg / (1 - beta**count)
 
 
-def fastai_smoothed(losses, beta: float = EMA_BETA) -> np.ndarray:
-  """fastai's debiased exponential moving average of a sequence, as its recorder and LR finder
-  show losses: `ema_update` applied in turn, smoothed_i = avg_i / (1 - beta**(i + 1))."""
-  smoothed, avg, count = [], 0.0, 0
-  for loss in losses:
-    avg, count, value = ema_update(avg, count, float(loss), beta)
-    smoothed.append(value)
-  return np.asarray(smoothed, np.float64)
+def recall_at_fpr(labels, scores, max_fpr: float) -> float:
+  """The largest defect recall reachable while losing at most `max_fpr` of the good devices."""
+  fpr, tpr, _ = roc_curve(labels, scores)
+  return float(tpr[fpr <= max_fpr].max())

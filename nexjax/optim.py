@@ -19,7 +19,7 @@ FROZEN = 'frozen'
 
 
 @dataclasses.dataclass(frozen=True)
-class AdamConfig:
+class AdamWConfig:
   """fastai v1 defaults; v2 differs in eps (1e-5) and wd_bn_bias (False)."""
   b1: float = 0.9
   b2: float = 0.99
@@ -96,7 +96,7 @@ def one_cycle_momentum(total_steps: int, cycle: OneCycle) -> optax.Schedule:
                                                                total_steps: high / low})
 
 
-def adam(learning_rate, momentum, config: AdamConfig, decay_mask) -> optax.GradientTransformation:
+def adamw(learning_rate, momentum, config: AdamWConfig, decay_mask) -> optax.GradientTransformation:
   """AdamW with schedulable lr and beta1 (kept in the state, so they can be logged)."""
   return optax.inject_hyperparams(optax.adamw, static_args=('mask',))(
       learning_rate=learning_rate, b1=momentum, b2=config.b2, eps=config.eps,
@@ -104,7 +104,7 @@ def adam(learning_rate, momentum, config: AdamConfig, decay_mask) -> optax.Gradi
 
 
 def parameter_labels(params, batch_stats, groups, train_groups: Sequence[str],
-                     config: AdamConfig):
+                     config: AdamWConfig):
   """Each parameter's optimizer label: its group if trained in this phase, else 'frozen'.
 
   BatchNorm parameters of frozen groups keep their group's label when `train_bn` (fastai).
@@ -124,7 +124,7 @@ def parameter_labels(params, batch_stats, groups, train_groups: Sequence[str],
 
 def make_optimizer(params, batch_stats, *, groups: Sequence[tuple[str, str]],
                    train_groups: Sequence[str], lr: Sequence[float], total_steps: int,
-                   config: AdamConfig = AdamConfig(), cycle: OneCycle = OneCycle(),
+                   config: AdamWConfig = AdamWConfig(), cycle: OneCycle = OneCycle(),
                    lr_schedule: Callable[[float], optax.Schedule] | None = None,
                    momentum: optax.ScalarOrSchedule | None = None) -> optax.GradientTransformation:
   """The optimizer of one phase.
@@ -139,7 +139,7 @@ def make_optimizer(params, batch_stats, *, groups: Sequence[tuple[str, str]],
   lr_schedule = lr_schedule or (lambda peak: one_cycle_lr(total_steps, peak, cycle))
   momentum = one_cycle_momentum(total_steps, cycle) if momentum is None else momentum
   peaks = dict(zip([g for g, _ in groups], group_lrs(lr, len(groups))))
-  transforms = {g: adam(lr_schedule(peak), momentum, config, decay) for g, peak in peaks.items()}
+  transforms = {g: adamw(lr_schedule(peak), momentum, config, decay) for g, peak in peaks.items()}
   transforms[FROZEN] = optax.set_to_zero()
   return optax.multi_transform(transforms, labels)
 

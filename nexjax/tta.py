@@ -12,6 +12,17 @@ import numpy as np
 COMBINE_METHODS = ('vote', 'mean', 'blend')
 
 
+def parse_views(spec: str) -> int:
+  """`evaluate.tta_views`: 'dihedral' -> 0 (the 8 dihedral views, identity first); 'random:N' ->
+  N (the plain image, then N random training augmentations)."""
+  kind, _, count = str(spec).partition(':')
+  if spec == 'dihedral':
+    return 0
+  if kind == 'random' and count.isdigit() and int(count) > 0:
+    return int(count)
+  raise ValueError(f"{spec!r}: use 'dihedral' or 'random:N' with N >= 1.")
+
+
 def dihedral_views(images):
   """(8, B, H, W, C) from square NHWC images: identity, rot90, rot180, rot270, then the same
   four rotations of the left-right flipped images."""

@@ -22,7 +22,7 @@ import flax.traverse_util
 import numpy as np
 import tqdm
 
-import nexjax
+from nexjax import errors
 
 TORCHVISION_BASE_URL = 'https://download.pytorch.org/models/'
 # torchvision's ImageNet weights (IMAGENET1K_V1); the hex in each name is a sha256 prefix.
@@ -31,7 +31,6 @@ TORCHVISION_FILES = {
     'resnet34': 'resnet34-b627a593.pth',
     'resnet50': 'resnet50-0676ba61.pth',
 }
-DEFAULT_CACHE_DIR = nexjax.CACHE_DIR / 'weights'
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIXES = TORCH_SUFFIXES + ('.safetensors', '.npz')
 COLLECTIONS = ('params', 'batch_stats')
@@ -39,8 +38,7 @@ COLLECTIONS = ('params', 'batch_stats')
 Variables = dict[str, Any]
 
 
-class WeightsError(ValueError):
-  """A weight file that cannot be read, converted or merged; the message lists every problem."""
+WeightsError = errors.WeightsError
 
 
 def _check_suffix(path: pathlib.Path) -> None:
@@ -192,10 +190,11 @@ def infer_architecture(variables: Variables) -> tuple[str, int]:
   params = variables.get('params', {})
   stages = tuple(len(params.get(f'layer{i}', {})) for i in range(1, 5))
   bottleneck = 'conv3' in params.get('layer1', {}).get('0', {})
-  known = {((2, 2, 2, 2), False): 'resnet18', ((3, 4, 6, 3), False): 'resnet34',
+  known = {((1, 1, 1, 1), False): 'resnet10', ((2, 2, 2, 2), False): 'resnet18',
+           ((3, 4, 6, 3), False): 'resnet34',
            ((3, 4, 6, 3), True): 'resnet50'}
   if (stages, bottleneck) not in known:
-    raise WeightsError(f'Not a ResNet18/34/50 state dict: blocks per stage {stages}, '
+    raise WeightsError(f'Not a ResNet10/18/34/50 state dict: blocks per stage {stages}, '
                        f'bottleneck={bottleneck}.')
   num_classes = params['fc']['kernel'].shape[1] if 'fc' in params else 0
   return known[stages, bottleneck], num_classes
@@ -215,8 +214,8 @@ def _expected_hash_prefix(filename: str) -> str | None:
   return match.group(1) if match else None
 
 
-def fetch(name: str, cache_dir=None, base_url: str = TORCHVISION_BASE_URL) -> pathlib.Path:
-  """Downloads torchvision ImageNet weights (`resnet34`, or a file name) into a cache, verified.
+def fetch(name: str, cache_dir, base_url: str = TORCHVISION_BASE_URL) -> pathlib.Path:
+  """Downloads torchvision ImageNet weights (`resnet34`, or a file name) into `cache_dir`, verified.
 
   Like torch.hub: the file name's hex suffix must be the prefix of the file's sha256; a
   corrupt or truncated download is deleted and reported, never used.
@@ -225,7 +224,7 @@ def fetch(name: str, cache_dir=None, base_url: str = TORCHVISION_BASE_URL) -> pa
   if filename == name and not filename.endswith(SUFFIXES):
     raise WeightsError(f'Unknown weights {name!r}; known: {sorted(TORCHVISION_FILES)} '
                        '(or pass a file name under base_url).')
-  cache_dir = pathlib.Path(cache_dir or DEFAULT_CACHE_DIR)
+  cache_dir = pathlib.Path(cache_dir)
   target = cache_dir / filename
   expected = _expected_hash_prefix(filename)
   if target.is_file():
@@ -233,12 +232,18 @@ def fetch(name: str, cache_dir=None, base_url: str = TORCHVISION_BASE_URL) -> pa
   cache_dir.mkdir(parents=True, exist_ok=True)
   url = base_url.rstrip('/') + '/' + filename
   partial = target.with_name(target.name + '.partial')
-  with urllib.request.urlopen(url) as response, open(partial, 'wb') as out:
-    total = int(response.headers.get('Content-Length') or 0) or None
-    with tqdm.tqdm(total=total, unit='B', unit_scale=True, desc=f'fetch {filename}') as bar:
-      for chunk in iter(lambda: response.read(1 << 20), b''):
-        out.write(chunk)
-        bar.update(len(chunk))
+  try:
+    with urllib.request.urlopen(url) as response, open(partial, 'wb') as out:
+      total = int(response.headers.get('Content-Length') or 0) or None
+      with tqdm.tqdm(total=total, unit='B', unit_scale=True, desc=f'fetch {filename}') as bar:
+        for chunk in iter(lambda: response.read(1 << 20), b''):
+          out.write(chunk)
+          bar.update(len(chunk))
+  except OSError as e:  # URLError, timeouts, a full disk
+    partial.unlink(missing_ok=True)
+    raise WeightsError(f'Could not download {url} ({getattr(e, "reason", e)}). On a machine '
+                       'without internet, fetch the file elsewhere and convert it: python -m '
+                       f'nexjax.convert {filename} {name}.npz, then pass the .npz.') from e
   if expected and not _sha256(partial).startswith(expected):
     partial.unlink()
     raise WeightsError(f'{url}: checksum mismatch (sha256 does not start with {expected}); '

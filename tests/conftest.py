@@ -15,9 +15,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nexjax.models import fast_conv
+from nexjax import xla_cpu
 
-fast_conv.set_cpu_flags()  # the same XLA:CPU compiler settings as launch.py
+xla_cpu.apply_flags('auto')  # the same XLA:CPU compiler settings as launch.py
 
 
 def write_kaggle_folder(root: pathlib.Path, num_good: int, num_bad: int, num_test: int = 0,

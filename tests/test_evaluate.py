@@ -2,27 +2,36 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax import errors
 from nexjax import evaluate
-from nexjax import train
+from nexjax import inference
+from nexjax import job as job_lib
+from nexjax.train import loop
+from nexjax.data import pipeline
+from nexjax.train import step as step_lib
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, make_kaggle_folder, compile_cache):
   del compile_cache
+  """Trained on a copy of the data folder (`self_contained` deletes it); the tests evaluate on
+  the original, which holds the same images."""
   root = tmp_path_factory.mktemp('evaluate')
   data = make_kaggle_folder(root / 'nexperia', 40, 12, 8, size=(64, 64), test_labels=True)
   config = finetune.get_config('smoke')
   config.data.synthetic = False
-  config.data.dir = str(data)
+  config.data.dir = str(shutil.copytree(data, root / 'training_copy'))
   config.data.cache_dir = str(root / 'cache')
   config.evaluate.threshold_rule = 'recall:0.9'
-  train.train_and_evaluate(config, root / 'workdir')
+  loop.train_and_evaluate(config, root / 'workdir')
+  config.data.dir = str(data)
   return config, root / 'workdir'
 
 
@@ -46,13 +55,13 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
 
 def test_plain_view_equals_the_training_eval_step(trained):
   config, workdir = trained
-  job = train.setup(config)
-  variables, _ = evaluate.restore_variables(config, job, workdir)
+  job = job_lib.setup(config)
+  variables, _ = job_lib.restore_weights(config, workdir)
   examples = job.data['valid']
   views = evaluate.predict_views(evaluate.make_tta_fn(job.model, config, job.topo), variables,
                                  examples.images, 8, 0, job.topo, 'tta', progress=False)
-  probs, _ = train.predict(train.make_eval_fn(job.model, config, job.topo), variables, examples,
-                           8, job.topo, progress=False)
+  probs, _ = inference.probabilities(step_lib.make_eval_fn(job.model, config, job.topo),
+                                     variables, examples, 8, job.topo, progress=False)
   assert views.shape == (8, len(examples), 2)
   np.testing.assert_allclose(views[0], probs, atol=1e-5)
 
@@ -72,7 +81,7 @@ def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_p
   with config.unlocked():
     config.predict.input = str(folder)
     config.predict.output = str(tmp_path / 'out' / 'predictions.csv')
-  evaluate.predict(config, workdir)
+  evaluate.predict_folder(config, workdir)
   with open(tmp_path / 'out' / 'predictions.csv') as f:
     rows = list(csv.DictReader(f))
   assert [r['id'] for r in rows] == ['a', 'b', 'c']
@@ -82,3 +91,36 @@ def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_p
     submission = list(csv.DictReader(f))
   assert [s['id'] for s in submission] == ['a', 'b', 'c']
   assert [float(s['label']) for s in submission] == [float(r['p_defect']) for r in rows]
+
+
+def test_workdir_is_self_contained(trained, tmp_path, make_kaggle_folder, monkeypatch):
+  """With the training data gone and no data folder configured, predict works from the workdir
+  alone, and evaluate on another labelled folder decodes only that folder."""
+  config, workdir = trained
+  shutil.rmtree(workdir.parent / 'training_copy')
+  decoded = []
+  load_datasets = pipeline.load_datasets
+  monkeypatch.setattr(pipeline, 'load_datasets',
+                      lambda folder, **kw: decoded.append(folder) or load_datasets(folder, **kw))
+  config = finetune.get_config('smoke')  # the preset names other data; the workdir decides
+  with config.unlocked():
+    config.data.synthetic = False
+    config.data.cache_dir = str(tmp_path / 'cache')
+    config.model.arch = 'resnet18'  # ignored: the workdir's network is used
+    config.predict.input = str(make_kaggle_folder(tmp_path / 'line', 3, 2) / 'train')
+    config.predict.output = str(tmp_path / 'predictions.csv')
+  evaluate.predict_folder(config, workdir)
+  assert len((tmp_path / 'predictions.csv').read_text().splitlines()) == 1 + 5
+  assert decoded == []
+  other = make_kaggle_folder(tmp_path / 'other', 20, 8, 6, size=(64, 64), test_labels=True,
+                             seed=3)
+  with config.unlocked():
+    config.data.dir = str(other)
+  results = evaluate.evaluate(config, workdir)
+  assert decoded == [other] and results['test']['tta']['n'] == 6
+
+
+def test_old_workdir_without_config_is_a_clear_error(tmp_path):
+  config = finetune.get_config('smoke')
+  with pytest.raises(errors.CheckpointError, match='config.json does not exist'):
+    evaluate.evaluate(config, tmp_path)

@@ -1,5 +1,5 @@
-"""Metrics against scikit-learn and by hand, the threshold rules against brute force, masks
-against the unpadded arrays, and the smoothed loss against its formula."""
+"""Metrics against scikit-learn and by hand, the threshold rules against brute force, and the
+smoothed loss against its formula."""
 
 import json
 
@@ -140,15 +140,13 @@ def test_recall_rule_needs_defects():
     metrics.choose_threshold([0, 0], [0.2, 0.8], 'recall:0.9')
 
 
-def test_fastai_smoothed_loss():
-  losses = np.array([1.0, 0.5, 0.25, 2.0, 0.1])
-  beta, average, expected = 0.9, 0.0, []
+def fastai_smoothed(losses, beta):
+  """fastai's debiased EMA by its formula: average_i / (1 - beta**(i + 1))."""
+  average, expected = 0.0, []
   for i, x in enumerate(losses):
     average = beta * average + (1 - beta) * x
     expected.append(average / (1 - beta**(i + 1)))
-  np.testing.assert_allclose(metrics.fastai_smoothed(losses, beta), expected, rtol=1e-12)
-  np.testing.assert_allclose(metrics.fastai_smoothed([3.0] * 50), 3.0, rtol=1e-12)  # debiased
-  assert metrics.fastai_smoothed([]).shape == (0,)
+  return np.asarray(expected)
 
 
 def test_ema_update_step_by_step_is_fastai_smoothed():
@@ -158,7 +156,11 @@ def test_ema_update_step_by_step_is_fastai_smoothed():
     avg, count, smoothed = metrics.ema_update(avg, count, x, beta=0.9)
     stepped.append(smoothed)
   assert count == len(losses)
-  np.testing.assert_allclose(stepped, metrics.fastai_smoothed(losses, 0.9), rtol=1e-12)
+  np.testing.assert_allclose(stepped, fastai_smoothed(losses, 0.9), rtol=1e-12)
+  avg, count = 0.0, 0
+  for _ in range(50):
+    avg, count, smoothed = metrics.ema_update(avg, count, 3.0)
+  assert smoothed == pytest.approx(3.0, rel=1e-12)  # debiased
 
 
 def test_ema_update_runs_in_jit_on_float32_state():
@@ -170,47 +172,4 @@ def test_ema_update_runs_in_jit_on_float32_state():
     avg, count, value = step(avg, count, x)
     smoothed.append(float(value))
   assert count.dtype == jnp.int32 and int(count) == len(losses)
-  np.testing.assert_allclose(smoothed, metrics.fastai_smoothed(losses), rtol=1e-5)
-
-
-def padded(labels, scores, seed=0):
-  """labels and scores with padding entries (label -1, score NaN) mixed in, and the mask."""
-  rng = np.random.default_rng(seed)
-  mask = np.ones(len(labels) + 37, bool)
-  mask[rng.choice(len(mask), 37, replace=False)] = False
-  all_labels, all_scores = np.full(len(mask), -1), np.full(len(mask), np.nan)
-  all_labels[mask], all_scores[mask] = labels, scores
-  return all_labels, all_scores, mask
-
-
-@pytest.mark.parametrize('seed,ties', CASES)
-def test_mask_leaves_out_padded_entries(seed, ties):
-  labels, scores = random_case(seed, ties=ties)
-  all_labels, all_scores, mask = padded(labels, scores, seed)
-  for fn in (metrics.roc_auc, metrics.average_precision):
-    assert fn(all_labels, all_scores, mask=mask) == fn(labels, scores)
-  for fn in (metrics.roc_curve, metrics.precision_recall_curve):
-    for ours, unpadded in zip(fn(all_labels, all_scores, mask=mask), fn(labels, scores)):
-      np.testing.assert_array_equal(ours, unpadded)
-  np.testing.assert_array_equal(
-      metrics.confusion_matrix(all_labels, all_scores >= 0.7, mask=mask),
-      metrics.confusion_matrix(labels, scores >= 0.7))
-  assert metrics.binary_report(all_labels, all_scores, 0.7, mask=mask) == metrics.binary_report(
-      labels, scores, 0.7)
-  for rule in ('max_accuracy', 'recall:0.9', 'fixed:0.5'):
-    assert metrics.choose_threshold(all_labels, all_scores, rule, mask=mask) == (
-        metrics.choose_threshold(labels, scores, rule))
-
-
-def test_padding_with_valid_looking_labels_is_left_out_too():
-  labels, scores = np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.0, 0.0])
-  mask = np.array([True, True, False, False])
-  assert metrics.roc_auc(labels, scores, mask=mask) == 1.0
-  assert metrics.binary_report(labels, scores, 0.5, mask=mask)['n'] == 2
-
-
-@pytest.mark.parametrize('mask,message', [
-    (np.array([1, 1, 0]), 'boolean'), (np.array([True, False]), 'shape')])
-def test_invalid_masks_are_explained(mask, message):
-  with pytest.raises(ValueError, match=message):
-    metrics.roc_auc([0, 1, 1], [0.1, 0.9, 0.8], mask=mask)
+  np.testing.assert_allclose(smoothed, fastai_smoothed(losses, metrics.EMA_BETA), rtol=1e-5)

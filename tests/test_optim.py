@@ -69,7 +69,7 @@ def test_every_parameter_needs_a_group(variables):
 @pytest.mark.parametrize('train_bn', [True, False])
 def test_frozen_phase_labels(variables, train_bn):
   labels = flat(optim.parameter_labels(variables['params'], variables['batch_stats'], GROUPS,
-                                       ('head',), optim.AdamConfig(train_bn=train_bn)))
+                                       ('head',), optim.AdamWConfig(train_bn=train_bn)))
   assert labels['conv1/kernel'] == labels['layer3/0/conv2/kernel'] == optim.FROZEN
   assert labels['head/fc1/kernel'] == 'head'
   assert labels['layer3/0/downsample/1/scale'] == ('body_high' if train_bn else optim.FROZEN)
@@ -132,7 +132,7 @@ def test_adamw_matches_fastai_v1_including_bn_weight_decay(wd_bn_bias):
   groups = (('all', '.'),)
   n = 10
   tx = optim.make_optimizer(params, batch_stats, groups=groups, train_groups=('all',), lr=(1e-2,),
-                            total_steps=n, config=optim.AdamConfig(wd_bn_bias=wd_bn_bias))
+                            total_steps=n, config=optim.AdamWConfig(wd_bn_bias=wd_bn_bias))
   grads = {'conv': {'kernel': np.array([0.3, -0.2, 0.1], np.float32)},
            'bn': {'scale': np.array([0.05, 0.0, -0.4], np.float32),
                   'bias': np.array([1.0, -1.0, 0.5], np.float32)}}

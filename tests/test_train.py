@@ -17,7 +17,13 @@ from configs import finetune
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import optim
 from nexjax import parallel
-from nexjax import train
+from nexjax import errors
+from nexjax import job as job_lib
+from nexjax.train import loop
+from nexjax.train import lr_find
+from nexjax.train import plan as plan_lib
+from nexjax.train import preemption
+from nexjax.train import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -42,7 +48,7 @@ def baseline(tmp_path_factory, data_dir, compile_cache):
   del compile_cache
   root = tmp_path_factory.mktemp('baseline')
   config = smoke_config(data_dir, root / 'cache')
-  summary = train.train_and_evaluate(config, root / 'workdir')
+  summary = loop.train_and_evaluate(config, root / 'workdir')
   return config, root / 'workdir', summary
 
 
@@ -74,7 +80,7 @@ def test_smoke_run_reports_like_fastai(baseline, capsys):
   del config, capsys
 
 
-class StopAfterSteps(train.StopRequest):
+class StopAfterSteps(preemption.StopRequest):
   """Pretends a SIGTERM arrives after `steps` steps (the loop reads the flag once per step)."""
   steps = 5
 
@@ -96,15 +102,15 @@ class StopAfterSteps(train.StopRequest):
 def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(baseline, tmp_path, monkeypatch):
   config, baseline_dir, _ = baseline
   workdir = tmp_path / 'workdir'
-  monkeypatch.setattr(train, 'StopRequest', StopAfterSteps)
-  with pytest.raises(train.Interrupted, match='Run the same command again') as stopped:
-    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(preemption, 'StopRequest', StopAfterSteps)
+  with pytest.raises(preemption.Interrupted, match='Run the same command again') as stopped:
+    loop.train_and_evaluate(config, workdir)
   assert stopped.value.exit_code == 143
   checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints')
   assert checkpoints.latest_step() == StopAfterSteps.steps + 1  # mid-epoch 0
   checkpoints.close()
   monkeypatch.undo()
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   resumed, expected = latest_params(workdir), latest_params(baseline_dir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), resumed, expected)
   for got, want in zip(read_rows(workdir), read_rows(baseline_dir), strict=True):
@@ -115,15 +121,13 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(baseline, tmp_pa
 
 def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_path):
   config = smoke_config(data_dir, tmp_path)
-  model = train.create_model(config)
-  topo = parallel.topology()
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 96, 96, 3)), train=False))(
-      jax.random.key(0))
-  plan = train.plan_epochs(config.phases, 4)
-  tx = train.phase_optimizer(config, variables, plan, 0)
+  job = job_lib.setup(config, data=False)
+  variables = job_lib.init_variables(job.model, config)
+  plan = plan_lib.plan_epochs(config.phases, 4)
+  tx = state_lib.phase_optimizer(config, variables, plan, 0)
   before = jax.tree.map(np.array, variables)
-  state = parallel.replicate(train.create_train_state(variables, tx), topo)
-  step = train.make_train_step(model, tx, config, None, topo)
+  state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
+  step = loop.make_train_step(job, tx, variables, 0)
   rng = np.random.default_rng(0)
   for _ in range(2):
     images = rng.integers(0, 256, (8, 96, 96, 1), dtype=np.uint8)
@@ -150,8 +154,8 @@ def test_non_finite_loss_skips_the_update_and_stops_with_last_checkpoint_intact(
   config = smoke_config(data_dir, tmp_path / 'cache')
   config.phases[1].lr = (1e30, 1e32)  # the unfrozen phase diverges at once
   workdir = tmp_path / 'workdir'
-  with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(errors.NonFiniteLossError, match='last good checkpoint'):
+    loop.train_and_evaluate(config, workdir)
   rows = read_rows(workdir)
   assert [r['phase'] for r in rows] == ['frozen']
   params = latest_params(workdir)
@@ -164,12 +168,17 @@ def test_non_finite_loss_skips_the_update_and_stops_with_last_checkpoint_intact(
     (lambda c: setattr(c.phases[1], 'train_groups', ('head', 'neck')), 'train_groups'),
     (lambda c: setattr(c.data, 'class_ratio', '1,2,3'), 'class_ratio'),
     (lambda c: setattr(c.data, 'dir', '/no/such/folder'), 'does not exist'),
+    (lambda c: setattr(c.data, 'valid_fraction', 0.0), 'valid_fraction'),
+    (lambda c: setattr(c.evaluate, 'tta_views', 'random:x'), 'tta_views'),
+    (lambda c: setattr(c.evaluate, 'threshold_rule', 'recall:2'), 'threshold_rule'),
+    (lambda c: setattr(c, 'xla_cpu', 'fast'), 'xla_cpu'),
+    (lambda c: setattr(c.augment, 'zoom_max', 0.5), 'augment'),
 ])
 def test_invalid_config_values_fail_before_anything_runs(data_dir, tmp_path, change, message):
   config = smoke_config(data_dir, tmp_path)
   change(config)
-  with pytest.raises(train.ConfigError, match=message.replace('[', r'\[').replace(']', r'\]')):
-    train.validate_config(config)
+  with pytest.raises(errors.ConfigError, match=message.replace('[', r'\[').replace(']', r'\]')):
+    job_lib.check_config(config)
 
 
 def run_launch(args, env_extra=None, timeout=600):
@@ -182,7 +191,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
   result = run_launch(['--config=configs/finetune.py:smoke', f'--workdir={tmp_path}',
                        '--config.optim.learning_rat=1'])
   assert result.returncode != 0
-  assert "Unknown config key 'learning_rat'" in result.stderr, result.stderr[-2000:]
+  assert "unknown config key 'learning_rat'" in result.stderr, result.stderr[-2000:]
 
 
 def launch_args(data_dir, cache_dir, workdir):
@@ -235,7 +244,7 @@ def test_lr_find_sweeps_and_suggests(data_dir, tmp_path, compile_cache):
   del compile_cache
   config = smoke_config(data_dir, tmp_path / 'cache')
   config.lr_find.num_steps = 20
-  result = train.lr_find(config, tmp_path / 'w')
+  result = lr_find.lr_find(config, tmp_path / 'w')
   lrs = np.asarray(result['lrs'])
   np.testing.assert_allclose(lrs, 1e-7 * (10 / 1e-7)**(np.arange(len(lrs)) / 20), rtol=1e-6)
   assert (tmp_path / 'w' / 'lr_find' / 'lr_find.png').stat().st_size > 0
@@ -245,7 +254,7 @@ def test_lr_find_sweeps_and_suggests(data_dir, tmp_path, compile_cache):
 def test_lr_suggestions_follow_fastai():
   lrs = np.geomspace(1e-7, 10, 100)
   losses = np.concatenate([np.linspace(1, 0.2, 60), np.linspace(0.2, 3, 40)])
-  suggestions = train.lr_suggestions(lrs, losses)
+  suggestions = lr_find.lr_suggestions(lrs, losses)
   assert suggestions['min_loss_div10'] == pytest.approx(lrs[59] / 10)
   gradient = np.gradient(losses[10:-5])
   assert suggestions['min_gradient'] == pytest.approx(lrs[10:-5][np.argmin(gradient)])

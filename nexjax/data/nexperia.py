@@ -21,6 +21,8 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
+from nexjax import errors
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
 CLASS_FOLDERS = {'good_0': 0, 'bad_1': 1}
 CLASS_NAMES = ('good', 'defect')
@@ -38,7 +40,7 @@ Download the competition data from Kaggle and unzip it into DIR, or use the buil
 dataset: python launch.py --config=configs/finetune.py:synthetic --workdir=..."""
 
 
-class LayoutError(FileNotFoundError):
+class LayoutError(errors.DataError, FileNotFoundError):
   """The data folder does not have the expected layout; the message shows the layout."""
 
 

@@ -17,12 +17,19 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 import tqdm
 
 from nexjax.data import nexperia
 
-# TensorFlow only feeds the host; it must never take accelerator memory from JAX.
-tf.config.set_visible_devices([], 'GPU')
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+  """TensorFlow only feeds the host: it must never take accelerator memory from JAX, and its
+  progress bars (TFDS's nested 'Generating/Shuffling' bars) give way to nexjax's own."""
+  tf.config.set_visible_devices([], 'GPU')
+  if not verbose:
+    tfds.disable_progress_bar()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from nexjax import xla_cpu
 from nexjax.models import batch_norm
-from nexjax.models import fast_conv
 from nexjax.models import heads as heads_lib
 
 # torchvision initialises convs with kaiming_normal_(mode='fan_out', nonlinearity='relu').
@@ -112,9 +112,8 @@ class ResNet(nn.Module):
 
   head: 'linear' (torchvision's `fc`: global average pool -> Dense), 'fastai' (fastai v1's
   `create_head`, see `heads.FastaiHead`) or 'none' (returns the globally average-pooled features).
-  pool_impl: how the stem's max pool is computed, with identical results: 'xla' (reduce_window),
-  'slices' (`fast_conv.max_pool`, whose gradient is 3-5x faster on XLA:CPU), 'auto' (slices on
-  CPU, xla elsewhere).
+  slice_pool: compute the stem's max pool as `xla_cpu.max_pool` (identical results; its gradient
+  is 3-5x faster on XLA:CPU) instead of reduce_window; `xla_cpu.enabled` decides.
   width: channels of the stem and layer1, doubled per stage (torchvision: 64). Narrower networks
   cannot load ImageNet weights; they make from-scratch demos on a CPU several times cheaper.
   """
@@ -123,7 +122,7 @@ class ResNet(nn.Module):
   num_classes: int = 1000
   head: str = 'linear'
   dtype: Any = jnp.float32
-  pool_impl: str = 'auto'
+  slice_pool: bool = False
   width: int = 64
 
   @nn.compact
@@ -131,8 +130,8 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = torch_conv(self.width, 7, 2, padding=3, name='conv1', dtype=self.dtype)(x)
     x = nn.relu(torch_batch_norm(train, name='bn1', dtype=self.dtype)(x))
-    if fast_conv.resolve_pool_impl(self.pool_impl) == 'slices':
-      x = fast_conv.max_pool(x, 3, 2, 1)
+    if self.slice_pool:
+      x = xla_cpu.max_pool(x, 3, 2, 1)
     else:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     stages = {'stem': x}

@@ -1,23 +1,27 @@
-"""Faster ResNet training on XLA:CPU, with the same numbers: compiler flags and a max-pool gradient.
+"""Opt-in XLA:CPU settings that make ResNet training on a CPU as fast as PyTorch eager, with the
+same numbers: one compiler flag and a stem max pool written as slices.
+
+`config.xla_cpu` chooses them: 'auto' (the default) applies them when JAX computes on the CPU,
+'on' always, 'off' never. On a GPU or TPU nothing here is used.
 
 Measured with `benchmarks/train_step.py` (ResNet34 + fastai head, 2 cores, jaxlib 0.10.2), the
 two things that close the gap to PyTorch eager are:
 
-1. `set_cpu_flags()`: jaxlib 0.10 sends every convolution to YNNPACK by default. Its
-   weight-gradient convolutions (a "kernel" as large as the feature map) run 3-7x slower than
-   XLA's own Eigen ones, and its forward and input-gradient convolutions are slower too. Summed
-   over ResNet34's convolutions at 96 px, batch 32: forward 0.56 s vs 0.26 s, weight gradients
-   0.81 vs 0.34, input gradients 0.54 vs 0.43 (PyTorch: 0.30, 0.37, 0.38). Turning YNNPACK off
-   for convolutions only (it keeps the matmuls) is most of the gain. XLA reads XLA_FLAGS once,
-   when JAX starts its backends, so this must run before the first computation.
+1. The flag: jaxlib 0.10 sends every convolution to YNNPACK by default. Its weight-gradient
+   convolutions (a "kernel" as large as the feature map) run 3-7x slower than XLA's own Eigen
+   ones, and its forward and input-gradient convolutions are slower too. Summed over ResNet34's
+   convolutions at 96 px, batch 32: forward 0.56 s vs 0.26 s, weight gradients 0.81 vs 0.34,
+   input gradients 0.54 vs 0.43 (PyTorch: 0.30, 0.37, 0.38). Turning YNNPACK off for
+   convolutions only (it keeps the matmuls) is most of the gain. XLA reads XLA_FLAGS once, when
+   JAX starts its backends, so `apply_flags` must run before the first computation.
 
 2. `max_pool`: the stem's 3x3/2 max pool, whose gradient JAX expresses as select-and-scatter,
    which XLA:CPU runs as a variadic reduce-window over four materialised int32 index arrays plus
    a scatter (130 ms at 96 px, batch 32; PyTorch takes 50). Written as nine strided slices with a
    `custom_vjp` that routes each window's gradient to its first maximal element, it takes 30 ms
    and gives bitwise the same values and gradients as `flax.linen.max_pool` (and PyTorch).
-   `ResNet(pool_impl='auto')` uses it on CPU: eval logits are bitwise unchanged; in training
-   mode XLA may fuse the BatchNorm before the pool differently, which moves results by an ulp.
+   Eval logits are bitwise unchanged; in training mode XLA may fuse the BatchNorm before the
+   pool differently, which moves results by an ulp.
 
 Tried and dropped: im2col weight gradients (`conv_general_dilated_patches`, which is itself a
 convolution, or strided slices + one matmul; for the 7x7 stem or every conv): 3x slower than
@@ -29,77 +33,60 @@ convolution reaches oneDNN in this jaxlib. Fast math: not tried in earnest, it c
 """
 
 import functools
-import logging
-import mmap
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 
-# Flag -> the strings a jaxlib binary must contain for XLA to accept it (an unknown flag or value
-# in XLA_FLAGS aborts the process when the backend starts, so each is checked before it is set).
-CPU_FLAGS = {
-    '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution':
-        (b'xla_cpu_experimental_ynn_fusion_type', b'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'),
+SETTINGS = ('auto', 'on', 'off')
+
+# The flags per jaxlib (major, minor) they were measured with. An unknown flag in XLA_FLAGS aborts
+# the process when the backend starts, so a jaxlib not listed here gets none.
+FLAGS_BY_JAXLIB = {
+    (0, 10): ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',),
 }
+
+
+def check_setting(setting: str) -> None:
+  if setting not in SETTINGS:
+    raise ValueError(f'xla_cpu={setting!r}: use one of {SETTINGS}.')
 
 
 def _flag_name(flag: str) -> str:
   return flag.lstrip('-').split('=', 1)[0]
 
 
-def _jaxlib_binaries() -> list[pathlib.Path]:
-  try:
-    import jaxlib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return []
-  root = pathlib.Path(jaxlib.__file__).parent
-  return [p for p in (root / 'libjax_common.so', root / 'xla_extension.so') if p.is_file()]
+def recommended_flags(version: str = jaxlib.__version__) -> tuple[str, ...]:
+  """The XLA:CPU flags measured with this jaxlib release (none for an unknown one)."""
+  major, minor = (int(part) for part in version.split('.')[:2])
+  return FLAGS_BY_JAXLIB.get((major, minor), ())
 
 
-@functools.cache
-def _jaxlib_knows(needles: tuple[bytes, ...]) -> bool:
-  """Whether one of jaxlib's XLA binaries contains every needle (flag and enum names)."""
-  for path in _jaxlib_binaries():
-    try:
-      with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if all(data.find(n) >= 0 for n in needles):
-          return True
-    except (OSError, ValueError):
-      continue
-  return False
+def apply_flags(setting: str = 'auto') -> list[str]:
+  """Appends the recommended flags to XLA_FLAGS (call before the first JAX computation).
 
-
-def recommended_cpu_flags() -> list[str]:
-  """The XLA:CPU flags worth setting with this jaxlib (those its binary accepts)."""
-  return [flag for flag, needles in CPU_FLAGS.items() if _jaxlib_knows(needles)]
-
-
-def set_cpu_flags() -> list[str]:
-  """Appends the recommended XLA:CPU flags to XLA_FLAGS; returns the ones added.
-
-  Adds nothing when: JAX_PLATFORMS excludes cpu; JAX's backends are already initialised (XLA
-  has read XLA_FLAGS; a warning says so); the user's XLA_FLAGS already set the same flag (theirs
-  wins); this jaxlib does not know the flag. The flags configure the XLA:CPU compiler only, so
-  they are harmless where JAX computes on a GPU or TPU.
+  'off' adds nothing; so does 'auto' when JAX_PLATFORMS excludes the CPU. The flags configure
+  the XLA:CPU compiler only, so they cost nothing where JAX computes on a GPU or TPU. A flag the
+  user already set in XLA_FLAGS keeps the user's value. Returns the flags added.
   """
+  check_setting(setting)
   platforms = os.environ.get('JAX_PLATFORMS', '')
-  if platforms and 'cpu' not in platforms.split(','):
+  if setting == 'off' or (setting == 'auto' and platforms and
+                          'cpu' not in platforms.split(',')):
     return []
   current = os.environ.get('XLA_FLAGS', '')
   user_set = {_flag_name(f) for f in current.split()}
-  wanted = [f for f in recommended_cpu_flags() if _flag_name(f) not in user_set]
-  if not wanted:
-    return []
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
-    logging.warning('JAX backends already started: XLA:CPU flags %s not applied. Call '
-                    'nexjax.models.fast_conv.set_cpu_flags() before the first JAX computation.',
-                    ' '.join(wanted))
-    return []
-  os.environ['XLA_FLAGS'] = ' '.join([current] + wanted).strip()
+  wanted = [f for f in recommended_flags() if _flag_name(f) not in user_set]
+  if wanted:
+    os.environ['XLA_FLAGS'] = ' '.join([current] + wanted).strip()
   return wanted
+
+
+def enabled(setting: str = 'auto') -> bool:
+  """Whether to use the CPU settings: 'on', or 'auto' with JAX computing on the CPU."""
+  check_setting(setting)
+  return setting == 'on' or (setting == 'auto' and jax.default_backend() == 'cpu')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,14 +166,3 @@ def _max_pool_bwd(window, stride, padding, residuals, g):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-POOL_IMPLS = ('auto', 'xla', 'slices')
-
-
-def resolve_pool_impl(impl: str) -> str:
-  """'auto' -> 'slices' on the CPU backend (where it is 3-5x faster), else 'xla'."""
-  if impl not in POOL_IMPLS:
-    raise ValueError(f'Unknown pool_impl {impl!r}; choose one of {POOL_IMPLS}.')
-  if impl == 'auto':
-    return 'slices' if jax.default_backend() == 'cpu' else 'xla'
-  return impl

@@ -1,4 +1,4 @@
-"""fast_conv: the max pool equals flax's forward and backward; the CPU flags are set safely."""
+"""xla_cpu: the max pool equals flax's forward and backward; the CPU flags are set safely."""
 
 import functools
 import os
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax.models import fast_conv
+from nexjax import xla_cpu
 from nexjax.models import resnet
 
 ON_CPU = jax.default_backend() == 'cpu'
@@ -42,7 +42,7 @@ def inputs(shape, kind, seed=0):
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def pool_and_gradient(x, window, stride, padding, impl):
-  pool = fast_conv.max_pool if impl == 'slices' else reference_pool
+  pool = xla_cpu.max_pool if impl == 'slices' else reference_pool
   y, vjp = jax.vjp(lambda v: pool(v, window, stride, padding), x)
   g = jnp.cos(jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))  # distinct, both signs
   return y, vjp(g)[0]
@@ -68,7 +68,7 @@ def test_max_pool_under_jit_and_grad_of_a_loss():
   def loss(pool):
     return lambda v: jnp.sum(jnp.sin(pool(v)))
 
-  fast = jax.jit(jax.grad(loss(lambda v: fast_conv.max_pool(v, 3, 2, 1))))
+  fast = jax.jit(jax.grad(loss(lambda v: xla_cpu.max_pool(v, 3, 2, 1))))
   ref = jax.jit(jax.grad(loss(lambda v: reference_pool(v, 3, 2, 1))))
   assert_same(fast(x), ref(x))
 
@@ -77,7 +77,7 @@ def test_max_pool_matches_torch_routing():
   torch = pytest.importorskip('torch')
   x = inputs((2, 11, 10, 4), 'relu')
   g = inputs((2, 6, 5, 4), 'normal', seed=1)
-  _, vjp = jax.vjp(lambda v: fast_conv.max_pool(v, 3, 2, 1), jnp.asarray(x))
+  _, vjp = jax.vjp(lambda v: xla_cpu.max_pool(v, 3, 2, 1), jnp.asarray(x))
   tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
   ty = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
   expected, = torch.autograd.grad(ty, tx, torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
@@ -97,7 +97,7 @@ def test_max_pool_bfloat16():
 
 def test_max_pool_rejects_padding_as_large_as_window():
   with pytest.raises(ValueError, match='padding'):
-    fast_conv.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 2)
+    xla_cpu.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 2)
 
 
 def small_resnet(**kwargs):
@@ -135,7 +135,7 @@ def test_resnet_pool_impls_agree():
   """
   x = jnp.asarray(inputs((8, 32, 28, 3), 'normal'))
   labels = jnp.arange(8) % 2
-  models = {impl: small_resnet(num_classes=2, head='fastai', pool_impl=impl)
+  models = {impl: small_resnet(num_classes=2, head='fastai', slice_pool=impl == 'slices')
             for impl in ('xla', 'slices')}
   variables = random_variables(models['xla'], x)
   eval_logits, grad_fns = {}, {}
@@ -159,10 +159,12 @@ def test_resnet_pool_impls_agree():
   assert error < max(1e-4, 10 * yardstick), (error, yardstick)
 
 
-def test_resnet_rejects_unknown_pool_impl():
-  with pytest.raises(ValueError, match='pool_impl'):
-    jax.eval_shape(small_resnet(num_classes=2, pool_impl='fast').init, jax.random.key(0),
-                   jnp.zeros((1, 32, 32, 3)))
+def test_settings():
+  assert xla_cpu.enabled('on') and not xla_cpu.enabled('off')
+  assert xla_cpu.enabled('auto') == ON_CPU
+  assert xla_cpu.recommended_flags('0.9.1') == ()
+  with pytest.raises(ValueError, match='xla_cpu'):
+    xla_cpu.enabled('fast')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +182,8 @@ def run_fresh(code: str, env_update: dict[str, str]):
 
 
 FRESH = """
-  from nexjax.models import fast_conv
-  added = fast_conv.set_cpu_flags()
+  from nexjax import xla_cpu
+  added = xla_cpu.apply_flags('auto')
   import os, jax, jax.numpy as jnp
   conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME')
   hlo = jax.jit(conv).lower(jnp.ones((1, 1, 8, 8)), jnp.ones((1, 1, 3, 3))).compile().as_text()
@@ -191,11 +193,11 @@ FRESH = """
 
 @pytest.mark.skipif(not ON_CPU, reason='checks XLA:CPU compilation')
 def test_set_cpu_flags_in_a_fresh_process():
-  if not fast_conv.recommended_cpu_flags():
+  if not xla_cpu.recommended_flags():
     pytest.skip('this jaxlib knows none of the flags')
   added, flags, uses_ynn_conv = run_fresh(FRESH, {})
-  assert eval(added) == fast_conv.recommended_cpu_flags()  # pylint: disable=eval-used
-  assert flags == ' '.join(fast_conv.recommended_cpu_flags())
+  assert eval(added) == xla_cpu.recommended_flags()  # pylint: disable=eval-used
+  assert flags == ' '.join(xla_cpu.recommended_flags())
   assert uses_ynn_conv == 'False'
 
 
@@ -210,16 +212,8 @@ def test_set_cpu_flags_keeps_the_users_choice():
 def test_set_cpu_flags_skips_non_cpu_platforms(monkeypatch):
   monkeypatch.setenv('JAX_PLATFORMS', 'tpu')
   monkeypatch.setenv('XLA_FLAGS', '--xla_something_else=1')
-  assert fast_conv.set_cpu_flags() == []
+  assert xla_cpu.apply_flags('auto') == []
   assert os.environ['XLA_FLAGS'] == '--xla_something_else=1'
-
-
-def test_set_cpu_flags_too_late_warns(monkeypatch, caplog):
-  jnp.zeros(1).block_until_ready()  # the backend is running now
-  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
-  monkeypatch.delenv('XLA_FLAGS', raising=False)
-  if not fast_conv.recommended_cpu_flags():
-    pytest.skip('this jaxlib knows none of the flags')
-  assert fast_conv.set_cpu_flags() == []
-  assert 'XLA_FLAGS' not in os.environ
-  assert 'not applied' in caplog.text
+  monkeypatch.delenv('JAX_PLATFORMS')
+  assert xla_cpu.apply_flags('off') == []
+  assert os.environ['XLA_FLAGS'] == '--xla_something_else=1'

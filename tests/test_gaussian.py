@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import covariance as sk_covariance
 
-from nexjax import normality
+from nexjax.detectors import gaussian as normality
 
 
 def correlated(n, p, seed=0):
@@ -73,30 +73,3 @@ def test_score_is_the_sum_of_stage_distances_and_survives_save_load(tmp_path):
 def test_too_few_images_is_a_clear_error():
   with pytest.raises(ValueError, match='at least 2 good images'):
     accumulate(correlated(1, 3)).ledoit_wolf()
-
-
-def test_fit_normality_and_compare_end_to_end(tmp_path, make_kaggle_folder, compile_cache):
-  """fit_normality fits on the good training images only and reports like --mode=evaluate;
-  compare reuses the workdir's own fine-tuning run for 'all' labelled defects."""
-  del compile_cache
-  from configs import normality as normality_config  # pylint: disable=import-outside-toplevel
-  from nexjax import train  # pylint: disable=import-outside-toplevel
-  data = make_kaggle_folder(tmp_path / 'nexperia', 30, 10, 8, size=(64, 64), test_labels=True)
-  config = normality_config.get_config('smoke')
-  config.data.synthetic = False
-  config.data.dir = str(data)
-  config.data.cache_dir = str(tmp_path / 'cache')
-  config.compare.labelled_defects = (0, -1)
-  workdir = tmp_path / 'w'
-
-  results = normality.fit_normality(config, workdir)
-  train_labels = train.setup(config).data['train'].labels
-  assert results['num_good_images'] == int((train_labels == 0).sum()) < len(train_labels)
-  assert {'valid', 'test'} <= set(results) and 0 <= results['test']['auc'] <= 1
-  assert (workdir / 'normality' / 'model.npz').exists()
-
-  rows = normality.compare(config, workdir)
-  assert [(r['labelled_defects'], r['method']) for r in rows] == [
-      (0, 'normality'), ('all', 'normality'), ('all', 'supervised'), ('all', 'combined')]
-  assert (workdir / 'metrics.jsonl').exists()  # the 'all' run is the workdir's own
-  assert (workdir / 'compare' / 'compare.png').stat().st_size > 0

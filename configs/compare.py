@@ -1,0 +1,29 @@
+"""Detector comparison configs: the fine-tuning config's data, model and presets, plus the
+detectors to compare and their settings.
+
+    python launch.py --config=configs/compare.py[:PRESET] --workdir=DIR --mode=compare
+
+Presets as in configs/finetune.py. Feature-based detectors (gaussian: Rippel et al.'s model of
+normality) use the body `compare.backbone` names: a training workdir or a weights file; empty
+means `init.weights` (ImageNet with --config.init.weights=resnet34; random without, which models
+normality poorly). The classifier is the fine-tuning recipe itself, retrained per label budget.
+"""
+
+import ml_collections
+
+from configs import finetune
+from nexjax.detectors import gaussian
+
+
+def get_config(arg=None):
+  config = finetune.get_config(arg)
+  config.compare = ml_collections.ConfigDict(dict(
+      detectors=('classifier', 'gaussian'),
+      labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
+      threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
+      backbone='',                         # '' -> init.weights; or a workdir / weights file
+  ))
+  config.detectors = ml_collections.ConfigDict(dict(gaussian=gaussian.default_config()))
+  if arg == 'smoke':
+    config.compare.labelled_defects = (0, 4, -1)
+  return config

@@ -1,0 +1,181 @@
+"""Model of normality: a Gaussian per ResNet stage fitted to features of good images only.
+
+Rippel et al. 2020 ("Modeling the distribution of normal data in pre-trained deep features for
+anomaly detection"), which the seed cites: global-average-pooled features of several stages of an
+ImageNet network, one multivariate Gaussian per stage with a Ledoit-Wolf shrinkage covariance
+(well conditioned even with fewer images than feature dimensions), and the anomaly score is the
+sum over stages of the Mahalanobis distances. No defect labels are needed to fit it; labelled
+defects are only used to choose and report a threshold.
+
+The fit streams: per stage it accumulates the moments Ledoit-Wolf needs (n, sum x, sum x x^T,
+and sum |x|^2, sum |x|^4-type terms for the shrinkage intensity) in float64, batch by batch, and
+the result equals the one-shot estimate on all features at once.
+"""
+
+import dataclasses
+import functools
+import json
+import pathlib
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nexjax import augment as augment_lib
+from nexjax import inference
+from nexjax.detectors import base
+
+
+class MomentAccumulator:
+  """Streaming float64 moments of feature vectors x (B, p), enough for Ledoit-Wolf."""
+
+  def __init__(self, dim: int):
+    self.n = 0
+    self.sum = np.zeros(dim)
+    self.outer = np.zeros((dim, dim))
+    self.sum_sq = 0.0              # sum |x|^2
+    self.sum_sq_sq = 0.0           # sum |x|^4
+    self.sum_sq_x = np.zeros(dim)  # sum |x|^2 x
+
+  def update(self, x) -> None:
+    x = np.asarray(x, np.float64)
+    sq = np.einsum('ij,ij->i', x, x)
+    self.n += len(x)
+    self.sum += x.sum(0)
+    self.outer += x.T @ x
+    self.sum_sq += sq.sum()
+    self.sum_sq_sq += (sq**2).sum()
+    self.sum_sq_x += sq @ x
+
+  def ledoit_wolf(self) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, shrunk covariance, shrinkage), as sklearn.covariance.ledoit_wolf.
+
+    sklearn, on centred X: S = X^T X / n, mu = tr(S) / p, beta = (sum_i |x_i|^4 / n - |S|_F^2)
+    / (p n), delta = |S - mu I|_F^2 / p, shrinkage = min(beta, delta) / delta. Here the centred
+    sums are recovered from the raw ones: with q_i = |x_i - m|^2 = |x_i|^2 - 2 x_i.m + |m|^2,
+    sum q_i^2 expands into the accumulated moments.
+    """
+    if self.n < 2:
+      raise ValueError(f'Need at least 2 good images to fit a Gaussian, got {self.n}.')
+    n, p = self.n, len(self.sum)
+    mean = self.sum / n
+    cov = self.outer / n - np.outer(mean, mean)
+    m2 = mean @ mean
+    centred_fourth = (self.sum_sq_sq + 4 * mean @ self.outer @ mean + n * m2**2
+                      - 4 * mean @ self.sum_sq_x + 2 * m2 * self.sum_sq - 4 * m2 * mean @ self.sum)
+    mu = np.trace(cov) / p
+    frobenius = np.sum(cov**2)
+    beta = (centred_fourth / n - frobenius) / (p * n)
+    delta = (frobenius - 2 * mu * np.trace(cov) + p * mu**2) / p
+    shrinkage = 0.0 if beta <= 0 else min(beta, delta) / delta
+    return mean, (1 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
+
+
+@dataclasses.dataclass
+class Gaussian:
+  mean: np.ndarray
+  precision: np.ndarray
+  shrinkage: float
+
+
+def fit_gaussian(accumulator: MomentAccumulator) -> Gaussian:
+  mean, covariance, shrinkage = accumulator.ledoit_wolf()
+  return Gaussian(mean, np.linalg.inv(covariance), shrinkage)
+
+
+def mahalanobis(features, gaussian: Gaussian):
+  """sqrt((x - m)^T P (x - m)) per row; float32 on device, float64 for numpy input."""
+  xp = jnp if isinstance(features, jax.Array) else np
+  centred = features - xp.asarray(gaussian.mean, features.dtype)
+  squared = xp.einsum('bi,ij,bj->b', centred, xp.asarray(gaussian.precision, features.dtype),
+                      centred)
+  return xp.sqrt(xp.maximum(squared, 0))
+
+
+@dataclasses.dataclass
+class NormalityModel:
+  """One Gaussian per stage; the anomaly score is the sum of the stages' distances."""
+  gaussians: dict[str, Gaussian]
+
+  def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    return sum(mahalanobis(np.asarray(features[s], np.float64), g)
+               for s, g in self.gaussians.items())
+
+  def save(self, path) -> None:
+    arrays = {f'{s}/{k}': np.asarray(getattr(g, k)) for s, g in self.gaussians.items()
+              for k in ('mean', 'precision', 'shrinkage')}
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+  @classmethod
+  def load(cls, path) -> 'NormalityModel':
+    with np.load(path) as data:
+      stages = sorted({k.split('/')[0] for k in data.files})
+      return cls({s: Gaussian(data[f'{s}/mean'], data[f'{s}/precision'],
+                              float(data[f'{s}/shrinkage'])) for s in stages})
+
+
+def fit(feature_batches) -> NormalityModel:
+  """Streams {stage: (B, p)} batches into one accumulator per stage, then fits each Gaussian."""
+  accumulators = {}
+  for batch in feature_batches:
+    for stage, x in batch.items():
+      accumulators.setdefault(stage, MomentAccumulator(x.shape[-1])).update(x)
+  return NormalityModel({s: fit_gaussian(a) for s, a in accumulators.items()})
+
+
+def pooled_stage_features(variables, images, *, model, stages):
+  """{stage: (B, C)} global-average-pooled stage outputs of un-augmented uint8 images."""
+  _, state = model.apply(variables, augment_lib.prepare_batch(None, images, None), train=False,
+                         mutable=['intermediates'])
+  outputs = state['intermediates']['stages'][0]
+  return {s: jnp.mean(outputs[s].astype(jnp.float32), axis=(1, 2)) for s in stages}
+
+
+def feature_batches(images, ctx: base.Context, stages, desc: str):
+  """Streams {stage: (B, C)} features of `images`, batch by batch (jit-compiled, data-parallel)."""
+  if ctx.backbone is None:
+    raise ValueError('The Gaussian model of normality needs a backbone (Context.backbone).')
+  fn = jax.jit(functools.partial(pooled_stage_features, model=ctx.backbone.model,
+                                 stages=tuple(stages)), out_shardings=ctx.topo.replicated)
+  return inference.map_batches(lambda batch, _: fn(ctx.backbone.variables, batch), (images,),
+                               ctx.batch_size, ctx.topo, desc, ctx.progress)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(stages=('layer1', 'layer2', 'layer3', 'layer4')))
+
+
+class GaussianDetector(base.Detector):
+  """Rippel et al.'s model of normality behind the Detector interface."""
+
+  name = 'gaussian'
+  uses_labels = False
+
+  def __init__(self, config: ml_collections.ConfigDict, model: NormalityModel | None = None):
+    super().__init__(config)
+    self.model = model
+
+  def fit(self, train, valid, ctx: base.Context) -> None:
+    del valid
+    good = base.good_only(train)
+    self.model = fit(feature_batches(good.images, ctx, self.config.stages,
+                                     f'gaussian: fit on {len(good)} good images'))
+    logging.info('Gaussian model of normality on %d good images; shrinkage per stage: %s',
+                 len(good), {s: round(g.shrinkage, 4) for s, g in self.model.gaussians.items()})
+
+  def score(self, images, ctx: base.Context) -> np.ndarray:
+    return np.concatenate([self.model.score(batch) for batch in
+                           feature_batches(images, ctx, self.config.stages, 'gaussian: score')])
+
+  def save(self, directory) -> None:
+    directory = pathlib.Path(directory)
+    self.model.save(directory / 'model.npz')
+    (directory / 'config.json').write_text(self.config.to_json(indent=1))
+
+  @classmethod
+  def load(cls, directory, config, ctx) -> 'GaussianDetector':
+    del ctx
+    return cls(config, NormalityModel.load(pathlib.Path(directory) / 'model.npz'))

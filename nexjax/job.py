@@ -1,0 +1,243 @@
+"""What every mode builds first: checked config, devices, model, and (where needed) the data.
+
+`setup(config)` fails early, naming every bad key, before anything is decoded or compiled.
+"""
+
+import dataclasses
+import pathlib
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import nexjax
+from nexjax import augment as augment_lib
+from nexjax import checkpoint as checkpoint_lib
+from nexjax import errors
+from nexjax import metrics as metrics_lib
+from nexjax import parallel
+from nexjax import tta as tta_lib
+from nexjax import weights as weights_lib
+from nexjax import workdir as workdir_lib
+from nexjax import xla_cpu
+from nexjax.data import pipeline
+from nexjax.data import synthetic
+from nexjax.models import resnet
+from nexjax.train import plan as plan_lib
+
+
+def parse_class_ratio(value: str):
+  """'uniform' -> (0.5, 0.5) (fastai oversampling), 'natural' -> None, 'a,b' -> (a, b)."""
+  if value == 'uniform':
+    return (0.5, 0.5)
+  if value == 'natural':
+    return None
+  try:
+    ratio = tuple(float(x) for x in value.split(','))
+  except ValueError:
+    ratio = ()
+  if len(ratio) != 2 or min(ratio) < 0 or sum(ratio) <= 0:
+    raise errors.ConfigError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
+                             "non-negative numbers such as '0.3,0.7'.")
+  return ratio
+
+
+def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
+  """Raises one ConfigError listing every value that would fail later or silently; `data=False`
+  skips the data folder (modes that read no dataset)."""
+  problems = plan_lib.config_problems(config)
+
+  def check(ok, key, message):
+    if not ok:
+      problems.append(f'config.{key}: {message}')
+
+  def parses(key, parse):
+    try:
+      parse()
+    except ValueError as e:
+      problems.append(f'config.{key}: {e}')
+
+  check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
+        f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
+  check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
+  check(config.model.width >= 1, 'model.width',
+        'must be a positive channel count (64: torchvision)')
+  check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
+        "use 'float32', 'bfloat16' or 'float16'")
+  parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
+  parses('augment', lambda: augment_options(config))
+  check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
+  check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
+  check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
+        'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
+  check(not data or config.data.synthetic or config.data.dir, 'data.dir',
+        'no data folder given. Point it at a Kaggle-layout Nexperia folder '
+        '(--config.data.dir=PATH) or run the synthetic preset (configs/finetune.py:synthetic).')
+  check(not (config.data.synthetic and config.data.dir), 'data.dir',
+        f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
+        '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')
+  if data and config.data.dir and not config.data.synthetic:
+    check(pathlib.Path(config.data.dir).is_dir(), 'data.dir',
+          f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
+          'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
+  parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))
+  check(config.train.batch_size > 0 and config.train.eval_batch_size > 0, 'train.batch_size',
+        'batch sizes must be positive')
+  check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
+  check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
+        f'use one of {tta_lib.COMBINE_METHODS}')
+  parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
+  parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
+  if problems:
+    raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
+
+
+@dataclasses.dataclass
+class Job:
+  """Devices, the network, and the data splits (None for modes that need no data)."""
+  config: ml_collections.ConfigDict
+  topo: parallel.Topology
+  model: resnet.ResNet
+  data: dict[str, pipeline.Examples] | None
+
+
+def setup(config, *, data: bool = True) -> Job:
+  check_config(config, data)
+  topo = parallel.topology()
+  parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
+  parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
+  return Job(config, topo, create_model(config), load_data(config) if data else None)
+
+
+def create_model(config, head: str | None = None) -> resnet.ResNet:
+  return resnet.create_model(config.model.arch, num_classes=config.model.num_classes,
+                             head=head or config.model.head, dtype=jnp.dtype(config.model.dtype),
+                             width=config.model.width,
+                             slice_pool=xla_cpu.enabled(config.xla_cpu))
+
+
+def input_shape(config) -> tuple[int, ...]:
+  return (1, config.data.image_size, config.data.image_size, 3)
+
+
+def init_variables(model, config) -> dict:
+  """Randomly initialised variables (torchvision's and fastai's initialisers), from the seed."""
+  return jax.jit(lambda key: model.init(key, jnp.zeros(input_shape(config)), train=False))(
+      jax.random.key(config.seed))
+
+
+def augment_options(config) -> augment_lib.AugmentOptions | None:
+  """The training augmentation `config.augment` describes (None when disabled)."""
+  if not config.augment.enabled:
+    return None
+  fields = {f.name for f in dataclasses.fields(augment_lib.AugmentOptions)}
+  return augment_lib.AugmentOptions(**{k: v for k, v in config.augment.items() if k in fields})
+
+
+def cache_dir(config) -> pathlib.Path:
+  return nexjax.cache_dir(config.data.cache_dir)
+
+
+def data_folder(config) -> pathlib.Path:
+  """The Kaggle-layout folder: the configured one, or the synthetic one (generated once)."""
+  if not config.data.synthetic:
+    return pathlib.Path(config.data.dir)
+  settings = dict(num_train=config.data.synthetic_num_train, num_test=config.data.synthetic_num_test,
+                  image_size=config.data.synthetic_image_size, seed=config.data.synthetic_seed)
+  name = 'synthetic-' + '-'.join(f'{v}' for v in settings.values())
+  return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
+
+
+# Fewest examples of each class per split: a classifier needs both classes to learn, and a
+# validation split without them has no AUC to choose thresholds or the best checkpoint by.
+MIN_PER_CLASS = {'train': 2, 'valid': 1}
+
+
+def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
+  problems = []
+  for split, minimum in MIN_PER_CLASS.items():
+    counts = np.bincount(data[split].labels, minlength=2)
+    for label, name in enumerate(('good (train/good_0)', 'defect (train/bad_1)')):
+      if counts[label] < minimum:
+        problems.append(f'the {split} split has {counts[label]} {name} image(s), needs '
+                        f'at least {minimum}')
+  if problems:
+    raise errors.DataError(f'{folder}: ' + '; '.join(problems) + '. Add images to the class '
+                           'folders (the validation split takes data.valid_fraction of each).')
+
+
+def load_data(config) -> dict[str, pipeline.Examples]:
+  folder = data_folder(config)
+  data = pipeline.load_datasets(folder, image_size=config.data.image_size,
+                                valid_fraction=config.data.valid_fraction,
+                                channels=config.data.channels, cache_dir=cache_dir(config))
+  data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
+  check_class_counts(data, folder)
+  return data
+
+
+def restore_weights(config, workdir, choice: str = 'best') -> tuple[dict, int]:
+  """({'params', 'batch_stats'}, step) of the checkpoint `choice` in `workdir`, replicated on the
+  mesh. `config` must describe the workdir's network (see `workdir.with_trained_model`)."""
+  directory = pathlib.Path(workdir) / 'checkpoints'
+  if not directory.is_dir():
+    raise errors.CheckpointError(f'No checkpoints in {workdir}: train first '
+                                 f'(python launch.py --config=... --workdir={workdir}).')
+  checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
+  try:
+    step = checkpoints.choose(choice)
+    model = create_model(config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape(config)),
+                                               train=False))
+    replicated = parallel.topology().replicated
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          {'params': shapes['params'], 'batch_stats': shapes['batch_stats']})
+    return checkpoints.restore_weights(step, target), step
+  finally:
+    checkpoints.close()
+
+
+def check_same_network(source, arch: str, width: int, config) -> None:
+  if (arch, width) != (config.model.arch, config.model.width):
+    raise errors.WeightsError(
+        f'init.weights={source} holds a {arch} of width {width}; the config builds a '
+        f'{config.model.arch} of width {config.model.width}. Set --config.model.arch={arch} '
+        f'--config.model.width={width}, or use weights of the configured network.')
+
+
+def pretrained_weights(source: str, config) -> dict:
+  """Variables from `source`: a nexjax training workdir (its best checkpoint), a converted or
+  exported weights file, or a torchvision name (fetched into the cache)."""
+  path = pathlib.Path(source)
+  if path.is_dir():
+    trained = workdir_lib.read_config(path)
+    check_same_network(source, trained.model.arch, trained.model.width, config)
+    variables, step = restore_weights(workdir_lib.with_trained_model(config, path), path)
+    logging.info('Initialising from %s (checkpoint step %d).', path, step)
+    return jax.device_get(variables)
+  if not path.exists() and source in weights_lib.TORCHVISION_FILES:
+    path = weights_lib.fetch(source, cache_dir(config) / 'weights')
+  if not path.is_file():
+    raise errors.WeightsError(f'init.weights={source!r} is neither a file, a workdir nor one of '
+                              f'the torchvision names {sorted(weights_lib.TORCHVISION_FILES)}.')
+  loaded = weights_lib.load(path)
+  arch, _ = weights_lib.infer_architecture(loaded)
+  check_same_network(source, arch, loaded['params']['conv1']['kernel'].shape[-1], config)
+  return loaded
+
+
+def load_pretrained(variables, config) -> dict:
+  """The pretrained network `init.weights` names merged into `variables` (the new head kept)."""
+  source = config.init.weights
+  if not source:
+    logging.warning('=' * 78 + '\nNo pretrained weights (config.init.weights is empty): the '
+                    'model starts from RANDOM initialisation.\nThis is not transfer learning; '
+                    'set --config.init.weights=resnet34, a converted file or a workdir.\n' + '=' * 78)
+    return variables
+  dont_load = [config.init.dont_load] if config.init.dont_load else []
+  logging.info('Loading pretrained weights from %s (kept fresh: %s)', source, dont_load)
+  return weights_lib.merge(variables, pretrained_weights(source, config), dont_load)
+
+

@@ -1,0 +1,61 @@
+"""The train state and what changes with the phase: the optimizer and the frozen statistics."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from nexjax import optim
+from nexjax.train import plan as plan_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; the optimizer itself is rebuilt per phase."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  loss_ema: jax.Array      # fastai's smoothed loss: running average, reset each phase
+  loss_count: jax.Array    # steps averaged so far in the phase (for the debiasing)
+  nonfinite: jax.Array     # steps whose loss was NaN/inf (their update was skipped)
+
+
+def adamw_config(config) -> optim.AdamWConfig:
+  o = config.optim
+  return optim.AdamWConfig(b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                           wd_bn_bias=o.wd_bn_bias, train_bn=o.train_bn)
+
+
+def phase_optimizer(config, variables, plan, phase_index: int) -> optax.GradientTransformation:
+  phase = config.phases[phase_index]
+  return optim.make_optimizer(
+      variables['params'], variables['batch_stats'], groups=config.optim.groups,
+      train_groups=phase.train_groups, lr=phase.lr,
+      total_steps=plan_lib.phase_steps(plan, phase_index)[1], config=adamw_config(config),
+      cycle=plan_lib.one_cycle(config))
+
+
+def frozen_stats_mask(config, variables, phase_index: int):
+  """batch_stats leaves whose running statistics stay fixed in this phase (None: all update)."""
+  if config.optim.frozen_bn_stats == 'update':
+    return None
+  trained = set(config.phases[phase_index].train_groups)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: optim.group_of(optim.path_name(p), config.optim.groups) not in trained,
+      variables['batch_stats'])
+
+
+def create_train_state(variables, tx) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
+                    loss_ema=jnp.zeros((), jnp.float32), loss_count=jnp.zeros((), jnp.int32),
+                    nonfinite=jnp.zeros((), jnp.int32))
+
+
+def start_phase(state: TrainState, tx) -> TrainState:
+  """fastai rebuilds the optimizer (fresh Adam state) and the loss smoother for each fit."""
+  return state.replace(opt_state=tx.init(state.params), loss_ema=jnp.zeros_like(state.loss_ema),
+                       loss_count=jnp.zeros_like(state.loss_count))

@@ -1,0 +1,66 @@
+"""--mode=compare end to end on tiny data: the Detector interface, label budgets, outputs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from configs import compare as compare_config
+from nexjax import compare
+from nexjax import errors
+from nexjax.detectors import base
+from nexjax.detectors import gaussian
+
+
+def test_compare_runs_every_detector_on_the_same_splits(tmp_path, make_kaggle_folder,
+                                                        compile_cache, monkeypatch):
+  del compile_cache
+  data = make_kaggle_folder(tmp_path / 'nexperia', 30, 10, 8, size=(64, 64), test_labels=True)
+  config = compare_config.get_config('smoke')
+  config.data.synthetic = False
+  config.data.dir = str(data)
+  config.data.cache_dir = str(tmp_path / 'cache')
+  config.compare.labelled_defects = (0, -1)
+  fitted_on = []
+  fit = gaussian.GaussianDetector.fit
+  monkeypatch.setattr(gaussian.GaussianDetector, 'fit', lambda self, train, valid, ctx: (
+      fitted_on.append(train.labels.copy()), fit(self, train, valid, ctx))[-1])
+  workdir = tmp_path / 'w'
+
+  rows = compare.compare(config, workdir)
+
+  assert [(r['labelled_defects'], r['method']) for r in rows] == [
+      ('0', 'gaussian'), ('all', 'classifier'), ('all', 'gaussian')]
+  assert len(fitted_on) == 1 and (fitted_on[0] == 1).any()  # fitted once; picks good itself
+  for row in rows:
+    assert row['split'] == 'test' and 0 <= row['auc'] <= 1 and 0 <= row['recall_at_1pct_fpr'] <= 1
+    assert row['fit_seconds'] > 0 and row['images_per_second'] > 0
+  assert rows[0]['auc'] == rows[2]['auc']  # unsupervised: the same scores at every budget
+  assert (workdir / 'metrics.jsonl').exists()  # the 'all' classifier is the workdir's own run
+  out = workdir / 'compare'
+  assert json.loads((out / 'compare.json').read_text()) == rows
+  with open(out / 'compare.csv') as f:
+    assert len(list(csv.DictReader(f))) == 3
+  assert (out / 'compare.md').read_text().startswith('| labelled defects | method | ROC AUC')
+  assert (out / 'compare.png').stat().st_size > 0
+  loaded = gaussian.GaussianDetector.load(out / 'gaussian-0', config.detectors.gaussian, None)
+  assert set(loaded.model.gaussians) == set(config.detectors.gaussian.stages)
+
+
+def test_good_only_keeps_label_zero():
+  from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  examples = pipeline.Examples(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 0, 1]),
+                               np.array(['a', 'b', 'c', 'd']))
+  assert list(base.good_only(examples).ids) == ['a', 'c']
+
+
+@pytest.mark.parametrize('change,message', [
+    (lambda c: setattr(c.compare, 'detectors', ('classifier', 'gan9')), 'gan9'),
+    (lambda c: setattr(c.compare, 'threshold_rule', 'best'), 'threshold_rule'),
+])
+def test_compare_config_errors(change, message):
+  config = compare_config.get_config('smoke')
+  change(config)
+  with pytest.raises(errors.ConfigError, match=message):
+    compare.check_config(config)
