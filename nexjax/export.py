@@ -43,7 +43,7 @@ DESCRIPTION_FILE = 'model.json'
 
 
 def state_dicts(variables, head: str) -> dict[str, dict[str, np.ndarray]]:
-  """Layout name -> torch state dict: 'torchvision', and 'fastai' and 'fastai_head' for that head."""
+  """Layout -> torch state dict: 'torchvision', plus 'fastai' and 'fastai_head' for that head."""
   torch_style = weights.flax_to_torch(variables)
   layouts = {'torchvision': {k: v for k, v in torch_style.items() if not k.startswith('head.')}}
   if head == 'fastai':
