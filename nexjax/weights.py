@@ -1,14 +1,17 @@
-"""torchvision/timm ResNet state dicts -> Flax variables: read, convert, save, merge, fetch.
+"""torchvision/timm/fastai ResNet state dicts <-> Flax variables: read, convert, save, merge, fetch.
 
 Module paths in `nexjax.models.resnet` mirror torchvision's state-dict keys, so a key such as
 `layer2.0.downsample.1.running_var` converts to `batch_stats/layer2/0/downsample/1/var` by
 renaming alone; leaf roles are recognised from the tensors themselves (4-D weight: conv, OIHW ->
-HWIO; 2-D weight: linear, transposed; a weight beside `running_mean`: BatchNorm).
+HWIO; 2-D weight: linear, transposed; a weight beside `running_mean`: BatchNorm). `flax_to_torch`
+is the inverse, and `to_fastai_layout`/`from_fastai_layout` rename between torchvision's keys and
+those of fastai's whole model, `Sequential(body, head)` (a fastai head lives under `head/`).
 
 Nothing is ever loaded partially by accident: `merge` fails with a list of every unknown, missing
 or mis-shaped key unless the caller names what to leave out (`dont_load`, e.g. the 1000-class fc).
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -118,16 +121,108 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> Variables:
   return flax.traverse_util.unflatten_dict(flat)
 
 
+def flax_to_torch(variables: Variables) -> dict[str, np.ndarray]:
+  """Flax variables -> a torch state dict in torch's key order, the inverse of `torch_to_flax`.
+
+  Every BatchNorm also gets torch's `num_batches_tracked` buffer (int64 0: nexjax does not count
+  batches, and torch only reads it when momentum=None), which a strict `load_state_dict` requires.
+  """
+  flat = flax.traverse_util.flatten_dict({c: variables[c] for c in COLLECTIONS if c in variables})
+  batch_norms = {path[1:-1] for path in flat if path[0] == 'batch_stats'}
+  bn_leaves = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
+  state, order, problems = {}, {}, []
+  for (_, *module, name), value in flat.items():
+    prefix, value = '.'.join(module), np.asarray(value, np.float32)
+    order.setdefault(prefix, len(order))
+    if tuple(module) in batch_norms and name in bn_leaves:
+      state[f'{prefix}.{bn_leaves[name]}'] = value
+    elif name == 'kernel' and value.ndim in (2, 4):
+      state[f'{prefix}.weight'] = np.ascontiguousarray(
+          value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1))
+    elif name == 'bias' and value.ndim == 1:
+      state[f'{prefix}.bias'] = value
+    else:
+      problems.append(f'{"/".join(module + [name])}: cannot tell what this '
+                      f'{value.ndim}-D variable is in torch')
+  if problems:
+    raise WeightsError('Unrecognised Flax variables:\n  ' + '\n  '.join(problems))
+  for module in sorted(batch_norms):
+    state['.'.join(module) + '.num_batches_tracked'] = np.zeros((), np.int64)
+  # torch's order: module by module, parameters before buffers (a stable sort keeps the latter).
+  return dict(sorted(state.items(), key=lambda item: order[_module_prefix(item[0])[0]]))
+
+
+# fastai's vision model is `Sequential(body, head)`: the body is torchvision's ResNet cut before
+# its average pool (children 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4-7 layer1-4) and the head is
+# `create_head`'s flat Sequential (0 concat pool, 1 flatten, 2 BN, 3 dropout, 4 linear, 5 ReLU,
+# 6 BN, 7 dropout, 8 linear); the same keys in fastai v1 (`cnn_learner`) and v2 (`vision_learner`).
+FASTAI_MODULES = {'conv1': '0.0', 'bn1': '0.1', 'layer1': '0.4', 'layer2': '0.5', 'layer3': '0.6',
+                  'layer4': '0.7', 'head.bn1': '1.2', 'head.fc1': '1.4', 'head.bn2': '1.6',
+                  'head.fc2': '1.8'}
+
+
+def _rename_modules(state_dict, renames: Mapping[str, str], layout: str) -> dict[str, np.ndarray]:
+  out, problems = {}, []
+  for key, value in state_dict.items():
+    old = next((m for m in renames if key.startswith(m + '.')), None)
+    if old is None:
+      problems.append(key)
+    else:
+      out[renames[old] + key[len(old):]] = value
+  if problems:
+    raise WeightsError(f'Entries with no place in the {layout} layout (known modules: '
+                       f'{", ".join(renames)}):\n  ' + '\n  '.join(problems))
+  return out
+
+
+def to_fastai_layout(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """torchvision-style keys of a ResNet with a fastai head (`flax_to_torch`) -> fastai's."""
+  return _rename_modules(state_dict, FASTAI_MODULES, 'fastai')
+
+
+def from_fastai_layout(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """fastai's whole-model keys (`0.4.0.conv1.weight`, `1.2.running_mean`) -> torchvision-style."""
+  return _rename_modules(state_dict, {v: k for k, v in FASTAI_MODULES.items()}, 'fastai')
+
+
+def _is_fastai_layout(flat: Mapping[str, np.ndarray]) -> bool:
+  return '0.0.weight' in flat and all(k.startswith(('0.', '1.')) for k in flat)
+
+
 def _is_flax_layout(flat: Mapping[str, np.ndarray]) -> bool:
   return bool(flat) and all(k.split('/', 1)[0] in COLLECTIONS for k in flat)
 
 
 def load(path) -> Variables:
-  """Loads Flax variables from any file `convert` reads (torch layout) or writes (Flax layout)."""
+  """Loads Flax variables from any file `convert` reads (torchvision or fastai layout) or writes
+  (Flax layout)."""
   flat = read_file(path)
   if pathlib.Path(path).suffix == '.npz' and _is_flax_layout(flat):
     return flax.traverse_util.unflatten_dict(flat, sep='/')
-  return torch_to_flax(flat)
+  return torch_to_flax(from_fastai_layout(flat) if _is_fastai_layout(flat) else flat)
+
+
+@contextlib.contextmanager
+def write_atomically(path):
+  """Opens `path` for binary writing; the data lands in it, complete, only when the block ends.
+
+  Written beside the target and renamed, so readers never see half a file.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # mkstemp creates it 0600; give it the mode a plain open() would (0666 & ~umask), or others
+  # cannot read it.
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      yield f
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
 
 
 def save(variables: Variables, path) -> None:
@@ -137,20 +232,8 @@ def save(variables: Variables, path) -> None:
     raise WeightsError(f'{path}: converted weights are written as .npz; use a .npz file name.')
   flat = flax.traverse_util.flatten_dict(
       {c: variables[c] for c in COLLECTIONS if c in variables}, sep='/')
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Written beside the target and renamed, so readers never see half a file. mkstemp creates it
-  # 0600; give it the mode a plain open() would (0666 & ~umask), or others cannot read it.
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  with write_atomically(path) as f:
+    np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
 
 
 def merge(init_variables: Variables, loaded: Variables, dont_load: Iterable[str] = ()) -> Variables:

@@ -1,0 +1,162 @@
+"""Exports a network's variables as files other tools load: torchvision/fastai state dicts and a
+self-contained inference function (`jax.export`).
+
+What `export_model` writes into `out_dir` (`.pth` only where torch is installed):
+- `torchvision.safetensors` / `.pth`: the body in torchvision's ResNet state-dict layout (NCHW,
+  OIHW), with `fc.*` for the linear head: `torchvision.models.resnet34().load_state_dict(sd)`
+  (strict; for another head first `model.fc = torch.nn.Identity()`). Width 64 only for
+  torchvision itself; narrower bodies keep the same keys.
+- with the fastai head, `fastai.*`: the whole model in the layout of fastai's
+  `vision_learner(dls, resnet34)` (v2) or `cnn_learner` (v1), `Sequential(body, head)`, keys
+  `0.0.weight` ... `1.8.bias`: `learn.model.load_state_dict(sd)`; and `fastai_head.*`: the head
+  alone as `create_head(1024, 2)` builds it (`2.weight`, `2.running_mean`, `4.weight`, ...).
+- `model.jaxexport` and `model.json`: inference as serialized StableHLO with the weights baked in,
+  uint8 images (batch, size, size, channels) -> class probabilities (batch, classes); the batch
+  size is symbolic and the same file runs on CPU, GPU and TPU. `load_exported` (or the three lines
+  in `model.json`) calls it with jax alone, no nexjax model code.
+
+`nexjax.weights.load` reads the torchvision and fastai files back to the same variables, bit for
+bit.
+"""
+
+import importlib.util
+import json
+import pathlib
+from typing import Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+from jax import export as jax_export
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from nexjax import augment
+from nexjax import errors
+from nexjax import weights
+from nexjax.models import resnet
+
+FORMATS = ('safetensors', 'pth', 'jaxexport')
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+EXPORTED_FILE = 'model.jaxexport'
+DESCRIPTION_FILE = 'model.json'
+
+
+def state_dicts(variables, head: str) -> dict[str, dict[str, np.ndarray]]:
+  """Layout -> torch state dict: 'torchvision', plus 'fastai' and 'fastai_head' for that head."""
+  torch_style = weights.flax_to_torch(variables)
+  layouts = {'torchvision': {k: v for k, v in torch_style.items() if not k.startswith('head.')}}
+  if head == 'fastai':
+    fastai = weights.to_fastai_layout(torch_style)
+    layouts['fastai'] = fastai
+    layouts['fastai_head'] = {k[2:]: v for k, v in fastai.items() if k.startswith('1.')}
+  return layouts
+
+
+def write_safetensors(state_dict: Mapping[str, np.ndarray], path) -> None:
+  # format=pt: what Hugging Face tools expect of a torch state dict.
+  data = safetensors.numpy.save(dict(state_dict), metadata={'format': 'pt'})
+  with weights.write_atomically(path) as f:
+    f.write(data)
+
+
+def write_pth(state_dict: Mapping[str, np.ndarray], path) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
+  tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+  with weights.write_atomically(path) as f:
+    torch.save(tensors, f)
+
+
+def predict_probabilities(model: resnet.ResNet, variables) -> Callable[[jax.Array], jax.Array]:
+  """uint8 images (B, H, W, 1 or 3) -> softmax probabilities, as nexjax's inference computes."""
+  def predict(images_uint8):
+    images = augment.prepare_batch(None, images_uint8, None)
+    return jax.nn.softmax(model.apply(variables, images, train=False), axis=-1)
+  return predict
+
+
+def export_inference(model: resnet.ResNet, variables, image_size: int, channels: int,
+                     platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
+  """`predict_probabilities` with the weights as constants and a symbolic batch dimension."""
+  batch, = jax_export.symbolic_shape('batch')
+  images = jax.ShapeDtypeStruct((batch, image_size, image_size, channels), jnp.uint8)
+  return jax_export.export(jax.jit(predict_probabilities(model, variables)),
+                           platforms=tuple(platforms))(images)
+
+
+def describe(exported: jax_export.Exported, **model_config) -> dict:
+  """What a user of `model.jaxexport` needs to call it, for `model.json`."""
+  shape = lambda aval: [d if isinstance(d, int) else str(d) for d in aval.shape]
+  (images,), (probabilities,) = exported.in_avals, exported.out_avals
+  return {
+      'format': 'jax.export (serialized StableHLO); weights included',
+      'jax_version': jax.__version__,
+      'calling_convention_version': exported.calling_convention_version,
+      'platforms': list(exported.platforms),
+      'input': {'shape': shape(images), 'dtype': str(images.dtype), 'layout': 'NHWC',
+                'values': 'raw pixels 0-255; scaling and ImageNet normalisation are inside'},
+      'output': {'shape': shape(probabilities), 'dtype': str(probabilities.dtype),
+                 'values': 'class probabilities (softmax)'},
+      'model': model_config,
+      'usage': ['from jax import export',
+                f"f = export.deserialize(open('{EXPORTED_FILE}', 'rb').read())",
+                'probabilities = f.call(images_uint8)'],
+  }
+
+
+def load_exported(path) -> Callable[[np.ndarray], jax.Array]:
+  """Deserializes `model.jaxexport` (or the folder holding it) into images -> probabilities."""
+  path = pathlib.Path(path)
+  path = path / EXPORTED_FILE if path.is_dir() else path
+  if not path.is_file():
+    raise errors.WeightsError(f'{path}: no such exported model; write one with export_model '
+                              "(formats including 'jaxexport').")
+  return jax.jit(jax_export.deserialize(bytearray(path.read_bytes())).call)
+
+
+def _checked_numpy(variables, model: resnet.ResNet, image_size: int):
+  """The variables as numpy, after a strict check against the model (lists every mismatch)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  return weights.merge(zeros, {c: jax.device_get(variables[c]) for c in weights.COLLECTIONS
+                               if c in variables})
+
+
+def export_model(variables, *, arch: str, head: str, width: int, num_classes: int, image_size: int,
+                 channels: int, out_dir, formats: Sequence[str] = FORMATS,
+                 platforms: Sequence[str] = PLATFORMS) -> dict[str, pathlib.Path]:
+  """Writes the files described in the module docstring; returns file name -> path."""
+  unknown = set(formats) - set(FORMATS)
+  if unknown:
+    raise errors.ConfigError(f'Unknown export formats {sorted(unknown)}; choose from {FORMATS}.')
+  if channels not in (1, 3):
+    raise errors.ConfigError(f'channels={channels}: images are 1 (grayscale) or 3 (RGB) channels.')
+  if 'jaxexport' in formats and head == 'none':
+    raise errors.ConfigError("The 'jaxexport' format outputs class probabilities, so it needs a "
+                             "classification head ('linear' or 'fastai'), not 'none'.")
+  if 'pth' in formats and importlib.util.find_spec('torch') is None:
+    logging.warning('torch is not installed: no .pth files (the .safetensors files hold the '
+                    'same tensors and load in torch with safetensors.torch.load_file).')
+    formats = [f for f in formats if f != 'pth']
+  model = resnet.create_model(arch, num_classes=num_classes, head=head, width=width)
+  variables = _checked_numpy(variables, model, image_size)
+  out_dir = pathlib.Path(out_dir)
+  written = {}
+  writers = {'safetensors': write_safetensors, 'pth': write_pth}
+  for layout, state_dict in state_dicts(variables, head).items():
+    for fmt in (f for f in formats if f in writers):
+      path = written[f'{layout}.{fmt}'] = out_dir / f'{layout}.{fmt}'
+      writers[fmt](state_dict, path)
+  if 'jaxexport' in formats:
+    exported = export_inference(model, variables, image_size, channels, platforms)
+    with weights.write_atomically(out_dir / EXPORTED_FILE) as f:
+      f.write(exported.serialize())
+    description = describe(exported, arch=arch, head=head, width=width, num_classes=num_classes,
+                           image_size=image_size, channels=channels)
+    with weights.write_atomically(out_dir / DESCRIPTION_FILE) as f:
+      f.write(json.dumps(description, indent=2).encode())
+    written[EXPORTED_FILE] = out_dir / EXPORTED_FILE
+    written[DESCRIPTION_FILE] = out_dir / DESCRIPTION_FILE
+  logging.info('Exported %s to %s: %s', arch, out_dir, ', '.join(written))
+  return written
