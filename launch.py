@@ -1,6 +1,7 @@
 """nexjax entry point: python launch.py --config=configs/finetune.py[:preset] --workdir=DIR.
 
-Modes: train (default; resumes from DIR), lr_find, evaluate, predict (configs/finetune.py);
+Modes: train (default; resumes from DIR), lr_find, evaluate, predict, export
+(configs/finetune.py);
 compare (configs/compare.py).
 Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
@@ -23,6 +24,7 @@ import nexjax  # noqa: E402
 from nexjax import compare  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax import evaluate  # noqa: E402
+from nexjax import export  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
@@ -36,7 +38,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and 
                                required=True)
 MODES = {'train': loop.train_and_evaluate, 'lr_find': lr_find.lr_find,
          'evaluate': evaluate.evaluate, 'predict': evaluate.predict_folder,
-         'compare': compare.compare}
+         'export': export.export_workdir, 'compare': compare.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')

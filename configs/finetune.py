@@ -102,6 +102,10 @@ def get_config(arg=None):
       output='',               # CSV path; '' -> DIR/predictions.csv
       tta=True,
   ))
+  config.export = ml_collections.ConfigDict(dict(
+      formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed
+      output='',               # folder; '' -> DIR/export
+  ))
   config.lr_find = ml_collections.ConfigDict(dict(
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
   ))

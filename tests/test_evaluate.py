@@ -4,6 +4,7 @@ import csv
 import json
 import shutil
 
+import jax
 import numpy as np
 import PIL.Image
 import pytest
@@ -124,3 +125,34 @@ def test_old_workdir_without_config_is_a_clear_error(tmp_path):
   config = finetune.get_config('smoke')
   with pytest.raises(errors.CheckpointError, match='config.json does not exist'):
     evaluate.evaluate(config, tmp_path)
+
+
+def test_export_mode_writes_files_that_load_back_bitwise(trained, tmp_path):
+  from nexjax import export  # pylint: disable=import-outside-toplevel
+  from nexjax import weights  # pylint: disable=import-outside-toplevel
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.export.output = str(tmp_path / 'export')
+    config.export.formats = ('safetensors', 'jaxexport')
+  written = export.export_workdir(config, workdir)
+  assert {'fastai.safetensors', 'model.jaxexport'} <= set(written)
+  variables, _ = job_lib.restore_weights(config, workdir)
+  loaded = weights.load(written['fastai.safetensors'])
+  for collection in ('params', 'batch_stats'):
+    for got, want in zip(jax.tree.leaves(loaded[collection]),
+                         jax.tree.leaves(variables[collection]), strict=True):
+      np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_init_weights_from_a_workdir_and_a_width_mismatch(trained):
+  config, workdir = trained
+  loaded = job_lib.pretrained_weights(str(workdir), config)
+  variables, _ = job_lib.restore_weights(config, workdir)
+  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(got, np.asarray(want))
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.width = 16
+  with pytest.raises(errors.WeightsError, match='resnet10 of width 64.*width 16'):
+    job_lib.pretrained_weights(str(workdir), config)
