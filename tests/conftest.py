@@ -56,3 +56,26 @@ def compile_cache(tmp_path_factory):
   jax.config.update('jax_compilation_cache_dir', str(path))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   return path
+
+
+def random_variables(model, x, seed=0):
+  """He-scaled kernels, unit BN scales and variances, zero biases and means: like `init`, but
+  without compiling the initialisers (which takes longer than most tests)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda key, x: model.init(key, x, train=False), jax.random.key(0), x)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      fan_in = np.prod(leaf.shape[:-1])
+      return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in), jnp.float32)
+    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, jnp.float32)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope='session')
+def random_resnet_variables():
+  """`random_variables(model, x, seed=0)`: a model's variables without compiling its init."""
+  return random_variables
