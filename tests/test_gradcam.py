@@ -91,7 +91,7 @@ def test_tta_map_turns_with_the_image_resnet10(compile_cache, random_resnet_vari
   """A random ResNet10 is not rotation invariant, but the TTA-averaged map is equivariant."""
   del compile_cache
   images = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 1), np.uint8)
-  model = resnet.create_model('resnet10', num_classes=2, width=8)
+  model = resnet.create_model('resnet10', num_classes=2, width=8, head='fastai')  # as fine-tuned
   topo = parallel.topology()
   variables = parallel.replicate(
       random_resnet_variables(model, jnp.zeros((1, 64, 64, 3)), seed=3), topo)

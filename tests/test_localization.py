@@ -90,7 +90,8 @@ def test_upsample_smooth_normalize():
   maps[0, 1, 2] = 1.0
   up = np.asarray(localization.upsample(maps, (32, 32)))
   assert up.shape == (2, 32, 32)
-  assert np.unravel_index(up[0].argmax(), up[0].shape) in {(r, c) for r in (11, 12) for c in (19, 20)}
+  peak = np.unravel_index(up[0].argmax(), up[0].shape)   # the centre of cell (1, 2): (11.5, 19.5)
+  assert peak in {(r, c) for r in (11, 12) for c in (19, 20)}
   flat = np.full((1, 16, 16), 3.0, np.float32)
   np.testing.assert_allclose(localization.gaussian_smooth(flat, 4.0), flat, rtol=1e-6)  # reflect
   smooth = np.asarray(localization.gaussian_smooth(up, 2.0))
