@@ -122,8 +122,8 @@ def nearest_neighbors(queries, bank, k: int, chunk: int):
   would ruin the differences).
   """
   num, dim = bank.shape
-  k, chunk = min(k, num), min(chunk, num)
   num_chunks = math.ceil(num / chunk)
+  k, chunk = min(k, num), math.ceil(num / num_chunks)   # equal chunks: the least padding
   blocks = jnp.pad(bank, ((0, num_chunks * chunk - num), (0, 0))).reshape(num_chunks, chunk, dim)
   q_sq = jnp.sum(queries**2, axis=-1, keepdims=True)
 
