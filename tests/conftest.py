@@ -56,3 +56,54 @@ def compile_cache(tmp_path_factory):
   jax.config.update('jax_compilation_cache_dir', str(path))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   return path
+
+
+def random_variables(model, x, seed=0):
+  """He-scaled kernels, unit BN scales and variances, zero biases and means: like `init`, but
+  without compiling the initialisers (which takes longer than most tests)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda key, x: model.init(key, x, train=False), jax.random.key(0), x)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      fan_in = np.prod(leaf.shape[:-1])
+      return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in), jnp.float32)
+    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, jnp.float32)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope='session')
+def random_resnet_variables():
+  """`random_variables(model, x, seed=0)`: a model's variables without compiling its init."""
+  return random_variables
+
+
+def textures(rng, num, size=64):
+  """Smooth grayscale textures (toy good images): random 8x8-pixel tiles."""
+  tiles = rng.integers(60, 120, (num, size // 8, size // 8, 1)).astype(np.uint8)
+  return np.repeat(np.repeat(tiles, 8, axis=1), 8, axis=2)
+
+
+@pytest.fixture(scope='session')
+def toy_defects():
+  """Feature-based detectors' toy problem: a context with a random ResNet10 (width 8) backbone,
+  train = 6 good textures + 2 with a white square at rows 20-35, columns 36-51 (labels 1),
+  test = 3 new good textures + the first defect image."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from nexjax import parallel  # pylint: disable=g-import-not-at-top
+  from nexjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from nexjax.detectors import base  # pylint: disable=g-import-not-at-top
+  from nexjax.models import resnet  # pylint: disable=g-import-not-at-top
+  model = resnet.create_model('resnet10', width=8, head='none')
+  topo = parallel.topology()
+  variables = parallel.replicate(random_variables(model, jnp.zeros((1, 64, 64, 3))), topo)
+  ctx = base.Context(topo, 4, seed=0, progress=False,
+                     backbone=base.Backbone(model, variables, 'random resnet10'))
+  images = textures(np.random.default_rng(3), 8)
+  images[6:, 20:36, 36:52] = 255
+  train = pipeline.Examples(images, np.array([0] * 6 + [1] * 2), np.arange(8).astype(str))
+  test = np.concatenate([textures(np.random.default_rng(4), 3), images[6:7]])
+  return ctx, train, test

@@ -1,0 +1,101 @@
+"""Grad-CAM (Selvaraju et al. 2017) for the fine-tuned classifier: where the defect logit looks.
+
+For the last stage's activations A (`layer4`, B x h x w x C) the weight of channel c is the
+spatial mean of d(defect logit)/dA_c, and the map is ReLU(sum_c w_c A_c): upsampled bilinearly to
+the image and rescaled to [0, 1] per image.
+
+The gradient with respect to an intermediate activation, without touching the model: a flax
+method interceptor adds a zero tensor to the stage's output, and the gradient with respect to
+that tensor at zero is the gradient with respect to the activation (one forward and one backward
+pass; the activation itself comes back as an auxiliary output). Any model whose submodule named
+`stage` is called once works, whatever its head. In evaluation mode (BatchNorm with running
+statistics) images do not interact, so the gradient of the summed logits is per image.
+
+With TTA the maps of the 8 dihedral views (`nexjax.tta.dihedral_views`) are each turned back to
+the original orientation and averaged before the normalisation: a map that agrees across views
+stays sharp, and the averaged map turns with the image (it is exactly equivariant under D4).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nexjax import augment
+from nexjax import inference
+from nexjax import localization
+from nexjax import parallel
+from nexjax import tta as tta_lib
+
+STAGE = 'layer4'
+DEFECT = 1  # the class index of "defective"
+
+
+def _logits_with_offset(model, variables, inputs, stage: str, offset):
+  """(logits, stage activation) of `model` with `offset` added to the stage's output."""
+  captured = []
+
+  def add_offset(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.module.name != stage or context.method_name != '__call__':
+      return out
+    captured.append(out)
+    return out + offset
+
+  with nn.intercept_methods(add_offset):
+    logits = model.apply(variables, inputs, train=False)
+  if len(captured) != 1:
+    raise ValueError(f'Grad-CAM needs exactly one call of a submodule named {stage!r}; '
+                     f'the model made {len(captured)}.')
+  return logits, captured[0]
+
+
+def class_activation(model, variables, images, class_index: int = DEFECT, stage: str = STAGE):
+  """(B, h, w) float32 ReLU(sum_c w_c A_c) at the stage's resolution, from uint8 NHWC images."""
+  inputs = augment.prepare_batch(None, images, None)
+  activation = jax.eval_shape(
+      lambda v, x: _logits_with_offset(model, v, x, stage, 0.0)[1], variables, inputs)
+
+  def class_logit(offset):
+    logits, acts = _logits_with_offset(model, variables, inputs, stage, offset)
+    return logits[:, class_index].sum(), acts
+
+  grads, acts = jax.grad(class_logit, has_aux=True)(
+      jnp.zeros(activation.shape, activation.dtype))
+  weights = grads.astype(jnp.float32).mean(axis=(1, 2))
+  return jax.nn.relu(jnp.einsum('bhwc,bc->bhw', acts.astype(jnp.float32), weights))
+
+
+def undo_dihedral_views(maps):
+  """(8, B, H, W) maps of the 8 views of `tta.dihedral_views`, each turned back to the original
+  orientation: view k < 4 is rot90 by k, view k >= 4 is rot90 by k - 4 of the mirrored image."""
+  restored = [jnp.rot90(m, -(k % 4), axes=(1, 2)) for k, m in enumerate(maps)]
+  return jnp.stack([jnp.flip(m, axis=2) if k >= 4 else m for k, m in enumerate(restored)])
+
+
+def gradcam(model, variables, images, *, class_index: int = DEFECT, tta: bool = False,
+            stage: str = STAGE):
+  """(B, H, W) Grad-CAM maps in [0, 1] at the images' resolution (jit-compatible)."""
+  size = images.shape[1:3]
+
+  def upsampled(x):
+    return localization.upsample(class_activation(model, variables, x, class_index, stage), size)
+
+  if not tta:
+    return localization.normalize_per_image(upsampled(images))
+  views = tta_lib.dihedral_views(images)
+  maps = upsampled(views.reshape(-1, *images.shape[1:])).reshape(views.shape[:-1])
+  return localization.normalize_per_image(undo_dihedral_views(maps).mean(axis=0))
+
+
+def gradcam_maps(model, variables, images: np.ndarray, topo: parallel.Topology, batch_size: int,
+                 *, class_index: int = DEFECT, tta: bool = False,
+                 progress: bool = True) -> np.ndarray:
+  """(N, H, W) float32 Grad-CAM maps of uint8 images, jit-compiled and data-parallel in batches;
+  `variables` replicated on the mesh (`parallel.replicate`)."""
+  fn = jax.jit(functools.partial(gradcam, model, class_index=class_index, tta=tta),
+               out_shardings=topo.replicated)
+  return inference.concatenate(inference.map_batches(
+      lambda x, _: fn(variables, x), [images], batch_size, topo, 'grad-cam', progress))
