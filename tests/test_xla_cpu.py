@@ -104,28 +104,13 @@ def small_resnet(**kwargs):
   return resnet.ResNet(stage_sizes=(1, 1), block=resnet.BasicBlock, **kwargs)
 
 
-def random_variables(model, x, seed=0):
-  """He-scaled kernels, unit BN scales and variances, zero biases and means: like `init`, but
-  without compiling the initialisers (which takes longer than the test)."""
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = np.prod(leaf.shape[:-1])
-      return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in), jnp.float32)
-    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, jnp.float32)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def relative_errors(tree, reference):
   return jax.tree.leaves(jax.tree.map(
       lambda a, b: float(jnp.linalg.norm(jnp.ravel(a - b)) / jnp.linalg.norm(jnp.ravel(b))),
       tree, reference))
 
 
-def test_resnet_pool_impls_agree():
+def test_resnet_pool_impls_agree(random_resnet_variables):
   """Eval logits bitwise equal; training-mode loss, logits and gradients to float32 rounding.
 
   Training mode is not bitwise: XLA fuses the BatchNorm before the pool differently around the
@@ -137,7 +122,7 @@ def test_resnet_pool_impls_agree():
   labels = jnp.arange(8) % 2
   models = {impl: small_resnet(num_classes=2, head='fastai', slice_pool=impl == 'slices')
             for impl in ('xla', 'slices')}
-  variables = random_variables(models['xla'], x)
+  variables = random_resnet_variables(models['xla'], x)
   eval_logits, grad_fns = {}, {}
   for impl, model in models.items():
     def loss_fn(params, images, model=model):
