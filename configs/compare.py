@@ -4,7 +4,7 @@ detectors to compare and their settings.
     python launch.py --config=configs/compare.py[:PRESET] --workdir=DIR --mode=compare
 
 Presets as in configs/finetune.py. Feature-based detectors (gaussian: Rippel et al.'s model of
-normality) use the body `compare.backbone` names: a training workdir or a weights file; empty
+normality; patchcore; padim) use the body `compare.backbone` names: a training workdir or a weights file; empty
 means `init.weights` (ImageNet with --config.init.weights=resnet34; random without, which models
 normality poorly). The classifier is the fine-tuning recipe itself, retrained per label budget.
 """
@@ -13,17 +13,26 @@ import ml_collections
 
 from configs import finetune
 from nexjax.detectors import gaussian
+from nexjax.detectors import padim
+from nexjax.detectors import patchcore
 
 
 def get_config(arg=None):
   config = finetune.get_config(arg)
   config.compare = ml_collections.ConfigDict(dict(
-      detectors=('classifier', 'gaussian'),
+      detectors=('classifier', 'gaussian', 'patchcore', 'padim'),
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file
   ))
-  config.detectors = ml_collections.ConfigDict(dict(gaussian=gaussian.default_config()))
+  config.detectors = ml_collections.ConfigDict(dict(
+      gaussian=gaussian.default_config(), patchcore=patchcore.default_config(),
+      padim=padim.default_config()))
+  if arg == 'synthetic':
+    # On 2 CPU cores the greedy coreset over every good patch would take hours.
+    config.detectors.patchcore.max_fit_images = 600
   if arg == 'smoke':
     config.compare.labelled_defects = (0, 4, -1)
+    config.detectors.patchcore.update(patchcore.SMOKE)
+    config.detectors.padim.update(padim.SMOKE)
   return config

@@ -26,9 +26,12 @@ from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import classifier
 from nexjax.detectors import gaussian
+from nexjax.detectors import padim
+from nexjax.detectors import patchcore
 
 # Detectors configured by their own `config.detectors.<name>` section.
-DETECTORS = {'gaussian': gaussian.GaussianDetector}
+DETECTORS = {'gaussian': gaussian.GaussianDetector, 'patchcore': patchcore.PatchCore,
+             'padim': padim.PaDiM}
 KNOWN = ('classifier',) + tuple(DETECTORS)
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 

@@ -102,6 +102,12 @@ def stable_hash(text: str) -> int:
   return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'big')
 
 
+def hash_order(ids: Sequence[str]) -> np.ndarray:
+  """Indices of `ids` sorted by `stable_hash`: a subset by this order is the same on every run
+  and machine, whatever order the files were listed in."""
+  return np.argsort([stable_hash(i) for i in ids], kind='stable')
+
+
 def stratified_split(ids: Sequence[str], labels: np.ndarray,
                      valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
   """(train_index, valid_index): per class, the round(fraction * n) ids of smallest hash.
@@ -114,7 +120,7 @@ def stratified_split(ids: Sequence[str], labels: np.ndarray,
   valid = []
   for label in np.unique(labels):
     members = np.flatnonzero(labels == label)
-    members = members[np.argsort([stable_hash(ids[i]) for i in members], kind='stable')]
+    members = members[hash_order([ids[i] for i in members])]
     valid.extend(members[:round(valid_fraction * len(members))])
   is_valid = np.zeros(len(labels), bool)
   is_valid[np.asarray(valid, int)] = True
@@ -127,7 +133,7 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
   members = np.flatnonzero(examples.labels == label)
   if count < 0 or count >= len(members):
     return examples
-  ranked = members[np.argsort([stable_hash(examples.ids[i]) for i in members], kind='stable')]
+  ranked = members[hash_order(examples.ids[members])]
   keep = np.ones(len(examples), bool)
   keep[ranked[count:]] = False
   return examples.subset(np.flatnonzero(keep))

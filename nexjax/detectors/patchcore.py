@@ -45,6 +45,7 @@ from nexjax import errors
 from nexjax import inference
 from nexjax import localization
 from nexjax import parallel
+from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
 
@@ -63,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sigma = 4.0              # Gaussian smoothing of the upsampled map, in pixels
   c.batch_size = 32
   c.bank_chunk = 8192        # bank rows per nearest-neighbour step
+  c.max_fit_images = 0       # > 0: fit on that many good images (chosen by id hash); 0: all
   return c
 
 
@@ -203,7 +205,10 @@ class PatchCore(base.Detector):
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid
     backbone = features_lib.require_backbone(ctx, self.name)
-    good = base.good_only(train).images
+    good = base.good_only(train)
+    if self.config.max_fit_images:
+      good = good.subset(pipeline.hash_order(good.ids)[:self.config.max_fit_images])
+    good = good.images
     if not len(good):
       raise errors.DataError(f'{self.name} is fitted on good images, and the training split '
                              'has none.')
