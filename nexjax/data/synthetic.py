@@ -2,10 +2,13 @@
 
 No real data can be downloaded on a fresh machine, so this is the built-in dataset. It is written
 in the Kaggle layout the real reader expects (`train/good_0`, `train/bad_1`, `test/all_tests`,
-plus `test/test_labels.csv`, and `metadata.csv` with each image's split, label and defect type).
+plus `test/test_labels.csv`), with `metadata.csv` (each image's id, split, label, defect type,
+package family and mask) and a ground-truth mask per defective image, `masks/<id>.png` (uint8,
+255 on every pixel a defect changed or should have covered, see `defect_mask`; none for good
+images).
 
     python -m nexjax.data.synthetic --out DIR [--num_train 3000 --num_test 1000 --image_size 128
-        --defect_rate 0.2043 --seed 0] [--sample_grid PNG]
+        --defect_rate 0.2043 --seed 0 --families sot23,sod123,sot363,sot223] [--sample_grid PNG]
 
 Generative model. Lengths are in units of the image side (the device's own frame, origin at its
 centre); every shape is a signed-distance function turned into an anti-aliased soft mask,
@@ -16,10 +19,11 @@ Scene (every image)
              with dark sprocket holes every 0.15; two tie bars at x = +-0.44 (+half the rails);
              a matt solder pad U(120, 165) under each lead's tip.
   package    SOT-23 (3 leads: 2 + 1), SOD-123 (2 leads, one per end), SOT-363 (6 leads: 3 + 3)
-             or SOT-223 (3 leads + a wide tab), equally likely. Body: rounded rectangle, half
-             width U(0.2, 0.27), half height U(0.13, 0.18), dark moulding U(30, 60) with
-             low-frequency mottling (+-9) and a bevel highlight U(8, 25) along its edge. The body
-             sits on its pads within placement tolerance: shift N(0, 0.006), angle N(0, 1) deg.
+             or SOT-223 (3 leads + a wide tab), equally likely among the families drawn. Body:
+             rounded rectangle, half width U(0.2, 0.27), half height U(0.13, 0.18), dark
+             moulding U(30, 60) with low-frequency mottling (+-9) and a bevel highlight
+             U(8, 25) along its edge. The body sits on its pads within placement tolerance:
+             shift N(0, 0.006), angle N(0, 1) deg.
   leads      bright metal U(170, 225) with a darker bend line; length U(0.1, 0.15), width
              U(0.05, 0.075) (the SOT-223 tab 2.5x).
   marking    2-4 glyphs (short bars and dots) in a row on the body, U(60, 120) brighter than it.
