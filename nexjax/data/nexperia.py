@@ -171,10 +171,10 @@ def scale_high_bit(pixels: np.ndarray, mode: str, high_bit_scaling: str) -> np.n
 
 def decode_image(path: pathlib.Path, channels: int,
                  high_bit_scaling: str = 'bit_depth') -> np.ndarray:
-  """Decodes and fully reads an image as uint8 HxWxC; raises on corrupt or truncated files."""
-  with PIL.Image.open(path) as opened:
-    opened.load()
-    image = opened
+  """Decodes and fully reads an image as uint8 HxWxC (16-bit and float grey scaled by
+  `high_bit_scaling`); raises on corrupt or truncated files."""
+  with PIL.Image.open(path) as image:  # closes the opened file even when `image` is replaced
+    image.load()
     if image.mode in HIGH_BIT_MODES:
       image = PIL.Image.fromarray(scale_high_bit(np.asarray(image), image.mode, high_bit_scaling))
     return np.asarray(image.convert('L' if channels == 1 else 'RGB'), np.uint8).reshape(
