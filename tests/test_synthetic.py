@@ -1,8 +1,10 @@
 """The synthetic Nexperia-like dataset: deterministic, exact defect counts, the Kaggle layout."""
 
+import copy
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from nexjax import errors
 from nexjax.data import synthetic
 
 SMALL = dict(num_train=30, num_test=12, image_size=64, seed=3, num_workers=1, progress=False)
@@ -53,6 +56,50 @@ def test_layout_labels_and_exact_defect_counts(dataset):
     assert (row['defect_type'] == 'none') == (expected == 0)
 
 
+def test_every_defect_image_has_a_mask_and_good_images_none(dataset):
+  with open(dataset / 'metadata.csv') as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    assert bool(row['mask']) == (row['label'] == '1')
+    assert row['package'] in synthetic.PACKAGES
+    if row['mask']:
+      assert row['mask'] == f'masks/{row["id"]}.png'
+      with PIL.Image.open(dataset / row['mask']) as image:
+        mask = np.asarray(image)
+      assert image.mode == 'L' and mask.shape == (64, 64)
+      assert set(np.unique(mask).tolist()) == {0, 255}
+  assert len(list((dataset / 'masks').iterdir())) == sum(r['label'] == '1' for r in rows)
+
+
+def render_with_and_without(seed, defects, size=64):
+  """The canvases (before lighting and noise) of a defective device and of the same device in
+  the same pose without its defects, and the defects' mask."""
+  rng = np.random.default_rng(seed)
+  device = synthetic.sample_device(rng)
+  good = copy.deepcopy(device)
+  for defect in defects:
+    synthetic.apply_defect(rng, device, defect)
+  state = rng.bit_generator.state
+  canvases = []
+  for drawn in (device, good):
+    rng.bit_generator.state = state
+    canvases.append(synthetic.camera(rng, size))
+    synthetic.draw_package(canvases[-1], drawn)
+  return canvases[0].image, canvases[1].image, synthetic.defect_mask(canvases[0], device)
+
+
+@pytest.mark.parametrize('defects', [(t,) for t in synthetic.DEFECT_TYPES] +
+                         [('chipped_edge', 'crack'), ('bent_lead', 'misplacement'),
+                          ('marking_fault', 'misplacement')])
+def test_mask_covers_exactly_the_pixels_the_defect_changed(defects):
+  for i in range(6):
+    bad, good, mask = render_with_and_without([i, 7], defects)
+    changed = np.abs(bad - good) > 0.01
+    assert changed.any() and mask.any()
+    assert not (changed & ~mask).any(), 'a changed pixel outside the mask'
+    assert (changed & mask).sum() > 0.4 * mask.sum(), 'the mask is far larger than the defect'
+
+
 def test_images_are_8bit_grayscale_of_the_requested_size(dataset):
   for path in list(dataset.rglob('*.jpg'))[:10]:
     with PIL.Image.open(path) as image:
@@ -79,12 +126,36 @@ def test_a_folder_from_an_older_generator_is_drawn_again(tmp_path):
   small = {**SMALL, 'num_train': 6, 'num_test': 2}
   synthetic.generate(root, **small)
   record = json.loads((root / synthetic.SETTINGS_FILE).read_text())
-  (root / synthetic.SETTINGS_FILE).write_text(json.dumps({**record, 'generator': 1}))
+  del record['settings']['families']  # generator 2 neither recorded families nor drew masks
+  (root / synthetic.SETTINGS_FILE).write_text(json.dumps({**record, 'generator': 2}))
+  shutil.rmtree(root / 'masks')
   (root / 'train' / 'good_0' / 'stale.jpg').write_bytes(b'')
   synthetic.ensure_dataset(root, **small)
   assert not (root / 'train' / 'good_0' / 'stale.jpg').exists()
+  assert (root / 'masks').is_dir()
   assert json.loads((root / synthetic.SETTINGS_FILE).read_text())['generator'] == \
       synthetic.GENERATOR_VERSION
+
+
+def test_families_draw_only_those_packages_and_are_part_of_the_settings(tmp_path):
+  small = {**SMALL, 'num_train': 16, 'num_test': 4, 'families': 'sot223,sod123'}
+  synthetic.ensure_dataset(tmp_path / 'd', **small)
+  with open(tmp_path / 'd' / 'metadata.csv') as f:
+    packages = {r['package'] for r in csv.DictReader(f)}
+  assert packages == {'sod123', 'sot223'}
+  settings = json.loads((tmp_path / 'd' / synthetic.SETTINGS_FILE).read_text())['settings']
+  assert settings['families'] == ['sod123', 'sot223']
+  synthetic.ensure_dataset(tmp_path / 'd', **{**small, 'families': ('sod123', 'sot223')})
+  with pytest.raises(ValueError, match='delete it or choose another folder'):
+    synthetic.ensure_dataset(tmp_path / 'd', **{**small, 'families': ('sot23', 'sod123')})
+  with pytest.raises(errors.ConfigError, match='sot24.*sot23, sod123, sot363, sot223'):
+    synthetic.generate(tmp_path / 'e', **{**small, 'families': ('sot23', 'sot24')})
+
+
+def test_all_families_draw_the_same_devices_as_before_families_existed():
+  one = synthetic.render(np.random.default_rng(4), 48)
+  np.testing.assert_array_equal(one, synthetic.render(np.random.default_rng(4), 48,
+                                                      families=synthetic.PACKAGES))
 
 
 def test_interrupted_generation_is_not_mistaken_for_complete(tmp_path):
@@ -135,3 +206,8 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
   assert '"defective"' in result.stdout
   assert len(list((tmp_path / 'd').rglob('*.jpg'))) == 12
   assert (tmp_path / 'grid.png').stat().st_size > 0
+  result = subprocess.run(
+      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "f"}',
+       '--families=sot23,sot2233'], capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and 'sot2233' in result.stderr and 'sot363' in result.stderr
+  assert not (tmp_path / 'f').exists()

@@ -4,16 +4,29 @@
     DIR/train/bad_1/*.jpg         defective devices (label 1)
     DIR/test/all_tests/*.jpg      unlabelled test images
     DIR/test/test_labels.csv      optional `id,label` for the test images (id = file stem)
+    DIR/masks/<id>.png            optional defect masks (the synthetic data has them): same size
+                                  as the image `<id>.*` of any split, non-zero where the defect is
 
-The folder is TFDS's `manual_dir`. Preparing decodes and checks every image once: unreadable or
-corrupt files are skipped and reported (count and names, in the log and in `skipped_files.json`
-beside the prepared data), never a crash mid-epoch; files that are not images are ignored.
-Labels follow the seed's meaning, not sorted folder order: good=0, defect=1 (fastai's sorted class
-names would put `bad_1` first).
+The folder is TFDS's `manual_dir`. An example's `id` is its file stem (Kaggle's convention), so
+two files of one split with the same stem (`x.jpg`, `x.png`) are an error. Features: `image`
+(uint8 HxWxC), `label` (0 good, 1 defect, -1 unlabelled test image), `id`, and, only when
+`DIR/masks/` exists (config attribute `has_masks`), `mask` (uint8 HxWx1, 255 on the defect, 0
+elsewhere; all 0 for an image without a mask file). Real Nexperia data has no masks.
+
+Decoding: 8-bit grayscale, RGB, RGBA and LA (alpha dropped, not composited), palette, CMYK and
+1-bit images, in any format Pillow reads (PNG, JPEG, TIFF, BMP, ...), are converted with
+Pillow's `convert`. 16-bit (and 32-bit integer or float) grayscale is scaled to 8 bits either by
+its bit depth, x / 65535 * 255 rounded (`high_bit_scaling='bit_depth'`, the default; float
+images: x * 255 for values in 0..1), or by the image's own min..max range (`'range'`); the log
+says so once per preparation. Preparing decodes every image once: a file that cannot be decoded
+is skipped and listed with the reason (in the log on every run and in `skipped_files.txt`,
+`path<TAB>reason` per line, beside the prepared data), never a crash mid-epoch; files that are
+not images are ignored. Labels follow the seed's meaning, not sorted folder order: good=0,
+defect=1 (fastai's sorted class names would put `bad_1` first).
 """
 
 import csv
-import json
+import functools
 import pathlib
 
 from absl import logging
@@ -28,8 +41,14 @@ CLASS_FOLDERS = {'good_0': 0, 'bad_1': 1}
 CLASS_NAMES = ('good', 'defect')
 TEST_FOLDER = pathlib.Path('test', 'all_tests')
 TEST_LABELS = pathlib.Path('test', 'test_labels.csv')
-SKIPPED_FILE = 'skipped_files.json'
+MASK_FOLDER = 'masks'
+SKIPPED_FILE = 'skipped_files.txt'
 UNLABELLED = -1
+HIGH_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
+HIGH_BIT_SCALINGS = {
+    'bit_depth': 'by their bit depth (x / 65535 * 255; float images x * 255)',
+    'range': "by each image's own min..max range",
+}
 
 EXPECTED_LAYOUT = """Expected a folder in the Kaggle Nexperia layout:
     DIR/train/good_0/*.jpg        good devices
@@ -52,20 +71,58 @@ def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
+def parse_label(text, path, line: int) -> int:
+  try:
+    value = float(text)
+  except (TypeError, ValueError):
+    value = None
+  if value not in (0.0, 1.0):
+    raise errors.DataError(f'{path}, line {line}: label {text!r} is not 0 (good) or 1 (defect).')
+  return int(value)
+
+
 def read_test_labels(root: pathlib.Path) -> dict[str, int]:
   """`test/test_labels.csv` as {id: label}; empty when the file is absent."""
   path = root / TEST_LABELS
   if not path.is_file():
     return {}
-  with open(path, newline='') as f:
+  with open(path, newline='', encoding='utf-8') as f:
     reader = csv.DictReader(f)
     if reader.fieldnames is None or not {'id', 'label'} <= set(reader.fieldnames):
       raise LayoutError(f'{path}: expected a header `id,label`, got {reader.fieldnames}.')
-    return {row['id']: int(float(row['label'])) for row in reader}
+    return {row['id']: parse_label(row['label'], path, reader.line_num) for row in reader}
+
+
+def labelled_test_files(root: pathlib.Path) -> list[tuple[pathlib.Path, int]]:
+  """(file, label) of the test images: labelled by test_labels.csv if it covers them all,
+  unlabelled if it is absent or covers none, an error if it covers only some."""
+  files = list_images(root / TEST_FOLDER)
+  labels = read_test_labels(root)
+  missing = [p.stem for p in files if p.stem not in labels]
+  if labels and files and len(missing) == len(files):
+    logging.warning('%s names none of the %d test images; the test split is unlabelled.',
+                    root / TEST_LABELS, len(files))
+  elif missing and labels:
+    raise errors.DataError(
+        f'{root / TEST_LABELS} has no label for {len(missing)} of the {len(files)} test images '
+        f'(e.g. {", ".join(missing[:5])}); label every test image, or remove the file to leave '
+        'the test split unlabelled.')
+  return [(p, labels.get(p.stem, UNLABELLED)) for p in files]
+
+
+def check_unique_ids(split: str, files) -> None:
+  """Ids are file stems: two files of one split must not share one."""
+  seen = {}
+  for path, _ in files:
+    if path.stem in seen:
+      raise errors.DataError(f'{seen[path.stem]} and {path} have the same id {path.stem!r} in '
+                             f'the {split} split (an id is the file name without its suffix); '
+                             'rename or remove one.')
+    seen[path.stem] = path
 
 
 def find_examples(root) -> dict[str, list[tuple[pathlib.Path, int]]]:
-  """Lists (file, label) per split, checking the layout first."""
+  """Lists (file, label) per split, checking the layout, the ids and the test labels first."""
   root = pathlib.Path(root)
   missing = [str(root / 'train' / c) for c in CLASS_FOLDERS if not (root / 'train' / c).is_dir()]
   if missing:
@@ -75,88 +132,168 @@ def find_examples(root) -> dict[str, list[tuple[pathlib.Path, int]]]:
   if not splits['train']:
     raise LayoutError(f'{root}/train has no images.\n{EXPECTED_LAYOUT}')
   if (root / TEST_FOLDER).is_dir():
-    labels = read_test_labels(root)
-    splits['test'] = [(p, labels.get(p.stem, UNLABELLED)) for p in list_images(root / TEST_FOLDER)]
+    splits['test'] = labelled_test_files(root)
+  for split, files in splits.items():
+    check_unique_ids(split, files)
   return splits
 
 
-def decode_image(path: pathlib.Path, channels: int) -> np.ndarray:
-  """Decodes and fully reads an image as uint8 HxWxC; raises on corrupt or truncated files."""
-  with PIL.Image.open(path) as image:
+def check_high_bit_scaling(high_bit_scaling: str) -> None:
+  if high_bit_scaling not in HIGH_BIT_SCALINGS:
+    raise errors.ConfigError(f'high_bit_scaling={high_bit_scaling!r}; choose one of '
+                             f'{", ".join(HIGH_BIT_SCALINGS)}.')
+
+
+@functools.cache
+def note_high_bit_scaling(high_bit_scaling: str) -> None:
+  """Logs once (per preparation: `prepare` clears the cache) how 16-bit images are scaled."""
+  logging.warning('16-bit grayscale images found: scaled to 8 bits %s '
+                  '(high_bit_scaling=%r).', HIGH_BIT_SCALINGS[high_bit_scaling], high_bit_scaling)
+
+
+def scale_high_bit(pixels: np.ndarray, mode: str, high_bit_scaling: str) -> np.ndarray:
+  """uint8 grey levels of a 16-bit, 32-bit integer or float image (see the module docstring)."""
+  values = pixels.astype(np.float64)
+  if not np.all(np.isfinite(values)):
+    raise ValueError(f'mode {mode} image with non-finite values')
+  low, high = values.min(), values.max()
+  if high_bit_scaling == 'range':
+    values = (values - low) * (255 / (high - low)) if high > low else values * 0
+  else:
+    full = 1.0 if mode == 'F' else 65535.0
+    if low < 0 or high > full:
+      raise ValueError(f'mode {mode} values {low:g}..{high:g} exceed the bit depth\'s 0..{full:g}; '
+                       "use high_bit_scaling='range'")
+    values = values * (255 / full)
+  note_high_bit_scaling(high_bit_scaling)
+  return np.round(values).astype(np.uint8)
+
+
+def decode_image(path: pathlib.Path, channels: int,
+                 high_bit_scaling: str = 'bit_depth') -> np.ndarray:
+  """Decodes and fully reads an image as uint8 HxWxC (16-bit and float grey scaled by
+  `high_bit_scaling`); raises on corrupt or truncated files."""
+  with PIL.Image.open(path) as image:  # closes the opened file even when `image` is replaced
     image.load()
+    if image.mode in HIGH_BIT_MODES:
+      image = PIL.Image.fromarray(scale_high_bit(np.asarray(image), image.mode, high_bit_scaling))
     return np.asarray(image.convert('L' if channels == 1 else 'RGB'), np.uint8).reshape(
         image.size[1], image.size[0], channels)
 
 
-def decode_or_none(path: pathlib.Path, channels: int) -> np.ndarray | None:
-  """Like decode_image, but returns None for a file that cannot be decoded."""
+def decode_or_none(path: pathlib.Path, channels: int, high_bit_scaling: str = 'bit_depth',
+                   skipped: list | None = None) -> np.ndarray | None:
+  """Like decode_image, but returns None for a file that cannot be decoded, appending
+  (path, reason) to `skipped` if given."""
+  check_high_bit_scaling(high_bit_scaling)
   try:
-    return decode_image(path, channels)
-  except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
+    return decode_image(path, channels, high_bit_scaling)
+  except Exception as error:  # pylint: disable=broad-except: any undecodable file is skipped
+    if skipped is not None:
+      skipped.append((str(path), ' '.join(f'{type(error).__name__}: {error}'.split())))
     return None
 
 
 def report_skipped(skipped: list[str], where) -> None:
+  """Logs the skipped files (each a path, or `path (reason)`)."""
   if skipped:
     logging.warning('Skipped %d unreadable image(s) in %s: %s', len(skipped), where,
-                    ', '.join(skipped))
+                    '; '.join(skipped))
+
+
+def read_mask(path: pathlib.Path, image_path: pathlib.Path, shape) -> np.ndarray:
+  """A defect mask as uint8 HxWx1, 255 where the file is above 127; it must fit its image."""
+  try:
+    with PIL.Image.open(path) as opened:
+      mask = np.asarray(opened.convert('L'))
+  except Exception as error:  # pylint: disable=broad-except: any unreadable mask is reported
+    raise errors.DataError(f'{path}: cannot read this mask of {image_path} ({error}).') from None
+  if mask.shape != tuple(shape[:2]):
+    raise errors.DataError(f'{path}: mask of {mask.shape[1]}x{mask.shape[0]} pixels for '
+                           f'{image_path} of {shape[1]}x{shape[0]}; they must be the same size.')
+  return np.where(mask > 127, 255, 0).astype(np.uint8)[..., None]
 
 
 class NexperiaConfig(tfds.core.BuilderConfig):
-  """`channels`: 1 stores grayscale (the Nexperia images), 3 stores RGB."""
+  """`channels`: 1 stores grayscale (the Nexperia images), 3 stores RGB. `has_masks`: the
+  folder has `masks/` and the examples carry a `mask`. `high_bit_scaling`: see the docstring."""
 
-  def __init__(self, *, channels: int, **kwargs):
-    super().__init__(version='1.0.0', **kwargs)
+  def __init__(self, *, channels: int, has_masks: bool, high_bit_scaling: str):
+    name = '_'.join(['grayscale' if channels == 1 else 'rgb'] + ['masks'] * has_masks +
+                    ['range'] * (high_bit_scaling == 'range'))
+    super().__init__(name=name, version='1.1.0', release_notes={
+        '1.1.0': '16-bit images scaled, not clipped; masks; skipped files with reasons.'})
     self.channels = channels
+    self.has_masks = has_masks
+    self.high_bit_scaling = high_bit_scaling
 
 
 class Nexperia(tfds.core.GeneratorBasedBuilder):
   """Nexperia semiconductor inspection images: good (0) vs defect (1)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED_LAYOUT
-  BUILDER_CONFIGS = [
-      NexperiaConfig(name='grayscale', channels=1, description='8-bit grayscale images.'),
-      NexperiaConfig(name='rgb', channels=3, description='RGB images.'),
-  ]
+  BUILDER_CONFIGS = [NexperiaConfig(channels=c, has_masks=m, high_bit_scaling=s)
+                     for c in (1, 3) for m in (False, True) for s in HIGH_BIT_SCALINGS]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, self.builder_config.channels)),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),  # -1: unlabelled test image
-            'id': tfds.features.Text(),
-        }),
-        supervised_keys=('image', 'label'),
-    )
+    features = {
+        'image': tfds.features.Image(shape=(None, None, self.builder_config.channels)),
+        'label': tfds.features.ClassLabel(names=CLASS_NAMES),  # -1: unlabelled test image
+        'id': tfds.features.Text(),
+    }
+    if self.builder_config.has_masks:
+      features['mask'] = tfds.features.Image(shape=(None, None, 1))
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
+                                          supervised_keys=('image', 'label'))
 
   def _split_generators(self, dl_manager):
-    examples = find_examples(dl_manager.manual_dir)
+    root = pathlib.Path(dl_manager.manual_dir)
+    examples = find_examples(root)
     self.skipped_files = []
-    return {split: self._generate_examples(files) for split, files in examples.items()}
+    masks = root / MASK_FOLDER if self.builder_config.has_masks else None
+    return {split: self._generate_examples(files, masks) for split, files in examples.items()}
 
-  def _generate_examples(self, files):
+  def _generate_examples(self, files, masks):
+    config = self.builder_config
     for path, label in files:
-      image = decode_or_none(path, self.builder_config.channels)
+      image = decode_or_none(path, config.channels, config.high_bit_scaling, self.skipped_files)
       if image is None:
-        self.skipped_files.append(str(path))
         continue
-      yield str(path.relative_to(path.parents[1])), {'image': image, 'label': label,
-                                                     'id': path.stem}
+      example = {'image': image, 'label': label, 'id': path.stem}
+      if masks:
+        mask_path = masks / f'{path.stem}.png'
+        example['mask'] = (read_mask(mask_path, path, image.shape) if mask_path.is_file()
+                           else np.zeros((*image.shape[:2], 1), np.uint8))
+      yield str(path.relative_to(path.parents[1])), example
 
 
-def prepare(data_dir, tfds_dir, channels: int = 1) -> tfds.core.DatasetBuilder:
-  """Prepares (once) and returns the builder for the folder `data_dir`.
+def write_skipped(path: pathlib.Path, skipped: list[tuple[str, str]]) -> None:
+  path.write_text(''.join(f'{name}\t{reason}\n' for name, reason in skipped), encoding='utf-8')
 
-  Skipped files are remembered in `tfds_dir/skipped_files.json` and reported on every run.
-  """
+
+def read_skipped(path: pathlib.Path) -> list[str]:
+  """The skipped files recorded at preparation, as `path (reason)`."""
+  lines = path.read_text(encoding='utf-8').splitlines()
+  return [f'{name} ({reason})' for name, _, reason in (line.partition('\t') for line in lines)]
+
+
+def prepare(data_dir, tfds_dir, channels: int = 1,
+            high_bit_scaling: str = 'bit_depth') -> tfds.core.DatasetBuilder:
+  """Prepares (once) and returns the builder for the folder `data_dir`; with masks when
+  `data_dir/masks/` exists. Skipped files are remembered in `tfds_dir/skipped_files.txt` and
+  reported on every run."""
+  check_high_bit_scaling(high_bit_scaling)
+  data_dir = pathlib.Path(data_dir)
   find_examples(data_dir)  # fail on a wrong layout before TFDS makes any folders
-  config = 'grayscale' if channels == 1 else 'rgb'
-  builder = Nexperia(data_dir=tfds_dir, config=config)
+  config = NexperiaConfig(channels=channels, has_masks=(data_dir / MASK_FOLDER).is_dir(),
+                          high_bit_scaling=high_bit_scaling)
+  builder = Nexperia(data_dir=tfds_dir, config=config.name)
   skipped_record = pathlib.Path(tfds_dir) / SKIPPED_FILE
   if not builder.is_prepared():
+    note_high_bit_scaling.cache_clear()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir)))
-    skipped_record.write_text(json.dumps(builder.skipped_files, indent=1))
+    write_skipped(skipped_record, builder.skipped_files)
   if skipped_record.is_file():
-    report_skipped(json.loads(skipped_record.read_text()), data_dir)
+    report_skipped(read_skipped(skipped_record), data_dir)
   return builder

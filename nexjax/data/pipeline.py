@@ -88,7 +88,7 @@ def decode_split(builder, split: str, image_size: int) -> Examples:
     for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
       images.append(batch_images)
       labels.append(batch_labels)
-      ids.append(batch_ids.astype(str))
+      ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
       bar.update(len(batch_labels))
   channels = builder.builder_config.channels
   return Examples(

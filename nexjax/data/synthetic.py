@@ -2,10 +2,13 @@
 
 No real data can be downloaded on a fresh machine, so this is the built-in dataset. It is written
 in the Kaggle layout the real reader expects (`train/good_0`, `train/bad_1`, `test/all_tests`,
-plus `test/test_labels.csv`, and `metadata.csv` with each image's split, label and defect type).
+plus `test/test_labels.csv`), with `metadata.csv` (each image's id, split, label, defect type,
+package family and mask) and a ground-truth mask per defective image, `masks/<id>.png` (uint8,
+255 on every pixel a defect changed or should have covered, see `defect_mask`; none for good
+images).
 
     python -m nexjax.data.synthetic --out DIR [--num_train 3000 --num_test 1000 --image_size 128
-        --defect_rate 0.2043 --seed 0] [--sample_grid PNG]
+        --defect_rate 0.2043 --seed 0 --families sot23,sod123,sot363,sot223] [--sample_grid PNG]
 
 Generative model. Lengths are in units of the image side (the device's own frame, origin at its
 centre); every shape is a signed-distance function turned into an anti-aliased soft mask,
@@ -16,10 +19,11 @@ Scene (every image)
              with dark sprocket holes every 0.15; two tie bars at x = +-0.44 (+half the rails);
              a matt solder pad U(120, 165) under each lead's tip.
   package    SOT-23 (3 leads: 2 + 1), SOD-123 (2 leads, one per end), SOT-363 (6 leads: 3 + 3)
-             or SOT-223 (3 leads + a wide tab), equally likely. Body: rounded rectangle, half
-             width U(0.2, 0.27), half height U(0.13, 0.18), dark moulding U(30, 60) with
-             low-frequency mottling (+-9) and a bevel highlight U(8, 25) along its edge. The body
-             sits on its pads within placement tolerance: shift N(0, 0.006), angle N(0, 1) deg.
+             or SOT-223 (3 leads + a wide tab), equally likely among the families drawn. Body:
+             rounded rectangle, half width U(0.2, 0.27), half height U(0.13, 0.18), dark
+             moulding U(30, 60) with low-frequency mottling (+-9) and a bevel highlight
+             U(8, 25) along its edge. The body sits on its pads within placement tolerance:
+             shift N(0, 0.006), angle N(0, 1) deg.
   leads      bright metal U(170, 225) with a darker bend line; length U(0.1, 0.15), width
              U(0.05, 0.075) (the SOT-223 tab 2.5x).
   marking    2-4 glyphs (short bars and dots) in a row on the body, U(60, 120) brighter than it.
@@ -51,6 +55,7 @@ Each image depends only on (seed, split, index), so generation runs in threads a
 byte for byte; which indices are defective is drawn per split from (seed, split).
 """
 
+import collections
 import concurrent.futures
 import csv
 import dataclasses
@@ -70,14 +75,21 @@ import PIL.Image
 import scipy.ndimage
 import tqdm
 
+from nexjax import errors
+
 DEFECT_RATE = 7039 / 34459
 PACKAGES = ('sot23', 'sod123', 'sot363', 'sot223')
 SPLITS = {'train': 0, 'test': 1}
 JPEG_QUALITY = 90
 SETTINGS_FILE = 'synthetic.json'
 # Stored with the settings: a folder drawn by an older generator is redrawn, not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: defect masks, metadata columns package and mask, families
+# Settings that older generators did not record, as they drew them.
+LEGACY_SETTINGS = {'families': list(PACKAGES)}
+MASK_FOLDER = 'masks'
+METADATA_COLUMNS = ['id', 'split', 'label', 'defect_type', 'package', 'mask']
 RAIL_Y, TIE_BAR_X = 0.46, 0.44  # leadframe rails and tie bars, just clear of the largest device
+BEVEL_WIDTH = 0.015  # the bright band just inside the body's outline
 
 
 # --- shapes: signed distances (negative inside) and soft masks -----------------------------------
@@ -176,9 +188,10 @@ def lead_layout(package: str, half_w: float, half_h: float):
   return bottom + [(x, -half_h, 0, -1, 1.0) for x in xs]
 
 
-def sample_device(rng) -> dict:
-  """Geometry and grey levels of one good device and its leadframe; defects edit this."""
-  package = PACKAGES[rng.integers(len(PACKAGES))]
+def sample_device(rng, families=PACKAGES) -> dict:
+  """Geometry and grey levels of one good device (of one of `families`) and its leadframe;
+  defects edit this."""
+  package = families[rng.integers(len(families))]
   half_w, half_h = rng.uniform(0.2, 0.27), rng.uniform(0.13, 0.18)
   if package == 'sod123':
     half_h *= 0.85
@@ -261,6 +274,7 @@ def add_contamination(rng, device):
 
 
 def add_misplacement(rng, device):
+  device['planned_pose'] = device['body_shift'], device['body_angle']
   sx, sy = device['body_shift']
   if rng.random() < 0.5:
     angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0.05, 0.1)
@@ -342,28 +356,41 @@ def draw_leadframe(canvas, device):
                  device['pad_grey'], (tip_x, tip_y), math.hypot(half_x, half_y), alpha=0.8)
 
 
+def lead_pose(device, index: int) -> tuple[float, float]:
+  """(bend angle, sideways shift) of a lead: zero unless it is the bent one."""
+  bent = device['bent_lead'] or (None, 0.0, 0.0)
+  return bent[1:] if index == bent[0] else (0.0, 0.0)
+
+
+def lead_parts(device, index: int, bend: float = 0.0, shift: float = 0.0):
+  """The metal of a lead and its darker bend line near the root, each as (shape, centre, radius)
+  in the body frame."""
+  rx, ry, dx, dy, factor = device['leads'][index]
+  length, width = device['lead_length'], device['lead_width']
+  angle = math.atan2(dy, dx) + bend
+  ux, uy = math.cos(angle), math.sin(angle)
+  root_x, root_y = rx - dy * shift, ry + dx * shift
+  cx, cy = root_x + ux * length / 2, root_y + uy * length / 2
+  half_w = width * factor / 2
+  metal = (lambda x, y: rounded_box(x, y, cx, cy, length / 2, half_w, 0.006, angle),
+           (cx, cy), math.hypot(length / 2, half_w))
+  bx, by = root_x + ux * length * 0.35, root_y + uy * length * 0.35
+  thick, reach = length * 0.07, half_w - length * 0.07
+  bend_line = (lambda x, y: segment(x, y, bx + uy * reach, by - ux * reach,
+                                    bx - uy * reach, by + ux * reach, thick), (bx, by), half_w)
+  return metal, bend_line
+
+
+def present_leads(device) -> list[int]:
+  return [i for i in range(len(device['leads'])) if i != device['missing_lead']]
+
+
 def draw_leads(canvas, device):
   """Metal leads from the body's edges, each with a darker bend line near its root."""
-  length, width = device['lead_length'], device['lead_width']
-  bent = device['bent_lead'] or (None, 0.0, 0.0)
-  for i, (rx, ry, dx, dy, factor) in enumerate(device['leads']):
-    if i == device['missing_lead']:
-      continue
-    bend, shift = bent[1:] if i == bent[0] else (0.0, 0.0)
-    angle = math.atan2(dy, dx) + bend
-    ux, uy = math.cos(angle), math.sin(angle)
-    root_x, root_y = rx - dy * shift, ry + dx * shift
-    cx, cy = root_x + ux * length / 2, root_y + uy * length / 2
-    half_w = width * factor / 2
-    paint_on_body(canvas, device,
-                  lambda x, y: rounded_box(x, y, cx, cy, length / 2, half_w, 0.006, angle),
-                  device['lead_grey'], (cx, cy), math.hypot(length / 2, half_w))
-    bx, by = root_x + ux * length * 0.35, root_y + uy * length * 0.35
-    thick, reach = length * 0.07, half_w - length * 0.07
-    paint_on_body(canvas, device,
-                  lambda x, y: segment(x, y, bx + uy * reach, by - ux * reach,
-                                       bx - uy * reach, by + ux * reach, thick),
-                  device['lead_grey'] * 0.7, (bx, by), half_w)
+  for i in present_leads(device):
+    (metal, *where), (bend_line, *bend_where) = lead_parts(device, i, *lead_pose(device, i))
+    paint_on_body(canvas, device, metal, device['lead_grey'], *where)
+    paint_on_body(canvas, device, bend_line, device['lead_grey'] * 0.7, *bend_where)
 
 
 def body_shape(device, bx, by):
@@ -381,23 +408,22 @@ def draw_body(canvas, device):
   def grey(bx, by):
     mottle = 6 * (np.sin(9 * bx + p[0]) * np.sin(7 * by + p[1])
                   + 0.5 * np.sin(17 * bx + 13 * by + p[2]))
-    bevel = np.clip(1 + body_shape(device, bx, by) / 0.015, 0, 1)
+    bevel = np.clip(1 + body_shape(device, bx, by) / BEVEL_WIDTH, 0, 1)
     return device['body_grey'] + mottle + device['bevel'] * bevel
 
   radius = math.hypot(device['half_w'], device['half_h'])
   paint_on_body(canvas, device, lambda x, y: body_shape(device, x, y), grey, (0, 0), radius)
 
 
-def draw_marking(canvas, device, offset=(0.0, 0.0), contrast=1.0, stretch=1.0):
-  """A row of glyphs (vertical bar, horizontal bar, dot) laser-marked on the body."""
+def marking_glyphs(device, offset=(0.0, 0.0), stretch=1.0):
+  """(shape, centre, radius) of each glyph (vertical bar, horizontal bar, dot) of one marking row,
+  in the body frame."""
   count = len(device['glyphs'])
   spacing = 1.5 * device['half_w'] / count
-  grey = device['body_grey'] + contrast * (device['mark_grey'] - device['body_grey'])
   for i, (kind, size) in enumerate(device['glyphs']):
     gx, gy = (i - (count - 1) / 2) * spacing + offset[0], offset[1]
     h = 0.042 * size * stretch
-    paint_on_body(canvas, device, glyph(kind, gx, gy, h, 0.014 * (0.6 + size)), grey, (gx, gy),
-                  h + 0.03)
+    yield glyph(kind, gx, gy, h, 0.014 * (0.6 + size)), (gx, gy), h + 0.03
 
 
 def glyph(kind: int, gx, gy, h, dot_radius):
@@ -409,28 +435,43 @@ def glyph(kind: int, gx, gy, h, dot_radius):
   return lambda x, y: disc(x, y, gx, gy, dot_radius)
 
 
-def draw_marking_as_planned(canvas, device):
-  """The marking, or its fault: missing, smeared (stretched, doubled, faint) or doubled."""
-  if device['marking'] == 'normal':
-    draw_marking(canvas, device)
-  elif device['marking'] == 'smeared':
-    draw_marking(canvas, device, contrast=0.55, stretch=2.2)
-    draw_marking(canvas, device, (0.014, 0.012), contrast=0.4, stretch=2.2)
-  elif device['marking'] == 'doubled':
-    draw_marking(canvas, device)
-    draw_marking(canvas, device, device['mark_offset'])
+NORMAL_MARKING = ((0.0, 0.0), 1.0, 1.0)  # (offset, contrast, stretch) of a marking row
 
 
-def draw_crack(canvas, device):
-  points, delta, half_width = device['crack']
+def marking_rows(device) -> list[tuple]:
+  """The (offset, contrast, stretch) of each row drawn: the normal one, or the fault's: none
+  (missing), two stretched faint ones (smeared) or a second, offset one (doubled)."""
+  return {
+      'normal': [NORMAL_MARKING],
+      'missing': [],
+      'smeared': [((0.0, 0.0), 0.55, 2.2), ((0.014, 0.012), 0.4, 2.2)],
+      'doubled': [NORMAL_MARKING, (device.get('mark_offset'), 1.0, 1.0)],
+  }[device['marking']]
+
+
+def draw_marking(canvas, device):
+  """The rows of glyphs laser-marked on the body, brighter than the moulding."""
+  for offset, contrast, stretch in marking_rows(device):
+    grey = device['body_grey'] + contrast * (device['mark_grey'] - device['body_grey'])
+    for shape, center, radius in marking_glyphs(device, offset, stretch):
+      paint_on_body(canvas, device, shape, grey, center, radius)
+
+
+def crack_shape(device):
+  """The crack's two segments, in the body frame, clipped to the (possibly chipped) body."""
+  points, _, half_width = device['crack']
 
   def shape(bx, by):
     line = np.minimum(segment(bx, by, *points[0], *points[1], half_width),
                       segment(bx, by, *points[1], *points[2], half_width))
     return np.maximum(line, body_shape(device, bx, by))
 
-  paint_on_body(canvas, device, shape, device['body_grey'] + delta, (0, 0),
-                math.hypot(device['half_w'], device['half_h']))
+  return shape
+
+
+def draw_crack(canvas, device):
+  paint_on_body(canvas, device, crack_shape(device), device['body_grey'] + device['crack'][1],
+                (0, 0), math.hypot(device['half_w'], device['half_h']))
 
 
 def draw_contamination(canvas, device):
@@ -452,12 +493,62 @@ def draw_package(canvas, device) -> None:
   draw_leadframe(canvas, device)
   draw_leads(canvas, device)
   draw_body(canvas, device)
-  draw_marking_as_planned(canvas, device)
+  draw_marking(canvas, device)
   if device['crack']:
     draw_crack(canvas, device)
   if device['contamination']:
     draw_contamination(canvas, device)
   draw_dust(canvas, device)
+
+
+# --- ground truth: where the defects are ---------------------------------------------------------
+
+def draw_silhouette(canvas, device):
+  """The body and its leads, in 1s, as they are drawn (the pads stay where they were planned)."""
+  paint_on_body(canvas, device, lambda x, y: body_shape(device, x, y), 1.0, (0, 0),
+                math.hypot(device['half_w'], device['half_h']))
+  for i in present_leads(device):
+    shape, center, radius = lead_parts(device, i, *lead_pose(device, i))[0]
+    paint_on_body(canvas, device, shape, 1.0, center, radius)
+
+
+def defect_mask(canvas, device) -> np.ndarray:
+  """bool (H, W): every pixel a defect touches. A crack, a blob, a bent lead (where it is and
+  where it should be), a missing lead (where it should be), a chip with its fracture bevel, a
+  misplaced device (where it is and where it should be, body and leads), a marking fault (every
+  row of glyphs drawn or planned). Anti-aliased edges count: the mask errs on the generous side."""
+  mask = dataclasses.replace(canvas, image=np.zeros_like(canvas.image))
+
+  def mark(shape, center, radius):
+    paint_on_body(mask, device, shape, 1.0, center, radius)
+
+  if device['crack']:
+    mark(crack_shape(device), (0, 0), math.hypot(device['half_w'], device['half_h']))
+  if device['chip']:
+    cx, cy, radius = device['chip']
+    radius += BEVEL_WIDTH
+    box = device['half_w'], device['half_h']
+    mark(lambda x, y: np.maximum(disc(x, y, cx, cy, radius), rounded_box(x, y, 0, 0, *box, 0.02)),
+         (cx, cy), radius)
+  if device['missing_lead'] is not None:
+    mark(*lead_parts(device, device['missing_lead'])[0])
+  if device['bent_lead']:
+    lead = device['bent_lead'][0]
+    mark(*lead_parts(device, lead)[0])
+    mark(*lead_parts(device, lead, *lead_pose(device, lead))[0])
+  if device['contamination']:
+    for cx, cy, r in device['contamination'][0]:
+      mark(lambda x, y: disc(x, y, cx, cy, r), (cx, cy), r)
+  if 'planned_pose' in device:
+    draw_silhouette(mask, device)
+    shift, angle = device['planned_pose']  # and no other defects
+    draw_silhouette(mask, {**device, 'body_shift': shift, 'body_angle': angle, 'chip': None,
+                           'missing_lead': None, 'bent_lead': None})
+  if device['marking'] != 'normal':
+    for offset, _, stretch in marking_rows(device) + [NORMAL_MARKING]:
+      for glyph_shape in marking_glyphs(device, offset, stretch):
+        mark(*glyph_shape)
+  return mask.image > 0
 
 
 def apply_nuisance(rng, image) -> np.ndarray:
@@ -474,17 +565,30 @@ def apply_nuisance(rng, image) -> np.ndarray:
   return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def render(rng, image_size: int, defect_types=()) -> np.ndarray:
-  """One grayscale image (H, W) uint8 of a device with the given defects (none: a good one)."""
+@dataclasses.dataclass(frozen=True)
+class Example:
+  image: np.ndarray  # uint8 (H, W)
+  mask: np.ndarray  # bool (H, W): the defects' pixels (none on a good device)
+  package: str
+
+
+def render_example(rng, image_size: int, defect_types=(), families=PACKAGES) -> Example:
+  """A device of one of `families` with the given defects (none: a good one), and its mask."""
   unknown = set(defect_types) - set(DEFECT_TYPES)
   if unknown:
     raise ValueError(f'Unknown defect types {sorted(unknown)}; known: {DEFECT_TYPES}.')
-  device = sample_device(rng)
+  device = sample_device(rng, families)
   for defect in defect_types:
     apply_defect(rng, device, defect)
   canvas = camera(rng, image_size)
   draw_package(canvas, device)
-  return apply_nuisance(rng, canvas.image)
+  mask = defect_mask(canvas, device) if defect_types else np.zeros(canvas.image.shape, bool)
+  return Example(apply_nuisance(rng, canvas.image), mask, device['package'])
+
+
+def render(rng, image_size: int, defect_types=(), families=PACKAGES) -> np.ndarray:
+  """One grayscale image (H, W) uint8 of a device with the given defects (none: a good one)."""
+  return render_example(rng, image_size, defect_types, families).image
 
 
 # --- the dataset ---------------------------------------------------------------------------------
@@ -495,32 +599,49 @@ def defective_indices(seed: int, split: str, count: int, rate: float) -> set[int
   return set(rng.permutation(count)[:round(rate * count)].tolist())
 
 
-def image_record(seed, split, index, defective, image_size, out_dir) -> dict:
-  """Renders and writes one image; returns its metadata row."""
+def image_record(seed, split, index, defective, image_size, families, out_dir) -> dict:
+  """Renders and writes one image (and a defective one's mask); returns its metadata row."""
   rng = np.random.default_rng([seed, SPLITS[split], index])
   defects = sample_defects(rng) if defective else ()
-  image = render(rng, image_size, defects)
+  example = render_example(rng, image_size, defects, families)
   image_id = f'syn_{split}_{index:06d}'
   folder = ('train/bad_1' if defective else 'train/good_0') if split == 'train' else \
       'test/all_tests'
-  PIL.Image.fromarray(image, 'L').save(pathlib.Path(out_dir) / folder / f'{image_id}.jpg',
-                                       quality=JPEG_QUALITY)
+  out_dir = pathlib.Path(out_dir)
+  PIL.Image.fromarray(example.image, 'L').save(out_dir / folder / f'{image_id}.jpg',
+                                               quality=JPEG_QUALITY)
+  mask = f'{MASK_FOLDER}/{image_id}.png' if defective else ''
+  if mask:
+    PIL.Image.fromarray(example.mask.astype(np.uint8) * 255, 'L').save(out_dir / mask)
   return {'id': image_id, 'split': split, 'label': int(defective),
-          'defect_type': '+'.join(defects) or 'none'}
+          'defect_type': '+'.join(defects) or 'none', 'package': example.package, 'mask': mask}
 
 
 def render_chunk(jobs):
   return [image_record(*job) for job in jobs]
 
 
+def check_families(families) -> tuple[str, ...]:
+  """Package family names (a sequence, or one comma-separated string) in PACKAGES order, which
+  is what is drawn whatever order they are given in; an error names unknown ones."""
+  names = families.split(',') if isinstance(families, str) else list(families)
+  unknown = sorted(set(names) - set(PACKAGES))
+  if unknown or not names:
+    raise errors.ConfigError(f'Unknown package families {unknown or names}; choose one or more '
+                             f'of {", ".join(PACKAGES)}.')
+  return tuple(p for p in PACKAGES if p in names)
+
+
 def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size: int = 128,
-             defect_rate: float = DEFECT_RATE, seed: int = 0, num_workers: int | None = None,
-             progress: bool = True) -> dict:
+             defect_rate: float = DEFECT_RATE, seed: int = 0, families=PACKAGES,
+             num_workers: int | None = None, progress: bool = True) -> dict:
   """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete) and returns
-  its summary; a complete folder with the same settings is left as it is."""
+  its summary; a complete folder with the same settings is left as it is. `families`: the
+  package families drawn (all by default), names as in PACKAGES."""
   out_dir = pathlib.Path(out_dir)
+  families = check_families(families)
   settings = dict(num_train=num_train, num_test=num_test, image_size=image_size,
-                  defect_rate=defect_rate, seed=seed)
+                  defect_rate=defect_rate, seed=seed, families=list(families))
   state = folder_state(out_dir, settings)
   if state == 'complete':
     return json.loads((out_dir / SETTINGS_FILE).read_text())['summary']
@@ -529,9 +650,9 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
   start = time.perf_counter()
   partial = out_dir.with_name(out_dir.name + '.partial')
   shutil.rmtree(partial, ignore_errors=True)
-  for folder in ('train/good_0', 'train/bad_1', 'test/all_tests'):
+  for folder in ('train/good_0', 'train/bad_1', 'test/all_tests', MASK_FOLDER):
     (partial / folder).mkdir(parents=True)
-  jobs = [(seed, split, i, i in bad, image_size, partial)
+  jobs = [(seed, split, i, i in bad, image_size, families, partial)
           for split, count in (('train', num_train), ('test', num_test))
           for bad in [defective_indices(seed, split, count, defect_rate)] for i in range(count)]
   chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
@@ -557,7 +678,7 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
 
 def write_tables(root: pathlib.Path, rows: list[dict]) -> None:
   with open(root / 'metadata.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=['id', 'split', 'label', 'defect_type'])
+    writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
   with open(root / 'test' / 'test_labels.csv', 'w', newline='') as f:
@@ -570,12 +691,11 @@ def summarise(rows: list[dict], seconds: float) -> dict:
   summary = {'seconds': round(seconds, 2), 'images_per_second': round(len(rows) / seconds, 1)}
   for split in SPLITS:
     split_rows = [r for r in rows if r['split'] == split]
-    types = {}
-    for r in split_rows:
-      for t in r['defect_type'].split('+'):
-        types[t] = types.get(t, 0) + 1
+    types = collections.Counter(t for r in split_rows for t in r['defect_type'].split('+'))
+    packages = collections.Counter(r['package'] for r in split_rows)
     summary[split] = {'images': len(split_rows), 'defective': sum(r['label'] for r in split_rows),
-                      'defect_types': dict(sorted(types.items()))}
+                      'defect_types': dict(sorted(types.items())),
+                      'packages': dict(sorted(packages.items()))}
   return summary
 
 
@@ -586,9 +706,10 @@ def folder_state(out_dir: pathlib.Path, settings: dict) -> str:
   record = out_dir / SETTINGS_FILE
   if record.is_file():
     stored = json.loads(record.read_text())
-    if stored['settings'] != settings:
+    stored_settings = {**LEGACY_SETTINGS, **stored['settings']}
+    if stored_settings != settings:
       raise ValueError(f'{out_dir} holds a synthetic dataset generated with '
-                       f'{stored["settings"]}, not {settings}; delete it or choose another folder.')
+                       f'{stored_settings}, not {settings}; delete it or choose another folder.')
     return 'complete' if stored.get('generator') == GENERATOR_VERSION else 'outdated'
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
     raise FileExistsError(f'{out_dir} exists but is not a synthetic dataset (no {SETTINGS_FILE}); '
@@ -627,6 +748,8 @@ _NUM_TEST = flags.DEFINE_integer('num_test', 1000, 'Test images (labels in test_
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'Image side in pixels.')
 _DEFECT_RATE = flags.DEFINE_float('defect_rate', DEFECT_RATE, 'Fraction of defective images.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_FAMILIES = flags.DEFINE_list('families', list(PACKAGES),
+                              f'Package families to draw, some of {",".join(PACKAGES)}.')
 _SAMPLE_GRID = flags.DEFINE_string('sample_grid', '', 'Also save a PNG of example images.')
 
 
@@ -634,10 +757,14 @@ def main(argv):
   del argv
   if not _OUT.value and not _SAMPLE_GRID.value:
     raise app.UsageError('Give --out DIR (and/or --sample_grid PNG).')
+  try:
+    families = check_families(_FAMILIES.value)
+  except errors.ConfigError as error:
+    raise app.UsageError(str(error)) from None
   if _OUT.value:
     summary = generate(_OUT.value, num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
                        image_size=_IMAGE_SIZE.value, defect_rate=_DEFECT_RATE.value,
-                       seed=_SEED.value)
+                       seed=_SEED.value, families=families)
     print(json.dumps(summary, indent=1))
   if _SAMPLE_GRID.value:
     save_sample_grid(_SAMPLE_GRID.value, _IMAGE_SIZE.value, _SEED.value)
