@@ -7,12 +7,31 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 --distributed_auto on TPU pods and SLURM clusters.
 """
 
+import contextlib
 import logging
 import os
 import sys
 import traceback
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ INFO lines (oneDNN, ...)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ INFO lines
+
+
+@contextlib.contextmanager
+def silenced_stderr():
+  """TensorFlow's import prints C++ INFO lines (oneDNN) before any log setting can apply."""
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+if '--verbosity=1' not in sys.argv and '-v=1' not in sys.argv:
+  with silenced_stderr():
+    import tensorflow  # noqa: F401,E402  pylint: disable=unused-import
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -5,12 +5,17 @@
 Presets:
   (none)     the seed on real Nexperia data at 224 px: set --config.data.dir=PATH (Kaggle layout)
              and --config.init.weights=resnet34 (or a converted file) for ImageNet weights.
-  synthetic  the built-in synthetic dataset (generated into the cache on first use), sized to finish
-             on 2 CPU cores in about 10 minutes. From random initialisation: not transfer learning.
+  pretrain   a body trained from scratch on three synthetic package families (the product lines
+             a fab already inspects), about 8 minutes on 2 CPU cores.
+  synthetic  transfer learning on the built-in synthetic data: a new package family with 1,000
+             labelled images, fine-tuned with the seed's two phases from the `pretrain` body
+             (trained on first use and cached, like the synthetic data).
   smoke      seconds long, for tests.
 """
 
 import ml_collections
+
+from nexjax import job
 
 # fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
 RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
@@ -39,6 +44,7 @@ def get_config(arg=None):
       synthetic_num_test=1000,
       synthetic_image_size=128,
       synthetic_seed=0,
+      synthetic_families='',   # comma-separated package families ('' all): sot23,sod123,sot363,sot223
       image_size=224,
       channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
       valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
@@ -110,14 +116,16 @@ def get_config(arg=None):
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
   ))
 
-  if preset == 'synthetic':
-    # From random initialisation a ResNet sits at chance for its first ~600-900 steps on this
-    # data (measured), so the preset buys steps: a narrow ResNet10 (width 32, ~5x cheaper than
-    # ResNet18), 12,000 training images (more distinct defects, less memorising), and no
-    # on-device augmentation, because the generator already draws pose, lighting, blur and noise
-    # and the augmentations slowed learning further. About 1,900 steps in ~10 minutes.
+  if preset == 'pretrain':
+    # The product lines a fab already inspects: three package families (SOT-23, SOD-123,
+    # SOT-363) with every defect type, 12,000 training images. From random initialisation a
+    # ResNet sits at chance for its first ~600-900 steps on this data (measured), so the preset
+    # buys steps: a narrow ResNet10 (width 32, ~5x cheaper than ResNet18) and no on-device
+    # augmentation (the generator draws pose, lighting, blur and noise; the augmentations slowed
+    # learning from scratch). About 1,900 steps in ~8 minutes on 2 cores.
     config.data.synthetic = True
     config.data.synthetic_num_train = 12000
+    config.data.synthetic_families = 'sot23,sod123,sot363'
     config.data.image_size = 96
     config.model.arch = 'resnet10'
     config.model.width = 32
@@ -125,6 +133,23 @@ def get_config(arg=None):
     config.train.batch_size = 32
     # From scratch every layer must learn, so there is no frozen phase.
     config.phases = (phase('scratch', 4, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
+  elif preset == 'synthetic':
+    # A new product line (SOT-223, never seen in pretraining) with few labelled images,
+    # fine-tuned from the body the `pretrain` preset trains (on first use, cached): the seed's
+    # recipe, a frozen phase then all layers with discriminative learning rates.
+    config.pretrain = get_config('pretrain')
+    config.init.weights = job.PRETRAIN
+    config.data.synthetic = True
+    config.data.synthetic_num_train = 1000
+    config.data.synthetic_families = 'sot223'
+    config.data.synthetic_seed = 1
+    config.data.image_size = 96
+    config.model.arch = 'resnet10'
+    config.model.width = 32
+    config.augment.enabled = False
+    config.train.batch_size = 32
+    config.phases = (phase('frozen', 2, (3e-3,), ('head',)),
+                     phase('unfrozen', 4, (1e-4, 1e-3), ('body_low', 'body_high', 'head')))
   elif preset == 'smoke':
     config.data.synthetic = True
     config.data.synthetic_num_train = 48
@@ -139,5 +164,5 @@ def get_config(arg=None):
                      phase('unfrozen', 1, (1e-5, 1e-3), ('body_low', 'body_high', 'head')))
     config.lr_find.num_steps = 8
   elif preset != 'nexperia':
-    raise ValueError(f'Unknown preset {preset!r}; choose none, synthetic or smoke.')
+    raise ValueError(f'Unknown preset {preset!r}; choose none, pretrain, synthetic or smoke.')
   return config

@@ -28,6 +28,7 @@ from nexjax.detectors import classifier
 from nexjax.detectors import gaussian
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
+from nexjax.train import loop
 
 # Detectors configured by their own `config.detectors.<name>` section.
 DETECTORS = {'gaussian': gaussian.GaussianDetector, 'patchcore': patchcore.PatchCore,
@@ -103,6 +104,7 @@ def report_row(method, defects, scores, splits, report_split, rule, fit_seconds,
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   """Fits and scores every detector of `compare.detectors` at every label budget."""
   check_config(config)
+  config = loop.resolve_init(config)
   workdir = pathlib.Path(workdir)
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')
@@ -123,7 +125,8 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
       if detector_class.uses_labels or name not in fitted:
         detector = make_detector(name, config, workdir, defects)
         start = time.perf_counter()
-        detector.fit(train, job.data['valid'], ctx)
+        detector.fit(train if detector.uses_labels else job.data['train'], job.data['valid'],
+                     ctx)
         fit_seconds = time.perf_counter() - start
         if job.topo.is_chief:
           detector_dir = out / f'{name}-{budget_name(defects)}'

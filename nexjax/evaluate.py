@@ -29,9 +29,12 @@ from nexjax import metrics as metrics_lib
 from nexjax import parallel
 from nexjax import reporting
 from nexjax import tta as tta_lib
+from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.train import loop
+from nexjax.train import step as step_lib
 
 THRESHOLD_FILE = 'threshold.json'
 # Rules reported beside the chosen one; fixed thresholds only make sense for probabilities.
@@ -135,8 +138,30 @@ def evaluate(config, workdir) -> dict:
                                  out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
       reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
                                 out / f'{name}_top_losses.png', config.evaluate.gallery_size)
+    before_after(config, job, variables, workdir, out)
     print_summary(results, thresholds)
   return results
+
+
+def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
+  """fastai's show_results for the first phase and the whole recipe (seed, figure 3): a gallery of
+  labelled images with P(defect) from the weights at the end of the first phase and now."""
+  first = config.phases[0].name
+  path = loop.phase_weights_path(workdir, first)
+  examples = job.data['test'] if job.data.get('test') and job.data['test'].labelled else \
+      job.data['valid']
+  if len(config.phases) < 2 or not path.is_file():
+    return
+  order = pipeline.hash_order(examples.ids)
+  defects = [i for i in order if examples.labels[i] == 1][:config.evaluate.gallery_size // 2]
+  goods = [i for i in order if examples.labels[i] == 0][:config.evaluate.gallery_size - len(defects)]
+  shown = examples.subset(np.asarray(sorted(defects + goods), int))
+  eval_fn = step_lib.make_eval_fn(job.model, config, job.topo)
+  before = parallel.replicate(weights_lib.load(path), job.topo)
+  probs = [inference.probabilities(eval_fn, v, shown, config.train.eval_batch_size, job.topo,
+                                   'before/after', False)[0][:, 1] for v in (before, variables)]
+  reporting.plot_before_after(shown.images, shown.labels, *probs, out / 'before_after.png',
+                              titles=(first, 'final'))
 
 
 def print_summary(results: dict, thresholds: dict) -> None:

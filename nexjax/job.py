@@ -28,6 +28,11 @@ from nexjax.models import resnet
 from nexjax.train import plan as plan_lib
 
 
+# init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
+# (see `nexjax.train.loop.resolve_init`).
+PRETRAIN = 'pretrain'
+
+
 def parse_class_ratio(value: str):
   """'uniform' -> (0.5, 0.5) (fastai oversampling), 'natural' -> None, 'a,b' -> (a, b)."""
   if value == 'uniform':
@@ -68,6 +73,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
         "use 'float32', 'bfloat16' or 'float16'")
   parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
   parses('augment', lambda: augment_options(config))
+  check(config.init.weights != PRETRAIN or 'pretrain' in config, 'init.weights',
+        f"'{PRETRAIN}' needs a config.pretrain section (a whole config that trains the body)")
   check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
   check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
   check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
@@ -147,6 +154,9 @@ def data_folder(config) -> pathlib.Path:
   settings = dict(num_train=config.data.synthetic_num_train, num_test=config.data.synthetic_num_test,
                   image_size=config.data.synthetic_image_size, seed=config.data.synthetic_seed)
   name = 'synthetic-' + '-'.join(f'{v}' for v in settings.values())
+  if config.data.synthetic_families:
+    settings['families'] = config.data.synthetic_families
+    name += '-' + config.data.synthetic_families.replace(',', '+')
   return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
 
 

@@ -206,6 +206,29 @@ def plot_top_losses(examples, scores, threshold: float, path, count: int = 16) -
   _save(fig, path)
 
 
+def plot_before_after(images, labels, before, after, path, titles=('frozen', 'final')) -> None:
+  """fastai's show_results, twice: each image with its true label and the P(defect) after the
+  first phase (the new head on the frozen body) and after the whole recipe; wrong calls in red."""
+  cols = 4
+  rows = max(1, math.ceil(len(images) / cols))
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
+  names = ('good', 'defect')
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, image, label, p0, p1 in zip(axes.flat, images, labels, before, after):
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap='gray', vmin=0, vmax=255)
+    lines = [f'true: {names[label]}']
+    for title, p in zip(titles, (p0, p1)):
+      lines.append(f'{title}: {names[int(p >= 0.5)]} {p:.2f}' + ('  X' if int(p >= 0.5) != label
+                                                                else ''))
+    wrong = int(p1 >= 0.5) != label
+    ax.set_title('\n'.join(lines), fontsize=7, color='red' if wrong else 'black')
+  fig.suptitle(f'P(defect) after the {titles[0]} phase and after the {titles[1]} one; '
+               'X and red: a wrong call', fontsize=9)
+  _save(fig, path)
+
+
 def plot_comparison(rows: list[dict], path) -> None:
   """AUC and error rate of each method against the number of labelled training defects."""
   fig, axes = _new_figure(path, ncols=2, width=4.5)

@@ -50,7 +50,8 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
   assert results['valid']['tta']['recall'] >= 0.9 and results['valid']['plain']['recall'] >= 0.9
   stored = json.loads((workdir / 'eval' / 'threshold.json').read_text())
   assert stored['threshold'] == results['valid']['tta']['threshold']
-  for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png'):
+  for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png',
+               'before_after.png'):
     assert (workdir / 'eval' / name).stat().st_size > 0
 
 

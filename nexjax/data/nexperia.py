@@ -31,6 +31,7 @@ import pathlib
 
 from absl import logging
 import numpy as np
+import tqdm
 import PIL.Image
 import tensorflow_datasets as tfds
 
@@ -251,11 +252,13 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
     examples = find_examples(root)
     self.skipped_files = []
     masks = root / MASK_FOLDER if self.builder_config.has_masks else None
-    return {split: self._generate_examples(files, masks) for split, files in examples.items()}
+    return {split: self._generate_examples(files, masks, split)
+            for split, files in examples.items()}
 
-  def _generate_examples(self, files, masks):
+  def _generate_examples(self, files, masks, split):
     config = self.builder_config
-    for path, label in files:
+    for path, label in tqdm.tqdm(files, desc=f'prepare {split} (decode and check)', unit='img',
+                                 leave=False):
       image = decode_or_none(path, config.channels, config.high_bit_scaling, self.skipped_files)
       if image is None:
         continue

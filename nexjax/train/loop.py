@@ -6,6 +6,8 @@ rates (schedules of the step). So a run killed at any point and restarted from i
 checkpoint ends with the same parameters as one never interrupted, on any number of devices.
 """
 
+import copy
+import hashlib
 import json
 import pathlib
 import signal
@@ -24,6 +26,7 @@ from nexjax import job as job_lib
 from nexjax import optim
 from nexjax import parallel
 from nexjax import reporting
+from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
 from nexjax.data import pipeline
@@ -78,6 +81,12 @@ def schedule_plot(config, plan, path) -> None:
                           np.asarray(moms), path, boundaries[1:])
 
 
+def phase_weights_path(workdir, phase_name: str) -> pathlib.Path:
+  """The weights at the end of an earlier phase (e.g. the new head on the frozen body), kept
+  for `--mode=evaluate`'s before/after picture whatever the checkpoints' retention."""
+  return pathlib.Path(workdir) / 'phases' / f'{phase_name}.npz'
+
+
 def check_finite(state, step: int, last_checkpoint) -> None:
   if int(state.nonfinite):
     raise errors.NonFiniteLossError(
@@ -128,9 +137,30 @@ def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workd
   return None
 
 
+def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with init.weights='pretrain' replaced by the workdir where `config.pretrain` trained
+  its body: in the cache, keyed by that config, trained (or resumed) on first use."""
+  if config.init.weights != job_lib.PRETRAIN:
+    return config
+  pretrain = copy.deepcopy(config.pretrain)
+  with pretrain.unlocked():
+    pretrain.data.cache_dir = config.data.cache_dir
+  key = hashlib.sha256(pretrain.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:12]
+  run_dir = job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}'
+  if not (run_dir / 'summary.json').is_file():
+    logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
+                    '%s: once, later runs reuse it.', pretrain.preset, run_dir)
+    train_and_evaluate(pretrain, run_dir)
+  resolved = copy.deepcopy(config)
+  with resolved.unlocked():
+    resolved.init.weights = str(run_dir)
+  return resolved
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics."""
   job_lib.check_config(config)
+  config = resolve_init(config)
   check_same_run(config, pathlib.Path(workdir))  # before the data is decoded
   return train(job_lib.setup(config), workdir)
 
@@ -222,6 +252,8 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
         checkpoints.save(step, state, meta_for(reporter.history + [row]),
                          metrics={checkpoint_lib.BEST_METRIC: valid['auc']})
         reporter.epoch(row, step)
+        if topo.is_chief and plan_lib.ends_phase(plan, epoch) and epoch != plan[-1]:
+          weights_lib.save(jax.device_get(variables_now), phase_weights_path(workdir, phase.name))
   finally:
     checkpoints.wait()
     reporter.close()

@@ -36,6 +36,7 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   restores them.
   """
   workdir = pathlib.Path(workdir)
+  config = loop.resolve_init(config)
   job = job_lib.setup(config)
   lf = config.lr_find
   variables = job_lib.load_pretrained(job_lib.init_variables(job.model, config), config)

@@ -30,6 +30,10 @@ def phase_steps(plan: list[Epoch], phase: int) -> tuple[int, int]:
   return epochs[0].start_step, epochs[-1].end_step - epochs[0].start_step
 
 
+def ends_phase(plan: list[Epoch], epoch: Epoch) -> bool:
+  return epoch == [e for e in plan if e.phase == epoch.phase][-1]
+
+
 def config_problems(config) -> list[str]:
   """One line per bad `phases` or `optim` value (an empty list when all is well)."""
   problems = []

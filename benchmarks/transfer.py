@@ -1,0 +1,118 @@
+"""Transfer learning on a new product line: the seed's recipe from a pretrained body against the
+alternatives, on the same target splits, for several target training-set sizes.
+
+  python benchmarks/transfer.py --sizes 100,300,1000 --out docs/transfer.md
+
+Source: the `pretrain` preset's body (three package families, trained on first use and cached).
+Target: the held-out family (SOT-223), `synthetic` preset data with N labelled training images
+(20.4% defects; 20% of them held out for validation), the same 1,000 test images for every N.
+Methods (rows):
+  scratch       today's from-scratch recipe (random init, one phase, every layer)
+  seed          the seed's recipe: frozen phase (head + BatchNorm, train_bn) then all layers
+                with slice(lo, hi) discriminative learning rates
+  one_lr        all layers from the pretrained body with one learning rate, no frozen phase
+  linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
+  gaussian      the model of normality on the pretrained body's features (0 labelled defects)
+Each row: test ROC AUC, and error / recall at the threshold chosen on validation (max_accuracy),
+and the wall time of the fit (data preparation excluded).
+"""
+
+import argparse
+import copy
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+
+xla_cpu.apply_flags()
+
+from configs import finetune  # noqa: E402
+from nexjax import compare  # noqa: E402
+from nexjax import job as job_lib  # noqa: E402
+from nexjax.detectors import base  # noqa: E402
+from nexjax.detectors import classifier  # noqa: E402
+from nexjax.detectors import gaussian  # noqa: E402
+from nexjax.train import loop  # noqa: E402
+
+ALL = ('body_low', 'body_high', 'head')
+METHODS = ('scratch', 'seed', 'one_lr', 'linear_probe', 'gaussian')
+
+
+def method_config(base_config, method: str):
+  """The fine-tuning config of one row (None for the model of normality)."""
+  config = copy.deepcopy(base_config)
+  epochs = sum(p.epochs for p in config.phases)
+  lo, hi = config.phases[-1].lr
+  if method == 'scratch':
+    config.init.weights = ''
+    config.phases = tuple(config.pretrain.phases)
+    config.phases[0].epochs = epochs
+  elif method == 'one_lr':
+    config.phases = (finetune.phase('unfrozen', epochs, (hi, hi), ALL),)
+  elif method == 'linear_probe':
+    config.model.head = 'linear'
+    config.optim.train_bn = False
+    config.optim.frozen_bn_stats = 'freeze'
+    config.phases = (finetune.phase('probe', epochs, config.phases[0].lr, ('head',)),)
+  return config
+
+
+def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
+  config = finetune.get_config('synthetic')
+  config.data.synthetic_num_train = size
+  config.train.progress = False
+  config = loop.resolve_init(method_config(config, method) if method != 'gaussian' else config)
+  job = job_lib.setup(config)
+  splits = {name: job.data[name] for name in ('valid', 'test')}
+  if method == 'gaussian':
+    backbone = compare.backbone(config, config.init.weights)
+    ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False, backbone)
+    detector = gaussian.GaussianDetector(gaussian.default_config())
+  else:
+    ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
+    detector = classifier.ClassifierDetector(config, root / f'{size}' / method)
+  start = time.perf_counter()
+  detector.fit(job.data['train'], job.data['valid'], ctx)
+  seconds = time.perf_counter() - start
+  scores, throughput = compare.timed_scores(detector, splits, ctx)
+  row = compare.report_row(method, 0 if method == 'gaussian' else -1, scores, splits, 'test',
+                           rule, seconds, throughput)
+  row.update(size=size, train_images=len(job.data['train']))
+  return row
+
+
+def table(rows) -> str:
+  lines = ['| target images | method | test ROC AUC | test error | test recall | fit s |',
+           '|---|---|---|---|---|---|']
+  lines += [f"| {r['size']} | {r['method']} | {r['auc']:.4f} | {r['error_rate']:.4f} | "
+            f"{r['recall']:.4f} | {r['fit_seconds']:.0f} |" for r in rows]
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--sizes', default='100,300,1000')
+  p.add_argument('--methods', default=','.join(METHODS))
+  p.add_argument('--root', default='workdirs/transfer', help='run folders (resumed if present)')
+  p.add_argument('--rule', default='max_accuracy')
+  p.add_argument('--json', default='', help='append rows here as they finish')
+  args = p.parse_args(argv)
+  rows = []
+  for size in (int(s) for s in args.sizes.split(',')):
+    for method in args.methods.split(','):
+      rows.append(run(size, method, pathlib.Path(args.root), args.rule))
+      print(table(rows[-1:]).splitlines()[-1], flush=True)
+      if args.json:
+        with open(args.json, 'a') as f:
+          f.write(json.dumps(rows[-1]) + '\n')
+  print(table(rows))
+
+
+if __name__ == '__main__':
+  main()
