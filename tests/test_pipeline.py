@@ -1,5 +1,8 @@
 """The host input pipeline: reading the Kaggle layout, splitting, rebalancing, padded evaluation."""
 
+import socket
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -187,17 +190,21 @@ def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle
     np.testing.assert_array_equal(again[name].labels, split.labels)
     np.testing.assert_array_equal(again[name].ids, split.ids)
 
-  # A run killed while writing leaves a temporary file and no record: never used, decoded again.
+  # A run killed while writing leaves a temporary file and no record: never used, decoded again,
+  # and the temporary file is deleted.
   stem = next((tmp_path / 'cache' / 'tfds').glob('*/decoded')) / 'train-32px-1ch'
+  killed = subprocess.Popen(['true'])
+  killed.wait()
   images = pipeline.cache_file(stem, pipeline.IMAGES)
-  images.rename(images.with_name(images.name + '.tmp-host-1234'))
+  temp = images.with_name(f'{images.name}.tmp-{socket.gethostname()}-{killed.pid}')
+  images.rename(temp)
   pipeline.cache_file(stem, pipeline.RECORD).unlink()
   # A record that does not match its files (here: other labels) is not trusted either.
   test_stem = stem.with_name('test-32px-1ch')
   record = pipeline.cache_file(test_stem, pipeline.RECORD)
   record.write_text(record.read_text().replace('"labels_sha256": "', '"labels_sha256": "0'))
   third = load()
-  assert sorted(decoded) == ['test', 'train']
+  assert sorted(decoded) == ['test', 'train'] and not temp.exists()
   for name, split in first.items():
     np.testing.assert_array_equal(np.asarray(third[name].images), np.asarray(split.images))
     np.testing.assert_array_equal(third[name].labels, split.labels)

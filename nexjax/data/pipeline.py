@@ -20,6 +20,7 @@ import os
 import pathlib
 import socket
 from typing import Sequence
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -139,7 +140,6 @@ def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> No
   ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
   shape = (builder.info.splits[split].num_examples, image_size, image_size,
            builder.builder_config.channels)
-  cache_file(stem, RECORD).unlink(missing_ok=True)
   labels, ids = [], []
   with atomic_file(cache_file(stem, IMAGES)) as temp:
     images = np.lib.format.open_memmap(temp, mode='w+', dtype=np.uint8, shape=shape)
@@ -200,11 +200,22 @@ def open_split(stem: pathlib.Path) -> Examples | None:
     images = np.load(cache_file(stem, IMAGES), mmap_mode='r')
     with np.load(cache_file(stem, LABELS)) as f:
       labels, ids = f['labels'], f['ids']
-  except (OSError, ValueError, KeyError):
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
     return None
   if record != split_record(images.shape, labels, ids) or images.dtype != np.uint8:
     return None
   return Examples(images, labels, ids)
+
+
+def remove_stale_temporaries(stem: pathlib.Path) -> None:
+  """Deletes the temporary files that killed runs on this host left beside `stem`."""
+  for temp in stem.parent.glob(f'{stem.name}.*.tmp-{socket.gethostname()}-*'):
+    try:
+      os.kill(int(temp.name.rsplit('-', 1)[1]), 0)
+    except ProcessLookupError:
+      temp.unlink(missing_ok=True)
+    except (PermissionError, ValueError):
+      pass  # a live process of another user, or not one of our names
 
 
 def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
@@ -213,8 +224,12 @@ def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Exa
   examples = open_split(stem)
   if examples is None:
     stem.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(stem)
     decode_split(builder, split, image_size, stem)
     examples = open_split(stem)
+  if examples is None:
+    raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
+                           f'writing it; delete {stem.parent} and retry.')
   return examples
 
 
