@@ -34,6 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from augment_preview import time_prepare  # noqa: E402
 from nexjax import augment  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
+from nexjax.data import split_cache  # noqa: E402
 
 
 def host_images_per_second(size: int, batch: int, steps: int, count: int = 4000) -> float:
@@ -59,20 +60,17 @@ def resident_mib() -> dict[str, float]:
 def write_random_split(stem: pathlib.Path, count: int, size: int, chunk: int = 8192) -> None:
   """`count` random images as the memory-mapped cache of a split, out of the page cache."""
   rng = np.random.default_rng(0)
-  with pipeline.atomic_file(pipeline.cache_file(stem, pipeline.IMAGES)) as temp:
-    images = np.lib.format.open_memmap(temp, mode='w+', dtype=np.uint8,
-                                       shape=(count, size, size, 1))
+  shape = (count, size, size, 1)
+  with split_cache.create_images(stem, shape) as images:
     for start in range(0, count, chunk):
       images[start:start + chunk] = rng.integers(0, 256, images[start:start + chunk].shape,
                                                  dtype=np.uint8)
-    images.flush()
-    del images
-    with open(temp, 'rb') as f:
-      os.fsync(f.fileno())
-      os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+  del images
+  with open(split_cache.cache_file(stem, split_cache.IMAGES), 'rb') as f:
+    os.fsync(f.fileno())
+    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
   labels = (rng.random(count) < 0.2).astype(np.int32)
-  pipeline.write_split_record(stem, (count, size, size, 1), labels,
-                              np.array([f'{i:07d}' for i in range(count)]))
+  split_cache.write_labels(stem, shape, labels, np.array([f'{i:07d}' for i in range(count)]))
 
 
 def stream_images_per_second(stream, batch: int, steps: int) -> float:
@@ -92,7 +90,7 @@ def memory_mapped(count: int, batch: int, steps: int, folder, size: int = 96) ->
     pathlib.Path('/proc/self/clear_refs').write_text('5')  # the peak from here on
     before = resident_mib()
     start = time.perf_counter()
-    labelled = pipeline.open_split(stem)
+    labelled = pipeline.Examples(*split_cache.open_split(stem))
     train_index, _ = pipeline.stratified_split(labelled.ids, labelled.labels, 0.2)
     examples = labelled.subset(train_index)
     opened = time.perf_counter() - start
@@ -100,12 +98,12 @@ def memory_mapped(count: int, batch: int, steps: int, folder, size: int = 96) ->
                                     class_ratio=(0.5, 0.5)).as_numpy_iterator()
     next(stream)
     cold = stream_images_per_second(stream, batch, steps)
-    with open(pipeline.cache_file(stem, pipeline.IMAGES), 'rb') as f:
+    with open(split_cache.cache_file(stem, split_cache.IMAGES), 'rb') as f:
       while f.read(1 << 24):  # into the page cache, without mapping it into this process
         pass
     warm = stream_images_per_second(stream, batch, steps)
     after = resident_mib()
-    gib = pipeline.cache_file(stem, pipeline.IMAGES).stat().st_size / 2**30
+    gib = split_cache.cache_file(stem, split_cache.IMAGES).stat().st_size / 2**30
   finally:
     shutil.rmtree(folder)
   print(f'{"images":>8} {"file GiB":>8} {"write s":>7} {"open+split s":>12} {"cold img/s":>10} '

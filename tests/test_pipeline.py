@@ -8,6 +8,7 @@ import pytest
 
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.data import split_cache
 
 
 def fake_examples(labels, size=8):
@@ -195,13 +196,13 @@ def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle
   stem = next((tmp_path / 'cache' / 'tfds').glob('*/decoded')) / 'train-32px-1ch'
   killed = subprocess.Popen(['true'])
   killed.wait()
-  images = pipeline.cache_file(stem, pipeline.IMAGES)
+  images = split_cache.cache_file(stem, split_cache.IMAGES)
   temp = images.with_name(f'{images.name}.tmp-{socket.gethostname()}-{killed.pid}')
   images.rename(temp)
-  pipeline.cache_file(stem, pipeline.RECORD).unlink()
+  split_cache.cache_file(stem, split_cache.RECORD).unlink()
   # A record that does not match its files (here: other labels) is not trusted either.
   test_stem = stem.with_name('test-32px-1ch')
-  record = pipeline.cache_file(test_stem, pipeline.RECORD)
+  record = split_cache.cache_file(test_stem, split_cache.RECORD)
   record.write_text(record.read_text().replace('"labels_sha256": "', '"labels_sha256": "0'))
   third = load()
   assert sorted(decoded) == ['test', 'train'] and not temp.exists()

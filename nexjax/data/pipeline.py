@@ -11,16 +11,11 @@
 - Evaluation visits every example exactly once, in order; the last batch is padded and masked.
 """
 
-import contextlib
 import dataclasses
 import hashlib
-import json
 import math
-import os
 import pathlib
-import socket
 from typing import Sequence
-import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +23,7 @@ import tqdm
 
 from nexjax import errors
 from nexjax.data import nexperia
+from nexjax.data import split_cache
 
 # TensorFlow only feeds the host; it must never take accelerator memory from JAX.
 tf.config.set_visible_devices([], 'GPU')
@@ -128,8 +124,8 @@ def resize_and_center_crop(image, size: int):
 
 
 def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> None:
-  """Decodes and resizes a prepared split once into the cache files at `stem`, in chunks, with a
-  progress bar; the record that marks them complete is written last (see `open_split`)."""
+  """Decodes and resizes a prepared split once into its `split_cache` files at `stem`, in chunks,
+  with a progress bar."""
   def resize(example):
     image = example['image']
     same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
@@ -141,8 +137,7 @@ def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> No
   shape = (builder.info.splits[split].num_examples, image_size, image_size,
            builder.builder_config.channels)
   labels, ids = [], []
-  with atomic_file(cache_file(stem, IMAGES)) as temp:
-    images = np.lib.format.open_memmap(temp, mode='w+', dtype=np.uint8, shape=shape)
+  with split_cache.create_images(stem, shape) as images:
     with tqdm.tqdm(total=shape[0], desc=f'decode {split} @{image_size}px', unit='img') as bar:
       for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
         images[bar.n:bar.n + len(batch_labels)] = batch_images
@@ -152,85 +147,23 @@ def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> No
     if bar.n != shape[0]:
       raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
                              f'says {shape[0]}; delete that folder to prepare it again.')
-    images.flush()
-    del images
-  write_split_record(stem, shape, np.concatenate(labels or [np.zeros(0, np.int32)]),
+  split_cache.write_labels(stem, shape, np.concatenate(labels or [np.zeros(0, np.int32)]),
                      np.concatenate(ids or [np.zeros(0, str)]))
-
-
-IMAGES, LABELS, RECORD = '.images.npy', '.labels.npz', '.json'
-
-
-def cache_file(stem: pathlib.Path, suffix: str) -> pathlib.Path:
-  return stem.with_name(stem.name + suffix)
-
-
-@contextlib.contextmanager
-def atomic_file(path: pathlib.Path):
-  """Yields a temporary name beside `path`, renamed to `path` only when the block completes: a
-  killed run never leaves a partial file under the final name."""
-  temp = path.with_name(f'{path.name}.tmp-{socket.gethostname()}-{os.getpid()}')
-  try:
-    yield temp
-    os.replace(temp, path)
-  finally:
-    temp.unlink(missing_ok=True)
-
-
-def split_record(shape, labels: np.ndarray, ids: np.ndarray) -> dict:
-  """What marks a split's cache complete: the images' shape, dtype and a checksum of the labels."""
-  digest = hashlib.sha256(labels.astype('<i4').tobytes())
-  digest.update('\0'.join(ids.tolist()).encode())
-  return {'format': 1, 'shape': list(shape), 'dtype': 'uint8', 'labels_sha256': digest.hexdigest()}
-
-
-def write_split_record(stem: pathlib.Path, shape, labels, ids) -> None:
-  with atomic_file(cache_file(stem, LABELS)) as temp:
-    with open(temp, 'wb') as f:
-      np.savez(f, labels=labels, ids=ids)
-  with atomic_file(cache_file(stem, RECORD)) as temp:
-    temp.write_text(json.dumps(split_record(shape, labels, ids)))
-
-
-def open_split(stem: pathlib.Path) -> Examples | None:
-  """The cached split at `stem` (images memory-mapped, read-only), or None where its files are
-  absent, incomplete or disagree with their record."""
-  try:
-    record = json.loads(cache_file(stem, RECORD).read_text())
-    images = np.load(cache_file(stem, IMAGES), mmap_mode='r')
-    with np.load(cache_file(stem, LABELS)) as f:
-      labels, ids = f['labels'], f['ids']
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-    return None
-  if record != split_record(images.shape, labels, ids) or images.dtype != np.uint8:
-    return None
-  return Examples(images, labels, ids)
-
-
-def remove_stale_temporaries(stem: pathlib.Path) -> None:
-  """Deletes the temporary files that killed runs on this host left beside `stem`."""
-  for temp in stem.parent.glob(f'{stem.name}.*.tmp-{socket.gethostname()}-*'):
-    try:
-      os.kill(int(temp.name.rsplit('-', 1)[1]), 0)
-    except ProcessLookupError:
-      temp.unlink(missing_ok=True)
-    except (PermissionError, ValueError):
-      pass  # a live process of another user, or not one of our names
 
 
 def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
   """A split from its memory-mapped cache, decoded into it first where it is not complete."""
   stem = cache / f'{split}-{image_size}px-{builder.builder_config.channels}ch'
-  examples = open_split(stem)
-  if examples is None:
+  arrays = split_cache.open_split(stem)
+  if arrays is None:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(stem)
+    split_cache.remove_stale_temporaries(stem)
     decode_split(builder, split, image_size, stem)
-    examples = open_split(stem)
-  if examples is None:
+    arrays = split_cache.open_split(stem)
+  if arrays is None:
     raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
                            f'writing it; delete {stem.parent} and retry.')
-  return examples
+  return Examples(*arrays)
 
 
 def stable_hash(text: str) -> int:
