@@ -148,7 +148,7 @@ def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> No
       raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
                              f'says {shape[0]}; delete that folder to prepare it again.')
   split_cache.write_labels(stem, shape, np.concatenate(labels or [np.zeros(0, np.int32)]),
-                     np.concatenate(ids or [np.zeros(0, str)]))
+                           np.concatenate(ids or [np.zeros(0, str)]))
 
 
 def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
