@@ -1,10 +1,14 @@
 """The host input pipeline: reading the Kaggle layout, splitting, rebalancing, padded evaluation."""
 
+import socket
+import subprocess
+
 import numpy as np
 import pytest
 
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.data import split_cache
 
 
 def fake_examples(labels, size=8):
@@ -124,3 +128,84 @@ def test_resize_and_center_crop_keeps_aspect():
   image[:, 16:64] = 255  # white around the centre square
   out = pipeline.resize_and_center_crop(tf.constant(image), 20).numpy()
   assert out.shape == (20, 20, 1) and out.min() == 255
+
+
+def in_memory_gather(examples):
+  """The gather of the in-memory pipeline before memory maps: the reference for bitwise checks."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  images, labels = tf.constant(np.asarray(examples.images)), tf.constant(examples.labels)
+  return lambda index: {'images': tf.gather(images, index), 'labels': tf.gather(labels, index)}
+
+
+def train_batches(examples, steps=4, **kwargs):
+  ds = pipeline.train_dataset(examples, global_batch=8, seed=5, class_ratio=(0.5, 0.5), **kwargs)
+  return list(ds.take(steps).as_numpy_iterator())
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_memory_mapped_split_gives_bitwise_the_in_memory_batches(kaggle_folder, tmp_path,
+                                                                monkeypatch, processes):
+  train = pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+                                 cache_dir=tmp_path / 'cache')['train']
+  assert isinstance(train.images, pipeline.RowView) and isinstance(train.images.base, np.memmap)
+  for p in range(processes):
+    got = train_batches(train, start_step=3, process_index=p, process_count=processes)
+    with monkeypatch.context() as patch:
+      patch.setattr(pipeline, '_gather', in_memory_gather)
+      want = train_batches(train, start_step=3, process_index=p, process_count=processes)
+    for g, w in zip(got, want, strict=True):
+      assert g['images'].shape == (8 // processes, 32, 32, 1) and g['images'].dtype == np.uint8
+      np.testing.assert_array_equal(g['images'], w['images'])
+      np.testing.assert_array_equal(g['labels'], w['labels'])
+
+
+def test_subsets_view_rows_without_copying_images():
+  images = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 1), np.uint8)
+  examples = pipeline.Examples(images, np.arange(20) % 2, np.array([f'i{i}' for i in range(20)]))
+  inner = examples.subset(np.arange(3, 20, 2)).subset(np.array([4, 0, 0, 6]))
+  assert inner.images.base is images  # no copy, and a subset of a subset does not nest views
+  rows = np.array([11, 3, 3, 15])
+  np.testing.assert_array_equal(inner.images.index, rows)
+  np.testing.assert_array_equal(inner.read([0, 1, 1]), images[[11, 3, 3]])
+  np.testing.assert_array_equal(inner.images[::-1], images[rows[::-1]])
+  np.testing.assert_array_equal(inner.images[2], images[3])
+  np.testing.assert_array_equal(inner.images[:, 1, 2], images[rows, 1, 2])
+  np.testing.assert_array_equal(np.asarray(inner.images), images[rows])
+  assert inner.images.shape == (4, 4, 4, 1) and inner.ids.tolist() == ['i11', 'i3', 'i3', 'i15']
+  np.testing.assert_array_equal(examples.read(np.array([5, 1, 5])), images[[5, 1, 5]])
+
+
+def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle_folder, tmp_path,
+                                                                         monkeypatch):
+  load = lambda: pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+                                        cache_dir=tmp_path / 'cache')
+  first = load()
+  decode = pipeline.decode_split
+  decoded = []
+  monkeypatch.setattr(pipeline, 'decode_split', lambda *a: decoded.append(a[1]) or decode(*a))
+  again = load()
+  assert not decoded, 'a complete cache must open without decoding'
+  assert isinstance(again['test'].images, np.memmap) and again['test'].images.mode == 'r'
+  for name, split in first.items():
+    np.testing.assert_array_equal(np.asarray(again[name].images), np.asarray(split.images))
+    np.testing.assert_array_equal(again[name].labels, split.labels)
+    np.testing.assert_array_equal(again[name].ids, split.ids)
+
+  # A run killed while writing leaves a temporary file and no record: never used, decoded again,
+  # and the temporary file is deleted.
+  stem = next((tmp_path / 'cache' / 'tfds').glob('*/decoded')) / 'train-32px-1ch'
+  killed = subprocess.Popen(['true'])
+  killed.wait()
+  images = split_cache.cache_file(stem, split_cache.IMAGES)
+  temp = images.with_name(f'{images.name}.tmp-{socket.gethostname()}-{killed.pid}')
+  images.rename(temp)
+  split_cache.cache_file(stem, split_cache.RECORD).unlink()
+  # A record that does not match its files (here: other labels) is not trusted either.
+  test_stem = stem.with_name('test-32px-1ch')
+  record = split_cache.cache_file(test_stem, split_cache.RECORD)
+  record.write_text(record.read_text().replace('"labels_sha256": "', '"labels_sha256": "0'))
+  third = load()
+  assert sorted(decoded) == ['test', 'train'] and not temp.exists()
+  for name, split in first.items():
+    np.testing.assert_array_equal(np.asarray(third[name].images), np.asarray(split.images))
+    np.testing.assert_array_equal(third[name].labels, split.labels)

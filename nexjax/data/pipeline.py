@@ -1,7 +1,9 @@
 """Host input pipeline: decode once, split, then tf.data streams that keep the device busy.
 
-- Images are decoded and resized once per run into memory (uint8); augmentation happens later on
-  the device (`nexjax.augment`), so the host only gathers bytes.
+- Images are decoded and resized once, into a memory-mapped file per split in the cache (uint8),
+  which later runs open without decoding; host memory does not grow with the dataset, as only the
+  rows a batch needs are read. Augmentation happens later on the device (`nexjax.augment`), so
+  the host only gathers bytes.
 - Training batches are drawn with replacement, class-rebalanced like fastai's
   OverSamplingCallback, by *stateless* random ops keyed on (seed, step). A batch is therefore a
   pure function of its step: resuming at step s, or running on any number of hosts or devices,
@@ -20,7 +22,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 
+from nexjax import errors
 from nexjax.data import nexperia
+from nexjax.data import split_cache
 
 
 
@@ -32,18 +36,72 @@ def quiet_tensorflow(verbose: bool = False) -> None:
     tfds.disable_progress_bar()
 
 
+def read_rows(images, rows) -> np.ndarray:
+  """images[rows] as a new array, reading each distinct row once and in file order."""
+  rows = np.asarray(rows)
+  if rows.ndim == 0:
+    return np.array(images[rows])
+  unique, inverse = np.unique(rows, return_inverse=True)
+  return np.asarray(images[unique])[inverse.reshape(rows.shape)]
+
+
+class RowView:
+  """Rows `index` of an image array (usually a memory map), read only when indexed: subsets of a
+  split share its file instead of copying images. `view[rows]` and `np.asarray(view)` read."""
+
+  def __init__(self, base, index):
+    self.base, self.index = base, np.asarray(index, np.int64)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return (len(self.index),) + self.base.shape[1:]
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self.base.dtype
+
+  @property
+  def ndim(self) -> int:
+    return self.base.ndim
+
+  def __len__(self):
+    return len(self.index)
+
+  def __getitem__(self, key) -> np.ndarray:
+    first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+    rows = self.index[first]
+    out = read_rows(self.base, rows)
+    return out[(slice(None),) * np.ndim(rows) + rest] if rest else out
+
+  def __array__(self, dtype=None, copy=None):
+    del copy  # reading always makes a new array
+    return read_rows(self.base, self.index).astype(dtype or self.dtype, copy=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Examples:
-  """A split held in host memory: images (N, H, W, C) uint8, labels (N,) int32 (-1: unknown)."""
-  images: np.ndarray
+  """A split: images (N, H, W, C) uint8 -- a numpy array, memory map or RowView -- with labels
+  (N,) int32 (-1: unknown) and ids (N,) str held in memory."""
+  images: np.ndarray | RowView
   labels: np.ndarray
   ids: np.ndarray
 
   def __len__(self):
     return len(self.labels)
 
+  def read(self, rows) -> np.ndarray:
+    """images[rows] as an in-memory array (reads only those rows of a memory map)."""
+    if isinstance(self.images, RowView):
+      return self.images[rows]
+    return read_rows(self.images, rows)
+
   def subset(self, index) -> 'Examples':
-    return Examples(self.images[index], self.labels[index], self.ids[index])
+    """The examples at `index`; images are not copied but viewed through a RowView."""
+    if isinstance(self.images, RowView):
+      images = RowView(self.images.base, self.images.index[index])
+    else:
+      images = RowView(self.images, np.arange(len(self.images))[index])
+    return Examples(images, self.labels[index], self.ids[index])
 
   @property
   def labelled(self) -> bool:
@@ -72,8 +130,9 @@ def resize_and_center_crop(image, size: int):
   return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
 
 
-def decode_split(builder, split: str, image_size: int) -> Examples:
-  """Decodes and resizes a prepared split once, into host memory, with a progress bar."""
+def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> None:
+  """Decodes and resizes a prepared split once into its `split_cache` files at `stem`, in chunks,
+  with a progress bar."""
   def resize(example):
     image = example['image']
     same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
@@ -82,19 +141,36 @@ def decode_split(builder, split: str, image_size: int) -> Examples:
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
-  total = builder.info.splits[split].num_examples
-  images, labels, ids = [], [], []
-  with tqdm.tqdm(total=total, desc=f'decode {split} @{image_size}px', unit='img') as bar:
-    for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
-      images.append(batch_images)
-      labels.append(batch_labels)
-      ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
-      bar.update(len(batch_labels))
-  channels = builder.builder_config.channels
-  return Examples(
-      np.concatenate(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8),
-      np.concatenate(labels) if labels else np.zeros((0,), np.int32),
-      np.concatenate(ids) if ids else np.zeros((0,), str))
+  shape = (builder.info.splits[split].num_examples, image_size, image_size,
+           builder.builder_config.channels)
+  labels, ids = [], []
+  with split_cache.create_images(stem, shape) as images:
+    with tqdm.tqdm(total=shape[0], desc=f'decode {split} @{image_size}px', unit='img') as bar:
+      for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
+        images[bar.n:bar.n + len(batch_labels)] = batch_images
+        labels.append(batch_labels)
+        ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
+        bar.update(len(batch_labels))
+    if bar.n != shape[0]:
+      raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
+                             f'says {shape[0]}; delete that folder to prepare it again.')
+  split_cache.write_labels(stem, shape, np.concatenate(labels or [np.zeros(0, np.int32)]),
+                           np.concatenate(ids or [np.zeros(0, str)]))
+
+
+def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
+  """A split from its memory-mapped cache, decoded into it first where it is not complete."""
+  stem = cache / f'{split}-{image_size}px-{builder.builder_config.channels}ch'
+  arrays = split_cache.open_split(stem)
+  if arrays is None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    split_cache.remove_stale_temporaries(stem)
+    decode_split(builder, split, image_size, stem)
+    arrays = split_cache.open_split(stem)
+  if arrays is None:
+    raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
+                           f'writing it; delete {stem.parent} and retry.')
+  return Examples(*arrays)
 
 
 def stable_hash(text: str) -> int:
@@ -141,16 +217,21 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
 
 def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
                   cache_dir) -> dict[str, Examples]:
-  """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once."""
+  """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once.
+
+  Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
+  per split, image size and channel count.
+  """
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
   tfds_dir = pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
   builder = nexperia.prepare(data_dir, tfds_dir, channels)
-  labelled = decode_split(builder, 'train', image_size)
+  cache = tfds_dir / 'decoded'
+  labelled = load_split(builder, 'train', image_size, cache)
   train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
   splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
   if 'test' in builder.info.splits:
-    splits['test'] = decode_split(builder, 'test', image_size)
+    splits['test'] = load_split(builder, 'test', image_size, cache)
   return splits
 
 
@@ -176,8 +257,16 @@ def steps_per_epoch(labels: np.ndarray, global_batch: int, class_ratio) -> int:
   return max(1, int(samples) // global_batch)
 
 
-def _gather(images, labels):
-  return lambda index: {'images': tf.gather(images, index), 'labels': tf.gather(labels, index)}
+def _gather(examples: Examples):
+  """index -> {'images', 'labels'}: labels from memory, only the indexed image rows read."""
+  labels = tf.constant(examples.labels)
+  dtype = tf.as_dtype(examples.images.dtype)
+
+  def gather(index):
+    images = tf.numpy_function(examples.read, [index], dtype, stateful=False)
+    images.set_shape(index.shape.concatenate(examples.images.shape[1:]))
+    return {'images': images, 'labels': tf.gather(labels, index)}
+  return gather
 
 
 def train_dataset(examples: Examples, *, global_batch: int, seed: int,
@@ -209,7 +298,7 @@ def train_dataset(examples: Examples, *, global_batch: int, seed: int,
     index = tf.gather(order, tf.gather(offsets, classes) + member)
     return index[process_index * local:(process_index + 1) * local]
 
-  gather = _gather(tf.constant(examples.images), tf.constant(examples.labels))
+  gather = _gather(examples)
   ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
   ds = ds.map(lambda step: gather(sample_indices(step)), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
@@ -225,7 +314,7 @@ def eval_dataset(examples: Examples, *, global_batch: int, process_index: int = 
     raise ValueError(f'global batch {global_batch} is not divisible by {process_count} hosts.')
   local = global_batch // process_count
   size = len(examples)
-  gather = _gather(tf.constant(examples.images), tf.constant(examples.labels))
+  gather = _gather(examples)
 
   def batch(b):
     index = b * global_batch + process_index * local + tf.range(local, dtype=tf.int64)
