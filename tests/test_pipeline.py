@@ -95,20 +95,6 @@ def test_stream_is_a_pure_function_of_step_and_shards_by_host():
   assert not np.array_equal(other_seed['images'], full[0]['images'])
 
 
-@pytest.mark.parametrize('processes', [1, 2])
-def test_eval_stream_visits_every_example_once_with_padding(processes):
-  examples = fake_examples([0] * 17 + [1] * 6)
-  seen = []
-  for p in range(processes):
-    for batch in pipeline.eval_dataset(examples, global_batch=8, process_index=p,
-                                       process_count=processes).as_numpy_iterator():
-      assert batch['images'].shape[0] == 8 // processes
-      seen.extend(batch['index'][batch['mask']].tolist())
-      np.testing.assert_array_equal(batch['images'][:, 0, 0, 0][batch['mask']],
-                                    batch['index'][batch['mask']])
-  assert sorted(seen) == list(range(23))
-
-
 def test_steps_per_epoch_follows_fastai_oversampling():
   labels = np.array([0] * 90 + [1] * 10)
   assert pipeline.steps_per_epoch(labels, 16, (0.5, 0.5)) == 180 // 16

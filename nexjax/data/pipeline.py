@@ -13,7 +13,6 @@
 
 import dataclasses
 import hashlib
-import math
 import pathlib
 from typing import Sequence
 
@@ -302,26 +301,3 @@ def train_dataset(examples: Examples, *, global_batch: int, seed: int,
   ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
   ds = ds.map(lambda step: gather(sample_indices(step)), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def eval_dataset(examples: Examples, *, global_batch: int, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
-  """Every example once, in order; this host's slice of each global batch, padded and masked.
-
-  Yields images, labels, `index` (position in `examples`) and `mask` (False on padding).
-  """
-  if global_batch % process_count:
-    raise ValueError(f'global batch {global_batch} is not divisible by {process_count} hosts.')
-  local = global_batch // process_count
-  size = len(examples)
-  gather = _gather(examples)
-
-  def batch(b):
-    index = b * global_batch + process_index * local + tf.range(local, dtype=tf.int64)
-    mask = index < size
-    index = tf.where(mask, index, 0)
-    return {**gather(index), 'index': index, 'mask': mask}
-
-  num_batches = math.ceil(size / global_batch)
-  return tf.data.Dataset.range(num_batches).map(batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                                deterministic=True).prefetch(tf.data.AUTOTUNE)
