@@ -181,7 +181,7 @@ def test_set_cpu_flags_in_a_fresh_process():
   if not xla_cpu.recommended_flags():
     pytest.skip('this jaxlib knows none of the flags')
   added, flags, uses_ynn_conv = run_fresh(FRESH, {})
-  assert eval(added) == xla_cpu.recommended_flags()  # pylint: disable=eval-used
+  assert tuple(eval(added)) == xla_cpu.recommended_flags()  # pylint: disable=eval-used
   assert flags == ' '.join(xla_cpu.recommended_flags())
   assert uses_ynn_conv == 'False'
 
