@@ -211,3 +211,22 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
        '--families=sot23,sot2233'], capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and 'sot2233' in result.stderr and 'sot363' in result.stderr
   assert not (tmp_path / 'f').exists()
+
+
+def test_masks_reach_the_decoded_splits(dataset, tmp_path):
+  """Through the TFDS builder and the memory-mapped cache: a mask per image, non-empty exactly
+  for the defects; a folder without masks has none."""
+  from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  data = pipeline.load_datasets(dataset, image_size=48, valid_fraction=0.2,
+                                cache_dir=tmp_path / 'cache')
+  for split in ('train', 'valid', 'test'):
+    examples = data[split]
+    masks = np.asarray(examples.masks)
+    assert masks.shape == (len(examples), 48, 48, 1) and set(np.unique(masks)) <= {0, 255}
+    np.testing.assert_array_equal(masks.reshape(len(examples), -1).max(1) > 0,
+                                  examples.labels == 1)
+  without = tmp_path / 'no_masks'
+  shutil.copytree(dataset, without, ignore=shutil.ignore_patterns('masks'))
+  plain = pipeline.load_datasets(without, image_size=48, valid_fraction=0.2,
+                                 cache_dir=tmp_path / 'cache')
+  assert plain['train'].masks is None

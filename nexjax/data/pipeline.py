@@ -11,6 +11,7 @@
 - Evaluation visits every example exactly once, in order; the last batch is padded and masked.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import pathlib
@@ -77,13 +78,21 @@ class RowView:
     return read_rows(self.base, self.index).astype(dtype or self.dtype, copy=False)
 
 
+def row_view(images, index) -> RowView:
+  if isinstance(images, RowView):
+    return RowView(images.base, images.index[index])
+  return RowView(images, np.arange(len(images))[index])
+
+
 @dataclasses.dataclass(frozen=True)
 class Examples:
   """A split: images (N, H, W, C) uint8 -- a numpy array, memory map or RowView -- with labels
-  (N,) int32 (-1: unknown) and ids (N,) str held in memory."""
+  (N,) int32 (-1: unknown) and ids (N,) str held in memory; `masks` (N, H, W, 1) uint8, 255 on
+  the defect, where the folder has ground-truth masks (synthetic data), else None."""
   images: np.ndarray | RowView
   labels: np.ndarray
   ids: np.ndarray
+  masks: np.ndarray | RowView | None = None
 
   def __len__(self):
     return len(self.labels)
@@ -95,12 +104,9 @@ class Examples:
     return read_rows(self.images, rows)
 
   def subset(self, index) -> 'Examples':
-    """The examples at `index`; images are not copied but viewed through a RowView."""
-    if isinstance(self.images, RowView):
-      images = RowView(self.images.base, self.images.index[index])
-    else:
-      images = RowView(self.images, np.arange(len(self.images))[index])
-    return Examples(images, self.labels[index], self.ids[index])
+    """The examples at `index`; images and masks are not copied but viewed through RowViews."""
+    return Examples(row_view(self.images, index), self.labels[index], self.ids[index],
+                    None if self.masks is None else row_view(self.masks, index))
 
   @property
   def labelled(self) -> bool:
@@ -129,47 +135,69 @@ def resize_and_center_crop(image, size: int):
   return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
 
 
+def mask_stem(stem: pathlib.Path) -> pathlib.Path:
+  return stem.with_name(stem.name + '-masks')
+
+
 def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> None:
-  """Decodes and resizes a prepared split once into its `split_cache` files at `stem`, in chunks,
-  with a progress bar."""
-  def resize(example):
-    image = example['image']
+  """Decodes and resizes a prepared split once into its `split_cache` files at `stem` (and its
+  masks, where the folder has them, at `mask_stem(stem)`), in chunks, with a progress bar."""
+  has_masks = 'mask' in builder.info.features
+
+  def fit(image):
     same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
-    image = tf.cond(same, lambda: image, lambda: resize_and_center_crop(image, image_size))
-    return image, tf.cast(example['label'], tf.int32), example['id']
+    return tf.cond(same, lambda: image, lambda: resize_and_center_crop(image, image_size))
+
+  def resize(example):
+    mask = (tf.where(fit(example['mask']) >= 128, tf.constant(255, tf.uint8),
+                     tf.constant(0, tf.uint8)) if has_masks else tf.zeros((), tf.uint8))
+    return fit(example['image']), tf.cast(example['label'], tf.int32), example['id'], mask
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
   shape = (builder.info.splits[split].num_examples, image_size, image_size,
            builder.builder_config.channels)
+  mask_shape = shape[:3] + (1,)
   labels, ids = [], []
-  with split_cache.create_images(stem, shape) as images:
+  with contextlib.ExitStack() as stack:
+    images = stack.enter_context(split_cache.create_images(stem, shape))
+    masks = stack.enter_context(split_cache.create_images(mask_stem(stem), mask_shape)) \
+        if has_masks else None
     with tqdm.tqdm(total=shape[0], desc=f'decode {split} @{image_size}px', unit='img') as bar:
-      for batch_images, batch_labels, batch_ids in ds.as_numpy_iterator():
+      for batch_images, batch_labels, batch_ids, batch_masks in ds.as_numpy_iterator():
         images[bar.n:bar.n + len(batch_labels)] = batch_images
+        if masks is not None:
+          masks[bar.n:bar.n + len(batch_labels)] = batch_masks
         labels.append(batch_labels)
         ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
         bar.update(len(batch_labels))
     if bar.n != shape[0]:
       raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
                              f'says {shape[0]}; delete that folder to prepare it again.')
-  split_cache.write_labels(stem, shape, np.concatenate(labels or [np.zeros(0, np.int32)]),
-                           np.concatenate(ids or [np.zeros(0, str)]))
+  labels = np.concatenate(labels or [np.zeros(0, np.int32)])
+  ids = np.concatenate(ids or [np.zeros(0, str)])
+  if has_masks:
+    split_cache.write_labels(mask_stem(stem), mask_shape, labels, ids)
+  split_cache.write_labels(stem, shape, labels, ids)  # last: it marks the split complete
 
 
 def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
   """A split from its memory-mapped cache, decoded into it first where it is not complete."""
   stem = cache / f'{split}-{image_size}px-{builder.builder_config.channels}ch'
+  has_masks = 'mask' in builder.info.features
   arrays = split_cache.open_split(stem)
-  if arrays is None:
+  masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
+  if arrays is None or (has_masks and masks is None):
     stem.parent.mkdir(parents=True, exist_ok=True)
-    split_cache.remove_stale_temporaries(stem)
+    for kept in (stem, mask_stem(stem)):
+      split_cache.remove_stale_temporaries(kept)
     decode_split(builder, split, image_size, stem)
     arrays = split_cache.open_split(stem)
-  if arrays is None:
+    masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
+  if arrays is None or (has_masks and masks is None):
     raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
                            f'writing it; delete {stem.parent} and retry.')
-  return Examples(*arrays)
+  return Examples(*arrays, masks=None if masks is None else masks[0])
 
 
 def stable_hash(text: str) -> int:
