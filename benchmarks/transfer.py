@@ -80,7 +80,7 @@ def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
   start = time.perf_counter()
   detector.fit(job.data['train'], job.data['valid'], ctx)
   seconds = time.perf_counter() - start
-  scores, throughput = compare.timed_scores(detector, splits, ctx)
+  scores, throughput, _ = compare.timed_scores(detector, splits, ctx)
   row = compare.report_row(method, 0 if method == 'gaussian' else -1, scores, splits, 'test',
                            rule, seconds, throughput)
   row.update(size=size, train_images=len(job.data['train']))

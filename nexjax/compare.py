@@ -16,8 +16,10 @@ import time
 
 from absl import logging
 import ml_collections
+import numpy as np
 
 from nexjax import errors
+from nexjax import localization
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
 from nexjax import parallel
@@ -80,12 +82,27 @@ def make_detector(name: str, config, workdir: pathlib.Path, defects: int) -> bas
   return DETECTORS[name](config.detectors[name])
 
 
-def timed_scores(detector, splits, ctx) -> tuple[dict, float]:
-  """Scores of every split, and the scoring throughput (images/s) over all of them."""
+def timed_scores(detector, splits, ctx, map_split: str | None = None):
+  """(scores of every split, the scoring throughput in images/s, the anomaly maps of `map_split`
+  or None): maps only where asked, from the same pass as the scores where the method can."""
   start = time.perf_counter()
-  scores = {name: detector.score(examples.images, ctx) for name, examples in splits.items()}
+  scores, maps = {}, None
+  for name, examples in splits.items():
+    if name == map_split:
+      scores[name], maps = detector.score_and_map(examples.images, ctx)
+    else:
+      scores[name] = detector.score(examples.images, ctx)
   count = sum(len(examples) for examples in splits.values())
-  return scores, count / (time.perf_counter() - start)
+  return scores, count / (time.perf_counter() - start), maps
+
+
+def localization_metrics(maps, masks) -> dict:
+  """Pixel ROC AUC and PRO (to 30% FPR) of anomaly maps against ground-truth masks."""
+  if maps is None or masks is None:
+    return {'pixel_auc': float('nan'), 'pro': float('nan')}
+  truth = np.asarray(masks)[..., 0] > 0
+  return {'pixel_auc': localization.pixel_roc_auc(maps, truth),
+          'pro': localization.pro_auc(maps, truth)}
 
 
 def report_row(method, defects, scores, splits, report_split, rule, fit_seconds, throughput):
@@ -115,7 +132,7 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                      backbone(config, config.compare.backbone or config.init.weights)
                      if needs_body else None)
   out = workdir / 'compare'
-  rows, fitted = [], {}
+  rows, fitted, gallery = [], {}, {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)
     for name in config.compare.detectors:
@@ -132,21 +149,48 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
           detector_dir = out / f'{name}-{budget_name(defects)}'
           detector_dir.mkdir(parents=True, exist_ok=True)
           detector.save(detector_dir)
-        scores, throughput = timed_scores(detector, splits, ctx)
-        fitted[name] = (scores, fit_seconds, throughput)
-      scores, fit_seconds, throughput = fitted[name]
-      rows.append(report_row(name, defects, scores, splits, report_split,
-                             config.compare.threshold_rule, fit_seconds, throughput))
+        with_maps = detector.produces_maps and splits[report_split].masks is not None
+        scores, throughput, maps = timed_scores(detector, splits, ctx,
+                                                report_split if with_maps else None)
+        extra = {**localization_metrics(maps, splits[report_split].masks),
+                 'memory_mib': getattr(detector, 'stats', {}).get('bank_bytes', 0) / 2**20}
+        if maps is not None:
+          gallery[name] = (scores[report_split], maps)
+        fitted[name] = (scores, fit_seconds, throughput, extra)
+      scores, fit_seconds, throughput, extra = fitted[name]
+      rows.append({**report_row(name, defects, scores, splits, report_split,
+                                config.compare.threshold_rule, fit_seconds, throughput), **extra})
       logging.info('compare: %s', rows[-1])
   if job.topo.is_chief:
     write_outputs(rows, out)
+    if gallery:
+      save_map_gallery(splits[report_split], gallery, out / 'maps.png',
+                       config.evaluate.gallery_size)
   return rows
+
+
+def save_map_gallery(examples, gallery: dict, path, count: int) -> None:
+  """The same images under every map-producing method: the highest-scoring defects of the last
+  method in `gallery` and as many good images, ground truth outlined."""
+  last_scores = list(gallery.values())[-1][0]
+  order = np.argsort(-last_scores)
+  defects = [i for i in order if examples.labels[i] == 1][:max(1, count // 4)]
+  goods = [i for i in pipeline.hash_order(examples.ids) if examples.labels[i] == 0][:2]
+  shown = np.asarray(defects + goods, int)
+  masks = None if examples.masks is None else np.asarray(examples.masks[shown])[..., 0]
+  localization.save_gallery(path, np.asarray(examples.images[shown]),
+                            {m: maps[shown] for m, (_, maps) in gallery.items()},
+                            {m: scores[shown] for m, (scores, _) in gallery.items()}, masks,
+                            [f'{examples.ids[i]} ({"defect" if examples.labels[i] else "good"})'
+                             for i in shown])
 
 
 COLUMNS = (('labelled_defects', 'labelled defects', '{}'), ('method', 'method', '{}'),
            ('auc', 'ROC AUC', '{:.4f}'), ('pr_auc', 'PR AUC', '{:.4f}'),
            ('error_rate', 'error', '{:.4f}'), ('recall', 'recall', '{:.4f}'),
            ('recall_at_1pct_fpr', 'recall @1% FPR', '{:.4f}'),
+           ('pixel_auc', 'pixel AUC', '{:.4f}'), ('pro', 'PRO', '{:.4f}'),
+           ('memory_mib', 'bank MiB', '{:.1f}'),
            ('fit_seconds', 'fit s', '{:.0f}'), ('images_per_second', 'score img/s', '{:.0f}'))
 
 

@@ -48,7 +48,7 @@ def test_mahalanobis_map_equals_numpy(fitted):
 
 def test_defect_scores_high_and_the_map_points_at_it(fitted, tmp_path):
   detector, ctx, _, test = fitted
-  scores, maps = detector.predict(test, ctx)
+  scores, maps = detector.score_and_map(test, ctx)
   assert scores.shape == (4,) and maps.shape == (4, 64, 64) and maps.dtype == np.float32
   np.testing.assert_allclose(scores, maps.max(axis=(1, 2)))
   assert scores[3] > 2 * scores[:3].max()

@@ -95,7 +95,7 @@ def test_fit_keeps_ratio_of_the_good_patches(fitted):
 
 def test_defect_scores_high_and_the_map_points_at_it(fitted, tmp_path):
   detector, ctx, _, test = fitted
-  scores, maps = detector.predict(test, ctx)
+  scores, maps = detector.score_and_map(test, ctx)
   assert scores.shape == (4,) and maps.shape == (4, 64, 64) and maps.dtype == np.float32
   assert scores[3] > scores[:3].max()
   r, c = np.unravel_index(maps[3].argmax(), (64, 64))

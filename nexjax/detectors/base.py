@@ -62,6 +62,10 @@ class Detector(abc.ABC):
     """(N, H, W) float32 per-pixel scores at the images' resolution (if `produces_maps`)."""
     raise NotImplementedError(f'{self.name} gives image-level scores only.')
 
+  def score_and_map(self, images: np.ndarray, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """Both at once; methods whose map and score come from one pass override this."""
+    return self.score(images, ctx), self.anomaly_map(images, ctx)
+
   @abc.abstractmethod
   def save(self, directory: pathlib.Path) -> None:
     """Writes everything `load` needs into `directory` (created if missing)."""

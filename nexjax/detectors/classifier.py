@@ -3,7 +3,7 @@
 Fitting runs the whole fine-tuning recipe of its config (`nexjax.train.loop`) on the given splits
 into its run directory, which is also its saved form (checkpoints and `config.json`): fitting
 again resumes, or finds the run done. The score is the logit of P(defect) of the best checkpoint,
-without TTA (`--mode=evaluate` reports TTA).
+without TTA (`--mode=evaluate` reports TTA); the anomaly map is its Grad-CAM.
 """
 
 import pathlib
@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from nexjax import augment as augment_lib
+from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
 from nexjax.detectors import base
@@ -23,6 +24,7 @@ class ClassifierDetector(base.Detector):
 
   name = 'classifier'
   uses_labels = True
+  produces_maps = True  # Grad-CAM
 
   def __init__(self, config, run_dir):
     super().__init__(config)
@@ -45,6 +47,10 @@ class ClassifierDetector(base.Detector):
         ctx.topo, 'classifier: score', ctx.progress))
     p = np.clip(probs[:, 1].astype(np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
+
+  def anomaly_map(self, images, ctx: base.Context) -> np.ndarray:
+    return gradcam.gradcam_maps(job_lib.create_model(self.config), self.variables, images,
+                                ctx.topo, ctx.batch_size, progress=ctx.progress)
 
   def save(self, directory) -> None:
     del directory  # the run directory already holds the checkpoints and config.json

@@ -155,7 +155,7 @@ class PaDiM(base.Detector):
                   'state_bytes': int(sum(a.nbytes for a in self.state.values())),
                   'fit_seconds': time.perf_counter() - start, 'backbone': backbone.source}
 
-  def predict(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
+  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
     """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
     if self.state is None:
       raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
@@ -169,10 +169,10 @@ class PaDiM(base.Detector):
     return scores.astype(np.float64), maps
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.predict(images, ctx)[0]
+    return self.score_and_map(images, ctx)[0]
 
   def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.predict(images, ctx)[1]
+    return self.score_and_map(images, ctx)[1]
 
   def save(self, directory) -> None:
     meta = {'stages': list(self.config.stages), 'num_features': self.config.num_features}

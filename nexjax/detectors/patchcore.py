@@ -246,7 +246,7 @@ class PatchCore(base.Detector):
     select = jax.jit(greedy_coreset, static_argnums=1, out_shardings=ctx.topo.replicated)
     return np.asarray(select(points, keep, first))
 
-  def predict(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
+  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
     """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
     if self.bank is None:
       raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
@@ -260,10 +260,10 @@ class PatchCore(base.Detector):
     return scores.astype(np.float64), maps
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.predict(images, ctx)[0]
+    return self.score_and_map(images, ctx)[0]
 
   def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.predict(images, ctx)[1]
+    return self.score_and_map(images, ctx)[1]
 
   def save(self, directory) -> None:
     meta = {k: (list(self.config[k]) if k == 'stages' else self.config[k]) for k in FITTED_KEYS}
