@@ -45,6 +45,7 @@ from nexjax import errors  # noqa: E402
 from nexjax import evaluate  # noqa: E402
 from nexjax import export  # noqa: E402
 from nexjax import parallel  # noqa: E402
+from nexjax import predict  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.train import loop  # noqa: E402
@@ -56,7 +57,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Conf
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
                                required=True)
 MODES = {'train': loop.train_and_evaluate, 'lr_find': lr_find.lr_find,
-         'evaluate': evaluate.evaluate, 'predict': evaluate.predict_folder,
+         'evaluate': evaluate.evaluate, 'predict': predict.predict_folder,
          'export': export.export_workdir, 'compare': compare.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')

@@ -47,6 +47,7 @@ def get_config(arg=None):
       synthetic_families='',   # comma-separated package families ('' all): sot23,sod123,sot363,sot223
       image_size=224,
       channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
+      high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)
       valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
       class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
       max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
@@ -107,6 +108,8 @@ def get_config(arg=None):
       input='',                # a folder (searched recursively) or a glob of images
       output='',               # CSV path; '' -> DIR/predictions.csv
       tta=True,
+      heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
+      save_maps=False,         # also the raw maps as .npy beside the overlays
   ))
   config.export = ml_collections.ConfigDict(dict(
       formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed

@@ -1,5 +1,4 @@
-"""From a trained checkpoint to decisions and reports: TTA, operating thresholds, metrics, plots,
-predictions for any folder of images, and the Kaggle submission.
+"""From a trained checkpoint to decisions and reports: TTA, operating thresholds, metrics, plots.
 
 One jit-compiled call per batch returns the plain prediction (the identity view) and all TTA
 views, so "with and without TTA" costs one pass. The decision threshold is chosen on the
@@ -7,31 +6,25 @@ validation split by the configured rule and stored in `DIR/eval/threshold.json`,
 `--mode=predict` then uses.
 """
 
-import csv
 import functools
-import glob
 import json
-import os
 import pathlib
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
-import tqdm
 
 from nexjax import augment as augment_lib
-from nexjax import errors
+from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
+from nexjax import localization
 from nexjax import metrics as metrics_lib
 from nexjax import parallel
 from nexjax import reporting
 from nexjax import tta as tta_lib
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
-from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.train import loop
 from nexjax.train import step as step_lib
@@ -139,6 +132,7 @@ def evaluate(config, workdir) -> dict:
       reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
                                 out / f'{name}_top_losses.png', config.evaluate.gallery_size)
     before_after(config, job, variables, workdir, out)
+    heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
     print_summary(results, thresholds)
   return results
 
@@ -164,6 +158,22 @@ def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
                               titles=(first, 'final'))
 
 
+def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
+  """The top-scoring images of the test split (else validation) with their Grad-CAM maps and,
+  where the data has them, the ground-truth defect outlines."""
+  name = 'test' if 'test' in splits else 'valid'
+  examples = splits[name]
+  top = np.argsort(-scores[name]['tta'])[:config.evaluate.gallery_size]
+  images = np.asarray(examples.images[top])
+  maps = gradcam.gradcam_maps(job.model, variables, images, job.topo,
+                              config.train.eval_batch_size, progress=False)
+  masks = None if examples.masks is None else np.asarray(examples.masks[top])[..., 0]
+  localization.save_gallery(path, images, {'grad-cam': maps},
+                            {'grad-cam': scores[name]['tta'][top]}, masks,
+                            [f'{examples.ids[i]} ({"defect" if examples.labels[i] else "good"})'
+                             for i in top])
+
+
 def print_summary(results: dict, thresholds: dict) -> None:
   print(f"{'split':6} {'mode':6} {'AUC':>7} {'PR AUC':>7} {'error':>7} {'recall':>7} "
         f"{'FPR':>7} {'threshold':>9}")
@@ -173,91 +183,3 @@ def print_summary(results: dict, thresholds: dict) -> None:
         r = results[name][kind]
         print(f"{name:6} {kind:6} {r['auc']:7.4f} {r['pr_auc']:7.4f} {r['error_rate']:7.4f} "
               f"{r['recall']:7.4f} {r['false_positive_rate']:7.4f} {r['threshold']:9.4f}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Prediction on arbitrary images
-# ---------------------------------------------------------------------------------------------
-
-def list_inputs(spec: str) -> list[pathlib.Path]:
-  """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
-  path = pathlib.Path(spec)
-  candidates = path.rglob('*') if path.is_dir() else map(pathlib.Path, glob.glob(spec,
-                                                                              recursive=True))
-  files = sorted(p for p in candidates if nexperia.is_image_file(p))
-  if not files:
-    raise errors.DataError(f'predict.input={spec!r}: no image files found '
-                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
-  return files
-
-
-def load_images(files, image_size: int, channels: int) -> tuple[np.ndarray, list[str], list[str]]:
-  """Decode + resize like training; unreadable files are reported and left out."""
-  images, ids, skipped = [], [], []
-  for path in tqdm.tqdm(files, desc='read images', leave=False):
-    image = nexperia.decode_or_none(path, channels)
-    if image is None:
-      skipped.append(str(path))
-      continue
-    images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
-    ids.append(path.stem)
-  nexperia.report_skipped(skipped, 'the prediction input')
-  if not images:
-    raise errors.DataError(f'None of the {len(files)} image files could be decoded '
-                           f'({", ".join(skipped[:3])}{", ..." if len(skipped) > 3 else ""}).')
-  return np.stack(images), ids, skipped
-
-
-def check_writable(path: pathlib.Path, key: str) -> None:
-  """Fails before any computing if `path` cannot be written as a file."""
-  if path.is_dir():
-    raise errors.ConfigError(f'config.{key}={path} is a folder; give a file name such as '
-                             f'{path / "predictions.csv"}.')
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise errors.ConfigError(f'config.{key}: cannot create {path.parent} ({e.strerror}).') from e
-  if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-    raise errors.ConfigError(f'config.{key}: {path} is not writable; choose another path.')
-
-
-def predict_folder(config, workdir) -> pathlib.Path:
-  """Writes `id,p_defect,label` for every readable image; for a Kaggle test folder also the
-  competition's `submission.csv` (`id,label` with label = P(defect))."""
-  workdir = pathlib.Path(workdir)
-  if not config.predict.input:
-    raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
-                             '--config.predict.output=FILE.csv).')
-  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
-  check_writable(output, 'predict.output')
-  config = workdir_lib.with_trained_model(config, workdir)
-  job = job_lib.setup(config, data=False)
-  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold_path = workdir / 'eval' / THRESHOLD_FILE
-  if threshold_path.is_file():
-    threshold = json.loads(threshold_path.read_text())['threshold']
-  else:
-    threshold = 0.5
-    logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
-                    'using threshold 0.5.', threshold_path)
-  images, ids, _ = load_images(list_inputs(config.predict.input), config.data.image_size,
-                               config.data.channels)
-  views = predict_views(make_tta_fn(job.model, config, job.topo), variables, images,
-                        config.train.eval_batch_size, config.seed, job.topo, 'predict',
-                        config.train.progress)
-  scores = plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
-  if job.topo.is_chief:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['id', 'p_defect', 'label'])
-      writer.writerows((i, f'{s:.6f}', int(s >= threshold)) for i, s in zip(ids, scores))
-    print(f'{len(ids)} predictions (checkpoint step {step}, threshold {threshold:.4f}) -> {output}')
-    if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
-      submission = output.with_name('submission.csv')
-      with open(submission, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['id', 'label'])
-        writer.writerows((i, f'{s:.6f}') for i, s in zip(ids, scores))
-      print(f'Kaggle submission -> {submission}')
-  return output

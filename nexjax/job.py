@@ -77,6 +77,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
         f"'{PRETRAIN}' needs a config.pretrain section (a whole config that trains the body)")
   check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
   check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
+  check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
+        "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
   check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
         'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
   check(not data or config.data.synthetic or config.data.dir, 'data.dir',
@@ -182,7 +184,8 @@ def load_data(config) -> dict[str, pipeline.Examples]:
   folder = data_folder(config)
   data = pipeline.load_datasets(folder, image_size=config.data.image_size,
                                 valid_fraction=config.data.valid_fraction,
-                                channels=config.data.channels, cache_dir=cache_dir(config))
+                                channels=config.data.channels, cache_dir=cache_dir(config),
+                                high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   check_class_counts(data, folder)
   return data

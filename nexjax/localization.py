@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+import PIL.Image
 from scipy import ndimage
 
 from nexjax import metrics
@@ -135,6 +136,11 @@ def overlay(image, amap, mask=None, value_range=None, alpha: float = 0.5,
     mask = np.asarray(mask) > 0
     blended[mask & ~ndimage.binary_erosion(mask)] = 1.0
   return np.round(blended * 255).astype(np.uint8)
+
+
+def save_overlay(path, image, amap, mask=None) -> None:
+  """One overlay as a PNG (the map's own colour range)."""
+  PIL.Image.fromarray(overlay(image, amap, mask)).save(path)
 
 
 def save_gallery(path, images, maps, scores, masks=None, titles=None) -> None:

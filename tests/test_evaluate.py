@@ -12,6 +12,7 @@ import pytest
 from configs import finetune
 from nexjax import errors
 from nexjax import evaluate
+from nexjax import predict
 from nexjax import inference
 from nexjax import job as job_lib
 from nexjax.train import loop
@@ -51,7 +52,7 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
   stored = json.loads((workdir / 'eval' / 'threshold.json').read_text())
   assert stored['threshold'] == results['valid']['tta']['threshold']
   for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png',
-               'before_after.png'):
+               'before_after.png', 'heatmaps.png'):
     assert (workdir / 'eval' / name).stat().st_size > 0
 
 
@@ -83,12 +84,16 @@ def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_p
   with config.unlocked():
     config.predict.input = str(folder)
     config.predict.output = str(tmp_path / 'out' / 'predictions.csv')
-  evaluate.predict_folder(config, workdir)
+    config.predict.heatmaps = 'all'
+  predict.predict_folder(config, workdir)
   with open(tmp_path / 'out' / 'predictions.csv') as f:
     rows = list(csv.DictReader(f))
   assert [r['id'] for r in rows] == ['a', 'b', 'c']
+  assert [r['file'] for r in rows] == ['a.jpg', 'b.png', 'c.bmp']
+  heatmaps = sorted(p.name for p in (tmp_path / 'out' / 'predictions_heatmaps').iterdir())
+  assert heatmaps == ['a.jpg.png', 'b.png.png', 'c.bmp.png']
   assert all(0 <= float(r['p_defect']) <= 1 and r['label'] in ('0', '1') for r in rows)
-  assert 'broken.jpg' in caplog.text and 'Skipped 1' in caplog.text
+  assert 'broken.jpg (' in caplog.text and 'Skipped 1' in caplog.text
   with open(tmp_path / 'out' / 'submission.csv') as f:
     submission = list(csv.DictReader(f))
   assert [s['id'] for s in submission] == ['a', 'b', 'c']
@@ -111,7 +116,7 @@ def test_workdir_is_self_contained(trained, tmp_path, make_kaggle_folder, monkey
     config.model.arch = 'resnet18'  # ignored: the workdir's network is used
     config.predict.input = str(make_kaggle_folder(tmp_path / 'line', 3, 2) / 'train')
     config.predict.output = str(tmp_path / 'predictions.csv')
-  evaluate.predict_folder(config, workdir)
+  predict.predict_folder(config, workdir)
   assert len((tmp_path / 'predictions.csv').read_text().splitlines()) == 1 + 5
   assert decoded == []
   other = make_kaggle_folder(tmp_path / 'other', 20, 8, 6, size=(64, 64), test_labels=True,

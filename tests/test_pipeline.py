@@ -179,7 +179,7 @@ def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle
 
   # A run killed while writing leaves a temporary file and no record: never used, decoded again,
   # and the temporary file is deleted.
-  stem = next((tmp_path / 'cache' / 'tfds').glob('*/decoded')) / 'train-32px-1ch'
+  stem = next((tmp_path / 'cache' / 'tfds').rglob('decoded')) / 'train-32px-1ch'
   killed = subprocess.Popen(['true'])
   killed.wait()
   images = split_cache.cache_file(stem, split_cache.IMAGES)

@@ -243,7 +243,7 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
 
 
 def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
-                  cache_dir) -> dict[str, Examples]:
+                  cache_dir, high_bit_scaling: str = 'bit_depth') -> dict[str, Examples]:
   """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once.
 
   Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
@@ -252,8 +252,8 @@ def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels:
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
   tfds_dir = pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
-  builder = nexperia.prepare(data_dir, tfds_dir, channels)
-  cache = tfds_dir / 'decoded'
+  builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
+  cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
   labelled = load_split(builder, 'train', image_size, cache)
   train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
   splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}

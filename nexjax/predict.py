@@ -1,0 +1,153 @@
+"""Predictions for any folder of images from a trained workdir alone: P(defect) with TTA, the
+decision at the threshold `--mode=evaluate` chose on validation, the Kaggle submission, and
+Grad-CAM heatmaps of the flagged (or all) images.
+
+Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
+`b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id).
+"""
+
+import csv
+import glob
+import json
+import os
+import pathlib
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nexjax import errors
+from nexjax import evaluate
+from nexjax import gradcam
+from nexjax import job as job_lib
+from nexjax import localization
+from nexjax import workdir as workdir_lib
+from nexjax.data import nexperia
+from nexjax.data import pipeline
+
+HEATMAPS = ('none', 'flagged', 'all')
+
+
+def list_inputs(spec: str) -> list[pathlib.Path]:
+  """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
+  path = pathlib.Path(spec)
+  candidates = path.rglob('*') if path.is_dir() else map(pathlib.Path, glob.glob(spec,
+                                                                              recursive=True))
+  files = sorted(p for p in candidates if nexperia.is_image_file(p))
+  if not files:
+    raise errors.DataError(f'predict.input={spec!r}: no image files found '
+                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
+  return files
+
+
+def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
+  """Decoded and resized like training; unreadable files are reported (path and reason) in the
+  log and left out. Returns the images and the files they came from."""
+  images, kept, skipped = [], [], []
+  for path in tqdm.tqdm(files, desc='read images', leave=False,
+                        disable=not config.train.progress):
+    image = nexperia.decode_or_none(path, config.data.channels, config.data.high_bit_scaling,
+                                    skipped)
+    if image is not None:
+      images.append(pipeline.resize_and_center_crop(tf.constant(image),
+                                                    config.data.image_size).numpy())
+      kept.append(path)
+  nexperia.report_skipped([f'{name} ({reason})' for name, reason in skipped],
+                          'the prediction input')
+  if not images:
+    raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
+        f'{name} ({reason})' for name, reason in skipped[:3]) + ('; ...' if len(skipped) > 3
+                                                                 else ''))
+  return np.stack(images), kept
+
+
+def check_writable(path: pathlib.Path, key: str) -> None:
+  """Fails before any computing if `path` cannot be written as a file."""
+  if path.is_dir():
+    raise errors.ConfigError(f'config.{key}={path} is a folder; give a file name such as '
+                             f'{path / "predictions.csv"}.')
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.ConfigError(f'config.{key}: cannot create {path.parent} ({e.strerror}).') from e
+  if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    raise errors.ConfigError(f'config.{key}: {path} is not writable; choose another path.')
+
+
+def relative_names(files: list[pathlib.Path], spec: str) -> list[str]:
+  """Each file's path relative to the input folder (the full path for a glob)."""
+  root = pathlib.Path(spec)
+  return [str(f.relative_to(root)) if root.is_dir() else str(f) for f in files]
+
+
+def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.Path) -> int:
+  """Grad-CAM overlays (and, with predict.save_maps, the raw maps as .npy) of the flagged images
+  (`predict.heatmaps='flagged'`) or of all of them ('all'); returns how many."""
+  chosen = np.flatnonzero(flagged) if config.predict.heatmaps == 'flagged' else \
+      np.arange(len(images))
+  if not len(chosen):
+    return 0
+  maps = gradcam.gradcam_maps(job.model, variables, images[chosen], job.topo,
+                              config.train.eval_batch_size, tta=config.predict.tta,
+                              progress=config.train.progress)
+  for i, amap in zip(chosen, maps):
+    target = out / f'{names[i]}.png'  # the suffix stays: x.jpg and x.png are two files
+    target.parent.mkdir(parents=True, exist_ok=True)
+    localization.save_overlay(target, images[i], amap)
+    if config.predict.save_maps:
+      np.save(out / f'{names[i]}.npy', amap)
+  return len(chosen)
+
+
+def predict_folder(config, workdir) -> pathlib.Path:
+  """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
+  competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
+  workdir = pathlib.Path(workdir)
+  if not config.predict.input:
+    raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
+                             '--config.predict.output=FILE.csv).')
+  if config.predict.heatmaps not in HEATMAPS:
+    raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: use one of '
+                             f'{HEATMAPS}.')
+  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
+  check_writable(output, 'predict.output')
+  config = workdir_lib.with_trained_model(config, workdir)
+  job = job_lib.setup(config, data=False)
+  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
+  threshold_path = workdir / 'eval' / evaluate.THRESHOLD_FILE
+  if threshold_path.is_file():
+    threshold = json.loads(threshold_path.read_text())['threshold']
+  else:
+    threshold = 0.5
+    logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
+                    'using threshold 0.5.', threshold_path)
+  files = list_inputs(config.predict.input)
+  images, files = load_images(files, config)
+  names = relative_names(files, config.predict.input)
+  views = evaluate.predict_views(evaluate.make_tta_fn(job.model, config, job.topo), variables,
+                                 images, config.train.eval_batch_size, config.seed, job.topo,
+                                 'predict', config.train.progress)
+  scores = evaluate.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
+  flagged = scores >= threshold
+  if job.topo.is_chief:
+    with open(output, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['file', 'id', 'p_defect', 'label'])
+      writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
+                       for name, path, s, flag in zip(names, files, scores, flagged))
+    print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
+          f'{int(flagged.sum())} flagged -> {output}', flush=True)
+    if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
+      submission = output.with_name('submission.csv')
+      with open(submission, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['id', 'label'])
+        writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
+      print(f'Kaggle submission -> {submission}')
+  if config.predict.heatmaps != 'none':
+    heatmaps = output.with_name(output.stem + '_heatmaps')
+    count = write_heatmaps(config, job, variables, images, names, flagged, heatmaps)
+    if job.topo.is_chief:
+      print(f'{count} Grad-CAM heatmaps -> {heatmaps}', flush=True)
+  return output
