@@ -77,7 +77,8 @@ def parse_flags(argv):
     sys.exit(f"error: unknown config key '{key}' in {', '.join(overrides)}; see the config file "
              'for the keys.')
   except flags.Error as e:
-    sys.exit(f'error: {str(e).splitlines()[0]}')
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    sys.exit('error: ' + ' '.join(dict.fromkeys([lines[0], lines[-1]])) if lines else str(e))
 
 
 class LibraryInfoFilter(logging.Filter):

@@ -72,13 +72,19 @@ def read_file(path) -> dict[str, np.ndarray]:
   _check_suffix(path)
   if not path.is_file():
     raise WeightsError(f'{path}: no such weight file.')
-  if path.suffix in TORCH_SUFFIXES:
-    return _read_torch(path)
-  if path.suffix == '.safetensors':
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top
-    return dict(safetensors.numpy.load_file(path))
-  with np.load(path) as data:
-    return {k: data[k] for k in data.files}
+  try:
+    if path.suffix in TORCH_SUFFIXES:
+      return _read_torch(path)
+    if path.suffix == '.safetensors':
+      import safetensors.numpy  # pylint: disable=g-import-not-at-top
+      return dict(safetensors.numpy.load_file(path))
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  except WeightsError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (each format fails its own way)
+    raise WeightsError(f'{path}: not a readable {path.suffix} weights file, or a damaged one '
+                       f'({type(e).__name__}: {str(e)[:200]}). Convert or download it again.') from e
 
 
 def _module_prefix(key: str) -> tuple[str, str]:

@@ -132,8 +132,8 @@ def find_examples(root) -> dict[str, list[tuple[pathlib.Path, int]]]:
                       for p in list_images(root / 'train' / folder)]}
   if not splits['train']:
     raise LayoutError(f'{root}/train has no images.\n{EXPECTED_LAYOUT}')
-  if (root / TEST_FOLDER).is_dir():
-    splits['test'] = labelled_test_files(root)
+  if (root / TEST_FOLDER).is_dir() and list_images(root / TEST_FOLDER):
+    splits['test'] = labelled_test_files(root)  # an empty test folder is no test split
   for split, files in splits.items():
     check_unique_ids(split, files)
   return splits
