@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import pathlib
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ import ml_collections
 import numpy as np
 import xgboost as xgb
 
-from nexjax import augment, errors, inference, scattering
+from nexjax import augment, errors, inference, parallel, scattering
 from nexjax.data import pipeline
 from nexjax.detectors import base
 
@@ -101,20 +102,27 @@ def features(bank: dict, images_uint8, *, J: int, order: int, pool_grid: tuple, 
   return jnp.log(eps + pooled) if log else pooled
 
 
+@functools.lru_cache(maxsize=4)
+def feature_function(J: int, L: int, order: int, pool_grid: tuple, log: bool, eps: float,
+                     height: int, width: int, topo: parallel.Topology) -> Callable:
+  """`features` jitted for one image size, its filter bank on the devices: built once per
+  process and size (the bank takes seconds at 224 px, the compile about one)."""
+  bank = jax.device_put(scattering.filter_bank_for(height, width, J, L).tree(), topo.replicated)
+  fn = jax.jit(functools.partial(features, J=J, order=order, pool_grid=pool_grid, log=log,
+                                 eps=eps),
+               out_shardings=topo.replicated)
+  return lambda images, _: fn(bank, images)
+
+
 def extract_features(images: np.ndarray, config: ml_collections.ConfigDict,
                      ctx: base.Context) -> np.ndarray:
   """(N, H, W, C) uint8 -> (N, F) float32, in device batches with a progress bar."""
-  height, width = images.shape[1:3]
-  bank = jax.device_put(scattering.filter_bank_for(height, width, config.J, config.L).tree(),
-                        ctx.topo.replicated)
-  fn = jax.jit(functools.partial(features, J=config.J, order=config.order,
-                                 pool_grid=tuple(config.pool_grid), log=config.log,
-                                 eps=config.eps),
-               out_shardings=ctx.topo.replicated)
-  batches = inference.map_batches(lambda x, _: fn(bank, x), [images], ctx.batch_size, ctx.topo,
-                                  desc='scattering', progress=ctx.progress)
-  return inference.concatenate(batches) if len(images) else np.zeros((0, num_features(config)),
-                                                                       np.float32)
+  if not len(images):
+    return np.zeros((0, num_features(config)), np.float32)
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in feature_settings(config).items()}
+  fn = feature_function(**settings, height=images.shape[1], width=images.shape[2], topo=ctx.topo)
+  return inference.concatenate(inference.map_batches(
+      fn, [images], ctx.batch_size, ctx.topo, desc='scattering', progress=ctx.progress))
 
 
 def cache_key(examples: pipeline.Examples, config: ml_collections.ConfigDict) -> str:
