@@ -59,6 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
       subsample=0.8,            # rows per tree
       colsample_bytree=0.5,     # features per tree
       min_child_weight=1.0,
+      max_bin=64,               # bins per feature (XGBoost's 256 made rounds 7x slower here)
       nthread=4,                # fixed, so that fits are reproducible across machines
       cache_dir='',             # where feature files are kept ('' -> not cached)
   ))
@@ -119,7 +120,8 @@ def extract_features(images: np.ndarray, config: ml_collections.ConfigDict,
   """(N, H, W, C) uint8 -> (N, F) float32, in device batches with a progress bar."""
   if not len(images):
     return np.zeros((0, num_features(config)), np.float32)
-  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in feature_settings(config).items()}
+  settings = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in feature_settings(config).items()}
   fn = feature_function(**settings, height=images.shape[1], width=images.shape[2], topo=ctx.topo)
   return inference.concatenate(inference.map_batches(
       fn, [images], ctx.batch_size, ctx.topo, desc='scattering', progress=ctx.progress))
@@ -159,7 +161,8 @@ def booster_params(config: ml_collections.ConfigDict, labels: np.ndarray, seed: 
   """XGBoost's parameters: hist trees, on the GPU when JAX has one, defects weighted up."""
   num_defect = int(np.sum(labels == 1))
   return dict(objective='binary:logistic', eval_metric='logloss', tree_method='hist',
-              device=xgb_device(), max_depth=config.max_depth, eta=config.learning_rate,
+              device=xgb_device(), max_bin=config.max_bin, max_depth=config.max_depth,
+              eta=config.learning_rate,
               subsample=config.subsample, colsample_bytree=config.colsample_bytree,
               min_child_weight=config.min_child_weight,
               scale_pos_weight=(len(labels) - num_defect) / num_defect,
@@ -174,11 +177,12 @@ def fit_booster(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray,
     raise errors.DataError('scattering_xgb is supervised: its training split needs labelled good '
                            f'and defective images, got {counts[0]} good and {counts[1]} defective '
                            f'of {len(train_y)}.')
-  train = xgb.QuantileDMatrix(train_x, train_y)
+  train = xgb.QuantileDMatrix(train_x, train_y, max_bin=config.max_bin)
   stop = len(valid_y) > 0 and config.early_stopping_rounds > 0
-  evals = [(xgb.QuantileDMatrix(valid_x, valid_y, ref=train), 'valid')] if stop else []
+  valid = xgb.QuantileDMatrix(valid_x, valid_y, ref=train, max_bin=config.max_bin) if stop else None
   return xgb.train(booster_params(config, train_y, seed), train, config.n_estimators,
-                   evals=evals, early_stopping_rounds=config.early_stopping_rounds if stop else None,
+                   evals=[(valid, 'valid')] if stop else [],
+                   early_stopping_rounds=config.early_stopping_rounds if stop else None,
                    verbose_eval=False)
 
 
