@@ -56,6 +56,17 @@ def test_transform_is_per_image_and_pools():
                                            [0, 0, 0, 0, 0, 1, 1, 1]])
 
 
+def test_features_are_log_means_and_maxima_of_the_gray_image():
+  rgb = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  bank = scattering.filter_bank_for(32, 32, 2, 4).tree()
+  got = scattering_xgb.features(bank, rgb, J=2, order=2, pool_grid=(1,), pool_max=True,
+                                log=True, eps=1e-3)
+  coefficients = scatter(rgb.mean(axis=-1) / 255, 2, 4)
+  expected = np.log(1e-3 + np.concatenate([coefficients.mean(axis=(2, 3)),
+                                           coefficients.max(axis=(2, 3))], axis=1))
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def smoke_config(**overrides) -> ml_collections.ConfigDict:
   config = scattering_xgb.default_config()
   config.update(scattering_xgb.SMOKE)
@@ -123,6 +134,6 @@ def test_detector_separates_textures_and_round_trips(tmp_path):
 
 def test_feature_count_and_config_checks():
   config = scattering_xgb.default_config()
-  assert scattering_xgb.num_features(config) == 217 * 17
+  assert scattering_xgb.num_features(config) == 217 * (1 + 16 + 1)
   with pytest.raises(errors.ConfigError, match='scattering_xgb.order'):
     scattering_xgb.ScatteringXGB(smoke_config(order=3))
