@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
       colsample_bytree=0.5,     # features per tree
       min_child_weight=1.0,
       max_bin=64,               # bins per feature (XGBoost's 256 made rounds 7x slower here)
-      nthread=4,                # fixed, so that fits are reproducible across machines
+      nthread=2,                # fixed, so fits repeat across machines (more oversubscribed 2 cores)
       cache_dir='',             # where feature files are kept ('' -> not cached)
   ))
 
@@ -193,10 +193,10 @@ def fit_booster(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray,
                    verbose_eval=False)
 
 
-def predict(booster: xgb.Booster, features_: np.ndarray) -> np.ndarray:
+def predict(booster: xgb.Booster, rows: np.ndarray) -> np.ndarray:
   """P(defect) from the trees up to the best validation round (all of them without one)."""
   rounds = booster.best_iteration + 1 if 'best_iteration' in booster.attributes() else 0
-  return booster.predict(xgb.DMatrix(features_), iteration_range=(0, rounds)).astype(np.float64)
+  return booster.predict(xgb.DMatrix(rows), iteration_range=(0, rounds)).astype(np.float64)
 
 
 class ScatteringXGB(base.Detector):
