@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
       colsample_bytree=0.5,     # features per tree
       min_child_weight=1.0,
       max_bin=64,               # bins per feature (XGBoost's 256 made rounds 7x slower here)
-      nthread=2,                # fixed, so fits repeat across machines (more oversubscribed 2 cores)
+      nthread=2,                # fixed: fits repeat across machines (4 oversubscribed 2 cores)
       cache_dir='',             # where feature files are kept ('' -> not cached)
   ))
 
