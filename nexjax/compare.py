@@ -30,11 +30,12 @@ from nexjax.detectors import classifier
 from nexjax.detectors import gaussian
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
+from nexjax.detectors import scattering_xgb
 from nexjax.train import loop
 
 # Detectors configured by their own `config.detectors.<name>` section.
 DETECTORS = {'gaussian': gaussian.GaussianDetector, 'patchcore': patchcore.PatchCore,
-             'padim': padim.PaDiM}
+             'padim': padim.PaDiM, 'scattering_xgb': scattering_xgb.ScatteringXGB}
 KNOWN = ('classifier',) + tuple(DETECTORS)
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 
@@ -79,7 +80,11 @@ def make_detector(name: str, config, workdir: pathlib.Path, defects: int) -> bas
     # With every defect the run is the workdir's own fine-tuning run (reused when done).
     run_dir = workdir if defects < 0 else workdir / f'finetune_defects_{defects}'
     return classifier.ClassifierDetector(run_config, run_dir)
-  return DETECTORS[name](config.detectors[name])
+  section = copy.deepcopy(config.detectors[name])
+  if 'cache_dir' in section and not section.cache_dir:
+    with section.unlocked():
+      section.cache_dir = str(workdir / 'compare' / 'cache')  # features reused by later budgets
+  return DETECTORS[name](section)
 
 
 def timed_scores(detector, splits, ctx, map_split: str | None = None):
