@@ -4,6 +4,7 @@ alone, wherever it was copied and whatever config file the command names."""
 
 import copy
 import fcntl
+import hashlib
 import json
 import os
 import pathlib
@@ -66,6 +67,14 @@ def _flat(value, prefix: str) -> dict:
       return {k: v for i, item in enumerate(value) for k, v in _flat(item, f'{prefix}[{i}]').items()}
     return {prefix: [list(v) if isinstance(v, tuple) else v for v in value]}
   return {prefix: value}
+
+
+def run_key(config) -> str:
+  """A short hash of what determines a run's result (RUN_KEYS, the optimizer, augmentation and
+  initialisation), so that cached runs survive config keys added later."""
+  values = {k: v for key in RUN_KEYS + ('optim', 'augment', 'init') for k, v in
+            _flat(_get(config, key), key).items()}
+  return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def differing_keys(config, other, keys=MODEL_KEYS) -> dict[str, tuple]:

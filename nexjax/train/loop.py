@@ -7,7 +7,6 @@ checkpoint ends with the same parameters as one never interrupted, on any number
 """
 
 import copy
-import hashlib
 import json
 import pathlib
 import signal
@@ -145,7 +144,7 @@ def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   pretrain = copy.deepcopy(config.pretrain)
   with pretrain.unlocked():
     pretrain.data.cache_dir = config.data.cache_dir
-  key = hashlib.sha256(pretrain.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:12]
+  key = workdir_lib.run_key(pretrain)
   run_dir = job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}'
   if not (run_dir / 'summary.json').is_file():
     logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
