@@ -1,5 +1,5 @@
 """What the generative detectors (VAE, GANomaly) share: conv blocks, the training loop on good
-images, batched scoring, save/load and the reconstruction plots.
+images, batched scoring, save/load (figures: `plots`).
 
 A `ReconstructionDetector` learns to reproduce good images; a subclass supplies its parameters
 (`init_params`), their gradients on a batch (`gradients`) and what it infers from an image batch
@@ -21,10 +21,6 @@ from flax import linen as nn
 from flax import serialization
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 import optax
@@ -35,6 +31,7 @@ from nexjax import errors
 from nexjax import inference
 from nexjax import parallel
 from nexjax.detectors import base
+from nexjax.detectors import plots
 
 PARAMS_FILE = 'params.msgpack'
 CONFIG_FILE = 'config.json'
@@ -53,7 +50,7 @@ def common_config() -> ml_collections.ConfigDict:
       b1=0.9,                 # Adam's beta1
       augment=False,          # fastai's on-device augmentation (nexjax.augment) of good images
       score_topk=1.0,         # image score: mean of the top fraction of the error map (1 = mean)
-      sample_every=500,       # reconstructions of a fixed batch kept for the sample grids
+      sample_every=500,       # losses checked and shown, reconstructions of a fixed batch kept
       num_samples=8,
   ))
 
@@ -238,7 +235,7 @@ class ReconstructionDetector(base.Detector):
   def _log(self, pending, step: int, bar) -> None:
     rows = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
     self.history.extend(rows)
-    if not all(math.isfinite(v) for v in rows[-1].values()):
+    if not all(math.isfinite(v) for row in rows for v in row.values()):
       raise errors.NonFiniteLossError(
           f'{self.name}: a loss became non-finite by step {step + 1} ({rows[-1]}); lower '
           f'{self.name}.lr.')
@@ -288,9 +285,9 @@ class ReconstructionDetector(base.Detector):
     (directory / META_FILE).write_text(json.dumps({'channels': int(self.channels)}))
     if self.history:
       (directory / 'history.json').write_text(json.dumps(self.history))
-      plot_history(directory / 'history.png', self.history, self.name)
+      plots.history(directory / 'history.png', self.history, self.name)
     for step, inputs, recons in self.samples:
-      plot_samples(directory / 'samples' / f'step_{step:06d}.png', inputs, recons,
+      plots.samples(directory / 'samples' / f'step_{step:06d}.png', inputs, recons,
                    f'{self.name} reconstructions after {step} steps')
 
   @classmethod
@@ -327,57 +324,4 @@ class ReconstructionDetector(base.Detector):
         out = self.reconstruct(images, ctx, maps=True)
         rows.extend((kind, images[i], out['reconstruction'][i], out['map'][i], out['score'][i])
                     for i in range(len(images)))
-    plot_reconstructions(pathlib.Path(directory) / 'reconstructions.png', rows, self.name)
-
-
-def _gray(image):
-  image = np.asarray(image, np.float32)
-  return image[..., 0] if image.shape[-1] == 1 else image
-
-
-def plot_samples(path: pathlib.Path, inputs, recons, title: str) -> None:
-  """Two rows: training inputs (uint8) above their reconstructions ([0, 1])."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig, axes = plt.subplots(2, len(inputs), figsize=(1.5 * len(inputs), 3.3), squeeze=False)
-  for i in range(len(inputs)):
-    axes[0, i].imshow(_gray(inputs[i]) / 255, cmap='gray', vmin=0, vmax=1)
-    axes[1, i].imshow(_gray(recons[i]), cmap='gray', vmin=0, vmax=1)
-  for ax in axes.flat:
-    ax.axis('off')
-  fig.suptitle(title)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def plot_reconstructions(path: pathlib.Path, rows, name: str) -> None:
-  """One row per image: input, reconstruction, error map (one colour scale for all maps)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  vmax = max(float(np.max(r[3])) for r in rows)
-  fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
-  for (kind, image, recon, error, score), ax in zip(rows, axes):
-    ax[0].imshow(_gray(image) / 255, cmap='gray', vmin=0, vmax=1)
-    ax[0].set_title(f'{kind} input', fontsize=8)
-    ax[1].imshow(_gray(recon), cmap='gray', vmin=0, vmax=1)
-    ax[1].set_title('reconstruction', fontsize=8)
-    ax[2].imshow(error, cmap='inferno', vmin=0, vmax=vmax)
-    ax[2].set_title(f'error (score {score:.4g})', fontsize=8)
-    for a in ax:
-      a.axis('off')
-  fig.suptitle(name)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def plot_history(path: pathlib.Path, history: list[dict], name: str) -> None:
-  """Every logged loss against the step, one panel each."""
-  keys = list(history[0])
-  fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False)
-  for key, ax in zip(keys, axes[0]):
-    ax.plot([row[key] for row in history], lw=0.8)
-    ax.set_title(key)
-    ax.set_xlabel('step')
-  fig.suptitle(name)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+    plots.reconstructions(pathlib.Path(directory) / 'reconstructions.png', rows, self.name)
