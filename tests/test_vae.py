@@ -145,3 +145,12 @@ def test_no_good_images_is_a_data_error():
   images = good_images(2)
   with pytest.raises(errors.DataError, match='no good'):
     vae.VAEDetector(smoke_config()).fit(examples(images, [1, 1]), examples(images), context())
+
+
+def test_batch_rows_depend_on_seed_and_step_only():
+  topo = parallel.topology()
+  one = generative.batch_rows(3, 7, 100, 8, topo)
+  np.testing.assert_array_equal(one, generative.batch_rows(3, 7, 100, 8, topo))
+  assert len(set(one)) == 8 and not np.array_equal(one, generative.batch_rows(3, 8, 100, 8, topo))
+  hosts = [generative.batch_rows(3, 7, 100, 8, parallel.Topology(topo.mesh, p, 2)) for p in (0, 1)]
+  np.testing.assert_array_equal(np.concatenate(hosts), one)  # each host feeds its slice
