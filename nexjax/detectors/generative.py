@@ -105,8 +105,10 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Dense to a small map, then nearest 2x upsampling + 3x3 conv per width (no checkerboard
-  artefacts of transposed convs, which would show in the error maps); sigmoid output in [0, 1]."""
+  """The encoder mirrored: dense to a small map, then per width nearest 2x upsampling + 3x3 conv
+  (no checkerboard artefacts of transposed convs, which would show in the error maps), the last
+  one straight to the image channels (full resolution is where convs cost most); sigmoid output
+  in [0, 1]."""
   widths: Sequence[int]
   image_size: int
   channels: int
@@ -115,10 +117,14 @@ class Decoder(nn.Module):
   def __call__(self, z):
     side = self.image_size // 2 ** len(self.widths)
     x = nn.Dense(side * side * self.widths[-1])(z).reshape(z.shape[0], side, side, -1)
-    for width in reversed(self.widths):
-      x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest 2x upsampling
-      x = nn.relu(norm(width)(nn.Conv(width, (3, 3), kernel_init=conv_init)(x)))
-    return nn.sigmoid(nn.Conv(self.channels, (3, 3), kernel_init=conv_init)(x))
+    for width in reversed(self.widths[:-1]):
+      x = nn.relu(norm(width)(nn.Conv(width, (3, 3), kernel_init=conv_init)(upsample(x))))
+    return nn.sigmoid(nn.Conv(self.channels, (3, 3), kernel_init=conv_init)(upsample(x)))
+
+
+def upsample(x):
+  """Nearest-neighbour 2x on (B, H, W, C)."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def to_model_input(images_uint8, image_size: int):
