@@ -27,15 +27,18 @@ from nexjax import reporting
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import classifier
+from nexjax.detectors import gan
 from nexjax.detectors import gaussian
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
 from nexjax.detectors import scattering_xgb
+from nexjax.detectors import vae
 from nexjax.train import loop
 
 # Detectors configured by their own `config.detectors.<name>` section.
 DETECTORS = {'gaussian': gaussian.GaussianDetector, 'patchcore': patchcore.PatchCore,
-             'padim': padim.PaDiM, 'scattering_xgb': scattering_xgb.ScatteringXGB}
+             'padim': padim.PaDiM, 'scattering_xgb': scattering_xgb.ScatteringXGB,
+             'vae': vae.VAEDetector, 'gan': gan.GANomalyDetector}
 KNOWN = ('classifier',) + tuple(DETECTORS)
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 
