@@ -2,6 +2,7 @@
 backbone, resizing them to a common grid, and the fitted state's files (arrays in `state.npz`,
 the config and figures in `state.json`)."""
 
+import functools
 import json
 import pathlib
 
@@ -12,6 +13,8 @@ import numpy as np
 
 from nexjax import augment
 from nexjax import errors
+from nexjax import inference
+from nexjax import parallel
 from nexjax.detectors import base
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
@@ -79,3 +82,35 @@ def check_fitted_config(saved: dict, config: ml_collections.ConfigDict, keys, na
     if saved[key] != now:
       raise errors.ConfigError(f'{name} in {directory} was fitted with {key}={saved[key]!r}, the '
                                f'config says {now!r}: set {name}.{key}={saved[key]!r} or refit.')
+
+
+class PatchDetector(base.Detector):
+  """Scores and maps of good-image patch statistics, from one jitted pass per batch:
+  `scores_and_maps(variables, fitted, images, *, model, config)` (a module function) on the
+  arrays `fitted()` returns (None before fit or load)."""
+
+  uses_labels = False
+  produces_maps = True
+  scores_and_maps = None
+
+  def fitted(self):
+    raise NotImplementedError
+
+  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
+    if self.fitted() is None:
+      raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
+    model = require_backbone(ctx, self.name).model
+    fn = jax.jit(functools.partial(type(self).scores_and_maps, model=model, config=self.config),
+                 out_shardings=ctx.topo.replicated)
+    fitted, variables = parallel.replicate(self.fitted(), ctx.topo), ctx.backbone.variables
+    scores, maps = inference.concatenate(inference.map_batches(
+        lambda x, _: fn(variables, fitted, x), [images], self.config.batch_size, ctx.topo,
+        self.name, ctx.progress))
+    return scores.astype(np.float64), maps
+
+  def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
+    return self.score_and_map(images, ctx)[0]
+
+  def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
+    return self.score_and_map(images, ctx)[1]

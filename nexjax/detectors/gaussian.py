@@ -14,7 +14,6 @@ the result equals the one-shot estimate on all features at once.
 
 import dataclasses
 import functools
-import json
 import pathlib
 
 from absl import logging

@@ -25,7 +25,6 @@ import numpy as np
 from nexjax import errors
 from nexjax import inference
 from nexjax import localization
-from nexjax import parallel
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
 
@@ -101,12 +100,11 @@ def scores_and_maps(variables, state, images, *, model, config):
   return maps.max(axis=(1, 2)), maps
 
 
-class PaDiM(base.Detector):
+class PaDiM(features_lib.PatchDetector):
   """A Gaussian per patch position on random stage-feature channels (see the module doc)."""
 
   name = 'padim'
-  uses_labels = False
-  produces_maps = True
+  scores_and_maps = staticmethod(scores_and_maps)
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -155,24 +153,8 @@ class PaDiM(base.Detector):
                   'state_bytes': int(sum(a.nbytes for a in self.state.values())),
                   'fit_seconds': time.perf_counter() - start, 'backbone': backbone.source}
 
-  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
-    """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
-    if self.state is None:
-      raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
-    model = features_lib.require_backbone(ctx, self.name).model
-    fn = jax.jit(functools.partial(scores_and_maps, model=model, config=self.config),
-                 out_shardings=ctx.topo.replicated)
-    state, variables = parallel.replicate(self.state, ctx.topo), ctx.backbone.variables
-    scores, maps = inference.concatenate(inference.map_batches(
-        lambda x, _: fn(variables, state, x), [images], self.config.batch_size, ctx.topo,
-        self.name, ctx.progress))
-    return scores.astype(np.float64), maps
-
-  def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.score_and_map(images, ctx)[0]
-
-  def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.score_and_map(images, ctx)[1]
+  def fitted(self):
+    return self.state
 
   def save(self, directory) -> None:
     meta = {'stages': list(self.config.stages), 'num_features': self.config.num_features}

@@ -170,12 +170,11 @@ def scores_and_maps(variables, bank, images, *, model, config):
   return scores, localization.gaussian_smooth(maps, config.sigma)
 
 
-class PatchCore(base.Detector):
+class PatchCore(features_lib.PatchDetector):
   """Nearest-neighbour distances to a coreset of good patch features (see the module doc)."""
 
   name = 'patchcore'
-  uses_labels = False
-  produces_maps = True
+  scores_and_maps = staticmethod(scores_and_maps)
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -246,24 +245,8 @@ class PatchCore(base.Detector):
     select = jax.jit(greedy_coreset, static_argnums=1, out_shardings=ctx.topo.replicated)
     return np.asarray(select(points, keep, first))
 
-  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
-    """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
-    if self.bank is None:
-      raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
-    model = features_lib.require_backbone(ctx, self.name).model
-    fn = jax.jit(functools.partial(scores_and_maps, model=model, config=self.config),
-                 out_shardings=ctx.topo.replicated)
-    bank, variables = parallel.replicate(self.bank, ctx.topo), ctx.backbone.variables
-    scores, maps = inference.concatenate(inference.map_batches(
-        lambda x, _: fn(variables, bank, x), [images], self.config.batch_size, ctx.topo,
-        self.name, ctx.progress))
-    return scores.astype(np.float64), maps
-
-  def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.score_and_map(images, ctx)[0]
-
-  def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    return self.score_and_map(images, ctx)[1]
+  def fitted(self):
+    return self.bank
 
   def save(self, directory) -> None:
     meta = {k: (list(self.config[k]) if k == 'stages' else self.config[k]) for k in FITTED_KEYS}
