@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import numpy as np
-import PIL.Image
 import pytest
 
 from configs import finetune
