@@ -14,7 +14,7 @@ as benchmarks/train_step.py's JaxRunner builds it) per global batch size and pha
              augmentation of `config.augment`: what training runs.
   synthetic  one device-resident batch reused, augmentation off: the model step alone, as the
              PyTorch rows run it. pipeline well below synthetic: the step is input-bound.
-Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_lowered):
+Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_*):
   fw        jax, or torch: torchvision body + fastai head (benchmarks/train_step.py), AMP bf16
             autocast, channels_last, torch.compile where it works, else eager (`torch_mode`).
   kind      train; tta: 8 dihedral views vmapped in one call (`evaluate.make_tta_fn`); infer:
@@ -24,8 +24,9 @@ Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, fl
   batch     global batch size (over all devices).
   img/s     images per second (tta: images, each seen in 8 views).
   step ms   per step or call; steps are dispatched back to back, as training does.
-  GFLOP     per step, XLA's cost analysis of the compiled (per-device) program; torch rows take
-            the JAX count of the same phase and batch (synthetic): the same model's work.
+  GFLOP     per step, XLA's cost analysis of the compiled (per-device) program (`flop_counts`;
+            it skips conv taps on the padding: a few % under the textbook count at 224 px);
+            torch rows take the JAX count of the same phase and batch: the same model's work.
   MFU       GFLOP * steps/s / the device's peak dense bf16 FLOP/s (PEAK_TFLOPS; n/a elsewhere).
   first s   time to the first result: lower + compile + first step (torch: build + compile + step).
   peak GiB  the process's device memory peak so far (`memory_stats()`, rows run by growing batch;
@@ -176,17 +177,23 @@ def flops_of(analysed) -> float | None:
   return float(cost['flops']) if cost and cost.get('flops', 0) > 0 else None
 
 
+def flop_counts(lowered, compiled) -> dict:
+  """FLOPs per step by XLA's cost analysis of the compiled program, unless implausible next to
+  the count before XLA's optimisations (GPU backends have missed the FLOPs of library calls and
+  fusions, jax-ml/jax#22249), then that one. Both leave out a frozen step's weight gradients."""
+  ran, traced = flops_of(compiled), flops_of(lowered)
+  plausible = ran and (not traced or 0.5 * traced <= ran <= 2 * traced)
+  return dict(flops_per_step=ran if plausible else traced, flops_lowered=traced,
+              flops_source='compiled' if plausible else 'lowered')
+
+
 def compile_first(fn, *args):
-  """(compiled, FLOP counts, seconds to the first result) of jit-function `fn` on `args`."""
+  """(compiled, FLOP counts, seconds to the first result, the result) of jit-function `fn`."""
   start = time.perf_counter()
   lowered = fn.lower(*args)
   compiled = lowered.compile()
   out = jax.block_until_ready(compiled(*args))
-  counts = dict(flops_per_step=flops_of(compiled), flops_lowered=flops_of(lowered))
-  # Some backends count no FLOPs in library calls (cuDNN, cuBLAS): then the pre-optimisation
-  # count, which also holds the gradients a frozen step drops.
-  counts['flops_per_step'] = counts['flops_per_step'] or counts['flops_lowered']
-  return compiled, counts, time.perf_counter() - start, out
+  return compiled, flop_counts(lowered, compiled), time.perf_counter() - start, out
 
 
 def peak_memory_gib() -> float | None:
