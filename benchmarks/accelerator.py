@@ -1,7 +1,7 @@
 """Accelerator throughput of the default recipe (train, TTA, inference), MFU, time to the first
 step and peak memory, next to PyTorch on the same device.
 
-  python benchmarks/accelerator.py --quick --json results.json   # a GPU or TPU: ~6 min on one GPU
+  python benchmarks/accelerator.py --quick --json results.json   # GPU/TPU: meant for <6 min
   python benchmarks/accelerator.py --json results.json           # the full sweep, batch 64-512
   python benchmarks/accelerator.py --frameworks torch --quick    # PyTorch alone (fresh device)
   python benchmarks/accelerator.py --smoke                       # seconds on a CPU (test suite)
@@ -203,16 +203,15 @@ def peak_memory_gib() -> float | None:
   return max(s['peak_bytes_in_use'] for s in stats) / GIB
 
 
-def seconds_per_call(call, warmup: int, steps: int) -> float:
-  """`warmup` calls, then seconds per call of `steps` more, dispatched back to back."""
+def seconds_per_call(call, warmup: int, steps: int, wait=jax.block_until_ready) -> float:
+  """`warmup` calls, then seconds per call of `steps` more, dispatched back to back; `wait(out)`
+  returns when `out` is computed."""
   out = None
-  for _ in range(warmup):
-    out = call()
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = call()
-  jax.block_until_ready(out)
+  for count in (warmup, steps):
+    start = time.perf_counter()
+    for _ in range(count):
+      out = call()
+    wait(out)
   return (time.perf_counter() - start) / steps
 
 
@@ -319,14 +318,7 @@ def torch_train(args, batch, phase) -> list[dict]:
   runner = TorchTrain(args, batch, phase)
   runner.first_step()
   first_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    runner.step()
-  runner.sync()
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    runner.step()
-  runner.sync()
-  seconds = (time.perf_counter() - start) / args.steps
+  seconds = seconds_per_call(runner.step, args.warmup, args.steps, lambda _: runner.sync())
   peak = torch.cuda.max_memory_allocated() / GIB if runner.device == 'cuda' else None
   return [figures(batch, seconds, first_s, peak_memory_gib=peak, arch=runner.arch,
                   width=64, torch_mode=runner.mode)]
