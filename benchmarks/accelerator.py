@@ -124,6 +124,7 @@ import train_step  # noqa: E402  (benchmarks/train_step.py: phases, PyTorch mode
 # Peak dense (no sparsity) bf16 tensor FLOP/s per chip, the first name in `device_kind` wins.
 PEAK_TFLOPS = (
     ('H100 PCIe', 756),    # NVIDIA H100 Tensor Core GPU datasheet (1,513 with sparsity)
+    ('H100 NVL', 835),     # NVIDIA H100 Tensor Core GPU datasheet (1,671 with sparsity)
     ('H100', 989),         # NVIDIA H100 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
     ('H200', 989),         # NVIDIA H200 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
     ('A100', 312),         # NVIDIA A100 Tensor Core GPU datasheet (624 with sparsity)

@@ -40,6 +40,7 @@ def test_accelerator_smoke(tmp_path):
 
 
 @pytest.mark.parametrize('kind, tflops', [('NVIDIA H100 80GB HBM3', 989), ('NVIDIA H100 PCIe', 756),
+                                          ('NVIDIA H100 NVL', 835),
                                           ('NVIDIA H200', 989), ('NVIDIA A100-SXM4-80GB', 312),
                                           ('NVIDIA L4', 121), ('Tesla V100-SXM2-16GB', 125),
                                           ('TPU v4', 275), ('TPU v5 lite', 197), ('TPU v5', 459),
