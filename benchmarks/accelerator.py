@@ -1,0 +1,433 @@
+"""Accelerator throughput of the default recipe (train, TTA, inference), MFU, time to the first
+step and peak memory, next to PyTorch on the same device.
+
+  python benchmarks/accelerator.py --quick --json results.json   # GPU/TPU: meant for <6 min
+  python benchmarks/accelerator.py --json results.json           # the full sweep, batch 64-512
+  python benchmarks/accelerator.py --frameworks torch --quick    # PyTorch alone (fresh device)
+  python benchmarks/accelerator.py --smoke                       # seconds on a CPU (test suite)
+
+The default config's model (configs/finetune.py: ResNet34 + fastai head, 224 px, uint8 grayscale
+in) with `model.dtype=bfloat16`. Train rows run the product's step (`loop.make_train_step`, built
+as benchmarks/train_step.py's JaxRunner builds it) per global batch size and phase, on two inputs:
+  pipeline   `loop.train_batches`: the tf.data stream (class-rebalanced sampling of --images
+             random images in memory) copied one step ahead to the mesh, plus the on-device
+             augmentation of `config.augment`: what training runs.
+  synthetic  one device-resident batch reused, augmentation off: the model step alone, as the
+             PyTorch rows run it. pipeline well below synthetic: the step is input-bound.
+Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_*):
+  fw        jax, or torch: torchvision body + fastai head (benchmarks/train_step.py), AMP bf16
+            autocast, channels_last, torch.compile where it works, else eager (`torch_mode`).
+  kind      train; tta: 8 dihedral views vmapped in one call (`evaluate.make_tta_fn`); infer:
+            plain eval-mode forward (`train.step.make_eval_fn`). Their pipeline rows run every
+            --images image through `inference.map_batches`, as --mode=evaluate does.
+  phase     frozen (phase 0: the head and BatchNorm scale/bias train) or unfrozen (phase 1).
+  batch     global batch size (over all devices).
+  img/s     images per second (tta: images, each seen in 8 views).
+  step ms   per step or call; steps are dispatched back to back, as training does.
+  GFLOP     per step, XLA's cost analysis of the compiled (per-device) program (`flop_counts`;
+            it skips conv taps on the padding: a ResNet34 forward at 224 px is 6.8 GFLOP per
+            image, not the textbook 7.3);
+            torch rows take the JAX count of the same phase and batch: the same model's work.
+  MFU       GFLOP * steps/s / the device's peak dense bf16 FLOP/s (PEAK_TFLOPS; n/a elsewhere).
+  first s   time to the first result: lower + compile + first step (torch: build + compile + step).
+  peak GiB  the process's device memory peak so far (`memory_stats()`, rows run by growing batch;
+            n/a on CPUs); torch: `torch.cuda.max_memory_allocated` of the row.
+  status    ok, or OOM (RESOURCE_EXHAUSTED at that batch; the sweep goes on).
+JAX's allocator keeps what it grew to, and PyTorch runs after it: on a device under ~40 GiB run
+`--frameworks jax` and `--frameworks torch` as two processes.
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+PRESETS = {
+    'quick': dict(batch='128,256', torch_batch='256', warmup=10, steps=20),
+    'smoke': dict(arch='resnet10', width=8, size=64, batch='8', warmup=1, steps=2,
+                  dtype='float32', images=64),
+}
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--quick', action='store_true', help='batch 128,256, 10+20 steps')
+  p.add_argument('--smoke', action='store_true', help='resnet10 width 8, 64 px, batch 8, 2 steps, '
+                 'float32, no PyTorch unless --torch')
+  p.add_argument('--arch', default='resnet34')
+  p.add_argument('--width', type=int, default=64)
+  p.add_argument('--size', type=int, default=224)
+  p.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float32'))
+  p.add_argument('--batch', default='64,128,256,512', help='comma-separated global batch sizes')
+  p.add_argument('--torch_batch', default='', help="PyTorch's batch sizes ('': --batch)")
+  p.add_argument('--phases', default='frozen,unfrozen')
+  p.add_argument('--inputs', default='synthetic,pipeline')
+  p.add_argument('--evals', default='tta,infer', help="inference kinds ('': none)")
+  p.add_argument('--frameworks', default='jax,torch')
+  p.add_argument('--torch', action='store_true', help='PyTorch rows in --smoke too')
+  p.add_argument('--torch_compile', default='auto', choices=('auto', 'off'))
+  p.add_argument('--warmup', type=int, default=20, help='untimed steps after the first')
+  p.add_argument('--steps', type=int, default=50, help='timed steps (>= 1)')
+  p.add_argument('--images', type=int, default=2048, help='random images in the input split')
+  p.add_argument('--json', default='', help='write the results here (after every row)')
+  args = p.parse_args(argv)
+  mode = 'smoke' if args.smoke else 'quick' if args.quick else None
+  if mode:  # the preset's values, unless given on the command line
+    p.set_defaults(**PRESETS[mode])
+    args = p.parse_args(argv)
+  if args.steps < 1:
+    p.error('--steps must be at least 1')
+  args.frameworks = [f for f in args.frameworks.split(',')
+                     if f != 'torch' or args.torch or not args.smoke]
+  return args
+
+
+ARGS = parse_args() if __name__ == '__main__' else None
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# JAX takes device memory as it needs it (not 75% up front), so PyTorch can run after it.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+if ARGS is not None and 'torch' in ARGS.frameworks:
+  try:  # before TensorFlow (which nexjax imports): the other order segfaults
+    import torch  # noqa: F401  pylint: disable=unused-import
+    import torchvision  # noqa: F401  pylint: disable=unused-import
+  except ImportError:
+    pass
+
+from configs import finetune  # noqa: E402  (imports jax, starts no backend)
+from nexjax import xla_cpu  # noqa: E402
+
+xla_cpu.apply_flags(finetune.get_config().xla_cpu)  # before the backend starts
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nexjax import evaluate  # noqa: E402
+from nexjax import inference  # noqa: E402
+from nexjax import job as job_lib  # noqa: E402
+from nexjax import parallel  # noqa: E402
+from nexjax.data import pipeline  # noqa: E402
+from nexjax.train import loop  # noqa: E402
+from nexjax.train import plan as plan_lib  # noqa: E402
+from nexjax.train import state as state_lib  # noqa: E402
+from nexjax.train import step as step_lib  # noqa: E402
+import train_step  # noqa: E402  (benchmarks/train_step.py: phases, PyTorch model and step)
+
+# Peak dense (no sparsity) bf16 tensor FLOP/s per chip, the first name in `device_kind` wins.
+PEAK_TFLOPS = (
+    ('H100 PCIe', 756),    # NVIDIA H100 Tensor Core GPU datasheet (1,513 with sparsity)
+    ('H100 NVL', 835),     # NVIDIA H100 Tensor Core GPU datasheet (1,671 with sparsity)
+    ('H100', 989),         # NVIDIA H100 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
+    ('H200', 989),         # NVIDIA H200 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
+    ('A100', 312),         # NVIDIA A100 Tensor Core GPU datasheet (624 with sparsity)
+    ('L4', 121),           # NVIDIA L4 Tensor Core GPU datasheet (242 with sparsity)
+    ('V100', 125),         # NVIDIA Tesla V100 GPU datasheet, SXM2: fp16 tensor (no bf16)
+    ('TPU v4', 275),       # Google Cloud TPU documentation, "TPU v4"
+    ('TPU v5 lite', 197),  # Google Cloud TPU documentation, "TPU v5e"
+    ('TPU v5e', 197),
+    ('TPU v5', 459),       # Google Cloud TPU documentation, "TPU v5p" (device_kind 'TPU v5')
+    ('TPU v6', 918),       # Google Cloud TPU documentation, "TPU v6e" (Trillium)
+)
+GIB = 2 ** 30
+
+
+def peak_flops(device_kind: str) -> float | None:
+  return next((tflops * 1e12 for name, tflops in PEAK_TFLOPS if name in device_kind), None)
+
+
+def recipe_config(args, batch: int, augment: bool):
+  config = finetune.get_config()
+  config.model.arch, config.model.width, config.model.dtype = args.arch, args.width, args.dtype
+  config.data.image_size, config.train.batch_size = args.size, batch
+  config.augment.enabled = augment
+  return config
+
+
+def random_variables(args):
+  """The network's initial variables. Their values do not change the speed, so they are drawn
+  with the 'rbg' generator, which compiles ~4x faster than threefry on a CPU; the steps
+  measured still use the product's keys."""
+  config = recipe_config(args, 1, augment=False)
+  with jax.default_prng_impl('rbg'):
+    return job_lib.init_variables(job_lib.create_model(config), config)
+
+
+def random_examples(count: int, size: int) -> pipeline.Examples:
+  rng = np.random.default_rng(0)
+  labels = (np.arange(count) % 5 == 0).astype(np.int32)  # 20% defects
+  return pipeline.Examples(rng.integers(0, 256, (count, size, size, 1), np.uint8), labels,
+                           np.arange(count).astype(str))
+
+
+def device_batch(examples: pipeline.Examples, batch: int, topo):
+  """The first `batch` examples (repeated if fewer) as global device arrays (images, labels)."""
+  rows = np.arange(batch) % len(examples)
+  return parallel.to_global((examples.images[rows], examples.labels[rows]), topo.batch)
+
+
+def flops_of(analysed) -> float | None:
+  cost = analysed.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  return float(cost['flops']) if cost and cost.get('flops', 0) > 0 else None
+
+
+def flop_counts(lowered, compiled) -> dict:
+  """FLOPs per step by XLA's cost analysis of the compiled program, unless implausible next to
+  the count before XLA's optimisations (GPU backends have missed the FLOPs of library calls and
+  fusions, jax-ml/jax#22249), then that one. Both leave out a frozen step's weight gradients."""
+  ran, traced = flops_of(compiled), flops_of(lowered)
+  plausible = ran and (not traced or 0.5 * traced <= ran <= 2 * traced)
+  return dict(flops_per_step=ran if plausible else traced, flops_lowered=traced,
+              flops_source='compiled' if plausible else 'lowered')
+
+
+def compile_first(fn, *args):
+  """(compiled, FLOP counts, seconds to the first result, the result) of jit-function `fn`."""
+  start = time.perf_counter()
+  lowered = fn.lower(*args)
+  compiled = lowered.compile()
+  out = jax.block_until_ready(compiled(*args))
+  return compiled, flop_counts(lowered, compiled), time.perf_counter() - start, out
+
+
+def peak_memory_gib() -> float | None:
+  stats = [d.memory_stats() for d in jax.local_devices()]
+  if not all(s and 'peak_bytes_in_use' in s for s in stats):
+    return None
+  return max(s['peak_bytes_in_use'] for s in stats) / GIB
+
+
+def seconds_per_call(call, warmup: int, steps: int, wait=jax.block_until_ready) -> float:
+  """`warmup` calls, then seconds per call of `steps` more, dispatched back to back; `wait(out)`
+  returns when `out` is computed."""
+  out = None
+  for count in (warmup, steps):
+    start = time.perf_counter()
+    for _ in range(count):
+      out = call()
+    wait(out)
+  return (time.perf_counter() - start) / steps
+
+
+def figures(images, seconds, first_s, **extra) -> dict:
+  return dict(images_per_s=images / seconds, step_ms=seconds * 1e3, first_step_s=first_s,
+              **extra)
+
+
+def jax_train(args, topo, examples, variables, batch, phase, source) -> list[dict]:
+  config = recipe_config(args, batch, augment=source == 'pipeline')
+  job = job_lib.Job(config, topo, job_lib.create_model(config), {'train': examples})
+  plan = plan_lib.plan_epochs(config.phases, 1000)
+  phase_index = train_step.PHASES[phase]
+  tx = state_lib.phase_optimizer(config, variables, plan, phase_index)
+  state = parallel.replicate(state_lib.create_train_state(variables, tx), topo)
+  step_fn = loop.make_train_step(job, tx, variables, phase_index)
+  batches = (loop.train_batches(job, 0) if source == 'pipeline'
+             else itertools.repeat(device_batch(examples, batch, topo)))
+  compiled, counts, first_s, state = compile_first(step_fn, state, *next(batches))
+
+  def step():
+    nonlocal state
+    state = compiled(state, *next(batches))
+    return state
+  seconds = seconds_per_call(step, args.warmup, args.steps)
+  return [figures(batch, seconds, first_s, peak_memory_gib=peak_memory_gib(), **counts)]
+
+
+def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict]:
+  """TTA or plain inference, compiled once, on each source: a device batch or every example."""
+  config = recipe_config(args, batch, augment=False)
+  model = job_lib.create_model(config)
+  variables = parallel.replicate(variables, topo)
+  images, labels = device_batch(examples, batch, topo)
+  if kind == 'tta':
+    fn, extra = evaluate.make_tta_fn(model, config, topo), jax.random.key(config.seed)
+  else:
+    fn, extra = step_lib.make_eval_fn(model, config, topo), labels
+  compiled, counts, first_s, _ = compile_first(fn, variables, images, extra)
+  rows = []
+  for source in sources:
+    if source == 'synthetic':
+      seconds = seconds_per_call(lambda: compiled(variables, images, extra), args.warmup,
+                                 args.steps)
+      rows.append(figures(batch, seconds, first_s, peak_memory_gib=peak_memory_gib(), **counts))
+      continue
+    calls = math.ceil(len(examples) / batch)
+    start = time.perf_counter()  # both return host arrays: every call has finished
+    if kind == 'tta':
+      evaluate.predict_views(compiled, variables, examples.images, batch, config.seed, topo,
+                             'tta', progress=False)
+    else:
+      inference.probabilities(compiled, variables, examples, batch, topo, progress=False)
+    rows.append(figures(len(examples) / calls, (time.perf_counter() - start) / calls, first_s,
+                        peak_memory_gib=peak_memory_gib(), **counts))
+  return rows
+
+
+class TorchTrain(train_step.TorchRunner):
+  """benchmarks/train_step.py's PyTorch step on the device: AMP, channels_last, torch.compile."""
+
+  def __init__(self, args, batch, phase):
+    import torch
+    import torchvision
+    self.arch = args.arch if hasattr(torchvision.models, args.arch) else 'resnet18'
+    super().__init__(self.arch, args.size, batch, phase, torch.get_num_threads())
+    self.torch, self.amp = torch, args.dtype == 'bfloat16'
+    self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    self.model.to(self.device, memory_format=torch.channels_last)
+    self.images = self.images.to(self.device, memory_format=torch.channels_last)
+    self.labels = self.labels.to(self.device)
+    self.eager, self.mode = self.model, 'eager'
+    if args.torch_compile == 'auto':
+      self.model, self.mode = torch.compile(self.model), 'compiled'
+
+  def step(self):  # no loss.item(): steps queue on the device as JAX's do
+    self.opt.zero_grad(set_to_none=True)
+    with self.torch.autocast(self.device, dtype=self.torch.bfloat16, enabled=self.amp):
+      loss = self.loss_fn(self.model(self.images), self.labels)
+    loss.backward()
+    self.opt.step()
+
+  def sync(self):
+    if self.device == 'cuda':
+      self.torch.cuda.synchronize()
+
+  def first_step(self):
+    try:
+      self.step()
+    except Exception as e:  # pylint: disable=broad-except  (inductor, triton, a C++ compiler...)
+      if self.mode == 'eager' or is_oom(e):
+        raise
+      self.model, self.mode = self.eager, f'eager (torch.compile failed: {type(e).__name__})'
+      self.step()
+    self.sync()
+
+
+def torch_train(args, batch, phase) -> list[dict]:
+  import torch
+  if torch.cuda.is_available():
+    torch.backends.cudnn.benchmark = True
+    torch.cuda.reset_peak_memory_stats()
+  start = time.perf_counter()
+  runner = TorchTrain(args, batch, phase)
+  runner.first_step()
+  first_s = time.perf_counter() - start
+  seconds = seconds_per_call(runner.step, args.warmup, args.steps, lambda _: runner.sync())
+  peak = torch.cuda.max_memory_allocated() / GIB if runner.device == 'cuda' else None
+  return [figures(batch, seconds, first_s, peak_memory_gib=peak, arch=runner.arch,
+                  width=64, torch_mode=runner.mode)]
+
+
+def is_oom(error: Exception) -> bool:
+  return 'RESOURCE_EXHAUSTED' in str(error) or type(error).__name__ == 'OutOfMemoryError'
+
+
+def measure(run, *keys: dict) -> list[dict]:
+  """`run()`'s rows, each merged into its key, or an OOM row per key."""
+  try:
+    return [dict(key, **row, status='ok') for key, row in zip(keys, run(), strict=True)]
+  except Exception as e:  # pylint: disable=broad-except  (jax and torch raise different types)
+    if not is_oom(e):
+      raise
+    return [dict(key, status='OOM') for key in keys]
+
+
+def torch_usable(args) -> bool:
+  """PyTorch rows only where torch can use the device JAX measures (or both use the CPU)."""
+  if 'torch' not in args.frameworks:
+    return False
+  if not train_step.torch_available():
+    print('torch/torchvision not installed: no PyTorch rows.')
+    return False
+  import torch
+  usable = {'gpu': torch.cuda.is_available(), 'cpu': True}.get(jax.default_backend(), False)
+  if not usable:
+    print(f'PyTorch cannot use the {jax.default_backend()} device here: no PyTorch rows.')
+  return usable
+
+
+def add_mfu(rows: list[dict], peak: float | None) -> None:
+  """MFU per row; PyTorch rows take the FLOPs of the JAX step of the same network and batch."""
+  jax_flops = {(r['arch'], r['width'], r['phase'], r['batch']): r.get('flops_per_step')
+               for r in rows if r['framework'] == 'jax' and r['kind'] == 'train'
+               and r['input'] == 'synthetic'}
+  for r in rows:
+    if r['framework'] == 'torch':
+      r['flops_per_step'] = jax_flops.get((r['arch'], r['width'], r['phase'], r['batch']))
+    ok = r['status'] == 'ok' and peak and r.get('flops_per_step')
+    r['mfu'] = r['flops_per_step'] * 1e3 / r['step_ms'] / peak if ok else None
+
+
+def fmt(value, spec: str) -> str:
+  return 'n/a' if value is None else format(value, spec)
+
+
+COLUMNS = (f'{"fw":<5} {"kind":<5} {"phase":<8} {"batch":>5} {"input":<9} {"img/s":>8} '
+           f'{"step ms":>8} {"GFLOP":>8} {"MFU":>6} {"first s":>7} {"peak GiB":>8} status')
+
+
+def table_line(r: dict) -> str:
+  line = f'{r["framework"]:<5} {r["kind"]:<5} {r["phase"]:<8} {r["batch"]:>5} {r["input"]:<9} '
+  if r['status'] == 'ok':
+    gflop = r['flops_per_step'] and r['flops_per_step'] / 1e9
+    line += (f'{r["images_per_s"]:>8.1f} {r["step_ms"]:>8.1f} {fmt(gflop, ".1f"):>8} '
+             f'{fmt(r["mfu"], ".1%"):>6} {r["first_step_s"]:>7.1f} '
+             f'{fmt(r["peak_memory_gib"], ".2f"):>8} ')
+  return line + r['status'] + (f' ({r["torch_mode"]})' if 'torch_mode' in r else '')
+
+
+def main(args):
+  pipeline.quiet_tensorflow()
+  topo = parallel.topology()
+  device_kind = jax.devices()[0].device_kind
+  peak = peak_flops(device_kind)
+  examples = random_examples(args.images, args.size)
+  phases, inputs = args.phases.split(','), args.inputs.split(',')
+  evals = [e for e in args.evals.split(',') if e]
+  common = dict(backend=jax.default_backend(), device_kind=device_kind, arch=args.arch,
+                width=args.width, size=args.size, dtype=args.dtype)
+  header = dict(common, jax=jax.__version__, devices=topo.num_devices, peak_bf16_flops=peak,
+                warmup=args.warmup, steps=args.steps, images=args.images)
+  print(f'jax {jax.__version__}: {topo.num_devices} x {device_kind} ({jax.default_backend()}, '
+        f'peak bf16 {fmt(peak and peak / 1e12, ".0f")} TFLOP/s); {args.arch} width '
+        f'{args.width}, {args.size} px, {args.dtype}\n\n{COLUMNS}', flush=True)
+  rows = []
+
+  def record(new_rows):  # rows are printed and saved as they come: a timeout loses little
+    rows.extend(dict(common, **r) for r in new_rows)
+    add_mfu(rows, peak)
+    print('\n'.join(table_line(r) for r in rows[-len(new_rows):]), flush=True)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(dict(header, rows=rows), indent=1))
+
+  if 'jax' in args.frameworks:
+    variables = random_variables(args)
+    for batch in (int(b) for b in args.batch.split(',')):
+      parallel.check_batch_size(batch, topo, 'batch')
+      key = dict(framework='jax', batch=batch)
+      for phase, source in itertools.product(phases, inputs):
+        record(measure(lambda: jax_train(args, topo, examples, variables, batch, phase, source),
+                       dict(key, kind='train', phase=phase, input=source)))
+      for kind in evals:
+        record(measure(lambda: jax_eval(args, topo, examples, variables, batch, kind, inputs),
+                       *(dict(key, kind=kind, phase='-', input=s) for s in inputs)))
+  if torch_usable(args):
+    for batch in (int(b) for b in (args.torch_batch or args.batch).split(',')):
+      for phase in phases:
+        record(measure(lambda: torch_train(args, batch, phase),
+                       dict(framework='torch', kind='train', phase=phase, batch=batch,
+                            input='synthetic')))
+  if args.json:
+    print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+  main(ARGS)

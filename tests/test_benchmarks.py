@@ -1,0 +1,74 @@
+"""benchmarks/accelerator.py: its smoke run on the CPU (so the script cannot rot), MFU and peaks."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import accelerator  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_accelerator_smoke(tmp_path):
+  out = tmp_path / 'accelerator.json'
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'accelerator.py'), '--smoke',
+                           '--json', str(out)], capture_output=True, text=True, timeout=400,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert accelerator.COLUMNS in result.stdout
+  report = json.loads(out.read_text())
+  assert (report['backend'], report['arch'], report['peak_bf16_flops']) == ('cpu', 'resnet10', None)
+  rows = {(r['framework'], r['kind'], r['phase'], r['input']): r for r in report['rows']}
+  inputs = ('synthetic', 'pipeline')
+  assert set(rows) == (
+      {('jax', 'train', phase, i) for phase in ('frozen', 'unfrozen') for i in inputs}
+      | {('jax', kind, '-', i) for kind in ('tta', 'infer') for i in inputs})  # no torch rows
+  for row in rows.values():
+    assert row['status'] == 'ok' and row['batch'] == 8 and row['device_kind'] == 'cpu'
+    assert row['images_per_s'] > 0 and row['step_ms'] > 0 and row['first_step_s'] > 0
+    assert row['flops_per_step'] > 0 and row['mfu'] is None  # no peak known for a CPU
+  flops = {key[1:]: row['flops_per_step'] for key, row in rows.items()}
+  # The frozen step drops the body's weight gradients; the pipeline's step also augments.
+  assert flops['train', 'frozen', 'synthetic'] < flops['train', 'unfrozen', 'synthetic']
+  assert flops['train', 'unfrozen', 'synthetic'] < flops['train', 'unfrozen', 'pipeline']
+  # TTA is the plain forward on 8 views.
+  ratio = flops['tta', '-', 'synthetic'] / flops['infer', '-', 'synthetic']
+  assert 7.5 < ratio < 8.5
+
+
+@pytest.mark.parametrize('kind, tflops', [('NVIDIA H100 80GB HBM3', 989), ('NVIDIA H100 PCIe', 756),
+                                          ('NVIDIA H100 NVL', 835),
+                                          ('NVIDIA H200', 989), ('NVIDIA A100-SXM4-80GB', 312),
+                                          ('NVIDIA L4', 121), ('Tesla V100-SXM2-16GB', 125),
+                                          ('TPU v4', 275), ('TPU v5 lite', 197), ('TPU v5', 459),
+                                          ('TPU v6 lite', 918), ('cpu', None)])
+def test_peak_flops(kind, tflops):
+  assert accelerator.peak_flops(kind) == (tflops and tflops * 1e12)
+
+
+def test_mfu_and_torch_rows_borrow_jax_flops():
+  base = dict(arch='resnet34', width=64, phase='frozen', batch=256, status='ok')
+  rows = [dict(base, framework='jax', kind='train', input='synthetic', flops_per_step=2e12,
+               step_ms=10.0),
+          dict(base, framework='torch', kind='train', input='synthetic', step_ms=20.0),
+          dict(base, framework='jax', kind='train', input='pipeline', status='OOM')]
+  accelerator.add_mfu(rows, peak=1e15)
+  assert rows[0]['mfu'] == pytest.approx(2e12 * 100 / 1e15)
+  assert rows[1]['flops_per_step'] == 2e12 and rows[1]['mfu'] == pytest.approx(0.1)
+  assert rows[2]['mfu'] is None
+  accelerator.add_mfu(rows, peak=None)
+  assert all(r['mfu'] is None for r in rows)
+
+
+def test_measure_records_oom_and_raises_the_rest():
+  def out_of_memory():
+    raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.2GiB')
+  keys = (dict(kind='tta', input='synthetic'), dict(kind='tta', input='pipeline'))
+  assert accelerator.measure(out_of_memory, *keys) == [dict(k, status='OOM') for k in keys]
+  assert accelerator.measure(lambda: [dict(step_ms=1.0)], keys[0]) == [
+      dict(keys[0], step_ms=1.0, status='ok')]
+  with pytest.raises(ZeroDivisionError):
+    accelerator.measure(lambda: 1 / 0, keys[0])
