@@ -163,7 +163,7 @@ def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
   where the data has them, the ground-truth defect outlines."""
   name = 'test' if 'test' in splits else 'valid'
   examples = splits[name]
-  top = np.argsort(-scores[name]['tta'])[:config.evaluate.gallery_size]
+  top = np.argsort(-scores[name]['tta'])[:max(1, config.evaluate.gallery_size // 2)]
   images = np.asarray(examples.images[top])
   maps = gradcam.gradcam_maps(job.model, variables, images, job.topo,
                               config.train.eval_batch_size, progress=False)
