@@ -22,6 +22,7 @@ from nexjax import tta as tta_lib
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
+from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.data import synthetic
 from nexjax.models import resnet
@@ -189,6 +190,11 @@ def load_data(config) -> dict[str, pipeline.Examples]:
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   check_class_counts(data, folder)
   return data
+
+
+def skipped_files(config) -> pathlib.Path:
+  """The list of the data folder's unreadable files (path and reason) made when preparing it."""
+  return pipeline.prepared_dir(data_folder(config), cache_dir(config)) / nexperia.SKIPPED_FILE
 
 
 def restore_weights(config, workdir, choice: str = 'best') -> tuple[dict, int]:

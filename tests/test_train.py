@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,8 +31,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory, make_kaggle_folder):
-  return make_kaggle_folder(tmp_path_factory.mktemp('data') / 'nexperia', 40, 12, 8,
+  """Random images, and one file that only looks like an image (skipped and listed)."""
+  root = make_kaggle_folder(tmp_path_factory.mktemp('data') / 'nexperia', 40, 12, 8,
                             size=(64, 64), test_labels=True)
+  (root / 'train' / 'good_0' / 'broken.jpg').write_bytes(b'\xff\xd8\xff not a jpeg')
+  return root
 
 
 def smoke_config(data_dir, cache_dir):
@@ -77,6 +81,8 @@ def test_smoke_run_reports_like_fastai(baseline, capsys):
   assert (workdir / 'plots' / 'history.png').stat().st_size > 0
   assert (workdir / 'plots' / 'lr_schedule.png').stat().st_size > 0
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  skipped = (workdir / 'skipped_files.txt').read_text()
+  assert 'broken.jpg\t' in skipped and len(skipped.splitlines()) == 1
   del config, capsys
 
 
@@ -258,3 +264,26 @@ def test_lr_suggestions_follow_fastai():
   assert suggestions['min_loss_div10'] == pytest.approx(lrs[59] / 10)
   gradient = np.gradient(losses[10:-5])
   assert suggestions['min_gradient'] == pytest.approx(lrs[10:-5][np.argmin(gradient)])
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumed(baseline, tmp_path):
+  config, baseline_dir, _ = baseline
+  workdir = tmp_path / 'w'
+  shutil.copytree(baseline_dir, workdir)
+  newest = max(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  damaged = max((p for p in (workdir / 'checkpoints' / str(newest) / 'state').rglob('*')
+                 if p.is_file()), key=lambda p: p.stat().st_size)
+  damaged.write_bytes(damaged.read_bytes()[:100])  # a crash or a full disk mid-write
+  loop.train_and_evaluate(config, workdir)
+  assert (workdir / 'checkpoints' / f'broken-{newest}').is_dir()
+  resumed, expected = latest_params(workdir), latest_params(baseline_dir)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), resumed, expected)
+
+
+def test_a_changed_network_on_an_existing_workdir_is_refused(baseline):
+  config, baseline_dir, _ = baseline
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.arch = 'resnet18'
+  with pytest.raises(errors.ConfigError, match="model.arch='resnet10' there, 'resnet18' now"):
+    loop.train_and_evaluate(config, baseline_dir)

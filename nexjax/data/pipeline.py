@@ -242,6 +242,12 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
   return examples.subset(np.flatnonzero(keep))
 
 
+def prepared_dir(data_dir, cache_dir) -> pathlib.Path:
+  """Where the folder's prepared copy lives (a changed folder gets a new one)."""
+  data_dir = pathlib.Path(data_dir)
+  return pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
+
+
 def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
                   cache_dir, high_bit_scaling: str = 'bit_depth') -> dict[str, Examples]:
   """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once.
@@ -251,7 +257,7 @@ def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels:
   """
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
-  tfds_dir = pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
+  tfds_dir = prepared_dir(data_dir, cache_dir)
   builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
   cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
   labelled = load_split(builder, 'train', image_size, cache)

@@ -9,6 +9,7 @@ checkpoint ends with the same parameters as one never interrupted, on any number
 import copy
 import json
 import pathlib
+import shutil
 import signal
 import time
 
@@ -189,6 +190,9 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
     state = parallel.replicate(state_lib.create_train_state(variables, tx), topo)
     if topo.is_chief:
       workdir_lib.write_config(workdir, config)
+      skipped = job_lib.skipped_files(config)
+      if skipped.is_file():  # the files the run never saw, and why, beside its results
+        shutil.copyfile(skipped, workdir / skipped.name)
       schedule_plot(config, plan, workdir / 'plots' / 'lr_schedule.png')
   else:
     state, tx, phase_index, history = restored
