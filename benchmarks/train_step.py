@@ -74,6 +74,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+try:  # before TensorFlow (which nexjax.job imports): the other order segfaults
+  import torch  # noqa: F401,E402  pylint: disable=unused-import
+  import torchvision  # noqa: F401,E402  pylint: disable=unused-import
+except ImportError:
+  pass
+
 if ARGS is not None:
   from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
   xla_cpu.apply_flags(ARGS.xla_cpu)

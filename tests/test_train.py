@@ -154,7 +154,7 @@ def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_
   assert any(not np.array_equal(a, b) for a, b in zip(stats_before, stats_after))
 
 
-def test_non_finite_loss_skips_the_update_and_stops_with_last_checkpoint_intact(
+def test_non_finite_loss_stops_with_the_last_checkpoint_intact(
     data_dir, tmp_path, compile_cache):
   del compile_cache
   config = smoke_config(data_dir, tmp_path / 'cache')

@@ -90,8 +90,8 @@ def phase_weights_path(workdir, phase_name: str) -> pathlib.Path:
 def check_finite(state, step: int, last_checkpoint) -> None:
   if int(state.nonfinite):
     raise errors.NonFiniteLossError(
-        f'The training loss became NaN or infinite before step {step}; that update was not '
-        f'applied and nothing was saved after it. The last good checkpoint (step '
+        f'The training loss became NaN or infinite before step {step}; nothing was saved '
+        f'after it. The last good checkpoint (step '
         f'{last_checkpoint}) is intact. Lower the learning rate (--config.phases[i].lr) or run '
         '--mode=lr_find to choose one.')
 

@@ -20,7 +20,7 @@ class TrainState:
   opt_state: Any
   loss_ema: jax.Array      # fastai's smoothed loss: running average, reset each phase
   loss_count: jax.Array    # steps averaged so far in the phase (for the debiasing)
-  nonfinite: jax.Array     # steps whose loss was NaN/inf (their update was skipped)
+  nonfinite: jax.Array     # steps whose loss was NaN/inf (the host stops the run)
 
 
 def adamw_config(config) -> optim.AdamWConfig:

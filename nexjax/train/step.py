@@ -41,13 +41,13 @@ def train_step(state: TrainState, images, labels, *, seed, model, tx, augment_op
     batch_stats = jax.tree.map(lambda frozen, new, old: jnp.where(frozen, old, new), stats_mask,
                                batch_stats, state.batch_stats)
   loss_ema, loss_count, _ = metrics_lib.ema_update(state.loss_ema, state.loss_count, loss)
-  updated = state.replace(params=optax.apply_updates(state.params, updates),
-                          batch_stats=batch_stats, opt_state=opt_state, loss_ema=loss_ema,
-                          loss_count=loss_count)
-  finite = jnp.isfinite(loss)
-  # A non-finite loss leaves the state as it was and is counted; the host stops the run.
-  kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-  return kept.replace(step=state.step + 1, nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+  # A non-finite loss is counted; the host stops the run before anything after it is saved
+  # (`loop.check_finite` runs before every checkpoint), so the state needs no per-leaf select,
+  # which costs a pass over every parameter and optimizer moment (~15% of a CPU step).
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state, loss_ema=loss_ema,
+                       loss_count=loss_count,
+                       nonfinite=state.nonfinite + (~jnp.isfinite(loss)).astype(jnp.int32))
 
 
 def make_train_step(model, tx, *, seed: int, augment_options, class_weights, label_smoothing,
