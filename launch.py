@@ -74,11 +74,16 @@ def parse_flags(argv):
   except (AttributeError, KeyError) as e:
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
     key = str(e.args[0] if e.args else e).strip('"\'')
-    sys.exit(f"error: unknown config key '{key}' in {', '.join(overrides)}; see the config file "
-             'for the keys.')
+    fail(f"unknown config key '{key}' in {', '.join(overrides)}; see the config file for the keys.")
   except flags.Error as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    sys.exit('error: ' + ' '.join(dict.fromkeys([lines[0], lines[-1]])) if lines else str(e))
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [str(e)]
+    fail(' '.join(dict.fromkeys([lines[0], lines[-1]])))
+
+
+def fail(message: str) -> None:
+  """A mistake the user can fix: one line on stderr, exit code 2."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(2)
 
 
 class LibraryInfoFilter(logging.Filter):
@@ -102,7 +107,7 @@ def main(argv):
   try:
     xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
   except ValueError as e:
-    sys.exit(f'error: config.{e}')
+    fail(f'config.{e}')
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     jax.config.update('jax_compilation_cache_dir',
@@ -116,8 +121,7 @@ def main(argv):
   except errors.Error as e:
     if absl_logging.get_verbosity() >= 1:
       traceback.print_exc()
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    fail(str(e))
 
 
 if __name__ == '__main__':
