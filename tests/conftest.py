@@ -42,6 +42,21 @@ def make_kaggle_folder():
   return write_kaggle_folder
 
 
+def folder_smoke_config(data_dir, cache_dir):
+  """The smoke preset pointed at a Kaggle-layout folder, with its own cache."""
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  config = finetune.get_config('smoke')
+  config.data.synthetic = False
+  config.data.dir = str(data_dir)
+  config.data.cache_dir = str(cache_dir)
+  return config
+
+
+@pytest.fixture(scope='session')
+def smoke_config():
+  return folder_smoke_config
+
+
 @pytest.fixture
 def kaggle_folder(tmp_path):
   """60 good / 20 defect training images, 10 labelled test images."""

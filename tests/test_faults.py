@@ -21,14 +21,6 @@ from nexjax import workdir as workdir_lib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def folder_config(data_dir, cache_dir):
-  config = finetune.get_config('smoke')
-  config.data.synthetic = False
-  config.data.dir = str(data_dir)
-  config.data.cache_dir = str(cache_dir)
-  return config
-
-
 def test_a_synthetic_preset_with_a_data_folder_is_refused(tmp_path):
   config = finetune.get_config('smoke')
   config.data.dir = str(tmp_path)
@@ -41,9 +33,9 @@ def test_a_synthetic_preset_with_a_data_folder_is_refused(tmp_path):
     (30, 1, 'valid split has 0 defect'),  # one defect: none left to validate on
 ])
 def test_too_few_examples_of_a_class_is_a_data_error(tmp_path, make_kaggle_folder, good, bad,
-                                                     message):
+                                                     message, smoke_config):
   data = make_kaggle_folder(tmp_path / 'd', good, bad, size=(32, 32))
-  config = folder_config(data, tmp_path / 'cache')
+  config = smoke_config(data, tmp_path / 'cache')
   config.data.class_ratio = 'natural'
   with pytest.raises(errors.DataError, match=message):
     job_lib.load_data(config)

@@ -14,7 +14,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import finetune
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import optim
 from nexjax import parallel
@@ -38,16 +37,8 @@ def data_dir(tmp_path_factory, make_kaggle_folder):
   return root
 
 
-def smoke_config(data_dir, cache_dir):
-  config = finetune.get_config('smoke')
-  config.data.synthetic = False
-  config.data.dir = str(data_dir)
-  config.data.cache_dir = str(cache_dir)
-  return config
-
-
 @pytest.fixture(scope='module')
-def baseline(tmp_path_factory, data_dir, compile_cache):
+def baseline(tmp_path_factory, data_dir, compile_cache, smoke_config):
   """One uninterrupted smoke run that several tests compare against."""
   del compile_cache
   root = tmp_path_factory.mktemp('baseline')
@@ -125,7 +116,8 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(baseline, tmp_pa
       assert got[key] == pytest.approx(want[key], rel=1e-5), key
 
 
-def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_path):
+def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_path,
+                                                                   smoke_config):
   config = smoke_config(data_dir, tmp_path)
   job = job_lib.setup(config, data=False)
   variables = job_lib.init_variables(job.model, config)
@@ -155,7 +147,7 @@ def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_
 
 
 def test_non_finite_loss_stops_with_the_last_checkpoint_intact(
-    data_dir, tmp_path, compile_cache):
+    data_dir, tmp_path, compile_cache, smoke_config):
   del compile_cache
   config = smoke_config(data_dir, tmp_path / 'cache')
   config.phases[1].lr = (1e30, 1e32)  # the unfrozen phase diverges at once
@@ -180,7 +172,8 @@ def test_non_finite_loss_stops_with_the_last_checkpoint_intact(
     (lambda c: setattr(c, 'xla_cpu', 'fast'), 'xla_cpu'),
     (lambda c: setattr(c.augment, 'zoom_max', 0.5), 'augment'),
 ])
-def test_invalid_config_values_fail_before_anything_runs(data_dir, tmp_path, change, message):
+def test_invalid_config_values_fail_before_anything_runs(data_dir, tmp_path, change, message,
+                                                         smoke_config):
   config = smoke_config(data_dir, tmp_path)
   change(config)
   with pytest.raises(errors.ConfigError, match=message.replace('[', r'\[').replace(']', r'\]')):
@@ -246,7 +239,7 @@ def test_two_processes_with_jax_distributed_give_the_same_losses(baseline, tmp_p
   assert_same_losses(read_rows(tmp_path / 'w'), read_rows(baseline_dir))
 
 
-def test_lr_find_sweeps_and_suggests(data_dir, tmp_path, compile_cache):
+def test_lr_find_sweeps_and_suggests(data_dir, tmp_path, compile_cache, smoke_config):
   del compile_cache
   config = smoke_config(data_dir, tmp_path / 'cache')
   config.lr_find.num_steps = 20
