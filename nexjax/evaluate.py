@@ -148,7 +148,8 @@ def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
     return
   order = pipeline.hash_order(examples.ids)
   defects = [i for i in order if examples.labels[i] == 1][:config.evaluate.gallery_size // 2]
-  goods = [i for i in order if examples.labels[i] == 0][:config.evaluate.gallery_size - len(defects)]
+  goods = [i for i in order if examples.labels[i] == 0]
+  goods = goods[:config.evaluate.gallery_size - len(defects)]
   shown = examples.subset(np.asarray(sorted(defects + goods), int))
   eval_fn = step_lib.make_eval_fn(job.model, config, job.topo)
   before = parallel.replicate(weights_lib.load(path), job.topo)

@@ -253,7 +253,8 @@ def load_pretrained(variables, config) -> dict:
   if not source:
     logging.warning('=' * 78 + '\nNo pretrained weights (config.init.weights is empty): the '
                     'model starts from RANDOM initialisation.\nThis is not transfer learning; '
-                    'set --config.init.weights=resnet34, a converted file or a workdir.\n' + '=' * 78)
+                    'set --config.init.weights=resnet34, a converted file or a workdir.\n'
+                    + '=' * 78)
     return variables
   dont_load = [config.init.dont_load] if config.init.dont_load else []
   logging.info('Loading pretrained weights from %s (kept fresh: %s)', source, dont_load)

@@ -64,7 +64,8 @@ def _flat(value, prefix: str) -> dict:
     return {k: v for key in value for k, v in _flat(value[key], f'{prefix}.{key}').items()}
   if isinstance(value, (list, tuple)):
     if any(isinstance(v, (dict, ml_collections.ConfigDict)) for v in value):
-      return {k: v for i, item in enumerate(value) for k, v in _flat(item, f'{prefix}[{i}]').items()}
+      return {k: v for i, item in enumerate(value)
+              for k, v in _flat(item, f'{prefix}[{i}]').items()}
     return {prefix: [list(v) if isinstance(v, tuple) else v for v in value]}
   return {prefix: value}
 
@@ -116,8 +117,8 @@ class Lock:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       self.file = open(self.path, 'a+')
     except OSError as e:
-      raise errors.CheckpointError(f'Cannot write to the workdir {self.path.parent} ({e.strerror}); '
-                                   'choose a writable --workdir.') from e
+      raise errors.CheckpointError(f'Cannot write to the workdir {self.path.parent} '
+                                   f'({e.strerror}); choose a writable --workdir.') from e
     try:
       fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
