@@ -87,12 +87,17 @@ def fail(message: str) -> None:
 
 
 class LibraryInfoFilter(logging.Filter):
-  """Drops the INFO lines of libraries (Orbax logs ~30 per checkpoint), so the epoch table stays
-  readable; nexjax's own INFO lines and every warning pass. --verbosity=1 shows everything."""
+  """Drops the INFO lines of libraries (Orbax logs ~30 per checkpoint) and TFDS's warnings, so the
+  epoch table stays readable; nexjax's own INFO lines and other warnings pass. --verbosity=1
+  shows everything."""
 
   def filter(self, record):
-    return (record.levelno >= logging.WARNING or absl_logging.get_verbosity() >= 1
-            or record.pathname.startswith(NEXJAX_DIR) or record.pathname == __file__)
+    if absl_logging.get_verbosity() >= 1 or record.levelno >= logging.ERROR:
+      return True
+    if 'tensorflow_datasets' in record.pathname:
+      return False  # its warnings are about its own bookkeeping (e.g. a folder being prepared)
+    return (record.levelno >= logging.WARNING or record.pathname.startswith(NEXJAX_DIR)
+            or record.pathname == __file__)
 
 
 NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep

@@ -62,6 +62,7 @@ def get_config(arg=None):
   config.init = ml_collections.ConfigDict(dict(
       weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
       dont_load=r'^(fc|head)/',  # regex of entries kept freshly initialised (the new head)
+      from_scratch=False,      # True: random initialisation is intended (no warning)
   ))
 
   # fastai v1 get_transforms(flip_vert=True), which covers the seed's "different angles".
@@ -135,6 +136,7 @@ def get_config(arg=None):
     config.augment.enabled = False
     config.train.batch_size = 32
     # From scratch every layer must learn, so there is no frozen phase.
+    config.init.from_scratch = True
     config.phases = (phase('scratch', 4, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
   elif preset == 'synthetic':
     # A new product line (SOT-223, never seen in pretraining) with few labelled images,

@@ -250,6 +250,9 @@ def pretrained_weights(source: str, config) -> dict:
 def load_pretrained(variables, config) -> dict:
   """The pretrained network `init.weights` names merged into `variables` (the new head kept)."""
   source = config.init.weights
+  if not source and config.init.from_scratch:
+    logging.info('Training from random initialisation (init.from_scratch).')
+    return variables
   if not source:
     logging.warning('=' * 78 + '\nNo pretrained weights (config.init.weights is empty): the '
                     'model starts from RANDOM initialisation.\nThis is not transfer learning; '

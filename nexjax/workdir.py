@@ -73,8 +73,8 @@ def _flat(value, prefix: str) -> dict:
 def run_key(config) -> str:
   """A short hash of what determines a run's result (RUN_KEYS, the optimizer, augmentation and
   initialisation), so that cached runs survive config keys added later."""
-  values = {k: v for key in RUN_KEYS + ('optim', 'augment', 'init') for k, v in
-            _flat(_get(config, key), key).items()}
+  keys = RUN_KEYS + ('optim', 'augment', 'init.weights', 'init.dont_load')
+  values = {k: v for key in keys for k, v in _flat(_get(config, key), key).items()}
   return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

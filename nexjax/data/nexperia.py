@@ -25,8 +25,10 @@ not images are ignored. Labels follow the seed's meaning, not sorted folder orde
 defect=1 (fastai's sorted class names would put `bad_1` first).
 """
 
+import contextlib
 import csv
 import functools
+import io
 import pathlib
 
 from absl import logging
@@ -294,8 +296,11 @@ def prepare(data_dir, tfds_dir, channels: int = 1,
   skipped_record = pathlib.Path(tfds_dir) / SKIPPED_FILE
   if not builder.is_prepared():
     note_high_bit_scaling.cache_clear()
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir)))
+    logging.info('Preparing %s (decoding and checking every image, once) into %s.', data_dir,
+                 tfds_dir)
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir)))
     write_skipped(skipped_record, builder.skipped_files)
   if skipped_record.is_file():
     report_skipped(read_skipped(skipped_record), data_dir)
