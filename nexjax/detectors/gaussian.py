@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nexjax import augment as augment_lib
 from nexjax import inference
 from nexjax.detectors import base
+from nexjax.detectors import features as features_lib
 
 
 class MomentAccumulator:
@@ -127,19 +127,16 @@ def fit(feature_batches) -> NormalityModel:
 
 def pooled_stage_features(variables, images, *, model, stages):
   """{stage: (B, C)} global-average-pooled stage outputs of un-augmented uint8 images."""
-  _, state = model.apply(variables, augment_lib.prepare_batch(None, images, None), train=False,
-                         mutable=['intermediates'])
-  outputs = state['intermediates']['stages'][0]
-  return {s: jnp.mean(outputs[s].astype(jnp.float32), axis=(1, 2)) for s in stages}
+  maps = features_lib.stage_maps(model, variables, images, stages)
+  return {s: jnp.mean(m, axis=(1, 2)) for s, m in zip(stages, maps)}
 
 
 def feature_batches(images, ctx: base.Context, stages, desc: str):
   """Streams {stage: (B, C)} features of `images`, batch by batch (jit-compiled, data-parallel)."""
-  if ctx.backbone is None:
-    raise ValueError('The Gaussian model of normality needs a backbone (Context.backbone).')
-  fn = jax.jit(functools.partial(pooled_stage_features, model=ctx.backbone.model,
+  backbone = features_lib.require_backbone(ctx, 'gaussian')
+  fn = jax.jit(functools.partial(pooled_stage_features, model=backbone.model,
                                  stages=tuple(stages)), out_shardings=ctx.topo.replicated)
-  return inference.map_batches(lambda batch, _: fn(ctx.backbone.variables, batch), (images,),
+  return inference.map_batches(lambda batch, _: fn(backbone.variables, batch), (images,),
                                ctx.batch_size, ctx.topo, desc, ctx.progress)
 
 
