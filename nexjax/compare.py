@@ -157,6 +157,8 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
           detector_dir = out / f'{name}-{budget_name(defects)}'
           detector_dir.mkdir(parents=True, exist_ok=True)
           detector.save(detector_dir)
+        detector.save_examples(out / f'{name}-{budget_name(defects)}',
+                               example_images(splits[report_split]), ctx)
         with_maps = detector.produces_maps and splits[report_split].masks is not None
         scores, throughput, maps = timed_scores(detector, splits, ctx,
                                                 report_split if with_maps else None)
@@ -175,6 +177,15 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
       save_map_gallery(splits[report_split], gallery, out / 'maps.png',
                        config.evaluate.gallery_size)
   return rows
+
+
+def example_images(examples, per_class: int = 4):
+  """A few good and defective images, the same for every method (chosen by id hash)."""
+  order = pipeline.hash_order(examples.ids)
+  chosen = []
+  for label in (0, 1):
+    chosen += [i for i in order if examples.labels[i] == label][:per_class]
+  return examples.subset(np.asarray(sorted(chosen), int))
 
 
 def save_map_gallery(examples, gallery: dict, path, count: int) -> None:

@@ -31,7 +31,10 @@ PRO_MAX_FPR = 0.3
 
 
 def upsample(maps, size):
-  """(B, h, w) -> (B, H, W) bilinear (half-pixel centres, as torch's align_corners=False)."""
+  """(B, h, w) -> (B, H, W) bilinear (half-pixel centres, as torch's align_corners=False); maps
+  already at that size come back as they are."""
+  if tuple(maps.shape[1:]) == tuple(size):
+    return maps
   return jax.image.resize(maps, (maps.shape[0], *size), 'bilinear')
 
 

@@ -46,6 +46,8 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
     mapped = row['method'] not in ('gaussian', 'scattering_xgb')
     assert mapped == (0 <= row['pixel_auc'] <= 1 and 0 <= row['pro'] <= 1), row
   assert (out / 'maps.png').stat().st_size > 0
+  for method in ('vae', 'gan'):  # their reconstructions of the same good and defective images
+    assert (out / f'{method}-0' / 'reconstructions.png').stat().st_size > 0
   with open(out / 'compare.csv') as f:
     assert len(list(csv.DictReader(f))) == len(rows)
   assert (out / 'compare.md').read_text().startswith('| labelled defects | method | ROC AUC')

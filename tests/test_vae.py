@@ -89,7 +89,12 @@ def test_save_load_round_trip(fitted, tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['latent'] == 8
   assert sorted(p.name for p in (tmp_path / 'samples').iterdir()) == [
       'step_000030.png', 'step_000060.png']
-  loaded.save_plots(tmp_path, images[:2], with_square(images[:2]), ctx)
+  examples = pipeline.Examples(np.concatenate([images[:2], with_square(images[:2])]),
+                               np.array([0, 0, 1, 1]), np.array(['a', 'b', 'c', 'd']))
+  loaded.save_examples(tmp_path, examples, ctx)
+  score, amap = loaded.score_and_map(images, ctx)  # one pass; another program, so to an ulp
+  np.testing.assert_allclose(score, loaded.score(images, ctx), rtol=1e-6)
+  np.testing.assert_array_equal(amap, loaded.anomaly_map(images, ctx))
   assert (tmp_path / 'history.png').is_file() and (tmp_path / 'reconstructions.png').is_file()
 
 

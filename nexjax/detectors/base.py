@@ -66,6 +66,11 @@ class Detector(abc.ABC):
     """Both at once; methods whose map and score come from one pass override this."""
     return self.score(images, ctx), self.anomaly_map(images, ctx)
 
+  def save_examples(self, directory: pathlib.Path, examples: pipeline.Examples,
+                    ctx: Context) -> None:
+    """Pictures of what the method makes of a few labelled images (e.g. reconstructions and
+    error maps), written by the chief host; nothing for methods with nothing to show."""
+
   @abc.abstractmethod
   def save(self, directory: pathlib.Path) -> None:
     """Writes everything `load` needs into `directory` (created if missing)."""

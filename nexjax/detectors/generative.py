@@ -29,6 +29,7 @@ import tqdm
 from nexjax import augment as augment_lib
 from nexjax import errors
 from nexjax import inference
+from nexjax import localization
 from nexjax import parallel
 from nexjax.detectors import base
 from nexjax.detectors import plots
@@ -133,13 +134,6 @@ def to_model_input(images_uint8, image_size: int):
   if x.shape[1:3] != (image_size, image_size):
     x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), 'linear')
   return x
-
-
-def resize_maps(maps, height: int, width: int):
-  """(B, S, S) -> (B, H, W): error maps at the input images' resolution."""
-  if maps.shape[1:] == (height, width):
-    return maps
-  return jax.image.resize(maps, (maps.shape[0], height, width), 'linear')
 
 
 def reduce_map(maps, topk: float):
@@ -254,7 +248,7 @@ class ReconstructionDetector(base.Detector):
   def _infer_images(self, params, images, maps: bool) -> dict:
     out = self.infer(params, to_model_input(images, self.config.image_size))
     if maps:
-      out['map'] = resize_maps(out['map'], *images.shape[1:3])
+      out['map'] = localization.upsample(out['map'], images.shape[1:3])
     else:
       del out['map']
     return out
@@ -277,6 +271,10 @@ class ReconstructionDetector(base.Detector):
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
     return self.reconstruct(images, ctx)['score'].astype(np.float64)
+
+  def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
+    out = self.reconstruct(images, ctx, maps=True)  # one pass for both
+    return out['score'].astype(np.float64), out['map'].astype(np.float32)
 
   def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
     return self.reconstruct(images, ctx, maps=True)['map'].astype(np.float32)
@@ -321,13 +319,13 @@ class ReconstructionDetector(base.Detector):
     detector.params = parallel.replicate(params, ctx.topo)
     return detector
 
-  def save_plots(self, directory: pathlib.Path, good_images: np.ndarray,
-                 defect_images: np.ndarray, ctx: base.Context) -> None:
-    """reconstructions.png: input, reconstruction and error map of good and defective images."""
-    rows = []
-    for kind, images in (('good', good_images), ('defect', defect_images)):
-      if len(images):
-        out = self.reconstruct(images, ctx, maps=True)
-        rows.extend((kind, images[i], out['reconstruction'][i], out['map'][i], out['score'][i])
-                    for i in range(len(images)))
-    plots.reconstructions(pathlib.Path(directory) / 'reconstructions.png', rows, self.name)
+  def save_examples(self, directory: pathlib.Path, examples, ctx: base.Context) -> None:
+    """reconstructions.png: input, reconstruction and error map of the good and the defective
+    images of `examples`."""
+    out = self.reconstruct(examples.images, ctx, maps=True)
+    if ctx.topo.is_chief:
+      images = np.asarray(examples.images)
+      order = [i for label in (0, 1) for i in np.flatnonzero(examples.labels == label)]
+      rows = [(('good', 'defect')[examples.labels[i]], images[i], out['reconstruction'][i],
+               out['map'][i], out['score'][i]) for i in order]
+      plots.reconstructions(pathlib.Path(directory) / 'reconstructions.png', rows, self.name)
