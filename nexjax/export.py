@@ -19,6 +19,7 @@ What `export_model` writes into `out_dir` (`.pth` only where torch is installed)
 bit.
 """
 
+import functools
 import importlib.util
 import json
 import pathlib
@@ -31,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
-from nexjax import augment
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax import weights
 from nexjax import workdir as workdir_lib
 from nexjax.models import resnet
+from nexjax.train import step
 
 FORMATS = ('safetensors', 'pth', 'jaxexport')
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -69,20 +70,12 @@ def write_pth(state_dict: Mapping[str, np.ndarray], path) -> None:
     torch.save(tensors, f)
 
 
-def predict_probabilities(model: resnet.ResNet, variables) -> Callable[[jax.Array], jax.Array]:
-  """uint8 images (B, H, W, 1 or 3) -> softmax probabilities, as nexjax's inference computes."""
-  def predict(images_uint8):
-    images = augment.prepare_batch(None, images_uint8, None)
-    return jax.nn.softmax(model.apply(variables, images, train=False), axis=-1)
-  return predict
-
-
 def export_inference(model: resnet.ResNet, variables, image_size: int, channels: int,
                      platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
-  """`predict_probabilities` with the weights as constants and a symbolic batch dimension."""
+  """`train.step.probabilities` with the weights as constants and a symbolic batch dimension."""
   batch, = jax_export.symbolic_shape('batch')
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, channels), jnp.uint8)
-  return jax_export.export(jax.jit(predict_probabilities(model, variables)),
+  return jax_export.export(jax.jit(functools.partial(step.probabilities, variables, model=model)),
                            platforms=tuple(platforms))(images)
 
 

@@ -6,17 +6,18 @@ again resumes, or finds the run done. The score is the logit of P(defect) of the
 without TTA (`--mode=evaluate` reports TTA); the anomaly map is its Grad-CAM.
 """
 
+import functools
 import pathlib
 
 import jax
 import numpy as np
 
-from nexjax import augment as augment_lib
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
 from nexjax.detectors import base
 from nexjax.train import loop
+from nexjax.train import step
 
 
 class ClassifierDetector(base.Detector):
@@ -39,8 +40,7 @@ class ClassifierDetector(base.Detector):
 
   def score(self, images, ctx: base.Context) -> np.ndarray:
     model = job_lib.create_model(self.config)
-    probabilities = jax.jit(lambda variables, batch: jax.nn.softmax(model.apply(
-        variables, augment_lib.prepare_batch(None, batch, None), train=False)),
+    probabilities = jax.jit(functools.partial(step.probabilities, model=model),
                             out_shardings=ctx.topo.replicated)
     probs = inference.concatenate(inference.map_batches(
         lambda batch, _: probabilities(self.variables, batch), (images,), ctx.batch_size,

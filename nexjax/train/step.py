@@ -64,6 +64,13 @@ def smoothed_loss(state: TrainState) -> float:
   return float(metrics_lib.ema_debiased(float(state.loss_ema), count)) if count else float('nan')
 
 
+def probabilities(variables, images, *, model):
+  """Class probabilities of un-augmented uint8 images: what inference, scoring and the exported
+  model compute."""
+  return jax.nn.softmax(model.apply(variables, augment_lib.prepare_batch(None, images, None),
+                                    train=False), axis=-1)
+
+
 def eval_step(variables, images, labels, *, model, class_weights, label_smoothing):
   """Per-example class probabilities and loss on un-augmented images."""
   logits = model.apply(variables, augment_lib.prepare_batch(None, images, None), train=False)
