@@ -103,11 +103,24 @@ class LibraryInfoFilter(logging.Filter):
 NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
 
 
+def quiet_orbax_leftovers(args) -> None:
+  """After a checkpoint fails to restore (and is set aside with a warning), Orbax's abandoned
+  read coroutines fail again when collected, as pages of tracebacks and 'Event loop is closed'.
+  Hidden unless --verbosity=1; any other unraisable error is printed as Python does."""
+  code = getattr(args.object, 'cr_code', None)
+  leftover = ((code is not None and 'orbax' in code.co_filename)
+              or (isinstance(args.exc_value, RuntimeError)
+                  and str(args.exc_value) == 'Event loop is closed'))
+  if not leftover or absl_logging.get_verbosity() >= 1:
+    sys.__unraisablehook__(args)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
+  sys.unraisablehook = quiet_orbax_leftovers
   pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
   try:
     xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend

@@ -123,3 +123,19 @@ def test_command_line_mistakes_are_one_line(tmp_path, args, message):
   assert result.returncode != 0
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert len(lines) <= 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_orbax_leftovers_of_a_failed_restore_are_hidden_and_other_errors_kept(monkeypatch):
+  import types  # pylint: disable=import-outside-toplevel
+  import launch  # pylint: disable=import-outside-toplevel
+  shown = []
+  monkeypatch.setattr(sys, '__unraisablehook__', shown.append)
+  orbax_coroutine = types.SimpleNamespace(
+      cr_code=types.SimpleNamespace(co_filename='.../orbax/checkpoint/serialization.py'))
+  for obj, error in ((orbax_coroutine, Exception('reading array index')),
+                     (None, RuntimeError('Event loop is closed'))):
+    launch.quiet_orbax_leftovers(types.SimpleNamespace(object=obj, exc_value=error))
+  assert shown == []
+  other = types.SimpleNamespace(object=None, exc_value=ValueError('a real bug'))
+  launch.quiet_orbax_leftovers(other)
+  assert shown == [other]
