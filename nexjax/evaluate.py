@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nexjax import augment as augment_lib
+from nexjax import defect_types
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
@@ -110,11 +111,17 @@ def evaluate(config, workdir) -> dict:
                 for kind, s in scores['valid'].items()}
   results = {'checkpoint_step': step, 'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
+  known_types = defect_types.read_types(job_lib.data_folder(config))
   for name, examples in splits.items():
     results[name] = {}
+    types = defect_types.types_of(examples.ids, examples.labels, known_types)
     for kind, threshold in thresholds.items():
       report = metrics_lib.binary_report(examples.labels, scores[name][kind], threshold)
       report['thresholds'] = threshold_table(examples.labels, scores[name][kind])
+      if types is not None:
+        report['defect_types'] = defect_types.type_table(
+            examples.labels, scores[name][kind], threshold, types,
+            defect_types.mask_areas(examples.masks))
       results[name][kind] = report
   if job.topo.is_chief:
     out.mkdir(parents=True, exist_ok=True)
@@ -133,8 +140,36 @@ def evaluate(config, workdir) -> dict:
                                 out / f'{name}_top_losses.png', config.evaluate.gallery_size)
     before_after(config, job, variables, workdir, out)
     heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+    if known_types is not None:
+      report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
+                          known_types, out)
     print_summary(results, thresholds)
   return results
+
+
+def report_defect_types(config, job, variables, splits, scores, threshold, results, known_types,
+                        out) -> None:
+  """Which defects are missed (with TTA, at the chosen threshold): one table per split in
+  `defect_types.md` and a gallery of the most confidently missed defects with their Grad-CAM
+  maps, ground truth outlined (`missed.png`)."""
+  tables = [f'## {name} (TTA, threshold {threshold:.4f})\n\n'
+            + defect_types.markdown(results[name]['tta']['defect_types']) for name in splits]
+  (out / 'defect_types.md').write_text('\n\n'.join(tables) + '\n')
+  print(tables[-1], flush=True)
+  name = 'test' if 'test' in splits else 'valid'
+  examples = splits[name]
+  missed = defect_types.missed(examples.labels, scores[name]['tta'], threshold,
+                               max(1, config.evaluate.gallery_size // 2))
+  if not len(missed):
+    return
+  images = np.asarray(examples.images[missed])
+  maps = gradcam.gradcam_maps(job.model, variables, images, job.topo,
+                              config.train.eval_batch_size, progress=False)
+  masks = None if examples.masks is None else np.asarray(examples.masks[missed])[..., 0]
+  types = defect_types.types_of(examples.ids, examples.labels, known_types)
+  localization.save_gallery(out / 'missed.png', images, {'grad-cam': maps},
+                            {'grad-cam': scores[name]['tta'][missed]}, masks,
+                            [f'{examples.ids[i]} ({types[i]})' for i in missed])
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:

@@ -1,5 +1,6 @@
 """Evaluation and prediction from a trained checkpoint (tiny run on random images)."""
 
+import copy
 import csv
 import json
 import shutil
@@ -54,6 +55,29 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
   for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png',
                'before_after.png', 'heatmaps.png'):
     assert (workdir / 'eval' / name).stat().st_size > 0
+
+
+def test_evaluate_reports_recall_per_defect_type(trained, tmp_path):
+  """With a metadata.csv naming each image's defect type: a table per split whose counts are
+  the folder's, and a gallery of the missed defects. (Without one, nothing changes: above.)"""
+  config, workdir = trained
+  config = copy.deepcopy(config)
+  data = shutil.copytree(config.data.dir, tmp_path / 'typed')
+  kinds = ('crack', 'bent_lead+crack')
+  rows = ['id,defect_type'] + [f'good_{i:04d},none' for i in range(40)] + [
+      f'bad_{i:04d},{kinds[i % 2]}' for i in range(12)] + [
+      f'test_{i:04d},{kinds[i % 4 // 2] if i % 2 else "none"}' for i in range(8)]
+  (data / 'metadata.csv').write_text('\n'.join(rows) + '\n')
+  config.data.dir = str(data)
+  results = evaluate.evaluate(config, workdir)
+  table = {r['defect_type']: r['images'] for r in results['test']['tta']['defect_types']}
+  assert table == {'bent_lead': 2, 'crack': 4, 'none': 4}
+  valid = {r['defect_type']: r['images'] for r in results['valid']['tta']['defect_types']}
+  assert valid['crack'] == int(results['valid']['tta']['confusion_matrix'][1][0]
+                               + results['valid']['tta']['confusion_matrix'][1][1])
+  assert '| crack | 4 |' in (workdir / 'eval' / 'defect_types.md').read_text()
+  recall = results['test']['tta']['recall']
+  assert (workdir / 'eval' / 'missed.png').is_file() == (recall < 1)
 
 
 def test_plain_view_equals_the_training_eval_step(trained):

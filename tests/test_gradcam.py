@@ -44,13 +44,16 @@ def test_weights_are_the_spatial_mean_of_the_logit_gradient(random_resnet_variab
   model = Toy('flat')
   variables = random_resnet_variables(model, augment.prepare_batch(None, images, None))
   variables['params']['fc']['kernel'] = jnp.abs(variables['params']['fc']['kernel'])
-  got = np.asarray(jax.jit(lambda v, x: gradcam.class_activation(model, v, x))(variables, images))
+  got, probability = jax.jit(lambda v, x: gradcam.class_activation(model, v, x))(variables, images)
+  got = np.asarray(got)
   acts = np.asarray(Stage().apply({'params': variables['params']['layer4']},
                                   augment.prepare_batch(None, images, None)))
   kernel = np.asarray(variables['params']['fc']['kernel'])[:, gradcam.DEFECT].reshape(4, 4, 3)
   want = np.maximum(np.einsum('bhwc,c->bhw', acts, kernel.mean(axis=(0, 1))), 0)
   assert got.shape == (2, 4, 4) and want.max() > 0
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  logits = model.apply(variables, augment.prepare_batch(None, images, None))
+  np.testing.assert_allclose(probability, jax.nn.softmax(logits)[:, gradcam.DEFECT], rtol=1e-6)
 
 
 def bright_square_detector():
@@ -69,8 +72,8 @@ def test_the_map_peaks_on_the_region_the_logit_depends_on(use_tta):
   images[0, 8:24, 40:56] = 250          # top right
   images[1, 40:56, 8:24] = 250          # bottom left
   model, variables = bright_square_detector()
-  maps = np.asarray(jax.jit(lambda v, x: gradcam.gradcam(model, v, x, tta=use_tta))(
-      variables, images))
+  maps = np.asarray(jax.jit(lambda v, x: gradcam.gradcam(model, v, x, tta=use_tta,
+                                                         weight='none'))(variables, images))
   assert maps.shape == (2, 64, 64) and maps.min() == 0 and maps.max() == pytest.approx(1)
   for m, (rows, cols) in zip(maps, [(slice(8, 24), slice(40, 56)), (slice(40, 56), slice(8, 24))]):
     r, c = np.unravel_index(m.argmax(), m.shape)
@@ -101,3 +104,20 @@ def test_tta_map_turns_with_the_image_resnet10(compile_cache, random_resnet_vari
   assert maps.shape == (4, 64, 64) and maps.dtype == np.float32
   np.testing.assert_allclose(maps[2:], np.rot90(maps[:2, :, ::-1], 1, axes=(1, 2)), atol=2e-5)
   assert np.abs(maps[2:] - maps[:2]).max() > 0.1    # not trivially symmetric maps
+
+
+def test_a_confident_good_image_stays_cool():
+  """weight='p_defect': each normalised map is scaled by P(defect), so a dark image that the
+  bright-spot detector calls good has a map far below a bright one's."""
+  images = np.full((2, 64, 64, 1), 10, np.uint8)
+  images[1, 8:24, 40:56] = 250
+  model, variables = bright_square_detector()
+  variables['params']['fc']['bias'] = jnp.array([0.0, -1.0])  # P(defect) ~0.27 on dark, ~0.5 bright
+  plain, weighted = (np.asarray(gradcam.gradcam(model, variables, images, weight=w))
+                     for w in ('none', 'p_defect'))
+  probability = np.asarray(jax.nn.softmax(model.apply(
+      variables, augment.prepare_batch(None, images, None)))[:, gradcam.DEFECT])
+  np.testing.assert_allclose(weighted, plain * probability[:, None, None], rtol=1e-6, atol=1e-7)
+  assert weighted[0].max() < weighted[1].max()
+  with pytest.raises(ValueError, match='weight'):
+    gradcam.gradcam(model, variables, images, weight='max')
