@@ -51,6 +51,7 @@ def get_config(arg=None):
       valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
       class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
       max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
+      unlabelled_dir='',       # a folder of unlabelled images (recursive), e.g. test/all_tests
       cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
   ))
 
@@ -89,6 +90,16 @@ def get_config(arg=None):
       phase('frozen', 4, (3e-3,), ('head',)),
       phase('unfrozen', 25, (1e-6, 1e-4), ('body_low', 'body_high', 'head')),
   )
+
+  # Semi-supervised fine-tuning on data.unlabelled_dir (nexjax.train.step.FixMatchOptions).
+  config.semi = ml_collections.ConfigDict(dict(
+      method='none',           # 'none' or 'fixmatch'
+      unlabelled_ratio=1,      # unlabelled images per labelled one in a step (FixMatch's mu)
+      threshold=0.95,          # confidence a pseudo-label needs
+      weight=1.0,              # of the unlabelled loss
+      strong_rotate_degrees=30.0, strong_zoom_max=1.3, strong_lighting_max=0.5,
+      cutout=0.5,              # side of the square cut out of the strong view, share of the image
+  ))
 
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64,           # global; divisible by the device count

@@ -25,6 +25,7 @@ from nexjax import xla_cpu
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.data import synthetic
+from nexjax.data import unlabelled
 from nexjax.models import resnet
 from nexjax.train import plan as plan_lib
 
@@ -32,6 +33,7 @@ from nexjax.train import plan as plan_lib
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
 # (see `nexjax.train.loop.resolve_init`).
 PRETRAIN = 'pretrain'
+SEMI_METHODS = ('none', 'fixmatch')
 
 
 def parse_class_ratio(value: str):
@@ -93,6 +95,7 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
           f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
           'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
   parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))
+  problems.extend(semi_problems(config))
   check(config.train.batch_size > 0 and config.train.eval_batch_size > 0, 'train.batch_size',
         'batch sizes must be positive')
   check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
@@ -102,6 +105,24 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
   if problems:
     raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
+
+
+def semi_problems(config) -> list[str]:
+  semi = config.semi
+  found = []
+  if semi.method not in SEMI_METHODS:
+    found.append(f'config.semi.method: {semi.method!r} is not one of {SEMI_METHODS}')
+  if semi.method == 'fixmatch' and not config.data.unlabelled_dir:
+    found.append("config.semi.method: 'fixmatch' learns from unlabelled images; set "
+                 '--config.data.unlabelled_dir=FOLDER')
+  checks = ((semi.unlabelled_ratio >= 1 and float(semi.unlabelled_ratio).is_integer(),
+             'unlabelled_ratio', 'must be a whole number >= 1'),
+            (0 < semi.threshold <= 1, 'threshold', 'must be in (0, 1]'),
+            (semi.weight >= 0, 'weight', 'must be >= 0'),
+            (0 <= semi.cutout < 1, 'cutout', 'must be in [0, 1)'),
+            (semi.strong_zoom_max >= 1, 'strong_zoom_max', 'must be >= 1'),
+            (0 <= semi.strong_lighting_max < 1, 'strong_lighting_max', 'must be in [0, 1)'))
+  return found + [f'config.semi.{key}: {message}' for ok, key, message in checks if not ok]
 
 
 @dataclasses.dataclass
@@ -189,6 +210,11 @@ def load_data(config) -> dict[str, pipeline.Examples]:
                                 high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   check_class_counts(data, folder)
+  if config.data.unlabelled_dir:
+    data['unlabelled'] = unlabelled.load(
+        config.data.unlabelled_dir, image_size=config.data.image_size,
+        channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
+        cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
   return data
 
 

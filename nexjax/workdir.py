@@ -22,7 +22,8 @@ MODEL_KEYS = ('model', 'data.image_size', 'data.channels')
 RUN_KEYS = MODEL_KEYS + ('seed', 'phases', 'train.batch_size', 'data.dir', 'data.synthetic',
                          'data.synthetic_num_train', 'data.synthetic_num_test',
                          'data.synthetic_image_size', 'data.synthetic_seed',
-                         'data.valid_fraction', 'data.class_ratio', 'data.max_train_defects')
+                         'data.valid_fraction', 'data.class_ratio', 'data.max_train_defects',
+                         'data.unlabelled_dir', 'semi')
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:

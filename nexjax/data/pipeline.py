@@ -26,6 +26,7 @@ from nexjax import errors
 from nexjax.data import nexperia
 from nexjax.data import split_cache
 
+UNLABELLED_STREAM = 1  # folded into (seed, step): the unlabelled draws' own random stream
 
 
 def quiet_tensorflow(verbose: bool = False) -> None:
@@ -334,4 +335,28 @@ def train_dataset(examples: Examples, *, global_batch: int, seed: int,
   gather = _gather(examples)
   ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
   ds = ds.map(lambda step: gather(sample_indices(step)), num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def unlabelled_dataset(examples: Examples, *, global_batch: int, seed: int, start_step: int = 0,
+                       process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """Infinite stream of this host's share of each global batch of unlabelled images, drawn
+  uniformly with replacement by stateless ops on (seed, step), apart from the labelled stream's
+  draws (which it leaves unchanged): a pure function of the step, like `train_dataset`."""
+  if global_batch % process_count:
+    raise ValueError(f'global batch {global_batch} is not divisible by {process_count} hosts.')
+  local = global_batch // process_count
+  count = tf.constant(len(examples), tf.float64)
+
+  def sample_indices(step):
+    key = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), step]),
+                                                   UNLABELLED_STREAM)
+    uniform = tf.random.stateless_uniform([global_batch], key, dtype=tf.float64)
+    index = tf.cast(tf.floor(uniform * count), tf.int64)
+    return index[process_index * local:(process_index + 1) * local]
+
+  gather = _gather(examples)
+  ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+  ds = ds.map(lambda step: gather(sample_indices(step))['images'],
+              num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

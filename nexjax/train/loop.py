@@ -17,8 +17,10 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
+import tensorflow as tf
 import tqdm
 
+from nexjax import augment as augment_lib
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
 from nexjax import inference
@@ -41,24 +43,48 @@ def steps_per_epoch(job: job_lib.Job) -> int:
                                   job_lib.parse_class_ratio(job.config.data.class_ratio))
 
 
+def fixmatch_options(config) -> step_lib.FixMatchOptions | None:
+  """What `config.semi` asks of the train step (None: supervised only)."""
+  if config.semi.method != 'fixmatch':
+    return None
+  semi = config.semi
+  weak = augment_lib.AugmentOptions(rotate_p=0.0, zoom_p=0.0, brightness_p=0.0, contrast_p=0.0,
+                                    padding_mode=config.augment.padding_mode)
+  strong = augment_lib.AugmentOptions(
+      rotate_degrees=semi.strong_rotate_degrees, rotate_p=1.0, zoom_max=semi.strong_zoom_max,
+      zoom_p=1.0, lighting_max=semi.strong_lighting_max, brightness_p=1.0, contrast_p=1.0,
+      padding_mode=config.augment.padding_mode)
+  return step_lib.FixMatchOptions(threshold=semi.threshold, weight=semi.weight, weak=weak,
+                                  strong=strong, cutout=semi.cutout)
+
+
 def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
   config = job.config
   return step_lib.make_train_step(
       job.model, tx, seed=config.seed, augment_options=job_lib.augment_options(config),
       class_weights=config.optim.class_weights, label_smoothing=config.optim.label_smoothing,
       stats_mask=state_lib.frozen_stats_mask(config, variables, phase_index),
-      expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo)
+      expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo,
+      fixmatch=fixmatch_options(config))
 
 
 def train_batches(job: job_lib.Job, start_step: int):
-  """Every global batch from `start_step` on, as global device arrays, copied one step ahead."""
-  ds = pipeline.train_dataset(job.data['train'], global_batch=job.config.train.batch_size,
-                              seed=job.config.seed,
-                              class_ratio=job_lib.parse_class_ratio(job.config.data.class_ratio),
-                              start_step=start_step, process_index=job.topo.process_index,
-                              process_count=job.topo.process_count)
-  host_batches = ((b['images'], b['labels']) for b in ds.as_numpy_iterator())
-  return parallel.prefetch_to_mesh(host_batches, job.topo.batch)
+  """Every global batch from `start_step` on, as global device arrays, copied one step ahead:
+  (images, labels), and the unlabelled images where the config learns from them."""
+  config, topo = job.config, job.topo
+  ds = pipeline.train_dataset(job.data['train'], global_batch=config.train.batch_size,
+                              seed=config.seed,
+                              class_ratio=job_lib.parse_class_ratio(config.data.class_ratio),
+                              start_step=start_step, process_index=topo.process_index,
+                              process_count=topo.process_count)
+  ds = ds.map(lambda b: (b['images'], b['labels']))
+  if fixmatch_options(config) is not None:
+    unlabelled = pipeline.unlabelled_dataset(
+        job.data['unlabelled'], global_batch=config.train.batch_size * config.semi.unlabelled_ratio,
+        seed=config.seed, start_step=start_step, process_index=topo.process_index,
+        process_count=topo.process_count)
+    ds = tf.data.Dataset.zip(ds, unlabelled).map(lambda labelled, images: (*labelled, images))
+  return parallel.prefetch_to_mesh(ds.as_numpy_iterator(), topo.batch)
 
 
 def schedule_plot(config, plan, path) -> None:

@@ -1,5 +1,6 @@
 """The jit-compiled train and eval steps: pure functions of (state, batch), keys from the step."""
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -21,19 +22,73 @@ def classification_loss(logits, labels, class_weights, label_smoothing):
   return optax.softmax_cross_entropy(logits, targets), jnp.asarray(class_weights)[labels]
 
 
-def train_step(state: TrainState, images, labels, *, seed, model, tx, augment_options,
-               class_weights, label_smoothing, stats_mask, expand_first=False) -> TrainState:
-  """One optimizer step on a global batch of uint8 images, augmented on device."""
+@dataclasses.dataclass(frozen=True)
+class FixMatchOptions:
+  """FixMatch (Sohn et al. 2020): a weakly augmented view of each unlabelled image gives a
+  pseudo-label where the model is confident enough; the loss asks a strongly augmented view of
+  the same image (stronger geometry and lighting, then a square cut out) to agree."""
+  threshold: float                     # confidence a pseudo-label needs
+  weight: float                        # of the unlabelled loss, beside the labelled one
+  weak: augment_lib.AugmentOptions     # the 8 flips and turns
+  strong: augment_lib.AugmentOptions
+  cutout: float                        # side of the square set to the mean, share of the image
+
+
+def cutout(key, inputs, fraction: float):
+  """Each normalised image with a square of side `fraction` x its size, centred uniformly
+  (clipped at the borders), set to 0 (the mean): FixMatch's Cutout."""
+  batch, height, width = inputs.shape[:3]
+  centres = jax.random.uniform(key, (batch, 2)) * jnp.array([height, width])
+  rows, cols = jnp.arange(height)[None, :, None], jnp.arange(width)[None, None, :]
+  inside = ((jnp.abs(rows - centres[:, 0, None, None]) < fraction * height / 2)
+            & (jnp.abs(cols - centres[:, 1, None, None]) < fraction * width / 2))
+  return jnp.where(inside[..., None], 0.0, inputs)
+
+
+def fixmatch_inputs(key, unlabelled, options: FixMatchOptions, expand_first):
+  """(weak, strong) model inputs of the same unlabelled uint8 images."""
+  weak_key, strong_key, cutout_key = jax.random.split(key, 3)
+  weak = augment_lib.prepare_batch(weak_key, unlabelled, options.weak, expand_first)
+  strong = augment_lib.prepare_batch(strong_key, unlabelled, options.strong, expand_first)
+  return weak, cutout(cutout_key, strong, options.cutout)
+
+
+def fixmatch_loss(weak_logits, strong_logits, options: FixMatchOptions):
+  """Mean over the unlabelled images of the masked cross-entropy of the strong view against the
+  weak view's confident argmax (no gradient through the pseudo-label)."""
+  probs = jax.lax.stop_gradient(jax.nn.softmax(weak_logits.astype(jnp.float32)))
+  confident = probs.max(axis=-1) >= options.threshold
+  losses = optax.softmax_cross_entropy_with_integer_labels(strong_logits, probs.argmax(axis=-1))
+  return jnp.mean(jnp.where(confident, losses, 0.0))
+
+
+def train_step(state: TrainState, images, labels, unlabelled=None, *, seed, model, tx,
+               augment_options, class_weights, label_smoothing, stats_mask, expand_first=False,
+               fixmatch: FixMatchOptions | None = None) -> TrainState:
+  """One optimizer step on a global batch of uint8 images, augmented on device; with `fixmatch`,
+  also on a batch of unlabelled images (labelled, weak and strong views in one forward pass, so
+  BatchNorm normalises them together, as FixMatch does)."""
   step_key = jax.random.fold_in(jax.random.key(seed), state.step)
   augment_key, dropout_key = jax.random.split(step_key)
   inputs = augment_lib.prepare_batch(augment_key, images, augment_options, expand_first)
+  semi = fixmatch is not None and unlabelled is not None
+  if semi:
+    weak, strong = fixmatch_inputs(jax.random.fold_in(step_key, 1), unlabelled, fixmatch,
+                                   expand_first)
+    inputs = jnp.concatenate([inputs, weak, strong])
 
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, inputs,
                                   train=True, rngs={'dropout': dropout_key},
                                   mutable=['batch_stats'])
-    losses, weights = classification_loss(logits, labels, class_weights, label_smoothing)
-    return jnp.sum(losses * weights) / jnp.sum(weights), updates['batch_stats']
+    labelled_logits = logits[:len(labels)]
+    losses, weights = classification_loss(labelled_logits, labels, class_weights,
+                                          label_smoothing)
+    loss = jnp.sum(losses * weights) / jnp.sum(weights)
+    if semi:
+      weak_logits, strong_logits = jnp.split(logits[len(labels):], 2)
+      loss = loss + fixmatch.weight * fixmatch_loss(weak_logits, strong_logits, fixmatch)
+    return loss, updates['batch_stats']
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -51,12 +106,14 @@ def train_step(state: TrainState, images, labels, *, seed, model, tx, augment_op
 
 
 def make_train_step(model, tx, *, seed: int, augment_options, class_weights, label_smoothing,
-                    stats_mask, expand_first: bool, topo: parallel.Topology) -> Callable:
+                    stats_mask, expand_first: bool, topo: parallel.Topology,
+                    fixmatch: FixMatchOptions | None = None) -> Callable:
   """jit(train_step) with the state donated and replicated out."""
   return jax.jit(functools.partial(
       train_step, seed=seed, model=model, tx=tx, augment_options=augment_options,
       class_weights=tuple(class_weights), label_smoothing=label_smoothing, stats_mask=stats_mask,
-      expand_first=expand_first), donate_argnums=0, out_shardings=topo.replicated)
+      expand_first=expand_first, fixmatch=fixmatch), donate_argnums=0,
+      out_shardings=topo.replicated)
 
 
 def smoothed_loss(state: TrainState) -> float:

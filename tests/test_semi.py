@@ -1,0 +1,129 @@
+"""Unlabelled images: the folder loader, the unlabelled stream, FixMatch's loss and a tiny run
+where the unlabelled images change the result."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+import pytest
+
+from configs import finetune
+from nexjax import errors
+from nexjax import job as job_lib
+from nexjax.data import pipeline
+from nexjax.data import unlabelled
+from nexjax.train import loop
+from nexjax.train import step as step_lib
+
+
+def write_images(folder, count, size=48, seed=0):
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True, exist_ok=True)
+  for i in range(count):
+    PIL.Image.fromarray(rng.integers(0, 256, (size, size), np.uint8), 'L').save(
+        folder / f'u{i:03d}.png')
+  return folder
+
+
+def load(folder, cache, **kwargs):
+  return unlabelled.load(str(folder), image_size=32, channels=1, high_bit_scaling='bit_depth',
+                         cache_dir=cache, progress=False, **kwargs)
+
+
+def test_folder_is_searched_recursively_once_with_unreadable_files_listed(tmp_path, caplog):
+  root = write_images(tmp_path / 'line', 3)
+  write_images(root / 'day2' / 'cam1', 2, seed=1)
+  (root / 'broken.jpg').write_bytes(b'\xff\xd8\xff not a jpeg')
+  (root / '._u000.png').write_bytes(b'resource fork')       # macOS metadata: not an image
+  (root / 'notes.txt').write_text('not an image')
+  os.symlink(root, root / 'day2' / 'loop')                    # a link loop repeats nothing
+  examples = load(root, tmp_path / 'cache')
+  assert sorted(examples.ids) == ['day2/cam1/u000.png', 'day2/cam1/u001.png', 'u000.png',
+                                  'u001.png', 'u002.png']
+  assert np.all(examples.labels == -1) and np.asarray(examples.images).shape == (5, 32, 32, 1)
+  assert 'broken.jpg' in caplog.text
+  listed = list((tmp_path / 'cache' / 'unlabelled').glob('*/skipped_files.txt'))
+  assert len(listed) == 1 and 'broken.jpg' in listed[0].read_text()
+  again = load(root, tmp_path / 'cache')                       # from the cache: same rows
+  np.testing.assert_array_equal(np.asarray(again.images), np.asarray(examples.images))
+
+
+def test_missing_empty_and_overlapping_folders_are_clear_errors(tmp_path):
+  with pytest.raises(errors.ConfigError, match='no such folder'):
+    load(tmp_path / 'nowhere', tmp_path / 'cache')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(errors.DataError, match='no image files'):
+    load(tmp_path / 'empty', tmp_path / 'cache')
+  (tmp_path / 'bad').mkdir()
+  (tmp_path / 'bad' / 'x.png').write_bytes(b'garbage')
+  with pytest.raises(errors.DataError, match='none of its 1 image'):
+    load(tmp_path / 'bad', tmp_path / 'cache')
+  write_images(tmp_path / 'data' / 'train' / 'good_0', 1)
+  with pytest.raises(errors.ConfigError, match='validation images would be trained on'):
+    load(tmp_path / 'data' / 'train', tmp_path / 'cache', data_dir=str(tmp_path / 'data'))
+
+
+def test_unlabelled_stream_is_a_function_of_seed_and_step():
+  examples = pipeline.Examples(np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1),
+                               np.full(50, -1, np.int32), np.array([str(i) for i in range(50)]))
+  first = [b for _, b in zip(range(3), pipeline.unlabelled_dataset(
+      examples, global_batch=8, seed=3).as_numpy_iterator())]
+  resumed = next(pipeline.unlabelled_dataset(examples, global_batch=8, seed=3,
+                                             start_step=2).as_numpy_iterator())
+  np.testing.assert_array_equal(first[2], resumed)
+  halves = [next(pipeline.unlabelled_dataset(examples, global_batch=8, seed=3, process_index=i,
+                                             process_count=2).as_numpy_iterator())
+            for i in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), first[0])
+  assert len(np.unique(np.concatenate(first))) > 10
+
+
+def test_fixmatch_loss_counts_only_confident_pseudo_labels():
+  options = step_lib.FixMatchOptions(threshold=0.9, weight=1.0, weak=None, strong=None,
+                                     cutout=0.5)
+  weak = jnp.array([[5.0, -5.0], [0.1, 0.0]])      # confident good; unsure
+  strong = jnp.array([[0.0, 0.0], [3.0, -3.0]])
+  expected = np.log(2) / 2                          # the unsure row adds nothing, still counted
+  np.testing.assert_allclose(step_lib.fixmatch_loss(weak, strong, options), expected, rtol=1e-6)
+  grad = jax.grad(lambda w: step_lib.fixmatch_loss(w, strong, options))(weak)
+  assert not np.any(np.asarray(grad))               # no gradient through the pseudo-label
+
+
+def test_cutout_sets_one_square_to_the_mean():
+  inputs = jnp.ones((4, 32, 32, 3))
+  out = np.asarray(step_lib.cutout(jax.random.key(0), inputs, 0.5))
+  zeroed = (out == 0).all(axis=-1).sum(axis=(1, 2))
+  assert np.all(zeroed > 0) and np.all(zeroed <= 16 * 16)
+
+
+def test_fixmatch_config_checks(tmp_path):
+  config = finetune.get_config('smoke')
+  config.semi.method = 'fixmatch'
+  config.semi.threshold = 1.5
+  config.semi.method = 'mixmatch'
+  with pytest.raises(errors.ConfigError) as error:
+    job_lib.check_config(config)
+  assert 'semi.method' in str(error.value) and 'semi.threshold' in str(error.value)
+  config.semi.method, config.semi.threshold = 'fixmatch', 0.95
+  with pytest.raises(errors.ConfigError, match='unlabelled_dir'):
+    job_lib.check_config(config)
+
+
+def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke_config,
+                                              compile_cache):
+  del compile_cache
+  data = make_kaggle_folder(tmp_path / 'data', 24, 8, size=(64, 64))
+  pool = write_images(tmp_path / 'line', 12, size=64, seed=5)
+  params = {}
+  for name, method in (('supervised', 'none'), ('fixmatch', 'fixmatch')):
+    config = smoke_config(data, tmp_path / 'cache')
+    config.phases = (finetune.phase('frozen', 1, (3e-3,), ('head',)),)
+    config.data.unlabelled_dir = str(pool)
+    config.semi.method = method
+    config.semi.threshold = 0.5          # a random head is unsure: let pseudo-labels through
+    loop.train_and_evaluate(config, tmp_path / name)
+    params[name], _ = job_lib.restore_weights(config, tmp_path / name, 'latest')
+  leaves = [jax.tree.leaves(jax.device_get(p['params'])) for p in params.values()]
+  assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(*leaves))
