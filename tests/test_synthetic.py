@@ -199,7 +199,7 @@ def test_unknown_defect_type_is_refused():
 
 def test_cli_writes_dataset_and_sample_grid(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "d"}',
+      [sys.executable, '-m', 'nexjax.data.make_synthetic', f'--out={tmp_path / "d"}',
        '--num_train=8', '--num_test=4', '--image_size=48',
        f'--sample_grid={tmp_path / "grid.png"}'], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -207,7 +207,7 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
   assert len(list((tmp_path / 'd').rglob('*.jpg'))) == 12
   assert (tmp_path / 'grid.png').stat().st_size > 0
   result = subprocess.run(
-      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "f"}',
+      [sys.executable, '-m', 'nexjax.data.make_synthetic', f'--out={tmp_path / "f"}',
        '--families=sot23,sot2233'], capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and 'sot2233' in result.stderr and 'sot363' in result.stderr
   assert not (tmp_path / 'f').exists()
