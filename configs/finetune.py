@@ -45,6 +45,7 @@ def get_config(arg=None):
       synthetic_image_size=128,
       synthetic_seed=0,
       synthetic_families='',   # comma-separated package families ('' all): sot23,sod123,sot363,sot223
+      synthetic_num_unlabelled=0,  # images drawn like train into unlabelled/; training ignores them
       image_size=224,
       channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
       high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)

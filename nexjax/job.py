@@ -160,6 +160,9 @@ def data_folder(config) -> pathlib.Path:
   if config.data.synthetic_families:
     settings['families'] = config.data.synthetic_families
     name += '-' + config.data.synthetic_families.replace(',', '+')
+  if config.data.synthetic_num_unlabelled:  # only then: the names of existing folders stay
+    settings['num_unlabelled'] = config.data.synthetic_num_unlabelled
+    name += f'-unlabelled{config.data.synthetic_num_unlabelled}'
   return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
 
 

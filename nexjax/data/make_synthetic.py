@@ -12,6 +12,9 @@ from nexjax.data import synthetic
 _OUT = flags.DEFINE_string('out', None, 'Output folder (Kaggle layout).')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 3000, 'Labelled training images.')
 _NUM_TEST = flags.DEFINE_integer('num_test', 1000, 'Test images (labels in test_labels.csv).')
+_NUM_UNLABELLED = flags.DEFINE_integer(
+    'num_unlabelled', 0, 'Images drawn like the training split into unlabelled/ (labels only in '
+    'metadata.csv).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'Image side in pixels.')
 _DEFECT_RATE = flags.DEFINE_float('defect_rate', synthetic.DEFECT_RATE,
                                   'Fraction of defective images.')
@@ -32,6 +35,7 @@ def main(argv):
     raise app.UsageError(str(error)) from None
   if _OUT.value:
     summary = synthetic.generate(_OUT.value, num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
+                                 num_unlabelled=_NUM_UNLABELLED.value,
                                  image_size=_IMAGE_SIZE.value, defect_rate=_DEFECT_RATE.value,
                                  seed=_SEED.value, families=families)
     print(json.dumps(summary, indent=1))

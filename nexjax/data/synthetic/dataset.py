@@ -23,13 +23,13 @@ from nexjax.data.synthetic.drawing import render
 from nexjax.data.synthetic.drawing import render_example
 
 DEFECT_RATE = 7039 / 34459
-SPLITS = {'train': 0, 'test': 1}
+SPLITS = {'train': 0, 'test': 1, 'unlabelled': 2}  # the number in each split's random stream
 JPEG_QUALITY = 90
 SETTINGS_FILE = 'synthetic.json'
 # Stored with the settings: a folder drawn by an older generator is redrawn, not reused.
 GENERATOR_VERSION = 3  # 3: defect masks, metadata columns package and mask, families
 # Settings that older generators did not record, as they drew them.
-LEGACY_SETTINGS = {'families': list(PACKAGES)}
+LEGACY_SETTINGS = {'families': list(PACKAGES), 'num_unlabelled': 0}
 MASK_FOLDER = 'masks'
 METADATA_COLUMNS = ['id', 'split', 'label', 'defect_type', 'package', 'mask']
 
@@ -46,8 +46,7 @@ def image_record(seed, split, index, defective, image_size, families, out_dir) -
   defects = sample_defects(rng) if defective else ()
   example = render_example(rng, image_size, defects, families)
   image_id = f'syn_{split}_{index:06d}'
-  folder = ('train/bad_1' if defective else 'train/good_0') if split == 'train' else \
-      'test/all_tests'
+  folder = image_folder(split, defective)
   out_dir = pathlib.Path(out_dir)
   PIL.Image.fromarray(example.image, 'L').save(out_dir / folder / f'{image_id}.jpg',
                                                quality=JPEG_QUALITY)
@@ -56,6 +55,13 @@ def image_record(seed, split, index, defective, image_size, families, out_dir) -
     PIL.Image.fromarray(example.mask.astype(np.uint8) * 255, 'L').save(out_dir / mask)
   return {'id': image_id, 'split': split, 'label': int(defective),
           'defect_type': '+'.join(defects) or 'none', 'package': example.package, 'mask': mask}
+
+
+def image_folder(split: str, defective: bool) -> str:
+  """Where an image goes: only the training split's folder names tell its label."""
+  if split == 'train':
+    return 'train/bad_1' if defective else 'train/good_0'
+  return {'test': 'test/all_tests', 'unlabelled': 'unlabelled'}[split]
 
 
 def render_chunk(jobs):
@@ -75,14 +81,20 @@ def check_families(families) -> tuple[str, ...]:
 
 def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size: int = 128,
              defect_rate: float = DEFECT_RATE, seed: int = 0, families=PACKAGES,
-             num_workers: int | None = None, progress: bool = True) -> dict:
+             num_unlabelled: int = 0, num_workers: int | None = None,
+             progress: bool = True) -> dict:
   """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete) and returns
   its summary; a complete folder with the same settings is left as it is. `families`: the
-  package families drawn (all by default), names as in PACKAGES."""
+  package families drawn (all by default), names as in PACKAGES. `num_unlabelled`: images drawn
+  like the training split into `unlabelled/`, their labels only in metadata.csv."""
   out_dir = pathlib.Path(out_dir)
   families = check_families(families)
   settings = dict(num_train=num_train, num_test=num_test, image_size=image_size,
-                  defect_rate=defect_rate, seed=seed, families=list(families))
+                  defect_rate=defect_rate, seed=seed, families=list(families),
+                  num_unlabelled=num_unlabelled)
+  counts = {'train': num_train, 'test': num_test}
+  if num_unlabelled:
+    counts['unlabelled'] = num_unlabelled
   state = folder_state(out_dir, settings)
   if state == 'complete':
     return json.loads((out_dir / SETTINGS_FILE).read_text())['summary']
@@ -91,10 +103,11 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
   start = time.perf_counter()
   partial = out_dir.with_name(out_dir.name + '.partial')
   shutil.rmtree(partial, ignore_errors=True)
-  for folder in ('train/good_0', 'train/bad_1', 'test/all_tests', MASK_FOLDER):
+  folders = {image_folder(split, bad) for split in counts for bad in (False, True)}
+  for folder in sorted(folders) + [MASK_FOLDER]:
     (partial / folder).mkdir(parents=True)
   jobs = [(seed, split, i, i in bad, image_size, families, partial)
-          for split, count in (('train', num_train), ('test', num_test))
+          for split, count in counts.items()
           for bad in [defective_indices(seed, split, count, defect_rate)] for i in range(count)]
   chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
   rows = []
@@ -106,7 +119,7 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
       rows.extend(chunk_rows)
       bar.update(len(chunk_rows))
   write_tables(partial, rows)
-  summary = summarise(rows, time.perf_counter() - start)
+  summary = summarise(rows, counts, time.perf_counter() - start)
   (partial / SETTINGS_FILE).write_text(json.dumps(
       {'settings': settings, 'generator': GENERATOR_VERSION, 'summary': summary}, indent=1))
   if state == 'outdated':
@@ -128,9 +141,9 @@ def write_tables(root: pathlib.Path, rows: list[dict]) -> None:
     writer.writerows((r['id'], r['label']) for r in rows if r['split'] == 'test')
 
 
-def summarise(rows: list[dict], seconds: float) -> dict:
+def summarise(rows: list[dict], splits, seconds: float) -> dict:
   summary = {'seconds': round(seconds, 2), 'images_per_second': round(len(rows) / seconds, 1)}
-  for split in SPLITS:
+  for split in splits:
     split_rows = [r for r in rows if r['split'] == split]
     types = collections.Counter(t for r in split_rows for t in r['defect_type'].split('+'))
     packages = collections.Counter(r['package'] for r in split_rows)
