@@ -133,7 +133,7 @@ def input_shape(config) -> tuple[int, ...]:
 
 
 def init_variables(model, config) -> dict:
-  """Randomly initialised variables (torchvision's and fastai's initialisers), from the seed."""
+  """Randomly initialised variables (torchvision's and fastai's initialisers), from config.seed."""
   return jax.jit(lambda key: model.init(key, jnp.zeros(input_shape(config)), train=False))(
       jax.random.key(config.seed))
 
