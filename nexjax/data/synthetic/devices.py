@@ -4,7 +4,6 @@ docs/synthetic_generator.md for the distributions)."""
 
 import math
 
-
 PACKAGES = ('sot23', 'sod123', 'sot363', 'sot223')
 
 
@@ -51,7 +50,7 @@ def sample_device(rng, families=PACKAGES) -> dict:
   }
 
 
-# --- defects: each edits the device description that draw_package renders ------------------------
+# --- defects: each edits the device description that drawing.draw_package renders ---------------
 
 def sign(rng) -> int:
   """+-1 as a Python int: NumPy scalars would promote the float32 coordinate grids to float64."""
