@@ -1,4 +1,4 @@
-"""Transfer learning on a new product line: the seed's recipe from a pretrained body against the
+"""Transfer learning on a new product line: the report's recipe from a pretrained body against the
 alternatives, on the same target splits, for several target training-set sizes.
 
   python benchmarks/transfer.py --sizes 100,300,1000 --out docs/transfer.md
@@ -8,7 +8,7 @@ Target: the held-out family (SOT-223), `synthetic` preset data with N labelled t
 (20.4% defects; 20% of them held out for validation), the same 1,000 test images for every N.
 Methods (rows):
   scratch       today's from-scratch recipe (random init, one phase, every layer)
-  seed          the seed's recipe: frozen phase (head + BatchNorm, train_bn) then all layers
+  report        the report's recipe: frozen phase (head + BatchNorm, train_bn) then all layers
                 with slice(lo, hi) discriminative learning rates
   one_lr        all layers from the pretrained body with one learning rate, no frozen phase
   linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
@@ -41,7 +41,7 @@ from nexjax.detectors import gaussian  # noqa: E402
 from nexjax.train import loop  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
-METHODS = ('scratch', 'seed', 'one_lr', 'linear_probe', 'gaussian')
+METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian')
 
 
 def method_config(base_config, method: str):

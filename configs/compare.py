@@ -7,7 +7,7 @@ Presets as in configs/finetune.py. Feature-based detectors (gaussian: Rippel et 
 normality; patchcore; padim) use the body `compare.backbone` names: a training workdir or a weights file; empty
 means `init.weights` (ImageNet with --config.init.weights=resnet34; random without, which models
 normality poorly). The classifier is the fine-tuning recipe itself, and scattering_xgb (a scattering transform and
-gradient boosting, the seed's proposal) trains on labels too: both are refitted per label budget.
+gradient boosting, the report's proposal) trains on labels too: both are refitted per label budget.
 vae (a convolutional VAE) and gan (GANomaly) are fitted on good images only, like the
 feature-based detectors; their anomaly maps are reconstruction errors.
 """

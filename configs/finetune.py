@@ -1,14 +1,14 @@
-"""Fine-tuning configs: fastai v1's two-phase transfer-learning recipe, as the seed ran it.
+"""Fine-tuning configs: fastai v1's two-phase transfer-learning recipe, as the report ran it.
 
     python launch.py --config=configs/finetune.py[:PRESET] --workdir=DIR [--config.a.b=...]
 
 Presets:
-  (none)     the seed on real Nexperia data at 224 px: set --config.data.dir=PATH (Kaggle layout)
+  (none)     the report's run on real Nexperia data at 224 px: set --config.data.dir=PATH (Kaggle layout)
              and --config.init.weights=resnet34 (or a converted file) for ImageNet weights.
   pretrain   a body trained from scratch on three synthetic package families (the product lines
              a fab already inspects), about 8 minutes on 2 CPU cores.
   synthetic  transfer learning on the built-in synthetic data: a new package family with 1,000
-             labelled images, fine-tuned with the seed's two phases from the `pretrain` body
+             labelled images, fine-tuned with the report's two phases from the `pretrain` body
              (trained on first use and cached, like the synthetic data).
   smoke      seconds long, for tests.
 """
@@ -45,6 +45,7 @@ def get_config(arg=None):
       synthetic_image_size=128,
       synthetic_seed=0,
       synthetic_families='',   # comma-separated package families ('' all): sot23,sod123,sot363,sot223
+      synthetic_num_unlabelled=0,  # images drawn like train into unlabelled/; training ignores them
       image_size=224,
       channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
       high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)
@@ -66,7 +67,7 @@ def get_config(arg=None):
       from_scratch=False,      # True: random initialisation is intended (no warning)
   ))
 
-  # fastai v1 get_transforms(flip_vert=True), which covers the seed's "different angles".
+  # fastai v1 get_transforms(flip_vert=True), which covers the report's "different angles".
   config.augment = ml_collections.ConfigDict(dict(
       enabled=True, flip_lr_p=0.5, dihedral=True, rotate_degrees=10.0, rotate_p=0.75,
       zoom_max=1.1, zoom_p=0.75, lighting_max=0.2, brightness_p=0.75, contrast_p=0.75,
@@ -84,7 +85,7 @@ def get_config(arg=None):
       label_smoothing=0.0,
       class_weights=(1.0, 1.0),
   ))
-  # The seed: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
+  # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
   # It does not report its learning rates; these are fastai's course defaults.
   config.phases = (
       phase('frozen', 4, (3e-3,), ('head',)),
@@ -110,8 +111,8 @@ def get_config(arg=None):
   ))
   config.evaluate = ml_collections.ConfigDict(dict(
       checkpoint='best',       # 'best' (validation AUC), 'latest', or a step number
-      tta_views='dihedral',    # the seed's 8 transforms (D4), or 'random:N' training augmentations
-      tta_combine='vote',      # 'vote' (the seed; 4-4 ties by mean probability), 'mean', 'blend'
+      tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
+      tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
       tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
       threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', or 'recall:R' (defect recall >= R)
       gallery_size=16,
@@ -151,7 +152,7 @@ def get_config(arg=None):
     config.phases = (phase('scratch', 4, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
   elif preset == 'synthetic':
     # A new product line (SOT-223, never seen in pretraining) with few labelled images,
-    # fine-tuned from the body the `pretrain` preset trains (on first use, cached): the seed's
+    # fine-tuned from the body the `pretrain` preset trains (on first use, cached): the report's
     # recipe, a frozen phase then all layers with discriminative learning rates.
     config.pretrain = get_config('pretrain')
     config.init.weights = job.PRETRAIN
@@ -165,7 +166,7 @@ def get_config(arg=None):
     config.train.batch_size = 32
     # Learning rates from --mode=lr_find (frozen: the loss is flat to 5e-2 and diverges past
     # 1e-1; unfrozen, after the frozen phase: minimum around 1e-4..1e-3, divergence past 2e-3);
-    # with augmentation (the seed's) and 8 unfrozen epochs, validation AUC 0.78 against 0.77 for
+    # with augmentation (the report's) and 8 unfrozen epochs, validation AUC 0.78 against 0.77 for
     # slice(1e-5, 3e-4) x 4 epochs and 0.77 without augmentation (measured, see the README).
     config.phases = (phase('frozen', 2, (3e-3,), ('head',)),
                      phase('unfrozen', 8, (1e-4, 1e-3), ('body_low', 'body_high', 'head')))

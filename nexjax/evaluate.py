@@ -173,7 +173,7 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
-  """fastai's show_results for the first phase and the whole recipe (seed, figure 3): a gallery of
+  """fastai's show_results for the first phase and the whole recipe (the report's figure 3): a gallery of
   labelled images with P(defect) from the weights at the end of the first phase and now."""
   first = config.phases[0].name
   path = loop.phase_weights_path(workdir, first)

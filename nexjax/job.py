@@ -154,7 +154,7 @@ def input_shape(config) -> tuple[int, ...]:
 
 
 def init_variables(model, config) -> dict:
-  """Randomly initialised variables (torchvision's and fastai's initialisers), from the seed."""
+  """Randomly initialised variables (torchvision's and fastai's initialisers), from config.seed."""
   return jax.jit(lambda key: model.init(key, jnp.zeros(input_shape(config)), train=False))(
       jax.random.key(config.seed))
 
@@ -181,6 +181,9 @@ def data_folder(config) -> pathlib.Path:
   if config.data.synthetic_families:
     settings['families'] = config.data.synthetic_families
     name += '-' + config.data.synthetic_families.replace(',', '+')
+  if config.data.synthetic_num_unlabelled:  # only then: the names of existing folders stay
+    settings['num_unlabelled'] = config.data.synthetic_num_unlabelled
+    name += f'-unlabelled{config.data.synthetic_num_unlabelled}'
   return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
 
 

@@ -17,15 +17,12 @@ import pathlib
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import PIL.Image
 from scipy import ndimage
 
 from nexjax import metrics
+from nexjax.plotting import plt
 
 PRO_MAX_FPR = 0.3
 

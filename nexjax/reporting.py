@@ -4,12 +4,10 @@ import json
 import math
 import pathlib
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from flax.metrics import tensorboard
+
+from nexjax.plotting import plt
 
 TABLE_COLUMNS = (('epoch', 5), ('phase', 9), ('train_loss', 10), ('valid_loss', 10),
                  ('error_rate', 10), ('auc', 8), ('time', 6))

@@ -1,6 +1,6 @@
 """Test-time augmentation: views made on device, one vmapped model call for all of them.
 
-The seed predicted with 8 transforms and a majority vote; for images of devices photographed
+The report predicted with 8 transforms and a majority vote; for images of devices photographed
 from different angles the 8 transforms are the dihedral group D4 of the square (4 rotations, each
 with and without a mirror), exact permutations of the pixels.
 """

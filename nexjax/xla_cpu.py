@@ -4,32 +4,9 @@ same numbers: one compiler flag and a stem max pool written as slices.
 `config.xla_cpu` chooses them: 'auto' (the default) applies them when JAX computes on the CPU,
 'on' always, 'off' never. On a GPU or TPU nothing here is used.
 
-Measured with `benchmarks/train_step.py` (ResNet34 + fastai head, 2 cores, jaxlib 0.10.2), the
-two things that close the gap to PyTorch eager are:
-
-1. The flag: jaxlib 0.10 sends every convolution to YNNPACK by default. Its weight-gradient
-   convolutions (a "kernel" as large as the feature map) run 3-7x slower than XLA's own Eigen
-   ones, and its forward and input-gradient convolutions are slower too. Summed over ResNet34's
-   convolutions at 96 px, batch 32: forward 0.56 s vs 0.26 s, weight gradients 0.81 vs 0.34,
-   input gradients 0.54 vs 0.43 (PyTorch: 0.30, 0.37, 0.38). Turning YNNPACK off for
-   convolutions only (it keeps the matmuls) is most of the gain. XLA reads XLA_FLAGS once, when
-   JAX starts its backends, so `apply_flags` must run before the first computation.
-
-2. `max_pool`: the stem's 3x3/2 max pool, whose gradient JAX expresses as select-and-scatter,
-   which XLA:CPU runs as a variadic reduce-window over four materialised int32 index arrays plus
-   a scatter (130 ms at 96 px, batch 32; PyTorch takes 50). Written as nine strided slices with a
-   `custom_vjp` that routes each window's gradient to its first maximal element, it takes 30 ms
-   and gives bitwise the same values and gradients as `flax.linen.max_pool` (and PyTorch).
-   Eval logits are bitwise unchanged; in training mode XLA may fuse the BatchNorm before the
-   pool differently, which moves results by an ulp.
-
-Tried and dropped: im2col weight gradients (`conv_general_dilated_patches`, which is itself a
-convolution, or strided slices + one matmul; for the 7x7 stem or every conv): 3x slower than
-Eigen's weight-gradient convolutions in total (0.98 s vs 0.34 s), and slower for the stem too
-(80-94 ms vs 25-28 ms), because materialising the patches costs more than the matmul. Under the
-YNNPACK default they were only ~10% faster than YNNPACK. Space-to-depth for the stem (a 4x4 conv
-on 12 channels): no faster. oneDNN flags (`xla_cpu_use_onednn`, `..._onednn_custom_call`): no
-convolution reaches oneDNN in this jaxlib. Fast math: not tried in earnest, it changes numerics.
+The flag turns YNNPACK off for convolutions (its weight-gradient convolutions are 3-7x slower
+than XLA's Eigen ones); the slice max pool replaces the select-and-scatter gradient of the stem's
+pool. Measurements, and what was tried and dropped: docs/xla_cpu.md.
 """
 
 import functools

@@ -125,6 +125,15 @@ def test_command_line_mistakes_are_one_line(tmp_path, args, message):
   assert len(lines) <= 2 and message in result.stderr, result.stderr[-2000:]
 
 
+def test_a_flag_launch_does_not_take_is_an_unknown_flag_error(tmp_path):
+  """The synthetic generator's flags live in its own entry point: launch.py refuses them instead
+  of accepting and ignoring them."""
+  result = run_launch('--config=configs/finetune.py:smoke', '--seed=3', f'--workdir={tmp_path}')
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert "Unknown command line flag 'seed'" in lines[0]
+
+
 def test_orbax_leftovers_of_a_failed_restore_are_hidden_and_other_errors_kept(monkeypatch):
   import types  # pylint: disable=import-outside-toplevel
   import launch  # pylint: disable=import-outside-toplevel

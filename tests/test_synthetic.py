@@ -158,6 +158,57 @@ def test_all_families_draw_the_same_devices_as_before_families_existed():
                                                       families=synthetic.PACKAGES))
 
 
+def test_unlabelled_images_are_drawn_like_train_and_change_no_other_image(tmp_path):
+  small = {**SMALL, 'num_train': 10, 'num_test': 4, 'image_size': 48, 'families': 'sot23,sot223'}
+  synthetic.generate(tmp_path / 'plain', **small)
+  synthetic.generate(tmp_path / 'more', **small, num_unlabelled=6)
+  plain, more = digest(tmp_path / 'plain'), digest(tmp_path / 'more')
+  del plain['metadata.csv'], more['metadata.csv']
+  assert {k: v for k, v in more.items() if 'unlabelled' not in k} == plain
+  with open(tmp_path / 'plain' / 'metadata.csv') as f:
+    plain_rows = list(csv.DictReader(f))
+  with open(tmp_path / 'more' / 'metadata.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert rows[:len(plain_rows)] == plain_rows
+  unlabelled = [r for r in rows if r['split'] == 'unlabelled']
+  assert [r['id'] for r in unlabelled] == [f'syn_unlabelled_{i:06d}' for i in range(6)]
+  assert sorted(p.name for p in (tmp_path / 'more' / 'unlabelled').iterdir()) == \
+      [f'{r["id"]}.jpg' for r in unlabelled]
+  assert sum(int(r['label']) for r in unlabelled) == round(synthetic.DEFECT_RATE * 6)
+  assert {r['package'] for r in unlabelled} <= {'sot23', 'sot223'}
+  for row in unlabelled:
+    assert bool(row['mask']) == (row['label'] == '1') == (row['defect_type'] != 'none')
+    assert not row['mask'] or (tmp_path / 'more' / row['mask']).is_file()
+  summary = json.loads((tmp_path / 'more' / synthetic.SETTINGS_FILE).read_text())['summary']
+  assert summary['unlabelled']['images'] == 6
+
+
+def test_a_folder_recorded_before_unlabelled_images_existed_is_reused(tmp_path):
+  small = {**SMALL, 'num_train': 4, 'num_test': 2, 'image_size': 32}
+  synthetic.generate(tmp_path / 'd', **small)
+  record_path = tmp_path / 'd' / synthetic.SETTINGS_FILE
+  record = json.loads(record_path.read_text())
+  del record['settings']['num_unlabelled']
+  record_path.write_text(json.dumps(record))
+  before = digest(tmp_path / 'd')
+  synthetic.ensure_dataset(tmp_path / 'd', **small)
+  assert digest(tmp_path / 'd') == before and json.loads(record_path.read_text()) == record
+
+
+def test_the_cached_folder_is_named_by_unlabelled_images_only_when_there_are_some(tmp_path):
+  from configs import finetune  # pylint: disable=import-outside-toplevel
+  from nexjax import job  # pylint: disable=import-outside-toplevel
+  config = finetune.get_config('smoke')
+  config.data.cache_dir = str(tmp_path)
+  config.data.synthetic_num_train, config.data.synthetic_num_test = 4, 2
+  config.data.synthetic_image_size = 32
+  assert job.data_folder(config).name == 'synthetic-4-2-32-0'  # as before the setting existed
+  config.data.synthetic_num_unlabelled = 3
+  folder = job.data_folder(config)
+  assert folder.name == 'synthetic-4-2-32-0-unlabelled3'
+  assert len(list((folder / 'unlabelled').glob('*.jpg'))) == 3
+
+
 def test_interrupted_generation_is_not_mistaken_for_complete(tmp_path):
   partial = tmp_path / 'data.partial'
   (partial / 'train' / 'good_0').mkdir(parents=True)  # left over by a killed run
@@ -199,7 +250,7 @@ def test_unknown_defect_type_is_refused():
 
 def test_cli_writes_dataset_and_sample_grid(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "d"}',
+      [sys.executable, '-m', 'nexjax.data.make_synthetic', f'--out={tmp_path / "d"}',
        '--num_train=8', '--num_test=4', '--image_size=48',
        f'--sample_grid={tmp_path / "grid.png"}'], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -207,7 +258,7 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
   assert len(list((tmp_path / 'd').rglob('*.jpg'))) == 12
   assert (tmp_path / 'grid.png').stat().st_size > 0
   result = subprocess.run(
-      [sys.executable, '-m', 'nexjax.data.synthetic', f'--out={tmp_path / "f"}',
+      [sys.executable, '-m', 'nexjax.data.make_synthetic', f'--out={tmp_path / "f"}',
        '--families=sot23,sot2233'], capture_output=True, text=True, timeout=300)
   assert result.returncode != 0 and 'sot2233' in result.stderr and 'sot363' in result.stderr
   assert not (tmp_path / 'f').exists()

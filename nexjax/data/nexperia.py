@@ -21,7 +21,7 @@ images: x * 255 for values in 0..1), or by the image's own min..max range (`'ran
 says so once per preparation. Preparing decodes every image once: a file that cannot be decoded
 is skipped and listed with the reason (in the log on every run and in `skipped_files.txt`,
 `path<TAB>reason` per line, beside the prepared data), never a crash mid-epoch; files that are
-not images are ignored. Labels follow the seed's meaning, not sorted folder order: good=0,
+not images are ignored. Labels follow the report's meaning, not sorted folder order: good=0,
 defect=1 (fastai's sorted class names would put `bad_1` first).
 """
 

@@ -1,4 +1,4 @@
-"""The fine-tuned classifier (the seed's method) behind the Detector interface.
+"""The fine-tuned classifier (the report's method) behind the Detector interface.
 
 Fitting runs the whole fine-tuning recipe of its config (`nexjax.train.loop`) on the given splits
 into its run directory, which is also its saved form (checkpoints and `config.json`): fitting

@@ -12,7 +12,7 @@ costly on XLA:CPU), and scoring is one forward pass, like f-AnoGAN's. anomalib i
 its published numbers are a reference to compare against.
 
 Honest caveats: GAN training is unstable (the two losses oscillate rather than decrease; results
-move with the seed and the step at which one stops), and published reproductions of GANomaly on
+move with the random seed and the step at which one stops), and published reproductions of GANomaly on
 MVTec AD land near chance: anomalib's own benchmark table gives 0.42 mean image AUROC. Expect the
 VAE or the feature-based detectors to beat it. Differences from anomalib: GroupNorm instead of
 BatchNorm (train and test apply the same function), images in [0, 1] with a sigmoid output instead

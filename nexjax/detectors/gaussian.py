@@ -1,7 +1,7 @@
 """Model of normality: a Gaussian per ResNet stage fitted to features of good images only.
 
 Rippel et al. 2020 ("Modeling the distribution of normal data in pre-trained deep features for
-anomaly detection"), which the seed cites: global-average-pooled features of several stages of an
+anomaly detection"), which the report cites: global-average-pooled features of several stages of an
 ImageNet network, one multivariate Gaussian per stage with a Ledoit-Wolf shrinkage covariance
 (well conditioned even with fewer images than feature dimensions), and the anomaly score is the
 sum over stages of the Mahalanobis distances. No defect labels are needed to fit it; labelled

@@ -14,21 +14,10 @@ score is the largest patch score s* reweighted as in the paper (anomalib's
 bank entries of m*)[m*]) s*; a patch whose nearest neighbour sits in a sparse region of the bank
 keeps more of its score.
 
-Memory is bounded: the fit streams twice over the good images. Pass 1 keeps only the projected
-features (M x projection_dim float32, M = images x patches per image) to select the coreset;
-pass 2 recomputes the features and keeps only the selected rows. Scoring holds the bank and one
-(batch patches x bank_chunk) distance block on the accelerator.
-
-The real dataset: 27,000 good images at 224 px give 28 x 28 layer2 patches, M = 21,168,000
-patch vectors. Full bank (`bank_bytes`): ResNet18/34 (128 + 256 = 384 channels, 1,536 B a
-patch) 32.5 GB; WideResNet50 (512 + 1024 = 1536 channels, 6,144 B) 130.1 GB. To fit in 16 GB of
-accelerator memory, leaving 2 GB for the backbone and the distance blocks (32 images x 784
-patches x 8192 bank rows x 4 B = 0.82 GB), the coreset ratio must be at most 14 / 32.5 = 0.43
-(ResNet18/34) or 14 / 130.1 = 0.107 (WideResNet50); the paper's 1% (0.33 GB / 1.3 GB) fits with
-room to spare and is what we recommend at this size. Coreset selection needs the projected
-features on the accelerator: 21.2M x 128 x 4 B = 10.8 GB (fits in 16 GB; set projection_dim=64
-to halve it) and reads them once per selected point, so its time grows as ratio x M^2: at 1%,
-211,680 passes over 10.8 GB, about 13 minutes at 3 TB/s.
+Memory is bounded: the fit streams twice over the good images (projected features to select the
+coreset, then only the selected rows), and scoring holds the bank and one distance block. The
+arithmetic at the real dataset's size (which coreset ratio fits which accelerator):
+docs/patchcore_memory.md.
 """
 
 import functools

@@ -2,11 +2,9 @@
 
 import pathlib
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+
+from nexjax.plotting import plt
 
 
 def _gray(image):

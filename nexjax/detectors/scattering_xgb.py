@@ -1,4 +1,4 @@
-"""Scattering transform + gradient-boosted trees (XGBoost): the seed's proposal, supervised.
+"""Scattering transform + gradient-boosted trees (XGBoost): the report's proposal, supervised.
 
 Features: the image (channels averaged to gray: inspection images are grayscale, and RGB ones
 carry little colour) goes through a 2-D scattering transform (`nexjax.scattering`, J scales,

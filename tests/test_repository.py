@@ -1,0 +1,85 @@
+"""The repository keeps what it says about itself: the README's code map lists every module in an
+order that the imports respect, nothing refers outside the repository, and only the command-line
+entry points define flags."""
+
+import ast
+import pathlib
+import re
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MAP_SECTION = '## How the code is organised'
+
+
+def code_map() -> list[str]:
+  """The nexjax modules listed in the README's code map, in their order ('nexjax/job.py')."""
+  readme = (ROOT / 'README.md').read_text()
+  section = readme[readme.index(MAP_SECTION):]
+  section = section[:section.find('\n## ', 1)]
+  block = section.split('```')[1]
+  return [line.split()[0] for line in block.splitlines()
+          if line.startswith('nexjax/') and line.split()[0].endswith('.py')]
+
+
+def modules() -> dict[str, pathlib.Path]:
+  """Every module of the package but the __init__ files: {'nexjax.data.pipeline': path}."""
+  return {'.'.join(p.relative_to(ROOT).with_suffix('').parts): p
+          for p in sorted((ROOT / 'nexjax').rglob('*.py')) if p.name != '__init__.py'}
+
+
+def nexjax_imports(path: pathlib.Path) -> set[str]:
+  """The nexjax modules and packages a file imports ('from nexjax.data import pipeline' names
+  'nexjax.data.pipeline')."""
+  names = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('nexjax'):
+      for alias in node.names:
+        submodule = f'{node.module}.{alias.name}'
+        is_module = (ROOT / submodule.replace('.', '/')).with_suffix('.py').is_file() or \
+            (ROOT / submodule.replace('.', '/')).is_dir()
+        names.add(submodule if is_module else node.module)
+    elif isinstance(node, ast.Import):
+      names.update(a.name for a in node.names if a.name.startswith('nexjax'))
+  return names
+
+
+def test_the_code_map_lists_every_module_once():
+  listed = code_map()
+  paths = {str(p.relative_to(ROOT)) for p in modules().values()}
+  assert sorted(paths - set(listed)) == [], "missing from the README's code map"
+  assert sorted(set(listed) - paths) == [], "in the README's code map but not in nexjax/"
+  assert len(listed) == len(set(listed)), 'listed twice'
+
+
+def test_every_module_imports_only_modules_listed_below_it():
+  position = {path[:-3].replace('/', '.'): i for i, path in enumerate(code_map())}
+  upward = []
+  for name, path in modules().items():
+    for imported in nexjax_imports(path):
+      # A package stands for its modules: all of them must be below.
+      targets = [m for m in position if m == imported or m.startswith(imported + '.')]
+      if imported != 'nexjax' and any(position[t] <= position[name] for t in targets):
+        upward.append(f'{name} imports {imported}')
+  assert not upward, f'move these below their importers in the README code map: {upward}'
+
+
+def tracked_files() -> list[pathlib.Path]:
+  listing = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True)
+  return [ROOT / name for name in listing.stdout.decode().split('\0') if name]
+
+
+def test_nothing_refers_outside_the_repository():
+  outside = '..' + '/shared'  # spelled in two parts, so that this file does not match itself
+  hits = []
+  for path in tracked_files():
+    if path.is_file() and outside.encode() in path.read_bytes():
+      hits.append(str(path.relative_to(ROOT)))
+  assert not hits, f'these files refer to {outside}: {hits}'
+
+
+def test_only_entry_points_define_flags():
+  """Importing nexjax must define no absl flag: launch.py would accept it and ignore it."""
+  defining = [name for name, path in modules().items()
+              if re.search(r'\bflags\.DEFINE_', path.read_text())
+              and "if __name__ == '__main__':" not in path.read_text()]
+  assert not defining, f'flags defined outside an entry point: {defining}'
