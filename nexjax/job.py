@@ -107,12 +107,25 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
     raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 
 
+def has_unlabelled(config) -> bool:
+  """Whether the data comes with unlabelled images: a folder, or the synthetic ones."""
+  return bool(config.data.unlabelled_dir or
+              (config.data.synthetic and config.data.synthetic_num_unlabelled))
+
+
+def unlabelled_folder(config, folder: pathlib.Path) -> str:
+  """`data.unlabelled_dir`, else the synthetic data's `unlabelled/` folder, else ''."""
+  if config.data.unlabelled_dir or not has_unlabelled(config):
+    return config.data.unlabelled_dir
+  return str(folder / synthetic.UNLABELLED_FOLDER)
+
+
 def semi_problems(config) -> list[str]:
   semi = config.semi
   found = []
   if semi.method not in SEMI_METHODS:
     found.append(f'config.semi.method: {semi.method!r} is not one of {SEMI_METHODS}')
-  if semi.method == 'fixmatch' and not config.data.unlabelled_dir:
+  if semi.method == 'fixmatch' and not has_unlabelled(config):
     found.append("config.semi.method: 'fixmatch' learns from unlabelled images; set "
                  '--config.data.unlabelled_dir=FOLDER')
   checks = ((semi.unlabelled_ratio >= 1 and float(semi.unlabelled_ratio).is_integer(),
@@ -213,9 +226,9 @@ def load_data(config) -> dict[str, pipeline.Examples]:
                                 high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   check_class_counts(data, folder)
-  if config.data.unlabelled_dir:
+  if has_unlabelled(config):
     data['unlabelled'] = unlabelled.load(
-        config.data.unlabelled_dir, image_size=config.data.image_size,
+        unlabelled_folder(config, folder), image_size=config.data.image_size,
         channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
         cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
   return data

@@ -23,7 +23,7 @@ RUN_KEYS = MODEL_KEYS + ('seed', 'phases', 'train.batch_size', 'data.dir', 'data
                          'data.synthetic_num_train', 'data.synthetic_num_test',
                          'data.synthetic_image_size', 'data.synthetic_seed',
                          'data.valid_fraction', 'data.class_ratio', 'data.max_train_defects',
-                         'data.unlabelled_dir', 'semi')
+                         'data.unlabelled_dir', 'data.synthetic_num_unlabelled', 'semi')
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:

@@ -13,6 +13,7 @@ from nexjax.data.synthetic.dataset import generate
 from nexjax.data.synthetic.dataset import GENERATOR_VERSION
 from nexjax.data.synthetic.dataset import save_sample_grid
 from nexjax.data.synthetic.dataset import SETTINGS_FILE
+from nexjax.data.synthetic.dataset import UNLABELLED_FOLDER
 from nexjax.data.synthetic.devices import apply_defect
 from nexjax.data.synthetic.devices import DEFECT_TYPES
 from nexjax.data.synthetic.devices import PACKAGES

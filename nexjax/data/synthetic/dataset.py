@@ -24,6 +24,7 @@ from nexjax.data.synthetic.drawing import render_example
 
 DEFECT_RATE = 7039 / 34459
 SPLITS = {'train': 0, 'test': 1, 'unlabelled': 2}  # the number in each split's random stream
+UNLABELLED_FOLDER = 'unlabelled'
 JPEG_QUALITY = 90
 SETTINGS_FILE = 'synthetic.json'
 # Stored with the settings: a folder drawn by an older generator is redrawn, not reused.
@@ -61,7 +62,7 @@ def image_folder(split: str, defective: bool) -> str:
   """Where an image goes: only the training split's folder names tell its label."""
   if split == 'train':
     return 'train/bad_1' if defective else 'train/good_0'
-  return {'test': 'test/all_tests', 'unlabelled': 'unlabelled'}[split]
+  return {'test': 'test/all_tests', 'unlabelled': UNLABELLED_FOLDER}[split]
 
 
 def render_chunk(jobs):
