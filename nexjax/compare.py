@@ -13,6 +13,7 @@ scores, for `--mode=predict --config.predict.detector=NAME`.
 
 import copy
 import csv
+import dataclasses
 import json
 import pathlib
 import time
@@ -129,9 +130,20 @@ def localization_metrics(maps, masks) -> dict:
           'pro': localization.pro_auc(maps, truth)}
 
 
-def report_row(method, defects, scores, splits, report_split, rule, stats: base.Stats,
+@dataclasses.dataclass
+class Result:
+  """One fitted detector's scores of each split, costs, and maps of the report split."""
+  scores: dict[str, np.ndarray]
+  stats: base.Stats
+  pixel_auc: float = float('nan')
+  pro: float = float('nan')
+  maps: np.ndarray | None = None
+
+
+def report_row(method, defects, result: Result, splits, report_split, rule,
                members: str = '') -> dict:
-  valid = splits['valid']
+  """One table row; the threshold and `valid_auc` from the validation split alone."""
+  valid, scores, stats = splits['valid'], result.scores, result.stats
   threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
@@ -140,14 +152,15 @@ def report_row(method, defects, scores, splits, report_split, rule, stats: base.
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
           'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],
           'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
-          'threshold': threshold, 'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
+          'pixel_auc': result.pixel_auc, 'pro': result.pro, 'threshold': threshold,
+          'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
           'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second}
 
 
 def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
-                 facts: dict) -> tuple[dict, base.Stats, dict]:
+                 facts: dict) -> Result:
   """Fits, scores (maps of the report split where it has masks) and saves one detector with
-  the threshold chosen on validation; returns (scores per split, stats, map metrics and maps)."""
+  the threshold chosen on validation and `facts` (its backbone's only if it needs one)."""
   detector = cls.create(config, workdir, defects)
   detector.fit_measured(train if cls.uses_labels else job.data['train'], job.data['valid'], ctx)
   directory = workdir / 'compare' / f'{cls.name}-{budget_name(defects)}'
@@ -158,22 +171,27 @@ def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split
   if job.topo.is_chief:
     rule = config.compare.threshold_rule
     threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)
-    detector.save(directory, threshold=threshold, threshold_rule=rule, **facts,
-                  **({'backbone': backbone_facts(config, ctx.backbone.source)}
-                     if cls.needs_backbone else {}))
-  return scores, detector.stats, {**localization_metrics(maps, splits[report_split].masks),
-                                  'maps': maps}
+    detector.save(directory, threshold=threshold, threshold_rule=rule,
+                  **{k: v for k, v in facts.items() if k != 'backbone' or cls.needs_backbone})
+  return Result(scores, detector.stats, maps=maps,
+                **localization_metrics(maps, splits[report_split].masks))
 
 
-def ensemble_row(defects, scores_at: dict, fitted: dict, splits, report_split, rule) -> dict:
-  """The ensemble's row: members and weights chosen on validation (`ensemble.select`)."""
-  weights = ensemble.select(scores_at, splits['valid'].labels)
-  stats = [fitted[m][1] for m in weights]
-  total = base.Stats(sum(s.memory_bytes for s in stats), sum(s.fit_seconds for s in stats),
-                     1 / sum(1 / s.images_per_second for s in stats))
-  row = report_row(ensemble.NAME, defects, ensemble.combine(scores_at, weights), splits,
-                   report_split, rule, total, '+'.join(weights))
-  return {**row, 'pixel_auc': float('nan'), 'pro': float('nan')}
+def budget_rows(defects, results: dict[str, Result], splits, report_split, rule) -> list[dict]:
+  """The rows of one label budget: one per method, then the ensemble where two or more scored
+  (members chosen on validation, `ensemble.select`)."""
+  rows = [report_row(name, defects, result, splits, report_split, rule)
+          for name, result in results.items()]
+  if len(results) >= 2:
+    scores = {name: result.scores for name, result in results.items()}
+    weights = ensemble.select(scores, splits['valid'].labels)
+    stats = [results[m].stats for m in weights]
+    total = base.Stats(sum(s.memory_bytes for s in stats), sum(s.fit_seconds for s in stats),
+                       1 / sum(1 / s.images_per_second for s in stats))
+    rows.append(report_row(ensemble.NAME, defects,
+                           Result(ensemble.combine(scores, weights), total), splits,
+                           report_split, rule, '+'.join(weights)))
+  return rows
 
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -189,29 +207,27 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   body = config.compare.backbone or config.init.weights
   ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, config.train.progress,
                      backbone(config, body) if any(c.needs_backbone for c in selected) else None)
-  facts = {'data': {k: config.data[k] for k in DATA_KEYS}}
-  rule = config.compare.threshold_rule
+  facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
+           'backbone': backbone_facts(config, body)}
   rows, fitted = [], {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)
-    scores_at = {}
+    results = {}
     for cls in selected:
       if cls.uses_labels and defects == 0:
         continue
-      if cls.uses_labels or cls.name not in fitted:
+      if cls.uses_labels or cls.name not in fitted:  # unsupervised: fitted once
         fitted[cls.name] = fit_and_save(cls, config, workdir, defects, train, job, splits,
                                         report_split, ctx, facts)
-      scores, stats, extra = fitted[cls.name]
-      scores_at[cls.name] = scores
-      rows.append({**report_row(cls.name, defects, scores, splits, report_split, rule, stats),
-                   'pixel_auc': extra['pixel_auc'], 'pro': extra['pro']})
-      logging.info('compare: %s', rows[-1])
-    if len(scores_at) >= 2:
-      rows.append(ensemble_row(defects, scores_at, fitted, splits, report_split, rule))
+      results[cls.name] = fitted[cls.name]
+    for row in budget_rows(defects, results, splits, report_split,
+                           config.compare.threshold_rule):
+      logging.info('compare: %s', row)
+      rows.append(row)
   if job.topo.is_chief:
     write_outputs(rows, ensemble.choose(rows), workdir / 'compare')
-    gallery = {name: (f[0][report_split], f[2]['maps']) for name, f in fitted.items()
-               if f[2]['maps'] is not None}
+    gallery = {name: (r.scores[report_split], r.maps) for name, r in fitted.items()
+               if r.maps is not None}
     if gallery:
       save_map_gallery(splits[report_split], gallery, workdir / 'compare' / 'maps.png',
                        config.evaluate.gallery_size)
