@@ -12,9 +12,11 @@ from configs import compare as compare_config
 from nexjax import compare
 from nexjax import detectors
 from nexjax import errors
+from nexjax import parallel
 from nexjax import predict
 from nexjax.detectors import base
 from nexjax.detectors import gaussian
+from nexjax.detectors import patchcore
 
 
 def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache, monkeypatch):
@@ -68,21 +70,30 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
   assert saved['backbone']['kind'] == 'random initialisation'
 
   # PatchCore's bank goes to the line: a folder scored with the saved detector and its maps,
-  # without refitting and without the training data.
+  # without refitting and without the training data; the backbone rebuilt from detector.json
+  # gives the scores of the one compare used.
   row = next(r for r in rows if r['method'] == 'patchcore')
+  images = np.stack([np.full((96, 96, 1), 40 * i, np.uint8) for i in range(3)])
+  images[1, 30:50, 30:50] = 255
   inputs = tmp_path / 'line'
   inputs.mkdir()
-  for i in range(3):
-    PIL.Image.fromarray(np.full((96, 96), 40 * i, np.uint8)).save(inputs / f'{i}.png')
+  for i, image in enumerate(images):
+    PIL.Image.fromarray(image[..., 0]).save(inputs / f'{i}.png')
+  ctx = base.Context(parallel.topology(), 8, config.seed, False, compare.backbone(config, ''))
+  expected = patchcore.PatchCore.load(out / 'patchcore-0', None, ctx).score(images, ctx)
   shutil.rmtree(tmp_path / 'cache')
   with config.unlocked():
     config.predict.update(input=str(inputs), detector='patchcore', heatmaps='all')
   output = predict.predict_folder(config, workdir)
   with open(output) as f:
     got = list(csv.DictReader(f))
-  assert [r['label'] for r in got] == [str(int(float(r['score']) >= row['threshold']))
-                                       for r in got]
+  np.testing.assert_allclose([float(r['score']) for r in got], expected, rtol=1e-5)
+  assert [r['label'] for r in got] == [str(int(s >= row['threshold'])) for s in expected]
   assert len(list(output.with_name(output.stem + '_heatmaps').glob('*.png'))) == 3
+  with config.unlocked():   # the classifier, from its run directory
+    config.predict.update(detector='classifier', heatmaps='none')
+  with open(predict.predict_folder(config, workdir)) as f:
+    assert len(list(csv.DictReader(f))) == 3
 
 
 def test_good_only_keeps_label_zero():

@@ -84,7 +84,7 @@ def fitted(toy_defects, compile_cache):
 
 def test_fit_keeps_ratio_of_the_good_patches(fitted):
   detector, ctx, images, _ = fitted
-  assert detector.state['bank'].shape == (int(6 * 8 * 8 * 0.25), 16 + 32)    # layer2: 8x8, 16 + 32 ch
+  assert detector.state['bank'].shape == (int(6 * 8 * 8 * 0.25), 16 + 32)  # layer2: 8x8, 16+32 ch
   assert detector.coreset['num_patches'] == 6 * 8 * 8
   assert detector.state_bytes() == detector.state['bank'].nbytes
   features = jax.jit(functools.partial(patchcore.patch_features, model=ctx.backbone.model,

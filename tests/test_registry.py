@@ -191,3 +191,16 @@ def test_scattering_xgb_needs_xgboost_only_to_fit(monkeypatch):
   with pytest.raises(errors.ConfigError, match=r"pip install -e '.\[xgboost\]'"):
     scattering_xgb.fit_booster(np.zeros((4, 2)), np.array([0, 0, 1, 1]), np.zeros((0, 2)),
                                np.zeros(0), detector.config, 0)
+
+
+def test_a_feature_detectors_backbone_is_recorded_and_its_absence_named(tmp_path):
+  config = compare_config.get_config('smoke')
+  weights = tmp_path / 'body.npz'
+  weights.write_bytes(b'')
+  facts = compare.backbone_facts(config, str(weights))
+  assert facts['kind'] == 'weights file' and facts['source'] == str(weights.resolve())
+  assert compare.backbone_facts(config, str(tmp_path))['kind'] == 'workdir'
+  assert compare.backbone_facts(config, '')['kind'] == 'random initialisation'
+  weights.unlink()
+  with pytest.raises(errors.CheckpointError, match='the weights file .*body.npz, is gone'):
+    compare.load_backbone(facts, config, tmp_path / 'compare' / 'patchcore-0')
