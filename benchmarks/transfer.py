@@ -38,6 +38,7 @@ xla_cpu.apply_flags()
 from configs import finetune  # noqa: E402
 from nexjax import compare  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
+from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
@@ -83,7 +84,7 @@ def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')}
   if method == 'gaussian':
-    backbone = compare.backbone(config, config.init.weights)
+    backbone = backbones.backbone(config, config.init.weights)
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False, backbone)
     detector = gaussian.GaussianDetector(gaussian.default_config())
   else:

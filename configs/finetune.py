@@ -123,6 +123,7 @@ def get_config(arg=None):
       tta=True,
       heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
       save_maps=False,         # also the raw maps as .npy beside the overlays
+      detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
   ))
   config.export = ml_collections.ConfigDict(dict(
       formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed

@@ -1,15 +1,18 @@
-"""Several detectors on the same splits: one table (`DIR/compare/compare.{csv,md,json}`) and one
-plot, as labelled defects become scarce.
+"""Several detectors on the same splits: one table (`DIR/compare/compare.{csv,md,json}`), one
+plot, and the method the validation split picks at each label budget.
 
 For each label budget (`compare.labelled_defects`; -1 = all), supervised detectors train on the
 training split with only that many labelled defects; unsupervised ones are fitted once, on the
 good training images, and use labels only through the threshold. Every threshold is chosen on
 the validation split (`compare.threshold_rule`) and applied to the test split (the validation
-split when the test split has no labels).
+split when the test split has no labels). Where two or more methods have scores, a rank-
+normalised score ensemble (`detectors.ensemble`) is one more row. Each fitted detector is saved
+in `DIR/compare/<name>-<budget>/` with its threshold, the data settings and the backbone it
+scores, for `--mode=predict --config.predict.detector=NAME`.
 """
 
-import copy
 import csv
+import dataclasses
 import json
 import pathlib
 import time
@@ -18,39 +21,32 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from nexjax import detectors
 from nexjax import errors
 from nexjax import localization
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
-from nexjax import parallel
 from nexjax import reporting
 from nexjax.data import pipeline
+from nexjax.detectors import backbones
 from nexjax.detectors import base
-from nexjax.detectors import classifier
-from nexjax.detectors import gan
-from nexjax.detectors import gaussian
-from nexjax.detectors import padim
-from nexjax.detectors import patchcore
-from nexjax.detectors import scattering_xgb
-from nexjax.detectors import vae
+from nexjax.detectors import ensemble
 from nexjax.train import loop
 
-# Detectors configured by their own `config.detectors.<name>` section.
-DETECTORS = {'gaussian': gaussian.GaussianDetector, 'patchcore': patchcore.PatchCore,
-             'padim': padim.PaDiM, 'scattering_xgb': scattering_xgb.ScatteringXGB,
-             'vae': vae.VAEDetector, 'gan': gan.GANomalyDetector}
-KNOWN = ('classifier',) + tuple(DETECTORS)
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
+DATA_KEYS = ('image_size', 'channels', 'high_bit_scaling')  # how images reach a detector
 
 
 def check_config(config) -> None:
   if 'compare' not in config:
     raise errors.ConfigError('This mode needs a comparison config: --config=configs/compare.py'
                              '[:preset].')
-  problems = [f'config.compare.detectors: unknown {name!r}; known: {KNOWN}'
-              for name in config.compare.detectors if name not in KNOWN]
-  problems += [f'config.detectors.{name}: missing section' for name in config.compare.detectors
-               if name in DETECTORS and name not in config.detectors]
+  known = tuple(detectors.REGISTRY)
+  problems = [f'config.compare.detectors: unknown {name!r}; known: {known}'
+              for name in config.compare.detectors if name not in known]
+  for name in config.compare.detectors:
+    if name in known:
+      problems += detectors.REGISTRY[name].config_problems(config)
   try:
     metrics_lib.parse_rule(config.compare.threshold_rule)
   except ValueError as e:
@@ -59,35 +55,8 @@ def check_config(config) -> None:
     raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 
 
-def backbone(config, model_source: str) -> base.Backbone:
-  """The body whose stage features feature-based detectors use: `compare.backbone` (a workdir or
-  weights file), else `init.weights` (ImageNet or random initialisation, warned)."""
-  body_config = copy.deepcopy(config)
-  with body_config.unlocked():
-    body_config.init.weights = model_source
-  model = job_lib.create_model(body_config, head='none')
-  variables = job_lib.load_pretrained(job_lib.init_variables(model, body_config), body_config)
-  replicated = parallel.replicate(variables, parallel.topology())
-  return base.Backbone(model, replicated, model_source or 'random initialisation')
-
-
 def budget_name(defects: int) -> str:
   return 'all' if defects < 0 else str(defects)
-
-
-def make_detector(name: str, config, workdir: pathlib.Path, defects: int) -> base.Detector:
-  if name == 'classifier':
-    run_config = copy.deepcopy(config)
-    with run_config.unlocked():
-      run_config.data.max_train_defects = defects
-    # With every defect the run is the workdir's own fine-tuning run (reused when done).
-    run_dir = workdir if defects < 0 else workdir / f'finetune_defects_{defects}'
-    return classifier.ClassifierDetector(run_config, run_dir)
-  section = copy.deepcopy(config.detectors[name])
-  if 'cache_dir' in section and not section.cache_dir:
-    with section.unlocked():
-      section.cache_dir = str(workdir / 'compare' / 'cache')  # features reused by later budgets
-  return DETECTORS[name](section)
 
 
 def timed_scores(detector, splits, ctx, map_split: str | None = None):
@@ -113,17 +82,68 @@ def localization_metrics(maps, masks) -> dict:
           'pro': localization.pro_auc(maps, truth)}
 
 
-def report_row(method, defects, scores, splits, report_split, rule, fit_seconds, throughput):
-  valid = splits['valid']
+@dataclasses.dataclass
+class Result:
+  """One fitted detector's scores of each split, costs, and maps of the report split."""
+  scores: dict[str, np.ndarray]
+  stats: base.Stats
+  pixel_auc: float = float('nan')
+  pro: float = float('nan')
+  maps: np.ndarray | None = None
+
+
+def report_row(method, defects, result: Result, splits, report_split, rule,
+               members: str = '') -> dict:
+  """One table row; the threshold and `valid_auc` from the validation split alone."""
+  valid, scores, stats = splits['valid'], result.scores, result.stats
   threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
-  return {'labelled_defects': budget_name(defects), 'method': method, 'split': report_split,
+  return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
+          'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
           'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],
           'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
-          'threshold': threshold, 'threshold_rule': rule, 'fit_seconds': fit_seconds,
-          'images_per_second': throughput}
+          'pixel_auc': result.pixel_auc, 'pro': result.pro, 'threshold': threshold,
+          'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
+          'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second}
+
+
+def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
+                 facts: dict) -> Result:
+  """Fits, scores (maps of the report split where it has masks) and saves one detector with
+  the threshold chosen on validation and `facts` (its backbone's only if it needs one)."""
+  detector = cls.create(config, workdir, defects)
+  detector.fit_measured(train if cls.uses_labels else job.data['train'], job.data['valid'], ctx)
+  directory = workdir / 'compare' / f'{cls.name}-{budget_name(defects)}'
+  detector.save_examples(directory, example_images(splits[report_split]), ctx)
+  with_maps = cls.produces_maps and splits[report_split].masks is not None
+  scores, detector.stats.images_per_second, maps = timed_scores(
+      detector, splits, ctx, report_split if with_maps else None)
+  if job.topo.is_chief:
+    rule = config.compare.threshold_rule
+    threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)
+    detector.save(directory, threshold=threshold, threshold_rule=rule,
+                  **{k: v for k, v in facts.items() if k != 'backbone' or cls.needs_backbone})
+  return Result(scores, detector.stats, maps=maps,
+                **localization_metrics(maps, splits[report_split].masks))
+
+
+def budget_rows(defects, results: dict[str, Result], splits, report_split, rule) -> list[dict]:
+  """The rows of one label budget: one per method, then the ensemble where two or more scored
+  (members chosen on validation, `ensemble.select`)."""
+  rows = [report_row(name, defects, result, splits, report_split, rule)
+          for name, result in results.items()]
+  if len(results) >= 2:
+    scores = {name: result.scores for name, result in results.items()}
+    weights = ensemble.select(scores, splits['valid'].labels)
+    stats = [results[m].stats for m in weights]
+    total = base.Stats(sum(s.memory_bytes for s in stats), sum(s.fit_seconds for s in stats),
+                       1 / sum(1 / s.images_per_second for s in stats))
+    rows.append(report_row(ensemble.NAME, defects,
+                           Result(ensemble.combine(scores, weights), total), splits,
+                           report_split, rule, '+'.join(weights)))
+  return rows
 
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -135,46 +155,33 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
   report_split = 'test' if 'test' in splits else 'valid'
-  needs_body = any(name != 'classifier' for name in config.compare.detectors)
+  selected = [detectors.REGISTRY[name] for name in config.compare.detectors]
+  body = config.compare.backbone or config.init.weights
   ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, config.train.progress,
-                     backbone(config, config.compare.backbone or config.init.weights)
-                     if needs_body else None)
-  out = workdir / 'compare'
-  rows, fitted, gallery = [], {}, {}
+                     backbones.backbone(config, body) if any(c.needs_backbone for c in selected) else None)
+  facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
+           'backbone': backbones.backbone_facts(config, body)}
+  rows, fitted = [], {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)
-    for name in config.compare.detectors:
-      detector_class = classifier.ClassifierDetector if name == 'classifier' else DETECTORS[name]
-      if detector_class.uses_labels and defects == 0:
+    results = {}
+    for cls in selected:
+      if cls.uses_labels and defects == 0:
         continue
-      if detector_class.uses_labels or name not in fitted:
-        detector = make_detector(name, config, workdir, defects)
-        start = time.perf_counter()
-        detector.fit(train if detector.uses_labels else job.data['train'], job.data['valid'],
-                     ctx)
-        fit_seconds = time.perf_counter() - start
-        if job.topo.is_chief:
-          detector_dir = out / f'{name}-{budget_name(defects)}'
-          detector_dir.mkdir(parents=True, exist_ok=True)
-          detector.save(detector_dir)
-        detector.save_examples(out / f'{name}-{budget_name(defects)}',
-                               example_images(splits[report_split]), ctx)
-        with_maps = detector.produces_maps and splits[report_split].masks is not None
-        scores, throughput, maps = timed_scores(detector, splits, ctx,
-                                                report_split if with_maps else None)
-        extra = {**localization_metrics(maps, splits[report_split].masks),
-                 'memory_mib': getattr(detector, 'stats', {}).get('bank_bytes', 0) / 2**20}
-        if maps is not None:
-          gallery[name] = (scores[report_split], maps)
-        fitted[name] = (scores, fit_seconds, throughput, extra)
-      scores, fit_seconds, throughput, extra = fitted[name]
-      rows.append({**report_row(name, defects, scores, splits, report_split,
-                                config.compare.threshold_rule, fit_seconds, throughput), **extra})
-      logging.info('compare: %s', rows[-1])
+      if cls.uses_labels or cls.name not in fitted:  # unsupervised: fitted once
+        fitted[cls.name] = fit_and_save(cls, config, workdir, defects, train, job, splits,
+                                        report_split, ctx, facts)
+      results[cls.name] = fitted[cls.name]
+    for row in budget_rows(defects, results, splits, report_split,
+                           config.compare.threshold_rule):
+      logging.info('compare: %s', row)
+      rows.append(row)
   if job.topo.is_chief:
-    write_outputs(rows, out)
+    write_outputs(rows, ensemble.choose(rows), workdir / 'compare')
+    gallery = {name: (r.scores[report_split], r.maps) for name, r in fitted.items()
+               if r.maps is not None}
     if gallery:
-      save_map_gallery(splits[report_split], gallery, out / 'maps.png',
+      save_map_gallery(splits[report_split], gallery, workdir / 'compare' / 'maps.png',
                        config.evaluate.gallery_size)
   return rows
 
@@ -205,31 +212,43 @@ def save_map_gallery(examples, gallery: dict, path, count: int) -> None:
 
 
 COLUMNS = (('labelled_defects', 'labelled defects', '{}'), ('method', 'method', '{}'),
+           ('valid_auc', 'valid ROC AUC', '{:.4f}'),
            ('auc', 'ROC AUC', '{:.4f}'), ('pr_auc', 'PR AUC', '{:.4f}'),
            ('error_rate', 'error', '{:.4f}'), ('recall', 'recall', '{:.4f}'),
            ('recall_at_1pct_fpr', 'recall @1% FPR', '{:.4f}'),
            ('pixel_auc', 'pixel AUC', '{:.4f}'), ('pro', 'PRO', '{:.4f}'),
-           ('memory_mib', 'bank MiB', '{:.1f}'),
+           ('memory_mib', 'memory MiB', '{:.1f}'),
            ('fit_seconds', 'fit s', '{:.0f}'), ('images_per_second', 'score img/s', '{:.0f}'))
+
+
+def method_label(row: dict) -> str:
+  return row['method'] + (f' ({row["members"]})' if row['members'] else '')
 
 
 def comparison_table(rows: list[dict]) -> str:
   lines = ['| ' + ' | '.join(title for _, title, _ in COLUMNS) + ' |',
            '|' + '---|' * len(COLUMNS)]
-  lines += ['| ' + ' | '.join(fmt.format(r[key]) for key, _, fmt in COLUMNS) + ' |' for r in rows]
+  lines += ['| ' + ' | '.join(method_label(r) if key == 'method' else fmt.format(r[key])
+                              for key, _, fmt in COLUMNS) + ' |' for r in rows]
   return '\n'.join(lines)
 
 
-def write_outputs(rows: list[dict], out: pathlib.Path) -> None:
+def choice_lines(chosen: dict) -> list[str]:
+  """One line per label budget: the method its validation split picks, with its test figure."""
+  return [f'- {budget} labelled defects: **{method_label(c)}** (validation ROC AUC '
+          f'{c["valid_auc"]:.4f}; {c["split"]} ROC AUC {c["auc"]:.4f}, threshold '
+          f'{c["threshold"]:.4g})' for budget, c in chosen.items()]
+
+
+def write_outputs(rows: list[dict], chosen: dict, out: pathlib.Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'compare.json').write_text(json.dumps(rows, indent=1))
+  (out / 'compare.json').write_text(json.dumps({'rows': rows, 'chosen': chosen}, indent=1))
   with open(out / 'compare.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
     writer.writeheader()
     writer.writerows(rows)
-  table = comparison_table(rows)
-  (out / 'compare.md').write_text(table + '\n')
+  text = (comparison_table(rows) + '\n\nThe method chosen on the validation split (highest '
+          'validation ROC AUC) for the labels at hand:\n\n' + '\n'.join(choice_lines(chosen)))
+  (out / 'compare.md').write_text(text + '\n')
   reporting.plot_comparison(rows, out / 'compare.png')
-  print(table, flush=True)
-
-
+  print(text, flush=True)

@@ -24,3 +24,7 @@ class CheckpointError(Error):
 
 class NonFiniteLossError(Error, FloatingPointError):
   """The training loss became NaN or infinite."""
+
+
+class NotFittedError(Error):
+  """A detector asked to score, map or save before it was fitted or loaded."""

@@ -1,11 +1,14 @@
 """Predictions for any folder of images from a trained workdir alone: P(defect) with TTA, the
 decision at the threshold `--mode=evaluate` chose on validation, the Kaggle submission, and
-Grad-CAM heatmaps of the flagged (or all) images.
+Grad-CAM heatmaps of the flagged (or all) images. With `predict.detector=NAME[-BUDGET]`, the
+detector `--mode=compare` saved in `DIR/compare/` scores instead (its score, its threshold chosen
+on validation, its anomaly maps as overlays), without refitting and without the training data.
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
 `b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id).
 """
 
+import copy
 import csv
 import glob
 import json
@@ -17,14 +20,18 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from nexjax import detectors
 from nexjax import errors
 from nexjax import evaluate
 from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import localization
+from nexjax import parallel
 from nexjax import workdir as workdir_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.detectors import backbones
+from nexjax.detectors import base
 
 HEATMAPS = ('none', 'flagged', 'all')
 
@@ -81,37 +88,111 @@ def relative_names(files: list[pathlib.Path], spec: str) -> list[str]:
   return [str(f.relative_to(root)) if root.is_dir() else str(f) for f in files]
 
 
-def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.Path) -> int:
-  """Grad-CAM overlays (and, with predict.save_maps, the raw maps as .npy) of the flagged images
-  (`predict.heatmaps='flagged'`) or of all of them ('all'); returns how many."""
-  chosen = np.flatnonzero(flagged) if config.predict.heatmaps == 'flagged' else \
-      np.arange(len(images))
-  if not len(chosen):
-    return 0
-  maps = gradcam.gradcam_maps(job.model, variables, images[chosen], job.topo,
-                              config.train.eval_batch_size, tta=config.predict.tta,
-                              progress=config.train.progress)
+def heatmap_rows(config, flagged) -> np.ndarray:
+  """The images that get overlays: the flagged ones ('flagged') or all of them ('all')."""
+  return np.flatnonzero(flagged) if config.predict.heatmaps == 'flagged' else \
+      np.arange(len(flagged))
+
+
+def write_overlays(config, images, maps, names, chosen, out: pathlib.Path) -> None:
+  """Overlays of the maps of the `chosen` images (and, with predict.save_maps, the raw maps as
+  .npy), one per image under its relative name."""
   for i, amap in zip(chosen, maps):
     target = out / f'{names[i]}.png'  # the suffix stays: x.jpg and x.png are two files
     target.parent.mkdir(parents=True, exist_ok=True)
     localization.save_overlay(target, images[i], amap)
     if config.predict.save_maps:
       np.save(out / f'{names[i]}.npy', amap)
+
+
+def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.Path) -> int:
+  """Grad-CAM overlays of the flagged (or all) images; returns how many."""
+  chosen = heatmap_rows(config, flagged)
+  if not len(chosen):
+    return 0
+  maps = gradcam.gradcam_maps(job.model, variables, images[chosen], job.topo,
+                              config.train.eval_batch_size, tta=config.predict.tta,
+                              progress=config.train.progress)
+  write_overlays(config, images, maps, names, chosen, out)
   return len(chosen)
 
 
-def predict_folder(config, workdir) -> pathlib.Path:
-  """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
-  competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
-  workdir = pathlib.Path(workdir)
+def check_predict_config(config) -> None:
   if not config.predict.input:
     raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
                              '--config.predict.output=FILE.csv).')
   if config.predict.heatmaps not in HEATMAPS:
     raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: use one of '
                              f'{HEATMAPS}.')
-  output = pathlib.Path(config.predict.output or workdir / 'predictions.csv')
+
+
+def saved_detector(workdir: pathlib.Path, spec: str) -> pathlib.Path:
+  """The folder `--mode=compare` saved detector `spec` (NAME-BUDGET, or NAME where one budget
+  of it is saved) into."""
+  out = workdir / 'compare'
+  saved = sorted(p.parent.name for p in out.glob(f'*/{base.SAVED_FILE}'))
+  matches = [n for n in saved if n == spec] or [n for n in saved if n.rsplit('-', 1)[0] == spec]
+  if len(matches) == 1:
+    return out / matches[0]
+  if matches:
+    raise errors.ConfigError(f'config.predict.detector={spec!r}: {out} holds it at several '
+                             f'label budgets ({", ".join(matches)}); name one of them.')
+  raise errors.ConfigError(f'config.predict.detector={spec!r}: no such saved detector in {out} '
+                           f'(saved: {", ".join(saved) or "none"}); run --mode=compare with '
+                           'this --workdir first.')
+
+
+def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
+  """Writes `file,id,score,label` with the saved detector `predict.detector`, at its threshold;
+  its anomaly maps as overlays on request."""
+  folder = saved_detector(workdir, config.predict.detector)
+  saved = base.read_saved(folder)
+  cls = detectors.get(saved['name'])
+  if config.predict.heatmaps != 'none' and not cls.produces_maps:
+    raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: '
+                             f'{cls.name} gives image-level scores only; set it to none.')
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.data.update(saved['data'])  # the images as the detector was fitted on them
+  topo = parallel.topology()
+  ctx = base.Context(topo, config.train.eval_batch_size, config.seed, config.train.progress,
+                     backbones.load_backbone(saved['backbone'], config, folder)
+                     if cls.needs_backbone else None)
+  detector = cls.load(folder, None, ctx)
+  files, threshold = list_inputs(config.predict.input), saved['threshold']
+  images, files = load_images(files, config)
+  names = relative_names(files, config.predict.input)
+  scores = detector.score(images, ctx)
+  flagged = scores >= threshold
+  if topo.is_chief:
+    with open(output, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['file', 'id', 'score', 'label'])
+      writer.writerows((name, path.stem, f'{s:.6g}', int(flag))
+                       for name, path, s, flag in zip(names, files, scores, flagged))
+    print(f'{len(files)} scores of {folder.name} (threshold {threshold:.6g}, chosen on '
+          f'validation), {int(flagged.sum())} flagged -> {output}', flush=True)
+  if config.predict.heatmaps != 'none':
+    chosen = heatmap_rows(config, flagged)
+    maps = detector.anomaly_map(images[chosen], ctx) if len(chosen) else []
+    heatmaps = output.with_name(output.stem + '_heatmaps')
+    if topo.is_chief:
+      write_overlays(config, images, maps, names, chosen, heatmaps)
+      print(f'{len(chosen)} {cls.name} anomaly maps -> {heatmaps}', flush=True)
+  return output
+
+
+def predict_folder(config, workdir) -> pathlib.Path:
+  """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
+  competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
+  workdir = pathlib.Path(workdir)
+  check_predict_config(config)
+  default = f'predictions-{config.predict.detector}.csv' if config.predict.detector else \
+      'predictions.csv'
+  output = pathlib.Path(config.predict.output or workdir / default)
   check_writable(output, 'predict.output')
+  if config.predict.detector:
+    return predict_with_detector(config, workdir, output)
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)

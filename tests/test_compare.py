@@ -2,15 +2,22 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from configs import compare as compare_config
 from nexjax import compare
+from nexjax import detectors
 from nexjax import errors
+from nexjax import parallel
+from nexjax import predict
+from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import gaussian
+from nexjax.detectors import patchcore
 
 
 def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache, monkeypatch):
@@ -27,33 +34,67 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
 
   rows = compare.compare(config, workdir)
 
-  unsupervised = [m for m in config.compare.detectors
-                  if m != 'classifier' and not compare.DETECTORS[m].uses_labels]
+  unsupervised = [m for m in config.compare.detectors if not detectors.REGISTRY[m].uses_labels]
   assert [(r['labelled_defects'], r['method']) for r in rows] == (
-      [('0', m) for m in unsupervised] + [('all', m) for m in config.compare.detectors])
+      [('0', m) for m in unsupervised + ['ensemble']]
+      + [('all', m) for m in config.compare.detectors + ('ensemble',)])
   assert len(fitted_on) == 1 and (fitted_on[0] == 1).any()  # fitted once; picks good itself
   for row in rows:
     assert row['split'] == 'test' and 0 <= row['auc'] <= 1 and 0 <= row['recall_at_1pct_fpr'] <= 1
     assert row['fit_seconds'] > 0 and row['images_per_second'] > 0
+    assert row['memory_mib'] > 0, row   # every method holds a state (PaDiM's once read 0)
   by_key = {(r['labelled_defects'], r['method']): r for r in rows}
   for method in unsupervised:  # fitted once: the same scores at every budget
     assert by_key['0', method]['auc'] == by_key['all', method]['auc']
   assert (workdir / 'metrics.jsonl').exists()  # the 'all' classifier is the workdir's own run
   out = workdir / 'compare'
   written = json.loads((out / 'compare.json').read_text())
-  assert [(r['method'], r['auc']) for r in written] == [(r['method'], r['auc']) for r in rows]
+  assert [(r['method'], r['auc']) for r in written['rows']] == [
+      (r['method'], r['auc']) for r in rows]
+  for budget, chosen in written['chosen'].items():  # the best on validation, never on test
+    assert chosen['valid_auc'] == max(r['valid_auc'] for r in rows
+                                      if r['labelled_defects'] == budget)
   for row in rows:  # every method that makes maps is scored on them
-    mapped = row['method'] not in ('gaussian', 'scattering_xgb')
+    mapped = row['method'] not in ('gaussian', 'scattering_xgb', 'ensemble')
     assert mapped == (0 <= row['pixel_auc'] <= 1 and 0 <= row['pro'] <= 1), row
   assert (out / 'maps.png').stat().st_size > 0
   for method in ('vae', 'gan'):  # their reconstructions of the same good and defective images
     assert (out / f'{method}-0' / 'reconstructions.png').stat().st_size > 0
   with open(out / 'compare.csv') as f:
     assert len(list(csv.DictReader(f))) == len(rows)
-  assert (out / 'compare.md').read_text().startswith('| labelled defects | method | ROC AUC')
+  assert (out / 'compare.md').read_text().startswith('| labelled defects | method | valid ROC')
   assert (out / 'compare.png').stat().st_size > 0
   loaded = gaussian.GaussianDetector.load(out / 'gaussian-0', config.detectors.gaussian, None)
   assert set(loaded.model.gaussians) == set(config.detectors.gaussian.stages)
+  saved = json.loads((out / 'padim-0' / 'detector.json').read_text())
+  assert saved['stats']['memory_bytes'] > 0
+  assert saved['backbone']['kind'] == 'random initialisation'
+
+  # PatchCore's bank goes to the line: a folder scored with the saved detector and its maps,
+  # without refitting and without the training data; the backbone rebuilt from detector.json
+  # gives the scores of the one compare used.
+  row = next(r for r in rows if r['method'] == 'patchcore')
+  images = np.stack([np.full((96, 96, 1), 40 * i, np.uint8) for i in range(3)])
+  images[1, 30:50, 30:50] = 255
+  inputs = tmp_path / 'line'
+  inputs.mkdir()
+  for i, image in enumerate(images):
+    PIL.Image.fromarray(image[..., 0]).save(inputs / f'{i}.png')
+  ctx = base.Context(parallel.topology(), 8, config.seed, False, backbones.backbone(config, ''))
+  expected = patchcore.PatchCore.load(out / 'patchcore-0', None, ctx).score(images, ctx)
+  shutil.rmtree(tmp_path / 'cache')
+  with config.unlocked():
+    config.predict.update(input=str(inputs), detector='patchcore', heatmaps='all')
+  output = predict.predict_folder(config, workdir)
+  with open(output) as f:
+    got = list(csv.DictReader(f))
+  np.testing.assert_allclose([float(r['score']) for r in got], expected, rtol=1e-5)
+  assert [r['label'] for r in got] == [str(int(s >= row['threshold'])) for s in expected]
+  assert len(list(output.with_name(output.stem + '_heatmaps').glob('*.png'))) == 3
+  with config.unlocked():   # the classifier, from its run directory
+    config.predict.update(detector='classifier', heatmaps='none')
+  with open(predict.predict_folder(config, workdir)) as f:
+    assert len(list(csv.DictReader(f))) == 3
 
 
 def test_good_only_keeps_label_zero():

@@ -84,13 +84,14 @@ def fitted(toy_defects, compile_cache):
 
 def test_fit_keeps_ratio_of_the_good_patches(fitted):
   detector, ctx, images, _ = fitted
-  assert detector.bank.shape == (int(6 * 8 * 8 * 0.25), 16 + 32)    # layer2: 8x8, 16 + 32 ch
-  assert detector.stats['num_patches'] == 6 * 8 * 8
+  assert detector.state['bank'].shape == (int(6 * 8 * 8 * 0.25), 16 + 32)  # layer2: 8x8, 16+32 ch
+  assert detector.coreset['num_patches'] == 6 * 8 * 8
+  assert detector.state_bytes() == detector.state['bank'].nbytes
   features = jax.jit(functools.partial(patchcore.patch_features, model=ctx.backbone.model,
                                        config=detector.config))(ctx.backbone.variables, images)
   features = np.asarray(features).reshape(8, 64, -1)
   good = features[:6].reshape(-1, 48)   # the coreset would pick the squares' patches first
-  assert np.abs(detector.bank[:, None] - good[None]).max(-1).min(1).max() < 1e-5
+  assert np.abs(detector.state['bank'][:, None] - good[None]).max(-1).min(1).max() < 1e-5
 
 
 def test_defect_scores_high_and_the_map_points_at_it(fitted, tmp_path):
@@ -107,6 +108,8 @@ def test_defect_scores_high_and_the_map_points_at_it(fitted, tmp_path):
   other.stages = ('layer1', 'layer2')
   with pytest.raises(errors.ConfigError, match='stages'):
     patchcore.PatchCore.load(tmp_path, other, ctx)
+  np.testing.assert_array_equal(patchcore.PatchCore.load(tmp_path, None, ctx).score(test, ctx),
+                                scores)   # with the config it was fitted with
 
 
 def test_bank_bytes_figures_in_the_docstring():

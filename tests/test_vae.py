@@ -86,7 +86,7 @@ def test_save_load_round_trip(fitted, tmp_path):
   loaded = vae.VAEDetector.load(tmp_path, smoke_config(), ctx)
   np.testing.assert_array_equal(loaded.score(images, ctx), fitted.score(images, ctx))
   np.testing.assert_array_equal(loaded.anomaly_map(images, ctx), fitted.anomaly_map(images, ctx))
-  assert json.loads((tmp_path / 'config.json').read_text())['latent'] == 8
+  assert json.loads((tmp_path / 'detector.json').read_text())['config']['latent'] == 8
   assert sorted(p.name for p in (tmp_path / 'samples').iterdir()) == [
       'step_000030.png', 'step_000060.png']
   examples = pipeline.Examples(np.concatenate([images[:2], with_square(images[:2])]),
@@ -102,7 +102,7 @@ def test_load_with_another_architecture_fails(fitted, tmp_path):
   fitted.save(tmp_path)
   config = smoke_config()
   config.latent = 4
-  with pytest.raises(errors.CheckpointError, match='config.json'):
+  with pytest.raises(errors.ConfigError, match='vae.latent=8'):
     vae.VAEDetector.load(tmp_path, config, context())
 
 

@@ -2,8 +2,16 @@
 
 A detector is fitted on the training split (with its labels, or on its good images only, as the
 method needs), scores images (higher = more likely defective), optionally returns a per-pixel
-anomaly map, and saves itself into a folder it can be loaded from. `nexjax.compare` runs several
-of them on the same splits and chooses every threshold on the validation split.
+anomaly map, and saves itself into a folder it can be loaded from. `nexjax.compare` runs every
+registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses every threshold on
+the validation split.
+
+A method declares its `name`, `default_config()`, its `PRESETS` (config overrides per preset of
+configs/compare.py, e.g. seconds-long 'smoke' sizes) and `check_config` (the problems of a config,
+each naming `config.detectors.<name>.<key>` and the valid values). Its saved form is one folder:
+`detector.json` (name, format, nexjax version, the config it was fitted with, its `Stats`, what
+the method needs to rebuild its state, and what the caller adds: threshold, backbone, data) beside
+`arrays.npz` or the method's own files.
 
 Images are what the input pipeline yields: uint8 arrays (N, H, W, C), C = 1 (grayscale) or 3.
 Device work goes through `nexjax.inference.map_batches`, so every method runs data-parallel on
@@ -11,15 +19,25 @@ whatever devices the `Context` holds.
 """
 
 import abc
+import copy
 import dataclasses
+import importlib.metadata
+import json
 import pathlib
+import time
 from typing import Any, ClassVar
 
+import jax
 import ml_collections
 import numpy as np
 
+from nexjax import errors
 from nexjax import parallel
 from nexjax.data import pipeline
+
+SAVED_FILE = 'detector.json'
+ARRAYS_FILE = 'arrays.npz'
+FORMAT = 1   # of the saved folder; raised when its layout changes
 
 
 @dataclasses.dataclass
@@ -40,19 +58,118 @@ class Context:
   backbone: Backbone | None = None
 
 
+@dataclasses.dataclass
+class Stats:
+  """What a fitted detector costs: the state it holds to score, its fit time, its throughput."""
+  memory_bytes: int = 0
+  fit_seconds: float = 0.0
+  images_per_second: float = 0.0
+
+
+def nbytes(tree) -> int:
+  """Bytes of the arrays in a pytree (host or device)."""
+  return int(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)))
+
+
+def problem(name: str, key: str, value, valid: str) -> str:
+  """One config problem, naming the key and the valid values."""
+  return f'config.detectors.{name}.{key}={value!r}: {valid}'
+
+
+def plain(value):
+  """Config values as JSON values: tuples as lists, ConfigDicts as dicts."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return json.loads(value.to_json_best_effort())
+  return list(value) if isinstance(value, tuple) else value
+
+
 class Detector(abc.ABC):
   """fit / score / (anomaly_map) / save / load. Subclasses set `name` and `uses_labels`."""
 
   name: ClassVar[str]
-  uses_labels: ClassVar[bool]          # False: fitted on good training images only
+  uses_labels: ClassVar[bool]           # False: fitted on good training images only
   produces_maps: ClassVar[bool] = False
+  needs_backbone: ClassVar[bool] = False  # scores features of `Context.backbone`
+  fitted_keys: ClassVar[tuple[str, ...]] = ()  # config keys that shape the fitted state
+  PRESETS: ClassVar[dict[str, dict]] = {}      # preset -> default_config overrides
 
   def __init__(self, config: ml_collections.ConfigDict):
+    problems = self.check_config(config)
+    if problems:
+      raise errors.ConfigError('Invalid configuration: ' + '; '.join(problems))
     self.config = config
+    self.stats = Stats()
+
+  # Configuration.
+
+  @classmethod
+  @abc.abstractmethod
+  def default_config(cls) -> ml_collections.ConfigDict | None:
+    """The `config.detectors.<name>` section (None: the method reads the whole config)."""
+
+  @classmethod
+  def preset_config(cls, preset: str | None) -> ml_collections.ConfigDict | None:
+    config = cls.default_config()
+    if config is not None:
+      config.update(cls.PRESETS.get(preset, {}))
+    return config
+
+  @classmethod
+  def smoke_config(cls) -> ml_collections.ConfigDict | None:
+    return cls.preset_config('smoke')
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
+    """Problems of the method's config section (see `problem`); none by default."""
+    del config
+    return []
+
+  @classmethod
+  def config_problems(cls, config: ml_collections.ConfigDict) -> list[str]:
+    """Problems of the method's part of a whole compare config."""
+    if 'detectors' not in config or cls.name not in config.detectors:
+      return [f'config.detectors.{cls.name}: missing section (configs/compare.py adds it)']
+    return cls.check_config(config.detectors[cls.name])
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+             defects: int) -> 'Detector':
+    """The detector `--mode=compare` fits into `workdir` with `defects` labelled defects (-1:
+    all): by default from its config section, feature caches (`cache_dir`) in the workdir."""
+    del defects
+    section = copy.deepcopy(config.detectors[cls.name])
+    if 'cache_dir' in section and not section.cache_dir:
+      with section.unlocked():
+        section.cache_dir = str(workdir / 'compare' / 'cache')  # reused by later budgets
+    return cls(section)
+
+  # Fitting and scoring.
 
   @abc.abstractmethod
   def fit(self, train: pipeline.Examples, valid: pipeline.Examples, ctx: Context) -> None:
     """Learns from the training split; `valid` may be used for early stopping only."""
+
+  @property
+  @abc.abstractmethod
+  def fitted(self) -> bool:
+    """Whether the detector holds a state to score with (after `fit` or `load`)."""
+
+  @abc.abstractmethod
+  def state_bytes(self) -> int:
+    """Bytes of the fitted state the detector holds to score (bank, Gaussians, weights)."""
+
+  def require_fitted(self) -> None:
+    if not self.fitted:
+      raise errors.NotFittedError(f'{self.name} is not fitted: fit it (--mode=compare) or load '
+                                  'a saved one before scoring or saving it.')
+
+  def fit_measured(self, train: pipeline.Examples, valid: pipeline.Examples,
+                   ctx: Context) -> None:
+    """`fit`, recording its wall time and the fitted state's size in `stats`."""
+    start = time.perf_counter()
+    self.fit(train, valid, ctx)
+    self.stats = Stats(memory_bytes=self.state_bytes(),
+                       fit_seconds=time.perf_counter() - start)
 
   @abc.abstractmethod
   def score(self, images: np.ndarray, ctx: Context) -> np.ndarray:
@@ -71,15 +188,91 @@ class Detector(abc.ABC):
     """Pictures of what the method makes of a few labelled images (e.g. reconstructions and
     error maps), written by the chief host; nothing for methods with nothing to show."""
 
+  # The saved folder.
+
   @abc.abstractmethod
-  def save(self, directory: pathlib.Path) -> None:
-    """Writes everything `load` needs into `directory` (created if missing)."""
+  def save_state(self, directory: pathlib.Path) -> dict:
+    """Writes the fitted state into `directory` (`save_arrays` or the method's own files);
+    returns the JSON facts `load_state` needs besides them."""
+
+  @abc.abstractmethod
+  def load_state(self, directory: pathlib.Path, state: dict, ctx: Context | None) -> None:
+    """Restores what `save_state` wrote (`state`: the facts it returned)."""
+
+  def save(self, directory, **facts) -> pathlib.Path:
+    """Writes the detector into `directory` (created if missing); `facts` (JSON values, e.g.
+    the threshold chosen for it) go into its detector.json."""
+    self.require_fitted()
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = self.save_state(directory)
+    saved = {'name': self.name, 'format': FORMAT, 'nexjax': nexjax_version(),
+             'config': plain(self.config), 'stats': dataclasses.asdict(self.stats),
+             'state': state, **facts}
+    path = directory / SAVED_FILE
+    path.write_text(json.dumps(saved, indent=1, default=float) + '\n')
+    return path
 
   @classmethod
-  @abc.abstractmethod
-  def load(cls, directory: pathlib.Path, config: ml_collections.ConfigDict,
-           ctx: Context) -> 'Detector':
-    """The detector `save` wrote into `directory`."""
+  def load(cls, directory, config: ml_collections.ConfigDict | None = None,
+           ctx: Context | None = None) -> 'Detector':
+    """The detector `save` wrote into `directory`, with `config` (None: the one it was fitted
+    with), which must agree with the saved one on `fitted_keys`."""
+    saved = read_saved(directory, cls.name)
+    if config is None:
+      config = ml_collections.ConfigDict(saved['config'])
+    cls.check_saved(saved['config'], config, directory)
+    detector = cls(config)
+    detector.load_state(pathlib.Path(directory), saved['state'], ctx)
+    detector.stats = Stats(**saved['stats'])
+    return detector
+
+  @classmethod
+  def check_saved(cls, saved_config: dict, config: ml_collections.ConfigDict,
+                  directory) -> None:
+    """The keys that shaped the saved state must be what `config` says now."""
+    for key in cls.fitted_keys:
+      saved, now = saved_config.get(key), plain(config[key])
+      if saved != now:
+        raise errors.ConfigError(
+            f'{cls.name} in {directory} was fitted with {key}={saved!r}, the config says '
+            f'{now!r}: set config.detectors.{cls.name}.{key}={saved!r} or refit.')
+
+
+def nexjax_version() -> str:
+  try:
+    return importlib.metadata.version('nexjax')
+  except importlib.metadata.PackageNotFoundError:
+    return 'unknown'
+
+
+def read_saved(directory, name: str | None = None) -> dict:
+  """detector.json of a saved detector folder, checked (format, and `name` when given)."""
+  path = pathlib.Path(directory) / SAVED_FILE
+  if not path.is_file():
+    raise errors.CheckpointError(f'No saved detector in {directory}: {path} is missing; fit one '
+                                 'with --mode=compare first.')
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.CheckpointError(f'{path} is not valid JSON ({e}); refit the detector.') from e
+  if saved.get('format') != FORMAT or (name is not None and saved.get('name') != name):
+    raise errors.CheckpointError(
+        f'{path} holds a {saved.get("name")!r} detector of format {saved.get("format")}, '
+        f'expected {name or "a detector"} of format {FORMAT}: refit it with this nexjax.')
+  return saved
+
+
+def save_arrays(directory: pathlib.Path, arrays: dict) -> None:
+  np.savez(pathlib.Path(directory) / ARRAYS_FILE, **arrays)
+
+
+def load_arrays(directory: pathlib.Path) -> dict:
+  path = pathlib.Path(directory) / ARRAYS_FILE
+  if not path.is_file():
+    raise errors.CheckpointError(f'{path} is missing: the saved detector is incomplete; refit.')
+  with np.load(path) as data:
+    return {k: data[k] for k in data.files}
 
 
 def good_only(examples: pipeline.Examples) -> pipeline.Examples:

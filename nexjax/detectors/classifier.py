@@ -1,20 +1,25 @@
 """The fine-tuned classifier (the report's method) behind the Detector interface.
 
-Fitting runs the whole fine-tuning recipe of its config (`nexjax.train.loop`) on the given splits
-into its run directory, which is also its saved form (checkpoints and `config.json`): fitting
-again resumes, or finds the run done. The score is the logit of P(defect) of the best checkpoint,
-without TTA (`--mode=evaluate` reports TTA); the anomaly map is its Grad-CAM.
+Its config is the whole fine-tuning config (no `config.detectors` section). Fitting runs that
+recipe (`nexjax.train.loop`) on the given splits into its run directory, which holds its weights
+(checkpoints and `config.json`); its saved folder records where that run is, relative to the
+folder. The score is the logit of P(defect) of the best checkpoint, without TTA
+(`--mode=evaluate` reports TTA); the anomaly map is its Grad-CAM.
 """
 
+import copy
 import functools
+import os
 import pathlib
 
 import jax
 import numpy as np
 
+from nexjax import errors
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
+from nexjax import workdir as workdir_lib
 from nexjax.detectors import base
 from nexjax.train import loop
 from nexjax.train import step
@@ -27,10 +32,36 @@ class ClassifierDetector(base.Detector):
   uses_labels = True
   produces_maps = True  # Grad-CAM
 
-  def __init__(self, config, run_dir):
+  def __init__(self, config, run_dir=None):
     super().__init__(config)
-    self.run_dir = pathlib.Path(run_dir)
+    self.run_dir = None if run_dir is None else pathlib.Path(run_dir)
     self.variables = None
+
+  @classmethod
+  def default_config(cls):
+    return None  # the fine-tuning config itself
+
+  @classmethod
+  def config_problems(cls, config) -> list[str]:
+    del config
+    return []  # the fine-tuning config is checked by job.setup
+
+  @classmethod
+  def create(cls, config, workdir, defects: int) -> 'ClassifierDetector':
+    """With every defect the run is the workdir's own fine-tuning run (reused when done);
+    with fewer, its own run in `workdir/finetune_defects_N`."""
+    run_config = copy.deepcopy(config)
+    with run_config.unlocked():
+      run_config.data.max_train_defects = defects
+    run_dir = workdir if defects < 0 else workdir / f'finetune_defects_{defects}'
+    return cls(run_config, run_dir)
+
+  @property
+  def fitted(self) -> bool:
+    return self.variables is not None
+
+  def state_bytes(self) -> int:
+    return base.nbytes(self.variables)
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     model = job_lib.create_model(self.config)
@@ -39,6 +70,7 @@ class ClassifierDetector(base.Detector):
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)
 
   def score(self, images, ctx: base.Context) -> np.ndarray:
+    self.require_fitted()
     model = job_lib.create_model(self.config)
     probabilities = jax.jit(functools.partial(step.probabilities, model=model),
                             out_shardings=ctx.topo.replicated)
@@ -49,15 +81,19 @@ class ClassifierDetector(base.Detector):
     return np.log(p / (1 - p))
 
   def anomaly_map(self, images, ctx: base.Context) -> np.ndarray:
+    self.require_fitted()
     return gradcam.gradcam_maps(job_lib.create_model(self.config), self.variables, images,
                                 ctx.topo, ctx.batch_size, progress=ctx.progress)
 
-  def save(self, directory) -> None:
-    del directory  # the run directory already holds the checkpoints and config.json
+  def save_state(self, directory) -> dict:
+    """Nothing to write: the run directory holds the checkpoints and config.json."""
+    return {'run_dir': os.path.relpath(self.run_dir.resolve(), pathlib.Path(directory).resolve())}
 
-  @classmethod
-  def load(cls, directory, config, ctx) -> 'ClassifierDetector':
+  def load_state(self, directory, state: dict, ctx) -> None:
     del ctx
-    detector = cls(config, directory)
-    detector.variables, _ = job_lib.restore_weights(config, directory)
-    return detector
+    self.run_dir = pathlib.Path(directory) / state['run_dir']
+    if not (self.run_dir / workdir_lib.CONFIG_FILE).is_file():
+      raise errors.CheckpointError(f'{directory}/{base.SAVED_FILE}: the classifier\'s run '
+                                   f'{self.run_dir} is gone; copy it back or refit.')
+    self.config = workdir_lib.with_trained_model(self.config, self.run_dir)
+    self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)

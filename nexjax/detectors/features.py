@@ -1,10 +1,8 @@
-"""What the patch-based detectors (PatchCore, PaDiM) share: stage feature maps of the context's
-backbone, resizing them to a common grid, and the fitted state's files (arrays in `state.npz`,
-the config and figures in `state.json`)."""
+"""What the feature-based detectors share: stage feature maps of the context's backbone, resizing
+them to a common grid, the stages check; and for the patch-based ones (PatchCore, PaDiM) one
+jitted scoring pass and their saved arrays."""
 
 import functools
-import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +25,11 @@ def require_backbone(ctx: base.Context, name: str) -> base.Backbone:
   return ctx.backbone
 
 
-def check_stages(stages, name: str) -> tuple[str, ...]:
+def stage_problems(stages, name: str) -> list[str]:
   stages = tuple(stages)
   if not stages or any(s not in STAGES for s in stages):
-    raise errors.ConfigError(f'{name}.stages must be a non-empty subset of {STAGES}, '
-                             f'got {stages}.')
-  return stages
+    return [base.problem(name, 'stages', stages, f'must be a non-empty subset of {STAGES}')]
+  return []
 
 
 def stage_maps(model, variables, images, stages) -> list:
@@ -54,56 +51,42 @@ def valid_rows(batch_index, batch_size: int, size: int):
   return (batch_index * batch_size + jnp.arange(batch_size) < size).astype(jnp.float32)
 
 
-def save_state(directory, arrays: dict, meta: dict) -> None:
-  directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  np.savez(directory / 'state.npz', **arrays)
-  (directory / 'state.json').write_text(json.dumps(meta, indent=2) + '\n')
-
-
-def load_state(directory, name: str) -> tuple[dict, dict]:
-  directory = pathlib.Path(directory)
-  paths = [directory / 'state.npz', directory / 'state.json']
-  missing = [str(p) for p in paths if not p.exists()]
-  if missing:
-    raise errors.CheckpointError(f'No fitted {name} in {directory}: {missing} missing; fit it '
-                                 'first.')
-  with np.load(paths[0]) as data:
-    arrays = {k: data[k] for k in data.files}
-  return arrays, json.loads(paths[1].read_text())
-
-
-def check_fitted_config(saved: dict, config: ml_collections.ConfigDict, keys, name: str,
-                        directory) -> None:
-  """The keys that shaped the fitted state must be what `config` says now."""
-  for key in keys:
-    now = config[key]
-    now = list(now) if isinstance(now, (tuple, list)) else now
-    if saved[key] != now:
-      raise errors.ConfigError(f'{name} in {directory} was fitted with {key}={saved[key]!r}, the '
-                               f'config says {now!r}: set {name}.{key}={saved[key]!r} or refit.')
-
-
 class PatchDetector(base.Detector):
   """Scores and maps of good-image patch statistics, from one jitted pass per batch:
-  `scores_and_maps(variables, fitted, images, *, model, config)` (a module function) on the
-  arrays `fitted()` returns (None before fit or load)."""
+  `scores_and_maps(variables, state, images, *, model, config)` (a module function) on the
+  dict of arrays `self.state` (None before fit or load), saved in arrays.npz."""
 
   uses_labels = False
   produces_maps = True
+  needs_backbone = True
   scores_and_maps = None
 
-  def fitted(self):
-    raise NotImplementedError
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.state = None
+
+  @property
+  def fitted(self) -> bool:
+    return self.state is not None
+
+  def state_bytes(self) -> int:
+    return base.nbytes(self.state)
+
+  def save_state(self, directory) -> dict:
+    base.save_arrays(directory, self.state)
+    return {}
+
+  def load_state(self, directory, state: dict, ctx) -> None:
+    del state, ctx
+    self.state = base.load_arrays(directory)
 
   def score_and_map(self, images: np.ndarray, ctx: base.Context) -> tuple[np.ndarray, np.ndarray]:
     """((N,) float64 image scores, (N, H, W) float32 anomaly maps)."""
-    if self.fitted() is None:
-      raise errors.ConfigError(f'{self.name} must be fitted or loaded before scoring.')
+    self.require_fitted()
     model = require_backbone(ctx, self.name).model
     fn = jax.jit(functools.partial(type(self).scores_and_maps, model=model, config=self.config),
                  out_shardings=ctx.topo.replicated)
-    fitted, variables = parallel.replicate(self.fitted(), ctx.topo), ctx.backbone.variables
+    fitted, variables = parallel.replicate(self.state, ctx.topo), ctx.backbone.variables
     scores, maps = inference.concatenate(inference.map_batches(
         lambda x, _: fn(variables, fitted, x), [images], self.config.batch_size, ctx.topo,
         self.name, ctx.progress))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from nexjax import errors
+from nexjax.detectors import base
 from nexjax.detectors import generative
 
 SMOKE = generative.SMOKE
@@ -69,11 +69,13 @@ def discriminator(widths) -> generative.Encoder:
 
 class GANomalyDetector(generative.ReconstructionDetector):
   name = 'gan'
+  default_config = staticmethod(default_config)
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    if config.score not in SCORES:
-      raise errors.ConfigError(f'gan.score={config.score!r}: must be one of {SCORES}.')
-    super().__init__(config)
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
+    return super().check_config(config) + (
+        [] if config.score in SCORES else
+        [base.problem(cls.name, 'score', config.score, f'must be one of {SCORES}')])
 
   def generator(self) -> Generator:
     return Generator(tuple(self.config.widths), self.config.latent, self.config.image_size,

@@ -149,10 +149,24 @@ class GaussianDetector(base.Detector):
 
   name = 'gaussian'
   uses_labels = False
+  needs_backbone = True
+  fitted_keys = ('stages',)
+  default_config = staticmethod(default_config)
 
   def __init__(self, config: ml_collections.ConfigDict, model: NormalityModel | None = None):
     super().__init__(config)
     self.model = model
+
+  @classmethod
+  def check_config(cls, config) -> list[str]:
+    return features_lib.stage_problems(config.stages, cls.name)
+
+  @property
+  def fitted(self) -> bool:
+    return self.model is not None
+
+  def state_bytes(self) -> int:
+    return base.nbytes({s: (g.mean, g.precision) for s, g in self.model.gaussians.items()})
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid
@@ -163,15 +177,14 @@ class GaussianDetector(base.Detector):
                  len(good), {s: round(g.shrinkage, 4) for s, g in self.model.gaussians.items()})
 
   def score(self, images, ctx: base.Context) -> np.ndarray:
+    self.require_fitted()
     return np.concatenate([self.model.score(batch) for batch in
                            feature_batches(images, ctx, self.config.stages, 'gaussian: score')])
 
-  def save(self, directory) -> None:
-    directory = pathlib.Path(directory)
-    self.model.save(directory / 'model.npz')
-    (directory / 'config.json').write_text(self.config.to_json(indent=1))
+  def save_state(self, directory) -> dict:
+    self.model.save(pathlib.Path(directory) / base.ARRAYS_FILE)
+    return {}
 
-  @classmethod
-  def load(cls, directory, config, ctx) -> 'GaussianDetector':
-    del ctx
-    return cls(config, NormalityModel.load(pathlib.Path(directory) / 'model.npz'))
+  def load_state(self, directory, state, ctx) -> None:
+    del state, ctx
+    self.model = NormalityModel.load(pathlib.Path(directory) / base.ARRAYS_FILE)

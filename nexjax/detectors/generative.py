@@ -35,8 +35,6 @@ from nexjax.detectors import base
 from nexjax.detectors import plots
 
 PARAMS_FILE = 'params.msgpack'
-CONFIG_FILE = 'config.json'
-META_FILE = 'meta.json'
 
 
 def common_config() -> ml_collections.ConfigDict:
@@ -59,23 +57,26 @@ def common_config() -> ml_collections.ConfigDict:
 # Overrides for tests and smoke runs: seconds on a CPU, 32 px.
 SMOKE = dict(image_size=32, widths=(8, 16), latent=8, steps=40, batch_size=8, sample_every=20,
              num_samples=4)
+# configs/compare.py:synthetic, sized for 2 CPU cores: the accelerator defaults (3,000 steps of
+# batch 64) take about 35 minutes each there.
+SYNTHETIC = dict(steps=600, batch_size=32, sample_every=200)
+PRESETS = {'smoke': SMOKE, 'synthetic': SYNTHETIC}
 
 
-def check_config(config: ml_collections.ConfigDict, section: str) -> None:
-  """Raises ConfigError naming the key when a value cannot build or train the model."""
-  def check(ok, key, message):
-    if not ok:
-      raise errors.ConfigError(f'{section}.{key}={config[key]!r}: {message}')
+def check_config(config: ml_collections.ConfigDict, name: str) -> list[str]:
+  """The values that cannot build or train the model, naming the key."""
   levels = len(config.widths)
-  check(levels >= 1 and all(w > 0 for w in config.widths), 'widths',
-        'needs at least one positive width.')
-  check(config.image_size % 2 ** levels == 0 and config.image_size >= 2 ** levels, 'image_size',
-        f'must be a multiple of 2**len(widths) = {2 ** levels} (one halving per width).')
-  check(config.latent > 0, 'latent', 'must be positive.')
-  check(config.steps > 0, 'steps', 'must be positive.')
-  check(config.batch_size > 0, 'batch_size', 'must be positive.')
-  check(0 < config.score_topk <= 1, 'score_topk', 'must be a fraction in (0, 1].')
-  check(config.sample_every > 0, 'sample_every', 'must be positive.')
+  checks = (
+      ('widths', levels >= 1 and all(w > 0 for w in config.widths),
+       'needs at least one positive width'),
+      ('image_size', config.image_size % 2 ** levels == 0 and config.image_size >= 2 ** levels,
+       f'must be a multiple of 2**len(widths) = {2 ** levels} (one halving per width)'),
+      ('latent', config.latent > 0, 'must be positive'),
+      ('steps', config.steps > 0, 'must be positive'),
+      ('batch_size', config.batch_size > 0, 'must be positive'),
+      ('score_topk', 0 < config.score_topk <= 1, 'must be a fraction in (0, 1]'),
+      ('sample_every', config.sample_every > 0, 'must be positive'))
+  return [base.problem(name, key, config[key], valid) for key, ok, valid in checks if not ok]
 
 
 def conv_init(key, shape, dtype=jnp.float32):
@@ -164,15 +165,27 @@ class ReconstructionDetector(base.Detector):
 
   uses_labels = False
   produces_maps = True
+  fitted_keys = ('image_size', 'widths', 'latent')  # what shapes the networks
+  PRESETS = PRESETS
 
   def __init__(self, config: ml_collections.ConfigDict):
-    check_config(config, self.name)
     super().__init__(config)
     self.params = None
     self.channels = None
     self.history = []                 # one dict of losses per step, from `fit`
     self.samples = []                 # (step, inputs, reconstructions) for the sample grids
     self._infer_fns = {}
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
+    return check_config(config, cls.name)
+
+  @property
+  def fitted(self) -> bool:
+    return self.params is not None
+
+  def state_bytes(self) -> int:
+    return base.nbytes(self.params)
 
   @abc.abstractmethod
   def init_params(self, key, x) -> dict:
@@ -241,10 +254,6 @@ class ReconstructionDetector(base.Detector):
           f'{self.name}.lr.')
     bar.set_postfix({k: f'{v:.4g}' for k, v in rows[-1].items()})
 
-  def _check_fitted(self):
-    if self.params is None:
-      raise errors.CheckpointError(f'{self.name}: call fit or load before scoring.')
-
   def _infer_images(self, params, images, maps: bool) -> dict:
     out = self.infer(params, to_model_input(images, self.config.image_size))
     if maps:
@@ -266,7 +275,7 @@ class ReconstructionDetector(base.Detector):
   def reconstruct(self, images: np.ndarray, ctx: base.Context, maps: bool = False) -> dict:
     """Batched `infer` on the mesh: reconstructions at the model's size, scores, and (if `maps`)
     error maps at the input resolution, as host numpy arrays."""
-    self._check_fitted()
+    self.require_fitted()
     return self._reconstruct(self.params, images, ctx, maps)
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
@@ -279,45 +288,37 @@ class ReconstructionDetector(base.Detector):
   def anomaly_map(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
     return self.reconstruct(images, ctx, maps=True)['map'].astype(np.float32)
 
-  def save(self, directory: pathlib.Path) -> None:
-    """params.msgpack, config.json, meta.json; the loss curves and sample grids of a fit."""
-    self._check_fitted()
+  def save_state(self, directory: pathlib.Path) -> dict:
+    """params.msgpack; the loss curves and sample grids of a fit."""
     directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     (directory / PARAMS_FILE).write_bytes(serialization.to_bytes(jax.device_get(self.params)))
-    (directory / CONFIG_FILE).write_text(self.config.to_json(indent=2))
-    (directory / META_FILE).write_text(json.dumps({'channels': int(self.channels)}))
     if self.history:
       (directory / 'history.json').write_text(json.dumps(self.history))
       plots.history(directory / 'history.png', self.history, self.name)
     for step, inputs, recons in self.samples:
       plots.samples(directory / 'samples' / f'step_{step:06d}.png', inputs, recons,
                    f'{self.name} reconstructions after {step} steps')
+    return {'channels': int(self.channels)}
 
-  @classmethod
-  def load(cls, directory: pathlib.Path, config: ml_collections.ConfigDict,
-           ctx: base.Context) -> 'ReconstructionDetector':
-    directory = pathlib.Path(directory)
-    if not (directory / PARAMS_FILE).is_file():
-      raise errors.CheckpointError(f'{directory / PARAMS_FILE} is missing: fit and save first.')
-    detector = cls(config)
-    detector.channels = json.loads((directory / META_FILE).read_text())['channels']
-    size = config.image_size
-    template = jax.eval_shape(detector.init_params, jax.random.key(0),
-                              jnp.zeros((1, size, size, detector.channels)))
+  def load_state(self, directory: pathlib.Path, state: dict, ctx: base.Context) -> None:
+    path = pathlib.Path(directory) / PARAMS_FILE
+    if not path.is_file():
+      raise errors.CheckpointError(f'{path} is missing: refit {self.name} into {directory}.')
+    self.channels = state['channels']
+    size = self.config.image_size
+    template = jax.eval_shape(self.init_params, jax.random.key(0),
+                              jnp.zeros((1, size, size, self.channels)))
     try:
-      params = serialization.from_bytes(template, (directory / PARAMS_FILE).read_bytes())
+      params = serialization.from_bytes(template, path.read_bytes())
       same = jax.tree.map(lambda t, p: t.shape == np.shape(p), template, params)
       mismatched = [jax.tree_util.keystr(k) for k, ok in jax.tree_util.tree_leaves_with_path(same)
                     if not ok]
       if mismatched:
         raise ValueError(f'shapes differ at {", ".join(mismatched)}')
     except (ValueError, KeyError) as e:
-      raise errors.CheckpointError(
-          f'{directory / PARAMS_FILE} does not fit the configured {cls.name} model (it was '
-          f'saved with {directory / CONFIG_FILE}; use that config): {e}') from e
-    detector.params = parallel.replicate(params, ctx.topo)
-    return detector
+      raise errors.CheckpointError(f'{path} does not fit the {self.name} model its '
+                                   f'{base.SAVED_FILE} describes; refit: {e}') from e
+    self.params = parallel.replicate(params, ctx.topo)
 
   def save_examples(self, directory: pathlib.Path, examples, ctx: base.Context) -> None:
     """reconstructions.png: input, reconstruction and error map of the good and the defective

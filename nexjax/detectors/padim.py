@@ -15,7 +15,6 @@ positions x num_features^2 floats, e.g. 56 x 56 x 100^2 x 4 B = 125 MB for ResNe
 """
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +26,6 @@ from nexjax import inference
 from nexjax import localization
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
-
-FITTED_KEYS = ('stages', 'num_features')
-
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -101,19 +97,21 @@ def scores_and_maps(variables, state, images, *, model, config):
 
 
 class PaDiM(features_lib.PatchDetector):
-  """A Gaussian per patch position on random stage-feature channels (see the module doc)."""
+  """A Gaussian per patch position on random stage-feature channels (see the module doc);
+  `self.state = {'channels', 'mean', 'precision'}`."""
 
   name = 'padim'
   scores_and_maps = staticmethod(scores_and_maps)
+  fitted_keys = ('stages', 'num_features')
+  default_config = staticmethod(default_config)
+  PRESETS = {'smoke': SMOKE}
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    features_lib.check_stages(config.stages, self.name)
-    if config.num_features < 1 or config.epsilon < 0:
-      raise errors.ConfigError(f'{self.name}.num_features must be >= 1 and epsilon >= 0, got '
-                               f'{config.num_features} and {config.epsilon}.')
-    self.state = None
-    self.stats = {}
+  @classmethod
+  def check_config(cls, config) -> list[str]:
+    return features_lib.stage_problems(config.stages, cls.name) + [
+        base.problem(cls.name, key, config[key], valid) for key, ok, valid in (
+            ('num_features', config.num_features >= 1, 'must be >= 1'),
+            ('epsilon', config.epsilon >= 0, 'must be >= 0')) if not ok]
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid
@@ -122,12 +120,12 @@ class PaDiM(features_lib.PatchDetector):
     if len(good) < 2:
       raise errors.DataError(f'{self.name} needs at least 2 good training images to fit a '
                              f'covariance, got {len(good)}.')
-    start = time.perf_counter()
     stages, size, batch_size = tuple(self.config.stages), len(good), self.config.batch_size
     shape = jax.eval_shape(functools.partial(stacked_features, model=backbone.model,
                                              stages=stages), backbone.variables, good[:1]).shape
     if self.config.num_features > shape[-1]:
-      raise errors.ConfigError(f'{self.name}.num_features={self.config.num_features} exceeds '
+      raise errors.ConfigError(f'config.detectors.{self.name}.num_features='
+                               f'{self.config.num_features} exceeds '
                                f'the {shape[-1]} channels of {stages}.')
     channels = np.sort(np.asarray(jax.random.choice(
         jax.random.key(ctx.seed), shape[-1], (self.config.num_features,), replace=False)))
@@ -149,21 +147,3 @@ class PaDiM(features_lib.PatchDetector):
     self.state = {'channels': channels.astype(np.int32),
                   'mean': accumulator.mean.astype(np.float32),
                   'precision': np.linalg.inv(covariance).astype(np.float32)}
-    self.stats = {'positions': int(shape[1] * shape[2]), 'dim': dim,
-                  'state_bytes': int(sum(a.nbytes for a in self.state.values())),
-                  'fit_seconds': time.perf_counter() - start, 'backbone': backbone.source}
-
-  def fitted(self):
-    return self.state
-
-  def save(self, directory) -> None:
-    meta = {'stages': list(self.config.stages), 'num_features': self.config.num_features}
-    features_lib.save_state(directory, self.state, {**meta, 'stats': self.stats})
-
-  @classmethod
-  def load(cls, directory, config: ml_collections.ConfigDict, ctx: base.Context) -> 'PaDiM':
-    arrays, meta = features_lib.load_state(directory, cls.name)
-    features_lib.check_fitted_config(meta, config, FITTED_KEYS, cls.name, directory)
-    detector = cls(config)
-    detector.state, detector.stats = arrays, meta['stats']
-    return detector

@@ -22,7 +22,6 @@ docs/patchcore_memory.md.
 
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +36,6 @@ from nexjax import parallel
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
-
-# The config keys that shape the fitted memory bank: load() checks them against the config.
-FITTED_KEYS = ('stages', 'neighbourhood', 'target_dim')
-
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -58,6 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 SMOKE = {'coreset_ratio': 0.25, 'batch_size': 8, 'bank_chunk': 256}
+# configs/compare.py:synthetic, sized for 2 CPU cores: the greedy coreset over every good patch
+# would take hours.
+SYNTHETIC = {'max_fit_images': 600}
 
 
 def bank_bytes(num_images: int, patches_per_image: int, dim: int, ratio: float = 1.0) -> int:
@@ -146,8 +144,9 @@ def reweighted_scores(patch_scores, nearest, patches, bank, num_neighbors: int, 
   return (1 - jax.nn.softmax(distances, axis=1)[:, 0]) * score
 
 
-def scores_and_maps(variables, bank, images, *, model, config):
+def scores_and_maps(variables, state, images, *, model, config):
   """((B,) image scores, (B, H, W) smoothed anomaly maps at the images' resolution)."""
+  bank = state['bank']
   x = patch_features(variables, images, model=model, config=config)
   b, h, w, dim = x.shape
   patches = x.reshape(b, h * w, dim)
@@ -160,24 +159,31 @@ def scores_and_maps(variables, bank, images, *, model, config):
 
 
 class PatchCore(features_lib.PatchDetector):
-  """Nearest-neighbour distances to a coreset of good patch features (see the module doc)."""
+  """Nearest-neighbour distances to a coreset of good patch features (see the module doc);
+  `self.state = {'bank': (rows, dim) float32}`."""
 
   name = 'patchcore'
   scores_and_maps = staticmethod(scores_and_maps)
+  fitted_keys = ('stages', 'neighbourhood', 'target_dim')  # what shapes the memory bank
+  default_config = staticmethod(default_config)
+  PRESETS = {'smoke': SMOKE, 'synthetic': SYNTHETIC}
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    features_lib.check_stages(config.stages, self.name)
-    checks = {'coreset_ratio': 0 < config.coreset_ratio <= 1,
-              'neighbourhood': config.neighbourhood >= 1 and config.neighbourhood % 2 == 1,
-              'num_neighbors': config.num_neighbors >= 1, 'bank_chunk': config.bank_chunk >= 1,
-              'target_dim': config.target_dim >= 0, 'projection_dim': config.projection_dim >= 0}
-    for key, ok in checks.items():
-      if not ok:
-        raise errors.ConfigError(f'{self.name}.{key}={config[key]!r} is out of range (see '
-                                 'nexjax/detectors/patchcore.py default_config).')
-    self.bank = None
-    self.stats = {}
+    self.coreset = {}   # num_patches, bank_rows, dim of the last fit
+
+  @classmethod
+  def check_config(cls, config) -> list[str]:
+    checks = {'coreset_ratio': (0 < config.coreset_ratio <= 1, 'must be in (0, 1]'),
+              'neighbourhood': (config.neighbourhood >= 1 and config.neighbourhood % 2 == 1,
+                                'must be an odd number >= 1'),
+              'num_neighbors': (config.num_neighbors >= 1, 'must be >= 1'),
+              'bank_chunk': (config.bank_chunk >= 1, 'must be >= 1'),
+              'target_dim': (config.target_dim >= 0, 'must be >= 0 (0: all channels)'),
+              'projection_dim': (config.projection_dim >= 0, 'must be >= 0 (0: no projection)')}
+    return features_lib.stage_problems(config.stages, cls.name) + [
+        base.problem(cls.name, key, config[key], valid)
+        for key, (ok, valid) in checks.items() if not ok]
 
   def _features_fn(self, ctx, transform=None):
     model = features_lib.require_backbone(ctx, self.name).model
@@ -200,7 +206,6 @@ class PatchCore(features_lib.PatchDetector):
     if not len(good):
       raise errors.DataError(f'{self.name} is fitted on good images, and the training split '
                              'has none.')
-    start = time.perf_counter()
     shape = jax.eval_shape(functools.partial(patch_features, model=backbone.model,
                                              config=self.config), backbone.variables, good[:1])
     per_image, dim = shape.shape[1] * shape.shape[2], shape.shape[3]
@@ -214,10 +219,8 @@ class PatchCore(features_lib.PatchDetector):
       offset = i * self.config.batch_size * per_image
       rows = chosen[(chosen >= offset) & (chosen < offset + x.size // dim)] - offset
       banks.append(x.reshape(-1, dim)[rows])
-    self.bank = np.concatenate(banks)
-    self.stats = {'num_patches': total, 'bank_rows': keep, 'dim': dim,
-                  'bank_bytes': int(self.bank.nbytes), 'fit_seconds': time.perf_counter() - start,
-                  'backbone': backbone.source}
+    self.state = {'bank': np.concatenate(banks)}
+    self.coreset = {'num_patches': total, 'bank_rows': keep, 'dim': dim}
 
   def _select(self, images, dim, keep, total, ctx) -> np.ndarray:
     """Pass 1: projected patch features of all images, then the greedy coreset on device."""
@@ -233,18 +236,3 @@ class PatchCore(features_lib.PatchDetector):
     first = int(jax.random.randint(key_start, (), 0, total))
     select = jax.jit(greedy_coreset, static_argnums=1, out_shardings=ctx.topo.replicated)
     return np.asarray(select(points, keep, first))
-
-  def fitted(self):
-    return self.bank
-
-  def save(self, directory) -> None:
-    meta = {k: (list(self.config[k]) if k == 'stages' else self.config[k]) for k in FITTED_KEYS}
-    features_lib.save_state(directory, {'bank': self.bank}, {**meta, 'stats': self.stats})
-
-  @classmethod
-  def load(cls, directory, config: ml_collections.ConfigDict, ctx: base.Context) -> 'PatchCore':
-    arrays, meta = features_lib.load_state(directory, cls.name)
-    features_lib.check_fitted_config(meta, config, FITTED_KEYS, cls.name, directory)
-    detector = cls(config)
-    detector.bank, detector.stats = arrays['bank'], meta['stats']
-    return detector

@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import xgboost as xgb
 
 from nexjax import augment, errors, inference, parallel, scattering
 from nexjax.data import pipeline
@@ -44,6 +43,7 @@ from nexjax.detectors import base
 
 # The settings that determine the features (and so the cache key and what `load` must match).
 FEATURE_KEYS = ('J', 'L', 'order', 'pool_grid', 'pool_max', 'log', 'eps')
+MODEL_FILE = 'model.json'
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -68,24 +68,33 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
 
+def xgboost():
+  """The xgboost module, imported on first use: it is an optional extra."""
+  try:
+    import xgboost as xgb  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise errors.ConfigError("scattering_xgb needs XGBoost, an optional extra: "
+                             "pip install -e '.[xgboost]'.") from e
+  return xgb
+
+
 # Seconds-long settings for the tests and the compare smoke run.
 SMOKE = dict(J=2, L=4, pool_grid=(1, 2), n_estimators=30, max_depth=2, learning_rate=0.3,
              early_stopping_rounds=5, subsample=1.0, colsample_bytree=1.0)
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Fails early, naming the key, on settings the transform or XGBoost cannot use."""
-  def require(ok, key, what):
-    if not ok:
-      raise errors.ConfigError(f'scattering_xgb.{key}={config[key]!r}: {what}.')
-  require(config.J >= 1, 'J', 'needs at least one scale')
-  require(config.L >= 1, 'L', 'needs at least one angle')
-  require(config.order in (1, 2), 'order', 'must be 1 or 2')
-  require(len(config.pool_grid) > 0 and all(g >= 1 for g in config.pool_grid), 'pool_grid',
-          'must list positive cell counts, e.g. (1, 4)')
-  require(config.eps > 0 or not config.log, 'eps', 'must be > 0 with log=True')
-  require(config.n_estimators >= 1, 'n_estimators', 'must be >= 1')
-  require(0 < config.subsample <= 1, 'subsample', 'must be in (0, 1]')
+def check_config(config: ml_collections.ConfigDict) -> list[str]:
+  """The settings the transform or XGBoost cannot use, naming the key."""
+  checks = (('J', config.J >= 1, 'needs at least one scale'),
+            ('L', config.L >= 1, 'needs at least one angle'),
+            ('order', config.order in (1, 2), 'must be 1 or 2'),
+            ('pool_grid', len(config.pool_grid) > 0 and all(g >= 1 for g in config.pool_grid),
+             'must list positive cell counts, e.g. (1, 4)'),
+            ('eps', config.eps > 0 or not config.log, 'must be > 0 with log=True'),
+            ('n_estimators', config.n_estimators >= 1, 'must be >= 1'),
+            ('subsample', 0 < config.subsample <= 1, 'must be in (0, 1]'))
+  return [base.problem('scattering_xgb', key, config[key], valid)
+          for key, ok, valid in checks if not ok]
 
 
 def feature_settings(config: ml_collections.ConfigDict) -> dict:
@@ -177,8 +186,10 @@ def booster_params(config: ml_collections.ConfigDict, labels: np.ndarray, seed: 
 
 
 def fit_booster(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray,
-                valid_y: np.ndarray, config: ml_collections.ConfigDict, seed: int) -> xgb.Booster:
-  """Boosts up to n_estimators rounds, stopping early on the validation log loss (if any)."""
+                valid_y: np.ndarray, config: ml_collections.ConfigDict, seed: int):
+  """An xgboost.Booster of up to n_estimators rounds, stopping early on the validation log loss
+  (if any)."""
+  xgb = xgboost()
   counts = [int(np.sum(train_y == label)) for label in (0, 1)]
   if min(counts) == 0 or sum(counts) != len(train_y):
     raise errors.DataError('scattering_xgb is supervised: its training split needs labelled good '
@@ -193,24 +204,36 @@ def fit_booster(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray,
                    verbose_eval=False)
 
 
-def predict(booster: xgb.Booster, rows: np.ndarray) -> np.ndarray:
+def predict(booster, rows: np.ndarray) -> np.ndarray:
   """P(defect) from the trees up to the best validation round (all of them without one)."""
+  xgb = xgboost()
   rounds = booster.best_iteration + 1 if 'best_iteration' in booster.attributes() else 0
   return booster.predict(xgb.DMatrix(rows), iteration_range=(0, rounds)).astype(np.float64)
 
 
 class ScatteringXGB(base.Detector):
-  """Pooled scattering coefficients -> XGBoost classifier; score = P(defect)."""
+  """Pooled scattering coefficients -> XGBoost classifier; score = P(defect). Saved: the
+  booster in model.json (XGBoost's format)."""
 
   name = 'scattering_xgb'
   uses_labels = True
   produces_maps = False
+  fitted_keys = FEATURE_KEYS
+  default_config = staticmethod(default_config)
+  check_config = staticmethod(check_config)
+  PRESETS = {'smoke': SMOKE}
 
   def __init__(self, config: ml_collections.ConfigDict):
-    check_config(config)
     super().__init__(config)
     self.booster = None
     self.image_shape = None   # (H, W, C) it was fitted on; scoring other shapes is refused
+
+  @property
+  def fitted(self) -> bool:
+    return self.booster is not None
+
+  def state_bytes(self) -> int:
+    return len(self.booster.save_raw())
 
   def fit(self, train: pipeline.Examples, valid: pipeline.Examples, ctx: base.Context) -> None:
     self.image_shape = tuple(train.images.shape[1:])
@@ -219,36 +242,21 @@ class ScatteringXGB(base.Detector):
                                self.config, ctx.seed)
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
-    if self.booster is None:
-      raise errors.CheckpointError('scattering_xgb: call fit or load before score.')
+    self.require_fitted()
     if tuple(images.shape[1:]) != self.image_shape:
       raise errors.DataError(f'scattering_xgb was fitted on images of shape {self.image_shape}, '
                              f'got {tuple(images.shape[1:])}; use the same image_size.')
     return predict(self.booster, extract_features(images, self.config, ctx))
 
-  def save(self, directory: pathlib.Path) -> None:
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    self.booster.save_model(directory / 'model.json')
-    (directory / 'detector.json').write_text(json.dumps(dict(
-        config=self.config.to_dict(), features=feature_settings(self.config),
-        image_shape=list(self.image_shape), xgboost=xgb.__version__), indent=2))
+  def save_state(self, directory: pathlib.Path) -> dict:
+    self.booster.save_model(pathlib.Path(directory) / MODEL_FILE)
+    return {'image_shape': list(self.image_shape), 'xgboost': xgboost().__version__}
 
-  @classmethod
-  def load(cls, directory: pathlib.Path, config: ml_collections.ConfigDict,
-           ctx: base.Context) -> 'ScatteringXGB':
-    directory = pathlib.Path(directory)
-    meta_path, model_path = directory / 'detector.json', directory / 'model.json'
-    for path in (meta_path, model_path):
-      if not path.exists():
-        raise errors.CheckpointError(f'{path} is missing: fit scattering_xgb into {directory}.')
-    meta = json.loads(meta_path.read_text())
-    for key, saved in meta['features'].items():
-      if feature_settings(config)[key] != saved:
-        raise errors.ConfigError(f'scattering_xgb.{key}={config[key]!r}, but the model in '
-                                 f'{directory} was fitted with {saved!r}; set it back or refit.')
-    detector = cls(config)
-    detector.image_shape = tuple(meta['image_shape'])
-    detector.booster = xgb.Booster(params=dict(device=xgb_device(), nthread=config.nthread),
-                                   model_file=str(model_path))
-    return detector
+  def load_state(self, directory: pathlib.Path, state: dict, ctx) -> None:
+    del ctx
+    path = pathlib.Path(directory) / MODEL_FILE
+    if not path.is_file():
+      raise errors.CheckpointError(f'{path} is missing: refit scattering_xgb into {directory}.')
+    self.image_shape = tuple(state['image_shape'])
+    self.booster = xgboost().Booster(params=dict(device=xgb_device(), nthread=self.config.nthread),
+                                     model_file=str(path))

@@ -62,6 +62,7 @@ def kl_divergence(mean, logvar):
 
 class VAEDetector(generative.ReconstructionDetector):
   name = 'vae'
+  default_config = staticmethod(default_config)
 
   def model(self) -> VAE:
     return VAE(tuple(self.config.widths), self.config.latent, self.config.image_size,

@@ -1,0 +1,60 @@
+"""The pretrained body feature-based detectors read: built from a workdir, a weights file, a
+torchvision name or a random initialisation, and recorded in a saved detector's `detector.json`
+so that `--mode=predict` rebuilds it without the config that fitted it."""
+
+import copy
+import pathlib
+
+import ml_collections
+
+from nexjax import errors
+from nexjax import job as job_lib
+from nexjax import parallel
+from nexjax import weights as weights_lib
+from nexjax.detectors import base
+
+
+def backbone(config, model_source: str) -> base.Backbone:
+  """The body whose stage features feature-based detectors use: `compare.backbone` (a workdir or
+  weights file), else `init.weights` (ImageNet or random initialisation, warned)."""
+  body_config = copy.deepcopy(config)
+  with body_config.unlocked():
+    body_config.init.weights = model_source
+  model = job_lib.create_model(body_config, head='none')
+  variables = job_lib.load_pretrained(job_lib.init_variables(model, body_config), body_config)
+  replicated = parallel.replicate(variables, parallel.topology())
+  return base.Backbone(model, replicated, model_source or 'random initialisation')
+
+
+def backbone_facts(config, model_source: str) -> dict:
+  """What detector.json records to rebuild the backbone without this config: the source and
+  what it is, the network's config, and the seed (a random initialisation's only source)."""
+  path = pathlib.Path(model_source)
+  if not model_source:
+    kind = 'random initialisation'
+  elif path.is_dir():
+    kind, model_source = 'workdir', str(path.resolve())
+  elif path.is_file():
+    kind, model_source = 'weights file', str(path.resolve())
+  else:
+    kind = 'torchvision name'
+  return {'source': model_source, 'kind': kind, 'model': base.plain(config.model),
+          'seed': config.seed, 'xla_cpu': config.xla_cpu}
+
+
+def load_backbone(facts: dict, config, saved_in) -> base.Backbone:
+  """The backbone `backbone_facts` describes, `config` giving the rest (e.g. the cache)."""
+  source, kind = facts['source'], facts['kind']
+  gone = {'workdir': not pathlib.Path(source).is_dir(),
+          'weights file': not pathlib.Path(source).is_file(),
+          'torchvision name': source not in weights_lib.TORCHVISION_FILES}.get(kind, False)
+  if gone:
+    raise errors.CheckpointError(
+        f'{saved_in}/{base.SAVED_FILE}: its backbone, the {kind} {source}, is gone; copy it back '
+        'there or refit with --mode=compare.')
+  body_config = copy.deepcopy(config)
+  with body_config.unlocked():
+    body_config.model = ml_collections.ConfigDict(facts['model'])
+    body_config.seed, body_config.xla_cpu = facts['seed'], facts['xla_cpu']
+    body_config.init.from_scratch = kind == 'random initialisation'
+  return backbone(body_config, source)
