@@ -28,6 +28,9 @@ def get_config(arg=None):
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file
+      fit_on='good',                       # one-class detectors: 'good' training images, or
+                                           # 'unlabelled' (data.unlabelled_dir), trimmed by
+      trim=0.25,                           # dropping this share scored highest (cross-fitted)
   ))
   sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}
   config.detectors = ml_collections.ConfigDict(

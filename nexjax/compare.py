@@ -30,11 +30,13 @@ from nexjax import reporting
 from nexjax.data import pipeline
 from nexjax.detectors import backbones
 from nexjax.detectors import base
+from nexjax.detectors import contamination
 from nexjax.detectors import ensemble
 from nexjax.train import loop
 
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 DATA_KEYS = ('image_size', 'channels', 'high_bit_scaling')  # how images reach a detector
+FIT_ON = ('good', 'unlabelled')  # what one-class detectors learn normality from
 
 
 def check_config(config) -> None:
@@ -51,6 +53,13 @@ def check_config(config) -> None:
     metrics_lib.parse_rule(config.compare.threshold_rule)
   except ValueError as e:
     problems.append(f'config.compare.threshold_rule: {e}')
+  if config.compare.fit_on not in FIT_ON:
+    problems.append(f'config.compare.fit_on: {config.compare.fit_on!r} is not one of {FIT_ON}')
+  elif config.compare.fit_on == 'unlabelled' and not job_lib.has_unlabelled(config):
+    problems.append("config.compare.fit_on: 'unlabelled' fits the one-class detectors on "
+                    'unlabelled images; set --config.data.unlabelled_dir=FOLDER')
+  if not 0 <= config.compare.trim < 1:
+    problems.append(f'config.compare.trim: must be in [0, 1), got {config.compare.trim}')
   if problems:
     raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 
@@ -109,12 +118,27 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
           'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second}
 
 
+def one_class_split(cls, config, workdir, job, ctx) -> pipeline.Examples:
+  """What an unsupervised detector learns normality from: the good training images, or
+  (compare.fit_on='unlabelled') the line's unlabelled images with the share `compare.trim` that
+  cross-fitted detectors score highest left out (`contamination.trimmed`)."""
+  if config.compare.fit_on == 'good':
+    return job.data['train']
+  return contamination.trimmed(lambda: cls.create(config, workdir, 0), job.data['unlabelled'],
+                               job.data['valid'], ctx, config.compare.trim)
+
+
 def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
                  facts: dict) -> Result:
   """Fits, scores (maps of the report split where it has masks) and saves one detector with
   the threshold chosen on validation and `facts` (its backbone's only if it needs one)."""
+  start = time.perf_counter()
+  fit_split = train if cls.uses_labels else one_class_split(cls, config, workdir, job, ctx)
+  trim_seconds = time.perf_counter() - start
   detector = cls.create(config, workdir, defects)
-  detector.fit_measured(train if cls.uses_labels else job.data['train'], job.data['valid'], ctx)
+  detector.fit_measured(fit_split, job.data['valid'], ctx)
+  detector.stats = dataclasses.replace(detector.stats,
+                                       fit_seconds=detector.stats.fit_seconds + trim_seconds)
   directory = workdir / 'compare' / f'{cls.name}-{budget_name(defects)}'
   detector.save_examples(directory, example_images(splits[report_split]), ctx)
   with_maps = cls.produces_maps and splits[report_split].masks is not None

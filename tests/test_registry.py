@@ -198,10 +198,10 @@ def test_a_feature_detectors_backbone_is_recorded_and_its_absence_named(tmp_path
   config = compare_config.get_config('smoke')
   weights = tmp_path / 'body.npz'
   weights.write_bytes(b'')
-  facts = compare.backbone_facts(config, str(weights))
+  facts = backbones.backbone_facts(config, str(weights))
   assert facts['kind'] == 'weights file' and facts['source'] == str(weights.resolve())
-  assert compare.backbone_facts(config, str(tmp_path))['kind'] == 'workdir'
-  assert compare.backbone_facts(config, '')['kind'] == 'random initialisation'
+  assert backbones.backbone_facts(config, str(tmp_path))['kind'] == 'workdir'
+  assert backbones.backbone_facts(config, '')['kind'] == 'random initialisation'
   weights.unlink()
   with pytest.raises(errors.CheckpointError, match='the weights file .*body.npz, is gone'):
     backbones.load_backbone(facts, config, tmp_path / 'compare' / 'patchcore-0')
