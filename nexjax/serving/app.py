@@ -23,6 +23,7 @@ import importlib.resources
 from absl import logging
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -85,8 +86,9 @@ async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]
                                                    max_part_size=limit) as form:
       parts = [(uploads.safe_name(p.filename), await p.read()) for p in form.getlist('files')
                if hasattr(p, 'read')]
-  except MultiPartException as e:
-    raise uploads.BadUpload(400, f'malformed multipart body ({e.message}).') from None
+  except (MultiPartException, HTTPException) as e:  # Starlette raises the latter in an app
+    detail = getattr(e, 'message', None) or getattr(e, 'detail', '')
+    raise uploads.BadUpload(400, f'malformed multipart body ({detail}).') from None
   if not parts:
     raise uploads.BadUpload(400, "no images: send them as multipart parts named 'files'.")
   return parts
