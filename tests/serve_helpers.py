@@ -14,13 +14,14 @@ from nexjax.train import loop
 
 
 def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
-  """A smoke-trained workdir (one short frozen phase) on random 64 px images, with a stored
+  """A smoke-trained workdir (ResNet10 of width 16, one short frozen phase) on random 64 px images, with a stored
   threshold; returns (config, workdir, data folder)."""
   data = make_kaggle_folder(root / 'nexperia', 24, 8, 4, size=(64, 64))
   config = finetune.get_config('smoke')
   config.data.synthetic = False
   config.data.dir = str(shutil.copytree(data, root / 'training_copy'))
   config.data.cache_dir = str(root / 'cache')
+  config.model.width = 16
   config.phases = (finetune.phase('frozen', 1, (3e-3,), ('head',)),)
   loop.train_and_evaluate(config, root / 'workdir')
   config.data.dir = str(data)

@@ -54,6 +54,7 @@ function card(item) {
   const div = document.createElement('div');
   div.className = 'card ' + (item.defect ? 'defect' : 'good');
   div.dataset.id = item.id;
+  div.dataset.p = item.p_defect;
   const img = document.createElement('img');
   img.alt = 'Grad-CAM overlay of ' + item.file;
   img.dataset.id = item.id;
