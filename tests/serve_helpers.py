@@ -14,8 +14,8 @@ from nexjax.train import loop
 
 
 def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
-  """A smoke-trained workdir (ResNet10 of width 16, one short frozen phase) on random 64 px images, with a stored
-  threshold; returns (config, workdir, data folder)."""
+  """A smoke-trained workdir (ResNet10 of width 16, one short frozen phase) on random 64 px
+  images, with a stored threshold; returns (config, workdir, data folder)."""
   data = make_kaggle_folder(root / 'nexperia', 24, 8, 4, size=(64, 64))
   config = finetune.get_config('smoke')
   config.data.synthetic = False
