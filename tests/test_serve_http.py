@@ -147,14 +147,15 @@ def test_review_page_in_a_browser_then_training_reads_the_label(server, tmp_path
     assert len(cards) >= 4
     scores = [float(c.get_attribute('data-p')) for c in cards]
     assert scores == sorted(scores, reverse=True)
-    wait_for(lambda: driver.execute_script(
-        "return [...document.images].every(i => i.complete && i.naturalWidth === 96)"))
     Select(driver.find_element(By.ID, 'sort')).select_by_value('asc')
     cards = driver.find_elements(By.CSS_SELECTOR, '.card')
     first = cards[0].get_attribute('data-id')
+    # Labelled while the overlays still load: they must not hold up the operator's label.
     cards[0].find_element(By.CSS_SELECTOR, 'button.set-defect').click()
     wait_for(lambda: 'label: defect' in driver.find_element(
         By.CSS_SELECTOR, f'.card[data-id="{first}"] .label').text)
+    wait_for(lambda: driver.execute_script(
+        "return [...document.images].every(i => i.complete && i.naturalWidth === 96)"))
     driver.refresh()
     label = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR,
                                                   f'.card[data-id="{first}"] .label'))

@@ -39,15 +39,30 @@ function shown() {
   return sorted;
 }
 
+// Overlays load as they scroll into view, two at a time: the browser's few connections per
+// server stay free for the operator's labels.
+const pending = [];
+let inFlight = 0;
+
+function loadOverlays() {
+  while (inFlight < 2 && pending.length) {
+    const img = pending.shift();
+    if (!img.isConnected) continue;
+    inFlight += 1;
+    api('/review/overlay/' + encodeURIComponent(img.dataset.id))
+      .then((r) => r.blob()).then((blob) => { img.src = URL.createObjectURL(blob); })
+      .catch((e) => { img.alt = 'overlay: ' + e.message; })
+      .finally(() => { inFlight -= 1; loadOverlays(); });
+  }
+}
+
 const overlays = new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (!entry.isIntersecting) continue;
-    const img = entry.target;
-    overlays.unobserve(img);
-    api('/review/overlay/' + encodeURIComponent(img.dataset.id))
-      .then((r) => r.blob()).then((blob) => { img.src = URL.createObjectURL(blob); })
-      .catch((e) => { img.alt = 'overlay: ' + e.message; });
+    overlays.unobserve(entry.target);
+    pending.push(entry.target);
   }
+  loadOverlays();
 });
 
 function card(item) {
