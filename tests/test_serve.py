@@ -5,6 +5,7 @@ import asyncio
 import base64
 import csv
 import io
+import warnings
 
 import ml_collections
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 
 pytest.importorskip('starlette', reason='the serve extra is not installed')
 pytest.importorskip('multipart', reason='the serve extra is not installed')
-from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
+with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not needed here
+  warnings.simplefilter('ignore')
+  from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
 from nexjax import errors  # pylint: disable=g-import-not-at-top
 from nexjax import job as job_lib  # pylint: disable=g-import-not-at-top

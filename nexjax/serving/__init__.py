@@ -73,7 +73,7 @@ def serve(config, workdir) -> None:
   info = runtime.info
   url = f'http://{config.serve.host}:{config.serve.port}'
   print(f'Serving {info.model}, checkpoint step {info.checkpoint_step}, threshold '
-        f'{info.threshold:.4f} on {url} (review page: {url}/review{", token required" * bool(token)})',
-        flush=True)
+        f'{info.threshold:.4f} on {url} (review page: {url}/review'
+        f'{", token required" * bool(token)})', flush=True)
   uvicorn.run(service.app(), host=config.serve.host, port=config.serve.port,
               log_level='warning', access_log=False, server_header=False)
