@@ -8,8 +8,8 @@
 First the reference: one client sending 32 images per request (the server's batch-32 figure,
 HTTP included), then the load: `--clients` clients each sending one image per request as fast as
 answers come, for `--seconds` (at most `--max_requests`). Reports images/s, latency p50/p99,
-errors (any non-200 answer or failed request) and the server's resident memory (VmRSS) before
-and after the load. Traffic goes only to 127.0.0.1, and the run stops by itself; a server it
+errors (any non-200 answer or failed request) and the server's resident memory (VmRSS) before,
+every 5 s during, and after the load. Traffic goes only to 127.0.0.1, and the run stops by itself; a server it
 started is stopped at the end.
 """
 
@@ -69,10 +69,16 @@ def wait_until_up(url: str, process, seconds: float) -> dict:
 
 
 async def run_clients(url: str, images: list[bytes], clients: int, per_request: int,
-                      seconds: float, max_requests: int) -> dict:
-  """Each client posts `per_request` images per request until time or requests run out."""
-  latencies, errors, sent = [], [], [0]
+                      seconds: float, max_requests: int, pid: int | None = None) -> dict:
+  """Each client posts `per_request` images per request until time or requests run out; the
+  server's RSS (of `pid`) is sampled every 5 s."""
+  latencies, errors, sent, rss = [], [], [0], []
   stop = time.monotonic() + seconds
+
+  async def sample_rss():
+    while pid and time.monotonic() < stop and sent[0] < max_requests:
+      rss.append(round(rss_mib(pid), 1))
+      await asyncio.sleep(5)
 
   async def client(index: int, http: httpx.AsyncClient):
     while time.monotonic() < stop and sent[0] < max_requests:
@@ -91,7 +97,7 @@ async def run_clients(url: str, images: list[bytes], clients: int, per_request: 
   began = time.monotonic()
   limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
   async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-    await asyncio.gather(*(client(i, http) for i in range(clients)))
+    await asyncio.gather(sample_rss(), *(client(i, http) for i in range(clients)))
   elapsed = time.monotonic() - began
   ms = np.asarray(latencies) * 1000
   return {'clients': clients, 'images_per_request': per_request, 'requests': len(latencies),
@@ -99,7 +105,7 @@ async def run_clients(url: str, images: list[bytes], clients: int, per_request: 
           'images_per_s': round((len(latencies) - len(errors)) * per_request / elapsed, 1),
           'p50_ms': round(float(np.percentile(ms, 50)), 1),
           'p99_ms': round(float(np.percentile(ms, 99)), 1),
-          'errors': len(errors), 'first_errors': errors[:3]}
+          'errors': len(errors), 'first_errors': errors[:3], 'rss_mib_every_5s': rss}
 
 
 def free_port() -> int:
@@ -139,7 +145,7 @@ def main():
                                                   args.max_requests))
     result['rss_mib_start'] = round(rss_mib(pid), 1) if pid else None
     result['load'] = asyncio.run(run_clients(url, images, args.clients, 1, args.seconds,
-                                             args.max_requests))
+                                             args.max_requests, pid))
     result['rss_mib_end'] = round(rss_mib(pid), 1) if pid else None
   finally:
     if process:

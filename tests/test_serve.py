@@ -19,6 +19,7 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
 from nexjax import errors  # pylint: disable=g-import-not-at-top
+from nexjax import evaluate  # pylint: disable=g-import-not-at-top
 from nexjax import job as job_lib  # pylint: disable=g-import-not-at-top
 from nexjax import predict  # pylint: disable=g-import-not-at-top
 from nexjax import serving  # pylint: disable=g-import-not-at-top
@@ -266,3 +267,16 @@ def test_extra_labels_errors_name_the_line(served, tmp_path, line, message):
       missing=tmp_path / 'gone.png', good=good, broken='broken.png') + '\n')
   with pytest.raises(errors.DataError, match=f'{table}, {message}'):
     extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth')
+
+
+def test_without_tta_only_the_plain_view_is_computed(served):
+  config, workdir, runtime, _ = served
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.predict.tta = False
+  plain = runtime_lib.JaxRuntime(config, workdir, max_batch=4)
+  images = np.random.default_rng(3).integers(0, 256, (3, 96, 96, 1), dtype=np.uint8)
+  views = evaluate.predict_views(runtime.tta_fn, runtime.variables, images, 4, 0,
+                                 runtime.job.topo, 'test', progress=False)
+  assert views.shape[0] == 8 and not plain.info.tta
+  np.testing.assert_allclose(plain.scores(images), views[0][:, 1], atol=1e-6)

@@ -119,15 +119,14 @@ class Service:
     await self.batcher.stop()
 
   def app(self) -> Starlette:
-    guarded = self.guard
     routes = [Route('/', lambda _: RedirectResponse('/review')),
               Route('/review', lambda _: self.static_file('review.html')),
               Route('/static/{name}', lambda r: self.static_file(r.path_params['name'])),
-              Route('/health', guarded(self.health)),
-              Route('/predict', guarded(self.predict), methods=['POST']),
-              Route('/review/items', guarded(self.items)),
-              Route('/review/overlay/{item_id}', guarded(self.overlay)),
-              Route('/review/label', guarded(self.label), methods=['POST'])]
+              Route('/health', self.guard(self.health)),
+              Route('/predict', self.guard(self.predict), methods=['POST']),
+              Route('/review/items', self.guard(self.items)),
+              Route('/review/overlay/{item_id}', self.guard(self.overlay)),
+              Route('/review/label', self.guard(self.label), methods=['POST'])]
     return Starlette(routes=routes, lifespan=self.lifespan)
 
   def guard(self, handler):

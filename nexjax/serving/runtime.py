@@ -60,7 +60,9 @@ class JaxRuntime:
     self.image_size, self.channels = config.data.image_size, config.data.channels
     self.high_bit_scaling = config.data.high_bit_scaling
     self.sizes = bucket_sizes(max_batch, jax.device_count())
-    self.tta_fn = evaluate.make_tta_fn(self.job.model, config, self.job.topo)
+    # Without TTA only the plain view is computed (--mode=predict computes all in one pass).
+    self.tta_fn = evaluate.make_tta_fn(self.job.model, config, self.job.topo,
+                                       plain_only=not config.predict.tta)
     self.gradcam_fn = gradcam.make_gradcam_fn(self.job.model, self.job.topo,
                                               tta=config.predict.tta)
     self.info = Info(model=f'{config.model.arch} (width {config.model.width}, '
@@ -74,8 +76,9 @@ class JaxRuntime:
     views = evaluate.predict_views(self.tta_fn, self.variables, images,
                                    bucket(len(images), self.sizes), self.config.seed,
                                    self.job.topo, 'serve', progress=False)
-    kind = 'tta' if self.config.predict.tta else 'plain'
-    return evaluate.plain_and_tta_scores(views, self.config)[kind]
+    if not self.config.predict.tta:
+      return views[0][:, 1]
+    return evaluate.plain_and_tta_scores(views, self.config)['tta']
 
   def maps(self, images: np.ndarray) -> np.ndarray:
     """(N, S, S) Grad-CAM maps in [0, 1] of uint8 images."""
