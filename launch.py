@@ -1,6 +1,6 @@
 """nexjax entry point: python launch.py --config=configs/finetune.py[:preset] --workdir=DIR.
 
-Modes: train (default; resumes from DIR), lr_find, evaluate, predict, export
+Modes: train (default; resumes from DIR), lr_find, evaluate, predict, export, serve
 (configs/finetune.py);
 compare (configs/compare.py).
 Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
@@ -46,6 +46,7 @@ from nexjax import evaluate  # noqa: E402
 from nexjax import export  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax import predict  # noqa: E402
+from nexjax import serving  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.train import loop  # noqa: E402
@@ -58,7 +59,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and 
                                required=True)
 MODES = {'train': loop.train_and_evaluate, 'lr_find': lr_find.lr_find,
          'evaluate': evaluate.evaluate, 'predict': predict.predict_folder,
-         'export': export.export_workdir, 'compare': compare.compare}
+         'export': export.export_workdir, 'serve': serving.serve, 'compare': compare.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')

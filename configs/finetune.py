@@ -54,6 +54,7 @@ def get_config(arg=None):
       max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
       unlabelled_dir='',       # a folder of unlabelled images (recursive), e.g. test/all_tests
       cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
+      extra_labels='',         # CSV `file,label` (0 good, 1 defect) appended to the train split
   ))
 
   config.model = ml_collections.ConfigDict(dict(
@@ -128,6 +129,17 @@ def get_config(arg=None):
   config.export = ml_collections.ConfigDict(dict(
       formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed
       output='',               # folder; '' -> DIR/export
+  ))
+  # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
+  config.serve = ml_collections.ConfigDict(dict(
+      host='127.0.0.1',        # another address needs a token
+      port=8080,
+      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (>= 16 chars)
+      review_dir='',           # a folder scored at start-up for the review page
+      max_upload_mb=20.0,      # per request (413 above)
+      max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
+      batch_window_ms=5.0,     # how long the first request of a batch waits for others
+      max_batch=32,
   ))
   config.lr_find = ml_collections.ConfigDict(dict(
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,

@@ -56,8 +56,10 @@ def view_probabilities(variables, images, rng, *, model, views_fn):
   return jnp.swapaxes(probs, 0, 1)
 
 
-def make_tta_fn(model, config, topo: parallel.Topology):
-  return jax.jit(functools.partial(view_probabilities, model=model, views_fn=tta_views_fn(config)),
+def make_tta_fn(model, config, topo: parallel.Topology, plain_only: bool = False):
+  """`view_probabilities` jit-compiled: every view, or (plain_only) only the plain image."""
+  views_fn = (lambda rng, images: images[None]) if plain_only else tta_views_fn(config)
+  return jax.jit(functools.partial(view_probabilities, model=model, views_fn=views_fn),
                  out_shardings=topo.replicated)
 
 

@@ -107,11 +107,19 @@ def gradcam(model, variables, images, *, class_index: int = DEFECT, tta: bool = 
 
 def gradcam_maps(model, variables, images: np.ndarray, topo: parallel.Topology, batch_size: int,
                  *, class_index: int = DEFECT, tta: bool = False, stage: str = STAGE,
-                 weight: str = 'p_defect', progress: bool = True) -> np.ndarray:
+                 weight: str = 'p_defect', progress: bool = True, fn=None) -> np.ndarray:
   """(N, H, W) float32 Grad-CAM maps of uint8 images, jit-compiled and data-parallel in batches;
-  `variables` replicated on the mesh (`parallel.replicate`)."""
-  fn = jax.jit(functools.partial(gradcam, model, class_index=class_index, tta=tta, stage=stage,
-                                 weight=weight),
-               out_shardings=topo.replicated)
+  `variables` replicated on the mesh (`parallel.replicate`); `fn`: a `make_gradcam_fn` kept
+  from an earlier call (else compiled anew)."""
+  fn = fn or make_gradcam_fn(model, topo, class_index=class_index, tta=tta, stage=stage,
+                             weight=weight)
   return inference.concatenate(inference.map_batches(
       lambda x, _: fn(variables, x), [images], batch_size, topo, 'grad-cam', progress))
+
+
+def make_gradcam_fn(model, topo: parallel.Topology, *, class_index: int = DEFECT,
+                    tta: bool = False, stage: str = STAGE, weight: str = 'p_defect'):
+  """`gradcam` jit-compiled once: (variables, uint8 images) -> replicated (B, H, W) maps; kept by
+  callers that map many batches over time (the server)."""
+  return jax.jit(functools.partial(gradcam, model, class_index=class_index, tta=tta, stage=stage,
+                                   weight=weight), out_shardings=topo.replicated)

@@ -22,6 +22,7 @@ from nexjax import tta as tta_lib
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
+from nexjax.data import extra_labels
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.data import synthetic
@@ -225,6 +226,8 @@ def load_data(config) -> dict[str, pipeline.Examples]:
                                 channels=config.data.channels, cache_dir=cache_dir(config),
                                 high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
+  if config.data.extra_labels:
+    add_extra_labels(data, config)
   check_class_counts(data, folder)
   if has_unlabelled(config):
     data['unlabelled'] = unlabelled.load(
@@ -232,6 +235,24 @@ def load_data(config) -> dict[str, pipeline.Examples]:
         channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
         cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
   return data
+
+
+def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
+  """Appends the images of `data.extra_labels` to the training split; warns where one has the
+  id (file stem) of a validation or test image, which would then be scored on what it learnt."""
+  extra = extra_labels.load(config.data.extra_labels, image_size=config.data.image_size,
+                            channels=config.data.channels,
+                            high_bit_scaling=config.data.high_bit_scaling)
+  stems = {pathlib.Path(i).stem for i in extra.ids}
+  for split in ('valid', 'test'):
+    shared = sorted(stems & set(data[split].ids)) if split in data else []
+    if shared:
+      logging.warning('%d image(s) of %s share a name with %s images (e.g. %s): if they are '
+                      'the same images, the %s scores are no longer independent.', len(shared),
+                      config.data.extra_labels, split, ', '.join(shared[:3]), split)
+  data['train'] = extra_labels.append(data['train'], extra)
+  logging.info('Added %d labelled image(s) (%d defects) from %s to the training split.',
+               len(extra), int(extra.labels.sum()), config.data.extra_labels)
 
 
 def skipped_files(config) -> pathlib.Path:

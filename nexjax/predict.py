@@ -117,6 +117,16 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
   return len(chosen)
 
 
+def read_threshold(workdir: pathlib.Path) -> float:
+  """The decision threshold `--mode=evaluate` chose on validation, else 0.5 (warned)."""
+  path = workdir / 'eval' / evaluate.THRESHOLD_FILE
+  if path.is_file():
+    return json.loads(path.read_text())['threshold']
+  logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
+                  'using threshold 0.5.', path)
+  return 0.5
+
+
 def check_predict_config(config) -> None:
   if not config.predict.input:
     raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
@@ -196,13 +206,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold_path = workdir / 'eval' / evaluate.THRESHOLD_FILE
-  if threshold_path.is_file():
-    threshold = json.loads(threshold_path.read_text())['threshold']
-  else:
-    threshold = 0.5
-    logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
-                    'using threshold 0.5.', threshold_path)
+  threshold = read_threshold(workdir)
   files = list_inputs(config.predict.input)
   images, files = load_images(files, config)
   names = relative_names(files, config.predict.input)

@@ -1,0 +1,214 @@
+"""The HTTP service: predictions for uploaded images and the review page, from a workdir alone.
+
+    POST /predict[?overlay=1]   multipart/form-data, one or more parts named `files` ->
+                                {"threshold", "checkpoint_step", "results": [{"file", "p_defect",
+                                "defect"[, "overlay_png_base64"]}]}
+    GET  /health                the model, checkpoint step and threshold served
+    GET  /review                the review page (static HTML and JS: no data in them)
+    GET  /review/items          the scored items; GET /review/overlay/ID their Grad-CAM overlays
+    POST /review/label          {"id": ID, "label": "good" | "defect" | null}
+
+Security: with a token (required unless bound to a loopback address) every route but the page's
+HTML and JS needs `Authorization: Bearer TOKEN`, compared in constant time. Request bodies are
+bounded (413), images by their header's pixel count before decoding (400), and no request names
+a file: static files are a fixed list held in memory, review items opaque ids.
+"""
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import importlib.resources
+
+from absl import logging
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from nexjax import predict
+from nexjax.serving import batcher as batcher_lib
+from nexjax.serving import review as review_lib
+from nexjax.serving import uploads
+
+MAX_FILES = 64  # per request
+STATIC = {'review.html': 'text/html; charset=utf-8', 'review.js': 'text/javascript',
+          'review.css': 'text/css'}
+
+
+def error(status: int, message: str) -> JSONResponse:
+  return JSONResponse({'error': message}, status)
+
+
+def static_files() -> dict[str, bytes]:
+  """The page's files, read once from the package: nothing else can ever be served."""
+  folder = importlib.resources.files('nexjax.serving') / 'static'
+  return {name: (folder / name).read_bytes() for name in STATIC}
+
+
+def authorized(request: Request, token: str) -> bool:
+  if not token:
+    return True
+  given = request.headers.get('authorization', '')
+  return hmac.compare_digest(given.encode(), f'Bearer {token}'.encode())
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+  """The request body, refused (413) as soon as it passes `limit` bytes."""
+  length = request.headers.get('content-length', '')
+  if length.isdigit() and int(length) > limit:
+    raise uploads.BadUpload(413, f'request of {int(length)} bytes, above serve.max_upload_mb '
+                                 f'({limit} bytes).')
+  chunks, size = [], 0
+  async for chunk in request.stream():
+    size += len(chunk)
+    if size > limit:
+      raise uploads.BadUpload(413, f'request above serve.max_upload_mb ({limit} bytes).')
+    chunks.append(chunk)
+  return b''.join(chunks)
+
+
+async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
+  """(shown name, bytes) of the `files` parts of a bounded multipart body."""
+  if not request.headers.get('content-type', '').startswith('multipart/form-data'):
+    raise uploads.BadUpload(400, "send multipart/form-data with the images as parts named "
+                                 "'files'.")
+  body = await read_body(request, limit)
+
+  async def replay():
+    return {'type': 'http.request', 'body': body, 'more_body': False}
+
+  try:
+    async with Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=16,
+                                                   max_part_size=limit) as form:
+      parts = [(uploads.safe_name(p.filename), await p.read()) for p in form.getlist('files')
+               if hasattr(p, 'read')]
+  except (MultiPartException, HTTPException) as e:  # Starlette raises the latter in an app
+    detail = getattr(e, 'message', None) or getattr(e, 'detail', '')
+    raise uploads.BadUpload(400, f'malformed multipart body ({detail}).') from None
+  if not parts:
+    raise uploads.BadUpload(400, "no images: send them as multipart parts named 'files'.")
+  return parts
+
+
+class Service:
+  """The routes over one runtime, its batcher and the review store."""
+
+  def __init__(self, runtime, settings, token: str, review_files=()):
+    self.runtime, self.settings, self.token = runtime, settings, token
+    self.batcher = batcher_lib.Batcher(runtime, settings.max_batch,
+                                       settings.batch_window_ms / 1000)
+    self.review = review_lib.Review(runtime.info.workdir, runtime.info.threshold)
+    self.review_files = review_files  # (shown name, path, uint8 image) scored at start-up
+    self.static = static_files()
+    self.limit = int(settings.max_upload_mb * 2**20)
+
+  @contextlib.asynccontextmanager
+  async def lifespan(self, _):
+    self.batcher.start()
+    results = await asyncio.gather(*(self.batcher.submit(image)
+                                     for _, _, image in self.review_files))
+    for (name, path, image), result in zip(self.review_files, results):
+      self.review.add_folder_image(name, path, image, result.p_defect)
+    if self.review_files:
+      logging.info('Scored %d review images.', len(results))
+    yield
+    await self.batcher.stop()
+
+  def app(self) -> Starlette:
+    routes = [Route('/', lambda _: RedirectResponse('/review')),
+              Route('/review', lambda _: self.static_file('review.html')),
+              Route('/static/{name}', lambda r: self.static_file(r.path_params['name'])),
+              Route('/health', self.guard(self.health)),
+              Route('/predict', self.guard(self.predict), methods=['POST']),
+              Route('/review/items', self.guard(self.items)),
+              Route('/review/overlay/{item_id}', self.guard(self.overlay)),
+              Route('/review/label', self.guard(self.label), methods=['POST'])]
+    return Starlette(routes=routes, lifespan=self.lifespan)
+
+  def guard(self, handler):
+    async def guarded(request: Request):
+      if not authorized(request, self.token):
+        return error(401, 'missing or wrong token: send Authorization: Bearer TOKEN.')
+      try:
+        return await handler(request)
+      except uploads.BadUpload as e:
+        return error(e.status, str(e))
+    return guarded
+
+  def static_file(self, name: str) -> Response:
+    if name not in self.static:
+      return error(404, 'not found.')
+    return Response(self.static[name], media_type=STATIC[name],
+                    headers={'X-Content-Type-Options': 'nosniff'})
+
+  async def health(self, _) -> JSONResponse:
+    info = self.runtime.info
+    return JSONResponse({'status': 'ok', 'model': info.model, 'workdir': info.workdir,
+                         'checkpoint_step': info.checkpoint_step, 'threshold': info.threshold,
+                         'image_size': info.image_size, 'tta': info.tta,
+                         'batches': self.batcher.batches})
+
+  async def predict(self, request: Request) -> JSONResponse:
+    with_overlay = request.query_params.get('overlay', '0') not in ('0', '', 'false')
+    parts = await uploaded_files(request, self.limit)
+    images = [await run_in_threadpool(self.decode, name, data) for name, data in parts]
+    results = await asyncio.gather(*(self.batcher.submit(image, with_overlay)
+                                     for image in images))
+    rows = []
+    for (name, _), image, result in zip(parts, images, results):
+      item = self.review.add_request_image(name, image, result.p_defect)
+      row = {'file': name, 'p_defect': result.p_defect,
+             'defect': result.p_defect >= self.runtime.info.threshold, 'review_id': item.id}
+      if result.map is not None:
+        item.overlay = review_lib.overlay_png(image, result.map)
+        row['overlay_png_base64'] = base64.b64encode(item.overlay).decode('ascii')
+      rows.append(row)
+    return JSONResponse({'threshold': self.runtime.info.threshold,
+                         'checkpoint_step': self.runtime.info.checkpoint_step, 'results': rows})
+
+  def decode(self, name: str, data: bytes):
+    return uploads.decode(data, name, max_pixels=self.settings.max_pixels,
+                          image_size=self.runtime.image_size, channels=self.runtime.channels,
+                          high_bit_scaling=self.runtime.high_bit_scaling)
+
+  async def items(self, _) -> JSONResponse:
+    return JSONResponse({'threshold': self.runtime.info.threshold,
+                         'labels_csv': str(self.review.labels_path),
+                         'items': self.review.items()})
+
+  async def overlay(self, request: Request) -> Response:
+    item = self.review.get(request.path_params['item_id'])
+    if item is None:
+      return error(404, 'no such review item.')
+    if item.overlay is None:
+      result = await self.batcher.submit(item.image, with_map=True)
+      item.overlay = review_lib.overlay_png(item.image, result.map)
+    return Response(item.overlay, media_type='image/png')
+
+  async def label(self, request: Request) -> JSONResponse:
+    try:
+      body = await request.json()
+      item_id, label = body['id'], body['label']
+    except (ValueError, KeyError, TypeError):
+      return error(400, 'send JSON {"id": ITEM_ID, "label": "good" | "defect" | null}.')
+    item = self.review.get(item_id) if isinstance(item_id, str) else None
+    if item is None:
+      return error(404, f'no review item {str(item_id)[:40]!r}.')
+    if label is not None and label not in review_lib.LABELS:
+      return error(400, f'label {str(label)[:40]!r}: use "good", "defect" or null.')
+    return JSONResponse(self.review.set_label(item, label))
+
+
+def review_files(config, runtime) -> list:
+  """(name in the folder, path, uint8 image) of `serve.review_dir`, decoded like predict does."""
+  folder = config.serve.review_dir
+  if not folder:
+    return []
+  files = predict.list_inputs(folder)
+  images, files = predict.load_images(files, runtime.config)
+  names = predict.relative_names(files, folder)
+  return list(zip(names, files, images))

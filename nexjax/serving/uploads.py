@@ -1,0 +1,64 @@
+"""Uploaded images -> model inputs, with every bound checked before the work it protects.
+
+The image's dimensions are read from its header (Pillow's `open` reads nothing more) and checked
+against `serve.max_pixels` before any pixel is decoded, so a small file announcing 20,000 x
+20,000 pixels (a decompression bomb) costs nothing. Then it is decoded exactly like the training
+data (`nexperia.decode_image`: 16-bit and float grey scaled by `data.high_bit_scaling`, any
+mode converted) and resized like `--mode=predict` does.
+"""
+
+import io
+import pathlib
+import warnings
+
+import numpy as np
+import PIL.Image
+import tensorflow as tf
+
+from nexjax.data import nexperia
+from nexjax.data import pipeline
+
+
+class BadUpload(Exception):
+  """A request the server refuses: `status` (400 or 413) and a one-line message."""
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+
+
+def safe_name(name: str | None) -> str:
+  """The client's file name for display only (never used as a path): its last part, printable,
+  at most 200 characters."""
+  base = pathlib.PurePosixPath((name or 'upload').replace('\\', '/')).name or 'upload'
+  return ''.join(c for c in base if c.isprintable())[:200] or 'upload'
+
+
+def check_header(data: bytes, name: str, max_pixels: int) -> None:
+  """Reads only the header: not an image, or more than `max_pixels` pixels -> BadUpload(400)."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)
+      with PIL.Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+  except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+    raise BadUpload(400, f'{name}: too many pixels ({e}); the limit is serve.max_pixels='
+                         f'{max_pixels}.') from None
+  except Exception as e:  # pylint: disable=broad-except: whatever Pillow cannot identify
+    raise BadUpload(400, f'{name}: not an image Pillow can read ({type(e).__name__}: {e}).') \
+        from None
+  if width * height > max_pixels:
+    raise BadUpload(400, f'{name}: {width} x {height} = {width * height} pixels, above '
+                         f'serve.max_pixels={max_pixels}.')
+
+
+def decode(data: bytes, name: str, *, max_pixels: int, image_size: int, channels: int,
+           high_bit_scaling: str) -> np.ndarray:
+  """uint8 (image_size, image_size, channels) of an uploaded file, or BadUpload(400)."""
+  check_header(data, name, max_pixels)
+  try:
+    image = nexperia.decode_image(io.BytesIO(data), channels, high_bit_scaling)
+  except Exception as e:  # pylint: disable=broad-except: truncated or corrupt files
+    reason = ' '.join(f'{type(e).__name__}: {e}'.split())
+    raise BadUpload(400, f'{name}: cannot be decoded ({reason}).') from None
+  return pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy()
