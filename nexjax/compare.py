@@ -21,6 +21,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from nexjax import defect_types
 from nexjax import detectors
 from nexjax import errors
 from nexjax import localization
@@ -102,12 +103,16 @@ class Result:
 
 
 def report_row(method, defects, result: Result, splits, report_split, rule,
-               members: str = '') -> dict:
-  """One table row; the threshold and `valid_auc` from the validation split alone."""
+               members: str = '', types: list[str] | None = None) -> dict:
+  """One table row; the threshold and `valid_auc` from the validation split alone; with the
+  report split's defect `types`, the recall of each type at that threshold."""
   valid, scores, stats = splits['valid'], result.scores, result.stats
   threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
+  by_type = {} if types is None else {
+      r['defect_type']: r['recall'] for r in defect_types.type_table(
+          labels, scores[report_split], threshold, types)}
   return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
           'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
@@ -115,7 +120,8 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
           'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
           'pixel_auc': result.pixel_auc, 'pro': result.pro, 'threshold': threshold,
           'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
-          'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second}
+          'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second,
+          'recall_by_type': by_type}
 
 
 def one_class_split(cls, config, workdir, job, ctx) -> pipeline.Examples:
@@ -153,10 +159,11 @@ def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split
                 **localization_metrics(maps, splits[report_split].masks))
 
 
-def budget_rows(defects, results: dict[str, Result], splits, report_split, rule) -> list[dict]:
+def budget_rows(defects, results: dict[str, Result], splits, report_split, rule,
+                types: list[str] | None = None) -> list[dict]:
   """The rows of one label budget: one per method, then the ensemble where two or more scored
   (members chosen on validation, `ensemble.select`)."""
-  rows = [report_row(name, defects, result, splits, report_split, rule)
+  rows = [report_row(name, defects, result, splits, report_split, rule, types=types)
           for name, result in results.items()]
   if len(results) >= 2:
     scores = {name: result.scores for name, result in results.items()}
@@ -166,7 +173,7 @@ def budget_rows(defects, results: dict[str, Result], splits, report_split, rule)
                        1 / sum(1 / s.images_per_second for s in stats))
     rows.append(report_row(ensemble.NAME, defects,
                            Result(ensemble.combine(scores, weights), total), splits,
-                           report_split, rule, '+'.join(weights)))
+                           report_split, rule, '+'.join(weights), types))
   return rows
 
 
@@ -185,6 +192,8 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                      backbones.backbone(config, body) if any(c.needs_backbone for c in selected) else None)
   facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
            'backbone': backbones.backbone_facts(config, body)}
+  types = defect_types.types_of(splits[report_split].ids, splits[report_split].labels,
+                                defect_types.read_types(job_lib.data_folder(config)))
   rows, fitted = [], {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)
@@ -197,7 +206,7 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                                         report_split, ctx, facts)
       results[cls.name] = fitted[cls.name]
     for row in budget_rows(defects, results, splits, report_split,
-                           config.compare.threshold_rule):
+                           config.compare.threshold_rule, types):
       logging.info('compare: %s', row)
       rows.append(row)
   if job.topo.is_chief:
@@ -264,15 +273,29 @@ def choice_lines(chosen: dict) -> list[str]:
           f'{c["threshold"]:.4g})' for budget, c in chosen.items()]
 
 
+def type_table(rows: list[dict]) -> str:
+  """Methods x defect types: the recall of each at the method's threshold."""
+  names = list(rows[0]['recall_by_type'])
+  lines = ['| labelled defects | method | ' + ' | '.join(names) + ' |',
+           '|' + '---|' * (len(names) + 2)]
+  lines += [f"| {r['labelled_defects']} | {r['method']} | " + ' | '.join(
+      f"{r['recall_by_type'][n]:.2f}" for n in names) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
 def write_outputs(rows: list[dict], chosen: dict, out: pathlib.Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
   (out / 'compare.json').write_text(json.dumps({'rows': rows, 'chosen': chosen}, indent=1))
   with open(out / 'compare.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+    writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != 'recall_by_type']
+                            if rows else [], extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
   text = (comparison_table(rows) + '\n\nThe method chosen on the validation split (highest '
           'validation ROC AUC) for the labels at hand:\n\n' + '\n'.join(choice_lines(chosen)))
+  if rows and rows[0]['recall_by_type']:
+    text += '\n\nRecall of each defect type (good: the share flagged) at each threshold:\n\n'
+    text += type_table(rows)
   (out / 'compare.md').write_text(text + '\n')
   reporting.plot_comparison(rows, out / 'compare.png')
   print(text, flush=True)

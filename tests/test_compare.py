@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -63,6 +64,12 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
   with open(out / 'compare.csv') as f:
     assert len(list(csv.DictReader(f))) == len(rows)
   assert (out / 'compare.md').read_text().startswith('| labelled defects | method | valid ROC')
+  metadata = next(pathlib.Path(config.data.cache_dir).glob('synthetic/*/metadata.csv'))
+  with open(metadata) as f:   # recall per defect type, at each method's threshold
+    test_types = {t for r in csv.DictReader(f) if r['split'] == 'test' and r['label'] == '1'
+                  for t in r['defect_type'].split('+')}
+  assert all(set(r['recall_by_type']) == test_types | {'none'} for r in rows)
+  assert 'Recall of each defect type' in (out / 'compare.md').read_text()
   assert (out / 'compare.png').stat().st_size > 0
   loaded = gaussian.GaussianDetector.load(out / 'gaussian-0', config.detectors.gaussian, None)
   assert set(loaded.model.gaussians) == set(config.detectors.gaussian.stages)
@@ -97,6 +104,21 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
     assert len(list(csv.DictReader(f))) == 3
 
 
+def test_one_class_detectors_fit_on_trimmed_unlabelled_images(tmp_path, monkeypatch):
+  config = compare_config.get_config('smoke')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  config.data.synthetic_num_unlabelled = 20
+  config.compare.update(detectors=('gaussian',), labelled_defects=(0,), fit_on='unlabelled',
+                        trim=0.25)
+  fitted_on = []
+  fit = gaussian.GaussianDetector.fit
+  monkeypatch.setattr(gaussian.GaussianDetector, 'fit', lambda self, train, valid, ctx: (
+      fitted_on.append(train), fit(self, train, valid, ctx))[-1])
+  compare.compare(config, tmp_path / 'w')
+  assert [len(f) for f in fitted_on] == [10, 10, 15]     # two cross-fits, then the kept 75%
+  assert all(f.ids[0].startswith('syn_unlabelled_') and not f.labels.any() for f in fitted_on)
+
+
 def test_good_only_keeps_label_zero():
   from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
   examples = pipeline.Examples(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 0, 1]),
@@ -107,6 +129,8 @@ def test_good_only_keeps_label_zero():
 @pytest.mark.parametrize('change,message', [
     (lambda c: setattr(c.compare, 'detectors', ('classifier', 'gan9')), 'gan9'),
     (lambda c: setattr(c.compare, 'threshold_rule', 'best'), 'threshold_rule'),
+    (lambda c: setattr(c.compare, 'fit_on', 'unlabelled'), 'unlabelled_dir'),
+    (lambda c: setattr(c.compare, 'trim', 1.0), 'compare.trim'),
 ])
 def test_compare_config_errors(change, message):
   config = compare_config.get_config('smoke')
