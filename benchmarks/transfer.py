@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -86,16 +85,14 @@ def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
   if method == 'gaussian':
     backbone = backbones.backbone(config, config.init.weights)
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False, backbone)
-    detector = gaussian.GaussianDetector(gaussian.default_config())
+    detector = gaussian.GaussianDetector(gaussian.GaussianDetector.default_config())
   else:
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
     detector = classifier.ClassifierDetector(config, root / f'{size}' / method)
-  start = time.perf_counter()
-  detector.fit(job.data['train'], job.data['valid'], ctx)
-  seconds = time.perf_counter() - start
-  scores, throughput, _ = compare.timed_scores(detector, splits, ctx)
-  row = compare.report_row(method, 0 if method == 'gaussian' else -1, scores, splits, 'test',
-                           rule, seconds, throughput)
+  detector.fit_measured(job.data['train'], job.data['valid'], ctx)
+  scores, detector.stats.images_per_second, _ = compare.timed_scores(detector, splits, ctx)
+  row = compare.report_row(method, 0 if method == 'gaussian' else -1,
+                           compare.Result(scores, detector.stats), splits, 'test', rule)
   row.update(size=size, train_images=len(job.data['train']))
   return row
 

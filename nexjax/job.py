@@ -230,11 +230,17 @@ def load_data(config) -> dict[str, pipeline.Examples]:
     add_extra_labels(data, config)
   check_class_counts(data, folder)
   if has_unlabelled(config):
-    data['unlabelled'] = unlabelled.load(
-        unlabelled_folder(config, folder), image_size=config.data.image_size,
-        channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
-        cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
+    data['unlabelled'] = load_unlabelled(config, folder)
   return data
+
+
+def load_unlabelled(config, folder: pathlib.Path | None = None) -> pipeline.Examples:
+  """The unlabelled images of `unlabelled_folder` (`folder`: the labelled data's, if known)."""
+  folder = data_folder(config) if folder is None else folder
+  return unlabelled.load(
+      unlabelled_folder(config, folder), image_size=config.data.image_size,
+      channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
+      cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:

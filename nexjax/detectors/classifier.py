@@ -65,8 +65,10 @@ class ClassifierDetector(base.Detector):
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     model = job_lib.create_model(self.config)
-    loop.train(job_lib.Job(self.config, ctx.topo, model, {'train': train, 'valid': valid}),
-               self.run_dir)
+    data = {'train': train, 'valid': valid}
+    if self.config.semi.method != 'none':  # semi-supervised fine-tuning learns from them too
+      data['unlabelled'] = job_lib.load_unlabelled(self.config)
+    loop.train(job_lib.Job(self.config, ctx.topo, model, data), self.run_dir)
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)
 
   def score(self, images, ctx: base.Context) -> np.ndarray:
