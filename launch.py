@@ -44,8 +44,10 @@ from nexjax import compare  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax import evaluate  # noqa: E402
 from nexjax import export  # noqa: E402
+from nexjax import job  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax import predict  # noqa: E402
+from nexjax import workdir as workdir_lib  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.train import loop  # noqa: E402
@@ -118,7 +120,18 @@ def quiet_orbax_leftovers(args) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  try:
+    run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+  except KeyboardInterrupt:
+    # Modes write their results atomically or with Ctrl-C held (training saves first).
+    print(f'Interrupted (Ctrl-C) during --mode={_MODE.value}; no file was left half-written. '
+          'Run the same command again.', file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def run(config, workdir: str) -> None:
+  """Checks and dispatches; a user error (nexjax.errors.Error) is one line and exit code 2."""
+  job.expand_paths(config)  # before anything is written: --workdir=~/x and the like
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
   sys.unraisablehook = quiet_orbax_leftovers
   pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
@@ -132,7 +145,10 @@ def main(argv):
                       str(nexjax.cache_dir(config.data.cache_dir) / 'jax'))
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _AUTO.value)
   try:
-    MODES[_MODE.value](config, _WORKDIR.value)
+    if _MODE.value == 'evaluate':  # grading on the workdir's own data unless told otherwise
+      workdir_lib.check_explicit_data(config_flags.get_override_values(flags.FLAGS['config']),
+                                      workdir)
+    MODES[_MODE.value](config, workdir)
   except preemption.Interrupted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)

@@ -27,6 +27,7 @@ from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
 from nexjax.train import loop
+from nexjax.train import preemption
 from nexjax.train import step as step_lib
 
 THRESHOLD_FILE = 'threshold.json'
@@ -90,15 +91,26 @@ def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
   return rows
 
 
+def output_dir(config, workdir: pathlib.Path) -> pathlib.Path:
+  """`DIR/eval` for the workdir's own data (its threshold is predict's); `DIR/eval-NAME-HASH` for
+  another folder, so that grading elsewhere never replaces them."""
+  trained = workdir_lib.read_config(workdir)
+  if not workdir_lib.is_other_folder(config, trained):
+    return workdir / 'eval'
+  folder = workdir_lib.normalized_path(config.data.dir)
+  return workdir / f'eval-{pathlib.Path(folder).name}-{pipeline.stable_hash(folder) % 16**6:06x}'
+
+
 def evaluate(config, workdir) -> dict:
-  """Validation and (where labelled) test metrics with and without TTA, plots and thresholds."""
+  """Validation and (where labelled) test metrics with and without TTA, plots and thresholds, on
+  the data the workdir was trained on, or on another folder that `config.data.dir` names."""
   workdir = pathlib.Path(workdir)
-  config = workdir_lib.with_trained_model(config, workdir)
+  out = output_dir(config, workdir)
+  config = workdir_lib.with_trained_data(config, workdir)
   job_lib.check_config(config)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = make_tta_fn(job.model, config, job.topo)
-  out = workdir / 'eval'
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
   scores = {name: plain_and_tta_scores(
@@ -108,7 +120,8 @@ def evaluate(config, workdir) -> dict:
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)
                 for kind, s in scores['valid'].items()}
-  results = {'checkpoint_step': step, 'threshold_rule': config.evaluate.threshold_rule,
+  results = {'checkpoint_step': step, 'data': workdir_lib.data_identity(config),
+             'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
   for name, examples in splits.items():
     results[name] = {}
@@ -117,24 +130,31 @@ def evaluate(config, workdir) -> dict:
       report['thresholds'] = threshold_table(examples.labels, scores[name][kind])
       results[name][kind] = report
   if job.topo.is_chief:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-    (out / THRESHOLD_FILE).write_text(json.dumps(
-        {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
-         'rule': config.evaluate.threshold_rule, 'checkpoint_step': step,
-         'tta': results['tta']}, indent=1))
-    for name, examples in splits.items():
-      for kind in thresholds:
-        reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
-                              out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
-        reporting.plot_confusion(results[name][kind]['confusion_matrix'],
-                                 out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
-      reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
-                                out / f'{name}_top_losses.png', config.evaluate.gallery_size)
-    before_after(config, job, variables, workdir, out)
-    heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+    with preemption.deferred():
+      write_results(config, job, variables, workdir, out, splits, scores, results, thresholds)
     print_summary(results, thresholds)
+    print(f'Evaluated on {workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
   return results
+
+
+def write_results(config, job, variables, workdir, out, splits, scores, results, thresholds):
+  """metrics.json, threshold.json (chosen on validation, for predict), the plots and galleries."""
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'metrics.json').write_text(json.dumps(results, indent=1))
+  (out / THRESHOLD_FILE).write_text(json.dumps(
+      {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
+       'rule': config.evaluate.threshold_rule, 'checkpoint_step': results['checkpoint_step'],
+       'tta': results['tta'], 'data': results['data']}, indent=1))
+  for name, examples in splits.items():
+    for kind in thresholds:
+      reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
+                            out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
+      reporting.plot_confusion(results[name][kind]['confusion_matrix'],
+                               out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
+    reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
+                              out / f'{name}_top_losses.png', config.evaluate.gallery_size)
+  before_after(config, job, variables, workdir, out)
+  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:

@@ -50,6 +50,19 @@ def parse_class_ratio(value: str):
   return ratio
 
 
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+  """In place: `~` expanded in every value that starts with it (the shell leaves `--flag=~/x`
+  alone) and data.dir made absolute, so that config.json records the folder wherever the run
+  was started from."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      expand_paths(value)
+    elif isinstance(value, str) and value.startswith('~'):
+      config[key] = str(pathlib.Path(value).expanduser())
+  if 'data' in config and config.data.dir:
+    config.data.dir = workdir_lib.normalized_path(config.data.dir)
+
+
 def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   """Raises one ConfigError listing every value that would fail later or silently; `data=False`
   skips the data folder (modes that read no dataset)."""
