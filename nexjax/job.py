@@ -34,6 +34,12 @@ from nexjax.train import plan as plan_lib
 PRETRAIN = 'pretrain'
 
 
+# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
+# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
+# square; the report trained at 224 px on Nexperia's 267x275 px images.
+MAX_IMAGE_SIZE = 1024
+
+
 def parse_class_ratio(value: str):
   """'uniform' -> (0.5, 0.5) (fastai oversampling), 'natural' -> None, 'a,b' -> (a, b)."""
   if value == 'uniform':
@@ -89,7 +95,12 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   parses('augment', lambda: augment_options(config))
   check(config.init.weights != PRETRAIN or 'pretrain' in config, 'init.weights',
         f"'{PRETRAIN}' needs a config.pretrain section (a whole config that trains the body)")
-  check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
+  for key in ('image_size', 'synthetic_image_size'):
+    size = config.data[key]
+    check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
+          f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this size '
+          f'({size}x{size} bytes per grey image; the report used 224) and the cost of a step '
+          'grows with its square.')
   check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
   check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
         "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
@@ -173,7 +184,9 @@ def data_folder(config) -> pathlib.Path:
   if config.data.synthetic_families:
     settings['families'] = config.data.synthetic_families
     name += '-' + config.data.synthetic_families.replace(',', '+')
-  return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
+  folder = cache_dir(config) / 'synthetic' / name
+  with pipeline.preparation_lock(folder):  # two runs drawing it at once would clash
+    return pathlib.Path(synthetic.ensure_dataset(folder, **settings))
 
 
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a

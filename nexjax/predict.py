@@ -29,11 +29,20 @@ from nexjax.data import pipeline
 HEATMAPS = ('none', 'flagged', 'all')
 
 
+def glob_paths(spec: str):
+  """The paths a glob pattern matches, `**` recursively without following links to folders (as
+  for a folder input: a link loop would list every file once per turn)."""
+  parts = pathlib.Path(spec).parts
+  first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+  if first == len(parts):
+    return [pathlib.Path(spec)]
+  return pathlib.Path(*parts[:first]).glob(str(pathlib.Path(*parts[first:])))
+
+
 def list_inputs(spec: str) -> list[pathlib.Path]:
   """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
   path = pathlib.Path(spec)
-  candidates = path.rglob('*') if path.is_dir() else map(pathlib.Path, glob.glob(spec,
-                                                                              recursive=True))
+  candidates = path.rglob('*') if path.is_dir() else glob_paths(spec)
   files = sorted(p for p in candidates if nexperia.is_image_file(p))
   if not files:
     raise errors.DataError(f'predict.input={spec!r}: no image files found '

@@ -13,10 +13,14 @@
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import os
 import pathlib
+import socket
 from typing import Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -114,10 +118,12 @@ class Examples:
 
 
 def folder_fingerprint(root) -> str:
-  """Hash of every file's relative path, size and mtime: a changed folder is prepared anew."""
+  """Hash of every file's relative path, size and mtime under train/, test/ and masks/: a
+  changed folder (an edited mask too) is prepared anew."""
   digest = hashlib.sha1()
   root = pathlib.Path(root).resolve()
-  for path in sorted(p for sub in ('train', 'test') for p in (root / sub).rglob('*') if p.is_file()):
+  for path in sorted(p for sub in ('train', 'test', nexperia.MASK_FOLDER)
+                     for p in (root / sub).rglob('*') if p.is_file()):
     stat = path.stat()
     digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
   return digest.hexdigest()[:12]
@@ -242,6 +248,31 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
   return examples.subset(np.flatnonzero(keep))
 
 
+@contextlib.contextmanager
+def preparation_lock(target: pathlib.Path):
+  """Held while `target` (a prepared or generated dataset) is made: a second run making the same
+  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`,
+  released by the kernel when its holder dies."""
+  path = target.with_name(target.name + '.lock')
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      logging.warning('Waiting for another run (%s) preparing %s; it is then reused.',
+                      f.read().strip() or 'another process', target)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepared_dir(data_dir, cache_dir) -> pathlib.Path:
   """Where the folder's prepared copy lives (a changed folder gets a new one)."""
   data_dir = pathlib.Path(data_dir)
@@ -258,13 +289,16 @@ def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels:
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
   tfds_dir = prepared_dir(data_dir, cache_dir)
-  builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
-  cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
-  labelled = load_split(builder, 'train', image_size, cache)
+  with preparation_lock(tfds_dir):
+    builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
+    cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
+    labelled = load_split(builder, 'train', image_size, cache)
+    test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
+        else None
   train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
   splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
-  if 'test' in builder.info.splits:
-    splits['test'] = load_split(builder, 'test', image_size, cache)
+  if test is not None:
+    splits['test'] = test
   return splits
 
 
