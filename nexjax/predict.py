@@ -25,6 +25,7 @@ from nexjax import localization
 from nexjax import workdir as workdir_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.train import preemption
 
 HEATMAPS = ('none', 'flagged', 'all')
 
@@ -103,10 +104,29 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
   for i, amap in zip(chosen, maps):
     target = out / f'{names[i]}.png'  # the suffix stays: x.jpg and x.png are two files
     target.parent.mkdir(parents=True, exist_ok=True)
-    localization.save_overlay(target, images[i], amap)
-    if config.predict.save_maps:
-      np.save(out / f'{names[i]}.npy', amap)
+    with preemption.deferred():  # Ctrl-C leaves no half-written picture
+      localization.save_overlay(target, images[i], amap)
+      if config.predict.save_maps:
+        np.save(out / f'{names[i]}.npy', amap)
   return len(chosen)
+
+
+def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
+  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv."""
+  with open(output, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['file', 'id', 'p_defect', 'label'])
+    writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
+                     for name, path, s, flag in zip(names, files, scores, flagged))
+  print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
+        f'{int(flagged.sum())} flagged -> {output}', flush=True)
+  if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
+    submission = output.with_name('submission.csv')
+    with open(submission, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['id', 'label'])
+      writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
+    print(f'Kaggle submission -> {submission}')
 
 
 def predict_folder(config, workdir) -> pathlib.Path:
@@ -140,20 +160,8 @@ def predict_folder(config, workdir) -> pathlib.Path:
   scores = evaluate.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
   flagged = scores >= threshold
   if job.topo.is_chief:
-    with open(output, 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['file', 'id', 'p_defect', 'label'])
-      writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
-                       for name, path, s, flag in zip(names, files, scores, flagged))
-    print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
-          f'{int(flagged.sum())} flagged -> {output}', flush=True)
-    if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
-      submission = output.with_name('submission.csv')
-      with open(submission, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['id', 'label'])
-        writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
-      print(f'Kaggle submission -> {submission}')
+    with preemption.deferred():
+      write_csvs(config, output, names, files, scores, flagged, step, threshold)
   if config.predict.heatmaps != 'none':
     heatmaps = output.with_name(output.stem + '_heatmaps')
     count = write_heatmaps(config, job, variables, images, names, flagged, heatmaps)

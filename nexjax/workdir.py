@@ -136,11 +136,12 @@ def data_identity(config) -> dict:
 
 
 def describe_data(identity: dict) -> str:
-  if identity.get('data.synthetic'):
-    return 'the synthetic data (' + ', '.join(
-        f'{k.split(".")[-1]}={v!r}' for k, v in identity.items()
-        if k.startswith('data.synthetic_')) + ')'
-  return identity.get('data.dir') or 'no data folder'
+  """A short phrase for `data_identity`'s result: the folder, or which synthetic data."""
+  if not identity.get('data.synthetic'):
+    return identity.get('data.dir') or 'no data folder'
+  get = lambda key: identity.get(f'data.synthetic_{key}')
+  return (f'synthetic data ({get("num_train")} + {get("num_test")} images, '
+          f'{get("image_size")} px, seed {get("seed")}, families {get("families") or "all"})')
 
 
 def is_other_folder(config, trained) -> bool:
@@ -169,9 +170,9 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
     logging.warning('Evaluating %s on another folder, %s (it was trained on %s).', workdir, used,
                     describe_data(data_identity(trained)))
   elif preset != used and (config.data.dir or config.data.synthetic):
-    logging.warning('Evaluating %s on the data it was trained on, %s (config.json), not on the '
-                    "preset's %s; --config.data.dir=DIR evaluates on another labelled folder.",
-                    workdir, used, preset)
+    logging.warning("Evaluating %s on its own data, %s (its %s), not the preset's %s; "
+                    '--config.data.dir=DIR evaluates on another labelled folder.', workdir, used,
+                    CONFIG_FILE, preset)
   return result
 
 
