@@ -162,6 +162,8 @@ def main(argv):
 
 def run(config, workdir: str) -> None:
   """Checks and dispatches; a user error (nexjax.errors.Error) is one line and exit code 2."""
+  if not workdir.strip():
+    fail('--workdir is empty; name the folder of the run (a new one to train into).')
   job.expand_paths(config)  # before anything is written: --workdir=~/x and the like
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
   sys.unraisablehook = interrupted_in_callback

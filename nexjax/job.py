@@ -122,6 +122,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
   check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
         f'use one of {tta_lib.COMBINE_METHODS}')
+  check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
+        'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
   parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
   parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
   if problems:

@@ -112,8 +112,9 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
 
 
 def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
-  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv."""
-  with open(output, 'w', newline='') as f:
+  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv (a file name
+  that is not UTF-8 written with backslash escapes)."""
+  with open(output, 'w', newline='', errors='backslashreplace') as f:
     writer = csv.writer(f)
     writer.writerow(['file', 'id', 'p_defect', 'label'])
     writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
@@ -122,7 +123,7 @@ def write_csvs(config, output, names, files, scores, flagged, step, threshold) -
         f'{int(flagged.sum())} flagged -> {output}', flush=True)
   if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
     submission = output.with_name('submission.csv')
-    with open(submission, 'w', newline='') as f:
+    with open(submission, 'w', newline='', errors='backslashreplace') as f:
       writer = csv.writer(f)
       writer.writerow(['id', 'label'])
       writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))

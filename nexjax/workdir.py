@@ -166,6 +166,11 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
     if other:
       result.data.dir, result.data.synthetic = normalized_path(config.data.dir), False
   used = describe_data(data_identity(result))
+  if not other and not result.data.synthetic and not pathlib.Path(result.data.dir).is_dir():
+    raise errors.DataError(
+        f'{workdir} was trained on {result.data.dir} (its {CONFIG_FILE}), which is not here: '
+        'give the labelled folder to grade it on with --config.data.dir=DIR (predict and export '
+        'need no data).')
   if other:
     logging.warning('Evaluating %s on another folder, %s (it was trained on %s).', workdir, used,
                     describe_data(data_identity(trained)))

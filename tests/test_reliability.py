@@ -278,3 +278,39 @@ def test_ctrl_c_in_any_mode_is_one_line_and_exit_130(tmp_path, monkeypatch, caps
   assert capsys.readouterr().err.strip().splitlines() == [
       f'Interrupted (Ctrl-C) during --mode={mode}; no file was left half-written. Run the same '
       'command again.']
+
+
+# Found by trying again as a new user, beyond the issue's list.
+
+
+def test_a_workdir_whose_training_folder_is_gone_says_how_to_evaluate(tmp_path):
+  write_trained_config(tmp_path / 'w', dir=str(tmp_path / 'moved'), synthetic=False)
+  with pytest.raises(errors.DataError, match=r'trained on .*moved .*not here.*--config.data.dir'):
+    workdir_lib.with_trained_data(smoke_config(tmp_path / 'c'), tmp_path / 'w')
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path, make_kaggle_folder):
+  folder = make_kaggle_folder(tmp_path / 'd', 6, 4)
+  good = folder / 'train' / 'good_0'
+  os.rename(bytes(good / 'good_0000.jpg'), bytes(good) + b'/caf\xe9.jpg')  # a Latin-1 name
+  data = load(folder, tmp_path / 'c')
+  assert len(data['train']) + len(data['valid']) == 9
+  listed = (pipeline.prepared_dir(folder, tmp_path / 'c') / nexperia.SKIPPED_FILE).read_text()
+  assert 'caf\\udce9.jpg\tfile name is not UTF-8' in listed
+
+
+def test_an_empty_gallery_is_refused():
+  config = finetune.get_config('smoke')
+  config.evaluate.gallery_size = 0
+  with pytest.raises(errors.ConfigError, match='evaluate.gallery_size'):
+    job_lib.check_config(config, data=False)
+
+
+def test_an_empty_workdir_flag_is_refused(tmp_path, monkeypatch, capsys):
+  import launch  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  launch.parse_flags(['launch.py', '--config=configs/finetune.py:smoke', '--workdir='])
+  with pytest.raises(SystemExit) as exit_:
+    launch.main(['launch.py'])
+  assert exit_.value.code == 2 and '--workdir is empty' in capsys.readouterr().err
+  assert not list(tmp_path.iterdir())

@@ -75,6 +75,10 @@ def is_image_file(path: pathlib.Path) -> bool:
 def not_read(path: pathlib.Path) -> str | None:
   """Why an entry of an image folder is not read (None: it is read as an image). Entries a user
   may take for images get a reason, to be listed; other files (notes.txt) get ''."""
+  try:
+    path.name.encode('utf-8')
+  except UnicodeEncodeError:
+    return 'file name is not UTF-8 text (ids are file names): rename it'
   if path.name.startswith('._'):
     return 'hidden macOS resource fork (._ file), not an image'
   if path.name.startswith('.'):
@@ -343,7 +347,8 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
 
 
 def write_skipped(path: pathlib.Path, skipped: list[tuple[str, str]]) -> None:
-  path.write_text(''.join(f'{name}\t{reason}\n' for name, reason in skipped), encoding='utf-8')
+  path.write_text(''.join(f'{name}\t{reason}\n' for name, reason in skipped), encoding='utf-8',
+                  errors='backslashreplace')  # a file name that is not UTF-8
 
 
 def read_skipped(path: pathlib.Path) -> list[str]:

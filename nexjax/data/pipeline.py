@@ -125,7 +125,8 @@ def folder_fingerprint(root) -> str:
   for path in sorted(p for sub in ('train', 'test', nexperia.MASK_FOLDER)
                      for p in (root / sub).rglob('*') if p.is_file()):
     stat = path.stat()
-    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
+        'utf-8', 'surrogateescape'))  # any file name, UTF-8 or not
   return digest.hexdigest()[:12]
 
 
