@@ -10,11 +10,13 @@ import functools
 import json
 import pathlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nexjax import augment as augment_lib
+from nexjax import errors
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
@@ -155,6 +157,30 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
                               out / f'{name}_top_losses.png', config.evaluate.gallery_size)
   before_after(config, job, variables, workdir, out)
   heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+
+
+def read_threshold(workdir: pathlib.Path) -> float:
+  """The decision threshold evaluate chose on the validation split of the workdir's own data
+  (`DIR/eval/threshold.json`), for predict; 0.5, with a warning, before any evaluation."""
+  path = workdir / 'eval' / THRESHOLD_FILE
+  if not path.is_file():
+    logging.warning('No %s (run --mode=evaluate first to choose one on validation); using '
+                    'threshold 0.5.', path)
+    return 0.5
+  try:
+    stored = json.loads(path.read_text())
+    threshold = float(stored['threshold'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.CheckpointError(f'{path} is damaged ({e!r}); run --mode=evaluate again.') from e
+  own = workdir_lib.data_identity(workdir_lib.read_config(workdir))
+  if 'data' not in stored:
+    logging.warning('%s was written by an older nexjax, which may have chosen it on other data '
+                    'than %s was trained on; run --mode=evaluate again to be sure.', path, workdir)
+  elif stored['data'] != own:
+    raise errors.CheckpointError(
+        f'{path} was chosen on {workdir_lib.describe_data(stored["data"])}, not on the data '
+        f'{workdir} was trained on ({workdir_lib.describe_data(own)}); run --mode=evaluate again.')
+  return threshold
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:

@@ -113,7 +113,9 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
         f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
         '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')
   if data and config.data.dir and not config.data.synthetic:
-    check(pathlib.Path(config.data.dir).is_dir(), 'data.dir',
+    check(not pathlib.Path(config.data.dir).is_file(), 'data.dir',
+          f'{config.data.dir} is a file; give the folder that holds train/ and test/.')
+    check(pathlib.Path(config.data.dir).exists(), 'data.dir',
           f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
           'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
   parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))

@@ -8,11 +8,9 @@ Rows are keyed by the file's path relative to the input folder (`file`), so `a/x
 
 import csv
 import glob
-import json
 import os
 import pathlib
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tqdm
@@ -145,13 +143,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold_path = workdir / 'eval' / evaluate.THRESHOLD_FILE
-  if threshold_path.is_file():
-    threshold = json.loads(threshold_path.read_text())['threshold']
-  else:
-    threshold = 0.5
-    logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
-                    'using threshold 0.5.', threshold_path)
+  threshold = evaluate.read_threshold(workdir)
   files = list_inputs(config.predict.input)
   images, files = load_images(files, config)
   names = relative_names(files, config.predict.input)

@@ -314,3 +314,32 @@ def test_an_empty_workdir_flag_is_refused(tmp_path, monkeypatch, capsys):
     launch.main(['launch.py'])
   assert exit_.value.code == 2 and '--workdir is empty' in capsys.readouterr().err
   assert not list(tmp_path.iterdir())
+
+
+def test_predict_takes_only_a_threshold_chosen_on_the_workdirs_own_data(tmp_path, caplog):
+  write_trained_config(tmp_path, dir=str(tmp_path), synthetic=False)
+  path = tmp_path / 'eval' / evaluate.THRESHOLD_FILE
+  path.parent.mkdir()
+  path.write_text(json.dumps({'threshold': 0.3}))  # an older nexjax's: no record of its data
+  assert evaluate.read_threshold(tmp_path) == 0.3 and 'older nexjax' in caplog.text
+  other = workdir_lib.data_identity(smoke_config(tmp_path))  # the preset's synthetic data
+  path.write_text(json.dumps({'threshold': 0.3, 'data': other}))
+  with pytest.raises(errors.CheckpointError, match='was chosen on synthetic data'):
+    evaluate.read_threshold(tmp_path)
+  own = workdir_lib.data_identity(workdir_lib.read_config(tmp_path))
+  path.write_text(json.dumps({'threshold': 0.7, 'data': own}))
+  assert evaluate.read_threshold(tmp_path) == 0.7
+
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path):
+  config = finetune.get_config('nexperia')
+  config.data.dir = str(tmp_path / 'data.zip')
+  (tmp_path / 'data.zip').write_bytes(b'PK')
+  with pytest.raises(errors.ConfigError, match='data.zip is a file; give the folder'):
+    job_lib.check_config(config)
+
+
+def test_label_ids_given_as_file_names(tmp_path, make_kaggle_folder):
+  folder = make_kaggle_folder(tmp_path / 'd', 2, 2)
+  write_csv(folder, b'id,label\nx.jpg,1\ny.PNG,0\nz,1\n')
+  assert nexperia.read_test_labels(folder) == {'x': 1, 'y': 0, 'z': 1}

@@ -131,8 +131,8 @@ def read_text(path: pathlib.Path) -> str:
 
 def read_test_labels(root: pathlib.Path) -> dict[str, int]:
   """`test/test_labels.csv` as {id: label}; empty when the file is absent. Separated by commas
-  (or, as Excel writes in some locales, semicolons or tabs); an id listed twice with different
-  labels is an error."""
+  (or, as Excel writes in some locales, semicolons or tabs); an id may be given as the file name
+  (`x.jpg` for x); an id listed twice with different labels is an error."""
   path = root / TEST_LABELS
   if not path.is_file():
     return {}
@@ -147,6 +147,8 @@ def read_test_labels(root: pathlib.Path) -> dict[str, int]:
   labels, lines = {}, {}
   for row in reader:
     key, label = (row['id'] or '').strip(), parse_label(row['label'], path, reader.line_num)
+    if pathlib.Path(key).suffix.lower() in IMAGE_SUFFIXES:  # a file name for the id (its stem)
+      key = pathlib.Path(key).stem
     if key in labels and labels[key] != label:
       raise errors.DataError(f'{path}: id {key!r} has label {labels[key]} on line {lines[key]} '
                              f'and {label} on line {reader.line_num}; keep one of them.')
