@@ -24,6 +24,7 @@ from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.data import split_cache
 from nexjax.data import synthetic
 from nexjax.models import resnet
 from nexjax.train import plan as plan_lib
@@ -189,7 +190,7 @@ def data_folder(config) -> pathlib.Path:
     settings['families'] = config.data.synthetic_families
     name += '-' + config.data.synthetic_families.replace(',', '+')
   folder = cache_dir(config) / 'synthetic' / name
-  with pipeline.preparation_lock(folder):  # two runs drawing it at once would clash
+  with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
     return pathlib.Path(synthetic.ensure_dataset(folder, **settings))
 
 

@@ -18,6 +18,7 @@ from nexjax import evaluate
 from nexjax import job as job_lib
 from nexjax import predict
 from nexjax import workdir as workdir_lib
+from nexjax.data import labels
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.train import loop
@@ -165,6 +166,10 @@ def test_edited_masks_are_prepared_anew(tmp_path, make_kaggle_folder):
   assert (masked(before), masked(after)) == (8 * 32, 8 * 32 + 8 * 24)
 
 
+def read_labels(folder):
+  return labels.read_labels(folder / nexperia.TEST_LABELS, nexperia.IMAGE_SUFFIXES)
+
+
 def write_csv(folder, data: bytes):
   (folder / 'test' / 'test_labels.csv').write_bytes(data)
 
@@ -178,17 +183,17 @@ def write_csv(folder, data: bytes):
 def test_excel_label_files_are_read(tmp_path, make_kaggle_folder, encoding, text):
   folder = make_kaggle_folder(tmp_path / 'd', 2, 2)
   write_csv(folder, text.encode(encoding))
-  assert nexperia.read_test_labels(folder) == {'défaut': 1, 'bon': 0}
+  assert read_labels(folder) == {'défaut': 1, 'bon': 0}
 
 
 def test_undecodable_label_file_and_duplicate_ids_are_named(tmp_path, make_kaggle_folder):
   folder = make_kaggle_folder(tmp_path / 'd', 2, 2)
   write_csv(folder, b'id,label\n\x81\x8d,1\n')
   with pytest.raises(errors.DataError, match='neither UTF-8 nor Windows-1252'):
-    nexperia.read_test_labels(folder)
+    read_labels(folder)
   write_csv(folder, b'id,label\na,1\nb,0\na,1\nb,1\n')
   with pytest.raises(errors.DataError, match="id 'b' has label 0 on line 3 and 1 on line 5"):
-    nexperia.read_test_labels(folder)
+    read_labels(folder)
 
 
 def test_hidden_files_subfolders_and_suffixless_files_are_skipped_and_listed(
@@ -342,4 +347,4 @@ def test_a_data_dir_that_is_a_file_says_so(tmp_path):
 def test_label_ids_given_as_file_names(tmp_path, make_kaggle_folder):
   folder = make_kaggle_folder(tmp_path / 'd', 2, 2)
   write_csv(folder, b'id,label\nx.jpg,1\ny.PNG,0\nz,1\n')
-  assert nexperia.read_test_labels(folder) == {'x': 1, 'y': 0, 'z': 1}
+  assert read_labels(folder) == {'x': 1, 'y': 0, 'z': 1}

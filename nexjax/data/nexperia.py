@@ -23,12 +23,12 @@ is skipped and listed with the reason (in the log on every run and in `skipped_f
 `path<TAB>reason` per line, beside the prepared data), never a crash mid-epoch; so are the
 entries that look like images but are not read (hidden files such as macOS's `._x.jpg`,
 subfolders of the class and test folders, files without a suffix); other files (`notes.txt`) are
-ignored, and a split none of whose images can be read is an error. Labels follow the seed's meaning, not sorted folder order: good=0,
-defect=1 (fastai's sorted class names would put `bad_1` first).
+ignored, and a split none of whose images can be read is an error. Labels follow the seed's
+meaning, not sorted folder order: good=0, defect=1 (fastai's sorted class names would put `bad_1`
+first).
 """
 
 import contextlib
-import csv
 import functools
 import io
 import pathlib
@@ -40,6 +40,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from nexjax import errors
+from nexjax.data import labels as labels_lib
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
 CLASS_FOLDERS = {'good_0': 0, 'bad_1': 1}
@@ -104,63 +105,11 @@ def unread_entries(root: pathlib.Path) -> list[tuple[str, str]]:
           for p in sorted(folder.iterdir()) if (reason := not_read(p))]
 
 
-def parse_label(text, path, line: int) -> int:
-  try:
-    value = float(text)
-  except (TypeError, ValueError):
-    value = None
-  if value not in (0.0, 1.0):
-    raise errors.DataError(f'{path}, line {line}: label {text!r} is not 0 (good) or 1 (defect).')
-  return int(value)
-
-
-# Excel's "CSV UTF-8" (with a byte order mark) and its plain "CSV" on Windows (Windows-1252).
-LABEL_ENCODINGS = ('utf-8-sig', 'cp1252')
-
-
-def read_text(path: pathlib.Path) -> str:
-  data = path.read_bytes()
-  for encoding in LABEL_ENCODINGS:
-    try:
-      return data.decode(encoding)
-    except UnicodeDecodeError:
-      pass
-  raise errors.DataError(f'{path}: neither UTF-8 nor Windows-1252 text; save it as "CSV UTF-8" '
-                         '(comma-separated).')
-
-
-def read_test_labels(root: pathlib.Path) -> dict[str, int]:
-  """`test/test_labels.csv` as {id: label}; empty when the file is absent. Separated by commas
-  (or, as Excel writes in some locales, semicolons or tabs); an id may be given as the file name
-  (`x.jpg` for x); an id listed twice with different labels is an error."""
-  path = root / TEST_LABELS
-  if not path.is_file():
-    return {}
-  text = read_text(path)
-  header = text.split('\n', 1)[0]
-  delimiter = next((d for d in ',;\t' if d in header), ',')
-  reader = csv.DictReader(io.StringIO(text, newline=''), delimiter=delimiter)
-  fields = [name.strip().lower() for name in reader.fieldnames or []]
-  if not {'id', 'label'} <= set(fields):
-    raise LayoutError(f'{path}: expected a header `id,label`, got {reader.fieldnames}.')
-  reader.fieldnames = fields
-  labels, lines = {}, {}
-  for row in reader:
-    key, label = (row['id'] or '').strip(), parse_label(row['label'], path, reader.line_num)
-    if pathlib.Path(key).suffix.lower() in IMAGE_SUFFIXES:  # a file name for the id (its stem)
-      key = pathlib.Path(key).stem
-    if key in labels and labels[key] != label:
-      raise errors.DataError(f'{path}: id {key!r} has label {labels[key]} on line {lines[key]} '
-                             f'and {label} on line {reader.line_num}; keep one of them.')
-    labels[key], lines[key] = label, reader.line_num
-  return labels
-
-
 def labelled_test_files(root: pathlib.Path) -> list[tuple[pathlib.Path, int]]:
   """(file, label) of the test images: labelled by test_labels.csv if it covers them all,
   unlabelled if it is absent or covers none, an error if it covers only some."""
   files = list_images(root / TEST_FOLDER)
-  labels = read_test_labels(root)
+  labels = labels_lib.read_labels(root / TEST_LABELS, IMAGE_SUFFIXES)
   missing = [p.stem for p in files if p.stem not in labels]
   if labels and files and len(missing) == len(files):
     logging.warning('%s names none of the %d test images; the test split is unlabelled.',

@@ -13,14 +13,10 @@
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
-import os
 import pathlib
-import socket
 from typing import Sequence
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -249,31 +245,6 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
   return examples.subset(np.flatnonzero(keep))
 
 
-@contextlib.contextmanager
-def preparation_lock(target: pathlib.Path):
-  """Held while `target` (a prepared or generated dataset) is made: a second run making the same
-  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`,
-  released by the kernel when its holder dies."""
-  path = target.with_name(target.name + '.lock')
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, 'a+') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      f.seek(0)
-      logging.warning('Waiting for another run (%s) preparing %s; it is then reused.',
-                      f.read().strip() or 'another process', target)
-      fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    f.truncate()
-    f.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
-    f.flush()
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def prepared_dir(data_dir, cache_dir) -> pathlib.Path:
   """Where the folder's prepared copy lives (a changed folder gets a new one)."""
   data_dir = pathlib.Path(data_dir)
@@ -290,7 +261,7 @@ def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels:
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
   tfds_dir = prepared_dir(data_dir, cache_dir)
-  with preparation_lock(tfds_dir):
+  with split_cache.preparation_lock(tfds_dir):
     builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
     cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
     labelled = load_split(builder, 'train', image_size, cache)
