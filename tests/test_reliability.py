@@ -275,8 +275,9 @@ def test_ctrl_c_in_any_mode_is_one_line_and_exit_130(tmp_path, monkeypatch, caps
     raise KeyboardInterrupt
   monkeypatch.setitem(launch.MODES, mode, interrupted)
   monkeypatch.setattr(launch.workdir_lib, 'check_explicit_data', lambda *a: None)
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path))  # launch leaves jax's alone
   launch.parse_flags(['launch.py', '--config=configs/finetune.py:smoke', f'--mode={mode}',
-                      f'--workdir={tmp_path}', f'--config.data.cache_dir={tmp_path}'])
+                      f'--workdir={tmp_path}'])
   with pytest.raises(SystemExit) as exit_:
     launch.main(['launch.py'])
   assert exit_.value.code == 130
