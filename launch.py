@@ -10,10 +10,26 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ INFO lines
+INTERRUPTED = 130  # the shell's exit code for death by Ctrl-C (128 + SIGINT)
+
+
+STDERR = os.dup(2) if __name__ == '__main__' else 2  # still the terminal while TF's is silenced
+
+
+def interrupted_while_starting(signum, frame):
+  """Ctrl-C while the libraries load and the flags parse: nothing is written yet."""
+  del signum, frame
+  os.write(STDERR, b'Interrupted (Ctrl-C) while starting; nothing was written.\n')
+  os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no cleanup is owed yet)
+
+
+if __name__ == '__main__':
+  signal.signal(signal.SIGINT, interrupted_while_starting)
 
 
 @contextlib.contextmanager
@@ -44,9 +60,11 @@ from nexjax import compare  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax import evaluate  # noqa: E402
 from nexjax import export  # noqa: E402
+from nexjax import job  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax import predict  # noqa: E402
 from nexjax import serving  # noqa: E402
+from nexjax import workdir as workdir_lib  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.train import loop  # noqa: E402
@@ -116,12 +134,40 @@ def quiet_orbax_leftovers(args) -> None:
     sys.__unraisablehook__(args)
 
 
+def say_interrupted() -> None:
+  print(f'Interrupted (Ctrl-C) during --mode={_MODE.value}; no file was left half-written. '
+        'Run the same command again.', file=sys.stderr, flush=True)
+
+
+def interrupted_in_callback(args) -> None:
+  """Ctrl-C that lands in a callback (XLA's garbage-collection hook) is swallowed there, as an
+  'Exception ignored' traceback: stop as for any Ctrl-C. Writes in progress are atomic or hold
+  Ctrl-C until done (training holds it until it has saved). Other errors: as before."""
+  if isinstance(args.exc_value, KeyboardInterrupt):
+    say_interrupted()
+    os._exit(INTERRUPTED)  # pylint: disable=protected-access  (raising here would be swallowed)
+  quiet_orbax_leftovers(args)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt from here on
+  try:
+    run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+  except KeyboardInterrupt:
+    # Modes write their results atomically or with Ctrl-C held (training saves first).
+    say_interrupted()
+    sys.exit(INTERRUPTED)
+
+
+def run(config, workdir: str) -> None:
+  """Checks and dispatches; a user error (nexjax.errors.Error) is one line and exit code 2."""
+  if not workdir.strip():
+    fail('--workdir is empty; name the folder of the run (a new one to train into).')
+  job.expand_paths(config)  # before anything is written: --workdir=~/x and the like
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
-  sys.unraisablehook = quiet_orbax_leftovers
+  sys.unraisablehook = interrupted_in_callback
   pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
   try:
     xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
@@ -133,7 +179,10 @@ def main(argv):
                       str(nexjax.cache_dir(config.data.cache_dir) / 'jax'))
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _AUTO.value)
   try:
-    MODES[_MODE.value](config, _WORKDIR.value)
+    if _MODE.value == 'evaluate':  # grading on the workdir's own data unless told otherwise
+      workdir_lib.check_explicit_data(config_flags.get_override_values(flags.FLAGS['config']),
+                                      workdir)
+    MODES[_MODE.value](config, workdir)
   except preemption.Interrupted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)

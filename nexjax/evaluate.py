@@ -10,12 +10,14 @@ import functools
 import json
 import pathlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nexjax import augment as augment_lib
 from nexjax import defect_types
+from nexjax import errors
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
@@ -28,6 +30,7 @@ from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
 from nexjax.train import loop
+from nexjax.train import preemption
 from nexjax.train import step as step_lib
 
 THRESHOLD_FILE = 'threshold.json'
@@ -93,15 +96,26 @@ def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
   return rows
 
 
+def output_dir(config, workdir: pathlib.Path) -> pathlib.Path:
+  """`DIR/eval` for the workdir's own data (its threshold is predict's); `DIR/eval-NAME-HASH` for
+  another folder, so that grading elsewhere never replaces them."""
+  trained = workdir_lib.read_config(workdir)
+  if not workdir_lib.is_other_folder(config, trained):
+    return workdir / 'eval'
+  folder = workdir_lib.normalized_path(config.data.dir)
+  return workdir / f'eval-{pathlib.Path(folder).name}-{pipeline.stable_hash(folder) % 16**6:06x}'
+
+
 def evaluate(config, workdir) -> dict:
-  """Validation and (where labelled) test metrics with and without TTA, plots and thresholds."""
+  """Validation and (where labelled) test metrics with and without TTA, plots and thresholds, on
+  the data the workdir was trained on, or on another folder that `config.data.dir` names."""
   workdir = pathlib.Path(workdir)
-  config = workdir_lib.with_trained_model(config, workdir)
+  out = output_dir(config, workdir)
+  config = workdir_lib.with_trained_data(config, workdir)
   job_lib.check_config(config)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = make_tta_fn(job.model, config, job.topo)
-  out = workdir / 'eval'
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
   scores = {name: plain_and_tta_scores(
@@ -111,7 +125,8 @@ def evaluate(config, workdir) -> dict:
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)
                 for kind, s in scores['valid'].items()}
-  results = {'checkpoint_step': step, 'threshold_rule': config.evaluate.threshold_rule,
+  results = {'checkpoint_step': step, 'data': workdir_lib.data_identity(config),
+             'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
   known_types = defect_types.read_types(job_lib.data_folder(config))
   for name, examples in splits.items():
@@ -126,26 +141,11 @@ def evaluate(config, workdir) -> dict:
             defect_types.mask_areas(examples.masks))
       results[name][kind] = report
   if job.topo.is_chief:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-    (out / THRESHOLD_FILE).write_text(json.dumps(
-        {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
-         'rule': config.evaluate.threshold_rule, 'checkpoint_step': step,
-         'tta': results['tta']}, indent=1))
-    for name, examples in splits.items():
-      for kind in thresholds:
-        reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
-                              out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
-        reporting.plot_confusion(results[name][kind]['confusion_matrix'],
-                                 out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
-      reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
-                                out / f'{name}_top_losses.png', config.evaluate.gallery_size)
-    before_after(config, job, variables, workdir, out)
-    heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
-    if known_types is not None:
-      report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
-                          known_types, out)
+    with preemption.deferred():
+      write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
+                    known_types)
     print_summary(results, thresholds)
+    print(f'Evaluated on {workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
   return results
 
 
@@ -172,6 +172,55 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
   localization.save_gallery(out / 'missed.png', images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][missed]}, masks,
                             [f'{examples.ids[i]} ({types[i]})' for i in missed])
+
+
+def write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
+                  known_types):
+  """metrics.json, threshold.json (chosen on validation, for predict), the plots and galleries;
+  per defect type where `known_types` names them."""
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'metrics.json').write_text(json.dumps(results, indent=1))
+  (out / THRESHOLD_FILE).write_text(json.dumps(
+      {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
+       'rule': config.evaluate.threshold_rule, 'checkpoint_step': results['checkpoint_step'],
+       'tta': results['tta'], 'data': results['data']}, indent=1))
+  for name, examples in splits.items():
+    for kind in thresholds:
+      reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
+                            out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
+      reporting.plot_confusion(results[name][kind]['confusion_matrix'],
+                               out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
+    reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
+                              out / f'{name}_top_losses.png', config.evaluate.gallery_size)
+  before_after(config, job, variables, workdir, out)
+  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+  if known_types is not None:
+    report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
+                        known_types, out)
+
+
+def read_threshold(workdir: pathlib.Path) -> float:
+  """The decision threshold evaluate chose on the validation split of the workdir's own data
+  (`DIR/eval/threshold.json`), for predict; 0.5, with a warning, before any evaluation."""
+  path = workdir / 'eval' / THRESHOLD_FILE
+  if not path.is_file():
+    logging.warning('No %s (run --mode=evaluate first to choose one on validation); using '
+                    'threshold 0.5.', path)
+    return 0.5
+  try:
+    stored = json.loads(path.read_text())
+    threshold = float(stored['threshold'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.CheckpointError(f'{path} is damaged ({e!r}); run --mode=evaluate again.') from e
+  own = workdir_lib.data_identity(workdir_lib.read_config(workdir))
+  if 'data' not in stored:
+    logging.warning('%s was written by an older nexjax, which may have chosen it on other data '
+                    'than %s was trained on; run --mode=evaluate again to be sure.', path, workdir)
+  elif stored['data'] != own:
+    raise errors.CheckpointError(
+        f'{path} was chosen on {workdir_lib.describe_data(stored["data"])}, not on the data '
+        f'{workdir} was trained on ({workdir_lib.describe_data(own)}); run --mode=evaluate again.')
+  return threshold
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:

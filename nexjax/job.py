@@ -25,6 +25,7 @@ from nexjax import xla_cpu
 from nexjax.data import extra_labels
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.data import split_cache
 from nexjax.data import synthetic
 from nexjax.data import unlabelled
 from nexjax.models import resnet
@@ -35,6 +36,12 @@ from nexjax.train import plan as plan_lib
 # (see `nexjax.train.loop.resolve_init`).
 PRETRAIN = 'pretrain'
 SEMI_METHODS = ('none', 'fixmatch')
+
+
+# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
+# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
+# square; the report trained at 224 px on Nexperia's 267x275 px images.
+MAX_IMAGE_SIZE = 1024
 
 
 def parse_class_ratio(value: str):
@@ -51,6 +58,19 @@ def parse_class_ratio(value: str):
     raise errors.ConfigError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
                              "non-negative numbers such as '0.3,0.7'.")
   return ratio
+
+
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+  """In place: `~` expanded in every value that starts with it (the shell leaves `--flag=~/x`
+  alone) and data.dir made absolute, so that config.json records the folder wherever the run
+  was started from."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      expand_paths(value)
+    elif isinstance(value, str) and value.startswith('~'):
+      config[key] = str(pathlib.Path(value).expanduser())
+  if 'data' in config and config.data.dir:
+    config.data.dir = workdir_lib.normalized_path(config.data.dir)
 
 
 def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
@@ -79,7 +99,12 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   parses('augment', lambda: augment_options(config))
   check(config.init.weights != PRETRAIN or 'pretrain' in config, 'init.weights',
         f"'{PRETRAIN}' needs a config.pretrain section (a whole config that trains the body)")
-  check(config.data.image_size >= 32, 'data.image_size', 'must be >= 32 pixels')
+  for key in ('image_size', 'synthetic_image_size'):
+    size = config.data[key]
+    check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
+          f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this size '
+          f'({size}x{size} bytes per grey image; the report used 224) and the cost of a step '
+          'grows with its square.')
   check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
   check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
         "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
@@ -92,7 +117,9 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
         f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
         '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')
   if data and config.data.dir and not config.data.synthetic:
-    check(pathlib.Path(config.data.dir).is_dir(), 'data.dir',
+    check(not pathlib.Path(config.data.dir).is_file(), 'data.dir',
+          f'{config.data.dir} is a file; give the folder that holds train/ and test/.')
+    check(pathlib.Path(config.data.dir).exists(), 'data.dir',
           f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
           'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
   parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))
@@ -102,6 +129,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
   check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
         f'use one of {tta_lib.COMBINE_METHODS}')
+  check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
+        'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
   parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
   parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
   if problems:
@@ -198,7 +227,9 @@ def data_folder(config) -> pathlib.Path:
   if config.data.synthetic_num_unlabelled:  # only then: the names of existing folders stay
     settings['num_unlabelled'] = config.data.synthetic_num_unlabelled
     name += f'-unlabelled{config.data.synthetic_num_unlabelled}'
-  return pathlib.Path(synthetic.ensure_dataset(cache_dir(config) / 'synthetic' / name, **settings))
+  folder = cache_dir(config) / 'synthetic' / name
+  with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
+    return pathlib.Path(synthetic.ensure_dataset(folder, **settings))
 
 
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a

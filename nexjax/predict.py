@@ -11,11 +11,9 @@ Rows are keyed by the file's path relative to the input folder (`file`), so `a/x
 import copy
 import csv
 import glob
-import json
 import os
 import pathlib
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tqdm
@@ -32,15 +30,25 @@ from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.detectors import backbones
 from nexjax.detectors import base
+from nexjax.train import preemption
 
 HEATMAPS = ('none', 'flagged', 'all')
+
+
+def glob_paths(spec: str):
+  """The paths a glob pattern matches, `**` recursively without following links to folders (as
+  for a folder input: a link loop would list every file once per turn)."""
+  parts = pathlib.Path(spec).parts
+  first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+  if first == len(parts):
+    return [pathlib.Path(spec)]
+  return pathlib.Path(*parts[:first]).glob(str(pathlib.Path(*parts[first:])))
 
 
 def list_inputs(spec: str) -> list[pathlib.Path]:
   """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
   path = pathlib.Path(spec)
-  candidates = path.rglob('*') if path.is_dir() else map(pathlib.Path, glob.glob(spec,
-                                                                              recursive=True))
+  candidates = path.rglob('*') if path.is_dir() else glob_paths(spec)
   files = sorted(p for p in candidates if nexperia.is_image_file(p))
   if not files:
     raise errors.DataError(f'predict.input={spec!r}: no image files found '
@@ -100,9 +108,10 @@ def write_overlays(config, images, maps, names, chosen, out: pathlib.Path) -> No
   for i, amap in zip(chosen, maps):
     target = out / f'{names[i]}.png'  # the suffix stays: x.jpg and x.png are two files
     target.parent.mkdir(parents=True, exist_ok=True)
-    localization.save_overlay(target, images[i], amap)
-    if config.predict.save_maps:
-      np.save(out / f'{names[i]}.npy', amap)
+    with preemption.deferred():  # Ctrl-C leaves no half-written picture
+      localization.save_overlay(target, images[i], amap)
+      if config.predict.save_maps:
+        np.save(out / f'{names[i]}.npy', amap)
 
 
 def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.Path) -> int:
@@ -117,14 +126,23 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
   return len(chosen)
 
 
-def read_threshold(workdir: pathlib.Path) -> float:
-  """The decision threshold `--mode=evaluate` chose on validation, else 0.5 (warned)."""
-  path = workdir / 'eval' / evaluate.THRESHOLD_FILE
-  if path.is_file():
-    return json.loads(path.read_text())['threshold']
-  logging.warning('No %s (run --mode=evaluate first to choose one on validation); '
-                  'using threshold 0.5.', path)
-  return 0.5
+def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
+  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv (a file name
+  that is not UTF-8 written with backslash escapes)."""
+  with open(output, 'w', newline='', errors='backslashreplace') as f:
+    writer = csv.writer(f)
+    writer.writerow(['file', 'id', 'p_defect', 'label'])
+    writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
+                     for name, path, s, flag in zip(names, files, scores, flagged))
+  print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
+        f'{int(flagged.sum())} flagged -> {output}', flush=True)
+  if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
+    submission = output.with_name('submission.csv')
+    with open(submission, 'w', newline='', errors='backslashreplace') as f:
+      writer = csv.writer(f)
+      writer.writerow(['id', 'label'])
+      writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
+    print(f'Kaggle submission -> {submission}')
 
 
 def check_predict_config(config) -> None:
@@ -206,7 +224,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold = read_threshold(workdir)
+  threshold = evaluate.read_threshold(workdir)
   files = list_inputs(config.predict.input)
   images, files = load_images(files, config)
   names = relative_names(files, config.predict.input)
@@ -216,20 +234,8 @@ def predict_folder(config, workdir) -> pathlib.Path:
   scores = evaluate.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
   flagged = scores >= threshold
   if job.topo.is_chief:
-    with open(output, 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['file', 'id', 'p_defect', 'label'])
-      writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
-                       for name, path, s, flag in zip(names, files, scores, flagged))
-    print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
-          f'{int(flagged.sum())} flagged -> {output}', flush=True)
-    if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
-      submission = output.with_name('submission.csv')
-      with open(submission, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['id', 'label'])
-        writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
-      print(f'Kaggle submission -> {submission}')
+    with preemption.deferred():
+      write_csvs(config, output, names, files, scores, flagged, step, threshold)
   if config.predict.heatmaps != 'none':
     heatmaps = output.with_name(output.stem + '_heatmaps')
     count = write_heatmaps(config, job, variables, images, names, flagged, heatmaps)

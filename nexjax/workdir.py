@@ -24,6 +24,12 @@ RUN_KEYS = MODEL_KEYS + ('seed', 'phases', 'train.batch_size', 'data.dir', 'data
                          'data.synthetic_image_size', 'data.synthetic_seed',
                          'data.valid_fraction', 'data.class_ratio', 'data.max_train_defects',
                          'data.unlabelled_dir', 'data.synthetic_num_unlabelled', 'semi')
+# Which images a run was trained and validated on: evaluation grades a workdir on these.
+DATA_KEYS = ('data.dir', 'data.synthetic', 'data.synthetic_num_train', 'data.synthetic_num_test',
+             'data.synthetic_image_size', 'data.synthetic_seed', 'data.synthetic_families',
+             'data.valid_fraction', 'data.high_bit_scaling')
+# Config values that are paths of the filesystem, compared after normalization.
+PATH_KEYS = ('data.dir',)
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:
@@ -51,6 +57,20 @@ def _get(config, dotted: str):
   for part in dotted.split('.'):
     config = config[part]
   return config
+
+
+def _get_or_none(config, dotted: str):
+  """The value at `dotted`, or None where the config has no such key (an older workdir's)."""
+  try:
+    return _get(config, dotted)
+  except (KeyError, AttributeError):
+    return None
+
+
+def normalized_path(text: str) -> str:
+  """A path as recorded and compared: `~` expanded, absolute, `..`, `.` and links resolved, no
+  trailing slash ('' stays '')."""
+  return str(pathlib.Path(text).expanduser().resolve()) if text else text
 
 
 def _set(config, dotted: str, value) -> None:
@@ -81,15 +101,18 @@ def run_key(config) -> str:
 
 def differing_keys(config, other, keys=MODEL_KEYS) -> dict[str, tuple]:
   """{dotted key: (value in config, value in other)} for the leaves under `keys` that differ."""
-  mine = {k: v for key in keys for k, v in _flat(_get(config, key), key).items()}
-  theirs = {k: v for key in keys for k, v in _flat(_get(other, key), key).items()}
+  def leaves(source):
+    values = {k: v for key in keys for k, v in _flat(_get(source, key), key).items()}
+    return {k: normalized_path(v) if k in PATH_KEYS else v for k, v in values.items()}
+  mine, theirs = leaves(config), leaves(other)
   return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
           if mine.get(k) != theirs.get(k)}
 
 
-def with_trained_model(config, workdir) -> ml_collections.ConfigDict:
-  """`config` with the network and input size of the run trained in `workdir`."""
-  trained = read_config(workdir)
+def with_trained_model(config, workdir, trained=None) -> ml_collections.ConfigDict:
+  """`config` with the network and input size of the run trained in `workdir` (whose config,
+  `trained`, is read when not given)."""
+  trained = read_config(workdir) if trained is None else trained
   differences = differing_keys(config, trained)
   if differences:
     logging.info('Using the network %s was trained with: %s', workdir,
@@ -99,6 +122,85 @@ def with_trained_model(config, workdir) -> ml_collections.ConfigDict:
     for key in MODEL_KEYS:
       _set(result, key, copy.deepcopy(_get(trained, key)))
   return result
+
+
+def data_identity(config) -> dict:
+  """The DATA_KEYS values that decide which images a config reads: the (normalized) folder, or
+  the synthetic dataset's settings; with the validation split and the 16-bit scaling."""
+  values = {key: _get_or_none(config, key) for key in DATA_KEYS}
+  if values['data.synthetic']:
+    del values['data.dir']
+    return values
+  values = {k: v for k, v in values.items() if not k.startswith('data.synthetic_')}
+  values['data.dir'] = normalized_path(values['data.dir'] or '')
+  return values
+
+
+def describe_data(identity: dict) -> str:
+  """A short phrase for `data_identity`'s result: the folder, or which synthetic data."""
+  if not identity.get('data.synthetic'):
+    return identity.get('data.dir') or 'no data folder'
+  get = lambda key: identity.get(f'data.synthetic_{key}')
+  return (f'synthetic data ({get("num_train")} + {get("num_test")} images, '
+          f'{get("image_size")} px, seed {get("seed")}, families {get("families") or "all"})')
+
+
+def is_other_folder(config, trained) -> bool:
+  """True where `config.data.dir` names a folder other than the one `trained` was trained on."""
+  return bool(config.data.dir) and (
+      bool(trained.data.synthetic)
+      or normalized_path(config.data.dir) != normalized_path(trained.data.dir))
+
+
+def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
+  """`config` with the network and the data of the run trained in `workdir`: evaluation grades a
+  workdir on the images it was trained and validated on, whatever data the preset names; only
+  `config.data.dir` naming another folder evaluates there (split and scaled the same way)."""
+  trained = read_config(workdir)
+  result = with_trained_model(config, workdir, trained)
+  other = is_other_folder(config, trained)
+  preset = describe_data(data_identity(config))
+  with result.unlocked():
+    for key in DATA_KEYS:
+      if _get_or_none(trained, key) is not None:
+        _set(result, key, copy.deepcopy(_get(trained, key)))
+    if other:
+      result.data.dir, result.data.synthetic = normalized_path(config.data.dir), False
+  used = describe_data(data_identity(result))
+  if not other and not result.data.synthetic and not pathlib.Path(result.data.dir).is_dir():
+    raise errors.DataError(
+        f'{workdir} was trained on {result.data.dir} (its {CONFIG_FILE}), which is not here: '
+        'give the labelled folder to grade it on with --config.data.dir=DIR (predict and export '
+        'need no data).')
+  if other:
+    logging.warning('Evaluating %s on another folder, %s (it was trained on %s).', workdir, used,
+                    describe_data(data_identity(trained)))
+  elif preset != used and (config.data.dir or config.data.synthetic):
+    logging.warning("Evaluating %s on its own data, %s (its %s), not the preset's %s; "
+                    '--config.data.dir=DIR evaluates on another labelled folder.', workdir, used,
+                    CONFIG_FILE, preset)
+  return result
+
+
+def check_explicit_data(overrides: dict, workdir) -> None:
+  """Refuses command-line data values (`--config.data.X=...`, in `overrides`) that would grade
+  the workdir on other images than its own, other than an explicit other folder (data.dir)."""
+  trained = read_config(workdir)
+  other_folder = 'data.dir' in overrides and bool(overrides['data.dir'])
+  conflicts = []
+  for key, value in overrides.items():
+    if key not in DATA_KEYS or key == 'data.dir' or (key == 'data.synthetic' and other_folder
+                                                     and not value):
+      continue
+    theirs = _get_or_none(trained, key)
+    if theirs is not None and value != theirs:
+      conflicts.append(f'--config.{key}={value!r} (trained with {theirs!r})')
+  if conflicts:
+    raise errors.ConfigError(
+        f'{", ".join(conflicts)}: evaluate grades {workdir} on the data it was trained on '
+        f'({describe_data(data_identity(trained))}, from its {CONFIG_FILE}); drop '
+        f'{"these values" if len(conflicts) > 1 else "this value"}, or name another labelled '
+        'folder with --config.data.dir=DIR.')
 
 
 LOCK_FILE = 'lock'

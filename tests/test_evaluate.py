@@ -24,8 +24,8 @@ from nexjax.train import step as step_lib
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, make_kaggle_folder, compile_cache):
   del compile_cache
-  """Trained on a copy of the data folder (`self_contained` deletes it); the tests evaluate on
-  the original, which holds the same images."""
+  """Trained on a copy of the data folder (`self_contained` deletes it, and evaluates on the
+  original, which holds the same images)."""
   root = tmp_path_factory.mktemp('evaluate')
   data = make_kaggle_folder(root / 'nexperia', 40, 12, 8, size=(64, 64), test_labels=True)
   config = finetune.get_config('smoke')
@@ -34,7 +34,6 @@ def trained(tmp_path_factory, make_kaggle_folder, compile_cache):
   config.data.cache_dir = str(root / 'cache')
   config.evaluate.threshold_rule = 'recall:0.9'
   loop.train_and_evaluate(config, root / 'workdir')
-  config.data.dir = str(data)
   return config, root / 'workdir'
 
 

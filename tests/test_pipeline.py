@@ -45,7 +45,7 @@ def test_corrupt_and_non_image_files_are_skipped_and_reported(kaggle_folder, tmp
                                 cache_dir=tmp_path / 'cache')
   assert len(data['train']) + len(data['valid']) == 80
   report = caplog.text
-  assert 'Skipped 2 unreadable image(s)' in report
+  assert 'Skipped 2 file(s)' in report
   assert 'broken.jpg' in report and 'truncated.jpg' in report and 'notes.txt' not in report
 
 

@@ -20,13 +20,15 @@ its bit depth, x / 65535 * 255 rounded (`high_bit_scaling='bit_depth'`, the defa
 images: x * 255 for values in 0..1), or by the image's own min..max range (`'range'`); the log
 says so once per preparation. Preparing decodes every image once: a file that cannot be decoded
 is skipped and listed with the reason (in the log on every run and in `skipped_files.txt`,
-`path<TAB>reason` per line, beside the prepared data), never a crash mid-epoch; files that are
-not images are ignored. Labels follow the report's meaning, not sorted folder order: good=0,
-defect=1 (fastai's sorted class names would put `bad_1` first).
+`path<TAB>reason` per line, beside the prepared data), never a crash mid-epoch; so are the
+entries that look like images but are not read (hidden files such as macOS's `._x.jpg`,
+subfolders of the class and test folders, files without a suffix); other files (`notes.txt`) are
+ignored, and a split none of whose images can be read is an error. Labels follow the report's
+meaning, not sorted folder order: good=0, defect=1 (fastai's sorted class names would put `bad_1`
+first).
 """
 
 import contextlib
-import csv
 import functools
 import io
 import pathlib
@@ -38,6 +40,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from nexjax import errors
+from nexjax.data import labels as labels_lib
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
 CLASS_FOLDERS = {'good_0': 0, 'bad_1': 1}
@@ -70,37 +73,43 @@ def is_image_file(path: pathlib.Path) -> bool:
   return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
-  return sorted(p for p in folder.iterdir() if is_image_file(p))
-
-
-def parse_label(text, path, line: int) -> int:
+def not_read(path: pathlib.Path) -> str | None:
+  """Why an entry of an image folder is not read (None: it is read as an image). Entries a user
+  may take for images get a reason, to be listed; other files (notes.txt) get ''."""
   try:
-    value = float(text)
-  except (TypeError, ValueError):
-    value = None
-  if value not in (0.0, 1.0):
-    raise errors.DataError(f'{path}, line {line}: label {text!r} is not 0 (good) or 1 (defect).')
-  return int(value)
+    path.name.encode('utf-8')
+  except UnicodeEncodeError:
+    return 'file name is not UTF-8 text (ids are file names): rename it'
+  if path.name.startswith('._'):
+    return 'hidden macOS resource fork (._ file), not an image'
+  if path.name.startswith('.'):
+    return 'hidden file or folder'
+  if path.is_dir():
+    return 'a folder: images in subfolders are not read, move them up'
+  if not path.suffix:
+    return f'no file suffix: image files are read by theirs ({", ".join(IMAGE_SUFFIXES)})'
+  if path.suffix.lower() in IMAGE_SUFFIXES:
+    return None if path.is_file() else 'not a regular file (a broken link?)'
+  return ''
 
 
-def read_test_labels(root: pathlib.Path) -> dict[str, int]:
-  """`test/test_labels.csv` as {id: label}; empty when the file is absent."""
-  path = root / TEST_LABELS
-  if not path.is_file():
-    return {}
-  with open(path, newline='', encoding='utf-8') as f:
-    reader = csv.DictReader(f)
-    if reader.fieldnames is None or not {'id', 'label'} <= set(reader.fieldnames):
-      raise LayoutError(f'{path}: expected a header `id,label`, got {reader.fieldnames}.')
-    return {row['id']: parse_label(row['label'], path, reader.line_num) for row in reader}
+def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(p for p in folder.iterdir() if not_read(p) is None)
+
+
+def unread_entries(root: pathlib.Path) -> list[tuple[str, str]]:
+  """(path, reason) of the entries of the class and test folders that are not read as images
+  but may have been meant as ones (see `not_read`)."""
+  folders = [root / 'train' / c for c in CLASS_FOLDERS] + [root / TEST_FOLDER]
+  return [(str(p), reason) for folder in folders if folder.is_dir()
+          for p in sorted(folder.iterdir()) if (reason := not_read(p))]
 
 
 def labelled_test_files(root: pathlib.Path) -> list[tuple[pathlib.Path, int]]:
   """(file, label) of the test images: labelled by test_labels.csv if it covers them all,
   unlabelled if it is absent or covers none, an error if it covers only some."""
   files = list_images(root / TEST_FOLDER)
-  labels = read_test_labels(root)
+  labels = labels_lib.read_labels(root / TEST_LABELS, IMAGE_SUFFIXES)
   missing = [p.stem for p in files if p.stem not in labels]
   if labels and files and len(missing) == len(files):
     logging.warning('%s names none of the %d test images; the test split is unlabelled.',
@@ -197,11 +206,19 @@ def decode_or_none(path: pathlib.Path, channels: int, high_bit_scaling: str = 'b
     return None
 
 
-def report_skipped(skipped: list[str], where) -> None:
-  """Logs the skipped files (each a path, or `path (reason)`)."""
-  if skipped:
-    logging.warning('Skipped %d unreadable image(s) in %s: %s', len(skipped), where,
-                    '; '.join(skipped))
+# Skipped files named in the log when a file lists them all.
+MAX_LOGGED = 10
+
+
+def report_skipped(skipped: list[str], where, listed_in=None) -> None:
+  """Logs how many files were skipped and which (each a path, or `path (reason)`): all of them,
+  or the first MAX_LOGGED where the file `listed_in` has them all."""
+  if not skipped:
+    return
+  shown = skipped if listed_in is None else skipped[:MAX_LOGGED]
+  rest = f'; ... {len(skipped) - len(shown)} more' if len(shown) < len(skipped) else ''
+  logging.warning('Skipped %d file(s) in %s: %s%s%s', len(skipped), where, '; '.join(shown), rest,
+                  f' (all listed in {listed_in})' if listed_in else '')
 
 
 def read_mask(path: pathlib.Path, image_path: pathlib.Path, shape) -> np.ndarray:
@@ -259,21 +276,30 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, files, masks, split):
     config = self.builder_config
+    skipped_before, read = len(self.skipped_files), 0
     for path, label in tqdm.tqdm(files, desc=f'prepare {split} (decode and check)', unit='img',
                                  leave=False):
       image = decode_or_none(path, config.channels, config.high_bit_scaling, self.skipped_files)
       if image is None:
         continue
+      read += 1
       example = {'image': image, 'label': label, 'id': path.stem}
       if masks:
         mask_path = masks / f'{path.stem}.png'
         example['mask'] = (read_mask(mask_path, path, image.shape) if mask_path.is_file()
                            else np.zeros((*image.shape[:2], 1), np.uint8))
       yield str(path.relative_to(path.parents[1])), example
+    if not read:  # TFDS would fail with an assertion about a split without examples
+      skipped = [f'{name} ({reason})' for name, reason in self.skipped_files[skipped_before:]]
+      report_skipped(skipped, f'the {split} split')
+      raise errors.DataError(f'None of the {len(files)} image files of the {split} split could '
+                             f'be read, e.g. {"; ".join(skipped[:3])}. Replace them, or remove '
+                             f'them{" (and test/)" if split == "test" else ""}.')
 
 
 def write_skipped(path: pathlib.Path, skipped: list[tuple[str, str]]) -> None:
-  path.write_text(''.join(f'{name}\t{reason}\n' for name, reason in skipped), encoding='utf-8')
+  path.write_text(''.join(f'{name}\t{reason}\n' for name, reason in skipped), encoding='utf-8',
+                  errors='backslashreplace')  # a file name that is not UTF-8
 
 
 def read_skipped(path: pathlib.Path) -> list[str]:
@@ -301,7 +327,7 @@ def prepare(data_dir, tfds_dir, channels: int = 1,
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir)))
-    write_skipped(skipped_record, builder.skipped_files)
+    write_skipped(skipped_record, unread_entries(data_dir) + builder.skipped_files)
   if skipped_record.is_file():
-    report_skipped(read_skipped(skipped_record), data_dir)
+    report_skipped(read_skipped(skipped_record), data_dir, skipped_record)
   return builder

@@ -115,12 +115,15 @@ class Examples:
 
 
 def folder_fingerprint(root) -> str:
-  """Hash of every file's relative path, size and mtime: a changed folder is prepared anew."""
+  """Hash of every file's relative path, size and mtime under train/, test/ and masks/: a
+  changed folder (an edited mask too) is prepared anew."""
   digest = hashlib.sha1()
   root = pathlib.Path(root).resolve()
-  for path in sorted(p for sub in ('train', 'test') for p in (root / sub).rglob('*') if p.is_file()):
+  for path in sorted(p for sub in ('train', 'test', nexperia.MASK_FOLDER)
+                     for p in (root / sub).rglob('*') if p.is_file()):
     stat = path.stat()
-    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
+        'utf-8', 'surrogateescape'))  # any file name, UTF-8 or not
   return digest.hexdigest()[:12]
 
 
@@ -259,13 +262,16 @@ def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels:
   data_dir = pathlib.Path(data_dir)
   nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
   tfds_dir = prepared_dir(data_dir, cache_dir)
-  builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
-  cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
-  labelled = load_split(builder, 'train', image_size, cache)
+  with split_cache.preparation_lock(tfds_dir):
+    builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
+    cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
+    labelled = load_split(builder, 'train', image_size, cache)
+    test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
+        else None
   train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
   splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
-  if 'test' in builder.info.splits:
-    splits['test'] = load_split(builder, 'test', image_size, cache)
+  if test is not None:
+    splits['test'] = test
   return splits
 
 

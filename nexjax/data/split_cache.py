@@ -5,10 +5,11 @@ A split at `stem` is three files: `stem.images.npy`, `stem.labels.npz` and the r
 temporary name and renamed when complete, the record last, and a split is used only where the
 record agrees with the files: a run killed while writing leaves nothing that a later run trusts.
 Several processes may write the same split at once (each its own temporary files; the results
-are identical).
+are identical); `preparation_lock` makes a second run wait for a whole dataset being prepared.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import pathlib
 import socket
 import zipfile
 
+from absl import logging
 import numpy as np
 
 IMAGES, LABELS, RECORD = '.images.npy', '.labels.npz', '.json'
@@ -88,3 +90,28 @@ def remove_stale_temporaries(stem: pathlib.Path) -> None:
       temp.unlink(missing_ok=True)
     except (PermissionError, ValueError):
       pass  # a live process of another user, or not one of our names
+
+
+@contextlib.contextmanager
+def preparation_lock(target: pathlib.Path):
+  """Held while `target` (a prepared or generated dataset) is made: a second run making the same
+  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`,
+  released by the kernel when its holder dies."""
+  path = target.with_name(target.name + '.lock')
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      logging.warning('Waiting for another run (%s) preparing %s; it is then reused.',
+                      f.read().strip() or 'another process', target)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)

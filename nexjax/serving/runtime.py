@@ -17,7 +17,6 @@ import numpy as np
 from nexjax import evaluate
 from nexjax import gradcam
 from nexjax import job as job_lib
-from nexjax import predict
 from nexjax import workdir as workdir_lib
 
 
@@ -68,7 +67,7 @@ class JaxRuntime:
     self.info = Info(model=f'{config.model.arch} (width {config.model.width}, '
                            f'{config.model.head} head)',
                      workdir=str(workdir.resolve()), checkpoint_step=int(step),
-                     threshold=float(predict.read_threshold(workdir)),
+                     threshold=float(evaluate.read_threshold(workdir)),
                      image_size=self.image_size, tta=bool(config.predict.tta))
 
   def scores(self, images: np.ndarray) -> np.ndarray:

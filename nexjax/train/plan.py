@@ -5,6 +5,8 @@ import dataclasses
 
 from nexjax import optim
 
+PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
+
 
 @dataclasses.dataclass(frozen=True)
 class Epoch:
@@ -46,6 +48,11 @@ def config_problems(config) -> list[str]:
   groups = [g for g, _ in config.optim.groups]
   for i, phase in enumerate(config.phases):
     key = f'phases[{i}]'
+    if not hasattr(phase, 'keys') or not set(PHASE_KEYS) <= set(phase.keys()):
+      problems.append(f'config.{key}: {phase!r} is not a phase ({", ".join(PHASE_KEYS)}); '
+                      f'override its fields (--config.{key}.epochs=3) or edit the phases in '
+                      'the config file.')
+      continue
     check(phase.epochs > 0, f'{key}.epochs', f'must be positive, got {phase.epochs}')
     check(len(phase.lr) in (1, 2) and all(lr > 0 for lr in phase.lr), f'{key}.lr',
           f'must be (max,) or (low, high) with positive values, got {phase.lr}')
