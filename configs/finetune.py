@@ -113,7 +113,8 @@ def get_config(arg=None):
       save_maps=False,         # also the raw maps as .npy beside the overlays
   ))
   config.export = ml_collections.ConfigDict(dict(
-      formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed
+      # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
+      formats=('safetensors', 'pth', 'jaxexport'),
       output='',               # folder; '' -> DIR/export
   ))
   config.lr_find = ml_collections.ConfigDict(dict(
