@@ -65,7 +65,8 @@ def _threads(threads: int | None) -> int:
 
 def _openvino(path: pathlib.Path, threads: int | None):
   ov = errors.require('openvino', EXTRAS['openvino'])
-  # f32: on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise compute in bfloat16.
+  # f32: on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise compute in bfloat16. Unpinned:
+  # an inspection PC runs other work on the same cores.
   compiled = ov.Core().compile_model(str(path), 'CPU', {
       'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY',
       'INFERENCE_NUM_THREADS': _threads(threads), 'ENABLE_CPU_PINNING': False})
@@ -76,6 +77,7 @@ def _onnxruntime(path: pathlib.Path, threads: int | None):
   ort = errors.require('onnxruntime', EXTRAS['onnxruntime'])
   options = ort.SessionOptions()
   options.intra_op_num_threads = _threads(threads)
+  # No spinning between calls: on shared cores it slowed everything else in the process 5-40x.
   options.add_session_config_entry('session.intra_op.allow_spinning', '0')
   session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
   return lambda images: session.run(None, {'images': images})[0]
