@@ -112,8 +112,7 @@ def contenders(args, out_dir: pathlib.Path, threads: int) -> dict:
   rng = np.random.default_rng(1)  # statistics as after training, so BatchNorm is exercised
   variables['batch_stats'] = jax.tree.map(
       lambda x: x + rng.uniform(0.1, 0.5, x.shape).astype(np.float32), variables['batch_stats'])
-  names = [n for n in ('jax', 'onnxruntime', 'openvino') if runtime.installed(n)]
-  formats = ('jaxexport', 'onnx') if 'onnxruntime' in names else ('jaxexport',)
+  formats = ('jaxexport', 'onnx') if runtime.installed('onnx') else ('jaxexport',)
   export.export_model(variables, arch=args.arch, head='fastai', width=64, num_classes=2,
                       image_size=args.size, channels=1, out_dir=out_dir, formats=formats,
                       platforms=('cpu',))
@@ -125,7 +124,7 @@ def contenders(args, out_dir: pathlib.Path, threads: int) -> dict:
   if train_step.torch_available():
     predictors['torch'] = runtime.Predictor('torch', shape,
                                             torch_predict(variables, args.arch, threads))
-  for name in names:
+  for name in runtime.available(out_dir):  # those installed, whose file was written
     predictors['jax.export' if name == 'jax' else name] = runtime.load(out_dir, name, threads)
   tta_fns = {name: functools.partial(runtime.tta, p) for name, p in predictors.items()}
   tta_fns['nexjax'] = lambda x: np.swapaxes(np.asarray(own_tta(variables, x, None)), 0, 1)

@@ -13,6 +13,7 @@ each serving thread its own.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -53,10 +54,9 @@ def preference() -> tuple[str, ...]:
   return ('jax',) + RUNTIMES[:-1]
 
 
-def installed(runtime: str) -> bool:
-  """Whether the package `runtime` needs is installed (jax always is)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  return runtime == 'jax' or importlib.util.find_spec(runtime) is not None
+def installed(package: str) -> bool:
+  """Whether `package` (a runtime's name, or 'onnx') is installed; jax always is."""
+  return package == 'jax' or importlib.util.find_spec(package) is not None
 
 
 def _threads(threads: int | None) -> int:

@@ -24,18 +24,20 @@ BATCH = 2
 ATOL = 1e-5
 
 
-def exported(tmp_path, arch, size, head='fastai', width=16, formats=('jaxexport', 'onnx')):
-  """(model, variables, export folder) of a random `arch` at `size` px, grayscale."""
+def exported(tmp_path, arch, size, head='fastai', width=16, formats=('jaxexport', 'onnx'),
+             channels=1):
+  """(model, variables, export folder) of a random `arch` at `size` px."""
   model = resnet.create_model(arch, num_classes=2, head=head, width=width)
   variables = random_variables(model, size, seed=7)
   out = tmp_path / f'{arch}_{size}'
   export.export_model(variables, arch=arch, head=head, width=width, num_classes=2,
-                      image_size=size, channels=1, out_dir=out, formats=formats)
+                      image_size=size, channels=channels, out_dir=out, formats=formats)
   return model, variables, out
 
 
-def images(size, batch=BATCH, seed=0):
-  return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
+def images(size, batch=BATCH, seed=0, channels=1):
+  shape = (batch, size, size, channels)
+  return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
 def reference(model, variables, x):
@@ -47,12 +49,14 @@ def onnx_runtimes():
   return [r for r in ('onnxruntime', 'openvino') if runtime.installed(r)]
 
 
-@pytest.mark.parametrize('arch, head', [('resnet10', 'fastai'), ('resnet18', 'linear'),
-                                        ('resnet34', 'fastai')])
-def test_onnx_runtimes_equal_nexjax(tmp_path, arch, head):
+@pytest.mark.parametrize('arch, head, channels', [('resnet10', 'fastai', 1),
+                                                  ('resnet18', 'linear', 3),
+                                                  ('resnet34', 'fastai', 1)])
+def test_onnx_runtimes_equal_nexjax(tmp_path, arch, head, channels):
   for size in (96, 128):
-    model, variables, out = exported(tmp_path, arch, size, head, formats=('onnx',))
-    x = images(size)
+    model, variables, out = exported(tmp_path, arch, size, head, formats=('onnx',),
+                                     channels=channels)
+    x = images(size, channels=channels)
     expected = reference(model, variables, x)
     assert np.ptp(expected[:, 1]) > 1e-3, expected  # the two images give different answers
     for name in onnx_runtimes():
