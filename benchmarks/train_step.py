@@ -94,6 +94,7 @@ from nexjax import parallel  # noqa: E402
 from nexjax.train import loop  # noqa: E402
 from nexjax.train import plan as plan_lib  # noqa: E402
 from nexjax.train import state as state_lib  # noqa: E402
+from nexjax.models import resnet  # noqa: E402
 
 PHASES = {'frozen': 0, 'unfrozen': 1}  # the default config's phases
 NUM_CLASSES = 2
@@ -150,7 +151,8 @@ def torch_available() -> bool:
 
 
 def torch_fastai_model(arch):
-  """torchvision `arch` body + fastai v1's `create_head` (2 classes), seeded; also used by tta.py."""
+  """torchvision `arch` body + fastai v1's `create_head` (2 classes), seeded, in fastai's layout
+  (state-dict keys as `export.state_dicts(...)['fastai']`); also used by tta.py, inference.py."""
   import torch
   import torchvision
   torch.manual_seed(0)
@@ -159,11 +161,15 @@ def torch_fastai_model(arch):
     def forward(self, x):
       return torch.cat([torch.amax(x, (2, 3)), torch.mean(x, (2, 3))], 1)
 
-  net = getattr(torchvision.models, arch)(weights=None)
+  architecture = resnet.ARCHITECTURES[arch].keywords  # torchvision's builder, also for resnet10
+  block = {resnet.BasicBlock: torchvision.models.resnet.BasicBlock,
+           resnet.Bottleneck: torchvision.models.resnet.Bottleneck}[architecture['block']]
+  net = torchvision.models.resnet.ResNet(block, list(architecture['stage_sizes']))
   features = net.fc.in_features
   body = torch.nn.Sequential(*list(net.children())[:-2])
   head = torch.nn.Sequential(  # fastai v1 create_head(nf, nc, lin_ftrs=[512], ps=0.5)
-      ConcatPool(), torch.nn.BatchNorm1d(2 * features), torch.nn.Dropout(0.25),
+      ConcatPool(), torch.nn.Flatten(), torch.nn.BatchNorm1d(2 * features),
+      torch.nn.Dropout(0.25),
       torch.nn.Linear(2 * features, 512), torch.nn.ReLU(inplace=True),
       torch.nn.BatchNorm1d(512), torch.nn.Dropout(0.5), torch.nn.Linear(512, NUM_CLASSES))
   return torch.nn.Sequential(body, head)

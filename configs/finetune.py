@@ -127,7 +127,8 @@ def get_config(arg=None):
       detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
   ))
   config.export = ml_collections.ConfigDict(dict(
-      formats=('safetensors', 'pth', 'jaxexport'),  # .pth only where torch is installed
+      # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
+      formats=('safetensors', 'pth', 'jaxexport'),
       output='',               # folder; '' -> DIR/export
   ))
   # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).

@@ -10,10 +10,14 @@ What `export_model` writes into `out_dir` (`.pth` only where torch is installed)
   `vision_learner(dls, resnet34)` (v2) or `cnn_learner` (v1), `Sequential(body, head)`, keys
   `0.0.weight` ... `1.8.bias`: `learn.model.load_state_dict(sd)`; and `fastai_head.*`: the head
   alone as `create_head(1024, 2)` builds it (`2.weight`, `2.running_mean`, `4.weight`, ...).
-- `model.jaxexport` and `model.json`: inference as serialized StableHLO with the weights baked in,
-  uint8 images (batch, size, size, channels) -> class probabilities (batch, classes); the batch
-  size is symbolic and the same file runs on CPU, GPU and TPU. `load_exported` (or the three lines
-  in `model.json`) calls it with jax alone, no nexjax model code.
+- `model.jaxexport`: inference as serialized StableHLO with the weights baked in, uint8 images
+  (batch, size, size, channels) -> class probabilities (batch, classes); the batch size is
+  symbolic and the same file runs on CPU, GPU and TPU. `load_exported` (or the three lines in
+  `model.json`) calls it with jax alone, no nexjax model code.
+- `model.onnx` (the `onnx` extra): the same function as an ONNX graph (`nexjax.onnx_export`), for
+  ONNX Runtime and OpenVINO; `nexjax.runtime` serves either file with the fastest runtime there.
+- `model.json` with either: the input and output shapes (the spatial size is fixed at the
+  configured one), the model's config and how to call each file.
 
 `nexjax.weights.load` reads the torchvision and fastai files back to the same variables, bit for
 bit.
@@ -34,14 +38,16 @@ import safetensors.numpy
 
 from nexjax import errors
 from nexjax import job as job_lib
+from nexjax import onnx_export
 from nexjax import weights
 from nexjax import workdir as workdir_lib
 from nexjax.models import resnet
 from nexjax.train import step
 
-FORMATS = ('safetensors', 'pth', 'jaxexport')
+FORMATS = ('safetensors', 'pth', 'jaxexport', 'onnx')
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 EXPORTED_FILE = 'model.jaxexport'
+ONNX_FILE = 'model.onnx'
 DESCRIPTION_FILE = 'model.json'
 
 
@@ -79,24 +85,32 @@ def export_inference(model: resnet.ResNet, variables, image_size: int, channels:
                            platforms=tuple(platforms))(images)
 
 
-def describe(exported: jax_export.Exported, **model_config) -> dict:
-  """What a user of `model.jaxexport` needs to call it, for `model.json`."""
-  shape = lambda aval: [d if isinstance(d, int) else str(d) for d in aval.shape]
-  (images,), (probabilities,) = exported.in_avals, exported.out_avals
-  return {
-      'format': 'jax.export (serialized StableHLO); weights included',
-      'jax_version': jax.__version__,
-      'calling_convention_version': exported.calling_convention_version,
-      'platforms': list(exported.platforms),
-      'input': {'shape': shape(images), 'dtype': str(images.dtype), 'layout': 'NHWC',
+def describe(written: Sequence[str], exported: jax_export.Exported | None, *, image_size: int,
+             channels: int, num_classes: int, **model_config) -> dict:
+  """What a user of `model.jaxexport` / `model.onnx` (those `written`) needs, for `model.json`."""
+  files = {EXPORTED_FILE: 'jax.export (serialized StableHLO); weights included',
+           ONNX_FILE: f'ONNX, opset {onnx_export.OPSET}; weights included'}
+  usage = {EXPORTED_FILE: ['from jax import export',
+                           f"f = export.deserialize(open('{EXPORTED_FILE}', 'rb').read())",
+                           'probabilities = f.call(images_uint8)'],
+           ONNX_FILE: ['import onnxruntime',
+                       f"session = onnxruntime.InferenceSession('{ONNX_FILE}')",
+                       "probabilities, = session.run(None, {'images': images_uint8})"]}
+  description = {
+      'files': {name: files[name] for name in written},
+      'input': {'name': 'images', 'shape': ['batch', image_size, image_size, channels],
+                'dtype': 'uint8', 'layout': 'NHWC',
                 'values': 'raw pixels 0-255; scaling and ImageNet normalisation are inside'},
-      'output': {'shape': shape(probabilities), 'dtype': str(probabilities.dtype),
+      'output': {'name': 'probabilities', 'shape': ['batch', num_classes], 'dtype': 'float32',
                  'values': 'class probabilities (softmax)'},
-      'model': model_config,
-      'usage': ['from jax import export',
-                f"f = export.deserialize(open('{EXPORTED_FILE}', 'rb').read())",
-                'probabilities = f.call(images_uint8)'],
+      'model': dict(model_config, num_classes=num_classes, image_size=image_size,
+                    channels=channels),
+      'usage': {name: usage[name] for name in written},
   }
+  if exported is not None:
+    description.update(jax_version=jax.__version__, platforms=list(exported.platforms),
+                       calling_convention_version=exported.calling_convention_version)
+  return description
 
 
 def load_exported(path) -> Callable[[np.ndarray], jax.Array]:
@@ -127,9 +141,12 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
     raise errors.ConfigError(f'Unknown export formats {sorted(unknown)}; choose from {FORMATS}.')
   if channels not in (1, 3):
     raise errors.ConfigError(f'channels={channels}: images are 1 (grayscale) or 3 (RGB) channels.')
-  if 'jaxexport' in formats and head == 'none':
-    raise errors.ConfigError("The 'jaxexport' format outputs class probabilities, so it needs a "
-                             "classification head ('linear' or 'fastai'), not 'none'.")
+  for fmt in {'jaxexport', 'onnx'} & set(formats):
+    if head == 'none':
+      raise errors.ConfigError(f"The '{fmt}' format outputs class probabilities, so it needs a "
+                               "classification head ('linear' or 'fastai'), not 'none'.")
+  if 'onnx' in formats:
+    errors.require('onnx', 'onnx')
   if 'pth' in formats and importlib.util.find_spec('torch') is None:
     logging.warning('torch is not installed: no .pth files (the .safetensors files hold the '
                     'same tensors and load in torch with safetensors.torch.load_file).')
@@ -143,15 +160,22 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
     for fmt in (f for f in formats if f in writers):
       path = written[f'{layout}.{fmt}'] = out_dir / f'{layout}.{fmt}'
       writers[fmt](state_dict, path)
+  exported = None
   if 'jaxexport' in formats:
     exported = export_inference(model, variables, image_size, channels, platforms)
     with weights.write_atomically(out_dir / EXPORTED_FILE) as f:
       f.write(exported.serialize())
-    description = describe(exported, arch=arch, head=head, width=width, num_classes=num_classes,
-                           image_size=image_size, channels=channels)
+    written[EXPORTED_FILE] = out_dir / EXPORTED_FILE
+  if 'onnx' in formats:
+    with weights.write_atomically(out_dir / ONNX_FILE) as f:
+      f.write(onnx_export.to_onnx(variables, model, image_size, channels))
+    written[ONNX_FILE] = out_dir / ONNX_FILE
+  inference_files = [name for name in (EXPORTED_FILE, ONNX_FILE) if name in written]
+  if inference_files:
+    description = describe(inference_files, exported, arch=arch, head=head, width=width,
+                           num_classes=num_classes, image_size=image_size, channels=channels)
     with weights.write_atomically(out_dir / DESCRIPTION_FILE) as f:
       f.write(json.dumps(description, indent=2).encode())
-    written[EXPORTED_FILE] = out_dir / EXPORTED_FILE
     written[DESCRIPTION_FILE] = out_dir / DESCRIPTION_FILE
   logging.info('Exported %s to %s: %s', arch, out_dir, ', '.join(written))
   return written

@@ -25,11 +25,13 @@ def parse_views(spec: str) -> int:
 
 def dihedral_views(images):
   """(8, B, H, W, C) from square NHWC images: identity, rot90, rot180, rot270, then the same
-  four rotations of the left-right flipped images."""
+  four rotations of the left-right flipped images. numpy in, numpy out (for runtimes outside
+  jax, `nexjax.runtime`); otherwise jax."""
   if images.ndim != 4 or images.shape[1] != images.shape[2]:
     raise ValueError(f'Dihedral TTA needs square NHWC images (B, S, S, C), got {images.shape}.')
-  flipped = jnp.flip(images, axis=2)
-  return jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for x in (images, flipped) for k in range(4)])
+  xp = np if isinstance(images, np.ndarray) else jnp
+  flipped = xp.flip(images, axis=2)
+  return xp.stack([xp.rot90(x, k, axes=(1, 2)) for x in (images, flipped) for k in range(4)])
 
 
 def random_views(rng, images, augment_fn, n: int):

@@ -1,4 +1,5 @@
-"""benchmarks/accelerator.py: its smoke run on the CPU (so the script cannot rot), MFU and peaks."""
+"""benchmarks/accelerator.py and inference.py: their smoke runs on the CPU (so the scripts cannot
+rot), MFU and peaks."""
 
 import json
 import pathlib
@@ -72,3 +73,24 @@ def test_measure_records_oom_and_raises_the_rest():
       dict(keys[0], step_ms=1.0, status='ok')]
   with pytest.raises(ZeroDivisionError):
     accelerator.measure(lambda: 1 / 0, keys[0])
+
+
+def test_inference_smoke(tmp_path):
+  """benchmarks/inference.py --smoke: every installed runtime, with and without TTA, agreeing."""
+  from nexjax import runtime  # pylint: disable=import-outside-toplevel
+  import train_step  # pylint: disable=import-outside-toplevel
+  out = tmp_path / 'inference.json'
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'inference.py'), '--smoke',
+                           '--json', str(out)], capture_output=True, text=True, timeout=400,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  expected = (['nexjax', 'jax.export'] + ['torch'] * train_step.torch_available()
+              + [r for r in ('onnxruntime', 'openvino') if runtime.installed(r)])
+  assert [r['runtime'] for r in rows] == expected * 2
+  assert [r['tta'] for r in rows] == [False] * len(expected) + [True] * len(expected)
+  for row in rows:
+    assert row['max_abs_diff'] < 1e-5, row
+    assert 0 < row['latency_p50_ms'] <= row['latency_p99_ms'] and row['images_per_s'] > 0
+  assert min(r['throughput_vs_fastest'] for r in rows) > 0
+  assert max(r['throughput_vs_fastest'] for r in rows if r['tta']) == 1

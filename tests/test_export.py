@@ -143,7 +143,7 @@ def test_mismatched_variables_are_reported(tiny_fastai, tmp_path):
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(head='none', formats=('jaxexport',)), "needs a classification head"),
-    (dict(head='fastai', formats=('onnx',)), "Unknown export formats \\['onnx'\\]"),
+    (dict(head='fastai', formats=('tflite',)), "Unknown export formats \\['tflite'\\]"),
     (dict(head='fastai', channels=2), 'channels=2'),
 ])
 def test_bad_requests(tiny_fastai, tmp_path, kwargs, message):
