@@ -126,14 +126,19 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
   return len(chosen)
 
 
-def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
-  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv (a file name
-  that is not UTF-8 written with backslash escapes)."""
+def write_rows(output, score_column: str, names, files, scores, flagged, fmt: str) -> None:
+  """`file,id,<score_column>,label`, one row per image (a file name that is not UTF-8 written
+  with backslash escapes)."""
   with open(output, 'w', newline='', errors='backslashreplace') as f:
     writer = csv.writer(f)
-    writer.writerow(['file', 'id', 'p_defect', 'label'])
-    writer.writerows((name, path.stem, f'{s:.6f}', int(flag))
+    writer.writerow(['file', 'id', score_column, 'label'])
+    writer.writerows((name, path.stem, format(s, fmt), int(flag))
                      for name, path, s, flag in zip(names, files, scores, flagged))
+
+
+def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
+  """predictions.csv and, for a Kaggle test folder, the competition's submission.csv."""
+  write_rows(output, 'p_defect', names, files, scores, flagged, '.6f')
   print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
         f'{int(flagged.sum())} flagged -> {output}', flush=True)
   if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
@@ -193,11 +198,8 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path) -
   scores = detector.score(images, ctx)
   flagged = scores >= threshold
   if topo.is_chief:
-    with open(output, 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['file', 'id', 'score', 'label'])
-      writer.writerows((name, path.stem, f'{s:.6g}', int(flag))
-                       for name, path, s, flag in zip(names, files, scores, flagged))
+    with preemption.deferred():
+      write_rows(output, 'score', names, files, scores, flagged, '.6g')
     print(f'{len(files)} scores of {folder.name} (threshold {threshold:.6g}, chosen on '
           f'validation), {int(flagged.sum())} flagged -> {output}', flush=True)
   if config.predict.heatmaps != 'none':
