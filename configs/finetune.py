@@ -141,6 +141,7 @@ def get_config(arg=None):
       max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
       batch_window_ms=5.0,     # how long the first request of a batch waits for others
       max_batch=32,
+      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the workdir's model.onnx
   ))
   config.lr_find = ml_collections.ConfigDict(dict(
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,

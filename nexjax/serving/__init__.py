@@ -12,6 +12,7 @@ from nexjax import errors
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 TOKEN_ENV = 'NEXJAX_SERVE_TOKEN'
 MIN_TOKEN_LENGTH = 16
+RUNTIMES = ('jax', 'openvino', 'onnxruntime', 'auto')  # serving/runtime.create
 
 
 def check_config(config) -> str:
@@ -29,6 +30,7 @@ def check_config(config) -> str:
   check(serve.max_pixels > 0, 'max_pixels', 'must be positive')
   check(0 <= serve.batch_window_ms <= 1000, 'batch_window_ms', 'must be in 0..1000 ms')
   check(1 <= serve.max_batch <= 1024, 'max_batch', 'must be in 1..1024')
+  check(serve.runtime in RUNTIMES, 'runtime', f'use one of {RUNTIMES}')
   check(not serve.review_dir or pathlib.Path(serve.review_dir).is_dir(), 'review_dir',
         'is not a folder')
   token = serve.token or os.environ.get(TOKEN_ENV, '')
@@ -67,7 +69,7 @@ def serve(config, workdir) -> None:
     raise errors.ConfigError(f"--mode=serve needs the serve extra ({e.name} is missing): "
                              "pip install -c constraints.txt -e '.[serve]'") from None
   from nexjax.serving import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
-  runtime = runtime_lib.JaxRuntime(config, workdir, config.serve.max_batch)
+  runtime = runtime_lib.create(config, workdir, config.serve.max_batch)
   runtime.warm_up()
   service = app.Service(runtime, config.serve, token, app.review_files(config, runtime))
   info = runtime.info

@@ -14,10 +14,14 @@ from absl import logging
 import jax
 import numpy as np
 
+from nexjax import errors
 from nexjax import evaluate
 from nexjax import gradcam
 from nexjax import job as job_lib
+from nexjax import runtime as runtime_lib
 from nexjax import workdir as workdir_lib
+
+AGREEMENT = 1e-4  # largest P(defect) difference between the export and the served checkpoint
 
 
 def bucket_sizes(max_batch: int, devices: int = 1) -> list[int]:
@@ -92,3 +96,47 @@ class JaxRuntime:
     for size in self.sizes:
       self.scores(np.repeat(blank, size, axis=0))
     logging.info('Compiled batch sizes %s.', self.sizes)
+
+
+class ExportRuntime(JaxRuntime):
+  """Scores through the workdir's exported `model.onnx` on a faster CPU runtime (OpenVINO or
+  ONNX Runtime, `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py), with the
+  same TTA and threshold; Grad-CAM maps stay jax's. At start-up the export must give the served
+  checkpoint's probabilities: a stale export is refused, never served."""
+
+  def __init__(self, config, workdir, max_batch: int, runtime: str):
+    super().__init__(config, workdir, max_batch)
+    if config.predict.tta and config.evaluate.tta_views != 'dihedral':
+      raise errors.ConfigError(f'config.serve.runtime={runtime!r} serves the 8 dihedral TTA '
+                               f"views only; evaluate.tta_views is {config.evaluate.tta_views!r}.")
+    export_dir = pathlib.Path(config.export.output or pathlib.Path(workdir) / 'export')
+    self.predictor = runtime_lib.load(export_dir, runtime)
+    self.check_agreement(export_dir)
+    self.info = dataclasses.replace(self.info, model=f'{self.info.model} on '
+                                    f'{self.predictor.runtime}')
+
+  def check_agreement(self, export_dir: pathlib.Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, self.image_size, self.image_size, self.channels), np.uint8)
+    served = super().scores(images)
+    exported = self.scores(images)
+    if not np.allclose(served, exported, atol=AGREEMENT):
+      raise errors.CheckpointError(
+          f'{export_dir} holds another network than the checkpoint served (step '
+          f'{self.info.checkpoint_step}; P(defect) differs by '
+          f'{np.abs(served - exported).max():.2g}); run --mode=export again with '
+          "--config.export.formats including 'onnx'.")
+
+  def scores(self, images: np.ndarray) -> np.ndarray:
+    if not self.config.predict.tta:
+      return self.predictor(images)[:, 1]
+    views = runtime_lib.tta(self.predictor, images)
+    return evaluate.plain_and_tta_scores(views, self.config)['tta']
+
+
+def create(config, workdir, max_batch: int) -> JaxRuntime:
+  """The runtime `serve.runtime` names: 'jax' (the checkpoint's jitted inference), or the
+  workdir's ONNX export on 'openvino', 'onnxruntime' or 'auto' (the fastest installed)."""
+  if config.serve.runtime == 'jax':
+    return JaxRuntime(config, workdir, max_batch)
+  return ExportRuntime(config, workdir, max_batch, config.serve.runtime)
