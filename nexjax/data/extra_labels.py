@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from nexjax import errors
+from nexjax.data import labels as label_files
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 
@@ -32,7 +33,7 @@ def read_rows(path: pathlib.Path) -> list[tuple[pathlib.Path, int, int]]:
     rows = []
     for row in reader:
       line = reader.line_num
-      label = nexperia.parse_label(row['label'], path, line)
+      label = label_files.parse_label(row['label'], path, line)
       image = path.parent / (row['file'] or '')
       if not row['file'] or not image.is_file():
         raise errors.DataError(f'{path}, line {line}: image {row["file"]!r} does not exist.')
