@@ -1,8 +1,8 @@
 """Evaluation and prediction from a trained checkpoint (tiny run on random images)."""
 
-import copy
 import csv
 import json
+import pathlib
 import shutil
 
 import jax
@@ -56,19 +56,21 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
     assert (workdir / 'eval' / name).stat().st_size > 0
 
 
-def test_evaluate_reports_recall_per_defect_type(trained, tmp_path):
-  """With a metadata.csv naming each image's defect type: a table per split whose counts are
-  the folder's, and a gallery of the missed defects. (Without one, nothing changes: above.)"""
+def test_evaluate_reports_recall_per_defect_type(trained):
+  """With a metadata.csv naming each image's defect type (beside train/ and test/, so the
+  prepared data stays the same): a table per split whose counts are the folder's, and a gallery
+  of the missed defects. (Without one, nothing changes: above.)"""
   config, workdir = trained
-  config = copy.deepcopy(config)
-  data = shutil.copytree(config.data.dir, tmp_path / 'typed')
+  metadata = pathlib.Path(config.data.dir) / 'metadata.csv'
   kinds = ('crack', 'bent_lead+crack')
   rows = ['id,defect_type'] + [f'good_{i:04d},none' for i in range(40)] + [
       f'bad_{i:04d},{kinds[i % 2]}' for i in range(12)] + [
       f'test_{i:04d},{kinds[i % 4 // 2] if i % 2 else "none"}' for i in range(8)]
-  (data / 'metadata.csv').write_text('\n'.join(rows) + '\n')
-  config.data.dir = str(data)
-  results = evaluate.evaluate(config, workdir)
+  metadata.write_text('\n'.join(rows) + '\n')
+  try:
+    results = evaluate.evaluate(config, workdir)
+  finally:
+    metadata.unlink()
   table = {r['defect_type']: r['images'] for r in results['test']['tta']['defect_types']}
   assert table == {'bent_lead': 2, 'crack': 4, 'none': 4}
   valid = {r['defect_type']: r['images'] for r in results['valid']['tta']['defect_types']}

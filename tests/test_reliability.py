@@ -259,11 +259,17 @@ def test_a_glob_over_a_symlink_loop_lists_each_file_once(tmp_path):
 
 
 def test_interrupts_are_held_while_results_are_written():
-  with pytest.raises(KeyboardInterrupt):
-    with preemption.deferred():
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.05)
-      written = True  # reached: the interrupt waits for the block's end
+  # Python's own Ctrl-C handler, whatever an earlier test (a server, a launch) left installed.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  written = False
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with preemption.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        written = True  # reached: the interrupt waits for the block's end
+  finally:
+    signal.signal(signal.SIGINT, previous)
   assert written
 
 
