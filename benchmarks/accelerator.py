@@ -168,9 +168,10 @@ def random_examples(count: int, size: int) -> pipeline.Examples:
 
 
 def device_batch(examples: pipeline.Examples, batch: int, topo):
-  """The first `batch` examples (repeated if fewer) as global device arrays (images, labels)."""
+  """The first `batch` examples (repeated if fewer) as global device arrays {images, labels}."""
   rows = np.arange(batch) % len(examples)
-  return parallel.to_global((examples.images[rows], examples.labels[rows]), topo.batch)
+  return parallel.to_global({'images': examples.images[rows], 'labels': examples.labels[rows]},
+                            topo.batch)
 
 
 def flops_of(analysed) -> float | None:
@@ -189,12 +190,12 @@ def flop_counts(lowered, compiled) -> dict:
               flops_source='compiled' if plausible else 'lowered')
 
 
-def compile_first(fn, *args):
+def compile_first(fn, *args, **kwargs):
   """(compiled, FLOP counts, seconds to the first result, the result) of jit-function `fn`."""
   start = time.perf_counter()
-  lowered = fn.lower(*args)
+  lowered = fn.lower(*args, **kwargs)
   compiled = lowered.compile()
-  out = jax.block_until_ready(compiled(*args))
+  out = jax.block_until_ready(compiled(*args, **kwargs))
   return compiled, flop_counts(lowered, compiled), time.perf_counter() - start, out
 
 
@@ -232,11 +233,11 @@ def jax_train(args, topo, examples, variables, batch, phase, source) -> list[dic
   step_fn = loop.make_train_step(job, tx, variables, phase_index)
   batches = (loop.train_batches(job, 0) if source == 'pipeline'
              else itertools.repeat(device_batch(examples, batch, topo)))
-  compiled, counts, first_s, state = compile_first(step_fn, state, *next(batches))
+  compiled, counts, first_s, state = compile_first(step_fn, state, **next(batches))
 
   def step():
     nonlocal state
-    state = compiled(state, *next(batches))
+    state = compiled(state, **next(batches))
     return state
   seconds = seconds_per_call(step, args.warmup, args.steps)
   return [figures(batch, seconds, first_s, peak_memory_gib=peak_memory_gib(), **counts)]
@@ -247,11 +248,12 @@ def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict
   config = recipe_config(args, batch, augment=False)
   model = job_lib.create_model(config)
   variables = parallel.replicate(variables, topo)
-  images, labels = device_batch(examples, batch, topo)
+  device = device_batch(examples, batch, topo)
+  images = device['images']
   if kind == 'tta':
     fn, extra = evaluate.make_tta_fn(model, config, topo), jax.random.key(config.seed)
   else:
-    fn, extra = step_lib.make_eval_fn(model, config, topo), labels
+    fn, extra = step_lib.make_eval_fn(model, config, topo), device['labels']
   compiled, counts, first_s, _ = compile_first(fn, variables, images, extra)
   rows = []
   for source in sources:

@@ -20,7 +20,7 @@ from nexjax import job
 # fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
 RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
                  ('body_high', r'^(layer3|layer4)/'),
-                 ('head', r'^(fc|head)/'))
+                 ('head', r'^(fc|head|mask_head)/'))
 
 
 def phase(name, epochs, lr, train_groups):
@@ -61,10 +61,11 @@ def get_config(arg=None):
       arch='resnet34', head='fastai', num_classes=2,
       width=64,                # stem/layer1 channels: torchvision's 64 (ImageNet weights need it)
       dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
+      mask_head='',            # a stage ('layer3'): also learn each cell's defect share from masks/
   ))
   config.init = ml_collections.ConfigDict(dict(
       weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
-      dont_load=r'^(fc|head)/',  # regex of entries kept freshly initialised (the new head)
+      dont_load=r'^(fc|head|mask_head)/',  # regex of entries kept freshly initialised (the new head)
       from_scratch=False,      # True: random initialisation is intended (no warning)
   ))
 
@@ -85,6 +86,7 @@ def get_config(arg=None):
       pct_start=0.3, div_factor=25.0, final_div_factor=1e4, moms=(0.95, 0.85),
       label_smoothing=0.0,
       class_weights=(1.0, 1.0),
+      mask_weight=1.0,         # of the defect-mask loss, where model.mask_head is set
   ))
   # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
   # It does not report its learning rates; these are fastai's course defaults.

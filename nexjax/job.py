@@ -124,6 +124,7 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
           'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
   parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))
   problems.extend(semi_problems(config))
+  problems.extend(mask_head_problems(config))
   check(config.train.batch_size > 0 and config.train.eval_batch_size > 0, 'train.batch_size',
         'batch sizes must be positive')
   check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
@@ -135,6 +136,23 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
   if problems:
     raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
+
+
+def mask_head_problems(config) -> list[str]:
+  """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
+  head = config.model.get('mask_head', '')
+  if not head:
+    return []
+  problems = []
+  if head not in resnet.STAGES:
+    problems.append(f'config.model.mask_head: {head!r} is not a stage; use one of '
+                    f'{resnet.STAGES} or \'\' (none)')
+  if config.augment.enabled:
+    problems.append('config.model.mask_head: the masks are not augmented with the images; set '
+                    '--config.augment.enabled=False to train a mask head')
+  if not config.optim.mask_weight >= 0:
+    problems.append(f'config.optim.mask_weight: {config.optim.mask_weight} must be >= 0')
+  return problems
 
 
 def has_unlabelled(config) -> bool:
@@ -189,6 +207,7 @@ def create_model(config, head: str | None = None) -> resnet.ResNet:
   return resnet.create_model(config.model.arch, num_classes=config.model.num_classes,
                              head=head or config.model.head, dtype=jnp.dtype(config.model.dtype),
                              width=config.model.width,
+                             mask_head=config.model.get('mask_head', ''),
                              slice_pool=xla_cpu.enabled(config.xla_cpu))
 
 
@@ -260,6 +279,10 @@ def load_data(config) -> dict[str, pipeline.Examples]:
   if config.data.extra_labels:
     add_extra_labels(data, config)
   check_class_counts(data, folder)
+  if config.model.get('mask_head') and data['train'].masks is None:
+    raise errors.DataError(
+        f'{folder} has no defect masks (masks/<id>.png) for its training images, which '
+        f'model.mask_head={config.model.mask_head!r} learns from; set --config.model.mask_head=""')
   if has_unlabelled(config):
     data['unlabelled'] = load_unlabelled(config, folder)
   return data

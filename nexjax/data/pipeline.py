@@ -46,6 +46,11 @@ def read_rows(images, rows) -> np.ndarray:
   return np.asarray(images[unique])[inverse.reshape(rows.shape)]
 
 
+def read_array(array, rows) -> np.ndarray:
+  """array[rows] in memory, for an array, a memory map or a RowView (which reads its own rows)."""
+  return array[rows] if isinstance(array, RowView) else read_rows(array, rows)
+
+
 class RowView:
   """Rows `index` of an image array (usually a memory map), read only when indexed: subsets of a
   split share its file instead of copying images. `view[rows]` and `np.asarray(view)` read."""
@@ -100,9 +105,7 @@ class Examples:
 
   def read(self, rows) -> np.ndarray:
     """images[rows] as an in-memory array (reads only those rows of a memory map)."""
-    if isinstance(self.images, RowView):
-      return self.images[rows]
-    return read_rows(self.images, rows)
+    return read_array(self.images, rows)
 
   def subset(self, index) -> 'Examples':
     """The examples at `index`; images and masks are not copied but viewed through RowViews."""
@@ -297,22 +300,31 @@ def steps_per_epoch(labels: np.ndarray, global_batch: int, class_ratio) -> int:
   return max(1, int(samples) // global_batch)
 
 
-def _gather(examples: Examples):
-  """index -> {'images', 'labels'}: labels from memory, only the indexed image rows read."""
+def _gather(examples: Examples, with_masks: bool = False):
+  """index -> {'images', 'labels'} (and 'masks'): labels from memory, only the indexed image
+  (and mask) rows read."""
   labels = tf.constant(examples.labels)
-  dtype = tf.as_dtype(examples.images.dtype)
+
+  def rows(array, index):
+    read = tf.numpy_function(lambda i: read_array(array, i), [index], tf.as_dtype(array.dtype),
+                             stateful=False)
+    read.set_shape(index.shape.concatenate(array.shape[1:]))
+    return read
 
   def gather(index):
-    images = tf.numpy_function(examples.read, [index], dtype, stateful=False)
-    images.set_shape(index.shape.concatenate(examples.images.shape[1:]))
-    return {'images': images, 'labels': tf.gather(labels, index)}
+    batch = {'images': rows(examples.images, index), 'labels': tf.gather(labels, index)}
+    if with_masks:
+      batch['masks'] = rows(examples.masks, index)
+    return batch
   return gather
 
 
 def train_dataset(examples: Examples, *, global_batch: int, seed: int,
                   class_ratio: Sequence[float] | None, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-  """Infinite stream of this host's share of each class-rebalanced global batch, from start_step.
+                  process_index: int = 0, process_count: int = 1,
+                  with_masks: bool = False) -> tf.data.Dataset:
+  """Infinite stream of this host's share of each class-rebalanced global batch, from start_step
+  (with each image's defect mask where `with_masks`).
 
   Per step: a class per sample from `class_ratio`, then an example uniformly within the class,
   both drawn with stateless ops on (seed, step) -- the same law as fastai's weighted sampler
@@ -338,7 +350,7 @@ def train_dataset(examples: Examples, *, global_batch: int, seed: int,
     index = tf.gather(order, tf.gather(offsets, classes) + member)
     return index[process_index * local:(process_index + 1) * local]
 
-  gather = _gather(examples)
+  gather = _gather(examples, with_masks)
   ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
   ds = ds.map(lambda step: gather(sample_indices(step)), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -14,8 +14,7 @@ from nexjax import errors
 from nexjax import inference
 from nexjax import parallel
 from nexjax.detectors import base
-
-STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
+from nexjax.models import resnet
 
 
 def require_backbone(ctx: base.Context, name: str) -> base.Backbone:
@@ -27,8 +26,9 @@ def require_backbone(ctx: base.Context, name: str) -> base.Backbone:
 
 def stage_problems(stages, name: str) -> list[str]:
   stages = tuple(stages)
-  if not stages or any(s not in STAGES for s in stages):
-    return [base.problem(name, 'stages', stages, f'must be a non-empty subset of {STAGES}')]
+  if not stages or any(s not in resnet.STAGES for s in stages):
+    return [base.problem(name, 'stages', stages,
+                         f'must be a non-empty subset of {resnet.STAGES}')]
   return []
 
 

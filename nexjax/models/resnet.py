@@ -22,6 +22,8 @@ from nexjax import xla_cpu
 from nexjax.models import batch_norm
 from nexjax.models import heads as heads_lib
 
+STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')  # the sown stage outputs, in order
+
 # torchvision initialises convs with kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -116,6 +118,8 @@ class ResNet(nn.Module):
   is 3-5x faster on XLA:CPU) instead of reduce_window; `xla_cpu.enabled` decides.
   width: channels of the stem and layer1, doubled per stage (torchvision: 64). Narrower networks
   cannot load ImageNet weights; they make from-scratch demos on a CPU several times cheaper.
+  mask_head: a stage name ('' none): a 1x1 conv on that stage predicts each cell's defect share,
+  sown as `intermediates/mask_logits` (the defect-mask pretext of pretraining, `train.step`).
   """
   stage_sizes: Sequence[int]
   block: Callable[..., nn.Module]
@@ -124,6 +128,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   slice_pool: bool = False
   width: int = 64
+  mask_head: str = ''
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -141,6 +146,10 @@ class ResNet(nn.Module):
                 name=name)(x, train)
       stages[name] = x
     self.sow('intermediates', 'stages', stages)
+    if self.mask_head:
+      mask_logits = nn.Conv(1, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                            name='mask_head')(stages[self.mask_head])
+      self.sow('intermediates', 'mask_logits', mask_logits.astype(jnp.float32))
     return heads_lib.apply_head(self.head, x, self.num_classes, train, self.dtype)
 
 

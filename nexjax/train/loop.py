@@ -65,25 +65,27 @@ def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
       class_weights=config.optim.class_weights, label_smoothing=config.optim.label_smoothing,
       stats_mask=state_lib.frozen_stats_mask(config, variables, phase_index),
       expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo,
-      fixmatch=fixmatch_options(config))
+      fixmatch=fixmatch_options(config), mask_weight=config.optim.mask_weight)
 
 
 def train_batches(job: job_lib.Job, start_step: int):
-  """Every global batch from `start_step` on, as global device arrays, copied one step ahead:
-  (images, labels), and the unlabelled images where the config learns from them."""
+  """Every global batch from `start_step` on, as dicts of global device arrays (the train step's
+  keyword arguments), copied one step ahead: images and labels, the defect masks where the model
+  has a mask head, and the unlabelled images where the config learns from them."""
   config, topo = job.config, job.topo
   ds = pipeline.train_dataset(job.data['train'], global_batch=config.train.batch_size,
                               seed=config.seed,
                               class_ratio=job_lib.parse_class_ratio(config.data.class_ratio),
                               start_step=start_step, process_index=topo.process_index,
-                              process_count=topo.process_count)
-  ds = ds.map(lambda b: (b['images'], b['labels']))
+                              process_count=topo.process_count,
+                              with_masks=bool(config.model.get('mask_head')))
   if fixmatch_options(config) is not None:
     unlabelled = pipeline.unlabelled_dataset(
         job.data['unlabelled'], global_batch=config.train.batch_size * config.semi.unlabelled_ratio,
         seed=config.seed, start_step=start_step, process_index=topo.process_index,
         process_count=topo.process_count)
-    ds = tf.data.Dataset.zip(ds, unlabelled).map(lambda labelled, images: (*labelled, images))
+    ds = tf.data.Dataset.zip(ds, unlabelled).map(
+        lambda labelled, images: {**labelled, 'unlabelled': images})
   return parallel.prefetch_to_mesh(ds.as_numpy_iterator(), topo.batch)
 
 
@@ -249,7 +251,7 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
                         desc=f'epoch {epoch.index} ({phase.name})', leave=False,
                         disable=not (config.train.progress and topo.is_chief))
         while step < epoch.end_step:
-          state = step_fn(state, *next(batches))
+          state = step_fn(state, **next(batches))
           step += 1
           bar.update(1)
           if step % log_every == 0:

@@ -53,7 +53,7 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   batches = loop.train_batches(job, 0)
   for i in tqdm.trange(lf.num_steps, desc='lr_find', disable=not (config.train.progress and
                                                                    job.topo.is_chief)):
-    state = step_fn(state, *next(batches))
+    state = step_fn(state, **next(batches))
     loss = step_lib.smoothed_loss(state) if not int(state.nonfinite) else math.nan
     lrs.append(sweep(i))
     losses.append(loss)

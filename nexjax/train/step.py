@@ -62,16 +62,28 @@ def fixmatch_loss(weak_logits, strong_logits, options: FixMatchOptions):
   return jnp.mean(jnp.where(confident, losses, 0.0))
 
 
-def train_step(state: TrainState, images, labels, unlabelled=None, *, seed, model, tx,
-               augment_options, class_weights, label_smoothing, stats_mask, expand_first=False,
-               fixmatch: FixMatchOptions | None = None) -> TrainState:
+def mask_loss(mask_logits, masks):
+  """Mean sigmoid cross-entropy of the mask head's per-cell logits against the share of each
+  cell the defect covers (the uint8 masks area-averaged down to the head's grid)."""
+  batch, height, width, _ = mask_logits.shape
+  shares = jax.image.resize(masks.astype(jnp.float32) / 255.0, (batch, height, width, 1),
+                            'linear', antialias=True)
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(mask_logits, shares))
+
+
+def train_step(state: TrainState, images, labels, unlabelled=None, masks=None, *, seed, model,
+               tx, augment_options, class_weights, label_smoothing, stats_mask,
+               expand_first=False, fixmatch: FixMatchOptions | None = None,
+               mask_weight: float = 0.0) -> TrainState:
   """One optimizer step on a global batch of uint8 images, augmented on device; with `fixmatch`,
   also on a batch of unlabelled images (labelled, weak and strong views in one forward pass, so
-  BatchNorm normalises them together, as FixMatch does)."""
+  BatchNorm normalises them together, as FixMatch does); with `masks` (a model with a mask
+  head, un-augmented images), plus `mask_weight` x the defect-mask loss."""
   step_key = jax.random.fold_in(jax.random.key(seed), state.step)
   augment_key, dropout_key = jax.random.split(step_key)
   inputs = augment_lib.prepare_batch(augment_key, images, augment_options, expand_first)
   semi = fixmatch is not None and unlabelled is not None
+  collections = ['batch_stats', 'intermediates'] if masks is not None else ['batch_stats']
   if semi:
     weak, strong = fixmatch_inputs(jax.random.fold_in(step_key, 1), unlabelled, fixmatch,
                                    expand_first)
@@ -80,7 +92,7 @@ def train_step(state: TrainState, images, labels, unlabelled=None, *, seed, mode
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, inputs,
                                   train=True, rngs={'dropout': dropout_key},
-                                  mutable=['batch_stats'])
+                                  mutable=collections)
     labelled_logits = logits[:len(labels)]
     losses, weights = classification_loss(labelled_logits, labels, class_weights,
                                           label_smoothing)
@@ -88,6 +100,9 @@ def train_step(state: TrainState, images, labels, unlabelled=None, *, seed, mode
     if semi:
       weak_logits, strong_logits = jnp.split(logits[len(labels):], 2)
       loss = loss + fixmatch.weight * fixmatch_loss(weak_logits, strong_logits, fixmatch)
+    if masks is not None:
+      mask_logits = updates['intermediates']['mask_logits'][0][:len(labels)]
+      loss = loss + mask_weight * mask_loss(mask_logits, masks)
     return loss, updates['batch_stats']
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -107,12 +122,13 @@ def train_step(state: TrainState, images, labels, unlabelled=None, *, seed, mode
 
 def make_train_step(model, tx, *, seed: int, augment_options, class_weights, label_smoothing,
                     stats_mask, expand_first: bool, topo: parallel.Topology,
-                    fixmatch: FixMatchOptions | None = None) -> Callable:
+                    fixmatch: FixMatchOptions | None = None,
+                    mask_weight: float = 0.0) -> Callable:
   """jit(train_step) with the state donated and replicated out."""
   return jax.jit(functools.partial(
       train_step, seed=seed, model=model, tx=tx, augment_options=augment_options,
       class_weights=tuple(class_weights), label_smoothing=label_smoothing, stats_mask=stats_mask,
-      expand_first=expand_first, fixmatch=fixmatch), donate_argnums=0,
+      expand_first=expand_first, fixmatch=fixmatch, mask_weight=mask_weight), donate_argnums=0,
       out_shardings=topo.replicated)
 
 
