@@ -57,6 +57,7 @@ from ml_collections import config_flags  # noqa: E402
 
 import nexjax  # noqa: E402
 from nexjax import compare  # noqa: E402
+from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax import evaluate  # noqa: E402
 from nexjax import export  # noqa: E402
@@ -170,9 +171,10 @@ def run(config, workdir: str) -> None:
   sys.unraisablehook = interrupted_in_callback
   pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
   try:
-    xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
-  except ValueError as e:
-    fail(f'config.{e}')
+    config_lib.check(config, _MODE.value)  # once, naming every problem
+  except errors.ConfigError as e:
+    fail(str(e))
+  xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     jax.config.update('jax_compilation_cache_dir',

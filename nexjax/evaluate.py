@@ -112,7 +112,6 @@ def evaluate(config, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   out = output_dir(config, workdir)
   config = workdir_lib.with_trained_data(config, workdir)
-  job_lib.check_config(config)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = make_tta_fn(job.model, config, job.topo)

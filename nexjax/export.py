@@ -136,11 +136,6 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
                  channels: int, out_dir, formats: Sequence[str] = FORMATS,
                  platforms: Sequence[str] = PLATFORMS) -> dict[str, pathlib.Path]:
   """Writes the files described in the module docstring; returns file name -> path."""
-  unknown = set(formats) - set(FORMATS)
-  if unknown:
-    raise errors.ConfigError(f'Unknown export formats {sorted(unknown)}; choose from {FORMATS}.')
-  if channels not in (1, 3):
-    raise errors.ConfigError(f'channels={channels}: images are 1 (grayscale) or 3 (RGB) channels.')
   for fmt in {'jaxexport', 'onnx'} & set(formats):
     if head == 'none':
       raise errors.ConfigError(f"The '{fmt}' format outputs class probabilities, so it needs a "

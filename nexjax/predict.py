@@ -32,9 +32,6 @@ from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.train import preemption
 
-HEATMAPS = ('none', 'flagged', 'all')
-
-
 def glob_paths(spec: str):
   """The paths a glob pattern matches, `**` recursively without following links to folders (as
   for a folder input: a link loop would list every file once per turn)."""
@@ -150,15 +147,6 @@ def write_csvs(config, output, names, files, scores, flagged, step, threshold) -
     print(f'Kaggle submission -> {submission}')
 
 
-def check_predict_config(config) -> None:
-  if not config.predict.input:
-    raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
-                             '--config.predict.output=FILE.csv).')
-  if config.predict.heatmaps not in HEATMAPS:
-    raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: use one of '
-                             f'{HEATMAPS}.')
-
-
 def saved_detector(workdir: pathlib.Path, spec: str) -> pathlib.Path:
   """The folder `--mode=compare` saved detector `spec` (NAME-BUDGET, or NAME where one budget
   of it is saved) into."""
@@ -216,7 +204,6 @@ def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
   workdir = pathlib.Path(workdir)
-  check_predict_config(config)
   default = f'predictions-{config.predict.detector}.csv' if config.predict.detector else \
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import finetune
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax import predict
@@ -25,7 +26,7 @@ def test_a_synthetic_preset_with_a_data_folder_is_refused(tmp_path):
   config = finetune.get_config('smoke')
   config.data.dir = str(tmp_path)
   with pytest.raises(errors.ConfigError, match='data.synthetic=False'):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 @pytest.mark.parametrize('good,bad,message', [

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import evaluate
 from nexjax import job as job_lib
@@ -136,7 +137,7 @@ def test_a_malformed_phases_override_is_a_config_error():
   config = finetune.get_config('smoke')
   config.phases = ('((frozen,1,(0.0,),(head,)),)',)  # what the command line makes of it
   with pytest.raises(errors.ConfigError, match=r'phases\[0\].*is not a phase'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 @pytest.mark.parametrize('key', ['image_size', 'synthetic_image_size'])
@@ -144,7 +145,7 @@ def test_an_image_size_typo_is_refused_with_the_reason(key):
   config = finetune.get_config('smoke')
   config.data[key] = 40960
   with pytest.raises(errors.ConfigError, match=f'data.{key}: 40960 must be in 32..1024 pixels'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 def load(folder, cache, image_size=32):
@@ -281,6 +282,7 @@ def test_ctrl_c_in_any_mode_is_one_line_and_exit_130(tmp_path, monkeypatch, caps
     raise KeyboardInterrupt
   monkeypatch.setitem(launch.MODES, mode, interrupted)
   monkeypatch.setattr(launch.workdir_lib, 'check_explicit_data', lambda *a: None)
+  monkeypatch.setattr(launch.config_lib, 'check', lambda *a: None)  # the mode's own sections
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path))  # launch leaves jax's alone
   launch.parse_flags(['launch.py', '--config=configs/finetune.py:smoke', f'--mode={mode}',
                       f'--workdir={tmp_path}'])
@@ -315,7 +317,7 @@ def test_an_empty_gallery_is_refused():
   config = finetune.get_config('smoke')
   config.evaluate.gallery_size = 0
   with pytest.raises(errors.ConfigError, match='evaluate.gallery_size'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 def test_an_empty_workdir_flag_is_refused(tmp_path, monkeypatch, capsys):
@@ -348,7 +350,7 @@ def test_a_data_dir_that_is_a_file_says_so(tmp_path):
   config.data.dir = str(tmp_path / 'data.zip')
   (tmp_path / 'data.zip').write_bytes(b'PK')
   with pytest.raises(errors.ConfigError, match='data.zip is a file; give the folder'):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 def test_label_ids_given_as_file_names(tmp_path, make_kaggle_folder):

@@ -3,6 +3,7 @@ path traversal, the review labels; the extra-labels flag training reads them thr
 
 import asyncio
 import base64
+import copy
 import csv
 import io
 import warnings
@@ -19,6 +20,7 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   warnings.simplefilter('ignore')
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
+from nexjax import config as config_lib  # pylint: disable=g-import-not-at-top
 from nexjax import errors  # pylint: disable=g-import-not-at-top
 from nexjax import evaluate  # pylint: disable=g-import-not-at-top
 from nexjax import export  # pylint: disable=g-import-not-at-top
@@ -48,6 +50,14 @@ def settings(config, **changes):
   serve = ml_collections.ConfigDict(config.serve.to_dict())
   serve.update(changes)
   return serve
+
+
+def with_serve(config, **changes):
+  """A copy of `config` with `serve` changed."""
+  whole = copy.deepcopy(config)
+  with whole.unlocked():
+    whole.serve = settings(config, **changes)
+  return whole
 
 
 @pytest.fixture(scope='module')
@@ -175,12 +185,13 @@ def test_token_rule(served, monkeypatch):
     assert c.get('/review').status_code == 200  # the page itself holds no data
   monkeypatch.delenv(serving.TOKEN_ENV, raising=False)
   with pytest.raises(errors.ConfigError, match='reachable from other machines'):
-    serving.check_config(ml_collections.ConfigDict({'serve': settings(config, host='0.0.0.0')}))
+    config_lib.check(with_serve(config, host='0.0.0.0'), 'serve')
   with pytest.raises(errors.ConfigError, match='at least 16'):
-    serving.check_config(ml_collections.ConfigDict({'serve': settings(config, token='short')}))
+    config_lib.check(with_serve(config, token='short'), 'serve')
   monkeypatch.setenv(serving.TOKEN_ENV, TOKEN)
-  assert serving.check_config(
-      ml_collections.ConfigDict({'serve': settings(config, host='0.0.0.0')})) == TOKEN
+  reachable = with_serve(config, host='0.0.0.0')
+  config_lib.check(reachable, 'serve')
+  assert serving.token(reachable) == TOKEN
 
 
 @pytest.mark.parametrize('key, value, message', [
@@ -193,7 +204,7 @@ def test_serve_config_checks(key, value, message):
   with config.unlocked():
     config.serve[key] = value
   with pytest.raises(errors.ConfigError, match=message):
-    serving.check_config(config)
+    config_lib.check(config, 'serve')
 
 
 class CountingRuntime:

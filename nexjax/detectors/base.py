@@ -125,13 +125,6 @@ class Detector(abc.ABC):
     return []
 
   @classmethod
-  def config_problems(cls, config: ml_collections.ConfigDict) -> list[str]:
-    """Problems of the method's part of a whole compare config."""
-    if 'detectors' not in config or cls.name not in config.detectors:
-      return [f'config.detectors.{cls.name}: missing section (configs/compare.py adds it)']
-    return cls.check_config(config.detectors[cls.name])
-
-  @classmethod
   def create(cls, config: ml_collections.ConfigDict, workdir: pathlib.Path,
              defects: int) -> 'Detector':
     """The detector `--mode=compare` fits into `workdir` with `defects` labelled defects (-1:
