@@ -35,7 +35,7 @@ from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
-from nexjax import compare  # noqa: E402
+from nexjax.modes import compare  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402

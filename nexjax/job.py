@@ -22,9 +22,9 @@ from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
 from nexjax.data import extra_labels
 from nexjax.data import nexperia
+from nexjax.data import prepare
 from nexjax.data import pipeline
-from nexjax.data import split_cache
-from nexjax.data import synthetic
+from nexjax.data import sources
 from nexjax.data import unlabelled
 from nexjax.models import resnet
 
@@ -67,13 +67,6 @@ def has_unlabelled(config) -> bool:
   """Whether the data comes with unlabelled images: a folder, or the synthetic ones."""
   return bool(config.data.unlabelled_dir or
               (config.data.synthetic and config.data.synthetic_num_unlabelled))
-
-
-def unlabelled_folder(config, folder: pathlib.Path) -> str:
-  """`data.unlabelled_dir`, else the synthetic data's `unlabelled/` folder, else ''."""
-  if config.data.unlabelled_dir or not has_unlabelled(config):
-    return config.data.unlabelled_dir
-  return str(folder / synthetic.UNLABELLED_FOLDER)
 
 
 @dataclasses.dataclass
@@ -122,22 +115,9 @@ def cache_dir(config) -> pathlib.Path:
   return nexjax.cache_dir(config.data.cache_dir)
 
 
-def data_folder(config) -> pathlib.Path:
-  """The Kaggle-layout folder: the configured one, or the synthetic one (generated once)."""
-  if not config.data.synthetic:
-    return pathlib.Path(config.data.dir)
-  settings = dict(num_train=config.data.synthetic_num_train, num_test=config.data.synthetic_num_test,
-                  image_size=config.data.synthetic_image_size, seed=config.data.synthetic_seed)
-  name = 'synthetic-' + '-'.join(f'{v}' for v in settings.values())
-  if config.data.synthetic_families:
-    settings['families'] = config.data.synthetic_families
-    name += '-' + config.data.synthetic_families.replace(',', '+')
-  if config.data.synthetic_num_unlabelled:  # only then: the names of existing folders stay
-    settings['num_unlabelled'] = config.data.synthetic_num_unlabelled
-    name += f'-unlabelled{config.data.synthetic_num_unlabelled}'
-  folder = cache_dir(config) / 'synthetic' / name
-  with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
-    return pathlib.Path(synthetic.ensure_dataset(folder, **settings))
+def data_source(config) -> sources.Source:
+  """The labelled images `config.data` names (`sources.from_config`)."""
+  return sources.from_config(config.data, cache_dir(config))
 
 
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a
@@ -159,27 +139,28 @@ def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
 
 
 def load_data(config) -> dict[str, pipeline.Examples]:
-  folder = data_folder(config)
-  data = pipeline.load_datasets(folder, image_size=config.data.image_size,
+  source = data_source(config)
+  data = prepare.load_datasets(source, image_size=config.data.image_size,
                                 valid_fraction=config.data.valid_fraction,
                                 channels=config.data.channels, cache_dir=cache_dir(config),
                                 high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config)
-  check_class_counts(data, folder)
+  check_class_counts(data, source.root)
   if has_unlabelled(config):
-    data['unlabelled'] = load_unlabelled(config, folder)
+    data['unlabelled'] = load_unlabelled(config, source)
   return data
 
 
-def load_unlabelled(config, folder: pathlib.Path | None = None) -> pipeline.Examples:
-  """The unlabelled images of `unlabelled_folder` (`folder`: the labelled data's, if known)."""
-  folder = data_folder(config) if folder is None else folder
+def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Examples:
+  """The unlabelled images of `data.unlabelled_dir`, else of the source's own folder (`source`:
+  the labelled data's, if known)."""
+  source = data_source(config) if source is None else source
   return unlabelled.load(
-      unlabelled_folder(config, folder), image_size=config.data.image_size,
+      config.data.unlabelled_dir or source.unlabelled_folder(), image_size=config.data.image_size,
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
-      cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
+      cache_dir=cache_dir(config), data_dir=str(source.root), progress=config.train.progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
@@ -202,7 +183,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
 
 def skipped_files(config) -> pathlib.Path:
   """The list of the data folder's unreadable files (path and reason) made when preparing it."""
-  return pipeline.prepared_dir(data_folder(config), cache_dir(config)) / nexperia.SKIPPED_FILE
+  return prepare.prepared_dir(data_source(config), cache_dir(config)) / nexperia.SKIPPED_FILE
 
 
 def restore_weights(config, workdir, choice: str = 'best') -> tuple[dict, int]:

@@ -21,7 +21,7 @@ from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax.train import loop
-from nexjax.train import lr_find
+from nexjax.modes import lr_find
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import state as state_lib

@@ -2,7 +2,7 @@
 
 A detector is fitted on the training split (with its labels, or on its good images only, as the
 method needs), scores images (higher = more likely defective), optionally returns a per-pixel
-anomaly map, and saves itself into a folder it can be loaded from. `nexjax.compare` runs every
+anomaly map, and saves itself into a folder it can be loaded from. `nexjax.modes.compare` runs every
 registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses every threshold on
 the validation split.
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from nexjax import defect_types
 from nexjax import detectors
-from nexjax import errors
 from nexjax import localization
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
@@ -166,7 +165,7 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
            'backbone': backbones.backbone_facts(config, body)}
   types = defect_types.types_of(splits[report_split].ids, splits[report_split].labels,
-                                defect_types.read_types(job_lib.data_folder(config)))
+                                defect_types.read_types(job_lib.data_source(config).root))
   rows, fitted = [], {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)
