@@ -141,9 +141,9 @@ def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
 def load_data(config) -> dict[str, pipeline.Examples]:
   source = data_source(config)
   data = prepare.load_datasets(source, image_size=config.data.image_size,
-                                valid_fraction=config.data.valid_fraction,
-                                channels=config.data.channels, cache_dir=cache_dir(config),
-                                high_bit_scaling=config.data.high_bit_scaling)
+                               valid_fraction=config.data.valid_fraction,
+                               channels=config.data.channels, cache_dir=cache_dir(config),
+                               high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config)

@@ -86,8 +86,9 @@ def prepared_dir(source: sources.Source, cache_dir) -> pathlib.Path:
   return pathlib.Path(cache_dir) / 'tfds' / f'{source.root.name}-{source.fingerprint()}'
 
 
-def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: float, channels: int = 1,
-                  cache_dir, high_bit_scaling: str = 'bit_depth') -> dict[str, pipeline.Examples]:
+def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: float,
+                  channels: int = 1, cache_dir,
+                  high_bit_scaling: str = 'bit_depth') -> dict[str, pipeline.Examples]:
   """{'train', 'valid'[, 'test']} from a source, prepared into cache_dir once.
 
   Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
@@ -101,7 +102,8 @@ def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: fl
     labelled = load_split(builder, 'train', image_size, cache)
     test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
         else None
-  train_index, valid_index = pipeline.stratified_split(labelled.ids, labelled.labels, valid_fraction)
+  train_index, valid_index = pipeline.stratified_split(labelled.ids, labelled.labels,
+                                                       valid_fraction)
   splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
   if test is not None:
     splits['test'] = test

@@ -67,8 +67,9 @@ def evaluate(config, workdir) -> dict:
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
   scores = {name: scoring.plain_and_tta_scores(
-      scoring.predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size, config.seed,
-                    job.topo, f'evaluate {name}', config.train.progress), config)
+      scoring.predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size,
+                            config.seed, job.topo, f'evaluate {name}', config.train.progress),
+      config)
             for name, examples in splits.items()}
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)

@@ -162,7 +162,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
     return predict_with_detector(config, workdir, output)
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
-  variables, step = job_lib.restore_weights(config, workdir, config.scoring.checkpoint)
+  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   threshold = scoring.read_threshold(workdir)
   files = folder_lib.list_inputs(config.predict.input)
   images, files = folder_lib.load_images(files, config)
