@@ -56,28 +56,29 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import nexjax  # noqa: E402
-from nexjax import compare  # noqa: E402
+from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
-from nexjax import evaluate  # noqa: E402
-from nexjax import export  # noqa: E402
 from nexjax import job  # noqa: E402
 from nexjax import parallel  # noqa: E402
-from nexjax import predict  # noqa: E402
-from nexjax import serving  # noqa: E402
 from nexjax import workdir as workdir_lib  # noqa: E402
 from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
-from nexjax.train import loop  # noqa: E402
-from nexjax.train import lr_find  # noqa: E402
+from nexjax.modes import compare  # noqa: E402
+from nexjax.modes import evaluate  # noqa: E402
+from nexjax.modes import export  # noqa: E402
+from nexjax.modes import lr_find  # noqa: E402
+from nexjax.modes import predict  # noqa: E402
+from nexjax.modes import serve  # noqa: E402
+from nexjax.modes import train  # noqa: E402
 from nexjax.train import preemption  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
                                required=True)
-MODES = {'train': loop.train_and_evaluate, 'lr_find': lr_find.lr_find,
+MODES = {'train': train.train, 'lr_find': lr_find.lr_find,
          'evaluate': evaluate.evaluate, 'predict': predict.predict_folder,
-         'export': export.export_workdir, 'serve': serving.serve, 'compare': compare.compare}
+         'export': export.export_workdir, 'serve': serve.serve, 'compare': compare.compare}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')
@@ -170,9 +171,10 @@ def run(config, workdir: str) -> None:
   sys.unraisablehook = interrupted_in_callback
   pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
   try:
-    xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
-  except ValueError as e:
-    fail(f'config.{e}')
+    config_lib.check(config, _MODE.value)  # once, naming every problem
+  except errors.ConfigError as e:
+    fail(str(e))
+  xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     jax.config.update('jax_compilation_cache_dir',

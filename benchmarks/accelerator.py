@@ -17,7 +17,7 @@ as benchmarks/train_step.py's JaxRunner builds it) per global batch size and pha
 Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_*):
   fw        jax, or torch: torchvision body + fastai head (benchmarks/train_step.py), AMP bf16
             autocast, channels_last, torch.compile where it works, else eager (`torch_mode`).
-  kind      train; tta: 8 dihedral views vmapped in one call (`evaluate.make_tta_fn`); infer:
+  kind      train; tta: 8 dihedral views vmapped in one call (`scoring.make_tta_fn`); infer:
             plain eval-mode forward (`train.step.make_eval_fn`). Their pipeline rows run every
             --images image through `inference.map_batches`, as --mode=evaluate does.
   phase     frozen (phase 0: the head and BatchNorm scale/bias train) or unfrozen (phase 1).
@@ -110,7 +110,7 @@ xla_cpu.apply_flags(finetune.get_config().xla_cpu)  # before the backend starts
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nexjax import evaluate  # noqa: E402
+from nexjax import scoring  # noqa: E402
 from nexjax import inference  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
 from nexjax import parallel  # noqa: E402
@@ -251,7 +251,7 @@ def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict
   device = device_batch(examples, batch, topo)
   images = device['images']
   if kind == 'tta':
-    fn, extra = evaluate.make_tta_fn(model, config, topo), jax.random.key(config.seed)
+    fn, extra = scoring.make_tta_fn(model, config, topo), jax.random.key(config.seed)
   else:
     fn, extra = step_lib.make_eval_fn(model, config, topo), device['labels']
   compiled, counts, first_s, _ = compile_first(fn, variables, images, extra)
@@ -265,7 +265,7 @@ def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict
     calls = math.ceil(len(examples) / batch)
     start = time.perf_counter()  # both return host arrays: every call has finished
     if kind == 'tta':
-      evaluate.predict_views(compiled, variables, examples.images, batch, config.seed, topo,
+      scoring.predict_views(compiled, variables, examples.images, batch, config.seed, topo,
                              'tta', progress=False)
     else:
       inference.probabilities(compiled, variables, examples, batch, topo, progress=False)

@@ -25,6 +25,7 @@ from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
+from nexjax import config as config_lib  # noqa: E402
 from nexjax import gradcam  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
 from nexjax import localization  # noqa: E402
@@ -52,6 +53,7 @@ def main(argv=None):
   config = finetune.get_config(workdir_lib.read_config(args.workdir).preset)
   config = workdir_lib.with_trained_model(config, args.workdir)
   config.train.progress = False
+  config_lib.check(config)
   variables, _ = job_lib.restore_weights(config, args.workdir)
   job = job_lib.setup(config)
   rows = []

@@ -9,7 +9,7 @@ Contenders, each uint8 (N, S, S, 1) images in, class probabilities out, on one s
 weights (BatchNorm statistics included):
 
   nexjax       `train.step.probabilities` jit-compiled, as `--mode=evaluate` and `predict` run it;
-               with TTA `evaluate.view_probabilities` (views made on device, the model vmapped).
+               with TTA `scoring.view_probabilities` (views made on device, the model vmapped).
   jax.export   `model.jaxexport` from `export.export_model`, through `nexjax.runtime`.
   torch        PyTorch eager (where torch is installed): torchvision body + fastai head with the
                exported fastai state dict, `no_grad`, `torch.set_num_threads` = the cores.
@@ -52,7 +52,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nexjax import augment  # noqa: E402
-from nexjax import evaluate  # noqa: E402
+from nexjax import scoring  # noqa: E402
 from nexjax import export  # noqa: E402
 from nexjax import runtime  # noqa: E402
 from nexjax import tta  # noqa: E402
@@ -118,7 +118,7 @@ def contenders(args, out_dir: pathlib.Path, threads: int) -> dict:
                       platforms=('cpu',))
   shape = (args.size, args.size, 1)
   own = functools.partial(jax.jit(functools.partial(step.probabilities, model=model)), variables)
-  own_tta = jax.jit(functools.partial(evaluate.view_probabilities, model=model,
+  own_tta = jax.jit(functools.partial(scoring.view_probabilities, model=model,
                                       views_fn=lambda _, x: tta.dihedral_views(x)))
   predictors = {'nexjax': runtime.Predictor('nexjax', shape, own)}
   if train_step.torch_available():

@@ -10,7 +10,7 @@ benchmarks/augment_preview.py, median of repeated calls. An accelerator never wa
 the host stream is faster than the train step.
 
 --images N: host memory and images/s of the training stream over a memory-mapped split of N random
-96 px grayscale images, written as `pipeline.load_datasets` caches a decoded split (in a temporary
+96 px grayscale images, written as `prepare.load_datasets` caches a decoded split (in a temporary
 folder under --dir, deleted afterwards), then opened as a later run opens it. The file is dropped
 from the page cache before the first ("cold", read from disk) measurement and read once before the
 second ("warm"). Resident memory from /proc/self/status: RssAnon (the process's own memory, which
@@ -33,6 +33,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from augment_preview import time_prepare  # noqa: E402
 from nexjax import augment  # noqa: E402
+from nexjax.data import prepare  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.data import split_cache  # noqa: E402
 

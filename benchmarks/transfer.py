@@ -35,7 +35,8 @@ from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
-from nexjax import compare  # noqa: E402
+from nexjax.modes import compare  # noqa: E402
+from nexjax import config as config_lib  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
@@ -79,7 +80,9 @@ def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
   config = finetune.get_config('synthetic')
   config.data.synthetic_num_train = size
   config.train.progress = False
-  config = loop.resolve_init(method_config(config, method) if method != 'gaussian' else config)
+  config = method_config(config, method) if method != 'gaussian' else config
+  config_lib.check(config)
+  config = loop.resolve_init(config)
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')}
   if method == 'gaussian':

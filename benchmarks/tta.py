@@ -6,7 +6,7 @@
 Three ways to get the 8 views' class probabilities of a batch of uint8 grayscale images with the
 fine-tuning model (ResNet + fastai head, eval mode, float32):
 
-  vmapped   `nexjax.evaluate.view_probabilities` jit-compiled, as `--mode=evaluate` runs it: the
+  vmapped   `nexjax.scoring.view_probabilities` jit-compiled, as `--mode=evaluate` runs it: the
             views are made on device and the model is vmapped over them, one call per batch.
   loop      the same views and model, one jit-compiled call per view from a Python loop (8 calls
             per batch), as a straightforward port of fastai's TTA would do.
@@ -30,7 +30,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-try:  # before TensorFlow (which nexjax.evaluate imports): the other order segfaults
+try:  # before TensorFlow (which nexjax.scoring imports): the other order segfaults
   import torch  # noqa: F401  pylint: disable=unused-import
   import torchvision  # noqa: F401  pylint: disable=unused-import
 except ImportError:
@@ -45,7 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nexjax import augment  # noqa: E402
-from nexjax import evaluate  # noqa: E402
+from nexjax import scoring  # noqa: E402
 from nexjax import tta  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
 import train_step  # noqa: E402  (benchmarks/train_step.py: the same PyTorch model)
@@ -76,7 +76,7 @@ class JaxTTA:
     self.variables = jax.jit(self.model.init, static_argnames='train')(
         jax.random.key(0), augment.normalize(augment.to_unit_float(self.images[:1])), train=False)
     views_fn = lambda rng, images: tta.dihedral_views(images)
-    self.vmapped_fn = jax.jit(functools.partial(evaluate.view_probabilities, model=self.model,
+    self.vmapped_fn = jax.jit(functools.partial(scoring.view_probabilities, model=self.model,
                                                 views_fn=views_fn))
     self.view_fn = jax.jit(self.one_view, static_argnames='k')
     self.key = jax.random.key(0)

@@ -37,10 +37,8 @@ import numpy as np
 import safetensors.numpy
 
 from nexjax import errors
-from nexjax import job as job_lib
 from nexjax import onnx_export
 from nexjax import weights
-from nexjax import workdir as workdir_lib
 from nexjax.models import resnet
 from nexjax.train import step
 
@@ -136,11 +134,6 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
                  channels: int, out_dir, formats: Sequence[str] = FORMATS,
                  platforms: Sequence[str] = PLATFORMS) -> dict[str, pathlib.Path]:
   """Writes the files described in the module docstring; returns file name -> path."""
-  unknown = set(formats) - set(FORMATS)
-  if unknown:
-    raise errors.ConfigError(f'Unknown export formats {sorted(unknown)}; choose from {FORMATS}.')
-  if channels not in (1, 3):
-    raise errors.ConfigError(f'channels={channels}: images are 1 (grayscale) or 3 (RGB) channels.')
   for fmt in {'jaxexport', 'onnx'} & set(formats):
     if head == 'none':
       raise errors.ConfigError(f"The '{fmt}' format outputs class probabilities, so it needs a "
@@ -181,17 +174,3 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
   return written
 
 
-def export_workdir(config, workdir) -> dict[str, pathlib.Path]:
-  """`--mode=export`: the network of `workdir`'s checkpoint `evaluate.checkpoint` ('best' by
-  default) into `export.output` (default DIR/export), in `export.formats`."""
-  config = workdir_lib.with_trained_model(config, workdir)
-  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  out_dir = pathlib.Path(config.export.output or pathlib.Path(workdir) / 'export')
-  written = export_model(variables, arch=config.model.arch, head=config.model.head,
-                         width=config.model.width, num_classes=config.model.num_classes,
-                         image_size=config.data.image_size, channels=config.data.channels,
-                         out_dir=out_dir, formats=tuple(config.export.formats))
-  if jax.process_index() == 0:
-    print(f'Exported checkpoint step {step} of {workdir} -> {out_dir}: {", ".join(written)}',
-          flush=True)
-  return written

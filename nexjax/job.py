@@ -1,6 +1,6 @@
-"""What every mode builds first: checked config, devices, model, and (where needed) the data.
+"""What every mode builds first: devices, model, (where needed) the data, pretrained weights.
 
-`setup(config)` fails early, naming every bad key, before anything is decoded or compiled.
+The config is checked before (`nexjax.config.check`); this module only builds.
 """
 
 import dataclasses
@@ -16,32 +16,22 @@ import nexjax
 from nexjax import augment as augment_lib
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import metrics as metrics_lib
 from nexjax import parallel
-from nexjax import tta as tta_lib
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
 from nexjax.data import extra_labels
 from nexjax.data import nexperia
+from nexjax.data import prepare
 from nexjax.data import pipeline
-from nexjax.data import split_cache
-from nexjax.data import synthetic
+from nexjax.data import sources
 from nexjax.data import unlabelled
 from nexjax.models import resnet
-from nexjax.train import plan as plan_lib
 
 
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
 # (see `nexjax.train.loop.resolve_init`).
 PRETRAIN = 'pretrain'
-SEMI_METHODS = ('none', 'fixmatch')
-
-
-# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
-# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
-# square; the report trained at 224 px on Nexperia's 267x275 px images.
-MAX_IMAGE_SIZE = 1024
 
 
 def parse_class_ratio(value: str):
@@ -73,117 +63,10 @@ def expand_paths(config: ml_collections.ConfigDict) -> None:
     config.data.dir = workdir_lib.normalized_path(config.data.dir)
 
 
-def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
-  """Raises one ConfigError listing every value that would fail later or silently; `data=False`
-  skips the data folder (modes that read no dataset)."""
-  problems = plan_lib.config_problems(config)
-
-  def check(ok, key, message):
-    if not ok:
-      problems.append(f'config.{key}: {message}')
-
-  def parses(key, parse):
-    try:
-      parse()
-    except ValueError as e:
-      problems.append(f'config.{key}: {e}')
-
-  check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
-        f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
-  check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
-  check(config.model.width >= 1, 'model.width',
-        'must be a positive channel count (64: torchvision)')
-  check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
-        "use 'float32', 'bfloat16' or 'float16'")
-  parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
-  parses('augment', lambda: augment_options(config))
-  check(config.init.weights != PRETRAIN or 'pretrain' in config, 'init.weights',
-        f"'{PRETRAIN}' needs a config.pretrain section (a whole config that trains the body)")
-  for key in ('image_size', 'synthetic_image_size'):
-    size = config.data[key]
-    check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
-          f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this size '
-          f'({size}x{size} bytes per grey image; the report used 224) and the cost of a step '
-          'grows with its square.')
-  check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
-  check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
-        "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
-  check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
-        'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
-  check(not data or config.data.synthetic or config.data.dir, 'data.dir',
-        'no data folder given. Point it at a Kaggle-layout Nexperia folder '
-        '(--config.data.dir=PATH) or run the synthetic preset (configs/finetune.py:synthetic).')
-  check(not (config.data.synthetic and config.data.dir), 'data.dir',
-        f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
-        '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')
-  if data and config.data.dir and not config.data.synthetic:
-    check(not pathlib.Path(config.data.dir).is_file(), 'data.dir',
-          f'{config.data.dir} is a file; give the folder that holds train/ and test/.')
-    check(pathlib.Path(config.data.dir).exists(), 'data.dir',
-          f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
-          'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
-  parses('data.class_ratio', lambda: parse_class_ratio(config.data.class_ratio))
-  problems.extend(semi_problems(config))
-  problems.extend(mask_head_problems(config))
-  check(config.train.batch_size > 0 and config.train.eval_batch_size > 0, 'train.batch_size',
-        'batch sizes must be positive')
-  check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
-  check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
-        f'use one of {tta_lib.COMBINE_METHODS}')
-  check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
-        'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
-  parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
-  parses('evaluate.threshold_rule', lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
-  if problems:
-    raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
-
-
-def mask_head_problems(config) -> list[str]:
-  """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
-  head = config.model.get('mask_head', '')
-  if not head:
-    return []
-  problems = []
-  if head not in resnet.STAGES:
-    problems.append(f'config.model.mask_head: {head!r} is not a stage; use one of '
-                    f'{resnet.STAGES} or \'\' (none)')
-  if config.augment.enabled:
-    problems.append('config.model.mask_head: the masks are not augmented with the images; set '
-                    '--config.augment.enabled=False to train a mask head')
-  if not config.optim.mask_weight >= 0:
-    problems.append(f'config.optim.mask_weight: {config.optim.mask_weight} must be >= 0')
-  return problems
-
-
 def has_unlabelled(config) -> bool:
   """Whether the data comes with unlabelled images: a folder, or the synthetic ones."""
   return bool(config.data.unlabelled_dir or
               (config.data.synthetic and config.data.synthetic_num_unlabelled))
-
-
-def unlabelled_folder(config, folder: pathlib.Path) -> str:
-  """`data.unlabelled_dir`, else the synthetic data's `unlabelled/` folder, else ''."""
-  if config.data.unlabelled_dir or not has_unlabelled(config):
-    return config.data.unlabelled_dir
-  return str(folder / synthetic.UNLABELLED_FOLDER)
-
-
-def semi_problems(config) -> list[str]:
-  semi = config.semi
-  found = []
-  if semi.method not in SEMI_METHODS:
-    found.append(f'config.semi.method: {semi.method!r} is not one of {SEMI_METHODS}')
-  if semi.method == 'fixmatch' and not has_unlabelled(config):
-    found.append("config.semi.method: 'fixmatch' learns from unlabelled images; set "
-                 '--config.data.unlabelled_dir=FOLDER')
-  checks = ((semi.unlabelled_ratio >= 1 and float(semi.unlabelled_ratio).is_integer(),
-             'unlabelled_ratio', 'must be a whole number >= 1'),
-            (0 < semi.threshold <= 1, 'threshold', 'must be in (0, 1]'),
-            (semi.weight >= 0, 'weight', 'must be >= 0'),
-            (0 <= semi.cutout < 1, 'cutout', 'must be in [0, 1)'),
-            (semi.strong_zoom_max >= 1, 'strong_zoom_max', 'must be >= 1'),
-            (0 <= semi.strong_lighting_max < 1, 'strong_lighting_max', 'must be in [0, 1)'))
-  return found + [f'config.semi.{key}: {message}' for ok, key, message in checks if not ok]
 
 
 @dataclasses.dataclass
@@ -196,7 +79,7 @@ class Job:
 
 
 def setup(config, *, data: bool = True) -> Job:
-  check_config(config, data)
+  """Builds a job from a config that `nexjax.config.check` passed."""
   topo = parallel.topology()
   parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
   parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
@@ -233,22 +116,9 @@ def cache_dir(config) -> pathlib.Path:
   return nexjax.cache_dir(config.data.cache_dir)
 
 
-def data_folder(config) -> pathlib.Path:
-  """The Kaggle-layout folder: the configured one, or the synthetic one (generated once)."""
-  if not config.data.synthetic:
-    return pathlib.Path(config.data.dir)
-  settings = dict(num_train=config.data.synthetic_num_train, num_test=config.data.synthetic_num_test,
-                  image_size=config.data.synthetic_image_size, seed=config.data.synthetic_seed)
-  name = 'synthetic-' + '-'.join(f'{v}' for v in settings.values())
-  if config.data.synthetic_families:
-    settings['families'] = config.data.synthetic_families
-    name += '-' + config.data.synthetic_families.replace(',', '+')
-  if config.data.synthetic_num_unlabelled:  # only then: the names of existing folders stay
-    settings['num_unlabelled'] = config.data.synthetic_num_unlabelled
-    name += f'-unlabelled{config.data.synthetic_num_unlabelled}'
-  folder = cache_dir(config) / 'synthetic' / name
-  with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
-    return pathlib.Path(synthetic.ensure_dataset(folder, **settings))
+def data_source(config) -> sources.Source:
+  """The labelled images `config.data` names (`sources.from_config`)."""
+  return sources.from_config(config.data, cache_dir(config))
 
 
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a
@@ -270,31 +140,32 @@ def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
 
 
 def load_data(config) -> dict[str, pipeline.Examples]:
-  folder = data_folder(config)
-  data = pipeline.load_datasets(folder, image_size=config.data.image_size,
-                                valid_fraction=config.data.valid_fraction,
-                                channels=config.data.channels, cache_dir=cache_dir(config),
-                                high_bit_scaling=config.data.high_bit_scaling)
+  source = data_source(config)
+  data = prepare.load_datasets(source, image_size=config.data.image_size,
+                               valid_fraction=config.data.valid_fraction,
+                               channels=config.data.channels, cache_dir=cache_dir(config),
+                               high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config)
-  check_class_counts(data, folder)
+  check_class_counts(data, source.root)
   if config.model.get('mask_head') and data['train'].masks is None:
     raise errors.DataError(
-        f'{folder} has no defect masks (masks/<id>.png) for its training images, which '
+        f'{source.root} has no defect masks (masks/<id>.png) for its training images, which '
         f'model.mask_head={config.model.mask_head!r} learns from; set --config.model.mask_head=""')
   if has_unlabelled(config):
-    data['unlabelled'] = load_unlabelled(config, folder)
+    data['unlabelled'] = load_unlabelled(config, source)
   return data
 
 
-def load_unlabelled(config, folder: pathlib.Path | None = None) -> pipeline.Examples:
-  """The unlabelled images of `unlabelled_folder` (`folder`: the labelled data's, if known)."""
-  folder = data_folder(config) if folder is None else folder
+def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Examples:
+  """The unlabelled images of `data.unlabelled_dir`, else of the source's own folder (`source`:
+  the labelled data's, if known)."""
+  source = data_source(config) if source is None else source
   return unlabelled.load(
-      unlabelled_folder(config, folder), image_size=config.data.image_size,
+      config.data.unlabelled_dir or source.unlabelled_folder(), image_size=config.data.image_size,
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
-      cache_dir=cache_dir(config), data_dir=str(folder), progress=config.train.progress)
+      cache_dir=cache_dir(config), data_dir=str(source.root), progress=config.train.progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
@@ -317,7 +188,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
 
 def skipped_files(config) -> pathlib.Path:
   """The list of the data folder's unreadable files (path and reason) made when preparing it."""
-  return pipeline.prepared_dir(data_folder(config), cache_dir(config)) / nexperia.SKIPPED_FILE
+  return prepare.prepared_dir(data_source(config), cache_dir(config)) / nexperia.SKIPPED_FILE
 
 
 def restore_weights(config, workdir, choice: str = 'best') -> tuple[dict, int]:

@@ -10,11 +10,12 @@ import PIL.Image
 import pytest
 
 from configs import compare as compare_config
-from nexjax import compare
+from nexjax.modes import compare
+from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
 from nexjax import parallel
-from nexjax import predict
+from nexjax.modes import predict
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import gaussian
@@ -136,4 +137,4 @@ def test_compare_config_errors(change, message):
   config = compare_config.get_config('smoke')
   change(config)
   with pytest.raises(errors.ConfigError, match=message):
-    compare.check_config(config)
+    config_lib.check(config, 'compare')

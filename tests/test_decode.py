@@ -9,7 +9,8 @@ import pytest
 
 from nexjax import errors
 from nexjax.data import nexperia
-from nexjax.data import pipeline
+from nexjax.data import prepare
+from nexjax.data import sources
 from nexjax.data import synthetic
 
 GREY = (np.add.outer(np.arange(8) * 9, np.arange(12) * 6) + 20).astype(np.uint8)  # smooth: JPEG
@@ -90,7 +91,7 @@ def test_non_ascii_names_16bit_and_broken_files_through_prepare_and_decode(
   PIL.Image.fromarray(gradient).save(root / 'train' / 'bad_1' / 'défaut ü 01.png')
   PIL.Image.fromarray(gradient).save(root / 'train' / 'bad_1' / '不良 02.tif')
   (root / 'train' / 'good_0' / 'broken.jpg').write_bytes(b'\xff\xd8 not a jpeg')
-  data = pipeline.load_datasets(root, image_size=32, valid_fraction=0.25,
+  data = prepare.load_datasets(sources.KaggleFolder(root), image_size=32, valid_fraction=0.25,
                                 cache_dir=tmp_path / 'cache')
   labelled = {i: image for split in ('train', 'valid')
               for i, image in zip(data[split].ids, data[split].images)}
@@ -105,7 +106,7 @@ def test_non_ascii_names_16bit_and_broken_files_through_prepare_and_decode(
   assert path == str(root / 'train' / 'good_0' / 'broken.jpg')
   assert reason.startswith('UnidentifiedImageError: cannot identify image file')
   caplog.clear()  # a second run reads the prepared copy and reports the skipped file again
-  pipeline.load_datasets(root, image_size=32, valid_fraction=0.25, cache_dir=tmp_path / 'cache')
+  prepare.load_datasets(sources.KaggleFolder(root), image_size=32, valid_fraction=0.25, cache_dir=tmp_path / 'cache')
   assert 'broken.jpg (UnidentifiedImageError' in caplog.text
 
 

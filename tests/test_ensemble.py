@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from nexjax import compare
+from nexjax.modes import compare
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import ensemble

@@ -11,13 +11,15 @@ import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax.modes import export as export_mode
+from nexjax import scoring
 from nexjax import errors
-from nexjax import evaluate
-from nexjax import predict
+from nexjax.modes import evaluate
+from nexjax.modes import predict
 from nexjax import inference
 from nexjax import job as job_lib
 from nexjax.train import loop
-from nexjax.data import pipeline
+from nexjax.data import prepare
 from nexjax.train import step as step_lib
 
 
@@ -86,7 +88,7 @@ def test_plain_view_equals_the_training_eval_step(trained):
   job = job_lib.setup(config)
   variables, _ = job_lib.restore_weights(config, workdir)
   examples = job.data['valid']
-  views = evaluate.predict_views(evaluate.make_tta_fn(job.model, config, job.topo), variables,
+  views = scoring.predict_views(scoring.make_tta_fn(job.model, config, job.topo), variables,
                                  examples.images, 8, 0, job.topo, 'tta', progress=False)
   probs, _ = inference.probabilities(step_lib.make_eval_fn(job.model, config, job.topo),
                                      variables, examples, 8, job.topo, progress=False)
@@ -131,9 +133,9 @@ def test_workdir_is_self_contained(trained, tmp_path, make_kaggle_folder, monkey
   config, workdir = trained
   shutil.rmtree(workdir.parent / 'training_copy')
   decoded = []
-  load_datasets = pipeline.load_datasets
-  monkeypatch.setattr(pipeline, 'load_datasets',
-                      lambda folder, **kw: decoded.append(folder) or load_datasets(folder, **kw))
+  load_datasets = prepare.load_datasets
+  monkeypatch.setattr(prepare, 'load_datasets',
+                      lambda source, **kw: decoded.append(source.root) or load_datasets(source, **kw))
   config = finetune.get_config('smoke')  # the preset names other data; the workdir decides
   with config.unlocked():
     config.data.synthetic = False
@@ -166,7 +168,7 @@ def test_export_mode_writes_files_that_load_back_bitwise(trained, tmp_path):
   with config.unlocked():
     config.export.output = str(tmp_path / 'export')
     config.export.formats = ('safetensors', 'jaxexport')
-  written = export.export_workdir(config, workdir)
+  written = export_mode.export_workdir(config, workdir)
   assert {'fastai.safetensors', 'model.jaxexport'} <= set(written)
   variables, _ = job_lib.restore_weights(config, workdir)
   loaded = weights.load(written['fastai.safetensors'])

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from configs import finetune
 from nexjax import augment
+from nexjax import config as config_lib
 from nexjax import convert
 from nexjax import errors
 from nexjax import export
@@ -141,15 +143,23 @@ def test_mismatched_variables_are_reported(tiny_fastai, tmp_path):
   assert not list(tmp_path.iterdir())  # checked before anything is written
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(head='none', formats=('jaxexport',)), "needs a classification head"),
-    (dict(head='fastai', formats=('tflite',)), "Unknown export formats \\['tflite'\\]"),
-    (dict(head='fastai', channels=2), 'channels=2'),
-])
-def test_bad_requests(tiny_fastai, tmp_path, kwargs, message):
+def test_a_headless_network_has_no_inference_export(tiny_fastai, tmp_path):
   _, variables = tiny_fastai
+  with pytest.raises(errors.ConfigError, match='needs a classification head'):
+    export.export_model(variables, out_dir=tmp_path, head='none', formats=('jaxexport',),
+                        **{'channels': 1, **TINY})
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('export.formats', ('tflite',), "unknown formats \\['tflite'\\]"),
+    ('data.channels', 2, 'data.channels: must be 1'),
+])
+def test_bad_export_requests_are_config_errors(key, value, message):
+  config = finetune.get_config('smoke')
+  section, name = key.split('.')
+  config[section][name] = value
   with pytest.raises(errors.ConfigError, match=message):
-    export.export_model(variables, out_dir=tmp_path, **{'channels': 1, **TINY, **kwargs})
+    config_lib.check(config, 'export')
 
 
 def test_without_torch_pth_is_skipped(tiny_fastai, tmp_path, monkeypatch):

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from configs import finetune
+from nexjax.data import folder as folder_lib
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
-from nexjax import predict
+from nexjax.modes import predict
 from nexjax import weights
 from nexjax import workdir as workdir_lib
 
@@ -25,7 +27,7 @@ def test_a_synthetic_preset_with_a_data_folder_is_refused(tmp_path):
   config = finetune.get_config('smoke')
   config.data.dir = str(tmp_path)
   with pytest.raises(errors.ConfigError, match='data.synthetic=False'):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 @pytest.mark.parametrize('good,bad,message', [
@@ -72,7 +74,7 @@ def test_a_predict_folder_of_corrupt_files_is_a_data_error(tmp_path):
   (tmp_path / 'b.png').write_bytes(b'')
   config = finetune.get_config('smoke')
   with pytest.raises(errors.DataError, match='None of the 2 image files.*a.jpg'):
-    predict.load_images(predict.list_inputs(str(tmp_path)), config)
+    folder_lib.load_images(folder_lib.list_inputs(str(tmp_path)), config)
 
 
 @pytest.mark.parametrize('name,content', [

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from nexjax.data import nexperia
+from nexjax.data import prepare
+from nexjax.data import sources
 from nexjax.data import pipeline
 from nexjax.data import split_cache
 
@@ -19,7 +21,7 @@ def fake_examples(labels, size=8):
 
 
 def test_load_datasets_reads_layout_splits_and_resizes(kaggle_folder, tmp_path):
-  data = pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+  data = prepare.load_datasets(sources.KaggleFolder(kaggle_folder), image_size=32, valid_fraction=0.25,
                                 cache_dir=tmp_path / 'cache')
   assert data['train'].images.shape[1:] == (32, 32, 1) and data['train'].images.dtype == np.uint8
   assert np.bincount(data['valid'].labels).tolist() == [15, 5]  # stratified: 25% of 60 and 20
@@ -32,7 +34,7 @@ def test_load_datasets_reads_layout_splits_and_resizes(kaggle_folder, tmp_path):
 
 def test_test_split_without_labels_is_unlabelled(tmp_path, make_kaggle_folder):
   root = make_kaggle_folder(tmp_path / 'd', 4, 4, 3)
-  data = pipeline.load_datasets(root, image_size=32, valid_fraction=0.25, cache_dir=tmp_path / 'c')
+  data = prepare.load_datasets(sources.KaggleFolder(root), image_size=32, valid_fraction=0.25, cache_dir=tmp_path / 'c')
   assert data['test'].labels.tolist() == [-1, -1, -1] and not data['test'].labelled
 
 
@@ -41,7 +43,7 @@ def test_corrupt_and_non_image_files_are_skipped_and_reported(kaggle_folder, tmp
   truncated = (kaggle_folder / 'train' / 'bad_1' / 'bad_0000.jpg').read_bytes()[:200]
   (kaggle_folder / 'train' / 'bad_1' / 'truncated.jpg').write_bytes(truncated)
   (kaggle_folder / 'train' / 'good_0' / 'notes.txt').write_text('not an image')
-  data = pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+  data = prepare.load_datasets(sources.KaggleFolder(kaggle_folder), image_size=32, valid_fraction=0.25,
                                 cache_dir=tmp_path / 'cache')
   assert len(data['train']) + len(data['valid']) == 80
   report = caplog.text
@@ -52,7 +54,7 @@ def test_corrupt_and_non_image_files_are_skipped_and_reported(kaggle_folder, tmp
 def test_wrong_layout_error_shows_expected_layout(tmp_path):
   (tmp_path / 'data' / 'train' / 'good').mkdir(parents=True)
   with pytest.raises(nexperia.LayoutError, match='train/bad_1') as error:
-    pipeline.load_datasets(tmp_path / 'data', image_size=32, valid_fraction=0.2,
+    prepare.load_datasets(sources.KaggleFolder(tmp_path / 'data'), image_size=32, valid_fraction=0.2,
                            cache_dir=tmp_path / 'cache')
   assert 'DIR/train/good_0/*.jpg' in str(error.value) and 'synthetic' in str(error.value)
 
@@ -132,7 +134,7 @@ def train_batches(examples, steps=4, **kwargs):
 @pytest.mark.parametrize('processes', [1, 2])
 def test_memory_mapped_split_gives_bitwise_the_in_memory_batches(kaggle_folder, tmp_path,
                                                                 monkeypatch, processes):
-  train = pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+  train = prepare.load_datasets(sources.KaggleFolder(kaggle_folder), image_size=32, valid_fraction=0.25,
                                  cache_dir=tmp_path / 'cache')['train']
   assert isinstance(train.images, pipeline.RowView) and isinstance(train.images.base, np.memmap)
   for p in range(processes):
@@ -164,12 +166,12 @@ def test_subsets_view_rows_without_copying_images():
 
 def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle_folder, tmp_path,
                                                                          monkeypatch):
-  load = lambda: pipeline.load_datasets(kaggle_folder, image_size=32, valid_fraction=0.25,
+  load = lambda: prepare.load_datasets(sources.KaggleFolder(kaggle_folder), image_size=32, valid_fraction=0.25,
                                         cache_dir=tmp_path / 'cache')
   first = load()
-  decode = pipeline.decode_split
+  decode = prepare.decode_split
   decoded = []
-  monkeypatch.setattr(pipeline, 'decode_split', lambda *a: decoded.append(a[1]) or decode(*a))
+  monkeypatch.setattr(prepare, 'decode_split', lambda *a: decoded.append(a[1]) or decode(*a))
   again = load()
   assert not decoded, 'a complete cache must open without decoding'
   assert isinstance(again['test'].images, np.memmap) and again['test'].images.mode == 'r'

@@ -11,11 +11,12 @@ import PIL.Image
 import pytest
 
 from configs import compare as compare_config
-from nexjax import compare
+from nexjax.modes import compare
+from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
 from nexjax import parallel
-from nexjax import predict
+from nexjax.modes import predict
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 
@@ -145,7 +146,7 @@ def test_predict_names_the_saved_detectors(toys, tmp_path):
 
 def test_every_detector_checks_its_config_and_refuses_to_score_unfitted(toys, tmp_path):
   config = compare_config.get_config('smoke')
-  compare.check_config(config)
+  config_lib.check(config, 'compare')
   images = np.zeros((2, 96, 96, 1), np.uint8)
   ctx = base.Context(parallel.topology(), 2, 0, progress=False)
   for name, cls in detectors.REGISTRY.items():
@@ -157,10 +158,10 @@ def test_every_detector_checks_its_config_and_refuses_to_score_unfitted(toys, tm
       detector.save(tmp_path / name)
   config.detectors.mean_intensity.power = -1.0
   with pytest.raises(errors.ConfigError, match=r'config.detectors.mean_intensity.power=-1.0'):
-    compare.check_config(config)
+    config_lib.check(config, 'compare')
   del config.detectors['brightest']
   with pytest.raises(errors.ConfigError, match='config.detectors.brightest: missing'):
-    compare.check_config(config)
+    config_lib.check(config, 'compare')
 
 
 def test_a_saved_folder_is_checked_against_the_config(toys, tmp_path):

@@ -13,14 +13,18 @@ import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax.data import folder as folder_lib
+from nexjax import scoring
+from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import evaluate
+from nexjax.modes import evaluate
 from nexjax import job as job_lib
-from nexjax import predict
+from nexjax.modes import predict
 from nexjax import workdir as workdir_lib
 from nexjax.data import labels
 from nexjax.data import nexperia
-from nexjax.data import pipeline
+from nexjax.data import prepare
+from nexjax.data import sources
 from nexjax.train import loop
 from nexjax.train import preemption
 
@@ -48,11 +52,10 @@ def smoke_config(cache_dir, preset='smoke'):
 
 
 def recording_loads(monkeypatch) -> list:
-  """The folders `pipeline.load_datasets` is asked to read, from now on."""
-  folders, load = [], pipeline.load_datasets
-  monkeypatch.setattr(pipeline, 'load_datasets',
-                      lambda folder, **kw: folders.append(pathlib.Path(folder)) or load(folder,
-                                                                                         **kw))
+  """The folders `prepare.load_datasets` is asked to read, from now on."""
+  folders, load = [], prepare.load_datasets
+  monkeypatch.setattr(prepare, 'load_datasets',
+                      lambda source, **kw: folders.append(source.root) or load(source, **kw))
   return folders
 
 
@@ -136,7 +139,7 @@ def test_a_malformed_phases_override_is_a_config_error():
   config = finetune.get_config('smoke')
   config.phases = ('((frozen,1,(0.0,),(head,)),)',)  # what the command line makes of it
   with pytest.raises(errors.ConfigError, match=r'phases\[0\].*is not a phase'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 @pytest.mark.parametrize('key', ['image_size', 'synthetic_image_size'])
@@ -144,11 +147,11 @@ def test_an_image_size_typo_is_refused_with_the_reason(key):
   config = finetune.get_config('smoke')
   config.data[key] = 40960
   with pytest.raises(errors.ConfigError, match=f'data.{key}: 40960 must be in 32..1024 pixels'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 def load(folder, cache, image_size=32):
-  return pipeline.load_datasets(folder, image_size=image_size, valid_fraction=0.25,
+  return prepare.load_datasets(sources.KaggleFolder(folder), image_size=image_size, valid_fraction=0.25,
                                 cache_dir=cache)
 
 
@@ -208,7 +211,7 @@ def test_hidden_files_subfolders_and_suffixless_files_are_skipped_and_listed(
   (folder / 'train' / 'good_0' / 'notes.txt').write_text('not an image')
   data = load(folder, tmp_path / 'c')
   assert len(data['train']) + len(data['valid']) == 10 and data['test'].labelled
-  listed = dict(line.split('\t') for line in (pipeline.prepared_dir(folder, tmp_path / 'c') /
+  listed = dict(line.split('\t') for line in (prepare.prepared_dir(sources.KaggleFolder(folder), tmp_path / 'c') /
                                               nexperia.SKIPPED_FILE).read_text().splitlines())
   assert {pathlib.Path(p).name for p in listed} == {'._test_0000.jpg', '.hidden.jpg', 'noext',
                                                     'more'}
@@ -253,9 +256,9 @@ def test_a_glob_over_a_symlink_loop_lists_each_file_once(tmp_path):
   folder.mkdir(parents=True)
   PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / 'x.png')
   (folder / 'loop').symlink_to(tmp_path / 'line')
-  assert predict.list_inputs(str(tmp_path / 'line' / '**' / '*')) == [folder / 'x.png']
-  assert predict.list_inputs(str(tmp_path / 'line' / 'a' / '*.png')) == [folder / 'x.png']
-  assert predict.list_inputs(str(folder / 'x.png')) == [folder / 'x.png']
+  assert folder_lib.list_inputs(str(tmp_path / 'line' / '**' / '*')) == [folder / 'x.png']
+  assert folder_lib.list_inputs(str(tmp_path / 'line' / 'a' / '*.png')) == [folder / 'x.png']
+  assert folder_lib.list_inputs(str(folder / 'x.png')) == [folder / 'x.png']
 
 
 def test_interrupts_are_held_while_results_are_written():
@@ -281,6 +284,7 @@ def test_ctrl_c_in_any_mode_is_one_line_and_exit_130(tmp_path, monkeypatch, caps
     raise KeyboardInterrupt
   monkeypatch.setitem(launch.MODES, mode, interrupted)
   monkeypatch.setattr(launch.workdir_lib, 'check_explicit_data', lambda *a: None)
+  monkeypatch.setattr(launch.config_lib, 'check', lambda *a: None)  # the mode's own sections
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path))  # launch leaves jax's alone
   launch.parse_flags(['launch.py', '--config=configs/finetune.py:smoke', f'--mode={mode}',
                       f'--workdir={tmp_path}'])
@@ -307,7 +311,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path, make_kaggl
   os.rename(bytes(good / 'good_0000.jpg'), bytes(good) + b'/caf\xe9.jpg')  # a Latin-1 name
   data = load(folder, tmp_path / 'c')
   assert len(data['train']) + len(data['valid']) == 9
-  listed = (pipeline.prepared_dir(folder, tmp_path / 'c') / nexperia.SKIPPED_FILE).read_text()
+  listed = (prepare.prepared_dir(sources.KaggleFolder(folder), tmp_path / 'c') / nexperia.SKIPPED_FILE).read_text()
   assert 'caf\\udce9.jpg\tfile name is not UTF-8' in listed
 
 
@@ -315,7 +319,7 @@ def test_an_empty_gallery_is_refused():
   config = finetune.get_config('smoke')
   config.evaluate.gallery_size = 0
   with pytest.raises(errors.ConfigError, match='evaluate.gallery_size'):
-    job_lib.check_config(config, data=False)
+    config_lib.check(config, 'predict')
 
 
 def test_an_empty_workdir_flag_is_refused(tmp_path, monkeypatch, capsys):
@@ -330,17 +334,17 @@ def test_an_empty_workdir_flag_is_refused(tmp_path, monkeypatch, capsys):
 
 def test_predict_takes_only_a_threshold_chosen_on_the_workdirs_own_data(tmp_path, caplog):
   write_trained_config(tmp_path, dir=str(tmp_path), synthetic=False)
-  path = tmp_path / 'eval' / evaluate.THRESHOLD_FILE
+  path = tmp_path / 'eval' / scoring.THRESHOLD_FILE
   path.parent.mkdir()
   path.write_text(json.dumps({'threshold': 0.3}))  # an older nexjax's: no record of its data
-  assert evaluate.read_threshold(tmp_path) == 0.3 and 'older nexjax' in caplog.text
+  assert scoring.read_threshold(tmp_path) == 0.3 and 'older nexjax' in caplog.text
   other = workdir_lib.data_identity(smoke_config(tmp_path))  # the preset's synthetic data
   path.write_text(json.dumps({'threshold': 0.3, 'data': other}))
   with pytest.raises(errors.CheckpointError, match='was chosen on synthetic data'):
-    evaluate.read_threshold(tmp_path)
+    scoring.read_threshold(tmp_path)
   own = workdir_lib.data_identity(workdir_lib.read_config(tmp_path))
   path.write_text(json.dumps({'threshold': 0.7, 'data': own}))
-  assert evaluate.read_threshold(tmp_path) == 0.7
+  assert scoring.read_threshold(tmp_path) == 0.7
 
 
 def test_a_data_dir_that_is_a_file_says_so(tmp_path):
@@ -348,7 +352,7 @@ def test_a_data_dir_that_is_a_file_says_so(tmp_path):
   config.data.dir = str(tmp_path / 'data.zip')
   (tmp_path / 'data.zip').write_bytes(b'PK')
   with pytest.raises(errors.ConfigError, match='data.zip is a file; give the folder'):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 def test_label_ids_given_as_file_names(tmp_path, make_kaggle_folder):

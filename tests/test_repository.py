@@ -63,6 +63,21 @@ def test_every_module_imports_only_modules_listed_below_it():
   assert not upward, f'move these below their importers in the README code map: {upward}'
 
 
+def test_modes_import_no_mode_and_building_blocks_no_mode():
+  wrong = []
+  for name, path in modules().items():
+    for imported in nexjax_imports(path):
+      if imported.startswith('nexjax.modes') and imported != name:
+        wrong.append(f'{name} imports {imported}')
+  assert not wrong, f'a mode imports another mode, or a building block imports a mode: {wrong}'
+
+
+def test_every_module_is_short():
+  long = {name: n for name, path in modules().items()
+          if (n := len(path.read_text().splitlines())) > 350}
+  assert not long, f'split these by concern: {long}'
+
+
 def tracked_files() -> list[pathlib.Path]:
   listing = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True)
   return [ROOT / name for name in listing.stdout.decode().split('\0') if name]

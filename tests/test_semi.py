@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax.data import pipeline
@@ -104,11 +105,11 @@ def test_fixmatch_config_checks(tmp_path):
   config.semi.threshold = 1.5
   config.semi.method = 'mixmatch'
   with pytest.raises(errors.ConfigError) as error:
-    job_lib.check_config(config)
+    config_lib.check(config)
   assert 'semi.method' in str(error.value) and 'semi.threshold' in str(error.value)
   config.semi.method, config.semi.threshold = 'fixmatch', 0.95
   with pytest.raises(errors.ConfigError, match='unlabelled_dir'):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke_config,

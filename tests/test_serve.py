@@ -3,6 +3,7 @@ path traversal, the review labels; the extra-labels flag training reads them thr
 
 import asyncio
 import base64
+import copy
 import csv
 import io
 import warnings
@@ -19,11 +20,14 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   warnings.simplefilter('ignore')
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
+from nexjax.modes import export as export_mode  # pylint: disable=g-import-not-at-top
+from nexjax.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
+from nexjax import scoring  # pylint: disable=g-import-not-at-top
+from nexjax import config as config_lib  # pylint: disable=g-import-not-at-top
 from nexjax import errors  # pylint: disable=g-import-not-at-top
-from nexjax import evaluate  # pylint: disable=g-import-not-at-top
 from nexjax import export  # pylint: disable=g-import-not-at-top
 from nexjax import job as job_lib  # pylint: disable=g-import-not-at-top
-from nexjax import predict  # pylint: disable=g-import-not-at-top
+from nexjax.modes import predict  # pylint: disable=g-import-not-at-top
 from nexjax import serving  # pylint: disable=g-import-not-at-top
 from nexjax.data import extra_labels  # pylint: disable=g-import-not-at-top
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
@@ -50,11 +54,19 @@ def settings(config, **changes):
   return serve
 
 
+def with_serve(config, **changes):
+  """A copy of `config` with `serve` changed."""
+  whole = copy.deepcopy(config)
+  with whole.unlocked():
+    whole.serve = settings(config, **changes)
+  return whole
+
+
 @pytest.fixture(scope='module')
 def client(served):
   config, _, runtime, data = served
   review = [('train/good_0/good_0000.jpg', data / 'train/good_0/good_0000.jpg',
-             predict.load_images([data / 'train/good_0/good_0000.jpg'], runtime.config)[0][0])]
+             folder_lib.load_images([data / 'train/good_0/good_0000.jpg'], runtime.config)[0][0])]
   service = app_lib.Service(runtime, settings(config, max_upload_mb=0.5, max_pixels=1_000_000),
                             '', review)
   with TestClient(service.app()) as c:
@@ -175,12 +187,13 @@ def test_token_rule(served, monkeypatch):
     assert c.get('/review').status_code == 200  # the page itself holds no data
   monkeypatch.delenv(serving.TOKEN_ENV, raising=False)
   with pytest.raises(errors.ConfigError, match='reachable from other machines'):
-    serving.check_config(ml_collections.ConfigDict({'serve': settings(config, host='0.0.0.0')}))
+    config_lib.check(with_serve(config, host='0.0.0.0'), 'serve')
   with pytest.raises(errors.ConfigError, match='at least 16'):
-    serving.check_config(ml_collections.ConfigDict({'serve': settings(config, token='short')}))
+    config_lib.check(with_serve(config, token='short'), 'serve')
   monkeypatch.setenv(serving.TOKEN_ENV, TOKEN)
-  assert serving.check_config(
-      ml_collections.ConfigDict({'serve': settings(config, host='0.0.0.0')})) == TOKEN
+  reachable = with_serve(config, host='0.0.0.0')
+  config_lib.check(reachable, 'serve')
+  assert serving.token(reachable) == TOKEN
 
 
 @pytest.mark.parametrize('key, value, message', [
@@ -193,7 +206,7 @@ def test_serve_config_checks(key, value, message):
   with config.unlocked():
     config.serve[key] = value
   with pytest.raises(errors.ConfigError, match=message):
-    serving.check_config(config)
+    config_lib.check(config, 'serve')
 
 
 class CountingRuntime:
@@ -278,7 +291,7 @@ def test_without_tta_only_the_plain_view_is_computed(served):
     config.predict.tta = False
   plain = runtime_lib.JaxRuntime(config, workdir, max_batch=4)
   images = np.random.default_rng(3).integers(0, 256, (3, 96, 96, 1), dtype=np.uint8)
-  views = evaluate.predict_views(runtime.tta_fn, runtime.variables, images, 4, 0,
+  views = scoring.predict_views(runtime.tta_fn, runtime.variables, images, 4, 0,
                                  runtime.job.topo, 'test', progress=False)
   assert views.shape[0] == 8 and not plain.info.tta
   np.testing.assert_allclose(plain.scores(images), views[0][:, 1], atol=1e-6)
@@ -291,7 +304,7 @@ def test_onnx_runtime_serves_the_same_scores_and_refuses_a_stale_export(served, 
   with config.unlocked():
     config.export.update(output=str(tmp_path / 'export'), formats=('onnx',))
     config.serve.runtime = 'onnxruntime'
-  export.export_workdir(config, workdir)
+  export_mode.export_workdir(config, workdir)
   onnx_runtime = runtime_lib.create(config, workdir, max_batch=4)
   assert onnx_runtime.info.model.endswith('on onnxruntime')
   np.testing.assert_allclose(onnx_runtime.scores(images), runtime.scores(images), atol=1e-5)

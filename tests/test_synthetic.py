@@ -202,9 +202,9 @@ def test_the_cached_folder_is_named_by_unlabelled_images_only_when_there_are_som
   config.data.cache_dir = str(tmp_path)
   config.data.synthetic_num_train, config.data.synthetic_num_test = 4, 2
   config.data.synthetic_image_size = 32
-  assert job.data_folder(config).name == 'synthetic-4-2-32-0'  # as before the setting existed
+  assert job.data_source(config).root.name == 'synthetic-4-2-32-0'  # as before the setting existed
   config.data.synthetic_num_unlabelled = 3
-  folder = job.data_folder(config)
+  folder = job.data_source(config).root
   assert folder.name == 'synthetic-4-2-32-0-unlabelled3'
   assert len(list((folder / 'unlabelled').glob('*.jpg'))) == 3
 
@@ -267,8 +267,10 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
 def test_masks_reach_the_decoded_splits(dataset, tmp_path):
   """Through the TFDS builder and the memory-mapped cache: a mask per image, non-empty exactly
   for the defects; a folder without masks has none."""
+  from nexjax.data import prepare  # pylint: disable=import-outside-toplevel
+  from nexjax.data import sources  # pylint: disable=import-outside-toplevel
   from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
-  data = pipeline.load_datasets(dataset, image_size=48, valid_fraction=0.2,
+  data = prepare.load_datasets(sources.KaggleFolder(dataset), image_size=48, valid_fraction=0.2,
                                 cache_dir=tmp_path / 'cache')
   for split in ('train', 'valid', 'test'):
     examples = data[split]
@@ -278,6 +280,6 @@ def test_masks_reach_the_decoded_splits(dataset, tmp_path):
                                   examples.labels == 1)
   without = tmp_path / 'no_masks'
   shutil.copytree(dataset, without, ignore=shutil.ignore_patterns('masks'))
-  plain = pipeline.load_datasets(without, image_size=48, valid_fraction=0.2,
+  plain = prepare.load_datasets(sources.KaggleFolder(without), image_size=48, valid_fraction=0.2,
                                  cache_dir=tmp_path / 'cache')
   assert plain['train'].masks is None

@@ -17,10 +17,11 @@ import pytest
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import optim
 from nexjax import parallel
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax.train import loop
-from nexjax.train import lr_find
+from nexjax.modes import lr_find
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import state as state_lib
@@ -177,7 +178,7 @@ def test_invalid_config_values_fail_before_anything_runs(data_dir, tmp_path, cha
   config = smoke_config(data_dir, tmp_path)
   change(config)
   with pytest.raises(errors.ConfigError, match=message.replace('[', r'\[').replace(']', r'\]')):
-    job_lib.check_config(config)
+    config_lib.check(config)
 
 
 def run_launch(args, env_extra=None, timeout=600):

@@ -1,8 +1,8 @@
 """Host input pipeline: decode once, split, then tf.data streams that keep the device busy.
 
-- Images are decoded and resized once, into a memory-mapped file per split in the cache (uint8),
-  which later runs open without decoding; host memory does not grow with the dataset, as only the
-  rows a batch needs are read. Augmentation happens later on the device (`nexjax.augment`), so
+- Images are decoded and resized once (`nexjax.data.prepare`), into a memory-mapped file per
+  split in the cache (uint8), which later runs open without decoding; host memory does not grow
+  with the dataset, as only the rows a batch needs are read. Augmentation happens later on the device (`nexjax.augment`), so
   the host only gathers bytes.
 - Training batches are drawn with replacement, class-rebalanced like fastai's
   OverSamplingCallback, by *stateless* random ops keyed on (seed, step). A batch is therefore a
@@ -11,20 +11,14 @@
 - Evaluation visits every example exactly once, in order; the last batch is padded and masked.
 """
 
-import contextlib
 import dataclasses
 import hashlib
-import pathlib
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-import tqdm
 
-from nexjax import errors
-from nexjax.data import nexperia
-from nexjax.data import split_cache
 
 UNLABELLED_STREAM = 1  # folded into (seed, step): the unlabelled draws' own random stream
 
@@ -117,19 +111,6 @@ class Examples:
     return len(self) > 0 and bool(np.all(self.labels >= 0))
 
 
-def folder_fingerprint(root) -> str:
-  """Hash of every file's relative path, size and mtime under train/, test/ and masks/: a
-  changed folder (an edited mask too) is prepared anew."""
-  digest = hashlib.sha1()
-  root = pathlib.Path(root).resolve()
-  for path in sorted(p for sub in ('train', 'test', nexperia.MASK_FOLDER)
-                     for p in (root / sub).rglob('*') if p.is_file()):
-    stat = path.stat()
-    digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
-        'utf-8', 'surrogateescape'))  # any file name, UTF-8 or not
-  return digest.hexdigest()[:12]
-
-
 def resize_and_center_crop(image, size: int):
   """fastai's default `ResizeMethod.CROP`: shorter side to `size`, then a centred square crop."""
   shape = tf.shape(image)
@@ -140,71 +121,6 @@ def resize_and_center_crop(image, size: int):
   top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
   cropped = resized[top:top + size, left:left + size]
   return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
-
-
-def mask_stem(stem: pathlib.Path) -> pathlib.Path:
-  return stem.with_name(stem.name + '-masks')
-
-
-def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> None:
-  """Decodes and resizes a prepared split once into its `split_cache` files at `stem` (and its
-  masks, where the folder has them, at `mask_stem(stem)`), in chunks, with a progress bar."""
-  has_masks = 'mask' in builder.info.features
-
-  def fit(image):
-    same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
-    return tf.cond(same, lambda: image, lambda: resize_and_center_crop(image, image_size))
-
-  def resize(example):
-    mask = (tf.where(fit(example['mask']) >= 128, tf.constant(255, tf.uint8),
-                     tf.constant(0, tf.uint8)) if has_masks else tf.zeros((), tf.uint8))
-    return fit(example['image']), tf.cast(example['label'], tf.int32), example['id'], mask
-
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
-  shape = (builder.info.splits[split].num_examples, image_size, image_size,
-           builder.builder_config.channels)
-  mask_shape = shape[:3] + (1,)
-  labels, ids = [], []
-  with contextlib.ExitStack() as stack:
-    images = stack.enter_context(split_cache.create_images(stem, shape))
-    masks = stack.enter_context(split_cache.create_images(mask_stem(stem), mask_shape)) \
-        if has_masks else None
-    with tqdm.tqdm(total=shape[0], desc=f'decode {split} @{image_size}px', unit='img') as bar:
-      for batch_images, batch_labels, batch_ids, batch_masks in ds.as_numpy_iterator():
-        images[bar.n:bar.n + len(batch_labels)] = batch_images
-        if masks is not None:
-          masks[bar.n:bar.n + len(batch_labels)] = batch_masks
-        labels.append(batch_labels)
-        ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
-        bar.update(len(batch_labels))
-    if bar.n != shape[0]:
-      raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
-                             f'says {shape[0]}; delete that folder to prepare it again.')
-  labels = np.concatenate(labels or [np.zeros(0, np.int32)])
-  ids = np.concatenate(ids or [np.zeros(0, str)])
-  if has_masks:
-    split_cache.write_labels(mask_stem(stem), mask_shape, labels, ids)
-  split_cache.write_labels(stem, shape, labels, ids)  # last: it marks the split complete
-
-
-def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> Examples:
-  """A split from its memory-mapped cache, decoded into it first where it is not complete."""
-  stem = cache / f'{split}-{image_size}px-{builder.builder_config.channels}ch'
-  has_masks = 'mask' in builder.info.features
-  arrays = split_cache.open_split(stem)
-  masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
-  if arrays is None or (has_masks and masks is None):
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for kept in (stem, mask_stem(stem)):
-      split_cache.remove_stale_temporaries(kept)
-    decode_split(builder, split, image_size, stem)
-    arrays = split_cache.open_split(stem)
-    masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
-  if arrays is None or (has_masks and masks is None):
-    raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
-                           f'writing it; delete {stem.parent} and retry.')
-  return Examples(*arrays, masks=None if masks is None else masks[0])
 
 
 def stable_hash(text: str) -> int:
@@ -247,35 +163,6 @@ def limit_class(examples: Examples, label: int, count: int) -> Examples:
   keep = np.ones(len(examples), bool)
   keep[ranked[count:]] = False
   return examples.subset(np.flatnonzero(keep))
-
-
-def prepared_dir(data_dir, cache_dir) -> pathlib.Path:
-  """Where the folder's prepared copy lives (a changed folder gets a new one)."""
-  data_dir = pathlib.Path(data_dir)
-  return pathlib.Path(cache_dir) / 'tfds' / f'{data_dir.name}-{folder_fingerprint(data_dir)}'
-
-
-def load_datasets(data_dir, *, image_size: int, valid_fraction: float, channels: int = 1,
-                  cache_dir, high_bit_scaling: str = 'bit_depth') -> dict[str, Examples]:
-  """{'train', 'valid'[, 'test']} from a Kaggle-layout folder, prepared into cache_dir once.
-
-  Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
-  per split, image size and channel count.
-  """
-  data_dir = pathlib.Path(data_dir)
-  nexperia.find_examples(data_dir)  # a wrong layout fails here, with the expected layout
-  tfds_dir = prepared_dir(data_dir, cache_dir)
-  with split_cache.preparation_lock(tfds_dir):
-    builder = nexperia.prepare(data_dir, tfds_dir, channels, high_bit_scaling)
-    cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
-    labelled = load_split(builder, 'train', image_size, cache)
-    test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
-        else None
-  train_index, valid_index = stratified_split(labelled.ids, labelled.labels, valid_fraction)
-  splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
-  if test is not None:
-    splits['test'] = test
-  return splits
 
 
 def sampling_ratio(labels: np.ndarray, class_ratio: Sequence[float] | None,

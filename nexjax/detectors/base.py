@@ -2,7 +2,7 @@
 
 A detector is fitted on the training split (with its labels, or on its good images only, as the
 method needs), scores images (higher = more likely defective), optionally returns a per-pixel
-anomaly map, and saves itself into a folder it can be loaded from. `nexjax.compare` runs every
+anomaly map, and saves itself into a folder it can be loaded from. `nexjax.modes.compare` runs every
 registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses every threshold on
 the validation split.
 
@@ -123,13 +123,6 @@ class Detector(abc.ABC):
     """Problems of the method's config section (see `problem`); none by default."""
     del config
     return []
-
-  @classmethod
-  def config_problems(cls, config: ml_collections.ConfigDict) -> list[str]:
-    """Problems of the method's part of a whole compare config."""
-    if 'detectors' not in config or cls.name not in config.detectors:
-      return [f'config.detectors.{cls.name}: missing section (configs/compare.py adds it)']
-    return cls.check_config(config.detectors[cls.name])
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, workdir: pathlib.Path,

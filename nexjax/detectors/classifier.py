@@ -42,11 +42,6 @@ class ClassifierDetector(base.Detector):
     return None  # the fine-tuning config itself
 
   @classmethod
-  def config_problems(cls, config) -> list[str]:
-    del config
-    return []  # the fine-tuning config is checked by job.setup
-
-  @classmethod
   def create(cls, config, workdir, defects: int) -> 'ClassifierDetector':
     """With every defect the run is the workdir's own fine-tuning run (reused when done);
     with fewer, its own run in `workdir/finetune_defects_N`."""
@@ -64,6 +59,7 @@ class ClassifierDetector(base.Detector):
     return base.nbytes(self.variables)
 
   def fit(self, train, valid, ctx: base.Context) -> None:
+    loop.check_same_run(self.config, self.run_dir)
     model = job_lib.create_model(self.config)
     data = {'train': train, 'valid': valid}
     if self.config.semi.method != 'none':  # semi-supervised fine-tuning learns from them too

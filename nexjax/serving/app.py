@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from nexjax import predict
+from nexjax.data import folder as folder_lib
 from nexjax.serving import batcher as batcher_lib
 from nexjax.serving import review as review_lib
 from nexjax.serving import uploads
@@ -208,7 +208,7 @@ def review_files(config, runtime) -> list:
   folder = config.serve.review_dir
   if not folder:
     return []
-  files = predict.list_inputs(folder)
-  images, files = predict.load_images(files, runtime.config)
-  names = predict.relative_names(files, folder)
+  files = folder_lib.list_inputs(folder)
+  images, files = folder_lib.load_images(files, runtime.config)
+  names = folder_lib.relative_names(files, folder)
   return list(zip(names, files, images))

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 
 from nexjax import errors
-from nexjax import evaluate
 from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import runtime as runtime_lib
+from nexjax import scoring
 from nexjax import workdir as workdir_lib
 
 AGREEMENT = 1e-4  # largest P(defect) difference between the export and the served checkpoint
@@ -64,24 +64,24 @@ class JaxRuntime:
     self.high_bit_scaling = config.data.high_bit_scaling
     self.sizes = bucket_sizes(max_batch, jax.device_count())
     # Without TTA only the plain view is computed (--mode=predict computes all in one pass).
-    self.tta_fn = evaluate.make_tta_fn(self.job.model, config, self.job.topo,
+    self.tta_fn = scoring.make_tta_fn(self.job.model, config, self.job.topo,
                                        plain_only=not config.predict.tta)
     self.gradcam_fn = gradcam.make_gradcam_fn(self.job.model, self.job.topo,
                                               tta=config.predict.tta)
     self.info = Info(model=f'{config.model.arch} (width {config.model.width}, '
                            f'{config.model.head} head)',
                      workdir=str(workdir.resolve()), checkpoint_step=int(step),
-                     threshold=float(evaluate.read_threshold(workdir)),
+                     threshold=float(scoring.read_threshold(workdir)),
                      image_size=self.image_size, tta=bool(config.predict.tta))
 
   def scores(self, images: np.ndarray) -> np.ndarray:
     """(N,) P(defect) of uint8 images (N, S, S, C), as `--mode=predict` computes it."""
-    views = evaluate.predict_views(self.tta_fn, self.variables, images,
+    views = scoring.predict_views(self.tta_fn, self.variables, images,
                                    bucket(len(images), self.sizes), self.config.seed,
                                    self.job.topo, 'serve', progress=False)
     if not self.config.predict.tta:
       return views[0][:, 1]
-    return evaluate.plain_and_tta_scores(views, self.config)['tta']
+    return scoring.plain_and_tta_scores(views, self.config)['tta']
 
   def maps(self, images: np.ndarray) -> np.ndarray:
     """(N, S, S) Grad-CAM maps in [0, 1] of uint8 images."""
@@ -131,7 +131,7 @@ class ExportRuntime(JaxRuntime):
     if not self.config.predict.tta:
       return self.predictor(images)[:, 1]
     views = runtime_lib.tta(self.predictor, images)
-    return evaluate.plain_and_tta_scores(views, self.config)['tta']
+    return scoring.plain_and_tta_scores(views, self.config)['tta']
 
 
 def create(config, workdir, max_batch: int) -> JaxRuntime:

@@ -187,7 +187,6 @@ def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics."""
-  job_lib.check_config(config)
   config = resolve_init(config)
   check_same_run(config, pathlib.Path(workdir))  # before the data is decoded
   return train(job_lib.setup(config), workdir)
@@ -195,9 +194,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
 def train(job: job_lib.Job, workdir) -> dict:
   """Runs (or resumes) every phase of `job.config` on `job.data` into `workdir`, which only this
-  run may write to while it runs (the chief host holds the workdir's lock)."""
+  run may write to while it runs (the chief host holds the workdir's lock); the caller has
+  checked that `workdir` holds no other run (`check_same_run`)."""
   workdir = pathlib.Path(workdir)
-  check_same_run(job.config, workdir)
   if not job.topo.is_chief:
     return run_phases(job, workdir)
   with workdir_lib.Lock(workdir):

@@ -6,18 +6,13 @@ validation split by the configured rule and stored in `DIR/eval/threshold.json`,
 `--mode=predict` then uses.
 """
 
-import functools
 import json
 import pathlib
 
-from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from nexjax import augment as augment_lib
 from nexjax import defect_types
-from nexjax import errors
 from nexjax import gradcam
 from nexjax import inference
 from nexjax import job as job_lib
@@ -25,7 +20,7 @@ from nexjax import localization
 from nexjax import metrics as metrics_lib
 from nexjax import parallel
 from nexjax import reporting
-from nexjax import tta as tta_lib
+from nexjax import scoring
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
@@ -33,55 +28,9 @@ from nexjax.train import loop
 from nexjax.train import preemption
 from nexjax.train import step as step_lib
 
-THRESHOLD_FILE = 'threshold.json'
 # Rules reported beside the chosen one; fixed thresholds only make sense for probabilities.
 SCORE_RULES = ('max_accuracy', 'recall:0.95', 'recall:0.99')
 PROBABILITY_RULES = ('fixed:0.5',) + SCORE_RULES
-
-
-def tta_views_fn(config):
-  """View 0 is always the plain image. 'dihedral': the 8 dihedral transforms (identity first)
-  are the TTA views; 'random:N': the plain image, then N random training augmentations."""
-  count = tta_lib.parse_views(config.evaluate.tta_views)
-  if not count:
-    return lambda rng, images: tta_lib.dihedral_views(images)
-  options = job_lib.augment_options(config) or augment_lib.AugmentOptions()
-  augment01 = lambda key, x: augment_lib.augment(key, x, options)
-  return lambda rng, images: jnp.concatenate(
-      [images[None], tta_lib.random_views(rng, images, augment01, count)])
-
-
-def view_probabilities(variables, images, rng, *, model, views_fn):
-  """(B, V, C) class probabilities of every view; view 0 is the plain image."""
-  apply = lambda x: model.apply(variables, augment_lib.normalize(x), train=False)
-  probs = tta_lib.tta_probabilities(apply, augment_lib.to_unit_float(images),
-                                    lambda x: views_fn(rng, x))
-  return jnp.swapaxes(probs, 0, 1)
-
-
-def make_tta_fn(model, config, topo: parallel.Topology, plain_only: bool = False):
-  """`view_probabilities` jit-compiled: every view, or (plain_only) only the plain image."""
-  views_fn = (lambda rng, images: images[None]) if plain_only else tta_views_fn(config)
-  return jax.jit(functools.partial(view_probabilities, model=model, views_fn=views_fn),
-                 out_shardings=topo.replicated)
-
-
-def predict_views(tta_fn, variables, images: np.ndarray, batch_size: int, seed: int,
-                  topo: parallel.Topology, desc: str, progress: bool = True) -> np.ndarray:
-  """(V, N, C) probabilities of every view of uint8 images (N, H, W, C); one call per batch."""
-  rng = jax.random.key(seed)
-  per_example = inference.concatenate(inference.map_batches(
-      lambda batch, b: tta_fn(variables, batch, jax.random.fold_in(rng, b)), (images,),
-      batch_size, topo, desc, progress))
-  return np.swapaxes(per_example, 0, 1)
-
-
-def plain_and_tta_scores(views: np.ndarray, config) -> dict[str, np.ndarray]:
-  """P(defect) without TTA (view 0) and with the configured TTA combination."""
-  tta_set = views if config.evaluate.tta_views == 'dihedral' else views[1:]
-  return {'plain': views[0][:, 1],
-          'tta': np.asarray(tta_lib.combine(tta_set, config.evaluate.tta_combine, plain=views[0],
-                                            beta=config.evaluate.tta_beta))}
 
 
 def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
@@ -112,15 +61,15 @@ def evaluate(config, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   out = output_dir(config, workdir)
   config = workdir_lib.with_trained_data(config, workdir)
-  job_lib.check_config(config)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
-  tta_fn = make_tta_fn(job.model, config, job.topo)
+  tta_fn = scoring.make_tta_fn(job.model, config, job.topo)
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
-  scores = {name: plain_and_tta_scores(
-      predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size, config.seed,
-                    job.topo, f'evaluate {name}', config.train.progress), config)
+  scores = {name: scoring.plain_and_tta_scores(
+      scoring.predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size,
+                            config.seed, job.topo, f'evaluate {name}', config.train.progress),
+      config)
             for name, examples in splits.items()}
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)
@@ -128,7 +77,7 @@ def evaluate(config, workdir) -> dict:
   results = {'checkpoint_step': step, 'data': workdir_lib.data_identity(config),
              'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
-  known_types = defect_types.read_types(job_lib.data_folder(config))
+  known_types = defect_types.read_types(job_lib.data_source(config).root)
   for name, examples in splits.items():
     results[name] = {}
     types = defect_types.types_of(examples.ids, examples.labels, known_types)
@@ -180,7 +129,7 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
   per defect type where `known_types` names them."""
   out.mkdir(parents=True, exist_ok=True)
   (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-  (out / THRESHOLD_FILE).write_text(json.dumps(
+  (out / scoring.THRESHOLD_FILE).write_text(json.dumps(
       {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
        'rule': config.evaluate.threshold_rule, 'checkpoint_step': results['checkpoint_step'],
        'tta': results['tta'], 'data': results['data']}, indent=1))
@@ -197,30 +146,6 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
   if known_types is not None:
     report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
                         known_types, out)
-
-
-def read_threshold(workdir: pathlib.Path) -> float:
-  """The decision threshold evaluate chose on the validation split of the workdir's own data
-  (`DIR/eval/threshold.json`), for predict; 0.5, with a warning, before any evaluation."""
-  path = workdir / 'eval' / THRESHOLD_FILE
-  if not path.is_file():
-    logging.warning('No %s (run --mode=evaluate first to choose one on validation); using '
-                    'threshold 0.5.', path)
-    return 0.5
-  try:
-    stored = json.loads(path.read_text())
-    threshold = float(stored['threshold'])
-  except (ValueError, KeyError, TypeError) as e:
-    raise errors.CheckpointError(f'{path} is damaged ({e!r}); run --mode=evaluate again.') from e
-  own = workdir_lib.data_identity(workdir_lib.read_config(workdir))
-  if 'data' not in stored:
-    logging.warning('%s was written by an older nexjax, which may have chosen it on other data '
-                    'than %s was trained on; run --mode=evaluate again to be sure.', path, workdir)
-  elif stored['data'] != own:
-    raise errors.CheckpointError(
-        f'{path} was chosen on {workdir_lib.describe_data(stored["data"])}, not on the data '
-        f'{workdir} was trained on ({workdir_lib.describe_data(own)}); run --mode=evaluate again.')
-  return threshold
 
 
 def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:

@@ -23,7 +23,6 @@ import numpy as np
 
 from nexjax import defect_types
 from nexjax import detectors
-from nexjax import errors
 from nexjax import localization
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
@@ -37,32 +36,6 @@ from nexjax.train import loop
 
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 DATA_KEYS = ('image_size', 'channels', 'high_bit_scaling')  # how images reach a detector
-FIT_ON = ('good', 'unlabelled')  # what one-class detectors learn normality from
-
-
-def check_config(config) -> None:
-  if 'compare' not in config:
-    raise errors.ConfigError('This mode needs a comparison config: --config=configs/compare.py'
-                             '[:preset].')
-  known = tuple(detectors.REGISTRY)
-  problems = [f'config.compare.detectors: unknown {name!r}; known: {known}'
-              for name in config.compare.detectors if name not in known]
-  for name in config.compare.detectors:
-    if name in known:
-      problems += detectors.REGISTRY[name].config_problems(config)
-  try:
-    metrics_lib.parse_rule(config.compare.threshold_rule)
-  except ValueError as e:
-    problems.append(f'config.compare.threshold_rule: {e}')
-  if config.compare.fit_on not in FIT_ON:
-    problems.append(f'config.compare.fit_on: {config.compare.fit_on!r} is not one of {FIT_ON}')
-  elif config.compare.fit_on == 'unlabelled' and not job_lib.has_unlabelled(config):
-    problems.append("config.compare.fit_on: 'unlabelled' fits the one-class detectors on "
-                    'unlabelled images; set --config.data.unlabelled_dir=FOLDER')
-  if not 0 <= config.compare.trim < 1:
-    problems.append(f'config.compare.trim: must be in [0, 1), got {config.compare.trim}')
-  if problems:
-    raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(problems))
 
 
 def budget_name(defects: int) -> str:
@@ -179,7 +152,6 @@ def budget_rows(defects, results: dict[str, Result], splits, report_split, rule,
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   """Fits and scores every detector of `compare.detectors` at every label budget."""
-  check_config(config)
   config = loop.resolve_init(config)
   workdir = pathlib.Path(workdir)
   job = job_lib.setup(config)
@@ -193,7 +165,7 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
            'backbone': backbones.backbone_facts(config, body)}
   types = defect_types.types_of(splits[report_split].ids, splits[report_split].labels,
-                                defect_types.read_types(job_lib.data_folder(config)))
+                                defect_types.read_types(job_lib.data_source(config).root))
   rows, fitted = [], {}
   for defects in config.compare.labelled_defects:
     train = pipeline.limit_class(job.data['train'], 1, defects)

@@ -10,71 +10,24 @@ Rows are keyed by the file's path relative to the input folder (`file`), so `a/x
 
 import copy
 import csv
-import glob
 import os
 import pathlib
 
 import numpy as np
-import tensorflow as tf
-import tqdm
 
 from nexjax import detectors
 from nexjax import errors
-from nexjax import evaluate
 from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import localization
 from nexjax import parallel
+from nexjax import scoring
 from nexjax import workdir as workdir_lib
-from nexjax.data import nexperia
-from nexjax.data import pipeline
+from nexjax.data import folder as folder_lib
+from nexjax.data import sources
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.train import preemption
-
-HEATMAPS = ('none', 'flagged', 'all')
-
-
-def glob_paths(spec: str):
-  """The paths a glob pattern matches, `**` recursively without following links to folders (as
-  for a folder input: a link loop would list every file once per turn)."""
-  parts = pathlib.Path(spec).parts
-  first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
-  if first == len(parts):
-    return [pathlib.Path(spec)]
-  return pathlib.Path(*parts[:first]).glob(str(pathlib.Path(*parts[first:])))
-
-
-def list_inputs(spec: str) -> list[pathlib.Path]:
-  """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
-  path = pathlib.Path(spec)
-  candidates = path.rglob('*') if path.is_dir() else glob_paths(spec)
-  files = sorted(p for p in candidates if nexperia.is_image_file(p))
-  if not files:
-    raise errors.DataError(f'predict.input={spec!r}: no image files found '
-                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
-  return files
-
-
-def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """Decoded and resized like training; unreadable files are reported (path and reason) in the
-  log and left out. Returns the images and the files they came from."""
-  images, kept, skipped = [], [], []
-  for path in tqdm.tqdm(files, desc='read images', leave=False,
-                        disable=not config.train.progress):
-    image = nexperia.decode_or_none(path, config.data.channels, config.data.high_bit_scaling,
-                                    skipped)
-    if image is not None:
-      images.append(pipeline.resize_and_center_crop(tf.constant(image),
-                                                    config.data.image_size).numpy())
-      kept.append(path)
-  nexperia.report_skipped([f'{name} ({reason})' for name, reason in skipped],
-                          'the prediction input')
-  if not images:
-    raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
-        f'{name} ({reason})' for name, reason in skipped[:3]) + ('; ...' if len(skipped) > 3
-                                                                 else ''))
-  return np.stack(images), kept
 
 
 def check_writable(path: pathlib.Path, key: str) -> None:
@@ -88,12 +41,6 @@ def check_writable(path: pathlib.Path, key: str) -> None:
     raise errors.ConfigError(f'config.{key}: cannot create {path.parent} ({e.strerror}).') from e
   if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
     raise errors.ConfigError(f'config.{key}: {path} is not writable; choose another path.')
-
-
-def relative_names(files: list[pathlib.Path], spec: str) -> list[str]:
-  """Each file's path relative to the input folder (the full path for a glob)."""
-  root = pathlib.Path(spec)
-  return [str(f.relative_to(root)) if root.is_dir() else str(f) for f in files]
 
 
 def heatmap_rows(config, flagged) -> np.ndarray:
@@ -141,22 +88,13 @@ def write_csvs(config, output, names, files, scores, flagged, step, threshold) -
   write_rows(output, 'p_defect', names, files, scores, flagged, '.6f')
   print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
         f'{int(flagged.sum())} flagged -> {output}', flush=True)
-  if pathlib.Path(config.predict.input).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts:
+  if sources.is_kaggle_test_folder(config.predict.input):
     submission = output.with_name('submission.csv')
     with open(submission, 'w', newline='', errors='backslashreplace') as f:
       writer = csv.writer(f)
       writer.writerow(['id', 'label'])
       writer.writerows((path.stem, f'{s:.6f}') for path, s in zip(files, scores))
     print(f'Kaggle submission -> {submission}')
-
-
-def check_predict_config(config) -> None:
-  if not config.predict.input:
-    raise errors.ConfigError('Set --config.predict.input=FOLDER_OR_GLOB (and optionally '
-                             '--config.predict.output=FILE.csv).')
-  if config.predict.heatmaps not in HEATMAPS:
-    raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: use one of '
-                             f'{HEATMAPS}.')
 
 
 def saved_detector(workdir: pathlib.Path, spec: str) -> pathlib.Path:
@@ -192,9 +130,9 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path) -
                      backbones.load_backbone(saved['backbone'], config, folder)
                      if cls.needs_backbone else None)
   detector = cls.load(folder, None, ctx)
-  files, threshold = list_inputs(config.predict.input), saved['threshold']
-  images, files = load_images(files, config)
-  names = relative_names(files, config.predict.input)
+  files, threshold = folder_lib.list_inputs(config.predict.input), saved['threshold']
+  images, files = folder_lib.load_images(files, config)
+  names = folder_lib.relative_names(files, config.predict.input)
   scores = detector.score(images, ctx)
   flagged = scores >= threshold
   if topo.is_chief:
@@ -216,7 +154,6 @@ def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
   workdir = pathlib.Path(workdir)
-  check_predict_config(config)
   default = f'predictions-{config.predict.detector}.csv' if config.predict.detector else \
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)
@@ -226,14 +163,14 @@ def predict_folder(config, workdir) -> pathlib.Path:
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold = evaluate.read_threshold(workdir)
-  files = list_inputs(config.predict.input)
-  images, files = load_images(files, config)
-  names = relative_names(files, config.predict.input)
-  views = evaluate.predict_views(evaluate.make_tta_fn(job.model, config, job.topo), variables,
+  threshold = scoring.read_threshold(workdir)
+  files = folder_lib.list_inputs(config.predict.input)
+  images, files = folder_lib.load_images(files, config)
+  names = folder_lib.relative_names(files, config.predict.input)
+  views = scoring.predict_views(scoring.make_tta_fn(job.model, config, job.topo), variables,
                                  images, config.train.eval_batch_size, config.seed, job.topo,
                                  'predict', config.train.progress)
-  scores = evaluate.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
+  scores = scoring.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
   flagged = scores >= threshold
   if job.topo.is_chief:
     with preemption.deferred():

@@ -1,0 +1,267 @@
+"""The config's checks: one pass over the whole config that names every problem at once.
+
+`check(config, mode)` runs once per command, before the mode starts (launch.py): the sections
+every mode reads, then the mode's own (predict, export, serve, compare with each selected
+detector's `Detector.check_config`). Only training, lr_find and compare need the data folder.
+"""
+
+import pathlib
+
+import ml_collections
+
+from nexjax import detectors
+from nexjax import errors
+from nexjax import export
+from nexjax import job as job_lib
+from nexjax import metrics as metrics_lib
+from nexjax import serving
+from nexjax import tta as tta_lib
+from nexjax import xla_cpu
+from nexjax.models import resnet
+
+# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
+# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
+# square; the report trained at 224 px on Nexperia's 267x275 px images.
+MAX_IMAGE_SIZE = 1024
+SEMI_METHODS = ('none', 'fixmatch')
+PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
+HEATMAPS = ('none', 'flagged', 'all')
+FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
+DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
+
+
+class Problems(list):
+  """The problems found so far, one line each."""
+
+  def check(self, ok, key: str, message: str) -> None:
+    if not ok:
+      self.append(f'config.{key}: {message}')
+
+  def parses(self, key: str, parse) -> None:
+    try:
+      parse()
+    except ValueError as e:
+      self.append(f'config.{key}: {e}')
+
+
+def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
+  """Raises one ConfigError listing every problem `problems` finds."""
+  found = problems(config, mode)
+  if found:
+    raise errors.ConfigError('Invalid configuration:\n  ' + '\n  '.join(found))
+
+
+def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
+  """One line per value that would fail later or silently in `--mode=mode`."""
+  found = Problems()
+  for section in (phases, optim, model, mask_head, init, data, semi, train, evaluate):
+    section(config, found)
+  if mode in DATA_MODES:
+    data_folder(config, found)
+  elif mode == 'evaluate' and config.data.dir:  # another folder to grade the workdir on
+    data_folder_exists(config, found)
+  mode_sections = {'predict': predict, 'export': export_formats, 'serve': serve,
+                   'compare': compare}
+  if mode in mode_sections:
+    mode_sections[mode](config, found)
+  if mode in DATA_MODES and config.init.weights == job_lib.PRETRAIN and 'pretrain' in config:
+    found += [p.replace('config.', 'config.pretrain.', 1) for p in problems(config.pretrain)]
+  return list(found)
+
+
+def phases(config, found: Problems) -> None:
+  found.check(len(config.phases) > 0, 'phases', 'at least one phase is needed')
+  groups = [g for g, _ in config.optim.groups]
+  for i, phase in enumerate(config.phases):
+    key = f'phases[{i}]'
+    if not hasattr(phase, 'keys') or not set(PHASE_KEYS) <= set(phase.keys()):
+      found.append(f'config.{key}: {phase!r} is not a phase ({", ".join(PHASE_KEYS)}); '
+                   f'override its fields (--config.{key}.epochs=3) or edit the phases in '
+                   'the config file.')
+      continue
+    found.check(phase.epochs > 0, f'{key}.epochs', f'must be positive, got {phase.epochs}')
+    found.check(len(phase.lr) in (1, 2) and all(lr > 0 for lr in phase.lr), f'{key}.lr',
+                f'must be (max,) or (low, high) with positive values, got {phase.lr}')
+    found.check(set(phase.train_groups) <= set(groups), f'{key}.train_groups',
+                f'{phase.train_groups} names groups outside {groups}')
+
+
+def optim(config, found: Problems) -> None:
+  found.check(config.optim.frozen_bn_stats in ('update', 'freeze'), 'optim.frozen_bn_stats',
+              "use 'update' (fastai) or 'freeze'")
+  found.check(len(config.optim.class_weights) == config.model.num_classes, 'optim.class_weights',
+              f'needs one weight per class ({config.model.num_classes})')
+  found.check(0 <= config.optim.label_smoothing < 1, 'optim.label_smoothing', 'must be in [0, 1)')
+  found.check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
+
+
+def model(config, found: Problems) -> None:
+  found.check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
+              f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
+  found.check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
+  found.check(config.model.width >= 1, 'model.width',
+              'must be a positive channel count (64: torchvision)')
+  found.check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
+              "use 'float32', 'bfloat16' or 'float16'")
+  found.parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
+
+
+def mask_head(config, found: Problems) -> None:
+  """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
+  head = config.model.get('mask_head', '')
+  if not head:
+    return
+  found.check(head in resnet.STAGES, 'model.mask_head',
+              f"{head!r} is not a stage; use one of {resnet.STAGES} or '' (none)")
+  found.check(not config.augment.enabled, 'model.mask_head',
+              'the masks are not augmented with the images; set --config.augment.enabled=False '
+              'to train a mask head')
+  found.check(config.optim.mask_weight >= 0, 'optim.mask_weight',
+              f'{config.optim.mask_weight} must be >= 0')
+
+
+def init(config, found: Problems) -> None:
+  found.parses('augment', lambda: job_lib.augment_options(config))
+  found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
+              f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
+              'the body)')
+
+
+def data(config, found: Problems) -> None:
+  """The data settings every mode reads; `data_folder` checks the folder itself."""
+  for key in ('image_size', 'synthetic_image_size'):
+    size = config.data[key]
+    found.check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
+                f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this '
+                f'size ({size}x{size} bytes per grey image; the report used 224) and the cost of '
+                'a step grows with its square.')
+  found.check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
+  found.check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
+              "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
+  found.check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
+              'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
+  found.parses('data.class_ratio', lambda: job_lib.parse_class_ratio(config.data.class_ratio))
+
+
+def data_folder(config, found: Problems) -> None:
+  """The labelled data: a Kaggle-layout folder that exists, or the synthetic data."""
+  found.check(config.data.synthetic or config.data.dir, 'data.dir',
+              'no data folder given. Point it at a Kaggle-layout Nexperia folder '
+              '(--config.data.dir=PATH) or run the synthetic preset '
+              '(configs/finetune.py:synthetic).')
+  found.check(not (config.data.synthetic and config.data.dir), 'data.dir',
+              f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
+              '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')
+  if config.data.dir and not config.data.synthetic:
+    data_folder_exists(config, found)
+
+
+def data_folder_exists(config, found: Problems) -> None:
+  found.check(not pathlib.Path(config.data.dir).is_file(), 'data.dir',
+              f'{config.data.dir} is a file; give the folder that holds train/ and test/.')
+  found.check(pathlib.Path(config.data.dir).exists(), 'data.dir',
+              f'{config.data.dir} does not exist. Download the Nexperia data from Kaggle and unzip '
+              'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
+
+
+def semi(config, found: Problems) -> None:
+  s = config.semi
+  found.check(s.method in SEMI_METHODS, 'semi.method', f'{s.method!r} is not one of {SEMI_METHODS}')
+  found.check(s.method != 'fixmatch' or job_lib.has_unlabelled(config), 'semi.method',
+              "'fixmatch' learns from unlabelled images; set --config.data.unlabelled_dir=FOLDER")
+  found.check(s.unlabelled_ratio >= 1 and float(s.unlabelled_ratio).is_integer(),
+              'semi.unlabelled_ratio', 'must be a whole number >= 1')
+  found.check(0 < s.threshold <= 1, 'semi.threshold', 'must be in (0, 1]')
+  found.check(s.weight >= 0, 'semi.weight', 'must be >= 0')
+  found.check(0 <= s.cutout < 1, 'semi.cutout', 'must be in [0, 1)')
+  found.check(s.strong_zoom_max >= 1, 'semi.strong_zoom_max', 'must be >= 1')
+  found.check(0 <= s.strong_lighting_max < 1, 'semi.strong_lighting_max', 'must be in [0, 1)')
+
+
+def train(config, found: Problems) -> None:
+  found.check(config.train.batch_size > 0 and config.train.eval_batch_size > 0,
+              'train.batch_size', 'batch sizes must be positive')
+  found.check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
+
+
+def evaluate(config, found: Problems) -> None:
+  found.check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
+              f'use one of {tta_lib.COMBINE_METHODS}')
+  found.check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
+              'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
+  found.parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
+  found.parses('evaluate.threshold_rule',
+               lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
+
+
+def predict(config, found: Problems) -> None:
+  found.check(config.predict.input, 'predict.input', 'set --config.predict.input=FOLDER_OR_GLOB '
+              '(and optionally --config.predict.output=FILE.csv).')
+  found.check(config.predict.heatmaps in HEATMAPS, 'predict.heatmaps',
+              f'{config.predict.heatmaps!r}: use one of {HEATMAPS}.')
+
+
+def export_formats(config, found: Problems) -> None:
+  unknown = set(config.export.formats) - set(export.FORMATS)
+  found.check(not unknown, 'export.formats',
+              f'unknown formats {sorted(unknown)}; choose from {export.FORMATS}.')
+
+
+def serve(config, found: Problems) -> None:
+  """`config.serve`, and the token (`serving.token`) that a reachable host needs."""
+  settings = config.serve
+
+  def check(ok, key, message):
+    found.check(ok, f'serve.{key}={settings[key]!r}', message)
+
+  check(isinstance(settings.host, str) and settings.host, 'host', 'give an address to bind to')
+  check(0 < settings.port < 65536, 'port', 'must be a TCP port, 1..65535')
+  check(settings.max_upload_mb > 0, 'max_upload_mb', 'must be positive')
+  check(settings.max_pixels > 0, 'max_pixels', 'must be positive')
+  check(0 <= settings.batch_window_ms <= 1000, 'batch_window_ms', 'must be in 0..1000 ms')
+  check(1 <= settings.max_batch <= 1024, 'max_batch', 'must be in 1..1024')
+  check(settings.runtime in serving.RUNTIMES, 'runtime', f'use one of {serving.RUNTIMES}')
+  check(not settings.review_dir or pathlib.Path(settings.review_dir).is_dir(), 'review_dir',
+        'is not a folder')
+  token = serving.token(config)
+  if token and len(token) < serving.MIN_TOKEN_LENGTH:
+    found.append(f'the serve token is {len(token)} characters; use at least '
+                 f'{serving.MIN_TOKEN_LENGTH} (e.g. python -c "import secrets; '
+                 'print(secrets.token_urlsafe())").')
+  if not token and settings.host not in serving.LOOPBACK:
+    found.append(f'config.serve.host={settings.host!r} is reachable from other machines: set a '
+                 f'token with --config.serve.token=TOKEN or ${serving.TOKEN_ENV} (clients send '
+                 '"Authorization: Bearer TOKEN"), or bind to 127.0.0.1.')
+
+
+def compare(config, found: Problems) -> None:
+  """`config.compare` and the section of each selected detector."""
+  if 'compare' not in config:
+    found.append('This mode needs a comparison config: --config=configs/compare.py[:preset].')
+    return
+  known = tuple(detectors.REGISTRY)
+  for name in config.compare.detectors:
+    if name not in known:
+      found.append(f'config.compare.detectors: unknown {name!r}; known: {known}')
+    else:
+      detector(config, detectors.REGISTRY[name], found)
+  found.parses('compare.threshold_rule',
+               lambda: metrics_lib.parse_rule(config.compare.threshold_rule))
+  fit_on = config.compare.fit_on
+  found.check(fit_on in FIT_ON, 'compare.fit_on', f'{fit_on!r} is not one of {FIT_ON}')
+  found.check(fit_on != 'unlabelled' or job_lib.has_unlabelled(config), 'compare.fit_on',
+              "'unlabelled' fits the one-class detectors on unlabelled images; set "
+              '--config.data.unlabelled_dir=FOLDER')
+  found.check(0 <= config.compare.trim < 1, 'compare.trim',
+              f'must be in [0, 1), got {config.compare.trim}')
+
+
+def detector(config, cls, found: Problems) -> None:
+  """A detector's section through its `check_config` (none for one that reads the whole
+  config, such as the classifier, which the sections above check)."""
+  if cls.default_config() is None:
+    return
+  if 'detectors' not in config or cls.name not in config.detectors:
+    found.append(f'config.detectors.{cls.name}: missing section (configs/compare.py adds it)')
+    return
+  found.extend(cls.check_config(config.detectors[cls.name]))

@@ -1,0 +1,110 @@
+"""A labelled source prepared once: its TFDS copy in the cache (keyed by the source's
+fingerprint), every split decoded and resized once into memory-mapped files, then split into
+train and validation (`pipeline.stratified_split`)."""
+
+import contextlib
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nexjax import errors
+from nexjax.data import nexperia
+from nexjax.data import pipeline
+from nexjax.data import sources
+from nexjax.data import split_cache
+
+
+def mask_stem(stem: pathlib.Path) -> pathlib.Path:
+  return stem.with_name(stem.name + '-masks')
+
+
+def decode_split(builder, split: str, image_size: int, stem: pathlib.Path) -> None:
+  """Decodes and resizes a prepared split once into its `split_cache` files at `stem` (and its
+  masks, where the folder has them, at `mask_stem(stem)`), in chunks, with a progress bar."""
+  has_masks = 'mask' in builder.info.features
+
+  def fit(image):
+    same = tf.logical_and(tf.shape(image)[0] == image_size, tf.shape(image)[1] == image_size)
+    return tf.cond(same, lambda: image, lambda: pipeline.resize_and_center_crop(image, image_size))
+
+  def resize(example):
+    mask = (tf.where(fit(example['mask']) >= 128, tf.constant(255, tf.uint8),
+                     tf.constant(0, tf.uint8)) if has_masks else tf.zeros((), tf.uint8))
+    return fit(example['image']), tf.cast(example['label'], tf.int32), example['id'], mask
+
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256).prefetch(2)
+  shape = (builder.info.splits[split].num_examples, image_size, image_size,
+           builder.builder_config.channels)
+  mask_shape = shape[:3] + (1,)
+  labels, ids = [], []
+  with contextlib.ExitStack() as stack:
+    images = stack.enter_context(split_cache.create_images(stem, shape))
+    masks = stack.enter_context(split_cache.create_images(mask_stem(stem), mask_shape)) \
+        if has_masks else None
+    with tqdm.tqdm(total=shape[0], desc=f'decode {split} @{image_size}px', unit='img') as bar:
+      for batch_images, batch_labels, batch_ids, batch_masks in ds.as_numpy_iterator():
+        images[bar.n:bar.n + len(batch_labels)] = batch_images
+        if masks is not None:
+          masks[bar.n:bar.n + len(batch_labels)] = batch_masks
+        labels.append(batch_labels)
+        ids.append(np.array([i.decode('utf-8') for i in batch_ids]))  # UTF-8 bytes, any name
+        bar.update(len(batch_labels))
+    if bar.n != shape[0]:
+      raise errors.DataError(f'{builder.data_dir}: split {split} has {bar.n} images, its info '
+                             f'says {shape[0]}; delete that folder to prepare it again.')
+  labels = np.concatenate(labels or [np.zeros(0, np.int32)])
+  ids = np.concatenate(ids or [np.zeros(0, str)])
+  if has_masks:
+    split_cache.write_labels(mask_stem(stem), mask_shape, labels, ids)
+  split_cache.write_labels(stem, shape, labels, ids)  # last: it marks the split complete
+
+
+def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> pipeline.Examples:
+  """A split from its memory-mapped cache, decoded into it first where it is not complete."""
+  stem = cache / f'{split}-{image_size}px-{builder.builder_config.channels}ch'
+  has_masks = 'mask' in builder.info.features
+  arrays = split_cache.open_split(stem)
+  masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
+  if arrays is None or (has_masks and masks is None):
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for kept in (stem, mask_stem(stem)):
+      split_cache.remove_stale_temporaries(kept)
+    decode_split(builder, split, image_size, stem)
+    arrays = split_cache.open_split(stem)
+    masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
+  if arrays is None or (has_masks and masks is None):
+    raise errors.DataError(f'{stem}: the decoded {split} split cannot be read back after '
+                           f'writing it; delete {stem.parent} and retry.')
+  return pipeline.Examples(*arrays, masks=None if masks is None else masks[0])
+
+
+def prepared_dir(source: sources.Source, cache_dir) -> pathlib.Path:
+  """Where the source's prepared copy lives (a changed folder gets a new one)."""
+  return pathlib.Path(cache_dir) / 'tfds' / f'{source.root.name}-{source.fingerprint()}'
+
+
+def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: float,
+                  channels: int = 1, cache_dir,
+                  high_bit_scaling: str = 'bit_depth') -> dict[str, pipeline.Examples]:
+  """{'train', 'valid'[, 'test']} from a source, prepared into cache_dir once.
+
+  Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
+  per split, image size and channel count.
+  """
+  source.files()  # a wrong layout fails here, with the expected layout
+  tfds_dir = prepared_dir(source, cache_dir)
+  with split_cache.preparation_lock(tfds_dir):
+    builder = nexperia.prepare(source.root, tfds_dir, channels, high_bit_scaling)
+    cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
+    labelled = load_split(builder, 'train', image_size, cache)
+    test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
+        else None
+  train_index, valid_index = pipeline.stratified_split(labelled.ids, labelled.labels,
+                                                       valid_fraction)
+  splits = {'train': labelled.subset(train_index), 'valid': labelled.subset(valid_index)}
+  if test is not None:
+    splits['test'] = test
+  return splits

@@ -1,0 +1,102 @@
+"""Where the labelled images come from, behind one small interface, chosen from the config in one
+place (`from_config`): a Kaggle-layout folder on disk, or the synthetic generator's dataset,
+drawn once into the cache in the same layout. Training, evaluate, compare and predict read a
+`Source` alone: its folder (with the masks/ folder of defect masks where it has one), its files
+and labels, and the fingerprint of its content (the cache key of its prepared copy)."""
+
+import abc
+import functools
+import hashlib
+import pathlib
+
+from nexjax.data import nexperia
+from nexjax.data import split_cache
+from nexjax.data import synthetic
+
+
+class Source(abc.ABC):
+  """Labelled images in the Kaggle layout (train/good_0, train/bad_1, test/all_tests, masks/)."""
+
+  @property
+  @abc.abstractmethod
+  def root(self) -> pathlib.Path:
+    """The folder that holds the images."""
+
+  def unlabelled_folder(self) -> str:
+    """The source's own folder of unlabelled images ('' for none)."""
+    return ''
+
+  def files(self) -> dict[str, list[tuple[pathlib.Path, int]]]:
+    """{'train': [(path, label)], 'test': [...]}; a wrong layout is a LayoutError."""
+    return nexperia.find_examples(self.root)
+
+  def fingerprint(self) -> str:
+    """Hash of every file's relative path, size and mtime under train/, test/ and masks/: a
+    changed folder (an edited mask too) is prepared anew."""
+    digest = hashlib.sha1()
+    root = self.root.resolve()
+    for path in sorted(p for sub in ('train', 'test', nexperia.MASK_FOLDER)
+                       for p in (root / sub).rglob('*') if p.is_file()):
+      stat = path.stat()
+      digest.update(f'{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
+          'utf-8', 'surrogateescape'))  # any file name, UTF-8 or not
+    return digest.hexdigest()[:12]
+
+
+class KaggleFolder(Source):
+  """A folder in the layout of Kaggle's Nexperia data (`data.dir`)."""
+
+  def __init__(self, folder):
+    self.folder = pathlib.Path(folder)
+
+  @property
+  def root(self) -> pathlib.Path:
+    return self.folder
+
+
+class Synthetic(Source):
+  """The synthetic generator's dataset with `settings`, drawn into `cache_dir` on first use."""
+
+  def __init__(self, settings: dict, cache_dir: pathlib.Path):
+    self.settings = settings
+    self.cache_dir = pathlib.Path(cache_dir)
+
+  def name(self) -> str:
+    """The folder's name: the settings, with families and unlabelled images only where set (so
+    the names of existing folders stay)."""
+    s = self.settings
+    name = 'synthetic-' + '-'.join(
+        f'{s[k]}' for k in ('num_train', 'num_test', 'image_size', 'seed'))
+    if 'families' in s:
+      name += '-' + s['families'].replace(',', '+')
+    if 'num_unlabelled' in s:
+      name += f'-unlabelled{s["num_unlabelled"]}'
+    return name
+
+  @functools.cached_property
+  def root(self) -> pathlib.Path:
+    folder = self.cache_dir / 'synthetic' / self.name()
+    with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
+      return pathlib.Path(synthetic.ensure_dataset(folder, **self.settings))
+
+  def unlabelled_folder(self) -> str:
+    return str(self.root / synthetic.UNLABELLED_FOLDER) if 'num_unlabelled' in self.settings \
+        else ''
+
+
+def from_config(data, cache_dir: pathlib.Path) -> Source:
+  """The source `config.data` names: `data.dir`, or the synthetic data of `data.synthetic_*`."""
+  if not data.synthetic:
+    return KaggleFolder(data.dir)
+  settings = dict(num_train=data.synthetic_num_train, num_test=data.synthetic_num_test,
+                  image_size=data.synthetic_image_size, seed=data.synthetic_seed)
+  if data.synthetic_families:
+    settings['families'] = data.synthetic_families
+  if data.synthetic_num_unlabelled:
+    settings['num_unlabelled'] = data.synthetic_num_unlabelled
+  return Synthetic(settings, cache_dir)
+
+
+def is_kaggle_test_folder(path) -> bool:
+  """Whether `path` is a Kaggle-layout folder's test/all_tests (Kaggle's submission applies)."""
+  return pathlib.Path(path).resolve().parts[-2:] == nexperia.TEST_FOLDER.parts
