@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nexjax import augment as augment_lib
@@ -62,12 +63,22 @@ def fixmatch_loss(weak_logits, strong_logits, options: FixMatchOptions):
   return jnp.mean(jnp.where(confident, losses, 0.0))
 
 
+def area_weights(cells: int, pixels: int) -> np.ndarray:
+  """(cells, pixels): the share of each cell that each pixel covers, for `cells` equal cells over
+  `pixels` pixels (any ratio: a pixel on a border counts in both cells for its part)."""
+  edges = np.linspace(0, pixels, cells + 1)
+  starts, ends = edges[:-1, None], edges[1:, None]
+  pixel = np.arange(pixels)[None, :]
+  overlap = np.clip(np.minimum(ends, pixel + 1) - np.maximum(starts, pixel), 0, None)
+  return (overlap / (ends - starts)).astype(np.float32)
+
+
 def mask_loss(mask_logits, masks):
   """Mean sigmoid cross-entropy of the mask head's per-cell logits against the share of each
   cell the defect covers (the uint8 masks area-averaged down to the head's grid)."""
-  batch, height, width, _ = mask_logits.shape
-  shares = jax.image.resize(masks.astype(jnp.float32) / 255.0, (batch, height, width, 1),
-                            'linear', antialias=True)
+  _, height, width, _ = mask_logits.shape
+  rows, cols = area_weights(height, masks.shape[1]), area_weights(width, masks.shape[2])
+  shares = jnp.einsum('hy,byxc,wx->bhwc', rows, masks.astype(jnp.float32) / 255.0, cols)
   return jnp.mean(optax.sigmoid_binary_cross_entropy(mask_logits, shares))
 
 

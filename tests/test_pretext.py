@@ -1,0 +1,111 @@
+"""The defect-mask pretext of pretraining: its targets and loss, that the masks reach the
+gradient, its config checks, and that a body trained with it fine-tunes without its mask head."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+import pytest
+
+from nexjax import config as config_lib
+from nexjax import errors
+from nexjax import job as job_lib
+from nexjax import weights as weights_lib
+from nexjax.models import resnet
+from nexjax.train import loop
+from nexjax.train import plan as plan_lib
+from nexjax.train import state as state_lib
+from nexjax.train import step as step_lib
+from nexjax import parallel
+
+
+def test_mask_loss_compares_each_cell_with_the_share_the_defect_covers():
+  masks = np.zeros((1, 8, 8, 1), np.uint8)
+  masks[0, :4, :4] = 255           # the top-left cell of a 2x2 grid is all defect
+  masks[0, 4:, 4:6] = 255          # the bottom-right cell is half defect
+  shares = np.array([[1.0, 0.0], [0.0, 0.5]])[None, ..., None]
+  logits = jnp.asarray(np.log(np.clip(shares, 1e-6, 1 - 1e-6) / (1 - np.clip(shares, 1e-6,
+                                                                           1 - 1e-6))))
+  want = np.mean(-(shares * np.log(np.clip(shares, 1e-6, 1)) +
+                   (1 - shares) * np.log(np.clip(1 - shares, 1e-6, 1))))
+  assert float(step_lib.mask_loss(logits, masks)) == pytest.approx(want, abs=1e-4)
+  assert float(step_lib.mask_loss(-logits, masks)) > float(step_lib.mask_loss(logits, masks)) + 1
+
+
+@pytest.fixture(scope='module')
+def masked_folder(tmp_path_factory, make_kaggle_folder):
+  """A Kaggle-layout folder whose defect images have masks (a bright square, masked)."""
+  root = make_kaggle_folder(tmp_path_factory.mktemp('data') / 'masked', 16, 8, 4, size=(96, 96),
+                            test_labels=True)
+  (root / 'masks').mkdir()
+  for path in sorted((root / 'train' / 'bad_1').iterdir()):
+    mask = np.zeros((96, 96), np.uint8)
+    mask[20:50, 30:60] = 255
+    PIL.Image.fromarray(mask, 'L').save(root / 'masks' / f'{path.stem}.png')
+  return root
+
+
+def mask_config(smoke_config, folder, tmp_path, **model):
+  config = smoke_config(folder, tmp_path / 'cache')
+  config.model.mask_head = model.get('mask_head', 'layer3')
+  config.augment.enabled = False
+  return config
+
+
+def one_step_params(config, invert: bool):
+  """The parameters after one train step on the folder's first batch, with its masks or their
+  inverse (Adam's first step moves each weight by about lr x the sign of its gradient, so the
+  inverse is what surely changes some signs)."""
+  job = job_lib.setup(config)
+  variables = job_lib.init_variables(job.model, config)
+  tx = state_lib.phase_optimizer(config, variables, plan_lib.plan_epochs(config.phases, 4), 1)
+  state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
+  batch = next(loop.train_batches(job, 0))
+  assert set(batch) == {'images', 'labels', 'masks'} and int(batch['masks'].max()) == 255
+  if invert:
+    batch['masks'] = 255 - batch['masks']
+  return loop.make_train_step(job, tx, variables, 1)(state, **batch).params
+
+
+def test_the_masks_reach_the_gradient_of_the_body(masked_folder, tmp_path, smoke_config):
+  config = mask_config(smoke_config, masked_folder, tmp_path)
+  with_masks, inverted = one_step_params(config, False), one_step_params(config, True)
+  assert not np.array_equal(with_masks['mask_head']['kernel'], inverted['mask_head']['kernel'])
+  assert not np.array_equal(with_masks['layer2']['0']['conv1']['kernel'],
+                            inverted['layer2']['0']['conv1']['kernel'])
+
+
+def test_mask_head_config_problems_are_reported_together(masked_folder, tmp_path, smoke_config):
+  config = mask_config(smoke_config, masked_folder, tmp_path, mask_head='layer9')
+  config.augment.enabled = True
+  config.optim.mask_weight = -1.0
+  with pytest.raises(errors.ConfigError) as raised:
+    config_lib.check(config)
+  message = str(raised.value)
+  for expected in ("'layer9' is not a stage", 'augment.enabled=False', 'mask_weight: -1.0'):
+    assert expected in message
+
+
+def test_a_folder_without_masks_is_a_clear_error(make_kaggle_folder, tmp_path, smoke_config):
+  folder = make_kaggle_folder(tmp_path / 'plain', 16, 8, 4, size=(96, 96), test_labels=True)
+  with pytest.raises(errors.DataError, match=r'no defect masks .*--config.model.mask_head=""'):
+    job_lib.setup(mask_config(smoke_config, folder, tmp_path))
+
+
+def test_a_body_with_a_mask_head_loads_into_a_model_without_one(smoke_config, tmp_path):
+  config = smoke_config(tmp_path, tmp_path)
+  x = jnp.zeros((1, 96, 96, 3))
+  pretrained = resnet.create_model('resnet10', num_classes=2, width=8, mask_head='layer3').init(
+      jax.random.key(0), x)
+  fresh = resnet.create_model('resnet10', num_classes=2, width=8).init(jax.random.key(1), x)
+  merged = weights_lib.merge(fresh, pretrained, [config.init.dont_load])
+  np.testing.assert_array_equal(merged['params']['layer3']['0']['conv1']['kernel'],
+                                pretrained['params']['layer3']['0']['conv1']['kernel'])
+  assert 'mask_head' not in merged['params']
+  with pytest.raises(weights_lib.WeightsError, match='mask_head'):
+    weights_lib.merge(fresh, pretrained, [r'^(fc|head)/'])
+
+
+def test_area_weights_split_border_pixels_between_cells():
+  weights = step_lib.area_weights(2, 3)   # cells [0, 1.5) and [1.5, 3)
+  np.testing.assert_allclose(weights, [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
