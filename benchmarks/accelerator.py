@@ -95,12 +95,11 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-if ARGS is not None and 'torch' in ARGS.frameworks:
-  try:  # before TensorFlow (which nexjax imports): the other order segfaults
-    import torch  # noqa: F401  pylint: disable=unused-import
-    import torchvision  # noqa: F401  pylint: disable=unused-import
-  except ImportError:
-    pass
+try:  # before TensorFlow (nexjax imports it; train_step imports torch): else a segfault
+  import torch  # noqa: F401  pylint: disable=unused-import
+  import torchvision  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+  pass
 
 from configs import finetune  # noqa: E402  (imports jax, starts no backend)
 from nexjax import xla_cpu  # noqa: E402
