@@ -163,7 +163,7 @@ def eval_step(variables, images, labels, *, model, class_weights, label_smoothin
 
 
 def make_eval_fn(model, config, topo: parallel.Topology) -> Callable:
-  """jit(eval_step): batch sharded in, per-example outputs replicated out (every host reads them)."""
+  """jit(eval_step): batch sharded in, per-example outputs replicated out (every host reads it)."""
   return jax.jit(functools.partial(eval_step, model=model,
                                    class_weights=tuple(config.optim.class_weights),
                                    label_smoothing=config.optim.label_smoothing),
