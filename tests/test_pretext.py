@@ -24,17 +24,16 @@ def test_mask_loss_compares_each_cell_with_the_share_the_defect_covers():
   masks[0, :4, :4] = 255           # the top-left cell of a 2x2 grid is all defect
   masks[0, 4:, 4:6] = 255          # the bottom-right cell is half defect
   shares = np.array([[1.0, 0.0], [0.0, 0.5]])[None, ..., None]
-  logits = jnp.asarray(np.log(np.clip(shares, 1e-6, 1 - 1e-6) / (1 - np.clip(shares, 1e-6,
-                                                                           1 - 1e-6))))
-  want = np.mean(-(shares * np.log(np.clip(shares, 1e-6, 1)) +
-                   (1 - shares) * np.log(np.clip(1 - shares, 1e-6, 1))))
+  clipped = np.clip(shares, 1e-6, 1 - 1e-6)
+  logits = jnp.asarray(np.log(clipped / (1 - clipped)))   # the logits that predict the shares
+  want = np.mean(-(shares * np.log(clipped) + (1 - shares) * np.log(1 - clipped)))
   assert float(step_lib.mask_loss(logits, masks)) == pytest.approx(want, abs=1e-4)
   assert float(step_lib.mask_loss(-logits, masks)) > float(step_lib.mask_loss(logits, masks)) + 1
 
 
 @pytest.fixture(scope='module')
 def masked_folder(tmp_path_factory, make_kaggle_folder):
-  """A Kaggle-layout folder whose defect images have masks (a bright square, masked)."""
+  """A Kaggle-layout folder with a mask (the same square) for every defect training image."""
   root = make_kaggle_folder(tmp_path_factory.mktemp('data') / 'masked', 16, 8, 4, size=(96, 96),
                             test_labels=True)
   (root / 'masks').mkdir()
