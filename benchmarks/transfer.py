@@ -1,7 +1,8 @@
 """Transfer learning on a new product line: the report's recipe from a pretrained body against the
 alternatives, on the same target splits, for several target training-set sizes.
 
-  python benchmarks/transfer.py --sizes 100,300,1000 --out docs/transfer.md
+  python benchmarks/transfer.py --sizes 30,100,300,1000 --methods report,linear_probe \
+      --json rows.jsonl --plot docs/label_curve.png
 
 Source: the `pretrain` preset's body (three package families, trained on first use and cached).
 Target: the held-out family (SOT-223), `synthetic` preset data with N labelled training images
@@ -38,6 +39,7 @@ from configs import finetune  # noqa: E402
 from nexjax.modes import compare  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
+from nexjax import plotting  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
@@ -108,6 +110,23 @@ def table(rows) -> str:
   return '\n'.join(lines)
 
 
+def plot(rows, path: str):
+  """Test ROC AUC and recall at 1% FPR against the labelled images, one line per method."""
+  fig, axes = plotting.plt.subplots(1, 2, figsize=(10, 4))
+  for method in dict.fromkeys(r['method'] for r in rows):
+    mine = sorted((r for r in rows if r['method'] == method), key=lambda r: r['size'])
+    sizes = [r['size'] for r in mine]
+    for ax, key in zip(axes, ('auc', 'recall_at_1pct_fpr')):
+      ax.plot(sizes, [r[key] for r in mine], 'o-', label=method)
+  for ax, title in zip(axes, ('test ROC AUC', 'test recall at 1% FPR')):
+    ax.set(xscale='log', xlabel='labelled target images (train + valid)', title=title)
+    ax.grid(alpha=0.3)
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plotting.plt.close(fig)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--sizes', default='100,300,1000')
@@ -115,6 +134,7 @@ def main(argv=None):
   p.add_argument('--root', default='workdirs/transfer', help='run folders (resumed if present)')
   p.add_argument('--rule', default='max_accuracy')
   p.add_argument('--json', default='', help='append rows here as they finish')
+  p.add_argument('--plot', default='', help="draw every row of --json (or this run's) here")
   args = p.parse_args(argv)
   rows = []
   for size in (int(s) for s in args.sizes.split(',')):
@@ -125,6 +145,11 @@ def main(argv=None):
         with open(args.json, 'a') as f:
           f.write(json.dumps(rows[-1]) + '\n')
   print(table(rows))
+  if args.plot:
+    if args.json:
+      with open(args.json) as f:
+        rows = [json.loads(line) for line in f]
+    plot(rows, args.plot)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """benchmarks/accelerator.py and inference.py: their smoke runs on the CPU (so the scripts cannot
-rot), MFU and peaks."""
+rot), MFU and peaks; transfer.py's label-curve plot."""
 
 import json
 import pathlib
@@ -94,3 +94,13 @@ def test_inference_smoke(tmp_path):
     assert 0 < row['latency_p50_ms'] <= row['latency_p99_ms'] and row['images_per_s'] > 0
   assert min(r['throughput_vs_fastest'] for r in rows) > 0
   assert max(r['throughput_vs_fastest'] for r in rows if r['tta']) == 1
+
+
+def test_transfer_plot_draws_each_method(tmp_path):
+  """benchmarks/transfer.py --plot: the label curve from rows as --json writes them."""
+  import transfer  # noqa: E402  pylint: disable=import-outside-toplevel
+  rows = [dict(size=size, method=method, auc=auc, recall_at_1pct_fpr=auc / 2)
+          for method in ('report', 'linear_probe') for size, auc in ((100, 0.7), (30, 0.6))]
+  path = tmp_path / 'curve.png'
+  transfer.plot(rows, str(path))
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

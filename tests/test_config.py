@@ -3,6 +3,7 @@
 import pytest
 
 from configs import compare as compare_config
+from configs import finetune
 from nexjax import config as config_lib
 from nexjax import errors
 
@@ -27,3 +28,11 @@ def test_each_mode_checks_its_own_sections():
   config.data.synthetic = False  # no data folder: only the modes that read data mind
   assert any('no data folder' in p for p in config_lib.problems(config, 'train'))
   assert config_lib.problems(config, 'export') == []
+
+
+@pytest.mark.parametrize('preset', ['pretrain', 'synthetic', 'smoke'])
+def test_the_shipped_presets_pass_their_own_checks(preset):
+  """A preset the README runs must not stop at the config pass (the synthetic preset's nested
+  `pretrain` section, with its mask head, included)."""
+  assert config_lib.problems(finetune.get_config(preset), 'train') == []
+  assert config_lib.problems(compare_config.get_config(preset), 'compare') == []
