@@ -18,7 +18,8 @@ Methods (rows):
                 like the training split, 20% defects, never labelled), for at least as many
                 steps as the recipe takes on 1,000 images (small sets repeat their epochs)
 Each row: test ROC AUC, and error / recall at the threshold chosen on validation (max_accuracy),
-and the wall time of the fit (data preparation excluded).
+each defect type's test AUC against the good images and recall at that threshold (from the
+generator's metadata.csv), and the wall time of the fit (data preparation excluded).
 """
 
 import argparse
@@ -38,6 +39,7 @@ xla_cpu.apply_flags()
 from configs import finetune  # noqa: E402
 from nexjax.modes import compare  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
+from nexjax import defect_types  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
 from nexjax import plotting  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
@@ -78,9 +80,10 @@ def method_config(base_config, method: str):
   return config
 
 
-def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
+def run(size: int, method: str, root: pathlib.Path, rule: str, image_size: int) -> dict:
   config = finetune.get_config('synthetic')
   config.data.synthetic_num_train = size
+  config.data.image_size = image_size
   config.train.progress = False
   config = method_config(config, method) if method != 'gaussian' else config
   config_lib.check(config)
@@ -93,12 +96,18 @@ def run(size: int, method: str, root: pathlib.Path, rule: str) -> dict:
     detector = gaussian.GaussianDetector(gaussian.GaussianDetector.default_config())
   else:
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
-    detector = classifier.ClassifierDetector(config, root / f'{size}' / method)
+    detector = classifier.ClassifierDetector(config, root / f'{image_size}px' / f'{size}' / method)
   detector.fit_measured(job.data['train'], job.data['valid'], ctx)
   scores, detector.stats.images_per_second, _ = compare.timed_scores(detector, splits, ctx)
+  test = splits['test']
+  types = defect_types.types_of(test.ids, test.labels,
+                                defect_types.read_types(job_lib.data_source(config).root))
   row = compare.report_row(method, 0 if method == 'gaussian' else -1,
-                           compare.Result(scores, detector.stats), splits, 'test', rule)
-  row.update(size=size, train_images=len(job.data['train']))
+                           compare.Result(scores, detector.stats), splits, 'test', rule,
+                           types=types)
+  by_type = defect_types.type_table(test.labels, scores['test'], row['threshold'], types)
+  row.update(size=size, image_size=image_size, train_images=len(job.data['train']),
+             auc_by_type={r['defect_type']: r['auc'] for r in by_type[:-1]})
   return row
 
 
@@ -111,13 +120,17 @@ def table(rows) -> str:
 
 
 def plot(rows, path: str):
-  """Test ROC AUC and recall at 1% FPR against the labelled images, one line per method."""
+  """Test ROC AUC and recall at 1% FPR against the labelled images, one line per method (and
+  image size, where the rows have several)."""
+  def line(row):
+    return row['method'], row.get('image_size', 96)
+  several_sizes = len({size for _, size in map(line, rows)}) > 1
   fig, axes = plotting.plt.subplots(1, 2, figsize=(10, 4))
-  for method in dict.fromkeys(r['method'] for r in rows):
-    mine = sorted((r for r in rows if r['method'] == method), key=lambda r: r['size'])
-    sizes = [r['size'] for r in mine]
+  for method, image_size in dict.fromkeys(map(line, rows)):
+    mine = sorted((r for r in rows if line(r) == (method, image_size)), key=lambda r: r['size'])
+    label = f'{method} @{image_size}px' if several_sizes else method
     for ax, key in zip(axes, ('auc', 'recall_at_1pct_fpr')):
-      ax.plot(sizes, [r[key] for r in mine], 'o-', label=method)
+      ax.plot([r['size'] for r in mine], [r[key] for r in mine], 'o-', label=label)
   for ax, title in zip(axes, ('test ROC AUC', 'test recall at 1% FPR')):
     ax.set(xscale='log', xlabel='labelled target images (train + valid)', title=title)
     ax.grid(alpha=0.3)
@@ -133,13 +146,14 @@ def main(argv=None):
   p.add_argument('--methods', default=','.join(METHODS))
   p.add_argument('--root', default='workdirs/transfer', help='run folders (resumed if present)')
   p.add_argument('--rule', default='max_accuracy')
+  p.add_argument('--image_size', type=int, default=96, help='the target images are drawn at 128')
   p.add_argument('--json', default='', help='append rows here as they finish')
   p.add_argument('--plot', default='', help="draw every row of --json (or this run's) here")
   args = p.parse_args(argv)
   rows = []
   for size in (int(s) for s in args.sizes.split(',')):
     for method in args.methods.split(','):
-      rows.append(run(size, method, pathlib.Path(args.root), args.rule))
+      rows.append(run(size, method, pathlib.Path(args.root), args.rule, args.image_size))
       print(table(rows[-1:]).splitlines()[-1], flush=True)
       if args.json:
         with open(args.json, 'a') as f:

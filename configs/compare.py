@@ -8,9 +8,11 @@ own overrides for the preset (`PRESETS`, e.g. 'smoke': seconds-long sizes). Feat
 detectors (gaussian: Rippel et al.'s model of normality; patchcore; padim) use the body
 `compare.backbone` names: a training workdir or a weights file; empty means `init.weights`
 (ImageNet with --config.init.weights=resnet34; random without, which models normality poorly).
-The classifier is the fine-tuning recipe itself (this whole config, no section), and
+The classifier is the fine-tuning recipe itself (this whole config, no section);
+source_classifier is the pretrained body's own head, used as it is (only where the body is a
+trained classifier: the presets that start from the `pretrain` body); and
 scattering_xgb (a scattering transform and gradient boosting, the report's proposal) trains on
-labels too: both are refitted per label budget. vae (a convolutional VAE) and gan (GANomaly) are
+labels too: it and the classifier are refitted per label budget. vae (a convolutional VAE) and gan (GANomaly) are
 fitted on good images only, like the feature-based detectors; their anomaly maps are
 reconstruction errors.
 """
@@ -19,12 +21,15 @@ import ml_collections
 
 from configs import finetune
 from nexjax import detectors
+from nexjax import job as job_lib
 
 
 def get_config(arg=None):
   config = finetune.get_config(arg)
+  has_source_head = config.init.weights == job_lib.PRETRAIN
   config.compare = ml_collections.ConfigDict(dict(
-      detectors=tuple(detectors.REGISTRY),
+      detectors=tuple(name for name in detectors.REGISTRY
+                      if name != 'source_classifier' or has_source_head),
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file

@@ -101,6 +101,7 @@ def test_transfer_plot_draws_each_method(tmp_path):
   import transfer  # noqa: E402  pylint: disable=import-outside-toplevel
   rows = [dict(size=size, method=method, auc=auc, recall_at_1pct_fpr=auc / 2)
           for method in ('report', 'linear_probe') for size, auc in ((100, 0.7), (30, 0.6))]
+  rows.append(dict(rows[0], image_size=128))  # a second image size: its own line
   path = tmp_path / 'curve.png'
   transfer.plot(rows, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -102,7 +102,36 @@ def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache,
   with config.unlocked():   # the classifier, from its run directory
     config.predict.update(detector='classifier', heatmaps='none')
   with open(predict.predict_folder(config, workdir)) as f:
-    assert len(list(csv.DictReader(f))) == 3
+    by_classifier = [float(r['score']) for r in csv.DictReader(f)]
+  assert len(by_classifier) == 3
+
+  # The source lines' classifier: a trained run's own head, fitted on nothing of the target.
+  # Pointed at this workdir's run, it scores exactly as that run's classifier does.
+  with config.unlocked():
+    config.compare.backbone = str(workdir)
+  source = detectors.get('source_classifier').create(config, tmp_path / 'unused', 0)
+  source.fit_measured(None, None, ctx)
+  tta_scores = source.score(images, ctx)
+  np.testing.assert_allclose(tta_scores, by_classifier, rtol=1e-5)
+  assert source.anomaly_map(images, ctx).shape == (3, 96, 96)
+  # Both score with the report's TTA vote (predict.tta): on the two uniform images, whose 8
+  # dihedral views are one image, that is (8 * [p >= 0.5] + p) / 9 of the plain P(defect) p.
+  with config.unlocked():
+    config.predict.tta = False
+  plain = detectors.get('source_classifier').create(config, tmp_path / 'unused', 0)
+  plain.fit_measured(None, None, ctx)
+  p = 1 / (1 + np.exp(-plain.score(images, ctx)[[0, 2]]))
+  np.testing.assert_allclose(1 / (1 + np.exp(-tta_scores[[0, 2]])), (8 * (p >= 0.5) + p) / 9,
+                             rtol=1e-4)
+
+
+def test_source_classifier_needs_a_trained_run_and_is_default_only_with_one():
+  assert 'source_classifier' not in compare_config.get_config('smoke').compare.detectors
+  assert 'source_classifier' in compare_config.get_config('synthetic').compare.detectors
+  config = compare_config.get_config('smoke')  # a random initialisation: no head to use
+  source = detectors.get('source_classifier').create(config, pathlib.Path('unused'), 0)
+  with pytest.raises(errors.ConfigError, match='compare.backbone=WORKDIR'):
+    source.fit(None, None, None)
 
 
 def test_one_class_detectors_fit_on_trimmed_unlabelled_images(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from nexjax.detectors import gaussian
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
 from nexjax.detectors import scattering_xgb
+from nexjax.detectors import source_classifier
 from nexjax.detectors import vae
 
 REGISTRY: dict[str, type[base.Detector]] = {}
@@ -28,6 +29,7 @@ def get(name: str) -> type[base.Detector]:
 
 
 register(classifier.ClassifierDetector)
+register(source_classifier.SourceClassifier)
 register(gaussian.GaussianDetector)
 register(patchcore.PatchCore)
 register(padim.PaDiM)

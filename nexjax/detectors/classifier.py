@@ -3,26 +3,24 @@
 Its config is the whole fine-tuning config (no `config.detectors` section). Fitting runs that
 recipe (`nexjax.train.loop`) on the given splits into its run directory, which holds its weights
 (checkpoints and `config.json`); its saved folder records where that run is, relative to the
-folder. The score is the logit of P(defect) of the best checkpoint, without TTA
-(`--mode=evaluate` reports TTA); the anomaly map is its Grad-CAM.
+folder. The score is the logit of P(defect) of the best checkpoint, with the report's TTA where
+`predict.tta` (the default, as `--mode=predict` scores a workdir; the views and their
+combination are `evaluate.tta_*`); the anomaly map is its Grad-CAM.
 """
 
 import copy
-import functools
 import os
 import pathlib
 
-import jax
 import numpy as np
 
 from nexjax import errors
 from nexjax import gradcam
-from nexjax import inference
 from nexjax import job as job_lib
+from nexjax import scoring
 from nexjax import workdir as workdir_lib
 from nexjax.detectors import base
 from nexjax.train import loop
-from nexjax.train import step
 
 
 class ClassifierDetector(base.Detector):
@@ -69,13 +67,13 @@ class ClassifierDetector(base.Detector):
 
   def score(self, images, ctx: base.Context) -> np.ndarray:
     self.require_fitted()
-    model = job_lib.create_model(self.config)
-    probabilities = jax.jit(functools.partial(step.probabilities, model=model),
-                            out_shardings=ctx.topo.replicated)
-    probs = inference.concatenate(inference.map_batches(
-        lambda batch, _: probabilities(self.variables, batch), (images,), ctx.batch_size,
-        ctx.topo, 'classifier: score', ctx.progress))
-    p = np.clip(probs[:, 1].astype(np.float64), 1e-7, 1 - 1e-7)
+    tta = self.config.predict.tta
+    tta_fn = scoring.make_tta_fn(job_lib.create_model(self.config), self.config, ctx.topo,
+                                 plain_only=not tta)
+    views = scoring.predict_views(tta_fn, self.variables, images, ctx.batch_size,
+                                  self.config.seed, ctx.topo, f'{self.name}: score', ctx.progress)
+    p = scoring.plain_and_tta_scores(views, self.config)['tta'] if tta else views[0][:, 1]
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
 
   def anomaly_map(self, images, ctx: base.Context) -> np.ndarray:
