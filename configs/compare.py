@@ -28,8 +28,8 @@ def get_config(arg=None):
   config = finetune.get_config(arg)
   has_source_head = config.init.weights == job_lib.PRETRAIN
   config.compare = ml_collections.ConfigDict(dict(
-      detectors=tuple(name for name in detectors.REGISTRY
-                      if name != 'source_classifier' or has_source_head),
+      detectors=tuple(name for name, cls in detectors.REGISTRY.items()
+                      if has_source_head or not cls.needs_trained_source),
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file

@@ -90,6 +90,7 @@ class Detector(abc.ABC):
   uses_labels: ClassVar[bool]           # False: fitted on good training images only
   produces_maps: ClassVar[bool] = False
   needs_backbone: ClassVar[bool] = False  # scores features of `Context.backbone`
+  needs_trained_source: ClassVar[bool] = False  # scores with a trained source classifier's head
   fitted_keys: ClassVar[tuple[str, ...]] = ()  # config keys that shape the fitted state
   PRESETS: ClassVar[dict[str, dict]] = {}      # preset -> default_config overrides
 

@@ -20,6 +20,7 @@ class SourceClassifier(classifier.ClassifierDetector):
 
   name = 'source_classifier'
   uses_labels = False  # neither the target's labels nor its images: fitted once, on nothing
+  needs_trained_source = True
 
   @classmethod
   def create(cls, config, workdir, defects: int) -> 'SourceClassifier':
