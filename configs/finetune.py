@@ -155,7 +155,7 @@ def get_config(arg=None):
     # ResNet sits at chance for its first ~600-900 steps on this data (measured), so the preset
     # buys steps: a narrow ResNet10 (width 32, ~5x cheaper than ResNet18), no on-device
     # augmentation (the generator draws pose, lighting, blur and noise; the augmentations slowed
-    # learning from scratch) and 5 epochs (3,750 steps, ~10.5 minutes on 2 cores). A mask head on
+    # learning from scratch) and 5 epochs (4,770 steps, 9-10.5 minutes on 2 cores). A mask head on
     # layer2 learns where each defect is from the generator's masks (the defect-mask pretext).
     # Measured on the target's validation split (README): 12,000 images x 8 epochs with the mask
     # head 0.880 (fine-tuned, no TTA), without it 0.857; 24,000 x 5 with it 0.933; source test
