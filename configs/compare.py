@@ -13,8 +13,8 @@ source_classifier is the pretrained body's own head, used as it is (only where t
 trained classifier: the presets that start from the `pretrain` body); and
 scattering_xgb (a scattering transform and gradient boosting, the report's proposal) trains on
 labels too: it and the classifier are refitted per label budget. vae (a convolutional VAE) and
-gan (GANomaly) are fitted on good images only, like the feature-based detectors; their anomaly maps are
-reconstruction errors.
+gan (GANomaly) are fitted on good images only, like the feature-based detectors; their anomaly
+maps are reconstruction errors.
 """
 
 import ml_collections
