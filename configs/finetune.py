@@ -113,7 +113,8 @@ def get_config(arg=None):
       progress=True,
   ))
   config.evaluate = ml_collections.ConfigDict(dict(
-      checkpoint='best',       # 'best' (validation AUC), 'latest', or a step number
+      checkpoint='auto',       # 'best' (validation AUC) with >= 20 validation defects, else
+                               # 'latest' (nexjax.checkpoint); or 'best', 'latest', a step
       tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
       tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
       tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)

@@ -5,7 +5,12 @@ Each checkpoint holds three items:
   accumulators), restored only to resume training (its optimizer structure depends on the phase);
 - `weights`: params and batch_stats alone, which evaluation, prediction, export and feature
   extraction restore without building an optimizer or reading any data;
-- `meta`: JSON (phase, epoch history, steps per epoch), readable on its own.
+- `meta`: JSON (phase, epoch history, steps per epoch, validation defects), readable on its own.
+
+Which checkpoint a workdir is graded, served and exported with: 'auto' (the default) is the best
+by validation AUC where the validation split has at least MIN_VALID_DEFECTS defects, else the
+last one (the fixed schedule): with a handful of validation defects the best-validation pick
+follows noise (docs/results/few_labels.md).
 """
 
 import math
@@ -18,6 +23,7 @@ from orbax.checkpoint import checkpoint_managers
 from nexjax import errors
 
 BEST_METRIC = 'valid_auc'
+MIN_VALID_DEFECTS = 20
 ITEMS = ('state', 'weights', 'meta')
 
 
@@ -46,16 +52,31 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step()
 
+  def auto_choice(self) -> str:
+    """'best' where the run's validation split had MIN_VALID_DEFECTS defects or more (or a run
+    from before that was recorded), else 'latest'."""
+    latest = self.latest_step()
+    defects = None if latest is None else self.read_meta(latest).get('valid_defects')
+    if defects is None or defects >= MIN_VALID_DEFECTS:
+      return 'best'
+    logging.info('Checkpoint: the last one (step %d): the validation split has %d defects, fewer '
+                 'than the %d that choosing the best by validation AUC needs.', latest, defects,
+                 MIN_VALID_DEFECTS)
+    return 'latest'
+
   def choose(self, choice: str) -> int:
-    """The step `choice` names: 'best' (validation AUC), 'latest', or a step number."""
+    """The step `choice` names: 'auto' (see the module docstring), 'best' (validation AUC),
+    'latest', or a step number."""
     steps = self.manager.all_steps()
+    if choice == 'auto':
+      choice = self.auto_choice()
     if choice in ('best', 'latest'):
       step = self.best_step() if choice == 'best' else self.latest_step()
     elif str(choice).isdigit() and int(choice) in steps:
       step = int(choice)
     else:
-      raise errors.ConfigError(f"evaluate.checkpoint={choice!r}: use 'best', 'latest' or one of "
-                               f'the saved steps {sorted(steps)} (in {self.directory}).')
+      raise errors.ConfigError(f"evaluate.checkpoint={choice!r}: use 'auto', 'best', 'latest' or "
+                               f'one of the saved steps {sorted(steps)} (in {self.directory}).')
     if step is None:
       raise errors.CheckpointError(f'No checkpoint in {self.directory}: train first '
                                    '(python launch.py --config=... --workdir=DIR).')

@@ -191,7 +191,7 @@ def skipped_files(config) -> pathlib.Path:
   return prepare.prepared_dir(data_source(config), cache_dir(config)) / nexperia.SKIPPED_FILE
 
 
-def restore_weights(config, workdir, choice: str = 'best') -> tuple[dict, int]:
+def restore_weights(config, workdir, choice: str = 'auto') -> tuple[dict, int]:
   """({'params', 'batch_stats'}, step) of the checkpoint `choice` in `workdir`, replicated on the
   mesh. `config` must describe the workdir's network (see `workdir.with_trained_model`)."""
   directory = pathlib.Path(workdir) / 'checkpoints'

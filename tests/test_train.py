@@ -281,3 +281,20 @@ def test_a_changed_network_on_an_existing_workdir_is_refused(baseline):
     config.model.arch = 'resnet18'
   with pytest.raises(errors.ConfigError, match="model.arch='resnet10' there, 'resnet18' now"):
     loop.train_and_evaluate(config, baseline_dir)
+
+
+def test_auto_checkpoint_is_the_last_one_below_twenty_validation_defects(baseline, monkeypatch):
+  """With a handful of validation defects the best-validation pick follows noise: 'auto' takes
+  the last checkpoint there, the best one where validation has enough defects (or a run from
+  before the count was recorded)."""
+  _, workdir, _ = baseline
+  checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
+  latest = checkpoints.latest_step()
+  defects = checkpoints.read_meta(latest)['valid_defects']
+  assert 0 < defects < checkpoint_lib.MIN_VALID_DEFECTS
+  assert checkpoints.choose('auto') == latest
+  monkeypatch.setattr(checkpoint_lib, 'MIN_VALID_DEFECTS', defects)
+  assert checkpoints.choose('auto') == checkpoints.best_step()
+  monkeypatch.setattr(checkpoints, 'read_meta', lambda step: {'phase': 1})
+  assert checkpoints.choose('auto') == checkpoints.best_step()
+  checkpoints.close()

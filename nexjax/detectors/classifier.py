@@ -3,9 +3,9 @@
 Its config is the whole fine-tuning config (no `config.detectors` section). Fitting runs that
 recipe (`nexjax.train.loop`) on the given splits into its run directory, which holds its weights
 (checkpoints and `config.json`); its saved folder records where that run is, relative to the
-folder. The score is the logit of P(defect) of the best checkpoint, with the report's TTA where
-`predict.tta` (the default, as `--mode=predict` scores a workdir; the views and their
-combination are `evaluate.tta_*`); the anomaly map is its Grad-CAM.
+folder. The score is the logit of P(defect) of the 'auto' checkpoint (nexjax.checkpoint), with
+the report's TTA where `predict.tta` (the default, as `--mode=predict` scores a workdir; the
+views and their combination are `evaluate.tta_*`); the anomaly map is its Grad-CAM.
 """
 
 import copy

@@ -6,7 +6,7 @@ its own head. Where the new line's defects are of the kinds the source lines had
 already scores them; fine-tuning from a handful of labels can only move it. So this is the
 method for 0 labelled defects beside the one-class detectors, compared on the same splits and
 chosen (or not) on validation like them. Scores and maps as the classifier's (logit of
-P(defect), Grad-CAM); fitting only loads the source run's best checkpoint.
+P(defect), Grad-CAM); fitting only loads the source run's 'auto' checkpoint.
 """
 
 from nexjax import errors

@@ -10,7 +10,7 @@ from nexjax import workdir as workdir_lib
 
 
 def export_workdir(config, workdir) -> dict[str, pathlib.Path]:
-  """`--mode=export`: the network of `workdir`'s checkpoint `evaluate.checkpoint` ('best' by
+  """`--mode=export`: the network of `workdir`'s checkpoint `evaluate.checkpoint` ('auto' by
   default) into `export.output` (default DIR/export), in `export.formats`."""
   config = workdir_lib.with_trained_model(config, workdir)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)

@@ -51,7 +51,7 @@ class Info:
 
 
 class JaxRuntime:
-  """The workdir's checkpoint (`evaluate.checkpoint`, 'best' by default) with its threshold;
+  """The workdir's checkpoint (`evaluate.checkpoint`, 'auto' by default) with its threshold;
   P(defect) with the TTA of `predict.tta` and Grad-CAM maps (with TTA likewise)."""
 
   def __init__(self, config, workdir, max_batch: int):

@@ -230,9 +230,11 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
   batches = train_batches(job, step)
   log_every = config.train.log_every
 
+  valid_defects = int(np.sum(job.data['valid'].labels))  # checkpoint.MIN_VALID_DEFECTS
+
   def meta_for(current_history):
     return {'phase': phase_index, 'history': current_history, 'step': step,
-            'steps_per_epoch': spe}
+            'steps_per_epoch': spe, 'valid_defects': valid_defects}
 
   try:
     with preemption.StopRequest() as stop:
