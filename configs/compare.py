@@ -36,6 +36,9 @@ def get_config(arg=None):
       fit_on='good',                       # one-class detectors: 'good' training images, or
                                            # 'unlabelled' (data.unlabelled_dir), trimmed by
       trim=0.25,                           # dropping this share scored highest (cross-fitted)
+      # With < 20 validation defects nothing is chosen on validation: the equal-weight ensemble
+      # of these (those fitted) is the method (nexjax.detectors.ensemble).
+      few_label_ensemble=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
   ))
   sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}
   config.detectors = ml_collections.ConfigDict(

@@ -7,10 +7,10 @@ Each checkpoint holds three items:
   extraction restore without building an optimizer or reading any data;
 - `meta`: JSON (phase, epoch history, steps per epoch, validation defects), readable on its own.
 
-Which checkpoint a workdir is graded, served and exported with: 'auto' (the default) is the best
-by validation AUC where the validation split has at least MIN_VALID_DEFECTS defects, else the
-last one (the fixed schedule): with a handful of validation defects the best-validation pick
-follows noise (docs/results/few_labels.md).
+Which checkpoint a workdir is graded, served and exported with: 'auto' (the default) is the
+best by validation AUC where the validation split has at least metrics.MIN_VALID_DEFECTS
+defects, else the last one (the fixed schedule): with a handful of validation defects the
+best-validation pick follows noise (docs/results/few_labels.md).
 """
 
 import math
@@ -21,9 +21,9 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from nexjax import errors
+from nexjax import metrics
 
 BEST_METRIC = 'valid_auc'
-MIN_VALID_DEFECTS = 20
 ITEMS = ('state', 'weights', 'meta')
 
 
@@ -53,15 +53,15 @@ class Checkpoints:
     return self.manager.best_step()
 
   def auto_choice(self) -> str:
-    """'best' where the run's validation split had MIN_VALID_DEFECTS defects or more (or a run
-    from before that was recorded), else 'latest'."""
+    """'best' where the run's validation split had metrics.MIN_VALID_DEFECTS defects or more (or
+    a run from before that was recorded), else 'latest'."""
     latest = self.latest_step()
     defects = None if latest is None else self.read_meta(latest).get('valid_defects')
-    if defects is None or defects >= MIN_VALID_DEFECTS:
+    if defects is None or defects >= metrics.MIN_VALID_DEFECTS:
       return 'best'
     logging.info('Checkpoint: the last one (step %d): the validation split has %d defects, fewer '
                  'than the %d that choosing the best by validation AUC needs.', latest, defects,
-                 MIN_VALID_DEFECTS)
+                 metrics.MIN_VALID_DEFECTS)
     return 'latest'
 
   def choose(self, choice: str) -> int:

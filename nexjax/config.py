@@ -254,6 +254,8 @@ def compare(config, found: Problems) -> None:
               '--config.data.unlabelled_dir=FOLDER')
   found.check(0 <= config.compare.trim < 1, 'compare.trim',
               f'must be in [0, 1), got {config.compare.trim}')
+  unknown = sorted(set(config.compare.few_label_ensemble) - set(known))
+  found.check(not unknown, 'compare.few_label_ensemble', f'unknown {unknown}; known: {known}')
 
 
 def detector(config, cls, found: Problems) -> None:

@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+from nexjax import metrics as metrics_lib
 from nexjax.modes import compare
 from nexjax.data import pipeline
 from nexjax.detectors import base
@@ -33,7 +34,8 @@ def test_combine_averages_the_members_validation_cdfs():
                              combined['test'])
 
 
-def test_select_adds_members_while_validation_auc_rises():
+def test_select_adds_members_while_validation_auc_rises(monkeypatch):
+  monkeypatch.setattr(metrics_lib, 'MIN_VALID_DEFECTS', 4)  # the greedy rule on 8 toy images
   labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
   # a misses the last defect, b the first; together they rank every defect first.
   a = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.35])
@@ -86,3 +88,23 @@ def test_no_choice_reads_the_test_split(seed):
   chosen_again, method_again, rows_again = choices(corrupted, flipped)
   assert chosen_again == chosen and method_again == method
   assert [r['auc'] for r in rows_again] != [r['auc'] for r in rows]  # the test split did change
+
+
+def test_with_few_validation_defects_the_prior_ensemble_is_chosen_not_the_noisiest_winner():
+  """4 validation defects (100 labelled images): nothing is chosen on validation. The ensemble
+  is the equal-weight mean of the prior members that scored, and it is the method chosen, even
+  where a single method has a higher validation AUC."""
+  rng = np.random.default_rng(0)
+  valid_labels, test_labels = np.r_[np.zeros(16, int), np.ones(4, int)], rng.integers(0, 2, 80)
+  results = {name: compare.Result({'valid': valid_labels * s + rng.standard_normal(20),
+                                   'test': test_labels * s + rng.standard_normal(80)},
+                                  base.Stats(1, 1.0, 10.0))
+             for name, s in (('lucky', 3.0), ('classifier', 1.0), ('patchcore', 1.0))}
+  splits = {'valid': split(valid_labels, 0), 'test': split(test_labels, 1)}
+  rows = compare.budget_rows(10, results, splits, 'test', 'max_accuracy',
+                             prior=('classifier', 'patchcore', 'gaussian'))
+  assert rows[-1]['members'] == 'classifier+patchcore' and rows[-1]['valid_defects'] == 4
+  assert ensemble.choose(rows)['10']['method'] == 'ensemble'
+  assert ensemble.select({'a': {}, 'b': {}}, valid_labels, prior=()) == {'a': 0.5, 'b': 0.5}
+  rows = [{**row, 'valid_defects': 20} for row in rows]
+  assert ensemble.choose(rows)['10']['method'] == max(rows, key=lambda r: r['valid_auc'])['method']

@@ -19,6 +19,7 @@ from nexjax import optim
 from nexjax import parallel
 from nexjax import config as config_lib
 from nexjax import errors
+from nexjax import metrics
 from nexjax import job as job_lib
 from nexjax.train import loop
 from nexjax.modes import lr_find
@@ -291,9 +292,9 @@ def test_auto_checkpoint_is_the_last_one_below_twenty_validation_defects(baselin
   checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints', create=False)
   latest = checkpoints.latest_step()
   defects = checkpoints.read_meta(latest)['valid_defects']
-  assert 0 < defects < checkpoint_lib.MIN_VALID_DEFECTS
+  assert 0 < defects < metrics.MIN_VALID_DEFECTS
   assert checkpoints.choose('auto') == latest
-  monkeypatch.setattr(checkpoint_lib, 'MIN_VALID_DEFECTS', defects)
+  monkeypatch.setattr(metrics, 'MIN_VALID_DEFECTS', defects)
   assert checkpoints.choose('auto') == checkpoints.best_step()
   monkeypatch.setattr(checkpoints, 'read_meta', lambda step: {'phase': 1})
   assert checkpoints.choose('auto') == checkpoints.best_step()

@@ -88,6 +88,7 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
           labels, scores[report_split], threshold, types)}
   return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
           'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
+          'valid_defects': int(np.sum(valid.labels)),
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
           'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],
           'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
@@ -133,14 +134,15 @@ def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split
 
 
 def budget_rows(defects, results: dict[str, Result], splits, report_split, rule,
-                types: list[str] | None = None) -> list[dict]:
+                types: list[str] | None = None, prior=()) -> list[dict]:
   """The rows of one label budget: one per method, then the ensemble where two or more scored
-  (members chosen on validation, `ensemble.select`)."""
+  (members chosen on validation, or the `prior` ones where it has too few defects:
+  `ensemble.select`)."""
   rows = [report_row(name, defects, result, splits, report_split, rule, types=types)
           for name, result in results.items()]
   if len(results) >= 2:
     scores = {name: result.scores for name, result in results.items()}
-    weights = ensemble.select(scores, splits['valid'].labels)
+    weights = ensemble.select(scores, splits['valid'].labels, prior)
     stats = [results[m].stats for m in weights]
     total = base.Stats(sum(s.memory_bytes for s in stats), sum(s.fit_seconds for s in stats),
                        1 / sum(1 / s.images_per_second for s in stats))
@@ -178,7 +180,8 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                                         report_split, ctx, facts)
       results[cls.name] = fitted[cls.name]
     for row in budget_rows(defects, results, splits, report_split,
-                           config.compare.threshold_rule, types):
+                           config.compare.threshold_rule, types,
+                           config.compare.few_label_ensemble):
       logging.info('compare: %s', row)
       rows.append(row)
   if job.topo.is_chief:

@@ -230,7 +230,7 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
   batches = train_batches(job, step)
   log_every = config.train.log_every
 
-  valid_defects = int(np.sum(job.data['valid'].labels))  # checkpoint.MIN_VALID_DEFECTS
+  valid_defects = int(np.sum(job.data['valid'].labels))  # metrics.MIN_VALID_DEFECTS
 
   def meta_for(current_history):
     return {'phase': phase_index, 'history': current_history, 'step': step,
