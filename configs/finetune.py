@@ -98,6 +98,7 @@ def get_config(arg=None):
   # Semi-supervised fine-tuning on data.unlabelled_dir (nexjax.train.step.FixMatchOptions).
   config.semi = ml_collections.ConfigDict(dict(
       method='none',           # 'none' or 'fixmatch'
+      adapt_bn=False,          # AdaBN: BatchNorm statistics re-estimated on them before phase 1
       unlabelled_ratio=1,      # unlabelled images per labelled one in a step (FixMatch's mu)
       threshold=0.95,          # confidence a pseudo-label needs
       weight=1.0,              # of the unlabelled loss

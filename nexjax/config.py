@@ -169,6 +169,9 @@ def semi(config, found: Problems) -> None:
   found.check(s.method in SEMI_METHODS, 'semi.method', f'{s.method!r} is not one of {SEMI_METHODS}')
   found.check(s.method != 'fixmatch' or job_lib.has_unlabelled(config), 'semi.method',
               "'fixmatch' learns from unlabelled images; set --config.data.unlabelled_dir=FOLDER")
+  found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
+              're-estimates BatchNorm statistics on unlabelled images; set '
+              '--config.data.unlabelled_dir=FOLDER')
   found.check(s.unlabelled_ratio >= 1 and float(s.unlabelled_ratio).is_integer(),
               'semi.unlabelled_ratio', 'must be a whole number >= 1')
   found.check(0 < s.threshold <= 1, 'semi.threshold', 'must be in (0, 1]')

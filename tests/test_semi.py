@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 
 from configs import finetune
+from nexjax import augment as augment_lib
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
@@ -128,3 +129,35 @@ def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke
     params[name], _ = job_lib.restore_weights(config, tmp_path / name, 'latest')
   leaves = [jax.tree.leaves(jax.device_get(p['params'])) for p in params.values()]
   assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(*leaves))
+
+
+def test_adabn_normalises_the_features_for_the_unlabelled_images_and_keeps_the_weights():
+  """After AdaBN on images of one kind, the stem's BatchNorm in evaluation mode outputs its bias
+  on them (their features are centred), while every weight stays as it was."""
+  from nexjax.train import adabn  # pylint: disable=import-outside-toplevel
+  config = finetune.get_config('smoke')
+  model = job_lib.create_model(config)
+  variables = job_lib.init_variables(model, config)
+  image = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 1), np.uint8)
+  pool = pipeline.Examples(np.repeat(image, 24, 0), np.full(24, -1, np.int32),
+                           np.array([f'u{i}' for i in range(24)]))
+  adapted = adabn.adapt_batch_stats(model, variables, pool, batch_size=4, seed=0)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables['params']),
+                                                  jax.tree.leaves(adapted['params'])))
+
+  def stem_bn_mean(v):
+    _, state = model.apply(v, augment_lib.prepare_batch(None, image, None), train=False,
+                           capture_intermediates=lambda m, _: m.name == 'bn1' and
+                           len(m.scope.path) == 1, mutable=['intermediates'])
+    return np.asarray(state['intermediates']['bn1']['__call__'][0]).mean((0, 1, 2))
+
+  bias = np.asarray(adapted['params']['bn1']['bias'])
+  assert np.abs(stem_bn_mean(variables) - bias).max() > 0.1       # ImageNet-like init: off
+  np.testing.assert_allclose(stem_bn_mean(adapted), bias, atol=0.02)  # adapted: centred
+
+
+def test_adabn_needs_unlabelled_images():
+  config = finetune.get_config('smoke')
+  config.semi.adapt_bn = True
+  with pytest.raises(errors.ConfigError, match='semi.adapt_bn'):
+    config_lib.check(config)

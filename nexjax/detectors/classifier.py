@@ -60,7 +60,7 @@ class ClassifierDetector(base.Detector):
     loop.check_same_run(self.config, self.run_dir)
     model = job_lib.create_model(self.config)
     data = {'train': train, 'valid': valid}
-    if self.config.semi.method != 'none':  # semi-supervised fine-tuning learns from them too
+    if loop.uses_unlabelled(self.config):  # semi-supervised fine-tuning learns from them too
       data['unlabelled'] = job_lib.load_unlabelled(self.config)
     loop.train(job_lib.Job(self.config, ctx.topo, model, data), self.run_dir)
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)

@@ -32,6 +32,7 @@ from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
 from nexjax.data import pipeline
+from nexjax.train import adabn
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import state as state_lib
@@ -41,6 +42,11 @@ from nexjax.train import step as step_lib
 def steps_per_epoch(job: job_lib.Job) -> int:
   return pipeline.steps_per_epoch(job.data['train'].labels, job.config.train.batch_size,
                                   job_lib.parse_class_ratio(job.config.data.class_ratio))
+
+
+def uses_unlabelled(config) -> bool:
+  """Whether fine-tuning learns from `data.unlabelled_dir` (FixMatch, AdaBN)."""
+  return config.semi.method != 'none' or config.semi.adapt_bn
 
 
 def fixmatch_options(config) -> step_lib.FixMatchOptions | None:
@@ -212,6 +218,9 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
   restored = restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workdir)
   if restored is None:
     variables = job_lib.load_pretrained(variables, config)
+    if config.semi.adapt_bn:
+      variables = adabn.adapt_batch_stats(job.model, variables, job.data['unlabelled'],
+                                          config.train.batch_size, config.seed)
     phase_index, history = 0, []
     tx = state_lib.phase_optimizer(config, variables, plan, 0)
     state = parallel.replicate(state_lib.create_train_state(variables, tx), topo)
