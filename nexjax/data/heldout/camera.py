@@ -8,7 +8,7 @@ from nexjax.data.heldout import raster
 
 def illuminate(rng, canvas, body, size: int) -> np.ndarray:
   """Ring-light shading: brighter rim or centre, a tilt, and a soft glint where the body is."""
-  ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / (size / 2) - 1
+  ys, xs = (g / (size / 2) - 1 for g in raster.grid(size))
   falloff = 1 + float(rng.uniform(-0.35, 0.12)) * (xs ** 2 + ys ** 2)
   tilt = 1 + float(rng.uniform(-0.12, 0.12)) * xs + float(rng.uniform(-0.12, 0.12)) * ys
   image = canvas * falloff * tilt * float(rng.uniform(0.82, 1.18))

@@ -14,7 +14,6 @@ from nexjax.data.heldout import packages
 from nexjax.data.heldout import raster
 
 KINDS = ('bent_lead', 'chipped_edge', 'contamination', 'crack', 'misplacement', 'missing_lead')
-GEOMETRIC = ('bent_lead', 'missing_lead', 'misplacement')
 TWO_KINDS_RATE = 0.15
 
 
@@ -49,15 +48,15 @@ def remove_lead(rng, device):
 
 def misplace(rng, device):
   """Shifts and/or turns the body off its pads by more than the placement tolerance."""
-  lead = max(device.leads, key=lambda l: l.width)
+  lead = max((l for l in device.leads if l.style != 'tab'), key=lambda l: l.width)
   reach = max(lead.width, 0.6 * lead.length) * device.pose.scale
   variant = rng.random()
   x, y, angle = device.pose.x, device.pose.y, device.pose.angle
   if variant < 0.65:
-    theta, distance = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.35, 0.8)) * reach
+    theta, distance = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.3, 0.65)) * reach
     x, y = x + distance * math.cos(theta), y + distance * math.sin(theta)
   if variant > 0.45:
-    angle += (1 if rng.random() < 0.5 else -1) * float(rng.uniform(0.07, 0.2))
+    angle += (1 if rng.random() < 0.5 else -1) * float(rng.uniform(0.06, 0.15))
   device.pose = packages.Pose(x, y, angle, device.pose.scale)
 
 
@@ -96,6 +95,8 @@ def footprint(device, size: int) -> np.ndarray:
 def geometric_mask(nominal, device, size: int) -> np.ndarray:
   """Pixels where `device` differs from its nominal twin: moved footprint, changed leads."""
   mask = np.zeros((size, size), bool)
+  if device is nominal:
+    return mask
   if device.pose != nominal.pose:
     mask |= footprint(nominal, size) ^ footprint(device, size)
   for before, after in zip(nominal.leads, device.leads):
@@ -105,7 +106,10 @@ def geometric_mask(nominal, device, size: int) -> np.ndarray:
 
 
 def change_device(rng, device, kinds):
-  """Applies the geometric kinds among `kinds` to `device` in place; returns its nominal twin."""
+  """Applies the geometric kinds among `kinds` to `device` in place; returns its nominal twin
+  (the device itself when none applies)."""
+  if not set(kinds) & set(CHANGE):
+    return device
   nominal = copy.deepcopy(device)
   for kind in kinds:
     if kind in CHANGE:
@@ -191,7 +195,7 @@ def chipped_edge(rng, canvas, body, device, look, size) -> np.ndarray:
     point = (hx * (1 if rng.random() < 0.5 else -1), hy * (1 if rng.random() < 0.5 else -1))
   else:
     point, _ = body_point(rng, device, 0.0)
-  radius = min(hx, hy) * float(rng.uniform(0.1, 0.3))
+  radius = min(hx, hy) * float(rng.uniform(0.14, 0.36))
   wobble = (rng.uniform(0, 0.3, 3), rng.uniform(0, 2 * math.pi, 3))
   shape = device.pose.shape((*point, radius, radius * float(rng.uniform(0.6, 1.0)),
                              float(rng.uniform(0, math.pi)), 0))
@@ -201,7 +205,7 @@ def chipped_edge(rng, canvas, body, device, look, size) -> np.ndarray:
   win, _, _, cover = f
   cover = cover * body[win]
   rough = 0.06 * rng.standard_normal(cover.shape).astype(np.float32)
-  value = look['body'] + float(rng.uniform(0.08, 0.3)) + rough
+  value = look['body'] + float(rng.uniform(0.1, 0.32)) + rough
   raster.paint(canvas, win, cover, value)
   raster.stamp(mask, win, cover, 0.5)
   return mask

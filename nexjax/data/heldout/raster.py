@@ -5,10 +5,19 @@ A shape is a tuple (cx, cy, hx, hy, angle, radius) in image pixels: centre, half
 own axes, rotation in radians and corner radius. Pixel (row i, column j) has centre (j + .5, i + .5).
 """
 
+import functools
 import math
 
 import numpy as np
 import PIL.Image
+
+
+@functools.lru_cache(maxsize=8)
+def grid(size: int):
+  """(rows, columns) pixel indices of a size x size image, as float32 (shared: do not modify)."""
+  ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+  ys.flags.writeable = xs.flags.writeable = False
+  return ys, xs
 
 
 def window(shape, size: int, pad: float = 2.0):

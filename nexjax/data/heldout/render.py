@@ -17,12 +17,12 @@ def sample_look(rng) -> dict:
               weave_angle=u(0, math.pi), mottle=u(0.015, 0.05), pad=u(0.52, 0.72),
               fillet=u(0.5, 0.72), lead=u(0.72, 0.95), body=u(0.08, 0.26),
               speckle=u(0.01, 0.05), rim=u(0.04, 0.14), shadow=u(0.25, 0.6),
-              marking=u(0.06, 0.2) if rng.random() < 0.75 else 0.0,
+              marking=u(0.04, 0.13) if rng.random() < 0.75 else 0.0,
               silk=u(0.55, 0.8) if rng.random() < 0.5 else 0.0, traces=rng.random() < 0.6)
 
 
 def draw_board(rng, size: int, look: dict, device) -> np.ndarray:
-  ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+  ys, xs = raster.grid(size)
   c, s = math.cos(look['weave_angle']), math.sin(look['weave_angle'])
   k = 2 * math.pi / look['weave_period']
   weave = np.sin(k * (xs * c + ys * s)) * np.sin(k * (ys * c - xs * s))
@@ -156,22 +156,21 @@ def draw_dimple(canvas, device, look, size):
 
 
 def draw_marking(canvas, rng, device, look, size):
-  """Rows of laser-marked glyphs, each two or three strokes in a cell."""
+  """Rows of laser-marked dot-matrix glyphs (5 dots high, 3 wide, a gap between glyphs)."""
   hx, hy = device.half
   rows = 1 if hy < 1.6 else 2
-  cell = min(hy * 0.32, hx * 0.26)
-  count = int(min(5, (1.5 * hx) // cell))
+  dot = min(hy * 0.045, hx * 0.04)
+  glyphs = int(min(6, 1.3 * hx // (4 * dot)))
   for row in range(rows):
-    y = (row - (rows - 1) / 2) * cell * 1.5
-    for i in range(count):
-      x = (i - (count - 1) / 2) * cell * 0.85
-      for _ in range(int(rng.integers(2, 4))):
-        vertical = rng.random() < 0.5
-        dx, dy = rng.uniform(-0.25, 0.25, 2) * cell
-        half = (0.05 * cell, 0.32 * cell) if vertical else (0.28 * cell, 0.05 * cell)
-        stroke = device.pose.shape((x + dx, y + dy, *half, 0.0, 0.0))
-        if (f := raster.field(stroke, size)):
-          raster.paint(canvas, f[0], f[3], canvas[f[0]] + look['marking'])
+    pattern = rng.random((5, 4 * glyphs)) < 0.45
+    pattern[:, 3::4] = False
+    y = (row - (rows - 1) / 2) * 7.5 * dot
+    line = device.pose.shape((0.0, y, 2 * glyphs * dot, 2.5 * dot, 0.0, 0.0))
+    if (f := raster.field(line, size)):
+      win, u, v, cover = f
+      i = np.clip(((v / line[3] + 1) * 2.5).astype(int), 0, 4)
+      j = np.clip(((u / line[2] + 1) * 2 * glyphs).astype(int), 0, 4 * glyphs - 1)
+      raster.paint(canvas, win, cover * pattern[i, j], canvas[win] + look['marking'])
 
 
 def draw_scene(rng, device, look: dict, size: int):
