@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from nexjax import defect_types
 from nexjax import errors
 from nexjax.data import nexperia
 from nexjax.data import sources
@@ -159,6 +160,7 @@ def test_the_projects_folder_reader_reads_it(drawn):
   path = next(p for p, label in files['train'] if label)
   mask = nexperia.read_mask(drawn / 'masks' / f'{path.stem}.png', path, (64, 64))
   assert mask.shape == (64, 64, 1) and mask.max() == 255
+  assert defect_types.read_types(drawn) == {i: r['defect_type'] for i, r in rows.items()}
 
 
 def test_the_sample_grid_shows_every_family_and_kind(tmp_path):
