@@ -20,6 +20,7 @@ from nexjax.data.heldout import dataset
 from nexjax.data.heldout import defects
 from nexjax.data.heldout import examples
 from nexjax.data.heldout import grid
+from nexjax.data.heldout import packages
 
 SMALL = dict(num_train=12, num_test=9, num_unlabelled=5, image_size=64, defect_rate=0.34, seed=3)
 
@@ -120,6 +121,20 @@ def test_every_family_and_kind_appears_and_some_images_have_two_kinds():
     for family in examples.FAMILY_NAMES:
       _, mask = examples.draw(np.random.default_rng([6, n, len(family)]), 96, family, (kind,))
       assert mask.any(), (kind, family)
+
+
+def test_each_family_has_2_to_8_leads_on_1_to_4_sides_in_its_own_styles():
+  styles = collections.defaultdict(set)
+  for index in range(200):
+    family = examples.FAMILY_NAMES[index % len(examples.FAMILY_NAMES)]
+    device = packages.sample_device(np.random.default_rng([7, index]), family, 128)
+    sides = collections.Counter(lead.side for lead in device.leads)
+    assert 2 <= len(device.leads) <= 8 and 1 <= len(sides) <= 4, family
+    if family in ('soic', 'soj'):
+      assert len(set(sides.values())) == 1  # as many leads on both sides
+    styles[family] |= {lead.style for lead in device.leads}
+  assert styles == dict(soic={'gull'}, qfn={'flat'}, dpak={'gull', 'tab'}, sma={'jlead'},
+                        soj={'jlead'})
 
 
 def test_a_complete_folder_is_reused_and_no_other_folder_is_overwritten(drawn, tmp_path):

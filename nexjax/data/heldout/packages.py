@@ -8,11 +8,14 @@ k * 90 degrees: 0 right, 1 down, 2 left, 3 up.
 import dataclasses
 import math
 
-FAMILIES = {  # name: ranges (lo, hi) of the body half sizes and of each side's leads
+# name: ranges (lo, hi) of the body half sizes and of each side's lead count (the same count on
+# every side, unless each_side), pitch, width and visible length.
+FAMILIES = {
     'soic': dict(half=((2.2, 2.6), (1.7, 2.0)), sides={1: (3, 4), 3: (3, 4)}, style='gull',
                  pitch=(1.15, 1.35), width=(0.35, 0.5), length=(0.9, 1.25)),
     'qfn': dict(half=((1.5, 1.9), None), sides={0: (1, 2), 1: (1, 2), 2: (1, 2), 3: (1, 2)},
-                style='flat', pitch=(0.8, 1.0), width=(0.3, 0.42), length=(0.1, 0.2)),
+                style='flat', pitch=(0.8, 1.0), width=(0.3, 0.42), length=(0.1, 0.2),
+                each_side=True),
     'dpak': dict(half=((2.9, 3.3), (2.4, 2.8)), sides={1: (2, 3)}, style='gull', pitch=(2.0, 2.4),
                  width=(0.65, 0.9), length=(1.7, 2.4), tab=(0.72, 0.86, 0.8, 1.2)),
     'sma': dict(half=((1.9, 2.3), (1.15, 1.45)), sides={0: (1, 1), 2: (1, 1)}, style='jlead',
@@ -127,8 +130,10 @@ def sample_leads(rng, spec: dict, half) -> list:
   leads = []
   pitch = uniform(rng, spec['pitch'])
   width, length = uniform(rng, spec['width']), uniform(rng, spec['length'])
+  count = 0
   for side, (lo, hi) in spec['sides'].items():
-    count = int(rng.integers(lo, hi + 1))
+    if spec.get('each_side') or not count:
+      count = int(rng.integers(lo, hi + 1))
     offsets = [(i - (count - 1) / 2) * pitch for i in range(count)]
     if spec.get('tab') and count == 2:  # a DPAK with its middle lead cut off
       offsets = [-pitch, pitch]

@@ -69,7 +69,7 @@ def draw_pads(canvas, rng, device, look, size):
       raster.paint(canvas, win, cover, value)
 
 
-def draw_shadow(canvas, device, look, size, lift: float = 0.0):
+def draw_shadow(canvas, device, look, size):
   """The body's soft shadow, cast down-right by the ring light's brighter side."""
   offset = device.pose.scale * 0.12
   x, y, hx, hy, angle, radius = packages.body_shape(device)
@@ -79,11 +79,12 @@ def draw_shadow(canvas, device, look, size, lift: float = 0.0):
 
 
 def draw_fillets(canvas, device, look, size):
+  """Solder fillets: brightest on the meniscus that faces the ring light."""
   for lead in device.leads:
-    if lead.wetted and lead.present and (f := raster.field(packages.fillet_shape(device, lead),
-                                                           size)):
+    shape = packages.fillet_shape(device, lead)
+    if lead.wetted and lead.present and (f := raster.field(shape, size)):
       win, u, _, cover = f
-      a = (u / max(2 * packages.fillet_shape(device, lead)[2], 1e-3) + 0.5)
+      a = u / (2 * shape[2]) + 0.5  # 0 at the body's side, 1 at the toe
       value = look['fillet'] * (0.75 + 0.25 * (1 - a)) + 0.18 * np.exp(-((a - 0.62) / 0.12) ** 2)
       raster.paint(canvas, win, cover, value)
 
@@ -137,7 +138,7 @@ def draw_body(canvas, rng, device, look, size) -> np.ndarray:
     hx, hy = device.half
     band = device.pose.shape((-hx * 0.68, 0.0, hx * 0.09, hy * 0.96, 0.0, 0.0))
     if (g := raster.field(band, size)):
-      raster.paint(canvas, g[0], g[3], look['body'] + 0.25 + 0.05 * look['marking'] * 4)
+      raster.paint(canvas, g[0], g[3], look['body'] + 0.25)
   else:
     draw_dimple(canvas, device, look, size)
   if look['marking']:
