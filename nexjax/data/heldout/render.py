@@ -13,9 +13,10 @@ from nexjax.data.heldout import raster
 def sample_look(rng) -> dict:
   """Grey levels and textures of one image (before illumination)."""
   u = lambda lo, hi: float(rng.uniform(lo, hi))
-  return dict(board=u(0.2, 0.42), weave=u(0.0, 0.035), weave_period=u(3.0, 6.0),
+  board = u(0.2, 0.42)
+  return dict(board=board, weave=u(0.0, 0.035), weave_period=u(3.0, 6.0),
               weave_angle=u(0, math.pi), mottle=u(0.015, 0.05), pad=u(0.52, 0.72),
-              fillet=u(0.5, 0.72), lead=u(0.72, 0.95), body=u(0.08, 0.26),
+              fillet=u(0.5, 0.72), lead=u(0.72, 0.95), body=board * u(0.3, 0.7),
               speckle=u(0.01, 0.05), rim=u(0.04, 0.14), shadow=u(0.25, 0.6),
               marking=u(0.04, 0.13) if rng.random() < 0.75 else 0.0,
               silk=u(0.55, 0.8) if rng.random() < 0.5 else 0.0, traces=rng.random() < 0.6)
