@@ -157,7 +157,8 @@ def contamination(rng, canvas, body, device, look, size) -> np.ndarray:
   variant, scale = rng.random(), size / 128
   mask = np.zeros((size, size), bool)
   if variant < 0.3:  # a fibre: a few thin bent segments
-    heading, width = float(rng.uniform(0, 2 * math.pi)), max(0.6, float(rng.uniform(0.6, 1.2)) * scale)
+    heading = float(rng.uniform(0, 2 * math.pi))
+    width = max(0.6, float(rng.uniform(0.6, 1.2)) * scale)
     value = float(rng.uniform(0.02, 0.12)) if rng.random() < 0.5 else float(rng.uniform(0.7, 0.95))
     for _ in range(int(rng.integers(3, 6))):
       step = float(rng.uniform(3, 7)) * scale

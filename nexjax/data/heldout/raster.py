@@ -2,7 +2,8 @@
 their bounding windows, soft coverage from signed distances, smooth noise and Gaussian blur.
 
 A shape is a tuple (cx, cy, hx, hy, angle, radius) in image pixels: centre, half sizes along its
-own axes, rotation in radians and corner radius. Pixel (row i, column j) has centre (j + .5, i + .5).
+own axes, rotation in radians and corner radius. Pixel (row i, column j) has its centre at
+(j + .5, i + .5).
 """
 
 import functools

@@ -27,7 +27,8 @@ def draw_board(rng, size: int, look: dict, device) -> np.ndarray:
   c, s = math.cos(look['weave_angle']), math.sin(look['weave_angle'])
   k = 2 * math.pi / look['weave_period']
   weave = np.sin(k * (xs * c + ys * s)) * np.sin(k * (ys * c - xs * s))
-  canvas = look['board'] + look['weave'] * weave + look['mottle'] * raster.smooth_noise(rng, size, 6)
+  mottle = raster.smooth_noise(rng, size, 6)
+  canvas = look['board'] + look['weave'] * weave + look['mottle'] * mottle
   if look['traces']:
     for lead in device.leads:
       if rng.random() < 0.5:
