@@ -123,6 +123,26 @@ def test_every_family_and_kind_appears_and_some_images_have_two_kinds():
       assert mask.any(), (kind, family)
 
 
+@pytest.mark.parametrize('kind', ['bent_lead', 'missing_lead', 'misplacement'])
+def test_a_geometric_mask_covers_where_the_part_was_and_where_it_is(kind):
+  for index, family in enumerate(examples.FAMILY_NAMES):
+    rng = np.random.default_rng([8, index])
+    device = packages.sample_device(rng, family, 96)
+    nominal = defects.change_device(rng, device, (kind,))
+    mask = defects.geometric_mask(nominal, device, 96)
+    changed = [(a, b) for a, b in zip(nominal.leads, device.leads) if a != b]
+    assert mask.any()
+    if kind == 'misplacement':
+      assert not changed and device.pose != nominal.pose
+      assert (mask == defects.footprint(nominal, 96) ^ defects.footprint(device, 96)).all()
+    else:
+      assert len(changed) == 1 and device.pose == nominal.pose
+      (before, after), = changed
+      parts = [packages.lead_shape(nominal, before)] + (
+          [packages.lead_shape(device, after)] if after.present else [])
+      assert (defects.stamp_all(parts, 96) <= mask).all()
+
+
 def test_each_family_has_2_to_8_leads_on_1_to_4_sides_in_its_own_styles():
   styles = collections.defaultdict(set)
   for index in range(200):
