@@ -20,6 +20,12 @@ Methods (rows):
 Each row: test ROC AUC, and error / recall at the threshold chosen on validation (max_accuracy),
 each defect type's test AUC against the good images and recall at that threshold (from the
 generator's metadata.csv), and the wall time of the fit (data preparation excluded).
+
+Worlds (--worlds): 'own', the target family of the generator the body was pretrained on;
+'heldout', a line drawn by the independently written renderer (nexjax.data.heldout), read as a
+user's Kaggle-layout folder with its unlabelled/ images: never used for pretraining or a choice.
+--checkpoints scores the classifier rows at several checkpoint rules from one fit ('auto' is
+evaluate.checkpoint's default; 'best' and 'latest' what it chooses between).
 """
 
 import argparse
@@ -46,11 +52,13 @@ from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
+from nexjax.data import heldout  # noqa: E402
 from nexjax.train import loop  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
 METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch')
 UNLABELLED = 2000
+HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
 
 
@@ -80,9 +88,31 @@ def method_config(base_config, method: str):
   return config
 
 
-def run(size: int, method: str, root: pathlib.Path, rule: str, image_size: int) -> dict:
+def heldout_folder(root: pathlib.Path, size: int) -> pathlib.Path:
+  """The held-out world's line with `size` labelled images (the test and unlabelled images are
+  the same for every size: each image is a function of its split and index)."""
+  folder = root / 'heldout' / f'train{size}'
+  heldout.generate(folder, num_train=size, num_test=1000, num_unlabelled=UNLABELLED,
+                   image_size=128, seed=HELDOUT_SEED, progress=False)
+  return folder
+
+
+def world_config(world: str, size: int, root: pathlib.Path):
+  """The `synthetic` preset on the own world's target family, or on a held-out world folder."""
   config = finetune.get_config('synthetic')
-  config.data.synthetic_num_train = size
+  if world == 'heldout':
+    folder = heldout_folder(root, size)
+    config.data.synthetic = False
+    config.data.dir = str(folder)
+    config.data.unlabelled_dir = str(folder / 'unlabelled')
+  else:
+    config.data.synthetic_num_train = size
+  return config
+
+
+def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image_size: int,
+        checkpoints=('auto',)) -> list[dict]:
+  config = world_config(world, size, root)
   config.data.image_size = image_size
   config.train.progress = False
   config = method_config(config, method) if method != 'gaussian' else config
@@ -96,41 +126,51 @@ def run(size: int, method: str, root: pathlib.Path, rule: str, image_size: int) 
     detector = gaussian.GaussianDetector(gaussian.GaussianDetector.default_config())
   else:
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
-    detector = classifier.ClassifierDetector(config, root / f'{image_size}px' / f'{size}' / method)
+    run_dir = root / world / f'{image_size}px' / f'{size}' / method
+    detector = classifier.ClassifierDetector(config, run_dir)
   detector.fit_measured(job.data['train'], job.data['valid'], ctx)
-  scores, detector.stats.images_per_second, _ = compare.timed_scores(detector, splits, ctx)
   test = splits['test']
   types = defect_types.types_of(test.ids, test.labels,
                                 defect_types.read_types(job_lib.data_source(config).root))
-  row = compare.report_row(method, 0 if method == 'gaussian' else -1,
-                           compare.Result(scores, detector.stats), splits, 'test', rule,
-                           types=types)
-  by_type = defect_types.type_table(test.labels, scores['test'], row['threshold'], types)
-  row.update(size=size, image_size=image_size, train_images=len(job.data['train']),
-             auc_by_type={r['defect_type']: r['auc'] for r in by_type[:-1]})
-  return row
+  rows = []
+  for choice in checkpoints if method != 'gaussian' else ('-',):
+    if choice != '-':
+      detector.variables, step = job_lib.restore_weights(config, run_dir, choice)
+    scores, detector.stats.images_per_second, _ = compare.timed_scores(detector, splits, ctx)
+    row = compare.report_row(method, 0 if method == 'gaussian' else -1,
+                             compare.Result(scores, detector.stats), splits, 'test', rule,
+                             types=types)
+    by_type = defect_types.type_table(test.labels, scores['test'], row['threshold'], types)
+    row.update(world=world, size=size, image_size=image_size, checkpoint=choice,
+               step=None if choice == '-' else step, train_images=len(job.data['train']),
+               auc_by_type={r['defect_type']: r['auc'] for r in by_type[:-1]})
+    rows.append(row)
+  return rows
 
 
 def table(rows) -> str:
-  lines = ['| target images | method | test ROC AUC | test error | test recall | fit s |',
-           '|---|---|---|---|---|---|']
-  lines += [f"| {r['size']} | {r['method']} | {r['auc']:.4f} | {r['error_rate']:.4f} | "
-            f"{r['recall']:.4f} | {r['fit_seconds']:.0f} |" for r in rows]
+  lines = ['| world | target images | method | checkpoint | test ROC AUC | test error | '
+           'test recall | recall @1% FPR | fit s |', '|---|---|---|---|---|---|---|---|---|']
+  lines += [f"| {r.get('world', 'own')} | {r['size']} | {r['method']} | {r.get('checkpoint', '')} | "
+            f"{r['auc']:.4f} | {r['error_rate']:.4f} | {r['recall']:.4f} | "
+            f"{r['recall_at_1pct_fpr']:.4f} | {r['fit_seconds']:.0f} |" for r in rows]
   return '\n'.join(lines)
 
 
 def plot(rows, path: str):
-  """Test ROC AUC and recall at 1% FPR against the labelled images, one line per method (and
-  image size, where the rows have several)."""
+  """Test ROC AUC and recall at 1% FPR against the labelled images, one line per world, method
+  and image size (each named where the rows have several)."""
   def line(row):
-    return row['method'], row.get('image_size', 96)
-  several_sizes = len({size for _, size in map(line, rows)}) > 1
+    return row.get('world', 'own'), row['method'], row.get('image_size', 96)
+  several = [len({key[i] for key in map(line, rows)}) > 1 for i in range(3)]
   fig, axes = plotting.plt.subplots(1, 2, figsize=(10, 4))
-  for method, image_size in dict.fromkeys(map(line, rows)):
-    mine = sorted((r for r in rows if line(r) == (method, image_size)), key=lambda r: r['size'])
-    label = f'{method} @{image_size}px' if several_sizes else method
-    for ax, key in zip(axes, ('auc', 'recall_at_1pct_fpr')):
-      ax.plot([r['size'] for r in mine], [r[key] for r in mine], 'o-', label=label)
+  for key in dict.fromkeys(map(line, rows)):
+    mine = sorted((r for r in rows if line(r) == key), key=lambda r: r['size'])
+    world, method, image_size = key
+    label = ' '.join(part for part, shown in zip((world, method, f'@{image_size}px'),
+                                                 [several[0], True, several[2]]) if shown)
+    for ax, metric in zip(axes, ('auc', 'recall_at_1pct_fpr')):
+      ax.plot([r['size'] for r in mine], [r[metric] for r in mine], 'o-', label=label)
   for ax, title in zip(axes, ('test ROC AUC', 'test recall at 1% FPR')):
     ax.set(xscale='log', xlabel='labelled target images (train + valid)', title=title)
     ax.grid(alpha=0.3)
@@ -145,19 +185,25 @@ def main(argv=None):
   p.add_argument('--sizes', default='100,300,1000')
   p.add_argument('--methods', default=','.join(METHODS))
   p.add_argument('--root', default='workdirs/transfer', help='run folders (resumed if present)')
+  p.add_argument('--worlds', default='own', help="'own', 'heldout' or both, comma-separated")
+  p.add_argument('--checkpoints', default='auto', help="classifier checkpoints scored: 'auto', "
+                 "'best', 'latest', comma-separated")
   p.add_argument('--rule', default='max_accuracy')
   p.add_argument('--image_size', type=int, default=96, help='the target images are drawn at 128')
   p.add_argument('--json', default='', help='append rows here as they finish')
   p.add_argument('--plot', default='', help="draw every row of --json (or this run's) here")
   args = p.parse_args(argv)
   rows = []
-  for size in (int(s) for s in args.sizes.split(',')):
-    for method in args.methods.split(','):
-      rows.append(run(size, method, pathlib.Path(args.root), args.rule, args.image_size))
-      print(table(rows[-1:]).splitlines()[-1], flush=True)
-      if args.json:
-        with open(args.json, 'a') as f:
-          f.write(json.dumps(rows[-1]) + '\n')
+  for world in args.worlds.split(','):
+    for size in (int(s) for s in args.sizes.split(',')):
+      for method in args.methods.split(','):
+        new_rows = run(world, size, method, pathlib.Path(args.root), args.rule, args.image_size,
+                       tuple(args.checkpoints.split(',')))
+        rows += new_rows
+        print('\n'.join(table(new_rows).splitlines()[2:]), flush=True)
+        if args.json:
+          with open(args.json, 'a') as f:
+            f.writelines(json.dumps(row) + '\n' for row in new_rows)
   print(table(rows))
   if args.plot:
     if args.json:
