@@ -14,6 +14,7 @@ Methods (rows):
   one_lr        all layers from the pretrained body with one learning rate, no frozen phase
   linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
   gaussian      the model of normality on the pretrained body's features (0 labelled defects)
+  adabn         the report's recipe after AdaBN on UNLABELLED unlabelled target images
   fixmatch      the report's recipe with FixMatch on UNLABELLED unlabelled target images (drawn
                 like the training split, 20% defects, never labelled), for at least as many
                 steps as the recipe takes on 1,000 images (small sets repeat their epochs)
@@ -56,7 +57,7 @@ from nexjax.data import heldout  # noqa: E402
 from nexjax.train import loop  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
-METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch')
+METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn')
 UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
@@ -65,6 +66,11 @@ REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on th
 def method_config(base_config, method: str):
   """The fine-tuning config of one row (None for the model of normality)."""
   config = copy.deepcopy(base_config)
+  if method == 'adabn':
+    config.semi.adapt_bn = True
+    if not config.data.unlabelled_dir:
+      config.data.synthetic_num_unlabelled = UNLABELLED
+    return config
   if method == 'fixmatch':
     config.data.synthetic_num_unlabelled = UNLABELLED
     config.semi.method = 'fixmatch'

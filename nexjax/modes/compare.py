@@ -83,9 +83,8 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
   threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
-  by_type = {} if types is None else {
-      r['defect_type']: r['recall'] for r in defect_types.type_table(
-          labels, scores[report_split], threshold, types)}
+  by_type = [] if types is None else defect_types.type_table(labels, scores[report_split],
+                                                             threshold, types)
   return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
           'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
           'valid_defects': int(np.sum(valid.labels)),
@@ -95,7 +94,8 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
           'pixel_auc': result.pixel_auc, 'pro': result.pro, 'threshold': threshold,
           'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
           'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second,
-          'recall_by_type': by_type}
+          'recall_by_type': {r['defect_type']: r['recall'] for r in by_type},
+          'auc_by_type': {r['defect_type']: r['auc'] for r in by_type}}
 
 
 def one_class_split(cls, config, workdir, job, ctx) -> pipeline.Examples:
@@ -262,7 +262,7 @@ def write_outputs(rows: list[dict], chosen: dict, out: pathlib.Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
   (out / 'compare.json').write_text(json.dumps({'rows': rows, 'chosen': chosen}, indent=1))
   with open(out / 'compare.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != 'recall_by_type']
+    writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if not k.endswith('_by_type')]
                             if rows else [], extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
