@@ -44,7 +44,7 @@ from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
-from nexjax.modes import compare  # noqa: E402
+from nexjax.detectors import selection  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import defect_types  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
@@ -142,14 +142,12 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
   for choice in checkpoints if method != 'gaussian' else ('-',):
     if choice != '-':
       detector.variables, step = job_lib.restore_weights(config, run_dir, choice)
-    scores, detector.stats.images_per_second, _ = compare.timed_scores(detector, splits, ctx)
-    row = compare.report_row(method, 0 if method == 'gaussian' else -1,
-                             compare.Result(scores, detector.stats), splits, 'test', rule,
-                             types=types)
-    by_type = defect_types.type_table(test.labels, scores['test'], row['threshold'], types)
+    scores, detector.stats.images_per_second, _ = selection.timed_scores(detector, splits, ctx)
+    row = selection.report_row(method, 0 if method == 'gaussian' else -1,
+                               selection.Result(scores, detector.stats), splits, 'test', rule,
+                               types=types)
     row.update(world=world, size=size, image_size=image_size, checkpoint=choice,
-               step=None if choice == '-' else step, train_images=len(job.data['train']),
-               auc_by_type={r['defect_type']: r['auc'] for r in by_type[:-1]})
+               step=None if choice == '-' else step, train_images=len(job.data['train']))
     rows.append(row)
   return rows
 

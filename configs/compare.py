@@ -3,8 +3,8 @@ detectors to compare and their settings, built from the registry (`nexjax.detect
 
     python launch.py --config=configs/compare.py[:PRESET] --workdir=DIR --mode=compare
 
-Presets as in configs/finetune.py; each detector's section is its `default_config()` with its
-own overrides for the preset (`PRESETS`, e.g. 'smoke': seconds-long sizes). Feature-based
+Presets as in configs/finetune.py, which also holds each detector's section (`config.detectors`)
+and `line.detectors`, the ensemble's members where validation has too few defects. Feature-based
 detectors (gaussian: Rippel et al.'s model of normality; patchcore; padim) use the body
 `compare.backbone` names: a training workdir or a weights file; empty means `init.weights`
 (ImageNet with --config.init.weights=resnet34; random without, which models normality poorly).
@@ -36,13 +36,7 @@ def get_config(arg=None):
       fit_on='good',                       # one-class detectors: 'good' training images, or
                                            # 'unlabelled' (data.unlabelled_dir), trimmed by
       trim=0.25,                           # dropping this share scored highest (cross-fitted)
-      # With < 20 validation defects nothing is chosen on validation: the equal-weight ensemble
-      # of these (those fitted) is the method (nexjax.detectors.ensemble).
-      few_label_ensemble=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
   ))
-  sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}
-  config.detectors = ml_collections.ConfigDict(
-      {name: section for name, section in sections.items() if section is not None})
   if arg == 'smoke':
     config.compare.labelled_defects = (0, 4, -1)
   return config

@@ -15,6 +15,7 @@ Presets:
 
 import ml_collections
 
+from nexjax import detectors
 from nexjax import job
 
 # fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
@@ -147,6 +148,18 @@ def get_config(arg=None):
       max_batch=32,
       runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the workdir's model.onnx
   ))
+  # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
+  # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'
+  # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line).
+  config.line = ml_collections.ConfigDict(dict(
+      detectors=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
+      trim=0.25,               # share of the unlabelled images left out as probably defective
+      threshold_rule='max_accuracy',  # each detector's, chosen on validation
+  ))
+  # Each detector's settings (its default_config() with the preset's overrides).
+  sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}
+  config.detectors = ml_collections.ConfigDict(
+      {name: section for name, section in sections.items() if section is not None})
   config.lr_find = ml_collections.ConfigDict(dict(
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
   ))

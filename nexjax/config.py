@@ -60,7 +60,7 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
     data_folder(config, found)
   elif mode == 'evaluate' and config.data.dir:  # another folder to grade the workdir on
     data_folder_exists(config, found)
-  mode_sections = {'predict': predict, 'export': export_formats, 'serve': serve,
+  mode_sections = {'train': line, 'predict': predict, 'export': export_formats, 'serve': serve,
                    'compare': compare}
   if mode in mode_sections:
     mode_sections[mode](config, found)
@@ -257,8 +257,24 @@ def compare(config, found: Problems) -> None:
               '--config.data.unlabelled_dir=FOLDER')
   found.check(0 <= config.compare.trim < 1, 'compare.trim',
               f'must be in [0, 1), got {config.compare.trim}')
-  unknown = sorted(set(config.compare.few_label_ensemble) - set(known))
-  found.check(not unknown, 'compare.few_label_ensemble', f'unknown {unknown}; known: {known}')
+  line_names(config, found)
+
+
+def line_names(config, found: Problems) -> None:
+  known = tuple(detectors.REGISTRY)
+  unknown = sorted(set(config.line.detectors) - set(known))
+  found.check(not unknown, 'line.detectors', f'unknown {unknown}; known: {known}')
+
+
+def line(config, found: Problems) -> None:
+  """`config.line`, and the sections of its detectors where training fits them (with
+  unlabelled images)."""
+  line_names(config, found)
+  found.check(0 <= config.line.trim < 1, 'line.trim', f'must be in [0, 1), got {config.line.trim}')
+  found.parses('line.threshold_rule', lambda: metrics_lib.parse_rule(config.line.threshold_rule))
+  if job_lib.has_unlabelled(config):
+    for name in set(config.line.detectors) & set(detectors.REGISTRY):
+      detector(config, detectors.REGISTRY[name], found)
 
 
 def detector(config, cls, found: Problems) -> None:
@@ -267,6 +283,6 @@ def detector(config, cls, found: Problems) -> None:
   if cls.default_config() is None:
     return
   if 'detectors' not in config or cls.name not in config.detectors:
-    found.append(f'config.detectors.{cls.name}: missing section (configs/compare.py adds it)')
+    found.append(f'config.detectors.{cls.name}: missing section (configs/finetune.py adds it)')
     return
   found.extend(cls.check_config(config.detectors[cls.name]))

@@ -165,8 +165,8 @@ def test_good_only_keeps_label_zero():
     (lambda c: setattr(c.compare, 'threshold_rule', 'best'), 'threshold_rule'),
     (lambda c: setattr(c.compare, 'fit_on', 'unlabelled'), 'unlabelled_dir'),
     (lambda c: setattr(c.compare, 'trim', 1.0), 'compare.trim'),
-    (lambda c: setattr(c.compare, 'few_label_ensemble', ('patchcor',)),
-     r"few_label_ensemble: unknown \['patchcor'\]"),
+    (lambda c: setattr(c.line, 'detectors', ('patchcor',)),
+     r"line.detectors: unknown \['patchcor'\]"),
 ])
 def test_compare_config_errors(change, message):
   config = compare_config.get_config('smoke')

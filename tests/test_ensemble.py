@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nexjax import metrics as metrics_lib
-from nexjax.modes import compare
+from nexjax.detectors import selection
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
@@ -62,7 +62,7 @@ def split(labels, seed):
 
 def choices(results, splits):
   """Everything compare chooses at one budget: thresholds, ensemble members, the method."""
-  rows = compare.budget_rows(10, results, splits, 'test', 'max_accuracy')
+  rows = selection.budget_rows(10, results, splits, 'test', 'max_accuracy')
   return ([(r['method'], r['members'], r['threshold'], r['valid_auc']) for r in rows],
           ensemble.choose(rows)['10']['method'], rows)
 
@@ -72,7 +72,7 @@ def test_no_choice_reads_the_test_split(seed):
   rng = np.random.default_rng(seed)
   valid_labels, test_labels = rng.integers(0, 2, 60), rng.integers(0, 2, 80)
   signal = {'strong': 2.0, 'weak': 0.7, 'other': 1.0, 'noise': 0.0}
-  results = {name: compare.Result(
+  results = {name: selection.Result(
       {'valid': valid_labels * s + rng.standard_normal(60),
        'test': test_labels * s + rng.standard_normal(80)}, base.Stats(1, 1.0, 10.0))
       for name, s in signal.items()}
@@ -81,7 +81,7 @@ def test_no_choice_reads_the_test_split(seed):
   assert rows[-1]['method'] == 'ensemble' and '+' in rows[-1]['members']
 
   # Corrupt the test split: labels permuted, every method's test scores replaced.
-  corrupted = {name: compare.Result({'valid': r.scores['valid'],
+  corrupted = {name: selection.Result({'valid': r.scores['valid'],
                                      'test': rng.permutation(r.scores['test']) * -3 + 7},
                                     r.stats) for name, r in results.items()}
   flipped = {'valid': splits['valid'], 'test': split(rng.permutation(1 - test_labels), 1)}
@@ -96,12 +96,12 @@ def test_with_few_validation_defects_the_prior_ensemble_is_chosen_not_the_noisie
   where a single method has a higher validation AUC."""
   rng = np.random.default_rng(0)
   valid_labels, test_labels = np.r_[np.zeros(16, int), np.ones(4, int)], rng.integers(0, 2, 80)
-  results = {name: compare.Result({'valid': valid_labels * s + rng.standard_normal(20),
+  results = {name: selection.Result({'valid': valid_labels * s + rng.standard_normal(20),
                                    'test': test_labels * s + rng.standard_normal(80)},
                                   base.Stats(1, 1.0, 10.0))
              for name, s in (('lucky', 3.0), ('classifier', 1.0), ('patchcore', 1.0))}
   splits = {'valid': split(valid_labels, 0), 'test': split(test_labels, 1)}
-  rows = compare.budget_rows(10, results, splits, 'test', 'max_accuracy',
+  rows = selection.budget_rows(10, results, splits, 'test', 'max_accuracy',
                              prior=('classifier', 'patchcore', 'gaussian'))
   assert rows[-1]['members'] == 'classifier+patchcore' and rows[-1]['valid_defects'] == 4
   assert ensemble.choose(rows)['10']['method'] == 'ensemble'

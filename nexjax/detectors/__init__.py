@@ -1,38 +1,5 @@
-"""The registry of detectors: name -> class. `--mode=compare`, configs/compare.py and
-`--mode=predict --config.predict.detector=NAME` know a method only from here, so adding one is
-its module (a `base.Detector` subclass) and one line below; in its order the table lists them."""
+"""Defect detectors behind one interface (`base.Detector`), found by name in the registry."""
 
-from nexjax import errors
-from nexjax.detectors import base
-from nexjax.detectors import classifier
-from nexjax.detectors import gan
-from nexjax.detectors import gaussian
-from nexjax.detectors import padim
-from nexjax.detectors import patchcore
-from nexjax.detectors import scattering_xgb
-from nexjax.detectors import source_classifier
-from nexjax.detectors import vae
-
-REGISTRY: dict[str, type[base.Detector]] = {}
-
-
-def register(cls: type[base.Detector]) -> type[base.Detector]:
-  """Adds a detector class under its `name` (usable as a class decorator)."""
-  REGISTRY[cls.name] = cls
-  return cls
-
-
-def get(name: str) -> type[base.Detector]:
-  if name not in REGISTRY:
-    raise errors.ConfigError(f'Unknown detector {name!r}; registered: {", ".join(REGISTRY)}.')
-  return REGISTRY[name]
-
-
-register(classifier.ClassifierDetector)
-register(source_classifier.SourceClassifier)
-register(gaussian.GaussianDetector)
-register(patchcore.PatchCore)
-register(padim.PaDiM)
-register(scattering_xgb.ScatteringXGB)
-register(vae.VAEDetector)
-register(gan.GANomalyDetector)
+from nexjax.detectors.registry import get
+from nexjax.detectors.registry import register
+from nexjax.detectors.registry import REGISTRY

@@ -14,9 +14,15 @@ the ensemble is the equal-weight mean of the `prior` members fitted (`compare.fe
 a list fixed in advance), and it is the method chosen for that budget.
 """
 
+import os
+import pathlib
+
 import numpy as np
 
+from nexjax.detectors import registry
+from nexjax import errors
 from nexjax import metrics as metrics_lib
+from nexjax.detectors import base
 
 NAME = 'ensemble'
 
@@ -81,3 +87,65 @@ def choose(rows: list[dict]) -> dict[str, dict]:
   return {budget: {'method': r['method'], 'members': r['members'], 'valid_auc': r['valid_auc'],
                    'threshold': r['threshold'], 'auc': r['auc'], 'split': r['split']}
           for budget, r in chosen.items()}
+
+
+class SavedEnsemble(base.Detector):
+  """The ensemble as a saved detector: its members' saved folders (siblings of its own, as
+  `--mode=compare` and `--mode=train` write them), their weights and validation scores (the
+  CDF each member's score is mapped through). Not fitted by itself: `from_members`."""
+
+  name = NAME
+  uses_labels = False
+  needs_backbone = True  # members that need one share the backbone its detector.json records
+
+  def __init__(self, config=None):
+    super().__init__(config)
+    self.members, self.weights, self.valid_scores, self.folders = None, None, None, None
+
+  @classmethod
+  def default_config(cls):
+    return None
+
+  @classmethod
+  def from_members(cls, folders: dict, weights: dict[str, float],
+                   valid_scores: dict) -> 'SavedEnsemble':
+    """The ensemble of the detectors saved in `folders` ({name: folder}), with `weights` as
+    `select` returns them and each member's validation scores (`valid_scores`: {name: ...})."""
+    ensemble = cls()
+    ensemble.folders, ensemble.weights = folders, dict(weights)
+    ensemble.valid_scores = {m: np.asarray(valid_scores[m], np.float64) for m in weights}
+    return ensemble
+
+  @property
+  def fitted(self) -> bool:
+    return self.weights is not None
+
+  def state_bytes(self) -> int:
+    return sum(m.state_bytes() for m in (self.members or {}).values())
+
+  def fit(self, train, valid, ctx) -> None:
+    raise errors.ConfigError('The ensemble is made of fitted detectors (from_members), not '
+                             'fitted itself; leave it out of the detector lists.')
+
+  def score(self, images, ctx) -> np.ndarray:
+    if self.members is None:
+      raise errors.NotFittedError('The ensemble scores through its saved members: load it.')
+    scores = {m: {'valid': self.valid_scores[m], 'images': self.members[m].score(images, ctx)}
+              for m in self.weights}
+    return combine(scores, self.weights)['images']
+
+  def save_state(self, directory) -> dict:
+    base.save_arrays(directory, self.valid_scores)
+    return {'weights': self.weights,
+            'folders': {m: os.path.relpath(pathlib.Path(self.folders[m]).resolve(),
+                                           pathlib.Path(directory).resolve())
+                        for m in self.weights}}
+
+  def load_state(self, directory, state: dict, ctx) -> None:
+    self.weights = state['weights']
+    self.valid_scores = base.load_arrays(directory)
+    self.members = {}
+    for member, relative in state['folders'].items():
+      folder = pathlib.Path(directory) / relative
+      self.members[member] = registry.get(base.read_saved(folder)['name']).load(folder, None,
+                                                                                  ctx)

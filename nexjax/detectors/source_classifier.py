@@ -25,7 +25,8 @@ class SourceClassifier(classifier.ClassifierDetector):
   @classmethod
   def create(cls, config, workdir, defects: int) -> 'SourceClassifier':
     del workdir, defects
-    return cls(config, config.compare.backbone or config.init.weights or None)
+    backbone = config.compare.backbone if 'compare' in config else ''
+    return cls(config, backbone or config.init.weights or None)
 
   def fit(self, train, valid, ctx) -> None:
     del train, valid, ctx

@@ -1,155 +1,30 @@
-"""Several detectors on the same splits: one table (`DIR/compare/compare.{csv,md,json}`), one
-plot, and the method the validation split picks at each label budget.
-
-For each label budget (`compare.labelled_defects`; -1 = all), supervised detectors train on the
-training split with only that many labelled defects; unsupervised ones are fitted once, on the
-good training images, and use labels only through the threshold. Every threshold is chosen on
-the validation split (`compare.threshold_rule`) and applied to the test split (the validation
-split when the test split has no labels). Where two or more methods have scores, a rank-
-normalised score ensemble (`detectors.ensemble`) is one more row. Each fitted detector is saved
-in `DIR/compare/<name>-<budget>/` with its threshold, the data settings and the backbone it
-scores, for `--mode=predict --config.predict.detector=NAME`.
+"""Several detectors on the same splits (`nexjax.detectors.selection`): one table
+(`DIR/compare/compare.{csv,md,json}`), one plot, a gallery of anomaly maps, and the method the
+validation split picks at each label budget (`compare.labelled_defects`; -1 = all). Each fitted
+detector is saved in `DIR/compare/<name>-<budget>/`, for `--mode=predict
+--config.predict.detector=NAME`.
 """
 
 import csv
-import dataclasses
 import json
 import pathlib
-import time
 
-from absl import logging
 import ml_collections
 import numpy as np
 
-from nexjax import defect_types
-from nexjax import detectors
-from nexjax import localization
 from nexjax import job as job_lib
-from nexjax import metrics as metrics_lib
+from nexjax import localization
 from nexjax import reporting
 from nexjax.data import pipeline
-from nexjax.detectors import backbones
-from nexjax.detectors import base
-from nexjax.detectors import contamination
 from nexjax.detectors import ensemble
+from nexjax.detectors import selection
 from nexjax.train import loop
 
-MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
-DATA_KEYS = ('image_size', 'channels', 'high_bit_scaling')  # how images reach a detector
 
-
-def budget_name(defects: int) -> str:
-  return 'all' if defects < 0 else str(defects)
-
-
-def timed_scores(detector, splits, ctx, map_split: str | None = None):
-  """(scores of every split, the scoring throughput in images/s, the anomaly maps of `map_split`
-  or None): maps only where asked, from the same pass as the scores where the method can."""
-  start = time.perf_counter()
-  scores, maps = {}, None
-  for name, examples in splits.items():
-    if name == map_split:
-      scores[name], maps = detector.score_and_map(examples.images, ctx)
-    else:
-      scores[name] = detector.score(examples.images, ctx)
-  count = sum(len(examples) for examples in splits.values())
-  return scores, count / (time.perf_counter() - start), maps
-
-
-def localization_metrics(maps, masks) -> dict:
-  """Pixel ROC AUC and PRO (to 30% FPR) of anomaly maps against ground-truth masks."""
-  if maps is None or masks is None:
-    return {'pixel_auc': float('nan'), 'pro': float('nan')}
-  truth = np.asarray(masks)[..., 0] > 0
-  return {'pixel_auc': localization.pixel_roc_auc(maps, truth),
-          'pro': localization.pro_auc(maps, truth)}
-
-
-@dataclasses.dataclass
-class Result:
-  """One fitted detector's scores of each split, costs, and maps of the report split."""
-  scores: dict[str, np.ndarray]
-  stats: base.Stats
-  pixel_auc: float = float('nan')
-  pro: float = float('nan')
-  maps: np.ndarray | None = None
-
-
-def report_row(method, defects, result: Result, splits, report_split, rule,
-               members: str = '', types: list[str] | None = None) -> dict:
-  """One table row; the threshold and `valid_auc` from the validation split alone; with the
-  report split's defect `types`, the recall of each type at that threshold."""
-  valid, scores, stats = splits['valid'], result.scores, result.stats
-  threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
-  labels = splits[report_split].labels
-  report = metrics_lib.binary_report(labels, scores[report_split], threshold)
-  by_type = [] if types is None else defect_types.type_table(labels, scores[report_split],
-                                                             threshold, types)
-  return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
-          'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
-          'valid_defects': int(np.sum(valid.labels)),
-          'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
-          'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],
-          'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
-          'pixel_auc': result.pixel_auc, 'pro': result.pro, 'threshold': threshold,
-          'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
-          'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second,
-          'recall_by_type': {r['defect_type']: r['recall'] for r in by_type},
-          'auc_by_type': {r['defect_type']: r['auc'] for r in by_type}}
-
-
-def one_class_split(cls, config, workdir, job, ctx) -> pipeline.Examples:
-  """What an unsupervised detector learns normality from: the good training images, or
-  (compare.fit_on='unlabelled') the line's unlabelled images with the share `compare.trim` that
-  cross-fitted detectors score highest left out (`contamination.trimmed`)."""
-  if config.compare.fit_on == 'good':
-    return job.data['train']
-  return contamination.trimmed(lambda: cls.create(config, workdir, 0), job.data['unlabelled'],
-                               job.data['valid'], ctx, config.compare.trim)
-
-
-def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
-                 facts: dict) -> Result:
-  """Fits, scores (maps of the report split where it has masks) and saves one detector with
-  the threshold chosen on validation and `facts` (its backbone's only if it needs one)."""
-  start = time.perf_counter()
-  fit_split = train if cls.uses_labels else one_class_split(cls, config, workdir, job, ctx)
-  trim_seconds = time.perf_counter() - start
-  detector = cls.create(config, workdir, defects)
-  detector.fit_measured(fit_split, job.data['valid'], ctx)
-  detector.stats = dataclasses.replace(detector.stats,
-                                       fit_seconds=detector.stats.fit_seconds + trim_seconds)
-  directory = workdir / 'compare' / f'{cls.name}-{budget_name(defects)}'
-  detector.save_examples(directory, example_images(splits[report_split]), ctx)
-  with_maps = cls.produces_maps and splits[report_split].masks is not None
-  scores, detector.stats.images_per_second, maps = timed_scores(
-      detector, splits, ctx, report_split if with_maps else None)
-  if job.topo.is_chief:
-    rule = config.compare.threshold_rule
-    threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)
-    detector.save(directory, threshold=threshold, threshold_rule=rule,
-                  **{k: v for k, v in facts.items() if k != 'backbone' or cls.needs_backbone})
-  return Result(scores, detector.stats, maps=maps,
-                **localization_metrics(maps, splits[report_split].masks))
-
-
-def budget_rows(defects, results: dict[str, Result], splits, report_split, rule,
-                types: list[str] | None = None, prior=()) -> list[dict]:
-  """The rows of one label budget: one per method, then the ensemble where two or more scored
-  (members chosen on validation, or the `prior` ones where it has too few defects:
-  `ensemble.select`)."""
-  rows = [report_row(name, defects, result, splits, report_split, rule, types=types)
-          for name, result in results.items()]
-  if len(results) >= 2:
-    scores = {name: result.scores for name, result in results.items()}
-    weights = ensemble.select(scores, splits['valid'].labels, prior)
-    stats = [results[m].stats for m in weights]
-    total = base.Stats(sum(s.memory_bytes for s in stats), sum(s.fit_seconds for s in stats),
-                       1 / sum(1 / s.images_per_second for s in stats))
-    rows.append(report_row(ensemble.NAME, defects,
-                           Result(ensemble.combine(scores, weights), total), splits,
-                           report_split, rule, '+'.join(weights), types))
-  return rows
+def plan(config) -> selection.Plan:
+  c = config.compare
+  return selection.Plan(tuple(c.detectors), tuple(c.labelled_defects), c.fit_on, c.trim,
+                        c.threshold_rule, tuple(config.line.detectors), c.backbone)
 
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -157,50 +32,16 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   config = loop.resolve_init(config)
   workdir = pathlib.Path(workdir)
   job = job_lib.setup(config)
-  splits = {name: job.data[name] for name in ('valid', 'test')
-            if name in job.data and job.data[name].labelled}
-  report_split = 'test' if 'test' in splits else 'valid'
-  selected = [detectors.REGISTRY[name] for name in config.compare.detectors]
-  body = config.compare.backbone or config.init.weights
-  ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, config.train.progress,
-                     backbones.backbone(config, body) if any(c.needs_backbone for c in selected) else None)
-  facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
-           'backbone': backbones.backbone_facts(config, body)}
-  types = defect_types.types_of(splits[report_split].ids, splits[report_split].labels,
-                                defect_types.read_types(job_lib.data_source(config).root))
-  rows, fitted = [], {}
-  for defects in config.compare.labelled_defects:
-    train = pipeline.limit_class(job.data['train'], 1, defects)
-    results = {}
-    for cls in selected:
-      if cls.uses_labels and defects == 0:
-        continue
-      if cls.uses_labels or cls.name not in fitted:  # unsupervised: fitted once
-        fitted[cls.name] = fit_and_save(cls, config, workdir, defects, train, job, splits,
-                                        report_split, ctx, facts)
-      results[cls.name] = fitted[cls.name]
-    for row in budget_rows(defects, results, splits, report_split,
-                           config.compare.threshold_rule, types,
-                           config.compare.few_label_ensemble):
-      logging.info('compare: %s', row)
-      rows.append(row)
+  fitted = selection.run(config, workdir, job, plan(config))
   if job.topo.is_chief:
-    write_outputs(rows, ensemble.choose(rows), workdir / 'compare')
-    gallery = {name: (r.scores[report_split], r.maps) for name, r in fitted.items()
+    write_outputs(fitted.rows, ensemble.choose(fitted.rows), workdir / 'compare')
+    report = fitted.report_split
+    gallery = {name: (r.scores[report], r.maps) for name, r in fitted.results.items()
                if r.maps is not None}
     if gallery:
-      save_map_gallery(splits[report_split], gallery, workdir / 'compare' / 'maps.png',
+      save_map_gallery(fitted.splits[report], gallery, workdir / 'compare' / 'maps.png',
                        config.evaluate.gallery_size)
-  return rows
-
-
-def example_images(examples, per_class: int = 4):
-  """A few good and defective images, the same for every method (chosen by id hash)."""
-  order = pipeline.hash_order(examples.ids)
-  chosen = []
-  for label in (0, 1):
-    chosen += [i for i in order if examples.labels[i] == label][:per_class]
-  return examples.subset(np.asarray(sorted(chosen), int))
+  return fitted.rows
 
 
 def save_map_gallery(examples, gallery: dict, path, count: int) -> None:

@@ -2,7 +2,8 @@
 decision at the threshold `--mode=evaluate` chose on validation, the Kaggle submission, and
 Grad-CAM heatmaps of the flagged (or all) images. With `predict.detector=NAME[-BUDGET]`, the
 detector `--mode=compare` saved in `DIR/compare/` scores instead (its score, its threshold chosen
-on validation, its anomaly maps as overlays), without refitting and without the training data.
+on validation, its anomaly maps as overlays), without refitting and without the training data;
+so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
 `b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id).
@@ -27,6 +28,8 @@ from nexjax.data import folder as folder_lib
 from nexjax.data import sources
 from nexjax.detectors import backbones
 from nexjax.detectors import base
+from nexjax.detectors import ensemble
+from nexjax.detectors import line
 from nexjax.train import preemption
 
 
@@ -113,12 +116,13 @@ def saved_detector(workdir: pathlib.Path, spec: str) -> pathlib.Path:
                            'this --workdir first.')
 
 
-def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
-  """Writes `file,id,score,label` with the saved detector `predict.detector`, at its threshold;
-  its anomaly maps as overlays on request."""
-  folder = saved_detector(workdir, config.predict.detector)
+def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
+                          spec: str) -> pathlib.Path:
+  """Writes `file,id,score,label` with the saved detector `spec`, at its threshold; its anomaly
+  maps as overlays on request."""
+  folder = saved_detector(workdir, spec)
   saved = base.read_saved(folder)
-  cls = detectors.get(saved['name'])
+  cls = ensemble.SavedEnsemble if saved['name'] == ensemble.NAME else detectors.get(saved['name'])
   if config.predict.heatmaps != 'none' and not cls.produces_maps:
     raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: '
                              f'{cls.name} gives image-level scores only; set it to none.')
@@ -158,8 +162,9 @@ def predict_folder(config, workdir) -> pathlib.Path:
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)
   check_writable(output, 'predict.output')
-  if config.predict.detector:
-    return predict_with_detector(config, workdir, output)
+  spec = config.predict.detector or line.chosen_detector(workdir)
+  if spec:
+    return predict_with_detector(config, workdir, output, spec)
   config = workdir_lib.with_trained_model(config, workdir)
   job = job_lib.setup(config, data=False)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)

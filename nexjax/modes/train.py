@@ -1,9 +1,15 @@
 """`--mode=train` (the default): fastai's fine-tuning recipe into a workdir, resumed where it
-stopped (`nexjax.train.loop`)."""
+stopped (`nexjax.train.loop`); with the line's unlabelled images, then the line's detectors and
+the one the labels at hand choose (`nexjax.detectors.line`)."""
 
+from nexjax.detectors import line
 from nexjax.train import loop
 
 
 def train(config, workdir) -> dict:
-  """Runs (or resumes) every phase; returns the final validation and test metrics."""
-  return loop.train_and_evaluate(config, workdir)
+  """Runs (or resumes) every phase; returns the final validation and test metrics (and the
+  line's choice)."""
+  summary = loop.train_and_evaluate(config, workdir)
+  if line.wanted(config):
+    summary['line'] = line.build(config, workdir)
+  return summary
