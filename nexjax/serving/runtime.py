@@ -9,11 +9,14 @@ start-up (`warm_up`), never while serving.
 
 import dataclasses
 import pathlib
+import threading
+import time
 
 from absl import logging
 import jax
 import numpy as np
 
+from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
 from nexjax import gradcam
 from nexjax import job as job_lib
@@ -48,6 +51,48 @@ class Info:
   threshold: float
   image_size: int
   tta: bool
+  checkpoint_choice: str = ''  # evaluate.checkpoint: 'best', 'latest' or a step
+
+
+def checkpoint_state(info: Info) -> dict:
+  """{'step', 'stale'[, 'reason']}: whether the served checkpoint is still in the workdir and
+  still the one `evaluate.checkpoint` names there (training may have moved on since start-up)."""
+  directory = pathlib.Path(info.workdir) / 'checkpoints'
+  step, choice = info.checkpoint_step, info.checkpoint_choice
+  reason = None
+  if not (directory / str(step)).is_dir():
+    reason = f'step {step} was deleted from {directory}'
+  elif choice in ('best', 'latest'):
+    checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
+    try:
+      now = checkpoints.choose(choice)
+    finally:
+      checkpoints.close()
+    if now != step:
+      reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
+  if reason is None:
+    return {'step': step, 'stale': False}
+  return {'step': step, 'stale': True, 'reason': f'{reason}; restart the server to serve it.'}
+
+
+class CheckpointWatch:
+  """`state()`: `checkpoint_state`, looked up at most every `interval_s`; the first stale state
+  is logged (once)."""
+
+  def __init__(self, info: Info, interval_s: float = 10.0):
+    self.info, self.interval_s = info, interval_s
+    self.lock = threading.Lock()
+    self.checked_at, self.last, self.logged = None, None, False
+
+  def state(self) -> dict:
+    with self.lock:
+      now = time.monotonic()
+      if self.checked_at is None or now - self.checked_at >= self.interval_s:
+        self.checked_at, self.last = now, checkpoint_state(self.info)
+        if self.last['stale'] and not self.logged:
+          logging.warning('The served checkpoint is stale: %s', self.last['reason'])
+          self.logged = True
+      return self.last
 
 
 class JaxRuntime:
@@ -72,7 +117,8 @@ class JaxRuntime:
                            f'{config.model.head} head)',
                      workdir=str(workdir.resolve()), checkpoint_step=int(step),
                      threshold=float(scoring.read_threshold(workdir)),
-                     image_size=self.image_size, tta=bool(config.predict.tta))
+                     image_size=self.image_size, tta=bool(config.predict.tta),
+                     checkpoint_choice=str(config.evaluate.checkpoint))
 
   def scores(self, images: np.ndarray) -> np.ndarray:
     """(N,) P(defect) of uint8 images (N, S, S, C), as `--mode=predict` computes it."""
