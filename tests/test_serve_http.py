@@ -140,6 +140,20 @@ def test_a_rebound_host_name_reads_nothing(server):
     assert response.startswith(b'HTTP/1.1 400') and b'workdir' not in response, response[:300]
 
 
+def test_clients_that_disconnect_during_upload_are_one_log_line_each(server):
+  url, _, workdir, _ = server
+  host, port = url.removeprefix('http://').split(':')
+  log = workdir.parent / 'server.log'
+  for _ in range(3):
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+      connection.sendall(f'POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: '
+                         'multipart/form-data; boundary=zz\r\nContent-Length: 100000\r\n\r\n'
+                         '--zz\r\n'.encode())
+  wait_for(lambda: log.read_text().count('disconnected during POST /predict') == 3, 30)
+  assert httpx.get(url + '/health', timeout=10).status_code == 200
+  assert 'Traceback' not in log.read_text() and 'ClientDisconnect' not in log.read_text()
+
+
 def browser():
   """A headless chromium driven by Selenium, or a skip saying what is missing."""
   webdriver = pytest.importorskip('selenium.webdriver', reason='selenium is not installed '
