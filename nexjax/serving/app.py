@@ -5,7 +5,8 @@
                                 "defect"[, "overlay_png_base64"]}]}
     GET  /health                the model, checkpoint step and threshold served, and whether
                                 that checkpoint is still the one the workdir names
-    GET  /review                the review page (static HTML and JS: no data in them)
+    GET  /review                the review page (static HTML and JS: no data in them but the
+                                process's CSRF secret, which no other site can read)
     GET  /review/items          the scored items; GET /review/overlay/ID their Grad-CAM overlays
     POST /review/label          {"id": ID, "label": "good" | "defect" | null}
 
@@ -48,6 +49,7 @@ CSRF_SLOT = b'{{csrf}}'  # in review.html: filled with the process's CSRF secret
 NO_FRAMING = {'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY',
               'Content-Security-Policy': "frame-ancestors 'none'"}
 LABEL_SHAPE = '{"id": ITEM_ID, "label": "good" | "defect" | null}'
+
 
 def static_files() -> dict[str, bytes]:
   """The page's files, read once from the package: nothing else can ever be served."""
@@ -95,7 +97,7 @@ class Service:
   """The routes over one runtime, its batcher and the review store."""
 
   def __init__(self, runtime, settings, token: str, review_files=()):
-    self.runtime, self.settings, self.token = runtime, settings, token
+    self.runtime, self.settings = runtime, settings
     self.batcher = batcher_lib.Batcher(runtime, settings.max_batch,
                                        settings.batch_window_ms / 1000)
     self.review = review_lib.Review(runtime.info.workdir, runtime.info.threshold)

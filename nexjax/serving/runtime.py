@@ -4,7 +4,8 @@ The seam for other runtimes: the server needs only an object with `info` (what /
 `image_size`, `channels`, `high_bit_scaling`, `scores(images)` and `maps(images)`; `JaxRuntime`
 is nexjax's own jitted inference (the same TTA and threshold as `--mode=predict`). Batches are
 padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles once, at
-start-up (`warm_up`), never while serving.
+start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
+checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
 """
 
 import dataclasses
@@ -54,6 +55,18 @@ class Info:
   checkpoint_choice: str = ''  # evaluate.checkpoint: 'best', 'latest' or a step
 
 
+def named_step(directory: pathlib.Path, choice: str) -> int | str:
+  """The step `choice` ('best' or 'latest') names in `directory` now, or why there is none."""
+  try:
+    checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
+    try:
+      return checkpoints.choose(choice)
+    finally:
+      checkpoints.close()
+  except (errors.Error, OSError) as e:  # training may be writing there: /health stays up
+    return f'none ({" ".join(str(e).split())[:200]})'
+
+
 def checkpoint_state(info: Info) -> dict:
   """{'step', 'stale'[, 'reason']}: whether the served checkpoint is still in the workdir and
   still the one `evaluate.checkpoint` names there (training may have moved on since start-up)."""
@@ -62,14 +75,8 @@ def checkpoint_state(info: Info) -> dict:
   reason = None
   if not (directory / str(step)).is_dir():
     reason = f'step {step} was deleted from {directory}'
-  elif choice in ('best', 'latest'):
-    checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
-    try:
-      now = checkpoints.choose(choice)
-    finally:
-      checkpoints.close()
-    if now != step:
-      reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
+  elif choice in ('best', 'latest') and (now := named_step(directory, choice)) != step:
+    reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
   if reason is None:
     return {'step': step, 'stale': False}
   return {'step': step, 'stale': True, 'reason': f'{reason}; restart the server to serve it.'}
