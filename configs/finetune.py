@@ -140,9 +140,9 @@ def get_config(arg=None):
   config.serve = ml_collections.ConfigDict(dict(
       host='127.0.0.1',        # another address needs a token
       port=8080,
-      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (>= 16 chars)
+      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (16+ non-space)
       review_dir='',           # a folder scored at start-up for the review page
-      max_upload_mb=20.0,      # per request (413 above)
+      max_upload_mb=20.0,      # per request, any route (413 above; JSON bodies: 16 KB)
       max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
       batch_window_ms=5.0,     # how long the first request of a batch waits for others
       max_batch=32,

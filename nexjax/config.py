@@ -227,10 +227,11 @@ def serve(config, found: Problems) -> None:
   check(not settings.review_dir or pathlib.Path(settings.review_dir).is_dir(), 'review_dir',
         'is not a folder')
   token = serving.token(config)
-  if token and len(token) < serving.MIN_TOKEN_LENGTH:
-    found.append(f'the serve token is {len(token)} characters; use at least '
-                 f'{serving.MIN_TOKEN_LENGTH} (e.g. python -c "import secrets; '
-                 'print(secrets.token_urlsafe())").')
+  strength = len(''.join(token.split()))  # spaces guess for free
+  if token and strength < serving.MIN_TOKEN_LENGTH:
+    found.append(f'the serve token (serve.token or ${serving.TOKEN_ENV}) has {strength} '
+                 f'non-space characters; use at least {serving.MIN_TOKEN_LENGTH} (e.g. python -c '
+                 '"import secrets; print(secrets.token_urlsafe())").')
   if not token and settings.host not in serving.LOOPBACK:
     found.append(f'config.serve.host={settings.host!r} is reachable from other machines: set a '
                  f'token with --config.serve.token=TOKEN or ${serving.TOKEN_ENV} (clients send '

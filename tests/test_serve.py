@@ -36,6 +36,7 @@ from nexjax.serving import runtime as runtime_lib  # pylint: disable=g-import-no
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 TOKEN = 'a-test-token-of-24-chars'
+BASE_URL = 'http://127.0.0.1:8080'  # the default serve.host and port: the Host header checked
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +70,7 @@ def client(served):
              folder_lib.load_images([data / 'train/good_0/good_0000.jpg'], runtime.config)[0][0])]
   service = app_lib.Service(runtime, settings(config, max_upload_mb=0.5, max_pixels=1_000_000),
                             '', review)
-  with TestClient(service.app()) as c:
+  with TestClient(service.app(), base_url=BASE_URL, headers={'X-CSRF-Token': service.csrf}) as c:
     yield c
 
 
@@ -147,9 +148,10 @@ def test_no_file_outside_its_folders_can_be_read(client):
                '/review/overlay/%2Fetc%2Fpasswd'):
     response = client.get(path)
     assert response.status_code == 404 and b'root:' not in response.content, path
-  for item_id in ('../../etc/passwd', '/etc/passwd', ['f0'], 7):
+  for item_id, status in (('../../etc/passwd', 404), ('/etc/passwd', 404), (['f0'], 400),
+                          (7, 400)):
     response = client.post('/review/label', json={'id': item_id, 'label': 'good'})
-    assert response.status_code == 404, item_id
+    assert response.status_code == status, item_id
   assert client.get('/static/review.js').status_code == 200
 
 
@@ -172,14 +174,15 @@ def test_review_labels_round_trip_into_the_csv(served, client):
   assert rows[saved[0]] == '0' and saved[0].startswith(str(workdir / 'review' / 'images'))
   assert client.post('/review/label', json={'id': 'f0', 'label': None}).json()['label'] is None
   assert client.post('/review/label', json={'id': 'f0', 'label': 'bad'}).status_code == 400
-  assert client.post('/review/label', content=b'nope').status_code == 400
+  assert client.post('/review/label', content=b'nope',
+                     headers={'content-type': 'application/json'}).status_code == 400
   with open(workdir / 'review' / 'labels.csv') as f:
     assert [row['file'] for row in csv.DictReader(f)] == saved
 
 
 def test_token_rule(served, monkeypatch):
   config, _, runtime, _ = served
-  with TestClient(app_lib.Service(runtime, config.serve, TOKEN).app()) as c:
+  with TestClient(app_lib.Service(runtime, config.serve, TOKEN).app(), base_url=BASE_URL) as c:
     assert c.get('/health').status_code == 401
     assert c.get('/health', headers={'Authorization': 'Bearer wrong'}).status_code == 401
     assert c.get('/health', headers={'Authorization': f'Bearer {TOKEN}'}).status_code == 200

@@ -1,7 +1,11 @@
 """--mode=serve end to end: `launch.py` in a subprocess on a free 127.0.0.1 port, real HTTP
-requests, raw request lines, and the review page in a real browser (Debian's chromium)."""
+requests, raw request lines, and the review page in a real browser (Debian's chromium), also as
+seen from another site's page."""
 
+import base64
 import csv
+import functools
+import http.server
 import logging
 import os
 import pathlib
@@ -9,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -91,11 +96,28 @@ def test_real_requests(server):
   assert health['threshold'] == 0.3 and health['batches'] >= 1
 
 
-def raw_get(url: str, target: str) -> bytes:
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
+  with socket.socket() as holder:
+    holder.bind(('127.0.0.1', 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, 'launch.py', '--config=configs/finetune.py:smoke',
+         f'--workdir={tmp_path}', '--mode=serve', f'--config.serve.port={port}'], cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2 and 'Serving' not in done.stdout, done.stdout + done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      f'error: cannot listen on 127.0.0.1:{port} (Address already in use): another server may '
+      'hold it; choose another with --config.serve.port=PORT (or --config.serve.host).')
+
+
+def raw_get(url: str, target: str, host_header: str = '') -> bytes:
   """The response to a request line sent as is (no client normalises the path)."""
   host, port = url.removeprefix('http://').split(':')
+  host_header = host_header or f'{host}:{port}'
   with socket.create_connection((host, int(port)), timeout=10) as connection:
-    connection.sendall(f'GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'.encode())
+    connection.sendall(f'GET {target} HTTP/1.1\r\nHost: {host_header}\r\n'
+                       'Connection: close\r\n\r\n'.encode())
     chunks = []
     while chunk := connection.recv(65536):
       chunks.append(chunk)
@@ -110,6 +132,26 @@ def test_path_traversal_over_the_wire(server, target):
   response = raw_get(server[0], target)
   status = int(response.split(b' ', 2)[1])
   assert status in (400, 404) and b'root:' not in response, response[:200]
+
+
+def test_a_rebound_host_name_reads_nothing(server):
+  for target in ('/health', '/review/items', '/review'):
+    response = raw_get(server[0], target, host_header='evil.example:80')
+    assert response.startswith(b'HTTP/1.1 400') and b'workdir' not in response, response[:300]
+
+
+def test_clients_that_disconnect_during_upload_are_one_log_line_each(server):
+  url, _, workdir, _ = server
+  host, port = url.removeprefix('http://').split(':')
+  log = workdir.parent / 'server.log'
+  for _ in range(3):
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+      connection.sendall(f'POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: '
+                         'multipart/form-data; boundary=zz\r\nContent-Length: 100000\r\n\r\n'
+                         '--zz\r\n'.encode())
+  wait_for(lambda: log.read_text().count('disconnected during POST /predict') == 3, 30)
+  assert httpx.get(url + '/health', timeout=10).status_code == 200
+  assert 'Traceback' not in log.read_text() and 'ClientDisconnect' not in log.read_text()
 
 
 def browser():
@@ -176,3 +218,74 @@ def test_review_page_in_a_browser_then_training_reads_the_label(server, tmp_path
   loop.train_and_evaluate(config, tmp_path / 'retrained')
   assert f'Added 1 labelled image(s) (1 defects) from {table}' in caplog.text
   assert (tmp_path / 'retrained' / 'checkpoints').is_dir()
+
+
+ATTACK = """<!doctype html><title>attacking</title><script>
+const target = 'TARGET';
+const png = Uint8Array.from(atob('PNG'), (c) => c.charCodeAt(0));
+const label = JSON.stringify({id: 'f0', label: 'good'});
+const tries = {
+  text_plain_label: () => fetch(target + '/review/label', {method: 'POST', mode: 'no-cors',
+    headers: {'Content-Type': 'text/plain'}, body: label}),
+  json_label: () => fetch(target + '/review/label', {method: 'POST',
+    headers: {'Content-Type': 'application/json'}, body: label}),
+  form_predict: () => {
+    const form = new FormData();
+    form.append('files', new Blob([png], {type: 'image/png'}), 'attack.png');
+    return fetch(target + '/predict', {method: 'POST', mode: 'no-cors', body: form});
+  },
+  large_body: () => fetch(target + '/review/label', {method: 'POST', mode: 'no-cors',
+    headers: {'Content-Type': 'text/plain'}, body: 'x'.repeat(30 * 2 ** 20)}),
+};
+(async () => {
+  const outcome = {};
+  for (const [name, attempt] of Object.entries(tries)) {
+    try { outcome[name] = (await attempt()).type; } catch (e) { outcome[name] = 'blocked'; }
+  }
+  window.outcome = outcome;
+  document.title = 'done';
+})();
+</script>"""
+
+
+@pytest.fixture
+def other_origin(server):
+  """The URL of a page on another origin (localhost, another port) that attacks the server."""
+  pixels = np.random.default_rng(7).integers(0, 256, (96, 96), dtype=np.uint8)
+  page = ATTACK.replace('TARGET', server[0]).replace(
+      'PNG', base64.b64encode(serve_helpers.encoded(pixels)).decode()).encode()
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+      self.send_response(200)
+      self.send_header('Content-Type', 'text/html')
+      self.end_headers()
+      self.wfile.write(page)
+
+    def log_message(self, *args):
+      del args
+  attacker = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+  threading.Thread(target=attacker.serve_forever, daemon=True).start()
+  yield f'http://localhost:{attacker.server_address[1]}/'
+  attacker.shutdown()
+  attacker.server_close()
+
+
+def test_another_sites_page_changes_nothing(server, other_origin):
+  url, _, workdir, _ = server
+  table = workdir / 'review' / 'labels.csv'
+  before = table.read_bytes() if table.is_file() else None
+  get = functools.partial(httpx.get, timeout=10)
+  items, batches = len(get(url + '/review/items').json()['items']), \
+      get(url + '/health').json()['batches']
+  driver = browser()
+  try:
+    driver.get(other_origin)
+    wait_for(lambda: driver.title == 'done')
+    outcome = driver.execute_script('return window.outcome')
+  finally:
+    driver.quit()
+  assert outcome['json_label'] == 'blocked', outcome  # no CORS preflight is ever granted
+  assert (table.read_bytes() if table.is_file() else None) == before, outcome
+  assert len(get(url + '/review/items').json()['items']) == items, outcome
+  assert get(url + '/health').json()['batches'] == batches, outcome

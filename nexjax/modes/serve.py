@@ -1,6 +1,8 @@
 """`--mode=serve`: the workdir's network behind HTTP, with a review page (`nexjax.serving.app`).
 
-Needs the `serve` extra (Starlette, uvicorn, python-multipart), imported only when serving.
+Needs the `serve` extra (Starlette, uvicorn, python-multipart), imported only when serving. The
+address is bound first, before minutes of loading and compiling, and held until uvicorn serves
+on that very socket: "Serving ... on" is printed only once the server is listening.
 """
 
 import socket
@@ -9,21 +11,24 @@ from nexjax import errors
 from nexjax import serving
 
 
-def check_port_free(host: str, port: int) -> None:
+def bind(host: str, port: int) -> socket.socket:
+  """A socket bound to host:port (not yet listening), or a one-line ConfigError."""
   family = socket.AF_INET6 if ':' in host else socket.AF_INET
-  with socket.socket(family, socket.SOCK_STREAM) as probe:
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      probe.bind((host, port))
-    except OSError as e:
-      raise errors.ConfigError(f'config.serve.port={port}: cannot listen on {host}:{port} '
-                               f'({e.strerror}); choose another port or host.') from None
+  listener = socket.socket(family, socket.SOCK_STREAM)
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    listener.bind((host, port))
+  except OSError as e:
+    listener.close()
+    raise errors.ConfigError(f'cannot listen on {host}:{port} ({e.strerror}): another server '
+                             'may hold it; choose another with --config.serve.port=PORT (or '
+                             '--config.serve.host).') from None
+  return listener
 
 
 def serve(config, workdir) -> None:
   """Loads the workdir, compiles, scores `serve.review_dir`, then serves until Ctrl-C."""
   secret = serving.token(config)
-  check_port_free(config.serve.host, config.serve.port)
   try:
     import uvicorn  # pylint: disable=import-outside-toplevel
     from nexjax.serving import app  # pylint: disable=import-outside-toplevel
@@ -31,13 +36,17 @@ def serve(config, workdir) -> None:
     raise errors.ConfigError(f"--mode=serve needs the serve extra ({e.name} is missing): "
                              "pip install -c constraints.txt -e '.[serve]'") from None
   from nexjax.serving import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
-  runtime = runtime_lib.create(config, workdir, config.serve.max_batch)
-  runtime.warm_up()
-  service = app.Service(runtime, config.serve, secret, app.review_files(config, runtime))
-  info = runtime.info
-  url = f'http://{config.serve.host}:{config.serve.port}'
-  print(f'Serving {info.model}, checkpoint step {info.checkpoint_step}, threshold '
-        f'{info.threshold:.4f} on {url} (review page: {url}/review'
-        f'{", token required" * bool(secret)})', flush=True)
-  uvicorn.run(service.app(), host=config.serve.host, port=config.serve.port,
-              log_level='warning', access_log=False, server_header=False)
+  listener = bind(config.serve.host, config.serve.port)
+  with listener:
+    runtime = runtime_lib.create(config, workdir, config.serve.max_batch)
+    runtime.warm_up()
+    service = app.Service(runtime, config.serve, secret, app.review_files(config, runtime))
+    listener.listen(128)
+    info = runtime.info
+    url = f'http://{config.serve.host}:{config.serve.port}'
+    print(f'Serving {info.model}, checkpoint step {info.checkpoint_step}, threshold '
+          f'{info.threshold:.4f} on {url} (review page: {url}/review'
+          f'{", token required" * bool(secret)})', flush=True)
+    server = uvicorn.Server(uvicorn.Config(service.app(), log_level='warning', access_log=False,
+                                           server_header=False))
+    server.run(sockets=[listener])

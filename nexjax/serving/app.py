@@ -3,44 +3,52 @@
     POST /predict[?overlay=1]   multipart/form-data, one or more parts named `files` ->
                                 {"threshold", "checkpoint_step", "results": [{"file", "p_defect",
                                 "defect"[, "overlay_png_base64"]}]}
-    GET  /health                the model, checkpoint step and threshold served
-    GET  /review                the review page (static HTML and JS: no data in them)
+    GET  /health                the model, checkpoint step and threshold served, and whether
+                                that checkpoint is still the one the workdir names
+    GET  /review                the review page (static HTML and JS: no data in them but the
+                                process's CSRF secret, which no other site can read)
     GET  /review/items          the scored items; GET /review/overlay/ID their Grad-CAM overlays
     POST /review/label          {"id": ID, "label": "good" | "defect" | null}
 
-Security: with a token (required unless bound to a loopback address) every route but the page's
-HTML and JS needs `Authorization: Bearer TOKEN`, compared in constant time. Request bodies are
-bounded (413), images by their header's pixel count before decoding (400), and no request names
-a file: static files are a fixed list held in memory, review items opaque ids.
+Security (`security`): every request's Host header names the bound address (DNS rebinding);
+POSTs from another origin are refused, and /review/label takes JSON with the process's CSRF
+secret, which the page receives in its HTML; bodies are bounded as they stream (413). With a
+token (required unless bound to a loopback address) every route but the page's HTML and JS needs
+`Authorization: Bearer TOKEN`, compared in constant time. Images are bounded by their header's
+pixel count before decoding (400), and no request names a file: static files are a fixed list
+held in memory, review items opaque ids.
 """
 
 import asyncio
 import base64
 import contextlib
-import hmac
 import importlib.resources
+import json
+import secrets
 
 from absl import logging
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from nexjax.data import folder as folder_lib
 from nexjax.serving import batcher as batcher_lib
 from nexjax.serving import review as review_lib
+from nexjax.serving import runtime as runtime_lib
+from nexjax.serving import security
 from nexjax.serving import uploads
 
 MAX_FILES = 64  # per request
 STATIC = {'review.html': 'text/html; charset=utf-8', 'review.js': 'text/javascript',
           'review.css': 'text/css'}
-
-
-def error(status: int, message: str) -> JSONResponse:
-  return JSONResponse({'error': message}, status)
+CSRF_SLOT = b'{{csrf}}'  # in review.html: filled with the process's CSRF secret
+NO_FRAMING = {'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY',
+              'Content-Security-Policy': "frame-ancestors 'none'"}
+LABEL_SHAPE = '{"id": ITEM_ID, "label": "good" | "defect" | null}'
 
 
 def static_files() -> dict[str, bytes]:
@@ -49,26 +57,17 @@ def static_files() -> dict[str, bytes]:
   return {name: (folder / name).read_bytes() for name in STATIC}
 
 
-def authorized(request: Request, token: str) -> bool:
-  if not token:
-    return True
-  given = request.headers.get('authorization', '')
-  return hmac.compare_digest(given.encode(), f'Bearer {token}'.encode())
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-  """The request body, refused (413) as soon as it passes `limit` bytes."""
-  length = request.headers.get('content-length', '')
-  if length.isdigit() and int(length) > limit:
-    raise uploads.BadUpload(413, f'request of {int(length)} bytes, above serve.max_upload_mb '
-                                 f'({limit} bytes).')
-  chunks, size = [], 0
-  async for chunk in request.stream():
-    size += len(chunk)
-    if size > limit:
-      raise uploads.BadUpload(413, f'request above serve.max_upload_mb ({limit} bytes).')
-    chunks.append(chunk)
-  return b''.join(chunks)
+def label_request(body: bytes) -> tuple[str, str | None]:
+  """(item id, label) of a /review/label body, or Refused(400) with one line."""
+  value = security.json_object(body, LABEL_SHAPE)
+  if sorted(value) != ['id', 'label']:
+    raise security.Refused(400, f'keys {sorted(value)[:4]}: send {LABEL_SHAPE}.')
+  item_id, label = value['id'], value['label']
+  if not isinstance(item_id, str):
+    raise security.Refused(400, f'id is a JSON {type(item_id).__name__}: send {LABEL_SHAPE}.')
+  if label is not None and (not isinstance(label, str) or label not in review_lib.LABELS):
+    raise security.Refused(400, f'label {json.dumps(label)[:40]}: use "good", "defect" or null.')
+  return item_id, label
 
 
 async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
@@ -76,7 +75,7 @@ async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]
   if not request.headers.get('content-type', '').startswith('multipart/form-data'):
     raise uploads.BadUpload(400, "send multipart/form-data with the images as parts named "
                                  "'files'.")
-  body = await read_body(request, limit)
+  body = await request.body()  # bounded as it streams (security.Guard)
 
   async def replay():
     return {'type': 'http.request', 'body': body, 'more_body': False}
@@ -98,13 +97,17 @@ class Service:
   """The routes over one runtime, its batcher and the review store."""
 
   def __init__(self, runtime, settings, token: str, review_files=()):
-    self.runtime, self.settings, self.token = runtime, settings, token
+    self.runtime, self.settings = runtime, settings
     self.batcher = batcher_lib.Batcher(runtime, settings.max_batch,
                                        settings.batch_window_ms / 1000)
     self.review = review_lib.Review(runtime.info.workdir, runtime.info.threshold)
     self.review_files = review_files  # (shown name, path, uint8 image) scored at start-up
-    self.static = static_files()
     self.limit = int(settings.max_upload_mb * 2**20)
+    self.csrf = secrets.token_urlsafe(32)  # per process: the review page's proof of origin
+    self.rules = security.Rules(settings.host, settings.port, token, self.csrf, self.limit)
+    self.static = static_files()
+    self.static['review.html'] = self.static['review.html'].replace(CSRF_SLOT, self.csrf.encode())
+    self.checkpoint = runtime_lib.CheckpointWatch(runtime.info)
 
   @contextlib.asynccontextmanager
   async def lifespan(self, _):
@@ -118,7 +121,7 @@ class Service:
     yield
     await self.batcher.stop()
 
-  def app(self) -> Starlette:
+  def app(self) -> security.Guard:
     routes = [Route('/', lambda _: RedirectResponse('/review')),
               Route('/review', lambda _: self.static_file('review.html')),
               Route('/static/{name}', lambda r: self.static_file(r.path_params['name'])),
@@ -127,30 +130,36 @@ class Service:
               Route('/review/items', self.guard(self.items)),
               Route('/review/overlay/{item_id}', self.guard(self.overlay)),
               Route('/review/label', self.guard(self.label), methods=['POST'])]
-    return Starlette(routes=routes, lifespan=self.lifespan)
+    return security.Guard(Starlette(routes=routes, lifespan=self.lifespan), self.rules)
 
   def guard(self, handler):
     async def guarded(request: Request):
-      if not authorized(request, self.token):
-        return error(401, 'missing or wrong token: send Authorization: Bearer TOKEN.')
+      if not self.rules.authorized(request.headers):
+        return security.error(401, 'missing or wrong token: send Authorization: Bearer TOKEN.')
       try:
         return await handler(request)
-      except uploads.BadUpload as e:
-        return error(e.status, str(e))
+      except security.Refused as e:
+        return security.error(e.status, str(e))
+      except ClientDisconnect:
+        client = request.client.host if request.client else 'a client'
+        logging.warning('%s disconnected during %s %s; request dropped.', client,
+                        request.method, request.url.path)
+        return Response(status_code=499)
     return guarded
 
   def static_file(self, name: str) -> Response:
     if name not in self.static:
-      return error(404, 'not found.')
+      return security.error(404, 'not found.')
     return Response(self.static[name], media_type=STATIC[name],
-                    headers={'X-Content-Type-Options': 'nosniff'})
+                    headers={**NO_FRAMING, 'Cache-Control': 'no-store'})
 
   async def health(self, _) -> JSONResponse:
     info = self.runtime.info
     return JSONResponse({'status': 'ok', 'model': info.model, 'workdir': info.workdir,
                          'checkpoint_step': info.checkpoint_step, 'threshold': info.threshold,
                          'image_size': info.image_size, 'tta': info.tta,
-                         'batches': self.batcher.batches})
+                         'batches': self.batcher.batches,
+                         'checkpoint': await run_in_threadpool(self.checkpoint.state)})
 
   async def predict(self, request: Request) -> JSONResponse:
     with_overlay = request.query_params.get('overlay', '0') not in ('0', '', 'false')
@@ -183,23 +192,17 @@ class Service:
   async def overlay(self, request: Request) -> Response:
     item = self.review.get(request.path_params['item_id'])
     if item is None:
-      return error(404, 'no such review item.')
+      return security.error(404, 'no such review item.')
     if item.overlay is None:
       result = await self.batcher.submit(item.image, with_map=True)
       item.overlay = review_lib.overlay_png(item.image, result.map)
     return Response(item.overlay, media_type='image/png')
 
   async def label(self, request: Request) -> JSONResponse:
-    try:
-      body = await request.json()
-      item_id, label = body['id'], body['label']
-    except (ValueError, KeyError, TypeError):
-      return error(400, 'send JSON {"id": ITEM_ID, "label": "good" | "defect" | null}.')
-    item = self.review.get(item_id) if isinstance(item_id, str) else None
+    item_id, label = label_request(await request.body())
+    item = self.review.get(item_id)
     if item is None:
-      return error(404, f'no review item {str(item_id)[:40]!r}.')
-    if label is not None and label not in review_lib.LABELS:
-      return error(400, f'label {str(label)[:40]!r}: use "good", "defect" or null.')
+      return security.error(404, f'no review item {item_id[:40]!r}.')
     return JSONResponse(self.review.set_label(item, label))
 
 

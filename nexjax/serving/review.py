@@ -1,7 +1,8 @@
 """The review page's data: scored images (a folder's, and the recent requests') and the operator's
 corrections, saved to `WORKDIR/review/labels.csv` for training (`--config.data.extra_labels`).
 
-Items are named by opaque ids (`f12`, `r345`) that the server looks up; no request ever names a
+Items are named by opaque ids (`f12` for the folder's, `r` and 16 random hex digits for a
+request's, so no other page can guess them) that the server looks up; no request ever names a
 file. The CSV holds `file,label`: the image's absolute path and 0 (good) or 1 (defect), one row
 per image, rewritten atomically (a temporary file renamed over it) on every correction. A
 request's image has no file, so the one the operator labels is saved first, as the PNG the model
@@ -15,6 +16,7 @@ import hashlib
 import io
 import os
 import pathlib
+import secrets
 import tempfile
 
 import numpy as np
@@ -77,7 +79,6 @@ class Review:
     self.labels = read_labels(self.labels_path)
     self.folder: dict[str, Item] = {}
     self.recent: collections.OrderedDict[str, Item] = collections.OrderedDict()
-    self.count = 0
 
   def add_folder_image(self, name: str, path: pathlib.Path, image, p_defect: float) -> Item:
     item = Item(f'f{len(self.folder)}', name, path.resolve(), image, p_defect, 'folder')
@@ -86,9 +87,8 @@ class Review:
 
   def add_request_image(self, name: str, image: np.ndarray, p_defect: float) -> Item:
     digest = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()[:20]
-    self.count += 1
-    item = Item(f'r{self.count}', name, self.root / 'images' / f'{digest}.png', image, p_defect,
-                'request')
+    item = Item(f'r{secrets.token_hex(8)}', name, self.root / 'images' / f'{digest}.png', image,
+                p_defect, 'request')
     self.recent[item.id] = item
     while len(self.recent) > RECENT:
       self.recent.popitem(last=False)

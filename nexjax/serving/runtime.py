@@ -4,16 +4,20 @@ The seam for other runtimes: the server needs only an object with `info` (what /
 `image_size`, `channels`, `high_bit_scaling`, `scores(images)` and `maps(images)`; `JaxRuntime`
 is nexjax's own jitted inference (the same TTA and threshold as `--mode=predict`). Batches are
 padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles once, at
-start-up (`warm_up`), never while serving.
+start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
+checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
 """
 
 import dataclasses
 import pathlib
+import threading
+import time
 
 from absl import logging
 import jax
 import numpy as np
 
+from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
 from nexjax import gradcam
 from nexjax import job as job_lib
@@ -48,6 +52,54 @@ class Info:
   threshold: float
   image_size: int
   tta: bool
+  checkpoint_choice: str = ''  # evaluate.checkpoint: 'best', 'latest' or a step
+
+
+def named_step(directory: pathlib.Path, choice: str) -> int | str:
+  """The step `choice` ('best' or 'latest') names in `directory` now, or why there is none."""
+  try:
+    checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
+    try:
+      return checkpoints.choose(choice)
+    finally:
+      checkpoints.close()
+  except (errors.Error, OSError) as e:  # training may be writing there: /health stays up
+    return f'none ({" ".join(str(e).split())[:200]})'
+
+
+def checkpoint_state(info: Info) -> dict:
+  """{'step', 'stale'[, 'reason']}: whether the served checkpoint is still in the workdir and
+  still the one `evaluate.checkpoint` names there (training may have moved on since start-up)."""
+  directory = pathlib.Path(info.workdir) / 'checkpoints'
+  step, choice = info.checkpoint_step, info.checkpoint_choice
+  reason = None
+  if not (directory / str(step)).is_dir():
+    reason = f'step {step} was deleted from {directory}'
+  elif choice in ('best', 'latest') and (now := named_step(directory, choice)) != step:
+    reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
+  if reason is None:
+    return {'step': step, 'stale': False}
+  return {'step': step, 'stale': True, 'reason': f'{reason}; restart the server to serve it.'}
+
+
+class CheckpointWatch:
+  """`state()`: `checkpoint_state`, looked up at most every `interval_s`; the first stale state
+  is logged (once)."""
+
+  def __init__(self, info: Info, interval_s: float = 10.0):
+    self.info, self.interval_s = info, interval_s
+    self.lock = threading.Lock()
+    self.checked_at, self.last, self.logged = None, None, False
+
+  def state(self) -> dict:
+    with self.lock:
+      now = time.monotonic()
+      if self.checked_at is None or now - self.checked_at >= self.interval_s:
+        self.checked_at, self.last = now, checkpoint_state(self.info)
+        if self.last['stale'] and not self.logged:
+          logging.warning('The served checkpoint is stale: %s', self.last['reason'])
+          self.logged = True
+      return self.last
 
 
 class JaxRuntime:
@@ -72,7 +124,8 @@ class JaxRuntime:
                            f'{config.model.head} head)',
                      workdir=str(workdir.resolve()), checkpoint_step=int(step),
                      threshold=float(scoring.read_threshold(workdir)),
-                     image_size=self.image_size, tta=bool(config.predict.tta))
+                     image_size=self.image_size, tta=bool(config.predict.tta),
+                     checkpoint_choice=str(config.evaluate.checkpoint))
 
   def scores(self, images: np.ndarray) -> np.ndarray:
     """(N,) P(defect) of uint8 images (N, S, S, C), as `--mode=predict` computes it."""

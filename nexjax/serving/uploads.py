@@ -17,14 +17,11 @@ import tensorflow as tf
 
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.serving import security
 
 
-class BadUpload(Exception):
-  """A request the server refuses: `status` (400 or 413) and a one-line message."""
-
-  def __init__(self, status: int, message: str):
-    super().__init__(message)
-    self.status = status
+class BadUpload(security.Refused):
+  """An upload the server refuses: `status` (400 or 413) and a one-line message."""
 
 
 def safe_name(name: str | None) -> str:

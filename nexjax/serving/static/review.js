@@ -6,8 +6,12 @@ let threshold = 0.5;
 
 function token() { return sessionStorage.getItem('nexjax-token') || ''; }
 
+// The server's per-process secret, filled into the page's HTML: it proves a label comes from
+// this page, not from another site the operator has open.
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
+  const headers = Object.assign({'X-CSRF-Token': csrf}, options.headers || {});
   if (token()) headers['Authorization'] = 'Bearer ' + token();
   let response = await fetch(path, Object.assign({}, options, {headers}));
   if (response.status === 401) {
