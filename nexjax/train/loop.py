@@ -125,16 +125,18 @@ def check_finite(state, step: int, last_checkpoint) -> None:
 
 
 def check_same_run(config, workdir: pathlib.Path) -> None:
-  """A workdir holds one run: refuse to resume it with another network or input size."""
+  """A workdir holds one run: refuse to resume it, or rerun it once finished, with any value
+  that is part of the run (`workdir.identity`) other than its config.json records."""
   if not (workdir / workdir_lib.CONFIG_FILE).is_file():
     return
-  differences = workdir_lib.differing_keys(config, workdir_lib.read_config(workdir),
-                                           workdir_lib.RUN_KEYS)
+  differences = workdir_lib.differing_identity(config, workdir_lib.read_config(workdir))
   if differences:
+    run = 'a finished run' if (workdir / 'summary.json').is_file() else 'a run'
     raise errors.ConfigError(
-        f'{workdir} holds a run trained with other settings: ' + ', '.join(
-            f'{k}={theirs!r} there, {mine!r} now' for k, (mine, theirs) in differences.items())
-        + '. Use a new --workdir, or the same settings to resume.')
+        f'{workdir} holds {run} trained with ' + ', '.join(
+            f'{k}={theirs!r} (its {workdir_lib.CONFIG_FILE}), not {mine!r} as given'
+            for k, (mine, theirs) in differences.items())
+        + '. Resume with the recorded values, or use a new --workdir.')
 
 
 def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workdir):
@@ -187,8 +189,8 @@ def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics."""
+  check_same_run(config, pathlib.Path(workdir))  # before a body is pretrained or data decoded
   config = resolve_init(config)
-  check_same_run(config, pathlib.Path(workdir))  # before the data is decoded
   return train(job_lib.setup(config), workdir)
 
 
