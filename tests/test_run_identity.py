@@ -2,6 +2,9 @@
 (`workdir.OUTSIDE_RUN`): a key added to a section later counts without being listed anywhere."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +12,8 @@ from configs import finetune
 from nexjax import errors
 from nexjax import workdir as workdir_lib
 from nexjax.train import loop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def smoke(**optim):
@@ -101,3 +106,16 @@ def test_a_resolved_pretrained_body_is_the_same_run(tmp_path):
   config.pretrain.data.synthetic_families = 'sot23'
   with pytest.raises(errors.ConfigError, match='pretrain.data.synthetic_families'):
     loop.check_same_run(config, tmp_path)
+
+
+def test_the_launcher_refuses_a_changed_resume_in_one_line(tmp_path):
+  workdir_lib.write_config(tmp_path, smoke())
+  result = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/finetune.py:smoke', f'--workdir={tmp_path}',
+       '--config.optim.weight_decay=0.1', '--config.augment.enabled=False'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert ('augment.enabled=True (its config.json), not False as given, optim.weight_decay=0.01 '
+          '(its config.json), not 0.1 as given.') in lines[0]
+  assert not (tmp_path / 'checkpoints').exists()
