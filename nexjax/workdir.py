@@ -107,16 +107,16 @@ def _path_value(key: str, value):
   return value
 
 
-def _weights_value(config):
-  """init.weights, with the body trained from the config's own `pretrain` section (resolved to
-  its cache folder, `PRESET-KEY`) named as before resolution: that section says what it is."""
-  weights = config.init.weights
+def pretrained_body(config) -> str:
+  """init.weights where it names the body trained from the config's own `pretrain` section
+  (resolved to its cache folder, `.../pretrained/PRESET-KEY`), else ''."""
+  weights = config.init.get('weights', '')
   if PRETRAIN not in config or not weights:
-    return weights
+    return ''
   folder = pathlib.Path(weights)
   cached = folder.parent.name == 'pretrained' and folder.name.startswith(
       f'{config[PRETRAIN].get("preset", "")}-')
-  return PRETRAIN if cached else weights
+  return weights if cached else ''
 
 
 def identity(config) -> dict:
@@ -135,8 +135,8 @@ def identity(config) -> dict:
           values.update(_flat(value[key], f'{section}.{key}'))
     else:
       values.update(_flat(value, section))
-  if 'init.weights' in values:
-    values['init.weights'] = _weights_value(config)
+  if pretrained_body(config):  # named as before resolution: its `pretrain` section says what
+    values['init.weights'] = PRETRAIN
   values.update({k: _path_value(k, values[k]) for k in PATH_KEYS if k in values})
   return values
 

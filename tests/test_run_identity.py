@@ -119,3 +119,24 @@ def test_the_launcher_refuses_a_changed_resume_in_one_line(tmp_path):
   assert ('augment.enabled=True (its config.json), not False as given, optim.weight_decay=0.01 '
           '(its config.json), not 0.1 as given.') in lines[0]
   assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_a_resumed_run_keeps_the_pretrained_body_it_started_from(tmp_path, monkeypatch):
+  """A body cached under an older key (before the key covered the whole source config) is
+  not pretrained again for a run that started from it; a new run gets the current key's."""
+  def body(name):
+    folder = tmp_path / 'cache' / 'pretrained' / name
+    folder.mkdir(parents=True)
+    (folder / 'summary.json').write_text('{}')
+    return folder
+  def no_pretraining(*args):
+    raise AssertionError(f'pretrained again: {args}')
+  monkeypatch.setattr(loop, 'train_and_evaluate', no_pretraining)
+  config = finetune.get_config('synthetic')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  recorded = finetune.get_config('synthetic')
+  recorded.init.weights = str(body('pretrain-c050470a6a03'))
+  workdir_lib.write_config(tmp_path / 'w', recorded)
+  assert loop.resolve_init(config, tmp_path / 'w').init.weights == recorded.init.weights
+  current = body(f'pretrain-{workdir_lib.run_key(config.pretrain)}')
+  assert loop.resolve_init(config, tmp_path / 'new').init.weights == str(current)

@@ -167,17 +167,28 @@ def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workd
   return None
 
 
-def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def recorded_body(workdir) -> str:
+  """The pretrained body the run in `workdir` started from (its config.json), where both are
+  still there, else ''."""
+  if workdir is None or not (pathlib.Path(workdir) / workdir_lib.CONFIG_FILE).is_file():
+    return ''
+  body = workdir_lib.pretrained_body(workdir_lib.read_config(workdir))
+  return body if body and (pathlib.Path(body) / 'summary.json').is_file() else ''
+
+
+def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
   """`config` with init.weights='pretrain' replaced by the workdir where `config.pretrain` trained
-  its body: in the cache, keyed by that config, trained (or resumed) on first use."""
+  its body: in the cache, keyed by that config, trained (or resumed) on first use. A run resumed
+  in `workdir` keeps the body it started from (`check_same_run` matched its `pretrain` section)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
   pretrain = copy.deepcopy(config.pretrain)
   with pretrain.unlocked():
     pretrain.data.cache_dir = config.data.cache_dir
   key = workdir_lib.run_key(pretrain)
-  run_dir = job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}'
-  if not (run_dir / 'summary.json').is_file():
+  run_dir = recorded_body(workdir) or (
+      job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}')
+  if not (pathlib.Path(run_dir) / 'summary.json').is_file():
     logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
                     '%s: once, later runs reuse it.', pretrain.preset, run_dir)
     train_and_evaluate(pretrain, run_dir)
@@ -190,7 +201,7 @@ def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics."""
   check_same_run(config, pathlib.Path(workdir))  # before a body is pretrained or data decoded
-  config = resolve_init(config)
+  config = resolve_init(config, workdir)
   return train(job_lib.setup(config), workdir)
 
 
