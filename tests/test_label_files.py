@@ -122,8 +122,9 @@ def test_a_copy_of_a_validation_or_test_image_is_refused(tmp_path, make_kaggle_f
   shutil.copy(train, tmp_path / 'renamed.jpg')
   other = 1 - int(data['train'].labels[0])
   table.write_text(f'file,label\nnew.png,1\nrenamed.jpg,{other}\n')
-  with pytest.raises(errors.DataError, match=f'line 3: .*renamed.jpg is labelled {other} .* but '
-                                             f'is the training image {train} \\(identical bytes\\)'):
+  with pytest.raises(errors.DataError, match=f'line 3: .*renamed.jpg is labelled {other} .* '
+                                             f'but is the training image {train} '
+                                             r'\(identical bytes\)'):
     job_lib.load_data(config)
   table.write_text(f'file,label\nnew.png,1\nrenamed.jpg,{1 - other}\n')
   assert len(job_lib.load_data(config)['train']) == len(data['train']) + 2
