@@ -147,7 +147,7 @@ def load_data(config) -> dict[str, pipeline.Examples]:
                                high_bit_scaling=config.data.high_bit_scaling)
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
-    add_extra_labels(data, config)
+    add_extra_labels(data, config, source)
   check_class_counts(data, source.root)
   if config.model.get('mask_head') and data['train'].masks is None:
     raise errors.DataError(
@@ -168,19 +168,14 @@ def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Ex
       cache_dir=cache_dir(config), data_dir=str(source.root), progress=config.train.progress)
 
 
-def add_extra_labels(data: dict[str, pipeline.Examples], config) -> None:
-  """Appends the images of `data.extra_labels` to the training split; warns where one has the
-  id (file stem) of a validation or test image, which would then be scored on what it learnt."""
+def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources.Source) -> None:
+  """Appends the images of `data.extra_labels` to the training split, refusing any that is a
+  validation or test image of `source` (the same bytes) or one of its training images with
+  the other label."""
+  known = extra_labels.folder_images(source.files(), data['valid'].ids)
   extra = extra_labels.load(config.data.extra_labels, image_size=config.data.image_size,
                             channels=config.data.channels,
-                            high_bit_scaling=config.data.high_bit_scaling)
-  stems = {pathlib.Path(i).stem for i in extra.ids}
-  for split in ('valid', 'test'):
-    shared = sorted(stems & set(data[split].ids)) if split in data else []
-    if shared:
-      logging.warning('%d image(s) of %s share a name with %s images (e.g. %s): if they are '
-                      'the same images, the %s scores are no longer independent.', len(shared),
-                      config.data.extra_labels, split, ', '.join(shared[:3]), split)
+                            high_bit_scaling=config.data.high_bit_scaling, known=known)
   data['train'] = extra_labels.append(data['train'], extra)
   logging.info('Added %d labelled image(s) (%d defects) from %s to the training split.',
                len(extra), int(extra.labels.sum()), config.data.extra_labels)

@@ -18,18 +18,25 @@ from nexjax import errors
 CONFIG_FILE = 'config.json'
 # What defines the trained network and the images it expects.
 MODEL_KEYS = ('model', 'data.image_size', 'data.channels')
-# What else a resumed run must share with the run it continues, or its batches would differ.
-RUN_KEYS = MODEL_KEYS + ('seed', 'phases', 'train.batch_size', 'data.dir', 'data.synthetic',
-                         'data.synthetic_num_train', 'data.synthetic_num_test',
-                         'data.synthetic_image_size', 'data.synthetic_seed',
-                         'data.valid_fraction', 'data.class_ratio', 'data.max_train_defects',
-                         'data.unlabelled_dir', 'data.synthetic_num_unlabelled', 'semi')
 # Which images a run was trained and validated on: evaluation grades a workdir on these.
 DATA_KEYS = ('data.dir', 'data.synthetic', 'data.synthetic_num_train', 'data.synthetic_num_test',
              'data.synthetic_image_size', 'data.synthetic_seed', 'data.synthetic_families',
              'data.valid_fraction', 'data.high_bit_scaling')
+# The keys that do not change a run's result, declared once by section ('' the top level, '*'
+# the whole section): where output goes, logging and progress, and the settings of the modes
+# that read a trained run (evaluate, predict, export, serve, compare, lr_find). Every other key
+# of the resolved config, one added later included, is part of the run (`identity`).
+OUTSIDE_RUN = {
+    '': ('preset', 'xla_cpu'),
+    'data': ('cache_dir',),
+    'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
+    'evaluate': '*', 'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*',
+    'compare': '*', 'detectors': '*',
+}
+# The section holding the config that trains the body a run starts from (`init.weights`).
+PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.
-PATH_KEYS = ('data.dir',)
+PATH_KEYS = ('data.dir', 'data.extra_labels', 'data.unlabelled_dir', 'init.weights')
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:
@@ -85,18 +92,59 @@ def _flat(value, prefix: str) -> dict:
     return {k: v for key in value for k, v in _flat(value[key], f'{prefix}.{key}').items()}
   if isinstance(value, (list, tuple)):
     if any(isinstance(v, (dict, ml_collections.ConfigDict)) for v in value):
-      return {k: v for i, item in enumerate(value)
-              for k, v in _flat(item, f'{prefix}[{i}]').items()}
+      items = {k: v for i, item in enumerate(value)
+               for k, v in _flat(item, f'{prefix}[{i}]').items()}
+      return {f'len({prefix})': len(value), **items}  # a phase added or removed shows too
     return {prefix: [list(v) if isinstance(v, tuple) else v for v in value]}
   return {prefix: value}
 
 
+def _path_value(key: str, value):
+  """A path value as compared: normalized where it names a file (init.weights may be a name)."""
+  if key == 'data.dir' or (isinstance(value, str) and value and (
+      '/' in value or value.startswith('~') or pathlib.Path(value).exists())):
+    return normalized_path(value or '')
+  return value
+
+
+def pretrained_body(config) -> str:
+  """init.weights where it names the body trained from the config's own `pretrain` section
+  (resolved to its cache folder, `.../pretrained/PRESET-KEY`), else ''."""
+  weights = config.init.get('weights', '')
+  if PRETRAIN not in config or not weights:
+    return ''
+  folder = pathlib.Path(weights)
+  cached = folder.parent.name == 'pretrained' and folder.name.startswith(
+      f'{config[PRETRAIN].get("preset", "")}-')
+  return weights if cached else ''
+
+
+def identity(config) -> dict:
+  """{dotted key: value} of every leaf that decides the run's result: the whole config less
+  the keys declared in OUTSIDE_RUN (paths normalized; the `pretrain` section likewise)."""
+  values = {}
+  for section, value in config.items():
+    declared = OUTSIDE_RUN.get(section, ())
+    if section in OUTSIDE_RUN[''] or declared == '*':
+      continue
+    if section == PRETRAIN:
+      values.update({f'{PRETRAIN}.{k}': v for k, v in identity(value).items()})
+    elif isinstance(value, ml_collections.ConfigDict):
+      for key in value:
+        if key not in declared:
+          values.update(_flat(value[key], f'{section}.{key}'))
+    else:
+      values.update(_flat(value, section))
+  if pretrained_body(config):  # named as before resolution: its `pretrain` section says what
+    values['init.weights'] = PRETRAIN
+  values.update({k: _path_value(k, values[k]) for k in PATH_KEYS if k in values})
+  return values
+
+
 def run_key(config) -> str:
-  """A short hash of what determines a run's result (RUN_KEYS, the optimizer, augmentation and
-  initialisation), so that cached runs survive config keys added later."""
-  keys = RUN_KEYS + ('optim', 'augment', 'init.weights', 'init.dont_load')
-  values = {k: v for key in keys for k, v in _flat(_get(config, key), key).items()}
-  return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+  """A short hash of the run's `identity`: the cached pretrained body's name, so that any
+  changed value (a key added later too) trains and caches another body."""
+  return hashlib.sha256(json.dumps(identity(config), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def differing_keys(config, other, keys=MODEL_KEYS) -> dict[str, tuple]:
@@ -107,6 +155,14 @@ def differing_keys(config, other, keys=MODEL_KEYS) -> dict[str, tuple]:
   mine, theirs = leaves(config), leaves(other)
   return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
           if mine.get(k) != theirs.get(k)}
+
+
+def differing_identity(config, recorded) -> dict[str, tuple]:
+  """{dotted key: (value in config, value in recorded)} where the two runs' identities differ;
+  a key one of them lacks (a config.json written before the key existed) is not compared."""
+  mine, theirs = identity(config), identity(recorded)
+  return {k: (mine[k], theirs[k]) for k in sorted(set(mine) & set(theirs))
+          if mine[k] != theirs[k]}
 
 
 def with_trained_model(config, workdir, trained=None) -> ml_collections.ConfigDict:

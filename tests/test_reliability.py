@@ -114,9 +114,9 @@ def test_resuming_with_the_folder_spelled_differently_is_the_same_run(tmp_path, 
   config = finetune.get_config('smoke')
   config.data.synthetic = False
   config.data.dir = spelling.format(rel='data', abs=tmp_path / 'data', home_rel='data')
-  loop.check_same_run(config, tmp_path / 'w')  # no 'trained with other settings'
+  loop.check_same_run(config, tmp_path / 'w')  # no 'trained with data.dir=...'
   config.data.dir = str(tmp_path)
-  with pytest.raises(errors.ConfigError, match='other settings'):
+  with pytest.raises(errors.ConfigError, match='trained with data.dir='):
     loop.check_same_run(config, tmp_path / 'w')
 
 

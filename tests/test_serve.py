@@ -246,9 +246,10 @@ def test_batcher_groups_concurrent_requests():
 
 def test_extra_labels_join_the_training_split(served, tmp_path):
   config, workdir, _, data = served
-  image = data / 'train/bad_1/bad_0000.jpg'
-  table = tmp_path / 'labels.csv'
-  table.write_text(f'file,label\n{image},1\n{data / "test/all_tests/test_0000.jpg"},0\n')
+  image = mirrored(data / 'train/bad_1/bad_0000.jpg', tmp_path / 'bad.png')
+  other = mirrored(data / 'test/all_tests/test_0000.jpg', tmp_path / 'good.png')
+  table = tmp_path / 'labels.csv'  # new images: the folder's own (or copies) are refused
+  table.write_text(f'file,label\n{image},1\n{other},0\n')
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data.extra_labels = str(table)
@@ -262,6 +263,12 @@ def test_extra_labels_join_the_training_split(served, tmp_path):
   extra = extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth')
   np.testing.assert_array_equal(joined['train'].read(rows)[[0, 2]], extra.images[[1, 0]])
   del workdir
+
+
+def mirrored(source, target):
+  with PIL.Image.open(source) as image:
+    PIL.Image.fromarray(np.asarray(image)[:, ::-1]).save(target)
+  return target
 
 
 def _without_extra(config):

@@ -280,7 +280,8 @@ def test_a_changed_network_on_an_existing_workdir_is_refused(baseline):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model.arch = 'resnet18'
-  with pytest.raises(errors.ConfigError, match="model.arch='resnet10' there, 'resnet18' now"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"model.arch='resnet10' \(its config.json\), not 'resnet18' as given"):
     loop.train_and_evaluate(config, baseline_dir)
 
 

@@ -1,15 +1,17 @@
 """Extra labelled images for the training split: `--config.data.extra_labels=CSV`.
 
-The CSV has a header with `file` and `label` columns (others are ignored): the image's path
+The CSV has a header with `file` and `label` columns (others are ignored), read as every label
+file is (`labels.read_rows`: a byte order mark, Windows-1252, semicolons): the image's path
 (absolute, or relative to the CSV's folder) and 0 (good) or 1 (defect), the format the review
 page writes (`WORKDIR/review/labels.csv`). The images are decoded like the data folder's
 (`nexperia.decode_image`, `data.channels`, `data.high_bit_scaling`) and resized like it, then
 appended to the training split only (validation and test stay the folder's, so the scores
-remain comparable). A missing file, an undecodable image or a bad label stops the run with the
-CSV's line.
+remain comparable). A missing file, a folder, an undecodable image, a bad label, one image
+(the same bytes) given two labels, or a validation or test image (or a copy of one) stops the
+run with the CSV's line.
 """
 
-import csv
+import hashlib
 import pathlib
 
 import numpy as np
@@ -20,32 +22,81 @@ from nexjax.data import labels as label_files
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 
+LABEL_NAMES = {0: '0 (good)', 1: '1 (defect)'}
+
+
+def content_hash(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def named_image(path: pathlib.Path, name: str, line: int) -> pathlib.Path:
+  """The image a row names (relative to the CSV's folder), which must be a file."""
+  image = path.parent / name
+  if name and image.is_dir():
+    raise errors.DataError(f'{path}, line {line}: {name!r} is a folder, not an image; list its '
+                           'images one per row.')
+  if not name or not image.is_file():
+    raise errors.DataError(f'{path}, line {line}: image {name!r} does not exist.')
+  return image.resolve()
+
 
 def read_rows(path: pathlib.Path) -> list[tuple[pathlib.Path, int, int]]:
-  """(image path, label, CSV line) of every row."""
+  """(image path, label, CSV line) of every image, once: an image (the same bytes, under any
+  name) listed twice with different labels is an error naming both lines."""
   if not path.is_file():
     raise errors.DataError(f'data.extra_labels={path}: no such file.')
-  with open(path, newline='', encoding='utf-8') as f:
-    reader = csv.DictReader(f)
-    if reader.fieldnames is None or not {'file', 'label'} <= set(reader.fieldnames):
-      raise errors.DataError(f'{path}: expected a header with `file,label`, got '
-                             f'{reader.fieldnames}.')
-    rows = []
-    for row in reader:
-      line = reader.line_num
-      label = label_files.parse_label(row['label'], path, line)
-      image = path.parent / (row['file'] or '')
-      if not row['file'] or not image.is_file():
-        raise errors.DataError(f'{path}, line {line}: image {row["file"]!r} does not exist.')
-      rows.append((image.resolve(), label, line))
+  rows, seen = [], {}
+  for name, label, line in label_files.read_rows(path, 'file'):
+    image = named_image(path, name, line)
+    digest = content_hash(image)
+    if digest in seen:
+      first, first_label, first_line = seen[digest]
+      if first_label != label:
+        same = 'it' if first == image else f'{first.name}, the same image (identical bytes),'
+        raise errors.DataError(
+            f'{path}: line {line} labels {image.name} {LABEL_NAMES[label]} but line '
+            f'{first_line} labels {same} {LABEL_NAMES[first_label]}; keep one of them.')
+      continue
+    seen[digest] = (image, label, line)
+    rows.append((image, label, line))
   return rows
 
 
-def load(path, *, image_size: int, channels: int, high_bit_scaling: str) -> pipeline.Examples:
-  """The CSV's images (uint8, image_size squared) with their labels; ids are the paths."""
+def folder_images(files: dict, valid_ids) -> dict[str, tuple[str, pathlib.Path, int]]:
+  """{content hash: (split, file, label)} of a data folder's images (`Source.files()`), the
+  training folder's split into 'train' and 'valid' (whose ids are `valid_ids`)."""
+  valid_ids = set(valid_ids)
+  return {content_hash(file): ('valid' if split == 'train' and file.stem in valid_ids else split,
+                               file, label)
+          for split, pairs in files.items() for file, label in pairs}
+
+
+def check_against_folder(path, rows, known: dict) -> None:
+  """Refuses a row whose image is a validation or test image of the data folder (the same
+  bytes, under any name), or a training image there with the other label."""
+  for image, label, line in rows:
+    split, file, folder_label = known.get(content_hash(image), (None, None, None))
+    if split in ('valid', 'test'):
+      raise errors.DataError(
+          f'{path}, line {line}: {image} is the {split} image {file} (identical bytes); training '
+          f'on it would grade the model on what it learnt. Remove the row.')
+    if split == 'train' and label != folder_label:
+      raise errors.DataError(
+          f'{path}, line {line}: {image} is labelled {LABEL_NAMES[label]} here but is the '
+          f'training image {file} (identical bytes), labelled {LABEL_NAMES[folder_label]} by its '
+          'folder; correct one of them.')
+
+
+def load(path, *, image_size: int, channels: int, high_bit_scaling: str,
+         known: dict | None = None) -> pipeline.Examples:
+  """The CSV's images (uint8, image_size squared) with their labels; ids are the paths.
+  `known`: the data folder's `folder_images`, checked against (`check_against_folder`)."""
   path = pathlib.Path(path)
+  rows = read_rows(path)
+  if known is not None:
+    check_against_folder(path, rows, known)
   images, labels, ids = [], [], []
-  for image_path, label, line in read_rows(path):
+  for image_path, label, line in rows:
     try:
       image = nexperia.decode_image(image_path, channels, high_bit_scaling)
     except Exception as e:  # pylint: disable=broad-except: named with its line, whatever it is

@@ -1,4 +1,5 @@
-"""Label files (`test/test_labels.csv`): `id,label` as Excel and other tools write them."""
+"""Label files, `KEY,label` as Excel and other tools write them: `test/test_labels.csv` (`id`),
+the review page's `labels.csv` and `data.extra_labels` (`file`). One reader and one writer."""
 
 import csv
 import io
@@ -33,28 +34,55 @@ def read_text(path: pathlib.Path) -> str:
                          '(comma-separated).')
 
 
-def read_labels(path: pathlib.Path, image_suffixes=()) -> dict[str, int]:
-  """An `id,label` file as {id: label}; empty when the file is absent. Separated by commas (or,
-  as Excel writes in some locales, semicolons or tabs); an id may be given as a file name with
-  one of `image_suffixes` (`x.jpg` for x); an id listed twice with different labels is an
-  error."""
-  if not path.is_file():
-    return {}
+def read_rows(path: pathlib.Path, key: str) -> list[tuple[str, int, int]]:
+  """(key, label, line) of every row of a `KEY,label` file (other columns ignored). Separated
+  by commas (or, as Excel writes in some locales, semicolons or tabs); UTF-8 with or without a
+  byte order mark, or Windows-1252; quoted fields may hold commas and line breaks."""
   text = read_text(path)
   header = text.split('\n', 1)[0]
   delimiter = next((d for d in ',;\t' if d in header), ',')
   reader = csv.DictReader(io.StringIO(text, newline=''), delimiter=delimiter)
   fields = [name.strip().lower() for name in reader.fieldnames or []]
-  if not {'id', 'label'} <= set(fields):
-    raise errors.DataError(f'{path}: expected a header `id,label`, got {reader.fieldnames}.')
+  if not {key, 'label'} <= set(fields):
+    raise errors.DataError(f'{path}: expected a header `{key},label`, got {reader.fieldnames}.')
   reader.fieldnames = fields
-  labels, lines = {}, {}
-  for row in reader:
-    key, label = (row['id'] or '').strip(), parse_label(row['label'], path, reader.line_num)
-    if pathlib.Path(key).suffix.lower() in image_suffixes:  # a file name for the id (its stem)
-      key = pathlib.Path(key).stem
-    if key in labels and labels[key] != label:
-      raise errors.DataError(f'{path}: id {key!r} has label {labels[key]} on line {lines[key]} '
-                             f'and {label} on line {reader.line_num}; keep one of them.')
-    labels[key], lines[key] = label, reader.line_num
-  return labels
+  return [(row[key] or '', parse_label(row['label'], path, reader.line_num),
+           reader.line_num) for row in reader]
+
+
+def unique(rows, path, key: str = 'id') -> dict[str, tuple[int, int]]:
+  """{key: (label, line)} of `read_rows`' rows; a key given two labels is an error naming both
+  lines (a repeat with the same label is kept once)."""
+  seen = {}
+  for name, label, line in rows:
+    if name in seen and seen[name][0] != label:
+      raise errors.DataError(f'{path}: {key} {name!r} has label {seen[name][0]} on line '
+                             f'{seen[name][1]} and {label} on line {line}; keep one of them.')
+    seen.setdefault(name, (label, line))
+  return seen
+
+
+def _id(key: str, image_suffixes) -> str:
+  """The id a key names: a file name with one of `image_suffixes` names its stem."""
+  return pathlib.Path(key).stem if pathlib.Path(key).suffix.lower() in image_suffixes else key
+
+
+def read_labels(path: pathlib.Path, image_suffixes=()) -> dict[str, int]:
+  """An `id,label` file as {id: label}; empty when the file is absent. An id may be given as a
+  file name with one of `image_suffixes` (`x.jpg` for x); an id listed twice with different
+  labels is an error."""
+  if not path.is_file():
+    return {}
+  rows = [(_id(key.strip(), image_suffixes), label, line)
+          for key, label, line in read_rows(path, 'id')]
+  return {key: label for key, (label, _) in unique(rows, path).items()}
+
+
+def csv_text(labels: dict[str, int], key: str = 'file') -> str:
+  """A `KEY,label` file's text, one row per key in sorted order, quoted where a key holds a
+  comma, a quote or a line break (`read_rows` reads it back)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  writer.writerow([key, 'label'])
+  writer.writerows(sorted(labels.items()))
+  return buffer.getvalue()

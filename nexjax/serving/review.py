@@ -10,7 +10,6 @@ saw, in `WORKDIR/review/images/` (named by its pixels' hash).
 """
 
 import collections
-import csv
 import dataclasses
 import hashlib
 import io
@@ -23,6 +22,7 @@ import numpy as np
 import PIL.Image
 
 from nexjax import localization
+from nexjax.data import labels as label_files
 
 LABELS = {'good': 0, 'defect': 1}
 LABEL_NAMES = {v: k for k, v in LABELS.items()}
@@ -51,11 +51,12 @@ def overlay_png(image: np.ndarray, amap: np.ndarray) -> bytes:
 
 
 def read_labels(path: pathlib.Path) -> dict[str, int]:
-  """{absolute path: label} of an existing labels CSV (empty when there is none)."""
+  """{absolute path: label} of an existing labels CSV (empty when there is none), read as
+  training reads it (`labels.read_rows`)."""
   if not path.is_file():
     return {}
-  with open(path, newline='', encoding='utf-8') as f:
-    return {row['file']: int(row['label']) for row in csv.DictReader(f)}
+  rows = label_files.read_rows(path, 'file')
+  return {name: label for name, (label, _) in label_files.unique(rows, path, 'file').items()}
 
 
 def write_atomically(path: pathlib.Path, data: bytes) -> None:
@@ -115,14 +116,6 @@ class Review:
       if item.source == 'request' and not item.path.is_file():
         write_atomically(item.path, png_bytes(item.image))
       self.labels[key] = LABELS[label]
-    rows = ''.join(f'{csv_field(path)},{value}\n' for path, value in sorted(self.labels.items()))
-    write_atomically(self.labels_path, ('file,label\n' + rows).encode('utf-8'))
+    write_atomically(self.labels_path, label_files.csv_text(self.labels).encode('utf-8'))
     return self.describe(item)
-
-
-def csv_field(text: str) -> str:
-  """One CSV field, quoted where the path holds a comma, quote or line break."""
-  buffer = io.StringIO()
-  csv.writer(buffer, lineterminator='').writerow([text])
-  return buffer.getvalue()
 

@@ -131,16 +131,18 @@ def check_finite(state, step: int, last_checkpoint) -> None:
 
 
 def check_same_run(config, workdir: pathlib.Path) -> None:
-  """A workdir holds one run: refuse to resume it with another network or input size."""
+  """A workdir holds one run: refuse to resume it, or rerun it once finished, with any value
+  that is part of the run (`workdir.identity`) other than its config.json records."""
   if not (workdir / workdir_lib.CONFIG_FILE).is_file():
     return
-  differences = workdir_lib.differing_keys(config, workdir_lib.read_config(workdir),
-                                           workdir_lib.RUN_KEYS)
+  differences = workdir_lib.differing_identity(config, workdir_lib.read_config(workdir))
   if differences:
+    run = 'a finished run' if (workdir / 'summary.json').is_file() else 'a run'
     raise errors.ConfigError(
-        f'{workdir} holds a run trained with other settings: ' + ', '.join(
-            f'{k}={theirs!r} there, {mine!r} now' for k, (mine, theirs) in differences.items())
-        + '. Use a new --workdir, or the same settings to resume.')
+        f'{workdir} holds {run} trained with ' + ', '.join(
+            f'{k}={theirs!r} (its {workdir_lib.CONFIG_FILE}), not {mine!r} as given'
+            for k, (mine, theirs) in differences.items())
+        + '. Resume with the recorded values, or use a new --workdir.')
 
 
 def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workdir):
@@ -171,17 +173,28 @@ def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workd
   return None
 
 
-def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def recorded_body(workdir) -> str:
+  """The pretrained body the run in `workdir` started from (its config.json), where both are
+  still there, else ''."""
+  if workdir is None or not (pathlib.Path(workdir) / workdir_lib.CONFIG_FILE).is_file():
+    return ''
+  body = workdir_lib.pretrained_body(workdir_lib.read_config(workdir))
+  return body if body and (pathlib.Path(body) / 'summary.json').is_file() else ''
+
+
+def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
   """`config` with init.weights='pretrain' replaced by the workdir where `config.pretrain` trained
-  its body: in the cache, keyed by that config, trained (or resumed) on first use."""
+  its body: in the cache, keyed by that config, trained (or resumed) on first use. A run resumed
+  in `workdir` keeps the body it started from (`check_same_run` matched its `pretrain` section)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
   pretrain = copy.deepcopy(config.pretrain)
   with pretrain.unlocked():
     pretrain.data.cache_dir = config.data.cache_dir
   key = workdir_lib.run_key(pretrain)
-  run_dir = job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}'
-  if not (run_dir / 'summary.json').is_file():
+  run_dir = recorded_body(workdir) or (
+      job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}')
+  if not (pathlib.Path(run_dir) / 'summary.json').is_file():
     logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
                     '%s: once, later runs reuse it.', pretrain.preset, run_dir)
     train_and_evaluate(pretrain, run_dir)
@@ -193,8 +206,8 @@ def resolve_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics."""
-  config = resolve_init(config)
-  check_same_run(config, pathlib.Path(workdir))  # before the data is decoded
+  check_same_run(config, pathlib.Path(workdir))  # before a body is pretrained or data decoded
+  config = resolve_init(config, workdir)
   return train(job_lib.setup(config), workdir)
 
 
