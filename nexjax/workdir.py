@@ -32,6 +32,7 @@ OUTSIDE_RUN = {
     'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
     'evaluate': '*', 'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*',
     'compare': '*', 'detectors': '*',
+    'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 }
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
