@@ -54,8 +54,9 @@ def build(config, workdir) -> dict:
   record = {'method': chosen['method'], 'members': chosen['members'],
             'folder': str(folder.relative_to(workdir)),
             'rule': 'best on validation' if valid_decides(fitted) else 'prior ensemble',
-            'rows': [{k: r[k] for k in ('method', 'members', 'valid_auc', 'auc', 'threshold',
-                                        'valid_defects')} for r in fitted.rows]}
+            'rows': [{k: r[k] for k in ('method', 'members', 'valid_auc', 'valid_defects', 'split',
+                                        'auc', 'recall_at_1pct_fpr', 'threshold', 'auc_by_type')}
+                     for r in fitted.rows]}
   if job.topo.is_chief:
     (workdir / CHOICE_FILE).write_text(json.dumps(record, indent=1) + '\n')
     print(choice_text(record), flush=True)
@@ -79,8 +80,8 @@ def save_ensemble(config, folder: pathlib.Path, fitted: selection.Fitted, chosen
 
 
 def choice_text(record: dict) -> str:
-  lines = [f'line: {r["method"]:<18} validation ROC AUC {r["valid_auc"]:.4f}  test ROC AUC '
-           f'{r["auc"]:.4f}' for r in record['rows']]
+  lines = [f'line: {r["method"]:<18} validation ROC AUC {r["valid_auc"]:.4f}  {r["split"]} ROC '
+           f'AUC {r["auc"]:.4f}' for r in record['rows']]
   lines.append(f'line: chosen {record["method"]} ({record["rule"]}) -> predict uses '
                f'{record["folder"]}')
   return '\n'.join(lines)
