@@ -53,7 +53,7 @@ from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
-from nexjax.data import heldout  # noqa: E402
+from nexjax.data.heldout import dataset as heldout  # noqa: E402
 from nexjax.train import loop  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
