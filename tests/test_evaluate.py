@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import pathlib
 import shutil
 
@@ -17,6 +18,7 @@ from nexjax import errors
 from nexjax.modes import evaluate
 from nexjax.modes import predict
 from nexjax import inference
+from nexjax import progress as progress_lib
 from nexjax import job as job_lib
 from nexjax.train import loop
 from nexjax.data import prepare
@@ -125,6 +127,35 @@ def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_p
     submission = list(csv.DictReader(f))
   assert [s['id'] for s in submission] == ['a', 'b', 'c']
   assert [float(s['label']) for s in submission] == [float(r['p_defect']) for r in rows]
+
+
+def test_predict_lists_shared_ids_keeps_paths_and_logs_progress_with_the_bar_off(
+    trained, tmp_path, caplog, monkeypatch):
+  config, workdir = trained
+  folder = tmp_path / 'in'
+  (folder / 'sub').mkdir(parents=True)
+  rng = np.random.default_rng(2)
+  for name in ('dup.jpg', 'dup.JPG', 'dup.png', 'sub/dup.jpg'):
+    PIL.Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), 'L').save(
+        folder / name, 'PNG' if name.endswith('png') else 'JPEG')
+  monkeypatch.setattr(progress_lib, 'INTERVAL', 0.0)  # a line per batch, as after 10 s each
+  caplog.set_level(logging.INFO)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.predict.input = str(folder)
+    config.predict.output = str(tmp_path / 'predictions.csv')
+    config.predict.heatmaps = 'none'
+    config.train.progress = False
+  predict.predict_folder(config, workdir)
+  with open(tmp_path / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['file'] for r in rows] == ['dup.JPG', 'dup.jpg', 'dup.png', 'sub/dup.jpg']
+  assert {r['id'] for r in rows} == {'dup'}
+  assert ('1 id(s) are shared by several input files (same name, another suffix or folder); the '
+          '`file` column tells their rows apart: dup: dup.JPG, dup.jpg, dup.png, sub/dup.jpg'
+          in caplog.messages)
+  assert 'input folder: read 4/4 images' in caplog.text
+  assert 'predict: scored 4/4 images' in caplog.text
 
 
 def test_workdir_is_self_contained(trained, tmp_path, make_kaggle_folder, monkeypatch):

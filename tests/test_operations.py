@@ -11,6 +11,8 @@ import pytest
 
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
+from nexjax import progress as progress_lib
+from nexjax.modes import predict
 
 
 @flax.struct.dataclass
@@ -113,3 +115,40 @@ def test_orbax_tracebacks_of_a_full_disk_are_hidden_and_other_errors_kept():
   assert not keep(record(orbax, FULL_DISK[0]))
   assert not keep(record('.../asyncio/base_events.py', FULL_DISK[1]))
   assert keep(record(orbax, ValueError('a real bug')))
+
+
+class FakeClock:
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_a_heartbeat_line_at_least_every_interval_when_the_bar_is_off(caplog):
+  caplog.set_level(logging.INFO)
+  clock = FakeClock()
+  beat = progress_lib.Heartbeat('predict', 5000, 'scored', clock=clock)
+  for done, seconds in ((256, 4.0), (512, 5.5), (768, 0.5), (1024, 25.0), (1280, 5.0)):
+    clock.now += seconds
+    beat.update(done)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == ['predict: scored 768/5000 images (10 s)',
+                   'predict: scored 1024/5000 images (35 s)']
+  caplog.clear()
+  silent = progress_lib.Heartbeat('predict', 5000, 'scored', enabled=False, clock=clock)
+  clock.now += 60
+  silent.update(5000)
+  assert not caplog.records
+
+
+def test_ids_shared_by_several_files_are_a_warning_listing_them(caplog):
+  names = ['dup.JPG', 'dup.jpg', 'dup.png', 'one.jpg', 'sub/dup.jpg', 'sub/one.bmp', 'two.png']
+  predict.warn_shared_ids(names, [pathlib.Path('/in') / n for n in names])
+  assert caplog.messages == [
+      "2 id(s) are shared by several input files (same name, another suffix or folder); the "
+      "`file` column tells their rows apart: dup: dup.JPG, dup.jpg, dup.png, sub/dup.jpg; "
+      "one: one.jpg, sub/one.bmp"]
+  caplog.clear()
+  predict.warn_shared_ids(['a.jpg', 'b/c.jpg'], [pathlib.Path('a.jpg'), pathlib.Path('b/c.jpg')])
+  assert not caplog.records
