@@ -18,6 +18,7 @@ from nexjax import errors
 from nexjax.modes import evaluate
 from nexjax.modes import predict
 from nexjax import inference
+from nexjax import reporting
 from nexjax import progress as progress_lib
 from nexjax import job as job_lib
 from nexjax.train import loop
@@ -58,6 +59,33 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
   for name in ('valid_tta_roc_pr.png', 'test_plain_confusion.png', 'valid_top_losses.png',
                'before_after.png', 'heatmaps.png'):
     assert (workdir / 'eval' / name).stat().st_size > 0
+
+
+def test_evaluate_names_the_checkpoint_it_grades_and_when_before_after_shows_one(
+    trained, tmp_path, monkeypatch, capsys):
+  config, trained_workdir = trained
+  workdir = shutil.copytree(trained_workdir, tmp_path / 'workdir')  # eval/ stays the fixture's
+  frozen_end, last = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                            if p.name.isdigit())
+  titles = []
+  plot = reporting.plot_before_after
+  monkeypatch.setattr(reporting, 'plot_before_after',
+                      lambda *a, **kw: titles.append(kw['suptitle']) or plot(*a, **kw))
+  for step, phase in ((frozen_end, 'frozen'), (last, 'unfrozen')):
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.evaluate.checkpoint = str(step)
+    results = evaluate.evaluate(config, workdir)
+    written = json.loads((workdir / 'eval' / 'metrics.json').read_text())
+    assert (written['checkpoint_step'], written['checkpoint_phase']) == (step, phase)
+    assert results['checkpoint_phase'] == phase
+    assert f'Evaluated checkpoint step {step} (phase {phase}) on ' in capsys.readouterr().out
+  assert titles == [
+      f'P(defect) after the frozen phase and from the graded checkpoint step {frozen_end} (phase '
+      "frozen)\nboth columns are ONE checkpoint: the graded one is the frozen phase's last; X "
+      'and red: a wrong call',
+      f'P(defect) after the frozen phase and from the graded checkpoint step {last} (phase '
+      'unfrozen); X and red: a wrong call']
 
 
 def test_evaluate_reports_recall_per_defect_type(trained):
