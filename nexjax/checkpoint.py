@@ -129,19 +129,16 @@ class Checkpoints:
       raise errors.CheckpointError(self.full_disk_message()) from e
 
   def full_disk_message(self) -> str:
+    """Needed: the arrays being saved, or the last checkpoint on disk where that is larger."""
     steps = self.saved_steps()
-    if steps:
-      last = self.directory / str(steps[-1])
-      needed = f'about {readable_size(folder_bytes(last))} (the size of the checkpoint of step ' \
-          f'{steps[-1]})'
-      kept = f'the checkpoint of step {steps[-1]} is intact'
-    else:
-      needed, kept = f'about {readable_size(self.saving_bytes)}', 'no checkpoint was saved yet'
+    needed = max([self.saving_bytes] + [folder_bytes(self.directory / str(s)) for s in steps[-1:]])
+    kept = f'the checkpoint of step {steps[-1]} is intact' if steps else \
+        'no checkpoint was saved yet'
     free = shutil.disk_usage(self.directory).free
     return (f'No space left on device for the checkpoints in {self.directory}: a checkpoint '
-            f'needs {needed}, {readable_size(free)} is free. The unfinished checkpoint was removed '
-            f'and {kept}. Free some space there (or lower --config.train.keep_checkpoints) and '
-            'run the same command again to resume.')
+            f'needs about {readable_size(needed)}, {readable_size(free)} is free. The unfinished '
+            f'checkpoint was removed and {kept}. Free some space there (or lower '
+            '--config.train.keep_checkpoints) and run the same command again to resume.')
 
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
