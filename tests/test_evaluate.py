@@ -18,6 +18,7 @@ from nexjax import errors
 from nexjax.modes import evaluate
 from nexjax.modes import predict
 from nexjax import inference
+from nexjax import localization
 from nexjax import reporting
 from nexjax import progress as progress_lib
 from nexjax import job as job_lib
@@ -67,10 +68,12 @@ def test_evaluate_names_the_checkpoint_it_grades_and_when_before_after_shows_one
   workdir = shutil.copytree(trained_workdir, tmp_path / 'workdir')  # eval/ stays the fixture's
   frozen_end, last = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
                             if p.name.isdigit())
-  titles = []
-  plot = reporting.plot_before_after
+  titles, galleries = [], []
+  plot, gallery = reporting.plot_before_after, localization.save_gallery
   monkeypatch.setattr(reporting, 'plot_before_after',
                       lambda *a, **kw: titles.append(kw['suptitle']) or plot(*a, **kw))
+  monkeypatch.setattr(localization, 'save_gallery',
+                      lambda *a: galleries.append(a[-1]) or gallery(*a))
   for step, phase in ((frozen_end, 'frozen'), (last, 'unfrozen')):
     config = config.copy_and_resolve_references()
     with config.unlocked():
@@ -80,6 +83,7 @@ def test_evaluate_names_the_checkpoint_it_grades_and_when_before_after_shows_one
     assert (written['checkpoint_step'], written['checkpoint_phase']) == (step, phase)
     assert results['checkpoint_phase'] == phase
     assert f'Evaluated checkpoint step {step} (phase {phase}) on ' in capsys.readouterr().out
+    assert galleries.pop() == f'Top-scoring test images: checkpoint step {step} (phase {phase})'
   assert titles == [
       f'P(defect) after the frozen phase and from the graded checkpoint step {frozen_end} (phase '
       "frozen)\nboth columns are ONE checkpoint: the graded one is the frozen phase's last; X "
@@ -108,7 +112,10 @@ def test_evaluate_reports_recall_per_defect_type(trained):
   valid = {r['defect_type']: r['images'] for r in results['valid']['tta']['defect_types']}
   assert valid['crack'] == int(results['valid']['tta']['confusion_matrix'][1][0]
                                + results['valid']['tta']['confusion_matrix'][1][1])
-  assert '| crack | 4 |' in (workdir / 'eval' / 'defect_types.md').read_text()
+  markdown = (workdir / 'eval' / 'defect_types.md').read_text()
+  assert '| crack | 4 |' in markdown
+  graded = f'checkpoint step {results["checkpoint_step"]} (phase {results["checkpoint_phase"]})'
+  assert markdown.startswith('## valid (TTA, threshold ') and f', {graded})\n' in markdown
   recall = results['test']['tta']['recall']
   assert (workdir / 'eval' / 'missed.png').is_file() == (recall < 1)
 

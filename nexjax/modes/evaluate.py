@@ -128,7 +128,8 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
   types = defect_types.types_of(examples.ids, examples.labels, known_types)
   localization.save_gallery(out / 'missed.png', images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][missed]}, masks,
-                            [f'{examples.ids[i]} ({types[i]})' for i in missed])
+                            [f'{examples.ids[i]} ({types[i]})' for i in missed],
+                            f'Most confidently missed defects, {name}: {checkpoint_label(results)}')
 
 
 def write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
@@ -154,7 +155,7 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
                               out / f'{name}_top_losses.png', config.evaluate.gallery_size,
                               graded)
   before_after(config, job, variables, workdir, out, results)
-  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png', graded)
   if known_types is not None:
     report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
                         known_types, out)
@@ -201,9 +202,10 @@ def before_after(config, job, variables, workdir, out: pathlib.Path, results: di
       suptitle=before_after_title(first, results, same_weights(loaded, variables)))
 
 
-def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
+def heatmap_gallery(config, job, variables, splits, scores, path, graded: str) -> None:
   """The top-scoring images of the test split (else validation) with their Grad-CAM maps and,
-  where the data has them, the ground-truth defect outlines."""
+  where the data has them, the ground-truth defect outlines; titled with the `graded`
+  checkpoint."""
   name = 'test' if 'test' in splits else 'valid'
   examples = splits[name]
   top = np.argsort(-scores[name]['tta'])[:max(1, config.evaluate.gallery_size // 2)]
@@ -214,7 +216,7 @@ def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
   localization.save_gallery(path, images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][top]}, masks,
                             [f'{examples.ids[i]} ({"defect" if examples.labels[i] else "good"})'
-                             for i in top])
+                             for i in top], f'Top-scoring {name} images: {graded}')
 
 
 def print_summary(results: dict, thresholds: dict) -> None:
