@@ -6,10 +6,6 @@ Each checkpoint holds three items:
 - `weights`: params and batch_stats alone, which evaluation, prediction, export and feature
   extraction restore without building an optimizer or reading any data;
 - `meta`: JSON (phase, epoch history, steps per epoch), readable on its own.
-
-A save that fails for want of disk space (now or, saved asynchronously, when the next save or
-the wait finds it) is one CheckpointError naming the folder, the space needed and the space free;
-the unfinished checkpoint folders are removed and the earlier checkpoints stay as they were.
 """
 
 import contextlib
@@ -117,8 +113,10 @@ class Checkpoints:
 
   @contextlib.contextmanager
   def full_disk_is_one_error(self):
-    """Turns a save that ran out of disk space into one CheckpointError, after removing the
-    unfinished checkpoint folders."""
+    """Turns a save that ran out of disk space (found now or, saved asynchronously, when the next
+    save or the wait finds it) into one CheckpointError naming the folder, the space needed and
+    the space free, after removing the unfinished checkpoint folders; the complete checkpoints
+    stay as they were, so the same command resumes once there is space."""
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many types)
