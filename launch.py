@@ -56,6 +56,7 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import nexjax  # noqa: E402
+from nexjax import checkpoint  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax import job  # noqa: E402
@@ -112,7 +113,11 @@ class LibraryInfoFilter(logging.Filter):
   shows everything."""
 
   def filter(self, record):
-    if absl_logging.get_verbosity() >= 1 or record.levelno >= logging.ERROR:
+    if absl_logging.get_verbosity() >= 1:
+      return True
+    if is_orbax_full_disk(record):
+      return False  # nexjax says it in one line (nexjax/checkpoint.py)
+    if record.levelno >= logging.ERROR:
       return True
     if 'tensorflow_datasets' in record.pathname:
       return False  # its warnings are about its own bookkeeping (e.g. a folder being prepared)
@@ -121,6 +126,14 @@ class LibraryInfoFilter(logging.Filter):
 
 
 NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
+
+
+def is_orbax_full_disk(record) -> bool:
+  """The libraries' own report of a checkpoint save that found the disk full (Orbax logs a
+  traceback per failed item; asyncio, its tasks' leftovers)."""
+  if record.exc_info:
+    return checkpoint.is_disk_full(record.exc_info[1])
+  return 'orbax' in record.pathname and checkpoint.is_disk_full(RuntimeError(record.getMessage()))
 
 
 def quiet_orbax_leftovers(args) -> None:

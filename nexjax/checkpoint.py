@@ -13,10 +13,14 @@ defects, else the last one (the fixed schedule): with a handful of validation de
 best-validation pick follows noise (docs/results/few_labels.md).
 """
 
+import contextlib
+import errno
 import math
 import pathlib
+import shutil
 
 from absl import logging
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -25,11 +29,41 @@ from nexjax import metrics
 
 BEST_METRIC = 'valid_auc'
 ITEMS = ('state', 'weights', 'meta')
+TMP_GLOB = '*.orbax-checkpoint-tmp*'  # Orbax writes here, then renames to STEP when complete
 
 
 def _best_value(metrics) -> float:
   value = metrics.get(BEST_METRIC, float('nan'))
   return -math.inf if value is None or math.isnan(value) else value
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error`, its causes or (for a group) its members say the disk is full: ENOSPC, or
+  TensorStore's RESOURCE_EXHAUSTED (which is about memory when it says so)."""
+  pending, seen = [error], set()
+  while pending:
+    e = pending.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    text = str(e)
+    if ((isinstance(e, OSError) and e.errno == errno.ENOSPC) or 'No space left on device' in text
+        or ('RESOURCE_EXHAUSTED' in text and 'memory' not in text.lower())):
+      return True
+    pending += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
+  return False
+
+
+def folder_bytes(path: pathlib.Path) -> int:
+  return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+
+
+def tree_bytes(tree) -> int:
+  return sum(getattr(leaf, 'nbytes', 0) for leaf in jax.tree.leaves(tree))
+
+
+def readable_size(size: int) -> str:
+  return f'{size / 1e6:,.1f} MB' if size >= 100_000 else f'{size / 1e3:,.1f} kB'
 
 
 class Checkpoints:
@@ -45,6 +79,7 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(best_fn=_best_value, best_mode='max',
                                            preservation_policy=policy, create=create)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    self.saving_bytes = 0  # the arrays of the latest save, to size it when none is on disk yet
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -85,9 +120,44 @@ class Checkpoints:
   def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
     """Saves (asynchronously where Orbax can); `metrics` ranks epoch-end checkpoints."""
     weights = {'params': state.params, 'batch_stats': state.batch_stats}
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), weights=ocp.args.StandardSave(weights),
-        meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
+    with self.full_disk_is_one_error():
+      self.saving_bytes = tree_bytes(state) + tree_bytes(weights)
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), weights=ocp.args.StandardSave(weights),
+          meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
+
+  def saved_steps(self) -> list[int]:
+    """The complete checkpoints on disk (Orbax renames a folder to its step once written)."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+  @contextlib.contextmanager
+  def full_disk_is_one_error(self):
+    """Turns a save that ran out of disk space (found now or, saved asynchronously, when the next
+    save or the wait finds it) into one CheckpointError naming the folder, the space needed and
+    the space free, after removing the unfinished checkpoint folders; the complete checkpoints
+    stay as they were, so the same command resumes once there is space."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many types)
+      if not is_disk_full(e):
+        raise
+      for tmp in self.directory.glob(TMP_GLOB):
+        shutil.rmtree(tmp, ignore_errors=True)
+      raise errors.CheckpointError(self.full_disk_message()) from e
+
+  def full_disk_message(self) -> str:
+    """Needed: the arrays being saved, or the last checkpoint on disk where that is larger."""
+    steps = self.saved_steps()
+    needed = max([self.saving_bytes] + [folder_bytes(self.directory / str(s)) for s in steps[-1:]])
+    kept = f'the checkpoint of step {steps[-1]} is intact' if steps else \
+        'no checkpoint was saved yet'
+    free = shutil.disk_usage(self.directory).free
+    return (f'No space left on device for the checkpoints in {self.directory}: a checkpoint '
+            f'needs about {readable_size(needed)}, {readable_size(free)} is free. The unfinished '
+            f'checkpoint was removed and {kept}. Free some space there (or lower '
+            '--config.train.keep_checkpoints) and run the same command again to resume.')
 
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
@@ -123,7 +193,9 @@ class Checkpoints:
     self.manager.reload()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self.full_disk_is_one_error():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.close()
+    with self.full_disk_is_one_error():
+      self.manager.close()

@@ -15,6 +15,7 @@ import tqdm
 
 from nexjax import metrics as metrics_lib
 from nexjax import parallel
+from nexjax import progress as progress_lib
 
 
 def host_rows(batch_index: int, batch_size: int, size: int, topo: parallel.Topology) -> np.ndarray:
@@ -42,10 +43,13 @@ def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch_size: int,
       yield tuple(np.asarray(a[rows]) for a in arrays)
 
   batches = parallel.prefetch_to_mesh(host_batches(), topo.batch)
+  heartbeat = progress_lib.Heartbeat(desc, size, 'scored', enabled=topo.is_chief and not progress)
   for b, batch in enumerate(tqdm.tqdm(batches, total=num_batches, desc=desc, leave=False,
                                       disable=not (progress and topo.is_chief))):
     rows = min(batch_size, size - b * batch_size)
-    yield jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(fn(*batch, b)))
+    outputs = jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(fn(*batch, b)))
+    heartbeat.update(b * batch_size + rows)
+    yield outputs
 
 
 def concatenate(batches):

@@ -207,6 +207,16 @@ def restore_weights(config, workdir, choice: str = 'auto') -> tuple[dict, int]:
     checkpoints.close()
 
 
+def checkpoint_phase(config, workdir, step: int) -> str:
+  """The name of the phase (`config.phases`) that saved checkpoint `step` of `workdir`."""
+  checkpoints = checkpoint_lib.Checkpoints(pathlib.Path(workdir) / 'checkpoints', create=False)
+  try:
+    index = checkpoints.read_meta(step)['phase']
+  finally:
+    checkpoints.close()
+  return config.phases[index].name if index < len(config.phases) else f'phase {index}'
+
+
 def check_same_network(source, arch: str, width: int, config) -> None:
   if (arch, width) != (config.model.arch, config.model.width):
     raise errors.WeightsError(

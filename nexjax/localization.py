@@ -143,12 +143,14 @@ def save_overlay(path, image, amap, mask=None) -> None:
   PIL.Image.fromarray(overlay(image, amap, mask)).save(path)
 
 
-def save_gallery(path, images, maps, scores, masks=None, titles=None) -> None:
+def save_gallery(path, images, maps, scores, masks=None, titles=None,
+                 suptitle: str | None = None) -> None:
   """One row per image: the image, then one overlay per method, titled with its score.
 
   maps: (N, H, W) or {method: (N, H, W)}; scores: (N,) or {method: (N,)} alike. Each method's
   colour scale spans its maps over the whole gallery, so a quiet map on a good image stays cold.
   masks: optional (N, H, W) ground truth, outlined on every overlay. titles: optional N strings.
+  suptitle: optional, above the gallery (e.g. the checkpoint shown).
   """
   if not isinstance(maps, dict):
     maps, scores = {'map': maps}, {'map': scores}
@@ -167,6 +169,8 @@ def save_gallery(path, images, maps, scores, masks=None, titles=None) -> None:
       axes[i, j].set_title(f'{method} {scores[method][i]:.3g}', fontsize=7)
   for ax in axes.flat:
     ax.axis('off')
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

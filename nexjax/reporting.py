@@ -180,7 +180,8 @@ def plot_confusion(matrix, path, title: str, class_names=('good', 'defect')) -> 
   _save(fig, path)
 
 
-def plot_top_losses(examples, scores, threshold: float, path, count: int = 16) -> None:
+def plot_top_losses(examples, scores, threshold: float, path, count: int = 16,
+                    checkpoint: str = '') -> None:
   """fastai's plot_top_losses: the most confident mistakes, with label / prediction / P(defect)."""
   labels = examples.labels
   p_true = np.where(labels == 1, scores, 1 - scores)
@@ -199,14 +200,16 @@ def plot_top_losses(examples, scores, threshold: float, path, count: int = 16) -
     ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap='gray', vmin=0, vmax=255)
     ax.set_title(f'{examples.ids[i]}\n{names[labels[i]]}/{names[int(scores[i] >= threshold)]} '
                  f'p={scores[i]:.2f} loss={losses[i]:.2f}', fontsize=7)
-  fig.suptitle(f'Top losses (actual/predicted): {len(wrong)} mistakes, worst {len(worst)} shown',
-               fontsize=9)
+  fig.suptitle(f'Top losses (actual/predicted): {len(wrong)} mistakes, worst {len(worst)} shown'
+               + (f'; {checkpoint}' if checkpoint else ''), fontsize=9)
   _save(fig, path)
 
 
-def plot_before_after(images, labels, before, after, path, titles=('frozen', 'final')) -> None:
+def plot_before_after(images, labels, before, after, path, titles=('frozen', 'final'),
+                      suptitle: str | None = None) -> None:
   """fastai's show_results, twice: each image with its true label and the P(defect) after the
-  first phase (the new head on the frozen body) and after the whole recipe; wrong calls in red."""
+  first phase (the new head on the frozen body) and after the whole recipe (or the checkpoint
+  `suptitle` names); wrong calls in red."""
   cols = 4
   rows = max(1, math.ceil(len(images) / cols))
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -222,8 +225,8 @@ def plot_before_after(images, labels, before, after, path, titles=('frozen', 'fi
                                                                 else ''))
     wrong = int(p1 >= 0.5) != label
     ax.set_title('\n'.join(lines), fontsize=7, color='red' if wrong else 'black')
-  fig.suptitle(f'P(defect) after the {titles[0]} phase and after the {titles[1]} one; '
-               'X and red: a wrong call', fontsize=9)
+  fig.suptitle(suptitle or f'P(defect) after the {titles[0]} phase and after the {titles[1]} '
+               'one; X and red: a wrong call', fontsize=9)
   _save(fig, path)
 
 

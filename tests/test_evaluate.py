@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import pathlib
 import shutil
 
@@ -17,6 +18,9 @@ from nexjax import errors
 from nexjax.modes import evaluate
 from nexjax.modes import predict
 from nexjax import inference
+from nexjax import localization
+from nexjax import reporting
+from nexjax import progress as progress_lib
 from nexjax import job as job_lib
 from nexjax.train import loop
 from nexjax.data import prepare
@@ -58,6 +62,36 @@ def test_evaluate_writes_metrics_with_and_without_tta(trained):
     assert (workdir / 'eval' / name).stat().st_size > 0
 
 
+def test_evaluate_names_the_checkpoint_it_grades_and_when_before_after_shows_one(
+    trained, tmp_path, monkeypatch, capsys):
+  config, trained_workdir = trained
+  workdir = shutil.copytree(trained_workdir, tmp_path / 'workdir')  # eval/ stays the fixture's
+  frozen_end, last = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                            if p.name.isdigit())
+  titles, galleries = [], []
+  plot, gallery = reporting.plot_before_after, localization.save_gallery
+  monkeypatch.setattr(reporting, 'plot_before_after',
+                      lambda *a, **kw: titles.append(kw['suptitle']) or plot(*a, **kw))
+  monkeypatch.setattr(localization, 'save_gallery',
+                      lambda *a: galleries.append(a[-1]) or gallery(*a))
+  for step, phase in ((frozen_end, 'frozen'), (last, 'unfrozen')):
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.evaluate.checkpoint = str(step)
+    results = evaluate.evaluate(config, workdir)
+    written = json.loads((workdir / 'eval' / 'metrics.json').read_text())
+    assert (written['checkpoint_step'], written['checkpoint_phase']) == (step, phase)
+    assert results['checkpoint_phase'] == phase
+    assert f'Evaluated checkpoint step {step} (phase {phase}) on ' in capsys.readouterr().out
+    assert galleries.pop() == f'Top-scoring test images: checkpoint step {step} (phase {phase})'
+  assert titles == [
+      f'P(defect) after the frozen phase and from the graded checkpoint step {frozen_end} (phase '
+      "frozen)\nboth columns are ONE checkpoint: the graded one is the frozen phase's last; X "
+      'and red: a wrong call',
+      f'P(defect) after the frozen phase and from the graded checkpoint step {last} (phase '
+      'unfrozen); X and red: a wrong call']
+
+
 def test_evaluate_reports_recall_per_defect_type(trained):
   """With a metadata.csv naming each image's defect type (beside train/ and test/, so the
   prepared data stays the same): a table per split whose counts are the folder's, and a gallery
@@ -78,7 +112,10 @@ def test_evaluate_reports_recall_per_defect_type(trained):
   valid = {r['defect_type']: r['images'] for r in results['valid']['tta']['defect_types']}
   assert valid['crack'] == int(results['valid']['tta']['confusion_matrix'][1][0]
                                + results['valid']['tta']['confusion_matrix'][1][1])
-  assert '| crack | 4 |' in (workdir / 'eval' / 'defect_types.md').read_text()
+  markdown = (workdir / 'eval' / 'defect_types.md').read_text()
+  assert '| crack | 4 |' in markdown
+  graded = f'checkpoint step {results["checkpoint_step"]} (phase {results["checkpoint_phase"]})'
+  assert markdown.startswith('## valid (TTA, threshold ') and f', {graded})\n' in markdown
   recall = results['test']['tta']['recall']
   assert (workdir / 'eval' / 'missed.png').is_file() == (recall < 1)
 
@@ -125,6 +162,35 @@ def test_predict_mixed_images_skips_corrupt_and_writes_submission(trained, tmp_p
     submission = list(csv.DictReader(f))
   assert [s['id'] for s in submission] == ['a', 'b', 'c']
   assert [float(s['label']) for s in submission] == [float(r['p_defect']) for r in rows]
+
+
+def test_predict_lists_shared_ids_keeps_paths_and_logs_progress_with_the_bar_off(
+    trained, tmp_path, caplog, monkeypatch):
+  config, workdir = trained
+  folder = tmp_path / 'in'
+  (folder / 'sub').mkdir(parents=True)
+  rng = np.random.default_rng(2)
+  for name in ('dup.jpg', 'dup.JPG', 'dup.png', 'sub/dup.jpg'):
+    PIL.Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), 'L').save(
+        folder / name, 'PNG' if name.endswith('png') else 'JPEG')
+  monkeypatch.setattr(progress_lib, 'INTERVAL', 0.0)  # a line per batch, as after 10 s each
+  caplog.set_level(logging.INFO)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.predict.input = str(folder)
+    config.predict.output = str(tmp_path / 'predictions.csv')
+    config.predict.heatmaps = 'none'
+    config.train.progress = False
+  predict.predict_folder(config, workdir)
+  with open(tmp_path / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['file'] for r in rows] == ['dup.JPG', 'dup.jpg', 'dup.png', 'sub/dup.jpg']
+  assert {r['id'] for r in rows} == {'dup'}
+  assert ('1 id(s) are shared by several input files (same name, another suffix or folder); the '
+          '`file` column tells their rows apart: dup: dup.JPG, dup.jpg, dup.png, sub/dup.jpg'
+          in caplog.messages)
+  assert 'input folder: read 4/4 images' in caplog.text
+  assert 'predict: scored 4/4 images' in caplog.text
 
 
 def test_workdir_is_self_contained(trained, tmp_path, make_kaggle_folder, monkeypatch):

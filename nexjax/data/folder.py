@@ -9,6 +9,7 @@ import tensorflow as tf
 import tqdm
 
 from nexjax import errors
+from nexjax import progress as progress_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 
@@ -38,10 +39,13 @@ def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
   """Decoded and resized like training; unreadable files are reported (path and reason) in the
   log and left out. Returns the images and the files they came from."""
   images, kept, skipped = [], [], []
-  for path in tqdm.tqdm(files, desc='read images', leave=False,
-                        disable=not config.train.progress):
+  heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read',
+                                     enabled=not config.train.progress)
+  for done, path in enumerate(tqdm.tqdm(files, desc='read images', leave=False,
+                                        disable=not config.train.progress), 1):
     image = nexperia.decode_or_none(path, config.data.channels, config.data.high_bit_scaling,
                                     skipped)
+    heartbeat.update(done)
     if image is not None:
       images.append(pipeline.resize_and_center_crop(tf.constant(image),
                                                     config.data.image_size).numpy())

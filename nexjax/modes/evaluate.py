@@ -62,6 +62,7 @@ def evaluate(config, workdir) -> dict:
   out = output_dir(config, workdir)
   config = workdir_lib.with_trained_data(config, workdir)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
+  phase = job_lib.checkpoint_phase(config, workdir, step)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = scoring.make_tta_fn(job.model, config, job.topo)
   splits = {name: job.data[name] for name in ('valid', 'test')
@@ -74,7 +75,8 @@ def evaluate(config, workdir) -> dict:
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)
                 for kind, s in scores['valid'].items()}
-  results = {'checkpoint_step': step, 'data': workdir_lib.data_identity(config),
+  results = {'checkpoint_step': step, 'checkpoint_phase': phase,
+             'data': workdir_lib.data_identity(config),
              'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
   known_types = defect_types.read_types(job_lib.data_source(config).root)
@@ -94,8 +96,14 @@ def evaluate(config, workdir) -> dict:
       write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
                     known_types)
     print_summary(results, thresholds)
-    print(f'Evaluated on {workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
+    print(f'Evaluated {checkpoint_label(results)} on '
+          f'{workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
   return results
+
+
+def checkpoint_label(results: dict) -> str:
+  """'checkpoint step 24 (phase unfrozen)': what every report of an evaluation graded."""
+  return f'checkpoint step {results["checkpoint_step"]} (phase {results["checkpoint_phase"]})'
 
 
 def report_defect_types(config, job, variables, splits, scores, threshold, results, known_types,
@@ -103,7 +111,7 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
   """Which defects are missed (with TTA, at the chosen threshold): one table per split in
   `defect_types.md` and a gallery of the most confidently missed defects with their Grad-CAM
   maps, ground truth outlined (`missed.png`)."""
-  tables = [f'## {name} (TTA, threshold {threshold:.4f})\n\n'
+  tables = [f'## {name} (TTA, threshold {threshold:.4f}, {checkpoint_label(results)})\n\n'
             + defect_types.markdown(results[name]['tta']['defect_types']) for name in splits]
   (out / 'defect_types.md').write_text('\n\n'.join(tables) + '\n')
   print(tables[-1], flush=True)
@@ -120,7 +128,8 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
   types = defect_types.types_of(examples.ids, examples.labels, known_types)
   localization.save_gallery(out / 'missed.png', images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][missed]}, masks,
-                            [f'{examples.ids[i]} ({types[i]})' for i in missed])
+                            [f'{examples.ids[i]} ({types[i]})' for i in missed],
+                            f'Most confidently missed defects, {name}: {checkpoint_label(results)}')
 
 
 def write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
@@ -132,25 +141,45 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
   (out / scoring.THRESHOLD_FILE).write_text(json.dumps(
       {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
        'rule': config.evaluate.threshold_rule, 'checkpoint_step': results['checkpoint_step'],
-       'tta': results['tta'], 'data': results['data']}, indent=1))
+       'checkpoint_phase': results['checkpoint_phase'], 'tta': results['tta'],
+       'data': results['data']}, indent=1))
+  graded = checkpoint_label(results)
   for name, examples in splits.items():
     for kind in thresholds:
       reporting.plot_roc_pr(examples.labels, scores[name][kind], thresholds[kind],
-                            out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind})')
+                            out / f'{name}_{kind}_roc_pr.png', f'{name} ({kind}), {graded}')
       reporting.plot_confusion(results[name][kind]['confusion_matrix'],
-                               out / f'{name}_{kind}_confusion.png', f'{name} ({kind})')
+                               out / f'{name}_{kind}_confusion.png',
+                               f'{name} ({kind}),\n{graded}')
     reporting.plot_top_losses(examples, scores[name]['tta'], thresholds['tta'],
-                              out / f'{name}_top_losses.png', config.evaluate.gallery_size)
-  before_after(config, job, variables, workdir, out)
-  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png')
+                              out / f'{name}_top_losses.png', config.evaluate.gallery_size,
+                              graded)
+  before_after(config, job, variables, workdir, out, results)
+  heatmap_gallery(config, job, variables, splits, scores, out / 'heatmaps.png', graded)
   if known_types is not None:
     report_defect_types(config, job, variables, splits, scores, thresholds['tta'], results,
                         known_types, out)
 
 
-def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
-  """fastai's show_results for the first phase and the whole recipe (the report's figure 3): a gallery of
-  labelled images with P(defect) from the weights at the end of the first phase and now."""
+def same_weights(a, b) -> bool:
+  """Whether two variable trees hold the same arrays (one checkpoint, read twice)."""
+  a, b = jax.device_get(a), jax.device_get(b)
+  return jax.tree.structure(a) == jax.tree.structure(b) and all(
+      np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def before_after_title(first: str, results: dict, same: bool) -> str:
+  """The figure's title: which checkpoints its two columns show, and when they are one."""
+  title = f'P(defect) after the {first} phase and from the graded {checkpoint_label(results)}'
+  if same:
+    title += f'\nboth columns are ONE checkpoint: the graded one is the {first} phase\'s last'
+  return title + '; X and red: a wrong call'
+
+
+def before_after(config, job, variables, workdir, out: pathlib.Path, results: dict) -> None:
+  """fastai's show_results for the first phase and the graded checkpoint (the report's figure 3):
+  a gallery of labelled images with P(defect) from the weights at the end of the first phase and
+  from the checkpoint graded; the title says when those are one checkpoint."""
   first = config.phases[0].name
   path = loop.phase_weights_path(workdir, first)
   examples = job.data['test'] if job.data.get('test') and job.data['test'].labelled else \
@@ -163,16 +192,20 @@ def before_after(config, job, variables, workdir, out: pathlib.Path) -> None:
   goods = goods[:config.evaluate.gallery_size - len(defects)]
   shown = examples.subset(np.asarray(sorted(defects + goods), int))
   eval_fn = step_lib.make_eval_fn(job.model, config, job.topo)
-  before = parallel.replicate(weights_lib.load(path), job.topo)
+  loaded = weights_lib.load(path)
+  before = parallel.replicate(loaded, job.topo)
   probs = [inference.probabilities(eval_fn, v, shown, config.train.eval_batch_size, job.topo,
                                    'before/after', False)[0][:, 1] for v in (before, variables)]
-  reporting.plot_before_after(shown.images, shown.labels, *probs, out / 'before_after.png',
-                              titles=(first, 'final'))
+  reporting.plot_before_after(
+      shown.images, shown.labels, *probs, out / 'before_after.png',
+      titles=(first, f'step {results["checkpoint_step"]}'),
+      suptitle=before_after_title(first, results, same_weights(loaded, variables)))
 
 
-def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
+def heatmap_gallery(config, job, variables, splits, scores, path, graded: str) -> None:
   """The top-scoring images of the test split (else validation) with their Grad-CAM maps and,
-  where the data has them, the ground-truth defect outlines."""
+  where the data has them, the ground-truth defect outlines; titled with the `graded`
+  checkpoint."""
   name = 'test' if 'test' in splits else 'valid'
   examples = splits[name]
   top = np.argsort(-scores[name]['tta'])[:max(1, config.evaluate.gallery_size // 2)]
@@ -183,7 +216,7 @@ def heatmap_gallery(config, job, variables, splits, scores, path) -> None:
   localization.save_gallery(path, images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][top]}, masks,
                             [f'{examples.ids[i]} ({"defect" if examples.labels[i] else "good"})'
-                             for i in top])
+                             for i in top], f'Top-scoring {name} images: {graded}')
 
 
 def print_summary(results: dict, thresholds: dict) -> None:

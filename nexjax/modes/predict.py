@@ -6,14 +6,17 @@ on validation, its anomaly maps as overlays), without refitting and without the 
 so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
-`b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id).
+`b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id),
+and ids that several files share are a warning listing them.
 """
 
+import collections
 import copy
 import csv
 import os
 import pathlib
 
+from absl import logging
 import numpy as np
 
 from nexjax import detectors
@@ -74,6 +77,20 @@ def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.
                               progress=config.train.progress)
   write_overlays(config, images, maps, names, chosen, out)
   return len(chosen)
+
+
+def warn_shared_ids(names, files) -> None:
+  """Logs the ids (file stems) that several input files share, with the files: their rows are
+  told apart by `file` only (and a Kaggle submission cannot hold them all)."""
+  by_id = collections.defaultdict(list)
+  for name, path in zip(names, files):
+    by_id[path.stem].append(name)
+  shared = {i: n for i, n in by_id.items() if len(n) > 1}
+  if shared:
+    listed = '; '.join(f'{i}: {", ".join(n)}' for i, n in sorted(shared.items())[:20])
+    logging.warning('%d id(s) are shared by several input files (same name, another suffix or '
+                    'folder); the `file` column tells their rows apart: %s%s', len(shared), listed,
+                    '; ...' if len(shared) > 20 else '')
 
 
 def write_rows(output, score_column: str, names, files, scores, flagged, fmt: str) -> None:
@@ -137,6 +154,7 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
   files, threshold = folder_lib.list_inputs(config.predict.input), saved['threshold']
   images, files = folder_lib.load_images(files, config)
   names = folder_lib.relative_names(files, config.predict.input)
+  warn_shared_ids(names, files)
   scores = detector.score(images, ctx)
   flagged = scores >= threshold
   if topo.is_chief:
@@ -172,6 +190,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
   files = folder_lib.list_inputs(config.predict.input)
   images, files = folder_lib.load_images(files, config)
   names = folder_lib.relative_names(files, config.predict.input)
+  warn_shared_ids(names, files)
   views = scoring.predict_views(scoring.make_tta_fn(job.model, config, job.topo), variables,
                                  images, config.train.eval_batch_size, config.seed, job.topo,
                                  'predict', config.train.progress)

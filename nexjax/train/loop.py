@@ -309,8 +309,10 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
         if topo.is_chief and plan_lib.ends_phase(plan, epoch) and epoch != plan[-1]:
           weights_lib.save(jax.device_get(variables_now), phase_weights_path(workdir, phase.name))
   finally:
-    checkpoints.wait()
-    reporter.close()
+    try:
+      checkpoints.wait()  # a full disk found here is one CheckpointError (see checkpoint.py)
+    finally:
+      reporter.close()
   summary = final_summary(job, state, eval_fn, reporter.history, workdir)
   checkpoints.close()
   return summary
