@@ -385,13 +385,30 @@ def table_line(r: dict) -> str:
   return line + r['status'] + (f' ({r["torch_mode"]})' if 'torch_mode' in r else '')
 
 
+def tensorflow_ready() -> bool:
+  """Whether TensorFlow (the pipeline rows' tf.data input) imports; it is kept off the device."""
+  try:
+    pipeline.quiet_tensorflow()
+  except ImportError:
+    return False
+  return True
+
+
+def available_inputs(args) -> list[str]:
+  inputs = args.inputs.split(',')
+  if 'pipeline' in inputs and not tensorflow_ready():
+    print('TensorFlow is not installed: no pipeline rows (their input is tf.data).')
+    inputs.remove('pipeline')
+  return inputs
+
+
 def main(args):
-  pipeline.quiet_tensorflow()
+  inputs = available_inputs(args)
   topo = parallel.topology()
   device_kind = jax.devices()[0].device_kind
   peak = peak_flops(device_kind)
   examples = random_examples(args.images, args.size)
-  phases, inputs = args.phases.split(','), args.inputs.split(',')
+  phases = args.phases.split(',')
   evals = [e for e in args.evals.split(',') if e]
   common = dict(backend=jax.default_backend(), device_kind=device_kind, arch=args.arch,
                 width=args.width, size=args.size, dtype=args.dtype)

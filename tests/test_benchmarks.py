@@ -2,6 +2,7 @@
 rot), MFU and peaks; transfer.py's label-curve plot."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import accelerator  # noqa: E402  pylint: disable=wrong-import-position
+import device_versions  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def test_accelerator_smoke(tmp_path):
@@ -105,3 +107,34 @@ def test_transfer_plot_draws_each_method(tmp_path):
   path = tmp_path / 'curve.png'
   transfer.plot(rows, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_device_check_rehearsal_without_tensorflow(tmp_path):
+  """benchmarks/device_check.sh at smoke sizes, TensorFlow unimportable as on the GPU image."""
+  env = dict(os.environ, PYTHON=sys.executable,
+             PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  result = subprocess.run([str(ROOT / 'benchmarks' / 'device_check.sh'), str(tmp_path / 'out'),
+                           '--smoke'], capture_output=True, text=True, timeout=400, env=env,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert 'TensorFlow is not installed: no pipeline rows' in result.stdout
+  report = json.loads((tmp_path / 'out' / 'accelerator.json').read_text())
+  assert {(r['kind'], r['phase'], r['input'], r['status']) for r in report['rows']} == {
+      ('train', 'frozen', 'synthetic', 'ok'), ('train', 'unfrozen', 'synthetic', 'ok'),
+      ('tta', '-', 'synthetic', 'ok'), ('infer', '-', 'synthetic', 'ok')}
+  assert result.stdout.rstrip().endswith(device_versions.table(tmp_path / 'out' /
+                                                               'accelerator.json'))
+  assert (tmp_path / 'out' / 'versions.txt').read_text().startswith('python ')
+
+
+def test_the_tensorflow_blocker_refuses_tensorflow():
+  env = dict(os.environ, PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  result = subprocess.run([sys.executable, '-c', 'import tensorflow_datasets'],
+                          capture_output=True, text=True, env=env, check=False)
+  assert result.returncode == 1 and 'blocked by' in result.stderr
+
+
+def test_device_versions_refuses_a_jax_outside_the_bounds(monkeypatch):
+  monkeypatch.setattr(device_versions, 'version_of', lambda package: '0.12.0')
+  assert device_versions.check_versions() == [
+      'jax 0.12.0 is outside jax>=0.10.2,<0.12 (pyproject.toml).']
