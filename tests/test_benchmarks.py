@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from nexjax import lowering
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import accelerator  # noqa: E402  pylint: disable=wrong-import-position
@@ -138,3 +140,19 @@ def test_device_versions_refuses_a_jax_outside_the_bounds(monkeypatch):
   monkeypatch.setattr(device_versions, 'version_of', lambda package: '0.12.0')
   assert device_versions.check_versions() == [
       'jax 0.12.0 is outside jax>=0.10.2,<0.12 (pyproject.toml).']
+
+
+def test_accelerator_lower_only_prints_a_row_per_program_and_platform(tmp_path):
+  out = tmp_path / 'lowered.json'
+  env = dict(os.environ, PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'accelerator.py'), '--smoke',
+                           '--lower_only', '--platforms=cuda,tpu', '--devices=8', '--json',
+                           str(out)], capture_output=True, text=True, timeout=400, env=env,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['program'], r['platform']) for r in rows] == [
+      (name, platform) for name in lowering.PROGRAMS for platform in ('cuda', 'tpu')]
+  assert all(r['devices'] == 8 and r['flops_per_image'] > 0 for r in rows)
+  for r in rows:
+    assert f'{r["program"]:<15} {r["platform"]:<8}       8 ' in result.stdout
