@@ -4,7 +4,10 @@ same step over an 8-device mesh with training's shardings, the eval step, the 8-
 Grad-CAM; a construct only a CPU runs fails."""
 
 import functools
+import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,8 @@ import pytest
 
 from configs import finetune
 from nexjax import lowering
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config():
@@ -89,3 +94,12 @@ def test_float64_fails(platform):
 def test_an_unknown_program_is_named():
   with pytest.raises(ValueError, match="Unknown program 'train'"):
     lowering.build(tiny_config(), 'train', lowering.abstract_topology(1))
+
+
+def test_building_the_programs_imports_no_tensorflow():
+  """The GPU image has no TensorFlow: the model, its steps and configs must not need it."""
+  code = ('import sys; from configs import finetune; from nexjax import lowering; '
+          "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('tensorflow')))")
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+  assert result.stdout.strip() == '[]'
