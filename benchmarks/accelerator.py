@@ -12,7 +12,8 @@ in) with `model.dtype=bfloat16`. Train rows run the product's step (`loop.make_t
 as benchmarks/train_step.py's JaxRunner builds it) per global batch size and phase, on two inputs:
   pipeline   `loop.train_batches`: the tf.data stream (class-rebalanced sampling of --images
              random images in memory) copied one step ahead to the mesh, plus the on-device
-             augmentation of `config.augment`: what training runs.
+             augmentation of `config.augment`: what training runs. Needs TensorFlow: where it
+             is not installed (the GPU image) these rows are left out, with a message.
   synthetic  one device-resident batch reused, augmentation off: the model step alone, as the
              PyTorch rows run it. pipeline well below synthetic: the step is input-bound.
 Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_*):
