@@ -129,11 +129,12 @@ def test_device_check_rehearsal_without_tensorflow(tmp_path):
   assert (tmp_path / 'out' / 'versions.txt').read_text().startswith('python ')
 
 
-def test_the_tensorflow_blocker_refuses_tensorflow():
+def test_the_gpu_image_blocker_refuses_tensorflow_and_dm_pix():
   env = dict(os.environ, PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
-  result = subprocess.run([sys.executable, '-c', 'import tensorflow_datasets'],
-                          capture_output=True, text=True, env=env, check=False)
-  assert result.returncode == 1 and 'blocked by' in result.stderr
+  for module in ('tensorflow_datasets', 'dm_pix'):
+    result = subprocess.run([sys.executable, '-c', f'import {module}'], capture_output=True,
+                            text=True, env=env, check=False)
+    assert result.returncode == 1 and 'blocked by' in result.stderr
 
 
 def test_device_versions_refuses_a_jax_outside_the_bounds(monkeypatch):

@@ -97,9 +97,11 @@ def test_an_unknown_program_is_named():
 
 
 def test_building_the_programs_imports_no_tensorflow():
-  """The GPU image has no TensorFlow: the model, its steps and configs must not need it."""
+  """The GPU image has no TensorFlow and no dm-pix: the model, its steps (Grad-CAM's included)
+  and configs must not need them."""
   code = ('import sys; from configs import finetune; from nexjax import lowering; '
-          "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('tensorflow')))")
+          "print(sorted(m for m in sys.modules if m.split('.')[0].startswith(('tensorflow', "
+          "'dm_pix'))))")
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           cwd=ROOT, check=True)
   assert result.stdout.strip() == '[]'

@@ -1,14 +1,14 @@
-"""On PYTHONPATH, makes TensorFlow and TensorFlow Datasets unimportable, as on the GPU image
-(no TensorFlow there): benchmarks/device_check.sh's CPU rehearsal runs under it."""
+"""On PYTHONPATH, makes TensorFlow, TensorFlow Datasets and dm-pix unimportable, as on the GPU
+image (none of them there): benchmarks/device_check.sh's CPU rehearsal runs under it."""
 
 import importlib.abc
 import sys
 
-BLOCKED = ('tensorflow', 'tensorflow_datasets')
+BLOCKED = ('tensorflow', 'dm_pix')  # and every tensorflow* (tensorflow_datasets, ...)
 
 
 class NoTensorFlow(importlib.abc.MetaPathFinder):
-  """Refuses `tensorflow*` imports with the ImportError an absent package raises."""
+  """Refuses `tensorflow*` and `dm_pix` imports with the ImportError an absent package raises."""
 
   def find_spec(self, name, path=None, target=None):  # pylint: disable=unused-argument
     if name.split('.')[0].startswith(BLOCKED):
