@@ -18,10 +18,10 @@ import nexjax
 from nexjax import augment as augment_lib
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
+from nexjax import lazy_import
 from nexjax import parallel
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
-from nexjax import lazy_import
 from nexjax import xla_cpu
 from nexjax.data import pipeline
 from nexjax.models import resnet
