@@ -39,8 +39,10 @@ class Program:
 
 
 def abstract_topology(num_devices: int) -> parallel.Topology:
-  """`parallel.topology()`'s 'data' axis over `num_devices` devices that need not exist here."""
-  mesh = jax.sharding.AbstractMesh((num_devices,), (parallel.DATA_AXIS,))
+  """`parallel.topology()`'s 'data' axis over `num_devices` devices that need not exist here, of
+  its axis type, Auto (JAX 0.11's abstract meshes default to Explicit)."""
+  mesh = jax.sharding.AbstractMesh((num_devices,), (parallel.DATA_AXIS,),
+                                   axis_types=(jax.sharding.AxisType.Auto,))
   return parallel.Topology(mesh, process_index=0, process_count=1)
 
 
