@@ -5,13 +5,15 @@ step and peak memory, next to PyTorch on the same device.
   python benchmarks/accelerator.py --json results.json           # the full sweep, batch 64-512
   python benchmarks/accelerator.py --frameworks torch --quick    # PyTorch alone (fresh device)
   python benchmarks/accelerator.py --smoke                       # seconds on a CPU (test suite)
+  python benchmarks/accelerator.py --lower_only --platforms=cuda,tpu  # any machine: see below
 
 The default config's model (configs/finetune.py: ResNet34 + fastai head, 224 px, uint8 grayscale
 in) with `model.dtype=bfloat16`. Train rows run the product's step (`loop.make_train_step`, built
 as benchmarks/train_step.py's JaxRunner builds it) per global batch size and phase, on two inputs:
   pipeline   `loop.train_batches`: the tf.data stream (class-rebalanced sampling of --images
              random images in memory) copied one step ahead to the mesh, plus the on-device
-             augmentation of `config.augment`: what training runs.
+             augmentation of `config.augment`: what training runs. Needs TensorFlow: where it
+             is not installed (the GPU image) these rows are left out, with a message.
   synthetic  one device-resident batch reused, augmentation off: the model step alone, as the
              PyTorch rows run it. pipeline well below synthetic: the step is input-bound.
 Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, flops_*):
@@ -33,6 +35,11 @@ Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, fl
   peak GiB  the process's device memory peak so far (`memory_stats()`, rows run by growing batch;
             n/a on CPUs); torch: `torch.cuda.max_memory_allocated` of the row.
   status    ok, or OOM (RESOURCE_EXHAUSTED at that batch; the sweep goes on).
+--lower_only runs nothing: it lowers the programs (train step of each phase, eval, TTA, Grad-CAM;
+`nexjax.lowering`) for --platforms with `jax.export` over --devices abstract devices, one row per
+program and platform: XLA's FLOP count per image of the lowered program (before XLA's
+optimisations, counted on this machine: a CUDA or TPU program cannot be compiled without its
+device) and the seconds to lower it. A program that does not lower stops it with the error.
 JAX's allocator keeps what it grew to, and PyTorch runs after it: on a device under ~40 GiB run
 `--frameworks jax` and `--frameworks torch` as two processes.
 """
@@ -75,6 +82,9 @@ def parse_args(argv=None):
   p.add_argument('--steps', type=int, default=50, help='timed steps (>= 1)')
   p.add_argument('--images', type=int, default=2048, help='random images in the input split')
   p.add_argument('--json', default='', help='write the results here (after every row)')
+  p.add_argument('--lower_only', action='store_true', help='lower for --platforms, run nothing')
+  p.add_argument('--platforms', default='cuda,tpu', help='--lower_only: jax.export platforms')
+  p.add_argument('--devices', type=int, default=1, help='--lower_only: devices of the mesh')
   args = p.parse_args(argv)
   mode = 'smoke' if args.smoke else 'quick' if args.quick else None
   if mode:  # the preset's values, unless given on the command line
@@ -112,6 +122,7 @@ import numpy as np  # noqa: E402
 from nexjax import scoring  # noqa: E402
 from nexjax import inference  # noqa: E402
 from nexjax import job as job_lib  # noqa: E402
+from nexjax import lowering  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.train import loop  # noqa: E402
@@ -385,13 +396,56 @@ def table_line(r: dict) -> str:
   return line + r['status'] + (f' ({r["torch_mode"]})' if 'torch_mode' in r else '')
 
 
+def lower_only(args) -> None:
+  """Rows of --lower_only: each program lowered for each platform, FLOPs per image."""
+  batch = int(args.batch.split(',')[0])
+  config = lowering.accelerator_config(recipe_config(args, batch, augment=True))
+  topo = lowering.abstract_topology(args.devices)
+  print(f'jax {jax.__version__}: lowered with jax.export for {args.devices} device(s); '
+        f'{args.arch} width {args.width}, {args.size} px, {args.dtype}, batch {batch}\n\n'
+        f'{"program":<15} {"platform":<8} {"devices":>7} {"GFLOP/img":>9} {"lower s":>7}')
+  rows = []
+  for name in lowering.PROGRAMS:
+    program = lowering.build(config, name, topo)
+    for platform in args.platforms.split(','):
+      start = time.perf_counter()
+      exported = lowering.export_for(program, (platform,))
+      seconds = time.perf_counter() - start
+      flops = lowering.flops_per_image(program, platform)
+      rows.append(dict(program=name, platform=exported.platforms[0], devices=args.devices,
+                       batch=batch, flops_per_image=flops, lower_s=seconds))
+      print(f'{name:<15} {platform:<8} {args.devices:>7} {fmt(flops and flops / 1e9, ".3f"):>9} '
+            f'{seconds:>7.1f}', flush=True)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(dict(
+        jax=jax.__version__, arch=args.arch, width=args.width, size=args.size, dtype=args.dtype,
+        rows=rows), indent=1))
+
+
+def tensorflow_ready() -> bool:
+  """Whether TensorFlow (the pipeline rows' tf.data input) imports; it is kept off the device."""
+  try:
+    pipeline.quiet_tensorflow()
+  except ImportError:
+    return False
+  return True
+
+
+def available_inputs(args) -> list[str]:
+  inputs = args.inputs.split(',')
+  if 'pipeline' in inputs and not tensorflow_ready():
+    print('TensorFlow is not installed: no pipeline rows (their input is tf.data).')
+    inputs.remove('pipeline')
+  return inputs
+
+
 def main(args):
-  pipeline.quiet_tensorflow()
+  inputs = available_inputs(args)
   topo = parallel.topology()
   device_kind = jax.devices()[0].device_kind
   peak = peak_flops(device_kind)
   examples = random_examples(args.images, args.size)
-  phases, inputs = args.phases.split(','), args.inputs.split(',')
+  phases = args.phases.split(',')
   evals = [e for e in args.evals.split(',') if e]
   common = dict(backend=jax.default_backend(), device_kind=device_kind, arch=args.arch,
                 width=args.width, size=args.size, dtype=args.dtype)
@@ -431,4 +485,7 @@ def main(args):
 
 
 if __name__ == '__main__':
-  main(ARGS)
+  if ARGS.lower_only:
+    lower_only(ARGS)
+  else:
+    main(ARGS)

@@ -3,6 +3,8 @@
 The config is checked before (`nexjax.config.check`); this module only builds.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import pathlib
 
@@ -16,17 +18,20 @@ import nexjax
 from nexjax import augment as augment_lib
 from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
+from nexjax import lazy_import
 from nexjax import parallel
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
-from nexjax.data import extra_labels
-from nexjax.data import nexperia
-from nexjax.data import prepare
 from nexjax.data import pipeline
-from nexjax.data import sources
-from nexjax.data import unlabelled
 from nexjax.models import resnet
+
+# The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
+extra_labels = lazy_import.module('nexjax.data.extra_labels')
+nexperia = lazy_import.module('nexjax.data.nexperia')
+prepare = lazy_import.module('nexjax.data.prepare')
+sources = lazy_import.module('nexjax.data.sources')
+unlabelled = lazy_import.module('nexjax.data.unlabelled')
 
 
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache

@@ -5,9 +5,12 @@ import math
 import pathlib
 
 import numpy as np
-from flax.metrics import tensorboard
 
+from nexjax import lazy_import
 from nexjax.plotting import plt
+
+# flax's writer imports TensorFlow: loaded when a training run writes its events.
+tensorboard = lazy_import.module('flax.metrics.tensorboard')
 
 TABLE_COLUMNS = (('epoch', 5), ('phase', 9), ('train_loss', 10), ('valid_loss', 10),
                  ('error_rate', 10), ('auc', 8), ('time', 6))

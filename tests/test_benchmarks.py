@@ -2,15 +2,19 @@
 rot), MFU and peaks; transfer.py's label-curve plot."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from nexjax import lowering
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import accelerator  # noqa: E402  pylint: disable=wrong-import-position
+import device_versions  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def test_accelerator_smoke(tmp_path):
@@ -105,3 +109,51 @@ def test_transfer_plot_draws_each_method(tmp_path):
   path = tmp_path / 'curve.png'
   transfer.plot(rows, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_device_check_rehearsal_without_tensorflow(tmp_path):
+  """benchmarks/device_check.sh at smoke sizes, TensorFlow unimportable as on the GPU image."""
+  env = dict(os.environ, PYTHON=sys.executable,
+             PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  result = subprocess.run([str(ROOT / 'benchmarks' / 'device_check.sh'), str(tmp_path / 'out'),
+                           '--smoke'], capture_output=True, text=True, timeout=400, env=env,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert 'TensorFlow is not installed: no pipeline rows' in result.stdout
+  report = json.loads((tmp_path / 'out' / 'accelerator.json').read_text())
+  assert {(r['kind'], r['phase'], r['input'], r['status']) for r in report['rows']} == {
+      ('train', 'frozen', 'synthetic', 'ok'), ('train', 'unfrozen', 'synthetic', 'ok'),
+      ('tta', '-', 'synthetic', 'ok'), ('infer', '-', 'synthetic', 'ok')}
+  assert result.stdout.rstrip().endswith(device_versions.table(tmp_path / 'out' /
+                                                               'accelerator.json'))
+  assert (tmp_path / 'out' / 'versions.txt').read_text().startswith('python ')
+
+
+def test_the_gpu_image_blocker_refuses_tensorflow_and_dm_pix():
+  env = dict(os.environ, PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  for module in ('tensorflow_datasets', 'dm_pix'):
+    result = subprocess.run([sys.executable, '-c', f'import {module}'], capture_output=True,
+                            text=True, env=env, check=False)
+    assert result.returncode == 1 and 'blocked by' in result.stderr
+
+
+def test_device_versions_refuses_a_jax_outside_the_bounds(monkeypatch):
+  monkeypatch.setattr(device_versions, 'version_of', lambda package: '0.12.0')
+  assert device_versions.check_versions() == [
+      'jax 0.12.0 is outside jax>=0.10.2,<0.12 (pyproject.toml).']
+
+
+def test_accelerator_lower_only_prints_a_row_per_program_and_platform(tmp_path):
+  out = tmp_path / 'lowered.json'
+  env = dict(os.environ, PYTHONPATH=str(ROOT / 'benchmarks' / 'no_tensorflow'))
+  result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'accelerator.py'), '--smoke',
+                           '--lower_only', '--platforms=cuda,tpu', '--devices=8', '--json',
+                           str(out)], capture_output=True, text=True, timeout=400, env=env,
+                          cwd=tmp_path, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['program'], r['platform']) for r in rows] == [
+      (name, platform) for name in lowering.PROGRAMS for platform in ('cuda', 'tpu')]
+  assert all(r['devices'] == 8 and r['flops_per_image'] > 0 for r in rows)
+  for r in rows:
+    assert f'{r["program"]:<15} {r["platform"]:<8}       8 ' in result.stdout

@@ -131,6 +131,8 @@ def test_jax_export_reproduces_apply(tiny_fastai, tmp_path):
   # What model.json tells a user without nexjax to run: jax alone.
   raw = jax.export.deserialize(bytearray(files['model.jaxexport'].read_bytes()))
   np.testing.assert_array_equal(raw.call(images), predict(images))
+  # One file for every platform: a GPU or TPU line machine runs the same bytes.
+  assert raw.platforms == ('cpu', 'cuda', 'tpu') == tuple(description['platforms'])
 
 
 def test_mismatched_variables_are_reported(tiny_fastai, tmp_path):

@@ -29,7 +29,7 @@ def modules() -> dict[str, pathlib.Path]:
 
 def nexjax_imports(path: pathlib.Path) -> set[str]:
   """The nexjax modules and packages a file imports ('from nexjax.data import pipeline' names
-  'nexjax.data.pipeline')."""
+  'nexjax.data.pipeline'), also on first use (`lazy_import.module('nexjax.data.prepare')`)."""
   names = set()
   for node in ast.walk(ast.parse(path.read_text())):
     if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('nexjax'):
@@ -40,7 +40,17 @@ def nexjax_imports(path: pathlib.Path) -> set[str]:
         names.add(submodule if is_module else node.module)
     elif isinstance(node, ast.Import):
       names.update(a.name for a in node.names if a.name.startswith('nexjax'))
+    elif is_lazy_import(node) and node.args[0].value.startswith('nexjax'):
+      names.add(node.args[0].value)
   return names
+
+
+def is_lazy_import(node) -> bool:
+  """`lazy_import.module('name')`: an import all the same (nexjax/lazy_import.py)."""
+  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and isinstance(node.func.value, ast.Name) and node.func.value.id == 'lazy_import'
+          and node.func.attr == 'module' and len(node.args) == 1
+          and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def test_the_code_map_lists_every_module_once():

@@ -11,13 +11,18 @@
 - Evaluation visits every example exactly once, in order; the last batch is padded and masked.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+from nexjax import lazy_import
+
+tf = lazy_import.module('tensorflow')
+tfds = lazy_import.module('tensorflow_datasets')
 
 
 UNLABELLED_STREAM = 1  # folded into (seed, step): the unlabelled draws' own random stream

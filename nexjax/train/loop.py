@@ -17,7 +17,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from nexjax import augment as augment_lib
@@ -25,6 +24,7 @@ from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
 from nexjax import inference
 from nexjax import job as job_lib
+from nexjax import lazy_import
 from nexjax import optim
 from nexjax import parallel
 from nexjax import reporting
@@ -37,6 +37,8 @@ from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
+
+tf = lazy_import.module('tensorflow')  # the tf.data input path only
 
 
 def steps_per_epoch(job: job_lib.Job) -> int:
