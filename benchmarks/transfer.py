@@ -60,6 +60,7 @@ ALL = ('body_low', 'body_high', 'head')
 METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn')
 UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
+HELDOUT_FAMILY = 'soic'  # the held-out line's package: gull-wing leads on two sides, 6-8 of them
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
 
 
@@ -95,11 +96,12 @@ def method_config(base_config, method: str):
 
 
 def heldout_folder(root: pathlib.Path, size: int) -> pathlib.Path:
-  """The held-out world's line with `size` labelled images (the test and unlabelled images are
-  the same for every size: each image is a function of its split and index)."""
-  folder = root / 'heldout' / f'train{size}'
+  """The held-out world's line (one package family, as a product line is) with `size` labelled
+  images (the test and unlabelled images are the same for every size: each image is a function
+  of its split and index)."""
+  folder = root / f'heldout-{HELDOUT_FAMILY}' / f'train{size}'
   heldout.generate(folder, num_train=size, num_test=1000, num_unlabelled=UNLABELLED,
-                   image_size=128, seed=HELDOUT_SEED, progress=False)
+                   image_size=128, seed=HELDOUT_SEED, families=(HELDOUT_FAMILY,), progress=False)
   return folder
 
 

@@ -63,7 +63,8 @@ def test_the_folder_has_the_documented_layout_and_tables(drawn):
     assert [tuple(r) for r in csv.reader(f)] == [('id', 'label')] + [
         (r['id'], r['label']) for r in rows if r['split'] == 'test']
   recorded = json.loads((drawn / dataset.SETTINGS_FILE).read_text())
-  assert recorded['settings'] == SMALL and recorded['version'] == dataset.VERSION
+  assert recorded['settings'] == {**SMALL, 'families': list(examples.FAMILY_NAMES)}
+  assert recorded['version'] == dataset.VERSION
   assert not drawn.with_name('line.partial').exists()
   with PIL.Image.open(drawn / dataset.image_path('train', 0, 'ho_train_000000')) as image:
     assert (image.format, image.mode, image.size) == ('JPEG', 'L', (64, 64))
@@ -213,3 +214,15 @@ def test_the_command_line_refuses_a_foreign_folder_with_one_line(tmp_path):
                         check=False)
   assert done.returncode == 2
   assert done.stderr.strip().startswith('error: ') and 'not a held-out dataset' in done.stderr
+
+
+def test_a_line_of_one_family(tmp_path):
+  """A product line is one package: families=('soic',) draws only SOICs; unknown names fail."""
+  summary = dataset.generate(tmp_path / 'soic', num_train=12, num_test=4, image_size=64,
+                             families=('soic',), progress=False)
+  with open(tmp_path / 'soic' / 'metadata.csv') as f:
+    assert {row['package'] for row in csv.DictReader(f)} == {'soic'}
+  assert summary['packages'] == ['soic']
+  with pytest.raises(errors.ConfigError, match='families'):
+    dataset.generate(tmp_path / 'x', num_train=2, num_test=0, families=('sot23',),
+                     progress=False)

@@ -9,6 +9,7 @@ from absl import flags
 
 from nexjax import errors
 from nexjax.data.heldout import dataset
+from nexjax.data.heldout import examples
 from nexjax.data.heldout import grid
 
 _OUT = flags.DEFINE_string('out', None, 'Output folder (Kaggle layout, plus metadata.csv).')
@@ -21,6 +22,8 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'Image side in pixels.')
 _DEFECT_RATE = flags.DEFINE_float('defect_rate', dataset.DEFECT_RATE,
                                   'Fraction of defective images in each split.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_FAMILIES = flags.DEFINE_list('families', list(examples.FAMILY_NAMES),
+                              'Package families drawn (a product line is usually one).')
 _SAMPLE_GRID = flags.DEFINE_string('sample_grid', '', 'Also save a PNG of example images.')
 
 
@@ -34,7 +37,7 @@ def main(argv):
       summary = dataset.generate(_OUT.value, num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
                                  num_unlabelled=_NUM_UNLABELLED.value,
                                  image_size=_IMAGE_SIZE.value, defect_rate=_DEFECT_RATE.value,
-                                 seed=_SEED.value)
+                                 seed=_SEED.value, families=_FAMILIES.value)
     except errors.Error as error:
       print(f'error: {error}', file=sys.stderr)
       sys.exit(2)

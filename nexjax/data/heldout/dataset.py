@@ -48,7 +48,8 @@ def defective_indices(seed: int, split: str, count: int, rate: float) -> set:
 def write_image(root: pathlib.Path, settings: dict, split: str, index: int, defective: bool):
   """Draws and saves one image (and its mask); returns its metadata row."""
   image, mask, family, kinds = examples.draw_example(settings['seed'], SPLITS[split], index,
-                                                     settings['image_size'], defective)
+                                                     settings['image_size'], defective,
+                                                     tuple(settings['families']))
   name, label = image_id(split, index), int(defective)
   PIL.Image.fromarray(image, 'L').save(root / image_path(split, label, name), quality=JPEG_QUALITY)
   mask_file = ''
@@ -69,6 +70,10 @@ def check_settings(settings: dict) -> None:
     raise errors.ConfigError(f'image_size={settings["image_size"]}: give 32 to 1024 pixels.')
   if not 0 <= settings['defect_rate'] <= 1:
     raise errors.ConfigError(f'defect_rate={settings["defect_rate"]}: give a fraction in [0, 1].')
+  unknown = sorted(set(settings['families']) - set(examples.FAMILY_NAMES))
+  if unknown or not settings['families']:
+    raise errors.ConfigError(f'families={settings["families"]}: choose one or more of '
+                             f'{", ".join(examples.FAMILY_NAMES)}.')
 
 
 def existing(out: pathlib.Path, settings: dict) -> dict | None:
@@ -120,10 +125,13 @@ def write_tables(root: pathlib.Path, rows: list, summary: dict) -> None:
 
 def generate(out, *, num_train: int, num_test: int, num_unlabelled: int = 0,
              image_size: int = 128, defect_rate: float = DEFECT_RATE, seed: int = 0,
-             workers: int | None = None, progress: bool = True) -> dict:
-  """Draws the held-out dataset into `out` (or reuses it); returns its summary."""
+             families=examples.FAMILY_NAMES, workers: int | None = None,
+             progress: bool = True) -> dict:
+  """Draws the held-out dataset into `out` (or reuses it); returns its summary. `families`:
+  the package families drawn, equally likely (all by default; one is a product line)."""
   settings = dict(num_train=num_train, num_test=num_test, num_unlabelled=num_unlabelled,
-                  image_size=image_size, defect_rate=defect_rate, seed=seed)
+                  image_size=image_size, defect_rate=defect_rate, seed=seed,
+                  families=list(families))
   check_settings(settings)
   out = pathlib.Path(out)
   if (summary := existing(out, settings)) is not None:
@@ -140,7 +148,7 @@ def generate(out, *, num_train: int, num_test: int, num_unlabelled: int = 0,
   summary = dict(generator='nexjax.data.heldout', version=VERSION, settings=settings,
                  images={s: sum(r['split'] == s for r in rows) for s in SPLITS},
                  defective={s: sum(r['split'] == s and r['label'] for r in rows) for s in SPLITS},
-                 packages=list(examples.FAMILY_NAMES), defect_kinds=list(defects.KINDS))
+                 packages=list(families), defect_kinds=list(defects.KINDS))
   write_tables(partial, rows, summary)
   (partial / PARTIAL_MARK).unlink()
   os.replace(partial, out)

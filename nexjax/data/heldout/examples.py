@@ -30,10 +30,12 @@ def draw(rng, size: int, family: str, kinds=()):
   return image, mask
 
 
-def draw_example(seed: int, split_no: int, index: int, size: int, defective: bool):
-  """(image, mask or None, family, kinds) of one image of the dataset."""
+def draw_example(seed: int, split_no: int, index: int, size: int, defective: bool,
+                 families=FAMILY_NAMES):
+  """(image, mask or None, family, kinds) of one image of the dataset, its family drawn from
+  `families` (a product line is usually one)."""
   rng = image_rng(seed, split_no, index)
-  family = FAMILY_NAMES[int(rng.integers(len(FAMILY_NAMES)))]
+  family = families[int(rng.integers(len(families)))]
   kinds = defects.choose_kinds(rng) if defective else ()
   for _ in range(ATTEMPTS):
     image, mask = draw(rng, size, family, kinds)
