@@ -111,7 +111,8 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
           'threshold_rule': rule, 'memory_mib': stats.memory_bytes / 2**20,
           'fit_seconds': stats.fit_seconds, 'images_per_second': stats.images_per_second,
           'recall_by_type': {r['defect_type']: r['recall'] for r in by_type},
-          'auc_by_type': {r['defect_type']: r['auc'] for r in by_type}}
+          'auc_by_type': {r['defect_type']: r['auc'] for r in by_type
+                          if r['defect_type'] != defect_types.GOOD}}
 
 
 def one_class_split(cls, config, workdir, job, ctx, plan: 'Plan') -> pipeline.Examples:
