@@ -7,6 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from nexjax import augment as augment_lib
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
@@ -108,3 +109,34 @@ def test_a_body_with_a_mask_head_loads_into_a_model_without_one(smoke_config, tm
 def test_area_weights_split_border_pixels_between_cells():
   weights = step_lib.area_weights(2, 3)   # cells [0, 1.5) and [1.5, 3)
   np.testing.assert_allclose(weights, [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+
+
+def test_the_mask_head_detector_scores_a_line_with_the_source_runs_mask_head(
+    masked_folder, tmp_path, smoke_config, compile_cache):
+  """mask_head (no target label): the score is the largest cell of the source run's predicted
+  defect share, the map that share upsampled; a run without a mask head is a clear error."""
+  del compile_cache
+  from configs import finetune  # pylint: disable=import-outside-toplevel
+  from nexjax.detectors import base  # pylint: disable=import-outside-toplevel
+  from nexjax.detectors import registry  # pylint: disable=import-outside-toplevel
+  config = mask_config(smoke_config, masked_folder, tmp_path)
+  config.phases = (finetune.phase('scratch', 1, (1e-3,), ('body_low', 'body_high', 'head')),)
+  loop.train_and_evaluate(config, tmp_path / 'source')
+  line = smoke_config(masked_folder, tmp_path / 'cache')
+  line.init.weights = str(tmp_path / 'source')
+  ctx = base.Context(parallel.topology(), 8, 0, False)
+  detector = registry.get('mask_head').create(line, tmp_path / 'unused', 0)
+  detector.fit(None, None, ctx)
+  images = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 1), np.uint8)
+  model = job_lib.create_model(detector.config)
+  _, state = model.apply(detector.variables, augment_lib.prepare_batch(None, images),
+                         train=False, mutable=['intermediates'])
+  cells = jax.nn.sigmoid(state['intermediates']['mask_logits'][0][..., 0])
+  np.testing.assert_allclose(detector.score(images, ctx), np.max(cells, axis=(1, 2)), rtol=1e-5)
+  assert detector.anomaly_map(images, ctx).shape == (3, 96, 96)
+  plain = smoke_config(masked_folder, tmp_path / 'cache')
+  plain.phases = config.phases
+  loop.train_and_evaluate(plain, tmp_path / 'plain')
+  line.init.weights = str(tmp_path / 'plain')
+  with pytest.raises(errors.ConfigError, match='without one'):
+    registry.get('mask_head').create(line, tmp_path / 'unused', 0).fit(None, None, ctx)

@@ -8,6 +8,7 @@ from nexjax.detectors import base
 from nexjax.detectors import classifier
 from nexjax.detectors import gan
 from nexjax.detectors import gaussian
+from nexjax.detectors import mask_head
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
 from nexjax.detectors import scattering_xgb
@@ -31,6 +32,7 @@ def get(name: str) -> type[base.Detector]:
 
 register(classifier.ClassifierDetector)
 register(source_classifier.SourceClassifier)
+register(mask_head.MaskHead)
 register(gaussian.GaussianDetector)
 register(patchcore.PatchCore)
 register(padim.PaDiM)
