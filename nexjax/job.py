@@ -83,12 +83,14 @@ class Job:
   data: dict[str, pipeline.Examples] | None
 
 
-def setup(config, *, data: bool = True) -> Job:
-  """Builds a job from a config that `nexjax.config.check` passed."""
+def setup(config, *, data: bool = True, train_defects: int = 2) -> Job:
+  """Builds a job from a config that `nexjax.config.check` passed; its training split needs
+  `train_defects` labelled defects (0 where no classifier is trained on it)."""
   topo = parallel.topology()
   parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
   parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
-  return Job(config, topo, create_model(config), load_data(config) if data else None)
+  return Job(config, topo, create_model(config),
+             load_data(config, train_defects) if data else None)
 
 
 def create_model(config, head: str | None = None) -> resnet.ResNet:
@@ -131,11 +133,14 @@ def data_source(config) -> sources.Source:
 MIN_PER_CLASS = {'train': 2, 'valid': 1}
 
 
-def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
+def check_class_counts(data: dict[str, pipeline.Examples], folder,
+                       train_defects: int = MIN_PER_CLASS['train']) -> None:
   problems = []
   for split, minimum in MIN_PER_CLASS.items():
     counts = np.bincount(data[split].labels, minlength=2)
     for label, name in enumerate(('good (train/good_0)', 'defect (train/bad_1)')):
+      if split == 'train' and label == 1:
+        minimum = train_defects
       if counts[label] < minimum:
         problems.append(f'the {split} split has {counts[label]} {name} image(s), needs '
                         f'at least {minimum}')
@@ -144,7 +149,7 @@ def check_class_counts(data: dict[str, pipeline.Examples], folder) -> None:
                            'folders (the validation split takes data.valid_fraction of each).')
 
 
-def load_data(config) -> dict[str, pipeline.Examples]:
+def load_data(config, train_defects: int = MIN_PER_CLASS['train']) -> dict[str, pipeline.Examples]:
   source = data_source(config)
   data = prepare.load_datasets(source, image_size=config.data.image_size,
                                valid_fraction=config.data.valid_fraction,
@@ -153,7 +158,7 @@ def load_data(config) -> dict[str, pipeline.Examples]:
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config, source)
-  check_class_counts(data, source.root)
+  check_class_counts(data, source.root, train_defects)
   if config.model.get('mask_head') and data['train'].masks is None:
     raise errors.DataError(
         f'{source.root} has no defect masks (masks/<id>.png) for its training images, which '

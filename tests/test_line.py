@@ -71,3 +71,29 @@ def test_without_unlabelled_images_training_is_the_recipe_alone():
   assert line.wanted(config)
   config.line.detectors = ()
   assert not line.wanted(config)
+
+
+def test_with_no_labelled_defect_to_train_on_the_line_is_its_label_free_detectors(tmp_path):
+  """data.max_train_defects=0 (the labelled defects only validate): no classifier is trained,
+  the one-class detectors are fitted on the unlabelled images and predict scores with them."""
+  config = finetune.get_config('smoke')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  config.data.synthetic_num_unlabelled = 20
+  config.data.max_train_defects = 0
+  config.line.detectors = ('classifier', 'gaussian')
+  config_lib.check(config, 'train')
+  workdir = tmp_path / 'w'
+
+  summary = train.train(config, workdir)
+
+  assert [r['method'] for r in summary['line']['rows']] == ['gaussian']
+  assert summary['line']['method'] == 'gaussian'
+  assert not (workdir / 'checkpoints').exists()       # no classifier was trained
+  images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 1), np.uint8)
+  (tmp_path / 'in').mkdir()
+  for i, image in enumerate(images):
+    PIL.Image.fromarray(image[..., 0]).save(tmp_path / 'in' / f'img_{i}.png')
+  with config.unlocked():
+    config.predict.input = str(tmp_path / 'in')
+  with open(predict.predict_folder(config, workdir)) as f:
+    assert len(list(csv.DictReader(f))) == 2

@@ -8,6 +8,8 @@ each in `DIR/compare/<name>-all/`. It records in `DIR/line.json` the method the 
 choose: the best on validation where the validation split has at least
 `metrics.MIN_VALID_DEFECTS` defects, else the equal-weight ensemble of them all (a choice fixed
 in advance: a few validation defects would pick by noise). `--mode=predict` scores with it.
+With `data.max_train_defects=0` (labelled defects kept for validation only) no classifier is
+trained: the line is its label-free detectors alone.
 """
 
 import json
@@ -29,11 +31,19 @@ def wanted(config) -> bool:
   return job_lib.has_unlabelled(config) and bool(config.line.detectors)
 
 
+def without_classifier(config) -> bool:
+  """Whether the training split keeps no labelled defect (`data.max_train_defects=0`: the
+  labelled defects only validate): then the line is its one-class detectors alone."""
+  return config.data.max_train_defects == 0
+
+
 def plan(config, has_source: bool) -> selection.Plan:
-  """`line.detectors` (the source lines' classifier only where `has_source`), fitted on the
-  unlabelled images at the labels at hand; the same list is the ensemble's prior."""
+  """`line.detectors` (the source lines' classifier only where `has_source`; those that learn
+  from labels only where the training split has labelled defects), fitted on the unlabelled
+  images at the labels at hand; the same list is the ensemble's prior."""
   names = tuple(n for n in config.line.detectors
-                if has_source or not registry.REGISTRY[n].needs_trained_source)
+                if (has_source or not registry.REGISTRY[n].needs_trained_source)
+                and not (without_classifier(config) and registry.REGISTRY[n].uses_labels))
   return selection.Plan(names, (BUDGET,), 'unlabelled', config.line.trim,
                         config.line.threshold_rule, names)
 
@@ -42,9 +52,10 @@ def build(config, workdir) -> dict:
   """Fits, scores and saves the line's detectors into `workdir` (whose classifier run is done)
   and records the chosen one; returns DIR/line.json's content."""
   workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   has_source = config.init.weights == job_lib.PRETRAIN
   config = loop.resolve_init(config)
-  job = job_lib.setup(config)
+  job = job_lib.setup(config, train_defects=0 if without_classifier(config) else 2)
   fitted = selection.run(config, workdir, job, plan(config, has_source))
   budget = selection.budget_name(BUDGET)
   chosen = ensemble.choose(fitted.rows)[budget]
