@@ -20,6 +20,17 @@ from nexjax.modes import predict
 from nexjax.modes import train
 
 
+def point_predict_at_images(config, folder, count: int) -> np.ndarray:
+  """`count` random 96 px grey images written into `folder`, set as predict.input."""
+  images = np.random.default_rng(0).integers(0, 256, (count, 96, 96, 1), np.uint8)
+  folder.mkdir()
+  for i, image in enumerate(images):
+    PIL.Image.fromarray(image[..., 0]).save(folder / f'img_{i}.png')
+  with config.unlocked():
+    config.predict.input = str(folder)
+  return images
+
+
 def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_path,
                                                                            compile_cache):
   del compile_cache
@@ -46,12 +57,7 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
 
   # Predict scores with the chosen ensemble by default: each member's score through its
   # validation CDF, averaged.
-  images = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 1), np.uint8)
-  (tmp_path / 'in').mkdir()
-  for i, image in enumerate(images):
-    PIL.Image.fromarray(image[..., 0]).save(tmp_path / 'in' / f'img_{i}.png')
-  with config.unlocked():
-    config.predict.input = str(tmp_path / 'in')
+  images = point_predict_at_images(config, tmp_path / 'in', 4)
   output = predict.predict_folder(config, workdir)
   with open(output) as f:
     got = np.array([float(r['score']) for r in csv.DictReader(f)])
@@ -89,11 +95,6 @@ def test_with_no_labelled_defect_to_train_on_the_line_is_its_label_free_detector
   assert [r['method'] for r in summary['line']['rows']] == ['gaussian']
   assert summary['line']['method'] == 'gaussian'
   assert not (workdir / 'checkpoints').exists()       # no classifier was trained
-  images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 1), np.uint8)
-  (tmp_path / 'in').mkdir()
-  for i, image in enumerate(images):
-    PIL.Image.fromarray(image[..., 0]).save(tmp_path / 'in' / f'img_{i}.png')
-  with config.unlocked():
-    config.predict.input = str(tmp_path / 'in')
+  point_predict_at_images(config, tmp_path / 'in', 2)
   with open(predict.predict_folder(config, workdir)) as f:
     assert len(list(csv.DictReader(f))) == 2
