@@ -71,11 +71,11 @@ def test_every_defect_image_has_a_mask_and_good_images_none(dataset):
   assert len(list((dataset / 'masks').iterdir())) == sum(r['label'] == '1' for r in rows)
 
 
-def render_with_and_without(seed, defects, size=64):
+def render_with_and_without(seed, defects, size=64, families=synthetic.PACKAGES):
   """The canvases (before lighting and noise) of a defective device and of the same device in
   the same pose without its defects, and the defects' mask."""
   rng = np.random.default_rng(seed)
-  device = synthetic.sample_device(rng)
+  device = synthetic.sample_device(rng, families)
   good = copy.deepcopy(device)
   for defect in defects:
     synthetic.apply_defect(rng, device, defect)
@@ -91,9 +91,10 @@ def render_with_and_without(seed, defects, size=64):
 @pytest.mark.parametrize('defects', [(t,) for t in synthetic.DEFECT_TYPES] +
                          [('chipped_edge', 'crack'), ('bent_lead', 'misplacement'),
                           ('marking_fault', 'misplacement')])
-def test_mask_covers_exactly_the_pixels_the_defect_changed(defects):
+@pytest.mark.parametrize('families', [synthetic.PACKAGES, ('varied',)])
+def test_mask_covers_exactly_the_pixels_the_defect_changed(defects, families):
   for i in range(6):
-    bad, good, mask = render_with_and_without([i, 7], defects)
+    bad, good, mask = render_with_and_without([i, 7], defects, families=families)
     changed = np.abs(bad - good) > 0.01
     assert changed.any() and mask.any()
     assert not (changed & ~mask).any(), 'a changed pixel outside the mask'
@@ -148,7 +149,7 @@ def test_families_draw_only_those_packages_and_are_part_of_the_settings(tmp_path
   synthetic.ensure_dataset(tmp_path / 'd', **{**small, 'families': ('sod123', 'sot223')})
   with pytest.raises(ValueError, match='delete it or choose another folder'):
     synthetic.ensure_dataset(tmp_path / 'd', **{**small, 'families': ('sot23', 'sod123')})
-  with pytest.raises(errors.ConfigError, match='sot24.*sot23, sod123, sot363, sot223'):
+  with pytest.raises(errors.ConfigError, match='sot24.*sot23, sod123, sot363, sot223, varied'):
     synthetic.generate(tmp_path / 'e', **{**small, 'families': ('sot23', 'sot24')})
 
 
@@ -233,14 +234,44 @@ def test_two_lead_defects_hit_different_leads():
     assert device['missing_lead'] != device['bent_lead'][0]
 
 
-def test_drawing_in_windows_equals_drawing_everywhere(monkeypatch):
+@pytest.mark.parametrize('families', [synthetic.PACKAGES, ('varied',)])
+def test_drawing_in_windows_equals_drawing_everywhere(monkeypatch, families):
   """Shapes are only evaluated near their centre: the windows must not clip anything."""
   rngs = lambda: [np.random.default_rng([1, i]) for i in range(len(synthetic.DEFECT_TYPES))]
-  windowed = [synthetic.render(r, 80, (t,)) for r, t in zip(rngs(), synthetic.DEFECT_TYPES)]
+  draw = lambda: [synthetic.render(r, 80, (t,), families)
+                  for r, t in zip(rngs(), synthetic.DEFECT_TYPES)]
+  windowed = draw()
   monkeypatch.setattr(synthetic.Canvas, 'window', lambda self, *args: np.s_[:, :])
-  everywhere = [synthetic.render(r, 80, (t,)) for r, t in zip(rngs(), synthetic.DEFECT_TYPES)]
+  everywhere = draw()
   for a, b in zip(windowed, everywhere):
     np.testing.assert_array_equal(a, b)
+
+
+def test_varied_devices_span_wide_ranges_and_stay_in_the_frame():
+  devices = [synthetic.sample_device(np.random.default_rng([9, i]), ('varied',))
+             for i in range(300)]
+  leads = [len(d['leads']) for d in devices]
+  assert min(leads) == 2 and max(leads) >= 9
+  assert {d['lead_style'] for d in devices} == {'straight', 'gull', 'j', 'flat'}
+  sides = {(dx, dy) for d in devices for _, _, dx, dy, _ in d['leads']}
+  assert len(sides) == 4
+  assert any(d['body_grey'] > 128 for d in devices) and any(d['body_grey'] < 60 for d in devices)
+  for d in devices:
+    assert max(d['half_w'], d['half_h']) + d['lead_length'] <= 0.42 + 1e-9
+    assert abs(d['lead_grey'] - d['background']) >= 30  # a lead defect is never invisible
+    assert d['glyphs']  # a marking fault always has a marking to spoil
+    for a in ('bent_lead', 'missing_lead'):
+      synthetic.apply_defect(np.random.default_rng(0), d, a)
+    assert d['missing_lead'] != d['bent_lead'][0]
+
+
+def test_varied_is_drawn_only_when_asked_for(tmp_path):
+  assert 'varied' not in synthetic.PACKAGES and 'varied' in synthetic.FAMILIES
+  assert synthetic.check_families('varied,sot23') == ('sot23', 'varied')
+  small = {**SMALL, 'num_train': 12, 'num_test': 4, 'families': 'varied'}
+  synthetic.ensure_dataset(tmp_path / 'd', **small)
+  with open(tmp_path / 'd' / 'metadata.csv') as f:
+    assert {r['package'] for r in csv.DictReader(f)} == {'varied'}
 
 
 def test_unknown_defect_type_is_refused():

@@ -20,7 +20,7 @@ _DEFECT_RATE = flags.DEFINE_float('defect_rate', synthetic.DEFECT_RATE,
                                   'Fraction of defective images.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 _FAMILIES = flags.DEFINE_list('families', list(synthetic.PACKAGES),
-                              f'Package families to draw, some of {",".join(synthetic.PACKAGES)}.')
+                              f'Package families to draw, some of {",".join(synthetic.FAMILIES)}.')
 _SAMPLE_GRID = flags.DEFINE_string('sample_grid', '', 'Also save a PNG of example images.')
 
 

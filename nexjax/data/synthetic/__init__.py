@@ -16,6 +16,7 @@ from nexjax.data.synthetic.dataset import SETTINGS_FILE
 from nexjax.data.synthetic.dataset import UNLABELLED_FOLDER
 from nexjax.data.synthetic.devices import apply_defect
 from nexjax.data.synthetic.devices import DEFECT_TYPES
+from nexjax.data.synthetic.devices import FAMILIES
 from nexjax.data.synthetic.devices import PACKAGES
 from nexjax.data.synthetic.devices import sample_device
 from nexjax.data.synthetic.drawing import defect_mask

@@ -17,6 +17,7 @@ import tqdm
 
 from nexjax import errors
 from nexjax.data.synthetic.devices import DEFECT_TYPES
+from nexjax.data.synthetic.devices import FAMILIES
 from nexjax.data.synthetic.devices import PACKAGES
 from nexjax.data.synthetic.devices import sample_defects
 from nexjax.data.synthetic.drawing import render
@@ -70,14 +71,14 @@ def render_chunk(jobs):
 
 
 def check_families(families) -> tuple[str, ...]:
-  """Package family names (a sequence, or one comma-separated string) in PACKAGES order, which
+  """Package family names (a sequence, or one comma-separated string) in FAMILIES order, which
   is what is drawn whatever order they are given in; an error names unknown ones."""
   names = families.split(',') if isinstance(families, str) else list(families)
-  unknown = sorted(set(names) - set(PACKAGES))
+  unknown = sorted(set(names) - set(FAMILIES))
   if unknown or not names:
     raise errors.ConfigError(f'Unknown package families {unknown or names}; choose one or more '
-                             f'of {", ".join(PACKAGES)}.')
-  return tuple(p for p in PACKAGES if p in names)
+                             f'of {", ".join(FAMILIES)}.')
+  return tuple(p for p in FAMILIES if p in names)
 
 
 def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size: int = 128,
@@ -86,7 +87,7 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
              progress: bool = True) -> dict:
   """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete) and returns
   its summary; a complete folder with the same settings is left as it is. `families`: the
-  package families drawn (all by default), names as in PACKAGES. `num_unlabelled`: images drawn
+  package families drawn (the four classic ones by default), names as in FAMILIES. `num_unlabelled`: images drawn
   like the training split into `unlabelled/`, their labels only in metadata.csv."""
   out_dir = pathlib.Path(out_dir)
   families = check_families(families)

@@ -4,7 +4,15 @@ docs/synthetic_generator.md for the distributions)."""
 
 import math
 
+from nexjax.data.synthetic import varied
+
 PACKAGES = ('sot23', 'sod123', 'sot363', 'sot223')
+FAMILIES = PACKAGES + (varied.FAMILY,)  # what can be asked for; PACKAGES are drawn by default
+# How the classic families are drawn; a domain-randomised device (varied.py) draws each of these.
+CLASSIC_STYLE = {'lead_style': 'straight', 'bend_at': 0.35, 'bend_shade': 0.7, 'lead_round': 0.006,
+                 'body_round': 0.02, 'rails': True, 'pads': True,
+                 'nuisance': {'gradient': 25, 'contrast': (0.8, 1.2), 'brightness': 20,
+                              'blur': 0.9, 'noise': (2, 7)}}
 
 
 def lead_layout(package: str, half_w: float, half_h: float):
@@ -25,6 +33,8 @@ def sample_device(rng, families=PACKAGES) -> dict:
   """Geometry and grey levels of one good device (of one of `families`) and its leadframe;
   defects edit this."""
   package = families[rng.integers(len(families))]
+  if package == varied.FAMILY:
+    return varied.sample_device(rng)
   half_w, half_h = rng.uniform(0.2, 0.27), rng.uniform(0.13, 0.18)
   if package == 'sod123':
     half_h *= 0.85
@@ -46,7 +56,7 @@ def sample_device(rng, families=PACKAGES) -> dict:
       'body_angle': math.radians(rng.normal(0, 1)),
       # Defects (none on a good device).
       'missing_lead': None, 'bent_lead': None, 'crack': None, 'chip': None,
-      'contamination': None, 'marking': 'normal',
+      'contamination': None, 'marking': 'normal', **CLASSIC_STYLE,
   }
 
 

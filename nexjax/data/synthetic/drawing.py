@@ -50,12 +50,15 @@ def draw_leadframe(canvas, device):
   """Background metal with texture, rails with sprocket holes, tie bars, and the pads."""
   base, rail = device['background'], device['rail_grey']
   canvas.image[:] = base + upsample(device['texture'], canvas.image.shape[0])
-  canvas.paint(lambda x, y: np.maximum(np.abs(np.abs(x) - TIE_BAR_X) - 0.02, np.abs(y) - RAIL_Y),
-               base + rail / 2)
-  canvas.paint(lambda x, y: np.abs(np.abs(y) - RAIL_Y) - 0.06, base + rail)
-  # Holes every 0.15 along the rails: the distance to the nearest one, by periodic folding.
-  canvas.paint(lambda x, y: np.hypot(np.mod(x + 0.075, 0.15) - 0.075, np.abs(y) - RAIL_Y) - 0.022,
-               base * 0.35)
+  if device['rails']:
+    canvas.paint(lambda x, y: np.maximum(np.abs(np.abs(x) - TIE_BAR_X) - 0.02, np.abs(y) - RAIL_Y),
+                 base + rail / 2)
+    canvas.paint(lambda x, y: np.abs(np.abs(y) - RAIL_Y) - 0.06, base + rail)
+    # Holes every 0.15 along the rails: the distance to the nearest one, by periodic folding.
+    canvas.paint(lambda x, y: np.hypot(np.mod(x + 0.075, 0.15) - 0.075, np.abs(y) - RAIL_Y)
+                 - 0.022, base * 0.35)
+  if not device['pads']:
+    return
   length, width = device['lead_length'], device['lead_width']
   for rx, ry, dx, dy, factor in device['leads']:
     tip_x, tip_y = rx + dx * length * 0.75, ry + dy * length * 0.75
@@ -71,9 +74,17 @@ def lead_pose(device, index: int) -> tuple[float, float]:
   return bent[1:] if index == bent[0] else (0.0, 0.0)
 
 
+# Darker lines across a lead, as (share of its length from the root, grey factor): the bend of
+# a straight lead; shoulder and heel of a gull-wing; the curl of a J-lead; none on a flat one.
+def lead_lines(device) -> list[tuple[float, float]]:
+  at, shade = device['bend_at'], device['bend_shade']
+  return {'straight': [(at, shade)], 'gull': [(at, shade), (min(at + 0.3, 0.85), shade * 1.15)],
+          'j': [(0.8, shade)], 'flat': []}[device['lead_style']]
+
+
 def lead_parts(device, index: int, bend: float = 0.0, shift: float = 0.0):
-  """The metal of a lead and its darker bend line near the root, each as (shape, centre, radius)
-  in the body frame."""
+  """The metal of a lead, as (shape, centre, radius) in the body frame, and its darker lines,
+  each as (shape, centre, radius, grey factor)."""
   rx, ry, dx, dy, factor = device['leads'][index]
   length, width = device['lead_length'], device['lead_width']
   angle = math.atan2(dy, dx) + bend
@@ -81,13 +92,18 @@ def lead_parts(device, index: int, bend: float = 0.0, shift: float = 0.0):
   root_x, root_y = rx - dy * shift, ry + dx * shift
   cx, cy = root_x + ux * length / 2, root_y + uy * length / 2
   half_w = width * factor / 2
-  metal = (lambda x, y: rounded_box(x, y, cx, cy, length / 2, half_w, 0.006, angle),
-           (cx, cy), math.hypot(length / 2, half_w))
-  bx, by = root_x + ux * length * 0.35, root_y + uy * length * 0.35
-  thick, reach = length * 0.07, half_w - length * 0.07
-  bend_line = (lambda x, y: segment(x, y, bx + uy * reach, by - ux * reach,
-                                    bx - uy * reach, by + ux * reach, thick), (bx, by), half_w)
-  return metal, bend_line
+  corner = min(device['lead_round'], half_w, length / 2)
+  metal_shape = lambda x, y: rounded_box(x, y, cx, cy, length / 2, half_w, corner, angle)
+  thick = length * 0.07
+  reach = half_w - thick
+  lines = []
+  for at, shade in lead_lines(device):
+    bx, by = root_x + ux * length * at, root_y + uy * length * at
+    # Clipped to the metal, whose rounded corners a line near the tip would overhang.
+    lines.append((lambda x, y, bx=bx, by=by: np.maximum(
+        segment(x, y, bx + uy * reach, by - ux * reach, bx - uy * reach, by + ux * reach, thick),
+        metal_shape(x, y)), (bx, by), half_w, shade))
+  return (metal_shape, (cx, cy), math.hypot(length / 2, half_w)), lines
 
 
 def present_leads(device) -> list[int]:
@@ -95,16 +111,17 @@ def present_leads(device) -> list[int]:
 
 
 def draw_leads(canvas, device):
-  """Metal leads from the body's edges, each with a darker bend line near its root."""
+  """Metal leads from the body's edges, each with its darker lines (a bend near the root)."""
   for i in present_leads(device):
-    (metal, *where), (bend_line, *bend_where) = lead_parts(device, i, *lead_pose(device, i))
+    (metal, *where), lines = lead_parts(device, i, *lead_pose(device, i))
     paint_on_body(canvas, device, metal, device['lead_grey'], *where)
-    paint_on_body(canvas, device, bend_line, device['lead_grey'] * 0.7, *bend_where)
+    for line, center, radius, shade in lines:
+      paint_on_body(canvas, device, line, device['lead_grey'] * shade, center, radius)
 
 
 def body_shape(device, bx, by):
   """The moulded body's signed distance, with a chip bitten out if it has one."""
-  distance = rounded_box(bx, by, 0, 0, device['half_w'], device['half_h'], 0.02)
+  distance = rounded_box(bx, by, 0, 0, device['half_w'], device['half_h'], device['body_round'])
   if device['chip']:
     distance = np.maximum(distance, -disc(bx, by, *device['chip']))
   return distance
@@ -237,7 +254,8 @@ def defect_mask(canvas, device) -> np.ndarray:
     cx, cy, radius = device['chip']
     radius += BEVEL_WIDTH
     box = device['half_w'], device['half_h']
-    mark(lambda x, y: np.maximum(disc(x, y, cx, cy, radius), rounded_box(x, y, 0, 0, *box, 0.02)),
+    mark(lambda x, y: np.maximum(disc(x, y, cx, cy, radius),
+                                 rounded_box(x, y, 0, 0, *box, device['body_round'])),
          (cx, cy), radius)
   if device['missing_lead'] is not None:
     mark(*lead_parts(device, device['missing_lead'])[0])
@@ -260,17 +278,20 @@ def defect_mask(canvas, device) -> np.ndarray:
   return mask.image > 0
 
 
-def apply_nuisance(rng, image) -> np.ndarray:
-  """Lighting gradient, contrast/brightness, blur and sensor noise, then 8-bit quantisation."""
+def apply_nuisance(rng, image, ranges) -> np.ndarray:
+  """Lighting gradient, contrast/brightness, blur and sensor noise within `ranges` (a device's
+  'nuisance'), then 8-bit quantisation."""
   size = image.shape[0]
   coords = np.linspace(-1, 1, size, dtype=np.float32)
-  angle, strength = rng.uniform(0, 2 * math.pi), rng.uniform(-25, 25)
+  angle = rng.uniform(0, 2 * math.pi)
+  strength = rng.uniform(-ranges['gradient'], ranges['gradient'])
   image = image + strength * (math.cos(angle) * coords[None, :] + math.sin(angle) * coords[:, None])
-  image = (image - 110) * rng.uniform(0.8, 1.2) + (110 + rng.uniform(-20, 20))
-  sigma = rng.uniform(0, 0.9) * size / 96
+  image = (image - 110) * rng.uniform(*ranges['contrast']) + (
+      110 + rng.uniform(-ranges['brightness'], ranges['brightness']))
+  sigma = rng.uniform(0, ranges['blur']) * size / 96
   if sigma > 0.05:
     image = scipy.ndimage.gaussian_filter(image, sigma)
-  image += rng.normal(0, rng.uniform(2, 7), image.shape).astype(np.float32)
+  image += rng.normal(0, rng.uniform(*ranges['noise']), image.shape).astype(np.float32)
   return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
@@ -292,7 +313,7 @@ def render_example(rng, image_size: int, defect_types=(), families=PACKAGES) -> 
   canvas = camera(rng, image_size)
   draw_package(canvas, device)
   mask = defect_mask(canvas, device) if defect_types else np.zeros(canvas.image.shape, bool)
-  return Example(apply_nuisance(rng, canvas.image), mask, device['package'])
+  return Example(apply_nuisance(rng, canvas.image, device['nuisance']), mask, device['package'])
 
 
 def render(rng, image_size: int, defect_types=(), families=PACKAGES) -> np.ndarray:
