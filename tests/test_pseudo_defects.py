@@ -161,7 +161,7 @@ def test_a_complete_folder_is_reused_and_no_other_is_overwritten(images, written
   before = (written / 'metadata.csv').stat().st_mtime_ns
   assert generate(images, written)['reused'] is True
   assert (written / 'metadata.csv').stat().st_mtime_ns == before
-  with pytest.raises(errors.DataError, match='other settings'):
+  with pytest.raises(errors.DataError, match=r'made otherwise \(seed 3 there, 9 asked\)'):
     generate(images, written, seed=9)
   foreign = tmp_path / 'photos'
   foreign.mkdir()

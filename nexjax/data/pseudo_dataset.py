@@ -126,12 +126,14 @@ def existing(out: pathlib.Path, settings: dict) -> dict | None:
     raise errors.DataError(
         f'{out} exists and is not a pseudo-defect folder (no readable {SETTINGS_FILE}); it is '
         'never overwritten: give another --out, or remove it yourself.') from None
-  if summary.get('settings') != settings or summary.get('version') != VERSION:
+  recorded_settings = {**summary.get('settings', {}), 'version': summary.get('version')}
+  differ = [f'{key} {recorded_settings.get(key)!r} there, {value!r} asked'
+            for key, value in {**settings, 'version': VERSION}.items()
+            if recorded_settings.get(key) != value]
+  if differ:
     raise errors.DataError(
-        f'{out} holds a pseudo-defect folder made with other settings or other images '
-        f'({recorded}: {summary.get("settings")}, version {summary.get("version")}; asked: '
-        f'{settings}, version {VERSION}); give another --out, or remove the folder to make it '
-        'anew.')
+        f'{out} holds a pseudo-defect folder made otherwise ({"; ".join(differ)}); give '
+        'another --out, or remove the folder to make it anew.')
   return summary
 
 
@@ -175,7 +177,8 @@ def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: 
   files = unlabelled.list_files(images)
   num_test = default_num_test(len(files)) if num_test < 0 else num_test
   check_settings(images, out.resolve(), defect_rate, num_test, len(files))
-  settings = dict(images=str(images), fingerprint=unlabelled.fingerprint(images, files),
+  settings = dict(images=str(images),
+                  images_fingerprint=unlabelled.fingerprint(images, files),
                   defect_rate=defect_rate, seed=seed, num_test=num_test,
                   high_bit_scaling=high_bit_scaling)
   if (summary := existing(out, settings)) is not None:
