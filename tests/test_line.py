@@ -22,6 +22,7 @@ from nexjax.detectors import base
 from nexjax.detectors import ensemble
 from nexjax.detectors import line
 from nexjax.modes import evaluate
+from nexjax.modes import export
 from nexjax.modes import predict
 from nexjax.modes import train
 
@@ -144,8 +145,9 @@ def test_a_folder_without_defects_gives_the_line_its_label_free_detectors(
   point_predict_at_images(config, tmp_path / 'in', 3)
   with open(predict.predict_folder(config, workdir)) as f:
     assert len(list(csv.DictReader(f))) == 3
-  with pytest.raises(errors.CheckpointError, match='holds no classifier.*--mode=predict'):
-    evaluate.evaluate(config, workdir)
+  for needs_classifier in (evaluate.evaluate, export.export_workdir):
+    with pytest.raises(errors.CheckpointError, match='holds no classifier.*--mode=predict'):
+      needs_classifier(config, workdir)
 
 
 def test_without_defects_and_label_free_detectors_the_error_names_the_ways_out(

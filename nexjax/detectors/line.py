@@ -32,7 +32,7 @@ from nexjax.detectors import ensemble
 from nexjax.detectors import selection
 from nexjax.train import loop
 
-CHOICE_FILE = 'line.json'
+CHOICE_FILE = workdir_lib.LINE_FILE
 BUDGET = -1  # every labelled defect at hand
 NO_DEFECT_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
 
@@ -157,13 +157,3 @@ def chosen_detector(workdir) -> str:
   record = json.loads(path.read_text())
   return '' if record['method'] == 'classifier' else pathlib.Path(record['folder']).name
 
-
-def check_classifier(workdir, mode: str) -> None:
-  """Refuses, in a `mode` that grades a classifier, a workdir trained without one (its line's
-  label-free detectors alone)."""
-  workdir = pathlib.Path(workdir)
-  if (workdir / CHOICE_FILE).is_file() and not (workdir / workdir_lib.CONFIG_FILE).is_file():
-    raise errors.CheckpointError(
-        f'{workdir} holds no classifier (trained without labelled defects; {CHOICE_FILE} names '
-        f'its label-free detector): --mode={mode} grades a classifier; score images with '
-        f'--mode=predict --workdir={workdir} --config.predict.input=FOLDER.')

@@ -24,7 +24,6 @@ from nexjax import scoring
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
-from nexjax.detectors import line
 from nexjax.train import loop
 from nexjax.train import preemption
 from nexjax.train import step as step_lib
@@ -60,7 +59,6 @@ def evaluate(config, workdir) -> dict:
   """Validation and (where labelled) test metrics with and without TTA, plots and thresholds, on
   the data the workdir was trained on, or on another folder that `config.data.dir` names."""
   workdir = pathlib.Path(workdir)
-  line.check_classifier(workdir, 'evaluate')
   out = output_dir(config, workdir)
   config = workdir_lib.with_trained_data(config, workdir)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
