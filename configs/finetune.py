@@ -120,7 +120,7 @@ def get_config(arg=None):
       tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
       tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
       tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
-      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', or 'recall:R' (defect recall >= R)
+      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', 'recall:R' (recall >= R) or 'fpr:F'
       gallery_size=16,
   ))
   config.predict = ml_collections.ConfigDict(dict(
@@ -150,11 +150,13 @@ def get_config(arg=None):
   ))
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
   # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'
-  # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line).
+  # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line); with no
+  # labelled defect to train on, the label-free ones alone (on the good images without
+  # data.unlabelled_dir).
   config.line = ml_collections.ConfigDict(dict(
       detectors=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
       trim=0.25,               # share of the unlabelled images left out as probably defective
-      threshold_rule='max_accuracy',  # each detector's, chosen on validation
+      threshold_rule='max_accuracy',  # each detector's, on validation ('fpr:0.01' if no defect)
   ))
   # Each detector's settings (its default_config() with the preset's overrides).
   sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}

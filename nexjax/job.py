@@ -83,14 +83,14 @@ class Job:
   data: dict[str, pipeline.Examples] | None
 
 
-def setup(config, *, data: bool = True, train_defects: int = 2) -> Job:
-  """Builds a job from a config that `nexjax.config.check` passed; its training split needs
-  `train_defects` labelled defects (0 where no classifier is trained on it)."""
+def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
+  """Builds a job from a config that `nexjax.config.check` passed; its splits need labelled
+  defects unless `needs_defects` is False (no classifier is trained on them)."""
   topo = parallel.topology()
   parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
   parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
   return Job(config, topo, create_model(config),
-             load_data(config, train_defects) if data else None)
+             load_data(config, needs_defects) if data else None)
 
 
 def create_model(config, head: str | None = None) -> resnet.ResNet:
@@ -128,28 +128,49 @@ def data_source(config) -> sources.Source:
   return sources.from_config(config.data, cache_dir(config))
 
 
+def training_defects(config) -> int:
+  """How many labelled defects `load_data`'s training split holds (the folder's, less the
+  validation share and beyond `data.max_train_defects`, plus those of `data.extra_labels`),
+  from the file lists alone: no image is decoded."""
+  files = data_source(config).files()['train']
+  labels = np.asarray([label for _, label in files], np.int32)
+  train, _ = pipeline.stratified_split([path.stem for path, _ in files], labels,
+                                       config.data.valid_fraction)
+  kept = int(np.sum(labels[train]))
+  if config.data.max_train_defects >= 0:
+    kept = min(kept, config.data.max_train_defects)
+  extra = extra_labels.read_rows(pathlib.Path(config.data.extra_labels)) \
+      if config.data.extra_labels else []
+  return kept + sum(label for _, label, _ in extra)
+
+
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a
 # validation split without them has no AUC to choose thresholds or the best checkpoint by.
 MIN_PER_CLASS = {'train': 2, 'valid': 1}
+CLASS_NAMES = ('good (train/good_0)', 'defect (train/bad_1)')
+NO_CLASSIFIER = ('or train no classifier: --config.data.max_train_defects=0 fits the label-free '
+                 'detectors of line.detectors alone')
 
 
 def check_class_counts(data: dict[str, pipeline.Examples], folder,
-                       train_defects: int = MIN_PER_CLASS['train']) -> None:
-  problems = []
+                       needs_defects: bool = True) -> None:
+  """Both classes in both splits (`MIN_PER_CLASS`); good images alone where no classifier is
+  trained (`needs_defects` False)."""
+  problems, short = [], set()
   for split, minimum in MIN_PER_CLASS.items():
     counts = np.bincount(data[split].labels, minlength=2)
-    for label, name in enumerate(('good (train/good_0)', 'defect (train/bad_1)')):
-      if split == 'train' and label == 1:
-        minimum = train_defects
+    for label, name in enumerate(CLASS_NAMES[:1 + needs_defects]):
       if counts[label] < minimum:
+        short.add(label)
         problems.append(f'the {split} split has {counts[label]} {name} image(s), needs '
                         f'at least {minimum}')
   if problems:
     raise errors.DataError(f'{folder}: ' + '; '.join(problems) + '. Add images to the class '
-                           'folders (the validation split takes data.valid_fraction of each).')
+                           'folders (the validation split takes data.valid_fraction of each)'
+                           + (f', {NO_CLASSIFIER}.' if 1 in short else '.'))
 
 
-def load_data(config, train_defects: int = MIN_PER_CLASS['train']) -> dict[str, pipeline.Examples]:
+def load_data(config, needs_defects: bool = True) -> dict[str, pipeline.Examples]:
   source = data_source(config)
   data = prepare.load_datasets(source, image_size=config.data.image_size,
                                valid_fraction=config.data.valid_fraction,
@@ -158,7 +179,7 @@ def load_data(config, train_defects: int = MIN_PER_CLASS['train']) -> dict[str, 
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config, source)
-  check_class_counts(data, source.root, train_defects)
+  check_class_counts(data, source.root, needs_defects)
   if config.model.get('mask_head') and data['train'].masks is None:
     raise errors.DataError(
         f'{source.root} has no defect masks (masks/<id>.png) for its training images, which '

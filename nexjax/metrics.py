@@ -3,7 +3,8 @@ that grows with the evidence of a defect.
 
 Decision rule everywhere: an example is called a defect iff score >= threshold. The candidate
 thresholds of the rules below are the thresholds of `roc_curve` (every distinct score, and +inf
-for "call nothing a defect"), so each candidate is the largest threshold giving its decisions.
+for "call nothing a defect"), so each candidate is the largest threshold giving its decisions;
+'fpr:F' alone is a quantile of the good images' scores, and needs no labelled defect.
 """
 
 import numpy as np
@@ -11,9 +12,14 @@ import numpy as np
 # Below this many defects a validation split ranks checkpoints and methods by noise (4 defects,
 # 100 labelled images: validation AUC 0.59-0.75 from epoch to epoch); docs/results/few_labels.md.
 MIN_VALID_DEFECTS = 20
-THRESHOLD_RULES = ("'fixed:T' (0 <= T <= 1, e.g. 'fixed:0.5'), 'max_accuracy', or 'recall:R' "
+THRESHOLD_RULES = ("'fixed:T' (0 <= T <= 1, e.g. 'fixed:0.5'), 'max_accuracy', 'recall:R' "
                    "(0 < R <= 1, e.g. 'recall:0.99': the largest threshold that still catches a "
-                   'fraction R of the defects)')
+                   "fraction R of the defects) or 'fpr:F' (0 < F < 1, e.g. 'fpr:0.01': the 1-F "
+                   'quantile of the good images\' scores, about a fraction F of them called '
+                   'defects; needs no labelled defect)')
+# Rules that aim at labelled defects: with none, 'max_accuracy' calls nothing a defect and
+# 'recall:R' has nothing to aim at.
+DEFECT_RULES = ('max_accuracy', 'recall')
 
 
 def _check_labels(labels) -> np.ndarray:
@@ -129,15 +135,22 @@ def _number(text: str) -> float:
 
 
 def parse_rule(rule) -> tuple[str, float | None]:
-  """('fixed' | 'recall' | 'max_accuracy', value or None), or a ValueError naming the forms."""
+  """('fixed' | 'recall' | 'fpr' | 'max_accuracy', value or None), or a ValueError naming the
+  forms."""
   if rule == 'max_accuracy':
     return rule, None
   name, _, text = str(rule).partition(':')
   value = _number(text)
-  in_range = {'fixed': lambda v: 0 <= v <= 1, 'recall': lambda v: 0 < v <= 1}
+  in_range = {'fixed': lambda v: 0 <= v <= 1, 'recall': lambda v: 0 < v <= 1,
+              'fpr': lambda v: 0 < v < 1}
   if name not in in_range or not in_range[name](value):
     raise ValueError(f'Invalid threshold rule {rule!r}; use {THRESHOLD_RULES}.')
   return name, value
+
+
+def aims_at_defects(rule) -> bool:
+  """Whether `rule` needs labelled defects to choose a useful threshold (`DEFECT_RULES`)."""
+  return parse_rule(rule)[0] in DEFECT_RULES
 
 
 def choose_threshold(labels, scores, rule: str) -> float:
@@ -146,12 +159,18 @@ def choose_threshold(labels, scores, rule: str) -> float:
   'recall:R' is the largest threshold whose defect recall is >= R: the fewest good devices lost
   while catching that fraction of defects. 'max_accuracy' breaks ties between equally accurate
   thresholds towards the smallest one, i.e. towards catching defects; it is +inf only when
-  calling nothing a defect is strictly the most accurate.
+  calling nothing a defect is strictly the most accurate. 'fpr:F' is the 1-F quantile of the
+  good images' scores (linear interpolation), whatever the defects score.
   """
   name, value = parse_rule(rule)
   labels, scores = _check(labels, scores)
   if name == 'fixed':
     return value
+  if name == 'fpr':
+    if not np.any(labels == 0):
+      raise ValueError(f'{rule!r} needs good images to set the false-alarm rate on; there are '
+                       'none.')
+    return float(np.quantile(scores[labels == 0], 1 - value))
   thresholds, tp, fp = _cumulative_counts(labels, scores)
   if name == 'recall':
     if tp[-1] == 0:
@@ -182,6 +201,9 @@ def ema_debiased(avg, count, beta: float = EMA_BETA):
 
 
 def recall_at_fpr(labels, scores, max_fpr: float) -> float:
-  """The largest defect recall reachable while losing at most `max_fpr` of the good devices."""
+  """The largest defect recall reachable while losing at most `max_fpr` of the good devices
+  (NaN without labelled defects)."""
+  if not np.any(_check_labels(labels)):
+    return float('nan')
   fpr, tpr, _ = roc_curve(labels, scores)
   return float(tpr[fpr <= max_fpr].max())

@@ -16,6 +16,7 @@ import ml_collections
 from nexjax import errors
 
 CONFIG_FILE = 'config.json'
+LINE_FILE = 'line.json'  # the line's chosen detector (`detectors.line`)
 # What defines the trained network and the images it expects.
 MODEL_KEYS = ('model', 'data.image_size', 'data.channels')
 # Which images a run was trained and validated on: evaluation grades a workdir on these.
@@ -50,6 +51,11 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
 
 def read_config(workdir) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file() and (pathlib.Path(workdir) / LINE_FILE).is_file():
+    raise errors.CheckpointError(
+        f'{workdir} holds no classifier (trained without labelled defects; its {LINE_FILE} names '
+        'the label-free detector it chose), which this mode needs; score images with '
+        f'--mode=predict --workdir={workdir} --config.predict.input=FOLDER.')
   if not path.is_file():
     raise errors.CheckpointError(
         f'{path} does not exist: {workdir} is not a nexjax training workdir, or was trained by a '

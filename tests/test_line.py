@@ -1,21 +1,28 @@
 """The line's detectors from the training command: with unlabelled images, --mode=train fits
 the one-class detectors on them beside the classifier, records the method the labels at hand
-choose (the prior ensemble where validation has too few defects), and predict scores with it."""
+choose (the prior ensemble where validation has too few defects), and predict scores with it;
+with no labelled defect to train on, the label-free detectors alone."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import PIL.Image
+import pytest
 
 from configs import finetune
 from nexjax import config as config_lib
 from nexjax import detectors
+from nexjax import errors
+from nexjax import job as job_lib
 from nexjax import parallel
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
 from nexjax.detectors import line
+from nexjax.modes import evaluate
+from nexjax.modes import export
 from nexjax.modes import predict
 from nexjax.modes import train
 
@@ -98,3 +105,65 @@ def test_with_no_labelled_defect_to_train_on_the_line_is_its_label_free_detector
   point_predict_at_images(config, tmp_path / 'in', 2)
   with open(predict.predict_folder(config, workdir)) as f:
     assert len(list(csv.DictReader(f))) == 2
+
+
+def folder_without_defects(tmp_path, make_kaggle_folder, smoke_config, unlabelled: bool):
+  """The smoke preset on a folder of 40 good training images and no train/bad_1 (8 unlabelled
+  test images, also the line's unlabelled images where `unlabelled`), fitting Gaussian and
+  PatchCore (the classifier, listed, cannot train)."""
+  data = make_kaggle_folder(tmp_path / 'd', 40, 0, 8, size=(96, 96))
+  shutil.rmtree(data / 'train' / 'bad_1')
+  config = smoke_config(data, tmp_path / 'cache')
+  config.line.detectors = ('classifier', 'gaussian', 'patchcore')
+  if unlabelled:
+    config.data.unlabelled_dir = str(data / 'test' / 'all_tests')
+  config_lib.check(config, 'train')
+  return config
+
+
+@pytest.mark.parametrize('unlabelled', [False, True])
+def test_a_folder_without_defects_gives_the_line_its_label_free_detectors(
+    tmp_path, make_kaggle_folder, smoke_config, compile_cache, unlabelled, capsys):
+  """No train/bad_1: no classifier and no 'needs at least 2' stop; the label-free detectors are
+  fitted on the good (or unlabelled) images, their prior ensemble chosen with thresholds at 1% of
+  the good validation images, and predict scores with it."""
+  del compile_cache
+  config = folder_without_defects(tmp_path, make_kaggle_folder, smoke_config, unlabelled)
+  workdir = tmp_path / 'w'
+  assert line.without_classifier(config)
+
+  record = train.train(config, workdir)['line']
+
+  assert 'validation split has no defect' in capsys.readouterr().out
+  assert [r['method'] for r in record['rows']] == ['gaussian', 'patchcore', 'ensemble']
+  assert (record['method'], record['members'], record['rule'], record['threshold_rule']) == (
+      'ensemble', 'gaussian+patchcore', 'prior ensemble', line.NO_DEFECT_RULE)
+  assert all(np.isnan(r['valid_auc']) and np.isnan(r['auc']) and r['split'] == 'valid'
+             for r in record['rows'])  # no defect to rank, no test labels
+  assert json.loads((workdir / line.CHOICE_FILE).read_text())['threshold_rule'] == 'fpr:0.01'
+  assert not (workdir / 'checkpoints').exists()
+  point_predict_at_images(config, tmp_path / 'in', 3)
+  with open(predict.predict_folder(config, workdir)) as f:
+    assert len(list(csv.DictReader(f))) == 3
+  for needs_classifier in (evaluate.evaluate, export.export_workdir):
+    with pytest.raises(errors.CheckpointError, match='holds no classifier.*--mode=predict'):
+      needs_classifier(config, workdir)
+
+
+def test_without_defects_and_label_free_detectors_the_error_names_the_ways_out(
+    tmp_path, make_kaggle_folder, smoke_config):
+  config = folder_without_defects(tmp_path, make_kaggle_folder, smoke_config, False)
+  config.line.detectors = ('classifier',)
+  with pytest.raises(errors.ConfigError) as error:
+    train.train(config, tmp_path / 'w')
+  message = str(error.value)
+  assert '\n' not in message and 'train/bad_1 holds no labelled defect' in message
+  assert 'line.detectors=' in message and "--config.line.detectors=" in message
+
+
+def test_the_defects_training_keeps_are_counted_from_the_file_lists(tmp_path, make_kaggle_folder,
+                                                                   smoke_config):
+  config = smoke_config(make_kaggle_folder(tmp_path / 'd', 10, 5, size=(8, 8)), tmp_path / 'c')
+  assert job_lib.training_defects(config) == 4  # one of the five validates
+  config.data.max_train_defects = 0
+  assert job_lib.training_defects(config) == 0 and line.without_classifier(config)

@@ -127,11 +127,28 @@ def test_fixed_rule():
   assert metrics.choose_threshold([0, 1], [0.2, 0.8], 'fixed:1') == 1.0
 
 
+def test_fpr_rule_is_the_quantile_of_the_good_scores_whatever_the_defects_score():
+  good = np.arange(101) / 100  # 0, 0.01, ..., 1
+  assert metrics.choose_threshold(np.zeros(101, int), good, 'fpr:0.1') == pytest.approx(0.9)
+  with_defects = np.r_[good, [0.0, 0.95]]
+  labels = np.r_[np.zeros(101, int), [1, 1]]
+  assert metrics.choose_threshold(labels, with_defects, 'fpr:0.1') == pytest.approx(0.9)
+  assert np.mean(good >= metrics.choose_threshold(labels, with_defects, 'fpr:0.05')) == \
+      pytest.approx(0.05, abs=0.01)
+  assert not metrics.aims_at_defects('fpr:0.01') and metrics.aims_at_defects('recall:0.9')
+
+
+def test_fpr_rule_needs_good_images():
+  with pytest.raises(ValueError, match='good images'):
+    metrics.choose_threshold([1, 1], [0.2, 0.8], 'fpr:0.1')
+
+
 @pytest.mark.parametrize('rule', ['recall', 'recall:', 'recall:1.5', 'recall:0', 'fixed:1.5',
                                   'fixed:-0.1', 'fixed:x', 'fixed:nan', 'max_acc',
-                                  'max_accuracy:1', 'Max_accuracy', '', None])
+                                  'max_accuracy:1', 'Max_accuracy', '', None, 'fpr', 'fpr:0',
+                                  'fpr:1', 'fpr:-0.1', 'fpr:x', 'FPR:0.1'])
 def test_invalid_rules_are_explained(rule):
-  with pytest.raises(ValueError, match="'fixed:T'.*'max_accuracy'.*'recall:R'"):
+  with pytest.raises(ValueError, match="'fixed:T'.*'max_accuracy'.*'recall:R'.*'fpr:F'"):
     metrics.choose_threshold([0, 1], [0.2, 0.8], rule)
 
 

@@ -1,7 +1,8 @@
 """TFDS builder over a Nexperia folder in the Kaggle layout (real or synthetic data).
 
     DIR/train/good_0/*.jpg        good devices (label 0)
-    DIR/train/bad_1/*.jpg         defective devices (label 1)
+    DIR/train/bad_1/*.jpg         defective devices (label 1); optional: without any, training
+                                  fits the label-free detectors alone (`detectors.line`)
     DIR/test/all_tests/*.jpg      unlabelled test images
     DIR/test/test_labels.csv      optional `id,label` for the test images (id = file stem)
     DIR/masks/<id>.png            optional defect masks (the synthetic data has them): same size
@@ -43,7 +44,8 @@ from nexjax import errors
 from nexjax.data import labels as labels_lib
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
-CLASS_FOLDERS = {'good_0': 0, 'bad_1': 1}
+GOOD_FOLDER = 'good_0'  # the one class folder a layout needs
+CLASS_FOLDERS = {GOOD_FOLDER: 0, 'bad_1': 1}
 CLASS_NAMES = ('good', 'defect')
 TEST_FOLDER = pathlib.Path('test', 'all_tests')
 TEST_LABELS = pathlib.Path('test', 'test_labels.csv')
@@ -58,7 +60,7 @@ HIGH_BIT_SCALINGS = {
 
 EXPECTED_LAYOUT = """Expected a folder in the Kaggle Nexperia layout:
     DIR/train/good_0/*.jpg        good devices
-    DIR/train/bad_1/*.jpg         defective devices
+    DIR/train/bad_1/*.jpg         defective devices (optional)
     DIR/test/all_tests/*.jpg      test images (optional)
     DIR/test/test_labels.csv      optional id,label for the test images
 Download the competition data from Kaggle and unzip it into DIR, or use the built-in synthetic
@@ -136,10 +138,10 @@ def check_unique_ids(split: str, files) -> None:
 def find_examples(root) -> dict[str, list[tuple[pathlib.Path, int]]]:
   """Lists (file, label) per split, checking the layout, the ids and the test labels first."""
   root = pathlib.Path(root)
-  missing = [str(root / 'train' / c) for c in CLASS_FOLDERS if not (root / 'train' / c).is_dir()]
-  if missing:
-    raise LayoutError(f'{root}: missing {", ".join(missing)}.\n{EXPECTED_LAYOUT}')
+  if not (root / 'train' / GOOD_FOLDER).is_dir():
+    raise LayoutError(f'{root}: missing {root / "train" / GOOD_FOLDER}.\n{EXPECTED_LAYOUT}')
   splits = {'train': [(p, label) for folder, label in CLASS_FOLDERS.items()
+                      if (root / 'train' / folder).is_dir()  # train/bad_1 is optional
                       for p in list_images(root / 'train' / folder)]}
   if not splits['train']:
     raise LayoutError(f'{root}/train has no images.\n{EXPECTED_LAYOUT}')

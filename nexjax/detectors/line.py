@@ -8,63 +8,112 @@ each in `DIR/compare/<name>-all/`. It records in `DIR/line.json` the method the 
 choose: the best on validation where the validation split has at least
 `metrics.MIN_VALID_DEFECTS` defects, else the equal-weight ensemble of them all (a choice fixed
 in advance: a few validation defects would pick by noise). `--mode=predict` scores with it.
-With `data.max_train_defects=0` (labelled defects kept for validation only) no classifier is
-trained: the line is its label-free detectors alone.
+
+Where the training split holds no labelled defect (`DIR/train/bad_1` missing or empty, or
+`data.max_train_defects=0`: the labelled defects only validate), no classifier is trained: the
+line is its label-free detectors alone, fitted on the unlabelled images where the run has them,
+else on the good training images. A validation split without defects chooses nothing: the
+thresholds are then set at a false-alarm rate on its good images (`NO_DEFECT_RULE`) where
+`line.threshold_rule` aims at defects; line.json records the rule used.
 """
 
 import json
 import pathlib
 
+import numpy as np
+
 from nexjax.detectors import registry
+from nexjax import errors
 from nexjax import job as job_lib
+from nexjax import metrics as metrics_lib
+from nexjax import workdir as workdir_lib
 from nexjax.detectors import backbones
 from nexjax.detectors import ensemble
 from nexjax.detectors import selection
 from nexjax.train import loop
 
-CHOICE_FILE = 'line.json'
+CHOICE_FILE = workdir_lib.LINE_FILE
 BUDGET = -1  # every labelled defect at hand
+NO_DEFECT_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
 
 
 def wanted(config) -> bool:
-  """Whether training builds the line's detectors: it has unlabelled images and a list."""
+  """Whether training builds the line's detectors beside the classifier: it has unlabelled
+  images and a list."""
   return job_lib.has_unlabelled(config) and bool(config.line.detectors)
 
 
 def without_classifier(config) -> bool:
-  """Whether the training split keeps no labelled defect (`data.max_train_defects=0`: the
-  labelled defects only validate): then the line is its one-class detectors alone."""
-  return config.data.max_train_defects == 0
+  """Whether the training split holds no labelled defect (train/bad_1 missing or empty, or
+  `data.max_train_defects=0`): then no classifier is trained and the line is its one-class
+  detectors alone."""
+  return job_lib.training_defects(config) == 0
 
 
-def plan(config, has_source: bool) -> selection.Plan:
-  """`line.detectors` (the source lines' classifier only where `has_source`; those that learn
-  from labels only where the training split has labelled defects), fitted on the unlabelled
-  images at the labels at hand; the same list is the ensemble's prior."""
+def detector_names(config, has_source: bool, classifier: bool) -> tuple[str, ...]:
+  """`line.detectors` that can be fitted: the source lines' classifier only where `has_source`,
+  those that learn from labels only with a `classifier` (labelled defects to train on)."""
   names = tuple(n for n in config.line.detectors
                 if (has_source or not registry.REGISTRY[n].needs_trained_source)
-                and not (without_classifier(config) and registry.REGISTRY[n].uses_labels))
-  return selection.Plan(names, (BUDGET,), 'unlabelled', config.line.trim,
-                        config.line.threshold_rule, names)
+                and (classifier or not registry.REGISTRY[n].uses_labels))
+  if not names:
+    raise errors.ConfigError(nothing_to_fit(config, classifier))
+  return names
 
 
-def build(config, workdir) -> dict:
-  """Fits, scores and saves the line's detectors into `workdir` (whose classifier run is done)
-  and records the chosen one; returns DIR/line.json's content."""
+def nothing_to_fit(config, classifier: bool) -> str:
+  """Why `line.detectors` leaves nothing to fit, and the ways out."""
+  listed = f'line.detectors={tuple(config.line.detectors)}'
+  example = '--config.line.detectors="(\'gaussian\',\'patchcore\')"'
+  if classifier:
+    return (f'{listed} leaves no detector to fit (source_classifier needs '
+            f'init.weights={job_lib.PRETRAIN}); name others, e.g. {example}.')
+  bad = job_lib.data_source(config).root / 'train' / 'bad_1'
+  reason = ('data.max_train_defects=0 keeps no labelled defect' if config.data.max_train_defects
+            == 0 else f'{bad} holds no labelled defect')
+  return (f'{reason} to train a classifier on, and {listed} has no label-free detector to fit '
+          f'instead: add defect images to {bad}, or name label-free detectors, e.g. {example}.')
+
+
+def threshold_rule(config, valid) -> str:
+  """`line.threshold_rule`, or `NO_DEFECT_RULE` (with a printed note) where it aims at defects
+  and the validation split has none."""
+  rule = config.line.threshold_rule
+  if np.any(valid.labels == 1) or not metrics_lib.aims_at_defects(rule):
+    return rule
+  print(f'line: the validation split has no defect for line.threshold_rule={rule!r} to aim at; '
+        f'thresholds at {NO_DEFECT_RULE!r} instead (--config.line.threshold_rule=fpr:F sets the '
+        'share F of good images called defects).', flush=True)
+  return NO_DEFECT_RULE
+
+
+def plan(config, names: tuple[str, ...], rule: str) -> selection.Plan:
+  """The detectors `names`, fitted on the unlabelled images (else the good training images) at
+  the labels at hand, thresholds by `rule`; the same list is the ensemble's prior."""
+  fit_on = 'unlabelled' if job_lib.has_unlabelled(config) else 'good'
+  return selection.Plan(names, (BUDGET,), fit_on, config.line.trim, rule, names)
+
+
+def build(config, workdir, classifier: bool = True) -> dict:
+  """Fits, scores and saves the line's detectors into `workdir` (whose classifier run is done,
+  or, without a `classifier`, its label-free ones alone) and records the chosen one; returns
+  DIR/line.json's content."""
   workdir = pathlib.Path(workdir)
+  names = detector_names(config, config.init.weights == job_lib.PRETRAIN, classifier)
   workdir.mkdir(parents=True, exist_ok=True)
-  has_source = config.init.weights == job_lib.PRETRAIN
   config = loop.resolve_init(config)
-  job = job_lib.setup(config, train_defects=0 if without_classifier(config) else 2)
-  fitted = selection.run(config, workdir, job, plan(config, has_source))
+  job = job_lib.setup(config, needs_defects=classifier)
+  rule = threshold_rule(config, job.data['valid'])
+  fitted = selection.run(config, workdir, job, plan(config, names, rule))
   budget = selection.budget_name(BUDGET)
   chosen = ensemble.choose(fitted.rows)[budget]
   folder = workdir / 'compare' / f'{chosen["method"]}-{budget}'
   if chosen['method'] == ensemble.NAME and job.topo.is_chief:
-    save_ensemble(config, folder, fitted, chosen)
+    save_ensemble(config, folder, fitted, chosen, rule)
   record = {'method': chosen['method'], 'members': chosen['members'],
             'folder': str(folder.relative_to(workdir)),
             'rule': 'best on validation' if valid_decides(fitted) else 'prior ensemble',
+            'threshold_rule': rule,
             'rows': [{k: r[k] for k in ('method', 'members', 'valid_auc', 'valid_defects', 'split',
                                         'auc', 'recall_at_1pct_fpr', 'threshold', 'auc_by_type')}
                      for r in fitted.rows]}
@@ -78,14 +127,15 @@ def valid_decides(fitted: selection.Fitted) -> bool:
   return not ensemble.too_few_defects(fitted.splits['valid'].labels)
 
 
-def save_ensemble(config, folder: pathlib.Path, fitted: selection.Fitted, chosen: dict) -> None:
+def save_ensemble(config, folder: pathlib.Path, fitted: selection.Fitted, chosen: dict,
+                  rule: str) -> None:
   """The chosen ensemble as a saved detector beside its members' folders."""
   weights = {m: 1 / len(chosen['members'].split('+')) for m in chosen['members'].split('+')}
   budget = selection.budget_name(BUDGET)
   saved = ensemble.SavedEnsemble.from_members(
       {m: folder.parent / f'{m}-{budget}' for m in weights}, weights,
       {m: fitted.results[m].scores['valid'] for m in weights})
-  saved.save(folder, threshold=chosen['threshold'], threshold_rule=config.line.threshold_rule,
+  saved.save(folder, threshold=chosen['threshold'], threshold_rule=rule,
              data={k: config.data[k] for k in selection.DATA_KEYS},
              backbone=backbones.backbone_facts(config, config.init.weights))
 
@@ -93,8 +143,8 @@ def save_ensemble(config, folder: pathlib.Path, fitted: selection.Fitted, chosen
 def choice_text(record: dict) -> str:
   lines = [f'line: {r["method"]:<18} validation ROC AUC {r["valid_auc"]:.4f}  {r["split"]} ROC '
            f'AUC {r["auc"]:.4f}' for r in record['rows']]
-  lines.append(f'line: chosen {record["method"]} ({record["rule"]}) -> predict uses '
-               f'{record["folder"]}')
+  lines.append(f'line: chosen {record["method"]} ({record["rule"]}, threshold rule '
+               f'{record["threshold_rule"]}) -> predict uses {record["folder"]}')
   return '\n'.join(lines)
 
 
@@ -106,3 +156,4 @@ def chosen_detector(workdir) -> str:
     return ''
   record = json.loads(path.read_text())
   return '' if record['method'] == 'classifier' else pathlib.Path(record['folder']).name
+

@@ -93,16 +93,18 @@ class Result:
 
 def report_row(method, defects, result: Result, splits, report_split, rule,
                members: str = '', types: list[str] | None = None) -> dict:
-  """One table row; the threshold and `valid_auc` from the validation split alone; with the
-  report split's defect `types`, the recall of each type at that threshold."""
+  """One table row; the threshold and `valid_auc` (NaN without validation defects) from the
+  validation split alone; with the report split's defect `types`, the recall of each type at
+  that threshold."""
   valid, scores, stats = splits['valid'], result.scores, result.stats
   threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
+  valid_auc = metrics_lib.binary_report(valid.labels, scores['valid'], threshold)['auc']
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
   by_type = [] if types is None else defect_types.type_table(labels, scores[report_split],
                                                              threshold, types)
   return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
-          'split': report_split, 'valid_auc': metrics_lib.roc_auc(valid.labels, scores['valid']),
+          'split': report_split, 'valid_auc': valid_auc,
           'valid_defects': int(np.sum(valid.labels)),
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
           'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],

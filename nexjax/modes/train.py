@@ -1,7 +1,8 @@
 """`--mode=train` (the default): fastai's fine-tuning recipe into a workdir, resumed where it
 stopped (`nexjax.train.loop`); with the line's unlabelled images, then the line's detectors and
 the one the labels at hand choose (`nexjax.detectors.line`), or with no labelled defect to train
-on (`data.max_train_defects=0`) those label-free detectors alone."""
+on (train/bad_1 missing or empty, or `data.max_train_defects=0`) those label-free detectors
+alone."""
 
 from nexjax.detectors import line
 from nexjax.train import loop
@@ -10,8 +11,8 @@ from nexjax.train import loop
 def train(config, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics (and the
   line's choice)."""
-  if line.wanted(config) and line.without_classifier(config):
-    return {'line': line.build(config, workdir)}
+  if line.without_classifier(config):
+    return {'line': line.build(config, workdir, classifier=False)}
   summary = loop.train_and_evaluate(config, workdir)
   if line.wanted(config):
     summary['line'] = line.build(config, workdir)
