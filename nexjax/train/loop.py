@@ -184,15 +184,21 @@ def recorded_body(workdir) -> str:
   return body if body and (pathlib.Path(body) / 'summary.json').is_file() else ''
 
 
+def pretrain_section(config) -> ml_collections.ConfigDict:
+  """`config.pretrain` (the run that trains the body) with the downstream run's cache folder."""
+  pretrain = copy.deepcopy(config.pretrain)
+  with pretrain.unlocked():
+    pretrain.data.cache_dir = config.data.cache_dir
+  return pretrain
+
+
 def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
   """`config` with init.weights='pretrain' replaced by the workdir where `config.pretrain` trained
   its body: in the cache, keyed by that config, trained (or resumed) on first use. A run resumed
   in `workdir` keeps the body it started from (`check_same_run` matched its `pretrain` section)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
-  pretrain = copy.deepcopy(config.pretrain)
-  with pretrain.unlocked():
-    pretrain.data.cache_dir = config.data.cache_dir
+  pretrain = pretrain_section(config)
   key = workdir_lib.run_key(pretrain)
   run_dir = recorded_body(workdir) or (
       job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}')
