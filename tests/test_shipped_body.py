@@ -1,6 +1,6 @@
 """A shipped body (nexjax/shipped_body.py) is the finished pretraining run it was packed from:
-unpacked bit for bit into a workdir every reader accepts, checked by its sha256, and matched by
-the shipped files."""
+unpacked bit for bit into a workdir every reader accepts, checked by its sha256, used by
+resolve_init for its run key instead of pretraining, and matched by the shipped files."""
 
 import json
 import pathlib
@@ -13,6 +13,7 @@ import pytest
 
 from configs import finetune
 from nexjax import checkpoint as checkpoint_lib
+from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import job as job_lib
 from nexjax import shipped_body
@@ -73,6 +74,10 @@ def bodies(tmp_path, monkeypatch):
   """An empty shipped-bodies folder in place of nexjax/bodies/."""
   monkeypatch.setattr(shipped_body, 'FOLDER', tmp_path / 'bodies')
   return tmp_path / 'bodies'
+
+
+def no_pretraining(*args):
+  raise AssertionError(f'pretrained: {args}')
 
 
 def same(a, b) -> bool:
@@ -142,6 +147,59 @@ def test_pack_refuses_an_unfinished_run(tmp_path):
   workdir_lib.write_config(tmp_path / 'pretrain-0123456789ab', finetune.get_config('pretrain'))
   with pytest.raises(errors.CheckpointError, match='pretrain-0123456789ab holds no finished run'):
     shipped_body.pack(tmp_path / 'pretrain-0123456789ab', tmp_path)
+
+
+def test_resolve_init_unpacks_the_shipped_body_instead_of_training(tiny_run, bodies, tmp_path,
+                                                                    monkeypatch):
+  config, run_dir, best = tiny_run
+  shipped_body.pack(run_dir)
+  monkeypatch.setattr(loop, 'train_and_evaluate', no_pretraining)
+  config = tiny_config(tmp_path / 'fresh_cache')
+  resolved = loop.resolve_init(config)
+  body = tmp_path / 'fresh_cache' / 'pretrained' / f'{run_dir.name}-shipped'
+  assert resolved.init.weights == str(body) and shipped_body.is_finished(body)
+  assert workdir_lib.pretrained_body(resolved) == str(body)
+  assert same(job_lib.pretrained_weights(resolved.init.weights, resolved), best)
+  monkeypatch.setattr(shipped_body, 'unpack', no_pretraining)
+  assert loop.resolve_init(config).init.weights == str(body)  # unpacked once
+
+
+@pytest.mark.parametrize('choice, shipped', [('train', True), ('shipped', False)])
+def test_resolve_init_trains_when_told_or_when_no_body_matches(tiny_run, bodies, tmp_path,
+                                                                monkeypatch, choice, shipped):
+  _, run_dir, _ = tiny_run
+  if shipped:
+    shipped_body.pack(run_dir)
+  trained = []
+  def pretraining(config, workdir):
+    trained.append((config, workdir))
+    pathlib.Path(workdir).mkdir(parents=True)
+    (pathlib.Path(workdir) / 'summary.json').write_text('{}')
+  monkeypatch.setattr(loop, 'train_and_evaluate', pretraining)
+  config = tiny_config(tmp_path / 'cache')
+  config.init.pretrain_body = choice
+  resolved = loop.resolve_init(config)
+  body = tmp_path / 'cache' / 'pretrained' / run_dir.name
+  assert [(c.model.width, str(w)) for c, w in trained] == [(8, str(body))]
+  assert resolved.init.weights == str(body)
+
+
+def test_pretrain_body_is_part_of_the_run_not_of_the_body_key(tmp_path):
+  config = finetune.get_config('synthetic')
+  key = workdir_lib.run_key(loop.pretrain_section(config))
+  workdir_lib.write_config(tmp_path, config)
+  config.init.pretrain_body = 'train'
+  assert workdir_lib.run_key(loop.pretrain_section(config)) == key
+  with pytest.raises(errors.ConfigError, match="init.pretrain_body='shipped' .its config.json."):
+    loop.check_same_run(config, tmp_path)
+
+
+def test_a_bad_pretrain_body_names_the_key_and_the_values():
+  config = finetune.get_config('synthetic')
+  config.init.pretrain_body = 'download'
+  with pytest.raises(errors.ConfigError, match=r"config.init.pretrain_body: 'download' is not "
+                                               r"one of \('shipped', 'train'\)"):
+    config_lib.check(config, 'evaluate')
 
 
 def shipped_records() -> list[dict]:
