@@ -33,7 +33,7 @@ def tiny_config(cache_dir):
 
 
 def body_name(config) -> str:
-  return f'pretrain-{workdir_lib.run_key(loop.pretrain_section(config))}'
+  return f'pretrain-{workdir_lib.run_key(workdir_lib.pretrain_section(config))}'
 
 
 def write_finished_run(run_dir: pathlib.Path, source, random_variables) -> dict:
@@ -62,10 +62,10 @@ def write_finished_run(run_dir: pathlib.Path, source, random_variables) -> dict:
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory, random_resnet_variables):
-  """(config, run_dir, best weights): a finished tiny body in the cache, as resolve_init names it."""
+  """(config, run_dir, best weights): a finished tiny body, cached, as resolve_init names it."""
   config = tiny_config(tmp_path_factory.mktemp('cache'))
   run_dir = job_lib.cache_dir(config) / 'pretrained' / body_name(config)
-  return config, run_dir, write_finished_run(run_dir, loop.pretrain_section(config),
+  return config, run_dir, write_finished_run(run_dir, workdir_lib.pretrain_section(config),
                                              random_resnet_variables)
 
 
@@ -186,10 +186,10 @@ def test_resolve_init_trains_when_told_or_when_no_body_matches(tiny_run, bodies,
 
 def test_pretrain_body_is_part_of_the_run_not_of_the_body_key(tmp_path):
   config = finetune.get_config('synthetic')
-  key = workdir_lib.run_key(loop.pretrain_section(config))
+  key = workdir_lib.run_key(workdir_lib.pretrain_section(config))
   workdir_lib.write_config(tmp_path, config)
   config.init.pretrain_body = 'train'
-  assert workdir_lib.run_key(loop.pretrain_section(config)) == key
+  assert workdir_lib.run_key(workdir_lib.pretrain_section(config)) == key
   with pytest.raises(errors.ConfigError, match="init.pretrain_body='shipped' .its config.json."):
     loop.check_same_run(config, tmp_path)
 
@@ -214,7 +214,7 @@ def test_every_shipped_body_matches_its_record():
 
 
 def test_the_default_body_is_the_one_the_pretrain_preset_trains():
-  key = workdir_lib.run_key(loop.pretrain_section(finetune.get_config('synthetic')))
+  key = workdir_lib.run_key(workdir_lib.pretrain_section(finetune.get_config('synthetic')))
   for record in shipped_records():
     if record['default']:
       assert record['key'] == key, (

@@ -17,7 +17,6 @@ from configs import finetune
 from nexjax import errors
 from nexjax import shipped_body
 from nexjax import workdir as workdir_lib
-from nexjax.train import loop
 
 _RUN_DIR = flags.DEFINE_string('run_dir', None, 'The finished pretraining run.', required=True)
 _KEY = flags.DEFINE_string('key', '', "The body's run key, where DIR is not named PRESET-KEY.")
@@ -30,7 +29,7 @@ _DEFAULT = flags.DEFINE_bool(
 def preset_body() -> ml_collections.ConfigDict:
   """The `synthetic` preset's `pretrain` section as resolve_init keys it: the body its runs
   start from."""
-  return loop.pretrain_section(finetune.get_config('synthetic'))
+  return workdir_lib.pretrain_section(finetune.get_config('synthetic'))
 
 
 def body_key(run_dir: pathlib.Path, preset: str, default: bool) -> str:

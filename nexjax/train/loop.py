@@ -185,14 +185,6 @@ def recorded_body(workdir) -> str:
   return body if body and (pathlib.Path(body) / 'summary.json').is_file() else ''
 
 
-def pretrain_section(config) -> ml_collections.ConfigDict:
-  """`config.pretrain` (the run that trains the body) with the downstream run's cache folder."""
-  pretrain = copy.deepcopy(config.pretrain)
-  with pretrain.unlocked():
-    pretrain.data.cache_dir = config.data.cache_dir
-  return pretrain
-
-
 def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
   """`config` with init.weights='pretrain' replaced by the workdir of the body `config.pretrain`
   trains, in the cache and keyed by that config: the body shipped for that key
@@ -202,7 +194,7 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   matched its `pretrain` section and init.pretrain_body)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
-  pretrain = pretrain_section(config)
+  pretrain = workdir_lib.pretrain_section(config)
   name = f'{pretrain.preset}-{workdir_lib.run_key(pretrain)}'
   shipped = shipped_body.choice(config) == shipped_body.SHIPPED and shipped_body.find(name)
   run_dir = recorded_body(workdir) or job_lib.cache_dir(config) / 'pretrained' / (
