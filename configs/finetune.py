@@ -195,6 +195,11 @@ def get_config(arg=None):
     # recipe, a frozen phase then all layers with discriminative learning rates.
     config.pretrain = get_config('pretrain')
     config.init.weights = job.PRETRAIN
+    # init: where that body comes from. 'shipped': the body shipped in nexjax/bodies/ for this
+    # pretrain section's run key (nexjax/shipped_body.py), else trained here; 'train': always
+    # trained here (~14 min on 2 cores). Set here, not in the init section above: there it would
+    # be a key of the pretrain section too, and change the body's run key.
+    config.init.pretrain_body = 'shipped'
     config.data.synthetic = True
     config.data.synthetic_num_train = 1000
     config.data.synthetic_families = 'sot223'

@@ -3,6 +3,7 @@
 Each checkpoint holds three items:
 - `state`: the whole train state (params, batch_stats, optimizer state, step, smoothed-loss
   accumulators), restored only to resume training (its optimizer structure depends on the phase);
+  a shipped body's checkpoint has none (`save_weights`: a finished run is never resumed);
 - `weights`: params and batch_stats alone, which evaluation, prediction, export and feature
   extraction restore without building an optimizer or reading any data;
 - `meta`: JSON (phase, epoch history, steps per epoch, validation defects), readable on its own.
@@ -125,6 +126,16 @@ class Checkpoints:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), weights=ocp.args.StandardSave(weights),
           meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
+
+  def save_weights(self, step: int, weights: dict, meta: dict,
+                   metrics: dict | None = None) -> None:
+    """Saves a checkpoint of `weights` ({'params', 'batch_stats'}) and `meta` without the train
+    state: readable by every reader of a finished run, never resumed (a shipped body)."""
+    with self.full_disk_is_one_error():
+      self.saving_bytes = tree_bytes(weights)
+      self.manager.save(step, args=ocp.args.Composite(
+          weights=ocp.args.StandardSave(weights), meta=ocp.args.JsonSave(meta)),
+          metrics=metrics, force=True)
 
   def saved_steps(self) -> list[int]:
     """The complete checkpoints on disk (Orbax renames a folder to its step once written)."""

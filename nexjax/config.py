@@ -15,6 +15,7 @@ from nexjax import export
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
 from nexjax import serving
+from nexjax import shipped_body
 from nexjax import tta as tta_lib
 from nexjax import xla_cpu
 from nexjax.models import resnet
@@ -125,6 +126,11 @@ def init(config, found: Problems) -> None:
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
+  body = shipped_body.choice(config)
+  found.check(body in shipped_body.CHOICES, 'init.pretrain_body',
+              f"{body!r} is not one of {shipped_body.CHOICES}: 'shipped' starts from the body "
+              "shipped for config.pretrain where one matches (else trains it), 'train' always "
+              'trains it here')
 
 
 def data(config, found: Problems) -> None:

@@ -289,7 +289,7 @@ def infer_architecture(variables: Variables) -> tuple[str, int]:
   return known[stages, bottleneck], num_classes
 
 
-def _sha256(path: pathlib.Path) -> str:
+def sha256(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
     for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -333,7 +333,7 @@ def fetch(name: str, cache_dir, base_url: str = TORCHVISION_BASE_URL) -> pathlib
     raise WeightsError(f'Could not download {url} ({getattr(e, "reason", e)}). On a machine '
                        'without internet, fetch the file elsewhere and convert it: python -m '
                        f'nexjax.convert {filename} {name}.npz, then pass the .npz.') from e
-  if expected and not _sha256(partial).startswith(expected):
+  if expected and not sha256(partial).startswith(expected):
     partial.unlink()
     raise WeightsError(f'{url}: checksum mismatch (sha256 does not start with {expected}); '
                        'the download was deleted. Try again or fetch the file by hand.')

@@ -126,6 +126,15 @@ def pretrained_body(config) -> str:
   return weights if cached else ''
 
 
+def pretrain_section(config) -> ml_collections.ConfigDict:
+  """`config.pretrain` (the run that trains the body) with the downstream run's cache folder:
+  the run `train.loop.resolve_init` keys the body by."""
+  pretrain = copy.deepcopy(config[PRETRAIN])
+  with pretrain.unlocked():
+    pretrain.data.cache_dir = config.data.cache_dir
+  return pretrain
+
+
 def identity(config) -> dict:
   """{dotted key: value} of every leaf that decides the run's result: the whole config less
   the keys declared in OUTSIDE_RUN (paths normalized; the `pretrain` section likewise)."""

@@ -10,6 +10,7 @@ import pytest
 
 from configs import finetune
 from nexjax import errors
+from nexjax import shipped_body
 from nexjax import workdir as workdir_lib
 from nexjax.train import loop
 
@@ -132,6 +133,7 @@ def test_a_resumed_run_keeps_the_pretrained_body_it_started_from(tmp_path, monke
   def no_pretraining(*args):
     raise AssertionError(f'pretrained again: {args}')
   monkeypatch.setattr(loop, 'train_and_evaluate', no_pretraining)
+  monkeypatch.setattr(shipped_body, 'FOLDER', tmp_path / 'no_bodies')  # bodies trained here
   config = finetune.get_config('synthetic')
   config.data.cache_dir = str(tmp_path / 'cache')
   recorded = finetune.get_config('synthetic')

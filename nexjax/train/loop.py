@@ -28,6 +28,7 @@ from nexjax import lazy_import
 from nexjax import optim
 from nexjax import parallel
 from nexjax import reporting
+from nexjax import shipped_body
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax import xla_cpu
@@ -185,20 +186,29 @@ def recorded_body(workdir) -> str:
 
 
 def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
-  """`config` with init.weights='pretrain' replaced by the workdir where `config.pretrain` trained
-  its body: in the cache, keyed by that config, trained (or resumed) on first use. A run resumed
-  in `workdir` keeps the body it started from (`check_same_run` matched its `pretrain` section)."""
+  """`config` with init.weights='pretrain' replaced by the workdir of the body `config.pretrain`
+  trains, in the cache and keyed by that config: the body shipped for that key
+  (`nexjax.shipped_body`), unpacked on first use into PRESET-KEY-shipped, unless
+  init.pretrain_body='train' or none is shipped; else trained (or resumed) on first use into
+  PRESET-KEY. A run resumed in `workdir` keeps the body it started from (`check_same_run`
+  matched its `pretrain` section and init.pretrain_body)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
-  pretrain = copy.deepcopy(config.pretrain)
-  with pretrain.unlocked():
-    pretrain.data.cache_dir = config.data.cache_dir
-  key = workdir_lib.run_key(pretrain)
-  run_dir = recorded_body(workdir) or (
-      job_lib.cache_dir(config) / 'pretrained' / f'{pretrain.preset}-{key}')
-  if not (pathlib.Path(run_dir) / 'summary.json').is_file():
+  pretrain = workdir_lib.pretrain_section(config)
+  name = f'{pretrain.preset}-{workdir_lib.run_key(pretrain)}'
+  shipped = shipped_body.choice(config) == shipped_body.SHIPPED and shipped_body.find(name)
+  run_dir = recorded_body(workdir) or job_lib.cache_dir(config) / 'pretrained' / (
+      name + shipped_body.UNPACKED_SUFFIX if shipped else name)
+  if shipped and not shipped_body.is_finished(run_dir):
+    record = shipped_body.unpack(name, run_dir)
+    logging.info('Starting from the shipped body %s, unpacked into %s; '
+                 '--config.init.pretrain_body=train pretrains it here instead.',
+                 shipped_body.describe(shipped[0], record), run_dir)
+  elif not shipped_body.is_finished(run_dir):
     logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
-                    '%s: once, later runs reuse it.', pretrain.preset, run_dir)
+                    '%s: once, later runs reuse it%s.', pretrain.preset, run_dir,
+                    '' if shipped_body.choice(config) == shipped_body.TRAIN else
+                    f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
     train_and_evaluate(pretrain, run_dir)
   resolved = copy.deepcopy(config)
   with resolved.unlocked():
