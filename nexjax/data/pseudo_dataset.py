@@ -1,5 +1,5 @@
 """A folder of a line's own unlabelled images turned into a Kaggle-layout training folder whose
-defects are pseudo-defects (`pseudo_defects`), each with its exact mask: train/good_0,
+defects are pseudo-defects (`pseudo_defects`), each with its mask: train/good_0,
 train/bad_1, test/all_tests with test/test_labels.csv, masks/<id>.png, metadata.csv (id, split,
 label, defect_type, package, mask), sources.csv (id, source: the image's path in the input
 folder) and pseudo.json (settings, version, summary).
@@ -26,7 +26,7 @@ from nexjax.data import nexperia
 from nexjax.data import pseudo_defects
 from nexjax.data import unlabelled
 
-VERSION = 1
+VERSION = 2  # 2: visible-change masks, edits centred on structure
 SPLITS = {'train': 1, 'test': 2}  # split name: its number in every seed (0 draws the split)
 SETTINGS_FILE = 'pseudo.json'
 PARTIAL_MARK = '.pseudo-partial'  # a half-written folder of ours, safe to remove

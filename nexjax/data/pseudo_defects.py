@@ -1,9 +1,11 @@
-"""Generic synthetic anomalies drawn on any grayscale inspection image, with exact masks: the
+"""Generic synthetic anomalies drawn on any grayscale inspection image, with masks of their visible change: the
 CutPaste (Li et al. 2021), DRAEM (Zavrtanik et al. 2021) and NSA (Schlueter et al. 2022) family
 of self-supervised pretexts (docs/pseudo_defects.md).
 
-`synthesize(rng, image, donor)` returns the edited image, the mask of the pixels it changed by
-more than THRESHOLD grey levels (no other pixel changed by more) and the kind drawn. Every size
+`synthesize(rng, image, donor)` returns the edited image, the mask of its visible change (the
+edited pixels where the change, smoothed over about a pixel, exceeds VISIBLE grey levels: a warp
+that only moves sensor noise marks nothing) and the kind drawn. Edits land on the image's
+structure (where its smoothed gradient is high) more often than on flat background. Every size
 is relative to the image side, so the same draws fit 32 to 512 px; every result is a pure
 function of the generator's state."""
 
@@ -13,8 +15,9 @@ import PIL.ImageDraw
 from scipy import ndimage
 
 KINDS = ('cutpaste', 'scar', 'blob', 'erase', 'warp')
-THRESHOLD = 3            # grey levels: a pixel changed by more is a defect pixel
-MIN_CHANGED = 0.001      # share of the image an edit must change, else another is drawn
+VISIBLE = 10             # grey levels of smoothed change: an edited pixel changed more is a defect
+MIN_CHANGED = 0.001      # share of the image an edit must visibly change, else another is drawn
+ON_STRUCTURE = 0.75      # share of edits centred where the image has structure
 ATTEMPTS = 4             # edits drawn before falling back to a contrasting blob
 
 
@@ -35,15 +38,29 @@ def grid(shape) -> tuple[np.ndarray, np.ndarray]:
   return np.mgrid[:shape[0], :shape[1]].astype(np.float64)
 
 
-def random_centre(rng, shape) -> tuple[float, float]:
-  """A point away from the image's border (15-85% of each side)."""
-  return rng.uniform(0.15, 0.85) * shape[0], rng.uniform(0.15, 0.85) * shape[1]
+def random_centre(rng, image) -> tuple[float, float]:
+  """A point away from the image's border (15-85% of each side): with probability ON_STRUCTURE
+  drawn in proportion to the image's smoothed gradient (its parts' edges, not the background),
+  else uniformly."""
+  shape = image.shape
+  if rng.random() >= ON_STRUCTURE:
+    return rng.uniform(0.15, 0.85) * shape[0], rng.uniform(0.15, 0.85) * shape[1]
+  scale = side(image)
+  edges = ndimage.gaussian_gradient_magnitude(image.astype(np.float64), max(1.0, 0.015 * scale))
+  weight = ndimage.gaussian_filter(edges ** 2, 0.03 * scale)
+  inner = np.zeros(shape, bool)
+  inner[int(0.15 * shape[0]):int(np.ceil(0.85 * shape[0])),
+        int(0.15 * shape[1]):int(np.ceil(0.85 * shape[1]))] = True
+  weight = np.where(inner, weight + 0.05 * weight.mean() + 1e-9, 0).ravel()
+  row, col = divmod(int(rng.choice(weight.size, p=weight / weight.sum())), shape[1])
+  return row + rng.uniform(0, 1), col + rng.uniform(0, 1)
 
 
-def ellipse(rng, shape, radius: float) -> tuple[np.ndarray, tuple[float, float]]:
+def ellipse(rng, image, radius: float) -> tuple[np.ndarray, tuple[float, float]]:
   """(r, centre): each pixel's normalised radius in a random ellipse (r < 1 inside) of mean
   radius `radius`, its axes 1:1 to 2:1, turned at random."""
-  centre = random_centre(rng, shape)
+  shape = image.shape
+  centre = random_centre(rng, image)
   ratio = rng.uniform(1.0, 2.0)
   a, b = radius * np.sqrt(ratio), radius / np.sqrt(ratio)
   angle = rng.uniform(0, np.pi)
@@ -61,7 +78,8 @@ def random_grey(rng) -> float:
 
 def cutpaste(rng, image, donor):
   """A rectangle of 1-12% of the image (aspect 0.3-3.3) from the donor or the image itself,
-  maybe turned, flipped and re-lit, pasted elsewhere with a ramp of ~1% of the side."""
+  maybe turned, flipped and re-lit, pasted elsewhere (centred by `random_centre`) with a ramp of
+  ~1% of the side."""
   h_img, w_img = image.shape
   area = rng.uniform(0.01, 0.12) * h_img * w_img
   aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3)))
@@ -84,7 +102,9 @@ def cutpaste(rng, image, donor):
   rows = np.minimum(np.arange(h) + 1, np.arange(h)[::-1] + 1) / ramp
   cols = np.minimum(np.arange(w) + 1, np.arange(w)[::-1] + 1) / ramp
   alpha_patch = np.clip(np.minimum(rows[:, None], cols[None, :]), 0, 1)
-  top, left = rng.integers(0, h_img - h + 1), rng.integers(0, w_img - w + 1)
+  centre = random_centre(rng, image)
+  top = int(np.clip(round(centre[0] - h / 2), 0, h_img - h))
+  left = int(np.clip(round(centre[1] - w / 2), 0, w_img - w))
   layer, alpha = np.zeros(image.shape), np.zeros(image.shape)
   layer[top:top + h, left:left + w] = patch
   alpha[top:top + h, left:left + w] = alpha_patch
@@ -112,12 +132,13 @@ def scar(rng, image, donor):  # pylint: disable=unused-argument: every kind take
   return np.full(image.shape, random_grey(rng)), soft_edge(np.asarray(canvas) > 0)
 
 
-def blob_alpha(rng, shape, min_share: float = 0.0) -> np.ndarray:
+def blob_alpha(rng, image, min_share: float = 0.0) -> np.ndarray:
   """An irregular smooth-edged blob: a Gaussian bump of radius 4-15% of the side modulated by
   smooth noise, thresholded with a ramp of about a pixel; at least `min_share` of the image
   where asked."""
-  scale = float(min(shape))
-  centre = random_centre(rng, shape)
+  shape = image.shape
+  scale = side(image)
+  centre = random_centre(rng, image)
   radius = rng.uniform(0.04, 0.15) * scale
   y, x = grid(shape)
   bump = np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * radius ** 2))
@@ -136,7 +157,7 @@ def soft_edge(region: np.ndarray) -> np.ndarray:
 
 def blob(rng, image, donor):  # pylint: disable=unused-argument: every kind takes a donor
   """An irregular blob of a flat grey or a noisy texture, at opacity 0.6-1."""
-  alpha = blob_alpha(rng, image.shape) * rng.uniform(0.6, 1.0)
+  alpha = blob_alpha(rng, image) * rng.uniform(0.6, 1.0)
   grey = rng.uniform(0, 255)
   if rng.random() < 0.5:
     texture = smooth_noise(rng, image.shape, rng.uniform(1, 0.03 * side(image) + 1))
@@ -147,14 +168,14 @@ def blob(rng, image, donor):  # pylint: disable=unused-argument: every kind take
 def contrasting_blob(rng, image) -> tuple[np.ndarray, np.ndarray]:
   """The fallback: an opaque blob of at least 0.5% of the image, black over bright pixels and
   white over dark ones, so that it always changes the image."""
-  return np.where(image > 127, 0.0, 255.0), blob_alpha(rng, image.shape, min_share=0.005)
+  return np.where(image > 127, 0.0, 255.0), blob_alpha(rng, image, min_share=0.005)
 
 
 def erase(rng, image, donor):  # pylint: disable=unused-argument: every kind takes a donor
   """An ellipse or rectangle (mean radius 5-15% of the side) filled from its surroundings alone
   (a normalised convolution, Gaussian of the region's radius): what was there disappears."""
   radius = rng.uniform(0.05, 0.15) * side(image)
-  r, centre = ellipse(rng, image.shape, radius)
+  r, centre = ellipse(rng, image, radius)
   r[int(centre[0]), int(centre[1])] = 0  # never empty, however small the image
   if rng.random() < 0.5:
     region = r < 1
@@ -184,7 +205,7 @@ def warp(rng, image, donor):  # pylint: disable=unused-argument: every kind take
   its edge: a shift of 30-60% of the radius (4-15% of the side) or a twist of 15-45 degrees.
   Below 0.65 of the radius the shift never folds the image."""
   radius = rng.uniform(0.12, 0.25) * side(image)
-  r, centre = ellipse(rng, image.shape, radius)
+  r, centre = ellipse(rng, image, radius)
   bump = np.clip(1 - r ** 2, 0, 1) ** 2
   y, x = grid(image.shape)
   if rng.random() < 0.5:
@@ -203,11 +224,19 @@ def warp(rng, image, donor):  # pylint: disable=unused-argument: every kind take
 EDITS = {'cutpaste': cutpaste, 'scar': scar, 'blob': blob, 'erase': erase, 'warp': warp}
 
 
+def visible_change(image: np.ndarray, edited: np.ndarray) -> np.ndarray:
+  """The size of the change smoothed over about a pixel (a Gaussian of side/96, at least 1 px,
+  applied to the signed difference), so that moved or replaced sensor noise averages out and a
+  real change stays."""
+  change = edited.astype(np.float64) - image
+  return np.abs(ndimage.gaussian_filter(change, max(1.0, side(image) / 96)))
+
+
 def compose(image: np.ndarray, layer: np.ndarray, alpha: np.ndarray):
-  """(edited uint8 image, mask of the pixels changed by more than THRESHOLD)."""
+  """(edited uint8 image, mask of the edited pixels whose visible change exceeds VISIBLE)."""
   base = image.astype(np.float64)
   edited = np.clip(np.round(base * (1 - alpha) + layer * alpha), 0, 255).astype(np.uint8)
-  return edited, np.abs(edited.astype(np.int16) - image) > THRESHOLD
+  return edited, (edited != image) & (visible_change(image, edited) > VISIBLE)
 
 
 def synthesize(rng: np.random.Generator, image: np.ndarray, donor: np.ndarray):
