@@ -1,6 +1,6 @@
-"""Generic synthetic anomalies drawn on any grayscale inspection image, with masks of their visible change: the
-CutPaste (Li et al. 2021), DRAEM (Zavrtanik et al. 2021) and NSA (Schlueter et al. 2022) family
-of self-supervised pretexts (docs/pseudo_defects.md).
+"""Generic synthetic anomalies drawn on any grayscale inspection image, with masks of their
+visible change: the CutPaste (Li et al. 2021), DRAEM (Zavrtanik et al. 2021) and NSA (Schlueter
+et al. 2022) family of self-supervised pretexts (docs/pseudo_defects.md).
 
 `synthesize(rng, image, donor)` returns the edited image, the mask of its visible change (the
 edited pixels where the change, smoothed over about a pixel, exceeds VISIBLE grey levels: a warp
