@@ -87,8 +87,9 @@ def generate(out_dir, *, num_train: int = 3000, num_test: int = 1000, image_size
              progress: bool = True) -> dict:
   """Writes the dataset to `out_dir` (via `out_dir.partial`, renamed when complete) and returns
   its summary; a complete folder with the same settings is left as it is. `families`: the
-  package families drawn (the four classic ones by default), names as in FAMILIES. `num_unlabelled`: images drawn
-  like the training split into `unlabelled/`, their labels only in metadata.csv."""
+  package families drawn (the four classic ones by default), names as in FAMILIES.
+  `num_unlabelled`: images drawn like the training split into `unlabelled/`, their labels only
+  in metadata.csv."""
   out_dir = pathlib.Path(out_dir)
   families = check_families(families)
   settings = dict(num_train=num_train, num_test=num_test, image_size=image_size,
