@@ -101,7 +101,8 @@ def test_a_resolved_pretrained_body_is_the_same_run(tmp_path):
   config = finetune.get_config('synthetic')
   recorded = finetune.get_config('synthetic')
   recorded.init.weights = str(tmp_path / 'cache' / 'pretrained' /
-                              f'pretrain-{workdir_lib.run_key(recorded.pretrain)}')
+                              f'{recorded.pretrain.preset}-'
+                              f'{workdir_lib.run_key(recorded.pretrain)}')
   workdir_lib.write_config(tmp_path, recorded)
   loop.check_same_run(config, tmp_path)
   config.pretrain.data.synthetic_families = 'sot23'
@@ -137,8 +138,8 @@ def test_a_resumed_run_keeps_the_pretrained_body_it_started_from(tmp_path, monke
   config = finetune.get_config('synthetic')
   config.data.cache_dir = str(tmp_path / 'cache')
   recorded = finetune.get_config('synthetic')
-  recorded.init.weights = str(body('pretrain-c050470a6a03'))
+  recorded.init.weights = str(body(f'{recorded.pretrain.preset}-c050470a6a03'))
   workdir_lib.write_config(tmp_path / 'w', recorded)
   assert loop.resolve_init(config, tmp_path / 'w').init.weights == recorded.init.weights
-  current = body(f'pretrain-{workdir_lib.run_key(config.pretrain)}')
+  current = body(f'{config.pretrain.preset}-{workdir_lib.run_key(config.pretrain)}')
   assert loop.resolve_init(config, tmp_path / 'new').init.weights == str(current)

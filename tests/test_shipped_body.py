@@ -33,7 +33,8 @@ def tiny_config(cache_dir):
 
 
 def body_name(config) -> str:
-  return f'pretrain-{workdir_lib.run_key(workdir_lib.pretrain_section(config))}'
+  section = workdir_lib.pretrain_section(config)
+  return f'{section.preset}-{workdir_lib.run_key(section)}'
 
 
 def write_finished_run(run_dir: pathlib.Path, source, random_variables) -> dict:
