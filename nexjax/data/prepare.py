@@ -82,8 +82,8 @@ def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> pip
 
 
 def prepared_dir(source: sources.Source, cache_dir) -> pathlib.Path:
-  """Where the source's prepared copy lives (a changed folder gets a new one)."""
-  return pathlib.Path(cache_dir) / 'tfds' / f'{source.root.name}-{source.fingerprint()}'
+  """Where the source's prepared copy lives (a changed folder or manifest gets a new one)."""
+  return pathlib.Path(cache_dir) / 'tfds' / f'{source.name}-{source.fingerprint()}'
 
 
 def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: float,
@@ -91,13 +91,13 @@ def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: fl
                   high_bit_scaling: str = 'bit_depth') -> dict[str, pipeline.Examples]:
   """{'train', 'valid'[, 'test']} from a source, prepared into cache_dir once.
 
-  Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
+  Images stay in memory-mapped files, `cache_dir/tfds/<name>-<fingerprint>/decoded/`, one
   per split, image size and channel count.
   """
-  source.files()  # a wrong layout fails here, with the expected layout
+  records = source.records()  # a wrong layout or manifest fails here, saying how to fix it
   tfds_dir = prepared_dir(source, cache_dir)
   with split_cache.preparation_lock(tfds_dir):
-    builder = nexperia.prepare(source.root, tfds_dir, channels, high_bit_scaling)
+    builder = nexperia.prepare(records, tfds_dir, channels, high_bit_scaling)
     cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
     labelled = load_split(builder, 'train', image_size, cache)
     test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \
