@@ -8,10 +8,9 @@
     DIR/masks/<id>.png            optional defect masks (the synthetic data has them): same size
                                   as the image `<id>.*` of any split, non-zero where the defect is
 
-The builder prepares `Records`, the files and labels of each split: a folder's
-(`folder_records`) or a CSV manifest's (`nexjax.data.manifest`), so one preparer serves both. An
-example's `id` is its file stem (Kaggle's convention), so two files of one split with the same
-stem (`x.jpg`, `x.png`) are an error. Features: `image`
+The builder prepares `Records` (each split's files and labels): a folder's (`folder_records`) or a
+CSV manifest's (`nexjax.data.manifest`). An example's `id` is its file stem (Kaggle's convention),
+so two files of one split with the same stem (`x.jpg`, `x.png`) are an error. Features: `image`
 (uint8 HxWxC), `label` (0 good, 1 defect, -1 unlabelled test image), `id`, and, only when
 `DIR/masks/` exists (config attribute `has_masks`), `mask` (uint8 HxWx1, 255 on the defect, 0
 elsewhere; all 0 for an image without a mask file). Real Nexperia data has no masks.
@@ -31,10 +30,8 @@ meaning, not sorted folder order: good=0, defect=1 (fastai's sorted class names 
 first).
 """
 
-import contextlib
 import dataclasses
 import functools
-import io
 import pathlib
 
 from absl import logging
@@ -279,8 +276,7 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
                      for c in (1, 3) for m in (False, True) for s in HIGH_BIT_SCALINGS]
 
   def __init__(self, *, records: Records | None = None, **kwargs):
-    """`records`: what to prepare (not needed to read a prepared copy)."""
-    self.records = records
+    self.records = records  # what to prepare (not needed to read a prepared copy)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -295,9 +291,7 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
                                           supervised_keys=('image', 'label'))
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # the files are the records'
-    if self.records is None:
-      raise ValueError('Nexperia builds from the records it is given (`prepare`).')
+    del dl_manager  # the files are the records' (`prepare.prepare_records`)
     self.skipped_files = []
     masks = self.records.masks if self.builder_config.has_masks else None
     return {split: self._generate_examples(files, masks, split)
@@ -335,27 +329,3 @@ def read_skipped(path: pathlib.Path) -> list[str]:
   """The skipped files recorded at preparation, as `path (reason)`."""
   lines = path.read_text(encoding='utf-8').splitlines()
   return [f'{name} ({reason})' for name, _, reason in (line.partition('\t') for line in lines)]
-
-
-def prepare(data, tfds_dir, channels: int = 1,
-            high_bit_scaling: str = 'bit_depth') -> tfds.core.DatasetBuilder:
-  """Prepares (once) and returns the builder for `data`: `Records`, or a Kaggle-layout folder
-  (its `folder_records`: with masks when `DIR/masks/` exists). Skipped files are remembered in
-  `tfds_dir/skipped_files.txt` and reported on every run."""
-  check_high_bit_scaling(high_bit_scaling)
-  # A wrong layout fails here, before TFDS makes any folders.
-  records = data if isinstance(data, Records) else folder_records(data)
-  config = NexperiaConfig(channels=channels, has_masks=records.masks is not None,
-                          high_bit_scaling=high_bit_scaling)
-  builder = Nexperia(data_dir=tfds_dir, config=config.name, records=records)
-  skipped_record = pathlib.Path(tfds_dir) / SKIPPED_FILE
-  if not builder.is_prepared():
-    note_high_bit_scaling.cache_clear()
-    logging.info('Preparing %s (decoding and checking every image, once) into %s.',
-                 records.where, tfds_dir)
-    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
-      builder.download_and_prepare()
-    write_skipped(skipped_record, list(records.unread) + builder.skipped_files)
-  if skipped_record.is_file():
-    report_skipped(read_skipped(skipped_record), records.where, skipped_record)
-  return builder

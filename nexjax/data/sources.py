@@ -56,7 +56,7 @@ class Source(abc.ABC):
     return nexperia.find_examples(self.root)
 
   def records(self) -> nexperia.Records:
-    """What `nexperia.prepare` prepares: the files, the masks, the entries not read."""
+    """What `prepare.prepare_records` prepares: the files, the masks, the entries not read."""
     return nexperia.folder_records(self.root)
 
   def defect_types(self) -> dict[str, str] | None:
