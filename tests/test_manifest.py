@@ -14,6 +14,7 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import defect_types
 from nexjax import errors
+from nexjax import workdir as workdir_lib
 from nexjax.data import manifest
 from nexjax.data import nexperia
 from nexjax.data import prepare
@@ -199,3 +200,24 @@ def test_smoke_train_and_evaluate_from_a_manifest(tmp_path, make_kaggle_folder):
   assert f'on {csv.resolve()}' in evaluated.stdout
   assert '| scratch |' in (tmp_path / 'w' / 'eval' / 'defect_types.md').read_text()
   assert (tmp_path / 'w' / 'eval' / 'metrics.json').is_file()
+
+
+def test_identity_has_the_manifest_where_set_and_evaluate_may_name_another(folder, tmp_path):
+  csv = write_manifest(folder / 'm.csv', folder_rows(folder, folder))
+  other = write_manifest(tmp_path / 'other.csv', folder_rows(folder, tmp_path))
+  config = finetune.get_config('smoke')
+  assert 'data.manifest' not in workdir_lib.identity(config)  # existing run keys stay
+  config.data.synthetic, config.data.manifest = False, str(csv)
+  assert workdir_lib.identity(config)['data.manifest'] == str(csv.resolve())
+  workdir_lib.write_config(tmp_path / 'w', config)
+  own = workdir_lib.with_trained_data(finetune.get_config('smoke'), tmp_path / 'w')
+  assert (own.data.manifest, own.data.synthetic) == (str(csv), False)
+  assert workdir_lib.describe_data(workdir_lib.data_identity(own)) == str(csv.resolve())
+  asked = finetune.get_config('smoke')
+  asked.data.manifest = str(other)
+  graded = workdir_lib.with_trained_data(asked, tmp_path / 'w')
+  assert workdir_lib.is_other_folder(asked, config) and graded.data.manifest == str(other)
+  workdir_lib.check_explicit_data({'data.manifest': str(other)}, tmp_path / 'w')
+  asked.data.manifest, asked.data.dir = '', str(folder)
+  graded = workdir_lib.with_trained_data(asked, tmp_path / 'w')
+  assert (graded.data.manifest, graded.data.dir) == ('', str(folder.resolve()))

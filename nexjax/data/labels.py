@@ -1,5 +1,6 @@
 """Label files, `KEY,label` as Excel and other tools write them: `test/test_labels.csv` (`id`),
-the review page's `labels.csv` and `data.extra_labels` (`file`). One reader and one writer."""
+the review page's `labels.csv`, `data.extra_labels` and `data.manifest` (`file`, with more
+columns: `read_table`). One reader and one writer."""
 
 import csv
 import io
