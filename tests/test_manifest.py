@@ -221,3 +221,12 @@ def test_identity_has_the_manifest_where_set_and_evaluate_may_name_another(folde
   asked.data.manifest, asked.data.dir = '', str(folder)
   graded = workdir_lib.with_trained_data(asked, tmp_path / 'w')
   assert (graded.data.manifest, graded.data.dir) == ('', str(folder.resolve()))
+
+
+def test_unlabelled_images_must_not_be_training_images_of_the_manifest(folder, tmp_path):
+  from nexjax.data import unlabelled  # pylint: disable=import-outside-toplevel
+  csv = write_manifest(folder / 'm.csv', folder_rows(folder, folder))
+  train = [path for path, _ in sources.Manifest(csv).files()['train']]
+  with pytest.raises(errors.ConfigError, match='holds 12 labelled training image'):
+    unlabelled.load(str(folder / 'train' / 'good_0'), image_size=32, channels=1,
+                    high_bit_scaling='bit_depth', cache_dir=tmp_path / 'c', labelled_files=train)
