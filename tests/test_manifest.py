@@ -15,7 +15,6 @@ from nexjax import config as config_lib
 from nexjax import defect_types
 from nexjax import errors
 from nexjax import workdir as workdir_lib
-from nexjax.data import manifest
 from nexjax.data import nexperia
 from nexjax.data import prepare
 from nexjax.data import sources
