@@ -139,7 +139,7 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
   detector.fit_measured(job.data['train'], job.data['valid'], ctx)
   test = splits['test']
   types = defect_types.types_of(test.ids, test.labels,
-                                defect_types.read_types(job_lib.data_source(config).root))
+                                job_lib.data_source(config).defect_types())
   rows = []
   for choice in checkpoints if method != 'gaussian' else ('-',):
     if choice != '-':

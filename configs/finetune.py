@@ -43,6 +43,7 @@ def get_config(arg=None):
 
   config.data = ml_collections.ConfigDict(dict(
       dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
+      manifest='',             # or a CSV file,label[,split][,defect_type] (nexjax.data.manifest)
       synthetic=False,         # True: generate the synthetic dataset into the cache and use it
       synthetic_num_train=3000,
       synthetic_num_test=1000,

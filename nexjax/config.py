@@ -59,8 +59,13 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
     section(config, found)
   if mode in DATA_MODES:
     data_folder(config, found)
-  elif mode == 'evaluate' and config.data.dir:  # another folder to grade the workdir on
-    data_folder_exists(config, found)
+  elif mode == 'evaluate' and (config.data.dir or config.data.manifest):  # other data to grade on
+    found.check(not (config.data.dir and config.data.manifest), 'data.manifest',
+                both_sources(config))
+    if config.data.manifest:
+      manifest_exists(config, found)
+    else:
+      data_folder_exists(config, found)
   mode_sections = {'train': line, 'predict': predict, 'export': export_formats, 'serve': serve,
                    'compare': compare}
   if mode in mode_sections:
@@ -149,12 +154,33 @@ def data(config, found: Problems) -> None:
   found.parses('data.class_ratio', lambda: job_lib.parse_class_ratio(config.data.class_ratio))
 
 
+def both_sources(config) -> str:
+  return (f'{config.data.manifest} is set, and so is data.dir={config.data.dir}: name the '
+          'labelled images one way, a CSV manifest (data.manifest) or a Kaggle-layout folder '
+          '(data.dir), and leave the other empty.')
+
+
+def manifest_exists(config, found: Problems) -> None:
+  found.check(pathlib.Path(config.data.manifest).is_file(), 'data.manifest',
+              f'{config.data.manifest} is not a file; give a CSV with the header '
+              'file,label[,split][,defect_type].')
+
+
 def data_folder(config, found: Problems) -> None:
-  """The labelled data: a Kaggle-layout folder that exists, or the synthetic data."""
+  """The labelled data: a Kaggle-layout folder that exists, a CSV manifest, or the synthetic
+  data."""
+  if config.data.manifest:
+    found.check(not config.data.dir, 'data.manifest', both_sources(config))
+    found.check(not config.data.synthetic, 'data.manifest',
+                f'{config.data.manifest} is set, but this preset trains on the built-in synthetic '
+                'data (data.synthetic=True). Add --config.data.synthetic=False to use your '
+                'manifest.')
+    manifest_exists(config, found)
+    return
   found.check(config.data.synthetic or config.data.dir, 'data.dir',
               'no data folder given. Point it at a Kaggle-layout Nexperia folder '
-              '(--config.data.dir=PATH) or run the synthetic preset '
-              '(configs/finetune.py:synthetic).')
+              '(--config.data.dir=PATH) or a CSV manifest (--config.data.manifest=FILE), or run '
+              'the synthetic preset (configs/finetune.py:synthetic).')
   found.check(not (config.data.synthetic and config.data.dir), 'data.dir',
               f'{config.data.dir} is set, but this preset trains on the built-in synthetic data '
               '(data.synthetic=True). Add --config.data.synthetic=False to use your folder.')

@@ -57,8 +57,8 @@ def parse_class_ratio(value: str):
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:
   """In place: `~` expanded in every value that starts with it (the shell leaves `--flag=~/x`
-  alone) and data.dir made absolute, so that config.json records the folder wherever the run
-  was started from."""
+  alone) and data.dir and data.manifest made absolute, so that config.json records them wherever
+  the run was started from."""
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
       expand_paths(value)
@@ -66,6 +66,8 @@ def expand_paths(config: ml_collections.ConfigDict) -> None:
       config[key] = str(pathlib.Path(value).expanduser())
   if 'data' in config and config.data.dir:
     config.data.dir = workdir_lib.normalized_path(config.data.dir)
+  if 'data' in config and config.data.get('manifest', ''):
+    config.data.manifest = workdir_lib.normalized_path(config.data.manifest)
 
 
 def has_unlabelled(config) -> bool:
@@ -147,26 +149,25 @@ def training_defects(config) -> int:
 # Fewest examples of each class per split: a classifier needs both classes to learn, and a
 # validation split without them has no AUC to choose thresholds or the best checkpoint by.
 MIN_PER_CLASS = {'train': 2, 'valid': 1}
-CLASS_NAMES = ('good (train/good_0)', 'defect (train/bad_1)')
 NO_CLASSIFIER = ('or train no classifier: --config.data.max_train_defects=0 fits the label-free '
                  'detectors of line.detectors alone')
 
 
-def check_class_counts(data: dict[str, pipeline.Examples], folder,
+def check_class_counts(data: dict[str, pipeline.Examples], source: sources.Source,
                        needs_defects: bool = True) -> None:
   """Both classes in both splits (`MIN_PER_CLASS`); good images alone where no classifier is
   trained (`needs_defects` False)."""
   problems, short = [], set()
   for split, minimum in MIN_PER_CLASS.items():
     counts = np.bincount(data[split].labels, minlength=2)
-    for label, name in enumerate(CLASS_NAMES[:1 + needs_defects]):
+    for label, name in enumerate(source.CLASS_NAMES[:1 + needs_defects]):
       if counts[label] < minimum:
         short.add(label)
         problems.append(f'the {split} split has {counts[label]} {name} image(s), needs '
                         f'at least {minimum}')
   if problems:
-    raise errors.DataError(f'{folder}: ' + '; '.join(problems) + '. Add images to the class '
-                           'folders (the validation split takes data.valid_fraction of each)'
+    raise errors.DataError(f'{source.where}: ' + '; '.join(problems) + f'. {source.ADD_IMAGES} '
+                           '(the validation split takes data.valid_fraction of each)'
                            + (f', {NO_CLASSIFIER}.' if 1 in short else '.'))
 
 
@@ -179,10 +180,10 @@ def load_data(config, needs_defects: bool = True) -> dict[str, pipeline.Examples
   data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
   if config.data.extra_labels:
     add_extra_labels(data, config, source)
-  check_class_counts(data, source.root, needs_defects)
+  check_class_counts(data, source, needs_defects)
   if config.model.get('mask_head') and data['train'].masks is None:
     raise errors.DataError(
-        f'{source.root} has no defect masks (masks/<id>.png) for its training images, which '
+        f'{source.where} has no defect masks (masks/<id>.png) for its training images, which '
         f'model.mask_head={config.model.mask_head!r} learns from; set --config.model.mask_head=""')
   if has_unlabelled(config):
     data['unlabelled'] = load_unlabelled(config, source)
@@ -196,7 +197,9 @@ def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Ex
   return unlabelled.load(
       config.data.unlabelled_dir or source.unlabelled_folder(), image_size=config.data.image_size,
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
-      cache_dir=cache_dir(config), data_dir=str(source.root), progress=config.train.progress)
+      cache_dir=cache_dir(config), data_dir=source.labelled_folder(),
+      labelled_files=[path for path, _ in source.files()['train']],
+      progress=config.train.progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources.Source) -> None:

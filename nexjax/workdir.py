@@ -20,9 +20,9 @@ LINE_FILE = 'line.json'  # the line's chosen detector (`detectors.line`)
 # What defines the trained network and the images it expects.
 MODEL_KEYS = ('model', 'data.image_size', 'data.channels')
 # Which images a run was trained and validated on: evaluation grades a workdir on these.
-DATA_KEYS = ('data.dir', 'data.synthetic', 'data.synthetic_num_train', 'data.synthetic_num_test',
-             'data.synthetic_image_size', 'data.synthetic_seed', 'data.synthetic_families',
-             'data.valid_fraction', 'data.high_bit_scaling')
+DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_train',
+             'data.synthetic_num_test', 'data.synthetic_image_size', 'data.synthetic_seed',
+             'data.synthetic_families', 'data.valid_fraction', 'data.high_bit_scaling')
 # The keys that do not change a run's result, declared once by section ('' the top level, '*'
 # the whole section): where output goes, logging and progress, and the settings of the modes
 # that read a trained run (evaluate, predict, export, serve, compare, lr_find). Every other key
@@ -35,10 +35,14 @@ OUTSIDE_RUN = {
     'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 }
+# Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
+# where set: at these values they leave the identity, so existing keys stay valid.
+UNSET = {'data.manifest': ''}
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.
-PATH_KEYS = ('data.dir', 'data.extra_labels', 'data.unlabelled_dir', 'init.weights')
+PATH_KEYS = ('data.dir', 'data.manifest', 'data.extra_labels', 'data.unlabelled_dir',
+             'init.weights')
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:
@@ -153,6 +157,7 @@ def identity(config) -> dict:
       values.update(_flat(value, section))
   if pretrained_body(config):  # named as before resolution: its `pretrain` section says what
     values['init.weights'] = PRETRAIN
+  values = {k: v for k, v in values.items() if k not in UNSET or v != UNSET[k]}
   values.update({k: _path_value(k, values[k]) for k in PATH_KEYS if k in values})
   return values
 
@@ -197,31 +202,41 @@ def with_trained_model(config, workdir, trained=None) -> ml_collections.ConfigDi
 
 
 def data_identity(config) -> dict:
-  """The DATA_KEYS values that decide which images a config reads: the (normalized) folder, or
-  the synthetic dataset's settings; with the validation split and the 16-bit scaling."""
+  """The DATA_KEYS values that decide which images a config reads: the (normalized) folder or
+  manifest (present only where set), or the synthetic dataset's settings; with the validation
+  split and the 16-bit scaling."""
   values = {key: _get_or_none(config, key) for key in DATA_KEYS}
+  manifest = values.pop('data.manifest') or ''
   if values['data.synthetic']:
     del values['data.dir']
     return values
   values = {k: v for k, v in values.items() if not k.startswith('data.synthetic_')}
   values['data.dir'] = normalized_path(values['data.dir'] or '')
+  if manifest:
+    values['data.manifest'] = normalized_path(manifest)
   return values
 
 
 def describe_data(identity: dict) -> str:
   """A short phrase for `data_identity`'s result: the folder, or which synthetic data."""
   if not identity.get('data.synthetic'):
-    return identity.get('data.dir') or 'no data folder'
+    return identity.get('data.manifest') or identity.get('data.dir') or 'no data folder'
   get = lambda key: identity.get(f'data.synthetic_{key}')
   return (f'synthetic data ({get("num_train")} + {get("num_test")} images, '
           f'{get("image_size")} px, seed {get("seed")}, families {get("families") or "all"})')
 
 
+def other_data(config) -> str:
+  """The labelled data `config` names explicitly: its manifest, else its folder ('' none)."""
+  return config.data.get('manifest', '') or config.data.dir
+
+
 def is_other_folder(config, trained) -> bool:
-  """True where `config.data.dir` names a folder other than the one `trained` was trained on."""
-  return bool(config.data.dir) and (
-      bool(trained.data.synthetic)
-      or normalized_path(config.data.dir) != normalized_path(trained.data.dir))
+  """True where `config.data.dir` or `config.data.manifest` names data other than the folder or
+  manifest `trained` was trained on."""
+  mine = other_data(config)
+  return bool(mine) and (bool(trained.data.synthetic)
+                         or normalized_path(mine) != normalized_path(other_data(trained)))
 
 
 def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
@@ -238,12 +253,15 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
         _set(result, key, copy.deepcopy(_get(trained, key)))
     if other:
       result.data.dir, result.data.synthetic = normalized_path(config.data.dir), False
+      result.data.manifest = normalized_path(config.data.get('manifest', ''))
   used = describe_data(data_identity(result))
-  if not other and not result.data.synthetic and not pathlib.Path(result.data.dir).is_dir():
+  manifest = result.data.get('manifest', '')
+  if not other and not result.data.synthetic and not (
+      pathlib.Path(manifest).is_file() if manifest else pathlib.Path(result.data.dir).is_dir()):
     raise errors.DataError(
-        f'{workdir} was trained on {result.data.dir} (its {CONFIG_FILE}), which is not here: '
-        'give the labelled folder to grade it on with --config.data.dir=DIR (predict and export '
-        'need no data).')
+        f'{workdir} was trained on {manifest or result.data.dir} (its {CONFIG_FILE}), which is not '
+        'here: give the labelled data to grade it on with --config.data.dir=DIR or '
+        '--config.data.manifest=FILE (predict and export need no data).')
   if other:
     logging.warning('Evaluating %s on another folder, %s (it was trained on %s).', workdir, used,
                     describe_data(data_identity(trained)))
@@ -256,12 +274,14 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
 
 def check_explicit_data(overrides: dict, workdir) -> None:
   """Refuses command-line data values (`--config.data.X=...`, in `overrides`) that would grade
-  the workdir on other images than its own, other than an explicit other folder (data.dir)."""
+  the workdir on other images than its own, other than explicit other data (data.dir or
+  data.manifest)."""
   trained = read_config(workdir)
-  other_folder = 'data.dir' in overrides and bool(overrides['data.dir'])
+  explicit = ('data.dir', 'data.manifest')
+  other_folder = any(overrides.get(key) for key in explicit)
   conflicts = []
   for key, value in overrides.items():
-    if key not in DATA_KEYS or key == 'data.dir' or (key == 'data.synthetic' and other_folder
+    if key not in DATA_KEYS or key in explicit or (key == 'data.synthetic' and other_folder
                                                      and not value):
       continue
     theirs = _get_or_none(trained, key)

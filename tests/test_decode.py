@@ -151,7 +151,7 @@ def test_synthetic_masks_are_carried_through_and_plain_folders_have_none(tmp_pat
   root = tmp_path / 'synthetic'
   synthetic.generate(root, num_train=12, num_test=5, image_size=32, seed=1, num_workers=1,
                      progress=False)
-  builder = nexperia.prepare(root, tmp_path / 'tfds')
+  builder = prepare.prepare_records(nexperia.folder_records(root), tmp_path / 'tfds')
   assert builder.builder_config.has_masks and 'mask' in builder.info.features
   seen = 0
   for split in ('train', 'test'):
@@ -165,7 +165,7 @@ def test_synthetic_masks_are_carried_through_and_plain_folders_have_none(tmp_pat
   assert seen == round(12 * synthetic.DEFECT_RATE) + round(5 * synthetic.DEFECT_RATE)
   PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / 'masks' / 'syn_train_000000.png')
   with pytest.raises(errors.DataError, match='mask of 8x8 pixels for .*000000.jpg of 32x32'):
-    nexperia.prepare(root, tmp_path / 'tfds_wrong')
+    prepare.prepare_records(nexperia.folder_records(root), tmp_path / 'tfds_wrong')
   shutil.rmtree(root / 'masks')
-  plain = nexperia.prepare(root, tmp_path / 'tfds_plain')
+  plain = prepare.prepare_records(nexperia.folder_records(root), tmp_path / 'tfds_plain')
   assert not plain.builder_config.has_masks and 'mask' not in plain.info.features

@@ -1,5 +1,6 @@
 """Label files, `KEY,label` as Excel and other tools write them: `test/test_labels.csv` (`id`),
-the review page's `labels.csv` and `data.extra_labels` (`file`). One reader and one writer."""
+the review page's `labels.csv`, `data.extra_labels` and `data.manifest` (`file`, with more
+columns: `read_table`). One reader and one writer."""
 
 import csv
 import io
@@ -34,8 +35,8 @@ def read_text(path: pathlib.Path) -> str:
                          '(comma-separated).')
 
 
-def read_rows(path: pathlib.Path, key: str) -> list[tuple[str, int, int]]:
-  """(key, label, line) of every row of a `KEY,label` file (other columns ignored). Separated
+def dict_reader(path: pathlib.Path, key: str) -> csv.DictReader:
+  """A reader of a `KEY,label` file's rows, its header names stripped and lower-case. Separated
   by commas (or, as Excel writes in some locales, semicolons or tabs); UTF-8 with or without a
   byte order mark, or Windows-1252; quoted fields may hold commas and line breaks."""
   text = read_text(path)
@@ -44,10 +45,28 @@ def read_rows(path: pathlib.Path, key: str) -> list[tuple[str, int, int]]:
   reader = csv.DictReader(io.StringIO(text, newline=''), delimiter=delimiter)
   fields = [name.strip().lower() for name in reader.fieldnames or []]
   if not {key, 'label'} <= set(fields):
-    raise errors.DataError(f'{path}: expected a header `{key},label`, got {reader.fieldnames}.')
+    raise errors.DataError(f'{path}: expected a header `{key},label`, got {reader.fieldnames}; '
+                           f'the first line must name the columns, {key} and label among them.')
   reader.fieldnames = fields
+  return reader
+
+
+def read_rows(path: pathlib.Path, key: str) -> list[tuple[str, int, int]]:
+  """(key, label, line) of every row of a `KEY,label` file (other columns ignored), read as
+  `dict_reader` reads it."""
+  reader = dict_reader(path, key)
   return [(row[key] or '', parse_label(row['label'], path, reader.line_num),
            reader.line_num) for row in reader]
+
+
+def read_table(path: pathlib.Path, key: str, columns=()) -> tuple[list[dict], set[str]]:
+  """The rows of a `KEY,label[,COLUMN...]` file (`dict_reader`) as {`key`, 'label', each of
+  `columns`: the cell's stripped text, '' where empty or absent; 'line': the row's line}, labels
+  unparsed, and the set of `columns` that the header names."""
+  reader = dict_reader(path, key)
+  rows = [{**{name: (row.get(name) or '').strip() for name in (key, 'label', *columns)},
+           'line': reader.line_num} for row in reader]
+  return rows, set(columns) & set(reader.fieldnames)
 
 
 def unique(rows, path, key: str = 'id') -> dict[str, tuple[int, int]]:

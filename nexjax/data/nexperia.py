@@ -8,8 +8,9 @@
     DIR/masks/<id>.png            optional defect masks (the synthetic data has them): same size
                                   as the image `<id>.*` of any split, non-zero where the defect is
 
-The folder is TFDS's `manual_dir`. An example's `id` is its file stem (Kaggle's convention), so
-two files of one split with the same stem (`x.jpg`, `x.png`) are an error. Features: `image`
+The builder prepares `Records` (each split's files and labels): a folder's (`folder_records`) or a
+CSV manifest's (`nexjax.data.manifest`). An example's `id` is its file stem (Kaggle's convention),
+so two files of one split with the same stem (`x.jpg`, `x.png`) are an error. Features: `image`
 (uint8 HxWxC), `label` (0 good, 1 defect, -1 unlabelled test image), `id`, and, only when
 `DIR/masks/` exists (config attribute `has_masks`), `mask` (uint8 HxWx1, 255 on the defect, 0
 elsewhere; all 0 for an image without a mask file). Real Nexperia data has no masks.
@@ -29,9 +30,8 @@ meaning, not sorted folder order: good=0, defect=1 (fastai's sorted class names 
 first).
 """
 
-import contextlib
+import dataclasses
 import functools
-import io
 import pathlib
 
 from absl import logging
@@ -152,6 +152,25 @@ def find_examples(root) -> dict[str, list[tuple[pathlib.Path, int]]]:
   return splits
 
 
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """What the builder prepares: (file, label) per split ('train', optionally 'test'), checked;
+  the folder of defect masks (None: no masks); the entries not read but listed as skipped with
+  their reasons (`unread_entries`); and where the records come from, for the log."""
+  examples: dict[str, list[tuple[pathlib.Path, int]]]
+  masks: pathlib.Path | None = None
+  unread: tuple[tuple[str, str], ...] = ()
+  where: str = ''
+
+
+def folder_records(root) -> Records:
+  """A Kaggle-layout folder's records (`find_examples`), with masks/ where it has one."""
+  root = pathlib.Path(root)
+  examples = find_examples(root)
+  return Records(examples, root / MASK_FOLDER if (root / MASK_FOLDER).is_dir() else None,
+                 tuple(unread_entries(root)), str(root))
+
+
 def check_high_bit_scaling(high_bit_scaling: str) -> None:
   if high_bit_scaling not in HIGH_BIT_SCALINGS:
     raise errors.ConfigError(f'high_bit_scaling={high_bit_scaling!r}; choose one of '
@@ -253,9 +272,12 @@ class NexperiaConfig(tfds.core.BuilderConfig):
 class Nexperia(tfds.core.GeneratorBasedBuilder):
   """Nexperia semiconductor inspection images: good (0) vs defect (1)."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED_LAYOUT
   BUILDER_CONFIGS = [NexperiaConfig(channels=c, has_masks=m, high_bit_scaling=s)
                      for c in (1, 3) for m in (False, True) for s in HIGH_BIT_SCALINGS]
+
+  def __init__(self, *, records: Records | None = None, **kwargs):
+    self.records = records  # what to prepare (not needed to read a prepared copy)
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = {
@@ -269,12 +291,11 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
                                           supervised_keys=('image', 'label'))
 
   def _split_generators(self, dl_manager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    examples = find_examples(root)
+    del dl_manager  # the files are the records' (`prepare.prepare_records`)
     self.skipped_files = []
-    masks = root / MASK_FOLDER if self.builder_config.has_masks else None
+    masks = self.records.masks if self.builder_config.has_masks else None
     return {split: self._generate_examples(files, masks, split)
-            for split, files in examples.items()}
+            for split, files in self.records.examples.items()}
 
   def _generate_examples(self, files, masks, split):
     config = self.builder_config
@@ -290,7 +311,7 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
         mask_path = masks / f'{path.stem}.png'
         example['mask'] = (read_mask(mask_path, path, image.shape) if mask_path.is_file()
                            else np.zeros((*image.shape[:2], 1), np.uint8))
-      yield str(path.relative_to(path.parents[1])), example
+      yield f'{path.parent.name}/{path.name}', example  # the folder's: `good_0/x.jpg`
     if not read:  # TFDS would fail with an assertion about a split without examples
       skipped = [f'{name} ({reason})' for name, reason in self.skipped_files[skipped_before:]]
       report_skipped(skipped, f'the {split} split')
@@ -308,28 +329,3 @@ def read_skipped(path: pathlib.Path) -> list[str]:
   """The skipped files recorded at preparation, as `path (reason)`."""
   lines = path.read_text(encoding='utf-8').splitlines()
   return [f'{name} ({reason})' for name, _, reason in (line.partition('\t') for line in lines)]
-
-
-def prepare(data_dir, tfds_dir, channels: int = 1,
-            high_bit_scaling: str = 'bit_depth') -> tfds.core.DatasetBuilder:
-  """Prepares (once) and returns the builder for the folder `data_dir`; with masks when
-  `data_dir/masks/` exists. Skipped files are remembered in `tfds_dir/skipped_files.txt` and
-  reported on every run."""
-  check_high_bit_scaling(high_bit_scaling)
-  data_dir = pathlib.Path(data_dir)
-  find_examples(data_dir)  # fail on a wrong layout before TFDS makes any folders
-  config = NexperiaConfig(channels=channels, has_masks=(data_dir / MASK_FOLDER).is_dir(),
-                          high_bit_scaling=high_bit_scaling)
-  builder = Nexperia(data_dir=tfds_dir, config=config.name)
-  skipped_record = pathlib.Path(tfds_dir) / SKIPPED_FILE
-  if not builder.is_prepared():
-    note_high_bit_scaling.cache_clear()
-    logging.info('Preparing %s (decoding and checking every image, once) into %s.', data_dir,
-                 tfds_dir)
-    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir)))
-    write_skipped(skipped_record, unread_entries(data_dir) + builder.skipped_files)
-  if skipped_record.is_file():
-    report_skipped(read_skipped(skipped_record), data_dir, skipped_record)
-  return builder

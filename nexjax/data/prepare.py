@@ -3,10 +3,13 @@ fingerprint), every split decoded and resized once into memory-mapped files, the
 train and validation (`pipeline.stratified_split`)."""
 
 import contextlib
+import io
 import pathlib
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 import tqdm
 
 from nexjax import errors
@@ -81,9 +84,31 @@ def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> pip
   return pipeline.Examples(*arrays, masks=None if masks is None else masks[0])
 
 
+def prepare_records(records: nexperia.Records, tfds_dir, channels: int = 1,
+                    high_bit_scaling: str = 'bit_depth') -> tfds.core.DatasetBuilder:
+  """Prepares (once) and returns the builder of `records` (`nexperia.Nexperia`: a folder's, with
+  masks where it has masks/, or a manifest's). Skipped files are remembered in
+  `tfds_dir/skipped_files.txt` and reported on every run."""
+  nexperia.check_high_bit_scaling(high_bit_scaling)
+  config = nexperia.NexperiaConfig(channels=channels, has_masks=records.masks is not None,
+                                   high_bit_scaling=high_bit_scaling)
+  builder = nexperia.Nexperia(data_dir=tfds_dir, config=config.name, records=records)
+  skipped_record = pathlib.Path(tfds_dir) / nexperia.SKIPPED_FILE
+  if not builder.is_prepared():
+    nexperia.note_high_bit_scaling.cache_clear()
+    logging.info('Preparing %s (decoding and checking every image, once) into %s.',
+                 records.where, tfds_dir)
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
+      builder.download_and_prepare()
+    nexperia.write_skipped(skipped_record, list(records.unread) + builder.skipped_files)
+  if skipped_record.is_file():
+    nexperia.report_skipped(nexperia.read_skipped(skipped_record), records.where, skipped_record)
+  return builder
+
+
 def prepared_dir(source: sources.Source, cache_dir) -> pathlib.Path:
-  """Where the source's prepared copy lives (a changed folder gets a new one)."""
-  return pathlib.Path(cache_dir) / 'tfds' / f'{source.root.name}-{source.fingerprint()}'
+  """Where the source's prepared copy lives (a changed folder or manifest gets a new one)."""
+  return pathlib.Path(cache_dir) / 'tfds' / f'{source.name}-{source.fingerprint()}'
 
 
 def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: float,
@@ -91,13 +116,13 @@ def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: fl
                   high_bit_scaling: str = 'bit_depth') -> dict[str, pipeline.Examples]:
   """{'train', 'valid'[, 'test']} from a source, prepared into cache_dir once.
 
-  Images stay in memory-mapped files, `cache_dir/tfds/<folder>-<fingerprint>/decoded/`, one
+  Images stay in memory-mapped files, `cache_dir/tfds/<name>-<fingerprint>/decoded/`, one
   per split, image size and channel count.
   """
-  source.files()  # a wrong layout fails here, with the expected layout
+  records = source.records()  # a wrong layout or manifest fails here, saying how to fix it
   tfds_dir = prepared_dir(source, cache_dir)
   with split_cache.preparation_lock(tfds_dir):
-    builder = nexperia.prepare(source.root, tfds_dir, channels, high_bit_scaling)
+    builder = prepare_records(records, tfds_dir, channels, high_bit_scaling)
     cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
     labelled = load_split(builder, 'train', image_size, cache)
     test = load_split(builder, 'test', image_size, cache) if 'test' in builder.info.splits \

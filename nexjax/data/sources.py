@@ -1,14 +1,17 @@
 """Where the labelled images come from, behind one small interface, chosen from the config in one
-place (`from_config`): a Kaggle-layout folder on disk, or the synthetic generator's dataset,
-drawn once into the cache in the same layout. Training, evaluate, compare and predict read a
-`Source` alone: its folder (with the masks/ folder of defect masks where it has one), its files
-and labels, and the fingerprint of its content (the cache key of its prepared copy)."""
+place (`from_config`): a Kaggle-layout folder on disk, the synthetic generator's dataset, drawn
+once into the cache in the same layout, or a CSV manifest listing the files (`manifest`).
+Training, evaluate, compare and predict read a `Source` alone: its records (the files and labels
+of each split, and the masks/ folder of defect masks where it has one), its defect types, and
+the fingerprint of its content (the cache key of its prepared copy)."""
 
 import abc
 import functools
 import hashlib
 import pathlib
 
+from nexjax import defect_types as defect_types_lib
+from nexjax.data import manifest as manifest_lib
 from nexjax.data import nexperia
 from nexjax.data import split_cache
 from nexjax.data import synthetic
@@ -22,6 +25,28 @@ class Source(abc.ABC):
   def root(self) -> pathlib.Path:
     """The folder that holds the images."""
 
+  # The classes as a message names them, and where to add images of a class.
+  CLASS_NAMES = ('good (train/good_0)', 'defect (train/bad_1)')
+  ADD_IMAGES = 'Add images to the class folders'
+
+  @property
+  def name(self) -> str:
+    """The first part of the prepared copy's folder name (`prepare.prepared_dir`)."""
+    return self.root.name
+
+  @property
+  def where(self) -> str:
+    """The source as messages name it: its folder."""
+    return str(self.root)
+
+  def defects_where(self) -> str:
+    """Where the labelled defects are, or are added."""
+    return str(self.root / 'train' / 'bad_1')
+
+  def labelled_folder(self) -> str:
+    """The folder holding the labelled images, which data.unlabelled_dir must not overlap."""
+    return str(self.root)
+
   def unlabelled_folder(self) -> str:
     """The source's own folder of unlabelled images ('' for none)."""
     return ''
@@ -29,6 +54,14 @@ class Source(abc.ABC):
   def files(self) -> dict[str, list[tuple[pathlib.Path, int]]]:
     """{'train': [(path, label)], 'test': [...]}; a wrong layout is a LayoutError."""
     return nexperia.find_examples(self.root)
+
+  def records(self) -> nexperia.Records:
+    """What `prepare.prepare_records` prepares: the files, the masks, the entries not read."""
+    return nexperia.folder_records(self.root)
+
+  def defect_types(self) -> dict[str, str] | None:
+    """{id: defect type} from the folder's metadata.csv (`defect_types.read_types`)."""
+    return defect_types_lib.read_types(self.root)
 
   def fingerprint(self) -> str:
     """Hash of every file's relative path, size and mtime under train/, test/ and masks/: a
@@ -84,8 +117,63 @@ class Synthetic(Source):
         else ''
 
 
+class Manifest(Source):
+  """A CSV listing the images, their labels, splits and defect types (`data.manifest`, read by
+  `nexjax.data.manifest`); relative paths are read from the CSV's folder. No defect masks."""
+
+  CLASS_NAMES = ('good (label 0)', 'defect (label 1)')
+  ADD_IMAGES = 'Add rows to the manifest'
+
+  def __init__(self, path):
+    self.path = pathlib.Path(path)
+
+  @functools.cached_property
+  def manifest(self) -> manifest_lib.Manifest:
+    return manifest_lib.read(self.path)
+
+  @property
+  def root(self) -> pathlib.Path:
+    return self.path.parent
+
+  @property
+  def name(self) -> str:
+    return f'manifest-{self.path.stem}'
+
+  @property
+  def where(self) -> str:
+    return str(self.path)
+
+  def defects_where(self) -> str:
+    return str(self.path)
+
+  def labelled_folder(self) -> str:
+    return ''  # the files may lie anywhere: `unlabelled_files` checks them one by one
+
+  def files(self) -> dict[str, list[tuple[pathlib.Path, int]]]:
+    return self.manifest.examples
+
+  def records(self) -> nexperia.Records:
+    return nexperia.Records(self.manifest.examples, None, (), str(self.path))
+
+  def defect_types(self) -> dict[str, str] | None:
+    return self.manifest.defect_types
+
+  def fingerprint(self) -> str:
+    """Hash of the CSV's bytes and of every listed file's path, size and mtime: an edited CSV,
+    or a replaced image, is prepared anew."""
+    digest = hashlib.sha1(self.path.read_bytes())
+    for path in sorted(p for files in self.files().values() for p, _ in files):
+      stat = path.stat()
+      digest.update(f'{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
+          'utf-8', 'surrogateescape'))
+    return digest.hexdigest()[:12]
+
+
 def from_config(data, cache_dir: pathlib.Path) -> Source:
-  """The source `config.data` names: `data.dir`, or the synthetic data of `data.synthetic_*`."""
+  """The source `config.data` names: `data.manifest`, `data.dir`, or the synthetic data of
+  `data.synthetic_*`."""
+  if data.get('manifest', ''):
+    return Manifest(data.manifest)
   if not data.synthetic:
     return KaggleFolder(data.dir)
   settings = dict(num_train=data.synthetic_num_train, num_test=data.synthetic_num_test,

@@ -79,10 +79,17 @@ def decode_into(files, stem: pathlib.Path, image_size: int, channels: int,
 
 
 def load(value: str, *, image_size: int, channels: int, high_bit_scaling: str, cache_dir,
-         data_dir: str = '', progress: bool = True) -> pipeline.Examples:
-  """The decoded unlabelled images of the folder `value` (see the module docstring)."""
+         data_dir: str = '', labelled_files=(), progress: bool = True) -> pipeline.Examples:
+  """The decoded unlabelled images of the folder `value` (see the module docstring); refused
+  where it holds the labelled folder `data_dir` or any of the `labelled_files` (training)."""
   folder = checked_folder(value, data_dir)
   files = list_files(folder)
+  labelled = sorted(set(files) & {pathlib.Path(p).resolve() for p in labelled_files})
+  if labelled:
+    raise errors.ConfigError(
+        f'config.data.unlabelled_dir={value} holds {len(labelled)} labelled training image(s), '
+        f'e.g. {labelled[0]}: their validation share would be trained on. Point it at other '
+        'images (e.g. a folder of new production images).')
   if not files:
     raise errors.DataError(f'config.data.unlabelled_dir={value}: no image files found '
                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}), searched recursively.')

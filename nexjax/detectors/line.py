@@ -68,7 +68,7 @@ def nothing_to_fit(config, classifier: bool) -> str:
   if classifier:
     return (f'{listed} leaves no detector to fit (source_classifier needs '
             f'init.weights={job_lib.PRETRAIN}); name others, e.g. {example}.')
-  bad = job_lib.data_source(config).root / 'train' / 'bad_1'
+  bad = job_lib.data_source(config).defects_where()
   reason = ('data.max_train_defects=0 keeps no labelled defect' if config.data.max_train_defects
             == 0 else f'{bad} holds no labelled defect')
   return (f'{reason} to train a classifier on, and {listed} has no label-free detector to fit '

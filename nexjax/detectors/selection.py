@@ -195,7 +195,7 @@ def run(config, workdir, job, plan: Plan) -> Fitted:
   facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector
            'backbone': backbones.backbone_facts(config, body)}
   types = defect_types.types_of(splits[report_split].ids, splits[report_split].labels,
-                                defect_types.read_types(job_lib.data_source(config).root))
+                                job_lib.data_source(config).defect_types())
   rows, fitted = [], {}
   for defects in plan.budgets:
     train = pipeline.limit_class(job.data['train'], 1, defects)

@@ -51,7 +51,7 @@ def output_dir(config, workdir: pathlib.Path) -> pathlib.Path:
   trained = workdir_lib.read_config(workdir)
   if not workdir_lib.is_other_folder(config, trained):
     return workdir / 'eval'
-  folder = workdir_lib.normalized_path(config.data.dir)
+  folder = workdir_lib.normalized_path(workdir_lib.other_data(config))
   return workdir / f'eval-{pathlib.Path(folder).name}-{pipeline.stable_hash(folder) % 16**6:06x}'
 
 
@@ -79,7 +79,7 @@ def evaluate(config, workdir) -> dict:
              'data': workdir_lib.data_identity(config),
              'threshold_rule': config.evaluate.threshold_rule,
              'tta': {'views': config.evaluate.tta_views, 'combine': config.evaluate.tta_combine}}
-  known_types = defect_types.read_types(job_lib.data_source(config).root)
+  known_types = job_lib.data_source(config).defect_types()
   for name, examples in splits.items():
     results[name] = {}
     types = defect_types.types_of(examples.ids, examples.labels, known_types)
