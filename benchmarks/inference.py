@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 from nexjax import augment  # noqa: E402
 from nexjax import scoring  # noqa: E402
 from nexjax import export  # noqa: E402
+from nexjax import formats  # noqa: E402
 from nexjax import runtime  # noqa: E402
 from nexjax import tta  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
@@ -90,7 +91,7 @@ def torch_predict(variables, arch: str, threads: int):
   import torch  # pylint: disable=g-import-not-at-top,redefined-outer-name
   torch.set_num_threads(threads)
   model = train_step.torch_fastai_model(arch).eval()
-  state = export.state_dicts(variables, 'fastai')['fastai']
+  state = formats.state_dicts(variables, 'fastai')['fastai']
   model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
   mean = torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1)
   std = torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1)

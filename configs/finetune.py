@@ -134,6 +134,8 @@ def get_config(arg=None):
       heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
       save_maps=False,         # also the raw maps as .npy beside the overlays
       detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
+      runtime='jax',           # the checkpoint; or 'onnxruntime', 'openvino', 'auto': the export
+                               # folder alone (--workdir=EXPORT_DIR, or DIR/export)
   ))
   config.export = ml_collections.ConfigDict(dict(
       # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
@@ -150,7 +152,7 @@ def get_config(arg=None):
       max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
       batch_window_ms=5.0,     # how long the first request of a batch waits for others
       max_batch=32,
-      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the workdir's model.onnx
+      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the export folder alone
   ))
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
   # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'

@@ -11,9 +11,10 @@ import ml_collections
 
 from nexjax import detectors
 from nexjax import errors
-from nexjax import export
+from nexjax import formats
 from nexjax import job as job_lib
 from nexjax import metrics as metrics_lib
+from nexjax import runtime as runtime_lib
 from nexjax import serving
 from nexjax import shipped_body
 from nexjax import tta as tta_lib
@@ -234,12 +235,37 @@ def predict(config, found: Problems) -> None:
               '(and optionally --config.predict.output=FILE.csv).')
   found.check(config.predict.heatmaps in HEATMAPS, 'predict.heatmaps',
               f'{config.predict.heatmaps!r}: use one of {HEATMAPS}.')
+  exported = config.predict.runtime != runtime_lib.CHECKPOINT
+  runtime(config, 'predict', found)
+  found.check(not (exported and config.predict.heatmaps != 'none'), 'predict.heatmaps',
+              f'Grad-CAM heatmaps need the network in jax; set predict.heatmaps=none with '
+              f'predict.runtime={config.predict.runtime!r}, or predict.runtime=jax.')
+  found.check(not (exported and config.predict.detector), 'predict.detector',
+              f'{config.predict.detector!r} is a saved detector, and predict.runtime='
+              f'{config.predict.runtime!r} scores the exported classifier: choose one.')
+
+
+def runtime(config, section: str, found: Problems) -> None:
+  """`SECTION.runtime`: one of `runtime.choices()` (the formats table), its package installed,
+  and with an export runtime TTA that the export's dihedral views can compute."""
+  name, choices = config[section].runtime, runtime_lib.choices()
+  found.check(name in choices, f'{section}.runtime', f'{name!r}: use one of {choices}')
+  table = formats.runtimes()
+  if name in table and name != runtime_lib.CHECKPOINT:
+    chosen = table[name][0]
+    found.check(runtime_lib.installed(name), f'{section}.runtime',
+                f"{name!r}: {chosen.package} is not installed: pip install -c constraints.txt "
+                f"-e '.[{chosen.extra}]'")
+  found.check(name == runtime_lib.CHECKPOINT or not config.predict.tta
+              or config.evaluate.tta_views == 'dihedral', f'{section}.runtime',
+              f'{name!r} serves the 8 dihedral TTA views only; evaluate.tta_views is '
+              f'{config.evaluate.tta_views!r} (set predict.tta=False or {section}.runtime=jax).')
 
 
 def export_formats(config, found: Problems) -> None:
-  unknown = set(config.export.formats) - set(export.FORMATS)
+  unknown = set(config.export.formats) - set(formats.names())
   found.check(not unknown, 'export.formats',
-              f'unknown formats {sorted(unknown)}; choose from {export.FORMATS}.')
+              f'unknown formats {sorted(unknown)}; choose from {formats.names()}.')
 
 
 def serve(config, found: Problems) -> None:
@@ -255,7 +281,7 @@ def serve(config, found: Problems) -> None:
   check(settings.max_pixels > 0, 'max_pixels', 'must be positive')
   check(0 <= settings.batch_window_ms <= 1000, 'batch_window_ms', 'must be in 0..1000 ms')
   check(1 <= settings.max_batch <= 1024, 'max_batch', 'must be in 1..1024')
-  check(settings.runtime in serving.RUNTIMES, 'runtime', f'use one of {serving.RUNTIMES}')
+  runtime(config, 'serve', found)
   check(not settings.review_dir or pathlib.Path(settings.review_dir).is_dir(), 'review_dir',
         'is not a folder')
   token = serving.token(config)

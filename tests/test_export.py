@@ -4,6 +4,7 @@
 The torch/torchvision/fastai loads and logits are in tests/test_export_torch.py.
 """
 
+import functools
 import json
 import sys
 
@@ -20,8 +21,11 @@ from nexjax import config as config_lib
 from nexjax import convert
 from nexjax import errors
 from nexjax import export
+from nexjax import formats
+from nexjax import runtime
 from nexjax import weights
 from nexjax.models import resnet
+from nexjax.train import step
 
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent / 'fixtures'))
 import seeded_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -120,7 +124,7 @@ def test_jax_export_reproduces_apply(tiny_fastai, tmp_path):
 
   reference = jax.jit(lambda x: jax.nn.softmax(
       model.apply(variables, augment.prepare_batch(None, x, None), train=False)))
-  predict = export.load_exported(tmp_path)
+  predict = formats.load_exported(tmp_path)
   rng = np.random.default_rng(0)
   for batch in (1, 5):
     images = rng.integers(0, 256, (batch, 32, 32, 1), dtype=np.uint8)
@@ -176,7 +180,43 @@ def test_without_torch_pth_is_skipped(tiny_fastai, tmp_path, monkeypatch):
 
 def test_load_exported_names_a_missing_file(tmp_path):
   with pytest.raises(errors.WeightsError, match='no such exported model'):
-    export.load_exported(tmp_path)
+    formats.load_exported(tmp_path)
+
+
+def test_a_new_format_is_one_table_entry_and_its_writer(tiny_fastai, tmp_path, monkeypatch):
+  """A toy format: the variables as `model.npz` and a runtime scoring them with nexjax's own
+  model, registered once; export writes it, the checks and `nexjax.runtime` accept it."""
+  _, variables = tiny_fastai
+
+  def write(network, out_dir):
+    weights.save(network.variables, out_dir / 'model.npz')
+    return {'model.npz': out_dir / 'model.npz'}
+
+  def load(path, threads):
+    del threads
+    described = json.loads((path.parent / 'model.json').read_text())['model']
+    net = resnet.create_model(described['arch'], num_classes=described['num_classes'],
+                              head=described['head'], width=described['width'])
+    return jax.jit(functools.partial(step.probabilities, weights.load(path), model=net))
+
+  monkeypatch.setattr(formats, 'FORMATS', dict(formats.FORMATS))
+  formats.register(formats.Format('npz', write, file='model.npz', about='numpy variables',
+                                  runtimes=(formats.Runtime('toy', load, 'numpy', rank=99),)))
+  files = export.export_model(variables, head='fastai', channels=1, out_dir=tmp_path,
+                              formats=('npz', 'jaxexport'), **TINY)
+  assert sorted(files) == ['model.jaxexport', 'model.json', 'model.npz']
+  assert json.loads(files['model.json'].read_text())['files']['model.npz'] == 'numpy variables'
+  assert runtime.available(tmp_path) == ['jax', 'toy'] and 'toy' in runtime.choices()
+  images = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
+  np.testing.assert_allclose(runtime.load(tmp_path, 'toy')(images),
+                             runtime.load(tmp_path, 'jax')(images), rtol=0, atol=1e-6)
+  config = finetune.get_config('smoke')
+  config.export.formats, config.serve.runtime = ('npz', 'safetensors'), 'toy'
+  config_lib.check(config, 'export')
+  config_lib.check(config, 'serve')
+  config.export.formats = ('npy',)
+  with pytest.raises(errors.ConfigError, match="unknown formats \\['npy'\\].*'npz'"):
+    config_lib.check(config, 'export')
 
 
 # --- with torch: torchvision and plain-torch fastai models load the files and give our logits ---

@@ -70,7 +70,7 @@ def test_runtimes_serve_the_export_folder(tmp_path):
   assert sorted(description['files']) == ['model.jaxexport', 'model.onnx']
   assert description['input']['shape'] == ['batch', 96, 96, 1]
   assert description['output']['shape'] == ['batch', 2]
-  assert runtime.available(out) == [r for r in runtime.RUNTIMES if runtime.installed(r)]
+  assert runtime.available(out) == [r for r in runtime.names() if runtime.installed(r)]
   x = images(96, batch=3, seed=1)
   expected = reference(model, variables, x)
   views = np.asarray(tta.tta_probabilities(

@@ -36,19 +36,24 @@ def list_inputs(spec: str) -> list[pathlib.Path]:
 
 
 def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """Decoded and resized like training; unreadable files are reported (path and reason) in the
-  log and left out. Returns the images and the files they came from."""
+  """Decoded and resized like training (`config.data`); unreadable files are reported (path and
+  reason) in the log and left out. Returns the images and the files they came from."""
+  return decode_images(files, image_size=config.data.image_size, channels=config.data.channels,
+                       high_bit_scaling=config.data.high_bit_scaling,
+                       progress=config.train.progress)
+
+
+def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: str,
+                  progress: bool = False) -> tuple[np.ndarray, list[pathlib.Path]]:
+  """`load_images` with the decoding settings given one by one (an export folder's)."""
   images, kept, skipped = [], [], []
-  heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read',
-                                     enabled=not config.train.progress)
+  heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read', enabled=not progress)
   for done, path in enumerate(tqdm.tqdm(files, desc='read images', leave=False,
-                                        disable=not config.train.progress), 1):
-    image = nexperia.decode_or_none(path, config.data.channels, config.data.high_bit_scaling,
-                                    skipped)
+                                        disable=not progress), 1):
+    image = nexperia.decode_or_none(path, channels, high_bit_scaling, skipped)
     heartbeat.update(done)
     if image is not None:
-      images.append(pipeline.resize_and_center_crop(tf.constant(image),
-                                                    config.data.image_size).numpy())
+      images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
       kept.append(path)
   nexperia.report_skipped([f'{name} ({reason})' for name, reason in skipped],
                           'the prediction input')

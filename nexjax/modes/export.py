@@ -1,4 +1,5 @@
-"""`--mode=export`: a workdir's network as files other tools load (`nexjax.export`)."""
+"""`--mode=export`: a workdir's network as files other tools load (`nexjax.export`), with what a
+runtime needs to score from the export folder alone recorded in its `model.json`."""
 
 import pathlib
 
@@ -6,19 +7,30 @@ import jax
 
 from nexjax import export
 from nexjax import job as job_lib
+from nexjax import scoring
 from nexjax import workdir as workdir_lib
 
 
 def export_workdir(config, workdir) -> dict[str, pathlib.Path]:
   """`--mode=export`: the network of `workdir`'s checkpoint `evaluate.checkpoint` ('auto' by
-  default) into `export.output` (default DIR/export), in `export.formats`."""
+  default) into `export.output` (default DIR/export), in `export.formats`; `model.json` records
+  the checkpoint step, the threshold `--mode=evaluate` chose (0.5 before any) and the 16-bit
+  scaling of the run."""
   config = workdir_lib.with_trained_model(config, workdir)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
+  trained = workdir_lib.read_config(workdir)
+  threshold_file = pathlib.Path(workdir) / 'eval' / scoring.THRESHOLD_FILE
+  recorded = {'checkpoint_step': int(step), 'checkpoint_choice': str(config.evaluate.checkpoint),
+              'threshold': float(scoring.read_threshold(pathlib.Path(workdir))),
+              'threshold_from': str(threshold_file) if threshold_file.is_file() else
+                                'none (no --mode=evaluate before the export): 0.5',
+              'high_bit_scaling': trained.data.get('high_bit_scaling', 'bit_depth')}
   out_dir = pathlib.Path(config.export.output or pathlib.Path(workdir) / 'export')
   written = export.export_model(variables, arch=config.model.arch, head=config.model.head,
-                         width=config.model.width, num_classes=config.model.num_classes,
-                         image_size=config.data.image_size, channels=config.data.channels,
-                         out_dir=out_dir, formats=tuple(config.export.formats))
+                                width=config.model.width, num_classes=config.model.num_classes,
+                                image_size=config.data.image_size, channels=config.data.channels,
+                                out_dir=out_dir, formats=tuple(config.export.formats),
+                                recorded=recorded)
   if jax.process_index() == 0:
     print(f'Exported checkpoint step {step} of {workdir} -> {out_dir}: {", ".join(written)}',
           flush=True)

@@ -4,6 +4,8 @@ Grad-CAM heatmaps of the flagged (or all) images. With `predict.detector=NAME[-B
 detector `--mode=compare` saved in `DIR/compare/` scores instead (its score, its threshold chosen
 on validation, its anomaly maps as overlays), without refitting and without the training data;
 so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
+With `predict.runtime` an export runtime ('onnxruntime', 'openvino', 'auto'), the export folder
+alone scores (`runtime.scorer`: no checkpoint, no training workdir).
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
 `b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id),
@@ -25,6 +27,7 @@ from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import localization
 from nexjax import parallel
+from nexjax import runtime as runtime_lib
 from nexjax import scoring
 from nexjax import workdir as workdir_lib
 from nexjax.data import folder as folder_lib
@@ -172,6 +175,24 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
   return output
 
 
+def predict_with_export(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
+  """Writes `file,id,p_defect,label` from the export folder alone on `predict.runtime`, with the
+  threshold and decoding the export recorded (`runtime.scorer`)."""
+  scorer = runtime_lib.scorer(config, workdir, config.predict.runtime)
+  files = folder_lib.list_inputs(config.predict.input)
+  images, files = folder_lib.decode_images(
+      files, image_size=scorer.image_size, channels=scorer.channels,
+      high_bit_scaling=scorer.high_bit_scaling, progress=config.train.progress)
+  names = folder_lib.relative_names(files, config.predict.input)
+  warn_shared_ids(names, files)
+  scores = scorer.scores(images, config.train.eval_batch_size)
+  flagged = scores >= scorer.threshold
+  with preemption.deferred():
+    write_csvs(config, output, names, files, scores, flagged, scorer.checkpoint_step,
+               scorer.threshold)
+  return output
+
+
 def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
@@ -180,6 +201,8 @@ def predict_folder(config, workdir) -> pathlib.Path:
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)
   check_writable(output, 'predict.output')
+  if config.predict.runtime != runtime_lib.CHECKPOINT:
+    return predict_with_export(config, workdir, output)
   spec = config.predict.detector or line.chosen_detector(workdir)
   if spec:
     return predict_with_detector(config, workdir, output, spec)

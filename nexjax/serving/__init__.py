@@ -7,7 +7,6 @@ import os
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 TOKEN_ENV = 'NEXJAX_SERVE_TOKEN'
 MIN_TOKEN_LENGTH = 16
-RUNTIMES = ('jax', 'openvino', 'onnxruntime', 'auto')  # serving/runtime.create
 
 
 def token(config) -> str:

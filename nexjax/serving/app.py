@@ -163,6 +163,9 @@ class Service:
 
   async def predict(self, request: Request) -> JSONResponse:
     with_overlay = request.query_params.get('overlay', '0') not in ('0', '', 'false')
+    if with_overlay and not self.runtime.has_maps:
+      raise security.Refused(400, f'no overlays from {self.runtime.info.model}: serve with '
+                                  '--config.serve.runtime=jax for Grad-CAM overlays.')
     parts = await uploaded_files(request, self.limit)
     images = [await run_in_threadpool(self.decode, name, data) for name, data in parts]
     results = await asyncio.gather(*(self.batcher.submit(image, with_overlay)
@@ -193,6 +196,8 @@ class Service:
     item = self.review.get(request.path_params['item_id'])
     if item is None:
       return security.error(404, 'no such review item.')
+    if item.overlay is None and not self.runtime.has_maps:
+      return security.error(404, 'no overlay: this server scores an export folder.')
     if item.overlay is None:
       result = await self.batcher.submit(item.image, with_map=True)
       item.overlay = review_lib.overlay_png(item.image, result.map)
@@ -212,6 +217,8 @@ def review_files(config, runtime) -> list:
   if not folder:
     return []
   files = folder_lib.list_inputs(folder)
-  images, files = folder_lib.load_images(files, runtime.config)
+  images, files = folder_lib.decode_images(
+      files, image_size=runtime.image_size, channels=runtime.channels,
+      high_bit_scaling=runtime.high_bit_scaling, progress=config.train.progress)
   names = folder_lib.relative_names(files, folder)
   return list(zip(names, files, images))

@@ -1,8 +1,9 @@
 """What the server runs: a trained workdir's network, scoring and mapping batches of images.
 
 The seam for other runtimes: the server needs only an object with `info` (what /health shows),
-`image_size`, `channels`, `high_bit_scaling`, `scores(images)` and `maps(images)`; `JaxRuntime`
-is nexjax's own jitted inference (the same TTA and threshold as `--mode=predict`). Batches are
+`image_size`, `channels`, `high_bit_scaling`, `has_maps`, `scores(images)` and `maps(images)`;
+`JaxRuntime` is nexjax's own jitted inference (the same TTA and threshold as `--mode=predict`),
+`ExportRuntime` an export folder alone on an export runtime (`nexjax.runtime.scorer`). Batches are
 padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles once, at
 start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
 checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
@@ -17,16 +18,12 @@ from absl import logging
 import jax
 import numpy as np
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
 from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import runtime as runtime_lib
 from nexjax import scoring
 from nexjax import workdir as workdir_lib
-
-AGREEMENT = 1e-4  # largest P(defect) difference between the export and the served checkpoint
-
 
 def bucket_sizes(max_batch: int, devices: int = 1) -> list[int]:
   """The padded batch sizes: powers of two below max_batch, then max_batch, each rounded up to
@@ -53,29 +50,20 @@ class Info:
   image_size: int
   tta: bool
   checkpoint_choice: str = ''  # evaluate.checkpoint: 'best', 'latest' or a step
-
-
-def named_step(directory: pathlib.Path, choice: str) -> int | str:
-  """The step `choice` ('best' or 'latest') names in `directory` now, or why there is none."""
-  try:
-    checkpoints = checkpoint_lib.Checkpoints(directory, create=False)
-    try:
-      return checkpoints.choose(choice)
-    finally:
-      checkpoints.close()
-  except (errors.Error, OSError) as e:  # training may be writing there: /health stays up
-    return f'none ({" ".join(str(e).split())[:200]})'
+  export: str = ''  # the export folder served ('' the checkpoint itself)
 
 
 def checkpoint_state(info: Info) -> dict:
   """{'step', 'stale'[, 'reason']}: whether the served checkpoint is still in the workdir and
   still the one `evaluate.checkpoint` names there (training may have moved on since start-up)."""
+  if info.export:  # checked against the workdir (where at hand) at start-up
+    return {'step': info.checkpoint_step, 'stale': False, 'export': info.export}
   directory = pathlib.Path(info.workdir) / 'checkpoints'
   step, choice = info.checkpoint_step, info.checkpoint_choice
   reason = None
   if not (directory / str(step)).is_dir():
     reason = f'step {step} was deleted from {directory}'
-  elif choice in ('best', 'latest') and (now := named_step(directory, choice)) != step:
+  elif choice in ('best', 'latest') and (now := runtime_lib.named_step(directory, choice)) != step:
     reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
   if reason is None:
     return {'step': step, 'stale': False}
@@ -105,6 +93,7 @@ class CheckpointWatch:
 class JaxRuntime:
   """The workdir's checkpoint (`evaluate.checkpoint`, 'auto' by default) with its threshold;
   P(defect) with the TTA of `predict.tta` and Grad-CAM maps (with TTA likewise)."""
+  has_maps = True
 
   def __init__(self, config, workdir, max_batch: int):
     workdir = pathlib.Path(workdir)
@@ -151,45 +140,42 @@ class JaxRuntime:
     logging.info('Compiled batch sizes %s.', self.sizes)
 
 
-class ExportRuntime(JaxRuntime):
-  """Scores through the workdir's exported `model.onnx` on a faster CPU runtime (OpenVINO or
-  ONNX Runtime, `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py), with the
-  same TTA and threshold; Grad-CAM maps stay jax's. At start-up the export must give the served
-  checkpoint's probabilities: a stale export is refused, never served."""
+class ExportRuntime:
+  """An export folder's file on a faster CPU runtime (OpenVINO or ONNX Runtime for `model.onnx`,
+  `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py), with the TTA of
+  `predict.tta` and the threshold and decoding the export recorded: it needs the export folder
+  alone, not the checkpoint (`runtime.scorer` refuses an export staler than a workdir at hand).
+  No Grad-CAM maps: those need the network in jax (serve.runtime='jax')."""
+  has_maps = False
 
   def __init__(self, config, workdir, max_batch: int, runtime: str):
-    super().__init__(config, workdir, max_batch)
-    if config.predict.tta and config.evaluate.tta_views != 'dihedral':
-      raise errors.ConfigError(f'config.serve.runtime={runtime!r} serves the 8 dihedral TTA '
-                               f"views only; evaluate.tta_views is {config.evaluate.tta_views!r}.")
-    export_dir = pathlib.Path(config.export.output or pathlib.Path(workdir) / 'export')
-    self.predictor = runtime_lib.load(export_dir, runtime)
-    self.check_agreement(export_dir)
-    self.info = dataclasses.replace(self.info, model=f'{self.info.model} on '
-                                    f'{self.predictor.runtime}')
-
-  def check_agreement(self, export_dir: pathlib.Path) -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (4, self.image_size, self.image_size, self.channels), np.uint8)
-    served = super().scores(images)
-    exported = self.scores(images)
-    if not np.allclose(served, exported, atol=AGREEMENT):
-      raise errors.CheckpointError(
-          f'{export_dir} holds another network than the checkpoint served (step '
-          f'{self.info.checkpoint_step}; P(defect) differs by '
-          f'{np.abs(served - exported).max():.2g}); run --mode=export again with '
-          "--config.export.formats including 'onnx'.")
+    self.scorer = runtime_lib.scorer(config, workdir, runtime)
+    self.image_size, self.channels = self.scorer.image_size, self.scorer.channels
+    self.high_bit_scaling, self.max_batch = self.scorer.high_bit_scaling, max_batch
+    model = self.scorer.model
+    self.info = Info(model=f'{model["arch"]} (width {model["width"]}, {model["head"]} head) on '
+                           f'{self.scorer.predictor.runtime}',
+                     workdir=str(pathlib.Path(workdir).resolve()),
+                     checkpoint_step=self.scorer.checkpoint_step,
+                     threshold=self.scorer.threshold, image_size=self.image_size,
+                     tta=self.scorer.tta, export=str(self.scorer.folder.resolve()))
 
   def scores(self, images: np.ndarray) -> np.ndarray:
-    if not self.config.predict.tta:
-      return self.predictor(images)[:, 1]
-    views = runtime_lib.tta(self.predictor, images)
-    return scoring.plain_and_tta_scores(views, self.config)['tta']
+    return self.scorer.scores(images, self.max_batch)
+
+  def maps(self, images: np.ndarray) -> np.ndarray:
+    raise errors.ConfigError(f'no Grad-CAM maps from an export folder on '
+                             f'{self.scorer.predictor.runtime}: serve with '
+                             "--config.serve.runtime=jax (the checkpoint) for overlays.")
+
+  def warm_up(self) -> None:
+    self.scores(np.zeros((1, self.image_size, self.image_size, self.channels), np.uint8))
 
 
-def create(config, workdir, max_batch: int) -> JaxRuntime:
+def create(config, workdir, max_batch: int):
   """The runtime `serve.runtime` names: 'jax' (the checkpoint's jitted inference), or the
-  workdir's ONNX export on 'openvino', 'onnxruntime' or 'auto' (the fastest installed)."""
-  if config.serve.runtime == 'jax':
+  export folder (`runtime.export_folder`) on 'openvino', 'onnxruntime' or 'auto' (the fastest
+  installed)."""
+  if config.serve.runtime == runtime_lib.CHECKPOINT:
     return JaxRuntime(config, workdir, max_batch)
   return ExportRuntime(config, workdir, max_batch, config.serve.runtime)
