@@ -206,6 +206,7 @@ def scorer(config, workdir, runtime: str) -> Scorer:
   workdir = pathlib.Path(workdir)
   folder = export_folder(workdir, config.export.output)
   description = read_description(folder)
+  predictor = load(folder, runtime)
   trained = folder != workdir and (workdir / 'config.json').is_file()
   choice = config.evaluate.checkpoint
   now = named_step(workdir / 'checkpoints', choice) if trained else None
@@ -225,7 +226,7 @@ def scorer(config, workdir, runtime: str) -> Scorer:
   scaling = recorded(description, 'high_bit_scaling', folder,
                      (lambda: workdir_lib.read_config(workdir).data.high_bit_scaling)
                      if trained else None)
-  return Scorer(load(folder, runtime), folder, description['model'], int(step), float(threshold),
+  return Scorer(predictor, folder, description['model'], int(step), float(threshold),
                 scaling,
                 bool(config.predict.tta), config.evaluate.tta_combine,
                 float(config.evaluate.tta_beta))

@@ -8,7 +8,6 @@ import csv
 import io
 import warnings
 
-import jax
 import ml_collections
 import numpy as np
 import PIL.Image
@@ -20,12 +19,10 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   warnings.simplefilter('ignore')
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
-from nexjax.modes import export as export_mode  # pylint: disable=g-import-not-at-top
 from nexjax.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
 from nexjax import scoring  # pylint: disable=g-import-not-at-top
 from nexjax import config as config_lib  # pylint: disable=g-import-not-at-top
 from nexjax import errors  # pylint: disable=g-import-not-at-top
-from nexjax import export  # pylint: disable=g-import-not-at-top
 from nexjax import job as job_lib  # pylint: disable=g-import-not-at-top
 from nexjax.modes import predict  # pylint: disable=g-import-not-at-top
 from nexjax import serving  # pylint: disable=g-import-not-at-top
@@ -305,23 +302,3 @@ def test_without_tta_only_the_plain_view_is_computed(served):
                                  runtime.job.topo, 'test', progress=False)
   assert views.shape[0] == 8 and not plain.info.tta
   np.testing.assert_allclose(plain.scores(images), views[0][:, 1], atol=1e-6)
-
-
-def test_onnx_runtime_serves_the_same_scores_and_refuses_a_stale_export(served, tmp_path):
-  config, workdir, runtime, _ = served
-  config = config.copy_and_resolve_references()
-  images = np.random.default_rng(4).integers(0, 256, (3, 96, 96, 1), dtype=np.uint8)
-  with config.unlocked():
-    config.export.update(output=str(tmp_path / 'export'), formats=('onnx',))
-    config.serve.runtime = 'onnxruntime'
-  export_mode.export_workdir(config, workdir)
-  onnx_runtime = runtime_lib.create(config, workdir, max_batch=4)
-  assert onnx_runtime.info.model.endswith('on onnxruntime')
-  np.testing.assert_allclose(onnx_runtime.scores(images), runtime.scores(images), atol=1e-5)
-  variables, _ = job_lib.restore_weights(config, workdir)
-  stale = jax.tree.map(lambda x: np.asarray(x) * 0.5, jax.device_get(variables))
-  export.export_model(stale, arch=config.model.arch, head=config.model.head,
-                      width=config.model.width, num_classes=2, image_size=96, channels=1,
-                      out_dir=tmp_path / 'export', formats=('onnx',))
-  with pytest.raises(errors.CheckpointError, match='another network than the checkpoint'):
-    runtime_lib.create(config, workdir, max_batch=4)
