@@ -1,13 +1,24 @@
 """The preset files resolve to the configs the old one-function `configs/finetune.py` gave, under
 every old spelling: tests/fixtures/presets.json was written by this module's `snapshot` from that
-file (commit 10537cc), key by key (each leaf as its repr, so 1 and 1.0, tuples and lists differ)."""
+file (commit 10537cc), key by key (each leaf as its repr, so 1 and 1.0, tuples and lists differ):
+PYTHONPATH=. python tests/test_presets.py."""
 
+import ast
 import json
 import pathlib
-import sys
 
 import ml_collections
+from ml_collections.config_flags import config_flags
 import pytest
+
+from configs import compare
+from configs import default
+from configs import detectors as sections
+from configs import finetune
+from configs import synthetic
+from nexjax import detectors
+from nexjax import job
+from nexjax import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / 'tests' / 'fixtures' / 'presets.json'
@@ -33,8 +44,6 @@ def flat(value, prefix: str = '') -> dict[str, str]:
 
 def resolved() -> dict[str, dict[str, str]]:
   """{'FILE:PRESET': flat config} for configs/finetune.py and configs/compare.py."""
-  from configs import compare  # pylint: disable=import-outside-toplevel
-  from configs import finetune  # pylint: disable=import-outside-toplevel
   return {f'{name}:{preset or ""}': flat(module.get_config(preset))
           for name, module in (('finetune', finetune), ('compare', compare))
           for preset in PRESETS}
@@ -72,6 +81,56 @@ def test_every_preset_resolves_as_before(name):
   assert {k: (mine[k], before[k]) for k in mine if mine[k] != before[k]} == {}
 
 
+def load(spelling: str):
+  """The config launch.py's --config=SPELLING gives (ml_collections loads the file by path)."""
+  parser = config_flags.ConfigFileFlagParser('config', lock_config=False)
+  return parser.parse(str(ROOT / spelling))
+
+
+@pytest.mark.parametrize('preset,file', [(None, 'default'), ('pretrain', 'pretrain'),
+                                         ('pretrain_wide', 'pretrain_wide'),
+                                         ('synthetic', 'synthetic'), ('smoke', 'smoke')])
+def test_a_preset_file_is_the_old_spelling(preset, file):
+  old = f'configs/finetune.py:{preset}' if preset else 'configs/finetune.py'
+  before = expected()[f'finetune:{preset or ""}']
+  assert flat(load(f'configs/{file}.py')) == flat(load(old)) == before
+
+
+def test_the_config_files_import_only_ml_collections_and_each_other():
+  for path in sorted((ROOT / 'configs').glob('*.py')):
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert names <= {'ml_collections', 'configs'}, (path.name, names)
+
+
+def test_the_pretrain_literal_is_the_jobs():
+  assert default.PRETRAIN == job.PRETRAIN
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_the_detector_sections_are_the_registrys(preset):
+  """configs/detectors.py against each detector's own default_config() and PRESETS."""
+  assert sections.NAMES == tuple(detectors.REGISTRY)
+  assert sections.NEEDS_TRAINED_SOURCE == tuple(
+      name for name, cls in detectors.REGISTRY.items() if cls.needs_trained_source)
+  config = compare.get_config(preset)
+  registry = {name: cls.preset_config(preset) for name, cls in detectors.REGISTRY.items()}
+  assert sorted(config.detectors) == sorted(n for n, s in registry.items() if s is not None)
+  for name, section in registry.items():
+    if section is not None:
+      assert flat(config.detectors[name]) == flat(section), name
+  has_source_head = config.init.weights == job.PRETRAIN
+  assert config.compare.detectors == tuple(
+      name for name, cls in detectors.REGISTRY.items()
+      if has_source_head or not cls.needs_trained_source)
+
+
+def test_the_shipped_bodys_run_key_is_unchanged():
+  """nexjax/bodies/ holds the synthetic preset's body under this key."""
+  assert workdir.run_key(workdir.pretrain_section(synthetic.get_config())) == '406b6b9d0e8b'
+
+
 if __name__ == '__main__':
-  sys.path.insert(0, str(ROOT))
   snapshot()
