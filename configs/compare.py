@@ -1,35 +1,33 @@
 """Detector comparison configs: the fine-tuning config's data, model and presets, plus the
-detectors to compare and their settings, built from the registry (`nexjax.detectors.REGISTRY`).
+detectors to compare (every registered one, configs/detectors.py).
 
     python launch.py --config=configs/compare.py[:PRESET] --workdir=DIR --mode=compare
 
-Presets as in configs/finetune.py, which also holds each detector's section (`config.detectors`)
-and `line.detectors`, the ensemble's members where validation has too few defects. Feature-based
-detectors (gaussian: Rippel et al.'s model of normality; patchcore; padim) use the body
-`compare.backbone` names: a training workdir or a weights file; empty means `init.weights`
-(ImageNet with --config.init.weights=resnet34; random without, which models normality poorly).
-The classifier is the fine-tuning recipe itself (this whole config, no section);
-source_classifier is the pretrained body's own head, used as it is (only where the body is a
-trained classifier: the presets that start from the `pretrain` body); and
-scattering_xgb (a scattering transform and gradient boosting, the report's proposal) trains on
-labels too: it and the classifier are refitted per label budget. vae (a convolutional VAE) and
-gan (GANomaly) are fitted on good images only, like the feature-based detectors; their anomaly
-maps are reconstruction errors.
+Presets as in configs/finetune.py, whose configs also hold each detector's section
+(`config.detectors`, configs/detectors.py) and `line.detectors`, the ensemble's members where
+validation has too few defects. Feature-based detectors (gaussian: Rippel et al.'s model of
+normality; patchcore; padim) use the body `compare.backbone` names: a training workdir or a
+weights file; empty means `init.weights` (ImageNet with --config.init.weights=resnet34; random
+without, which models normality poorly). The classifier is the fine-tuning recipe itself (this
+whole config, no section); source_classifier is the pretrained body's own head, used as it is
+(only where the body is a trained classifier: the presets that start from the `pretrain` body);
+and scattering_xgb (a scattering transform and gradient boosting, the report's proposal) trains
+on labels too: it and the classifier are refitted per label budget. vae (a convolutional VAE)
+and gan (GANomaly) are fitted on good images only, like the feature-based detectors; their
+anomaly maps are reconstruction errors.
 """
 
 import ml_collections
 
+from configs import default
+from configs import detectors
 from configs import finetune
-from nexjax import detectors
-from nexjax import job as job_lib
 
 
 def get_config(arg=None):
   config = finetune.get_config(arg)
-  has_source_head = config.init.weights == job_lib.PRETRAIN
   config.compare = ml_collections.ConfigDict(dict(
-      detectors=tuple(name for name, cls in detectors.REGISTRY.items()
-                      if has_source_head or not cls.needs_trained_source),
+      detectors=detectors.compared(config.init.weights, default.PRETRAIN),
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file

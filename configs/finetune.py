@@ -2,248 +2,36 @@
 
     python launch.py --config=configs/finetune.py[:PRESET] --workdir=DIR [--config.a.b=...]
 
-Presets:
-  (none)     the report's run on real Nexperia data at 224 px: set --config.data.dir=PATH (Kaggle layout)
-             and --config.init.weights=resnet34 (or a converted file) for ImageNet weights.
-  pretrain   a body trained from scratch on three synthetic package families (the product lines
-             a fab already inspects).
-  pretrain_wide  that body continued on a wider world: the three families and domain-randomised
-             packages of every outline and lead style (the `varied` family); the synthetic
-             preset's body, shipped in nexjax/bodies/.
-  synthetic  transfer learning on the built-in synthetic data: a new package family with 1,000
-             labelled images, fine-tuned with the report's two phases from the `pretrain` body
-             (trained on first use and cached, like the synthetic data).
-  smoke      seconds long, for tests.
+Each preset is a file of its own, which --config may name directly (configs/PRESET.py):
+  (none)         configs/default.py: the report's run on real Nexperia data at 224 px; set
+                 --config.data.dir=PATH (Kaggle layout) and --config.init.weights=resnet34 (or a
+                 converted file) for ImageNet weights.
+  pretrain       configs/pretrain.py: a body trained from scratch on three synthetic package
+                 families (the product lines a fab already inspects).
+  pretrain_wide  configs/pretrain_wide.py: that body continued on a wider world (the three
+                 families and the domain-randomised `varied` packages); the synthetic preset's
+                 body, shipped in nexjax/bodies/.
+  synthetic      configs/synthetic.py: transfer learning on the built-in synthetic data, a new
+                 package family with 1,000 labelled images fine-tuned with the report's two
+                 phases from the `pretrain_wide` body.
+  smoke          configs/smoke.py: seconds long, for tests.
 """
 
-import ml_collections
+from configs import default
+from configs import pretrain
+from configs import pretrain_wide
+from configs import smoke
+from configs import synthetic
 
-from nexjax import detectors
-from nexjax import job
-
-# fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
-RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
-                 ('body_high', r'^(layer3|layer4)/'),
-                 ('head', r'^(fc|head|mask_head)/'))
-
-
-def phase(name, epochs, lr, train_groups):
-  """One `fit_one_cycle` call. lr: (b,) is fastai's slice(b) -> [b/10, ..., b/10, b]; (a, b)
-  is slice(a, b), spread geometrically over the groups. Groups not in train_groups are frozen."""
-  return ml_collections.ConfigDict(dict(name=name, epochs=epochs, lr=tuple(lr),
-                                        train_groups=tuple(train_groups)))
+RESNET_GROUPS = default.RESNET_GROUPS
+phase = default.phase
+PRESETS = {'nexperia': default, 'pretrain': pretrain, 'pretrain_wide': pretrain_wide,
+           'synthetic': synthetic, 'smoke': smoke}
 
 
 def get_config(arg=None):
   preset = arg or 'nexperia'
-  config = ml_collections.ConfigDict()
-  config.preset = preset
-  config.seed = 0
-  config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.xla_cpu): 'auto' on a CPU, 'on', 'off'
-
-  config.data = ml_collections.ConfigDict(dict(
-      dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
-      manifest='',             # or a CSV file,label[,split][,defect_type] (nexjax.data.manifest)
-      synthetic=False,         # True: generate the synthetic dataset into the cache and use it
-      synthetic_num_train=3000,
-      synthetic_num_test=1000,
-      synthetic_image_size=128,
-      synthetic_seed=0,
-      synthetic_families='',   # comma-separated: sot23,sod123,sot363,sot223 ('' these four), varied
-      synthetic_num_unlabelled=0,  # images drawn like train into unlabelled/ (data.unlabelled_dir)
-      image_size=224,
-      channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
-      high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)
-      valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
-      class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
-      max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
-      unlabelled_dir='',       # a folder of unlabelled images (recursive), e.g. test/all_tests
-      cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
-      extra_labels='',         # CSV `file,label` (0 good, 1 defect) appended to the train split
-  ))
-
-  config.model = ml_collections.ConfigDict(dict(
-      arch='resnet34', head='fastai', num_classes=2,
-      width=64,                # stem/layer1 channels: torchvision's 64 (ImageNet weights need it)
-      dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
-      mask_head='',            # a stage ('layer3'): also learn each cell's defect share from masks/
-  ))
-  config.init = ml_collections.ConfigDict(dict(
-      weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
-      dont_load=r'^(fc|head|mask_head)/',  # regex of entries kept freshly initialised (the new head)
-      from_scratch=False,      # True: random initialisation is intended (no warning)
-  ))
-
-  # fastai v1 get_transforms(flip_vert=True), which covers the report's "different angles".
-  config.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip_lr_p=0.5, dihedral=True, rotate_degrees=10.0, rotate_p=0.75,
-      zoom_max=1.1, zoom_p=0.75, lighting_max=0.2, brightness_p=0.75, contrast_p=0.75,
-      padding_mode='reflect',
-  ))
-
-  config.optim = ml_collections.ConfigDict(dict(
-      groups=RESNET_GROUPS,
-      b1=0.9, b2=0.99, eps=1e-8,  # fastai v1 Adam; v2 uses eps=1e-5
-      weight_decay=1e-2,       # decoupled (AdamW style), scaled by each group's learning rate
-      wd_bn_bias=True,         # fastai v1 bn_wd=True; fastai v2 (wd_bn_bias=False) exempts them
-      train_bn=True,           # BatchNorm scale/bias of frozen groups keep training (fastai)
-      frozen_bn_stats='update',  # 'update' (fastai: BN layers stay in train mode) or 'freeze'
-      pct_start=0.3, div_factor=25.0, final_div_factor=1e4, moms=(0.95, 0.85),
-      label_smoothing=0.0,
-      class_weights=(1.0, 1.0),
-      mask_weight=1.0,         # of the defect-mask loss, where model.mask_head is set
-  ))
-  # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
-  # It does not report its learning rates; these are fastai's course defaults.
-  config.phases = (
-      phase('frozen', 4, (3e-3,), ('head',)),
-      phase('unfrozen', 25, (1e-6, 1e-4), ('body_low', 'body_high', 'head')),
-  )
-
-  # Semi-supervised fine-tuning on data.unlabelled_dir (nexjax.train.step.FixMatchOptions).
-  config.semi = ml_collections.ConfigDict(dict(
-      method='none',           # 'none' or 'fixmatch'
-      adapt_bn=False,          # AdaBN: BatchNorm statistics re-estimated on them before phase 1
-      unlabelled_ratio=1,      # unlabelled images per labelled one in a step (FixMatch's mu)
-      threshold=0.95,          # confidence a pseudo-label needs
-      weight=1.0,              # of the unlabelled loss
-      strong_rotate_degrees=30.0, strong_zoom_max=1.3, strong_lighting_max=0.5,
-      cutout=0.5,              # side of the square cut out of the strong view, share of the image
-  ))
-
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=64,           # global; divisible by the device count
-      eval_batch_size=128,
-      keep_checkpoints=3,      # the last few, plus the best by validation AUC
-      log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
-      progress=True,
-  ))
-  config.evaluate = ml_collections.ConfigDict(dict(
-      checkpoint='auto',       # 'best' (validation AUC) with >= 20 validation defects, else
-                               # 'latest' (nexjax.checkpoint); or 'best', 'latest', a step
-      tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
-      tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
-      tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
-      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', 'recall:R' (recall >= R) or 'fpr:F'
-      gallery_size=16,
-  ))
-  config.predict = ml_collections.ConfigDict(dict(
-      input='',                # a folder (searched recursively) or a glob of images
-      output='',               # CSV path; '' -> DIR/predictions.csv
-      tta=True,
-      heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
-      save_maps=False,         # also the raw maps as .npy beside the overlays
-      detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
-      runtime='jax',           # the checkpoint; or 'onnxruntime', 'openvino', 'auto': the export
-                               # folder alone (--workdir=EXPORT_DIR, or DIR/export)
-  ))
-  config.export = ml_collections.ConfigDict(dict(
-      # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
-      formats=('safetensors', 'pth', 'jaxexport'),
-      output='',               # folder; '' -> DIR/export
-  ))
-  # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
-  config.serve = ml_collections.ConfigDict(dict(
-      host='127.0.0.1',        # another address needs a token
-      port=8080,
-      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (16+ non-space)
-      review_dir='',           # a folder scored at start-up for the review page
-      max_upload_mb=20.0,      # per request, any route (413 above; JSON bodies: 16 KB)
-      max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
-      batch_window_ms=5.0,     # how long the first request of a batch waits for others
-      max_batch=32,
-      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the export folder alone
-  ))
-  # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
-  # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'
-  # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line); with no
-  # labelled defect to train on, the label-free ones alone (on the good images without
-  # data.unlabelled_dir).
-  config.line = ml_collections.ConfigDict(dict(
-      detectors=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
-      trim=0.25,               # share of the unlabelled images left out as probably defective
-      threshold_rule='max_accuracy',  # each detector's, on validation ('fpr:0.01' if no defect)
-  ))
-  # Each detector's settings (its default_config() with the preset's overrides).
-  sections = {name: cls.preset_config(arg) for name, cls in detectors.REGISTRY.items()}
-  config.detectors = ml_collections.ConfigDict(
-      {name: section for name, section in sections.items() if section is not None})
-  config.lr_find = ml_collections.ConfigDict(dict(
-      start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
-  ))
-
-  if preset in ('pretrain', 'pretrain_wide'):
-    # The product lines a fab already inspects: three package families (SOT-23, SOD-123,
-    # SOT-363) with every defect type, 24,000 training images. From random initialisation a
-    # ResNet sits at chance for its first ~600-900 steps on this data (measured), so the preset
-    # buys steps: a narrow ResNet10 (width 32, ~5x cheaper than ResNet18), no on-device
-    # augmentation (the generator draws pose, lighting, blur and noise; the augmentations slowed
-    # learning from scratch) and 5 epochs (4,770 steps, 9-10.5 minutes on 2 cores). A mask head on
-    # layer2 learns where each defect is from the generator's masks (the defect-mask pretext).
-    # Measured on the target's validation split (README): 12,000 images x 8 epochs with the mask
-    # head 0.880 (fine-tuned, no TTA), without it 0.857; 24,000 x 5 with it 0.933; source test
-    # AUC 0.879 -> 0.929: at these steps the 12,000 images were memorised.
-    config.data.synthetic = True
-    config.data.synthetic_num_train = 24000
-    config.data.synthetic_families = 'sot23,sod123,sot363'
-    config.data.image_size = 96
-    config.model.arch = 'resnet10'
-    config.model.width = 32
-    config.model.mask_head = 'layer2'
-    config.augment.enabled = False
-    config.train.batch_size = 32
-    # From scratch every layer must learn, so there is no frozen phase.
-    config.init.from_scratch = True
-    config.phases = (phase('scratch', 5, (1e-3, 3e-3), ('body_low', 'body_high', 'head')),)
-  if preset == 'pretrain_wide':
-    # Wide instead of deep: the `pretrain` body (its own cached run) continued for 3 epochs on
-    # the three families and the domain-randomised `varied` packages (2-10 leads on 1-4 sides,
-    # gull-wing, J-lead and flat leads, either body polarity, wide lighting/blur/noise/pose
-    # ranges). From scratch this world stays near chance within the preset's steps.
-    config.pretrain = get_config('pretrain')
-    config.init.weights = job.PRETRAIN
-    config.init.from_scratch = False
-    config.data.synthetic_families = 'sot23,sod123,sot363,varied'
-    config.phases = (phase('continue', 3, (3e-4, 1e-3), ('body_low', 'body_high', 'head')),)
-  elif preset == 'synthetic':
-    # A new product line (SOT-223, never seen in pretraining) with few labelled images,
-    # fine-tuned from the `pretrain_wide` body (shipped, else trained on first use and cached):
-    # the report's recipe, a frozen phase then all layers with discriminative learning rates.
-    config.pretrain = get_config('pretrain_wide')
-    config.init.weights = job.PRETRAIN
-    # init: where that body comes from. 'shipped': the body shipped in nexjax/bodies/ for this
-    # pretrain section's run key (nexjax/shipped_body.py), else trained here; 'train': always
-    # trained here (with the `pretrain` body it continues: 25-30 min on 2 cores). Set here, not in the init section above: there it would
-    # be a key of the pretrain section too, and change the body's run key.
-    config.init.pretrain_body = 'shipped'
-    config.data.synthetic = True
-    config.data.synthetic_num_train = 1000
-    config.data.synthetic_families = 'sot223'
-    config.data.synthetic_seed = 1
-    config.data.image_size = 96
-    config.model.arch = 'resnet10'
-    config.model.width = 32
-    config.train.batch_size = 32
-    # Learning rates from --mode=lr_find (frozen: the loss is flat to 5e-2 and diverges past
-    # 1e-1; unfrozen, after the frozen phase: minimum around 1e-4..1e-3, divergence past 2e-3);
-    # with augmentation (the report's) and 8 unfrozen epochs, validation AUC 0.78 against 0.77 for
-    # slice(1e-5, 3e-4) x 4 epochs and 0.77 without augmentation (measured, see the README).
-    config.phases = (phase('frozen', 2, (3e-3,), ('head',)),
-                     phase('unfrozen', 8, (1e-4, 1e-3), ('body_low', 'body_high', 'head')))
-  elif preset == 'smoke':
-    config.data.synthetic = True
-    config.data.synthetic_num_train = 48
-    config.data.synthetic_num_test = 16
-    config.data.synthetic_image_size = 96
-    config.data.image_size = 96
-    config.model.arch = 'resnet10'
-    config.train.batch_size = 8
-    config.train.eval_batch_size = 16
-    config.train.progress = False
-    config.phases = (phase('frozen', 1, (3e-3,), ('head',)),
-                     phase('unfrozen', 1, (1e-5, 1e-3), ('body_low', 'body_high', 'head')))
-    config.lr_find.num_steps = 8
-  elif preset not in ('nexperia', 'pretrain'):
+  if preset not in PRESETS:
     raise ValueError(f'Unknown preset {preset!r}; choose none, pretrain, pretrain_wide, '
                      'synthetic or smoke.')
-  return config
+  return PRESETS[preset].get_config()

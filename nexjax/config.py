@@ -342,6 +342,6 @@ def detector(config, cls, found: Problems) -> None:
   if cls.default_config() is None:
     return
   if 'detectors' not in config or cls.name not in config.detectors:
-    found.append(f'config.detectors.{cls.name}: missing section (configs/finetune.py adds it)')
+    found.append(f'config.detectors.{cls.name}: missing section (configs/detectors.py adds it)')
     return
   found.extend(cls.check_config(config.detectors[cls.name]))

@@ -12,7 +12,7 @@ from configs import compare as compare_config
 from configs import finetune
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PRESETS = (None, 'pretrain', 'synthetic', 'smoke')
+PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The README's generic spellings ('--config.a.b=...', '--mode=MODE'), not a key or a mode.
 PLACEHOLDERS = {'a.b', 'MODE'}
 FLAG = re.compile(r'--config\.([A-Za-z_][\w.\[\]]*)')

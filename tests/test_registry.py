@@ -1,5 +1,6 @@
-"""The detector registry: a detector defined and registered here (nothing else edited) is
-compared, saved and used by --mode=predict; every registered method's config checks, not-fitted
+"""The detector registry: a detector defined and registered here, with its config section (what
+its entry in configs/detectors.py gives a built-in one), is compared, saved and used by
+--mode=predict; every registered method's config checks, not-fitted
 error and saved folder."""
 
 import csv
@@ -83,6 +84,15 @@ def toys(monkeypatch):
     monkeypatch.setitem(detectors.REGISTRY, cls.name, cls)
 
 
+def with_toys(config):
+  """The config with the toys' sections and in compare.detectors, as configs/detectors.py
+  would give them."""
+  for cls in (MeanIntensity, BrightestPixel):
+    config.detectors[cls.name] = cls.preset_config(config.preset)
+  config.compare.detectors += (MeanIntensity.name, BrightestPixel.name)
+  return config
+
+
 def write_images(folder, images):
   folder.mkdir(parents=True)
   for i, image in enumerate(images):
@@ -90,8 +100,7 @@ def write_images(folder, images):
 
 
 def test_a_registered_detector_is_compared_saved_and_predicts(toys, tmp_path, capsys):
-  config = compare_config.get_config('smoke')
-  assert config.compare.detectors[-2:] == ('mean_intensity', 'brightest')
+  config = with_toys(compare_config.get_config('smoke'))
   assert config.detectors.mean_intensity.power == 1.0        # its smoke preset
   config.data.cache_dir = str(tmp_path / 'cache')
   config.compare.detectors = ('mean_intensity', 'brightest')
@@ -145,7 +154,7 @@ def test_predict_names_the_saved_detectors(toys, tmp_path):
 
 
 def test_every_detector_checks_its_config_and_refuses_to_score_unfitted(toys, tmp_path):
-  config = compare_config.get_config('smoke')
+  config = with_toys(compare_config.get_config('smoke'))
   config_lib.check(config, 'compare')
   images = np.zeros((2, 96, 96, 1), np.uint8)
   ctx = base.Context(parallel.topology(), 2, 0, progress=False)

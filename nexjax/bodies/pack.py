@@ -4,7 +4,7 @@ run from the repository root: python -m nexjax.bodies.pack --run_dir DIR [--defa
 Writes the finished pretraining run in DIR as nexjax/bodies/PRESET-KEY.npz and .json
 (nexjax/shipped_body.py). KEY: --key, else the one in DIR's name where it is a cache folder
 (`.../pretrained/PRESET-KEY`), else with --default the synthetic preset's body key of the day
-(DIR trained by `launch.py --config=configs/finetune.py:pretrain`)."""
+(DIR trained by `launch.py --config=configs/finetune.py:pretrain_wide`)."""
 
 import pathlib
 import sys
@@ -49,7 +49,7 @@ def check_default(run_dir: pathlib.Path, key: str) -> None:
     raise errors.ConfigError(
         f"--default: {run_dir} is not the body the synthetic preset starts from (run key "
         f'{expected}): {found}. Train it with the preset as it is: '
-        f'{shipped_body.rebuild_command("pretrain", True)}')
+        f'{shipped_body.rebuild_command(preset_body().preset, True)}')
 
 
 def pack(run_dir: pathlib.Path, out_dir: str, default: bool) -> pathlib.Path:

@@ -7,11 +7,12 @@ registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses ever
 the validation split.
 
 A method declares its `name`, `default_config()`, its `PRESETS` (config overrides per preset of
-configs/compare.py, e.g. seconds-long 'smoke' sizes) and `check_config` (the problems of a config,
-each naming `config.detectors.<name>.<key>` and the valid values). Its saved form is one folder:
-`detector.json` (name, format, nexjax version, the config it was fitted with, its `Stats`, what
-the method needs to rebuild its state, and what the caller adds: threshold, backbone, data) beside
-`arrays.npz` or the method's own files.
+configs/compare.py, e.g. seconds-long 'smoke' sizes; configs/detectors.py and the preset files
+hold the same values, checked by tests/test_presets.py) and `check_config` (the problems of a
+config, each naming `config.detectors.<name>.<key>` and the valid values). Its saved form is one
+folder: `detector.json` (name, format, nexjax version, the config it was fitted with, its
+`Stats`, what the method needs to rebuild its state, and what the caller adds: threshold,
+backbone, data) beside `arrays.npz` or the method's own files.
 
 Images are what the input pipeline yields: uint8 arrays (N, H, W, C), C = 1 (grayscale) or 3.
 Device work goes through `nexjax.inference.map_batches`, so every method runs data-parallel on

@@ -1,7 +1,8 @@
-"""The registry of detectors: name -> class (re-exported by `nexjax.detectors`). `--mode=compare`,
-the configs and `--mode=predict --config.predict.detector=NAME` know a method only from here, so
-adding one is its module (a `base.Detector` subclass) and one line below; in its order the table
-lists them."""
+"""The registry of detectors: name -> class (re-exported by `nexjax.detectors`). `--mode=compare`
+and `--mode=predict --config.predict.detector=NAME` know a method only from here, so adding one
+is its module (a `base.Detector` subclass), one line below and its config section in
+configs/detectors.py (the config files import no library; tests/test_presets.py checks that
+they follow this registry); in its order the table lists them."""
 
 from nexjax import errors
 from nexjax.detectors import base
