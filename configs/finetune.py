@@ -15,8 +15,11 @@ Each preset is a file of its own, which --config may name directly (configs/PRES
                  package family with 1,000 labelled images fine-tuned with the report's two
                  phases from the `pretrain_wide` body.
   smoke          configs/smoke.py: seconds long, for tests.
+  adapt          configs/adapt.py: the synthetic preset's body adapted to a line's pseudo-defects
+                 (set --config.data.dir to a `nexjax.data.make_pseudo` folder).
 """
 
+from configs import adapt
 from configs import default
 from configs import pretrain
 from configs import pretrain_wide
@@ -26,12 +29,12 @@ from configs import synthetic
 RESNET_GROUPS = default.RESNET_GROUPS
 phase = default.phase
 PRESETS = {'nexperia': default, 'pretrain': pretrain, 'pretrain_wide': pretrain_wide,
-           'synthetic': synthetic, 'smoke': smoke}
+           'synthetic': synthetic, 'smoke': smoke, 'adapt': adapt}
 
 
 def get_config(arg=None):
   preset = arg or 'nexperia'
   if preset not in PRESETS:
     raise ValueError(f'Unknown preset {preset!r}; choose none, pretrain, pretrain_wide, '
-                     'synthetic or smoke.')
+                     'synthetic, smoke or adapt.')
   return PRESETS[preset].get_config()

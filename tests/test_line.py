@@ -167,3 +167,17 @@ def test_the_defects_training_keeps_are_counted_from_the_file_lists(tmp_path, ma
   assert job_lib.training_defects(config) == 4  # one of the five validates
   config.data.max_train_defects = 0
   assert job_lib.training_defects(config) == 0 and line.without_classifier(config)
+
+
+def test_a_workdir_body_counts_as_a_trained_source(tmp_path):
+  """An `adapt` run (any nexjax workdir) as init.weights keeps the source classifier in the
+  line's detectors; a weights file or no weights drops it."""
+  config = finetune.get_config('synthetic')
+  assert line.has_trained_source(config)
+  (tmp_path / 'adapted').mkdir()
+  (tmp_path / 'adapted' / 'config.json').write_text('{}')
+  for weights, expected in [(str(tmp_path / 'adapted'), True), (str(tmp_path / 'w.npz'), False),
+                            ('', False)]:
+    config.init.weights = weights
+    assert line.has_trained_source(config) is expected, weights
+    assert ('source_classifier' in line.detector_names(config, expected, True)) is expected

@@ -1,7 +1,8 @@
 """The preset files resolve to the configs the old one-function `configs/finetune.py` gave, under
 every old spelling: tests/fixtures/presets.json was written by this module's `snapshot` from that
-file (commit 10537cc), key by key (each leaf as its repr, so 1 and 1.0, tuples and lists differ):
-PYTHONPATH=. python tests/test_presets.py."""
+file (commit 10537cc), key by key (each leaf as its repr, so 1 and 1.0, tuples and lists differ).
+A key added or changed on purpose (since then: predict.runtime) is written in again with
+PYTHONPATH=. python tests/test_presets.py, and the diff of the fixture reviewed."""
 
 import ast
 import json
@@ -130,6 +131,16 @@ def test_the_detector_sections_are_the_registrys(preset):
 def test_the_shipped_bodys_run_key_is_unchanged():
   """nexjax/bodies/ holds the synthetic preset's body under this key."""
   assert workdir.run_key(workdir.pretrain_section(synthetic.get_config())) == '406b6b9d0e8b'
+
+
+
+def test_the_adapt_preset_starts_from_the_synthetic_presets_shipped_body():
+  config = finetune.get_config('adapt')
+  body = workdir.pretrain_section(config)
+  assert workdir.run_key(body) == workdir.run_key(workdir.pretrain_section(synthetic.get_config()))
+  assert config.init.weights == job.PRETRAIN and config.init.pretrain_body == 'shipped'
+  assert not config.data.synthetic and config.model.mask_head == body.model.mask_head
+  assert [p.name for p in config.phases] == ['adapt']
 
 
 if __name__ == '__main__':

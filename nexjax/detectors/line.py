@@ -3,7 +3,8 @@
 Where a run comes with the line's unlabelled images (`data.unlabelled_dir`), `--mode=train`
 fine-tunes the classifier as always, then fits the one-class detectors of `line.detectors` on
 those images (trimmed of the share that looks defective, `contamination`), scores them beside the
-classifier and, where the body is a `pretrain` run, the source lines' own classifier, and saves
+classifier and, where the body is a trained nexjax run (the `pretrain` section's, or a workdir
+such as an `adapt` run's), that body's own classifier, and saves
 each in `DIR/compare/<name>-all/`. It records in `DIR/line.json` the method the labels at hand
 choose: the best on validation where the validation split has at least
 `metrics.MIN_VALID_DEFECTS` defects, else the equal-weight ensemble of them all (a choice fixed
@@ -50,6 +51,14 @@ def without_classifier(config) -> bool:
   return job_lib.training_defects(config) == 0
 
 
+def has_trained_source(config) -> bool:
+  """Whether init.weights names a body with a classification head of its own: the `pretrain`
+  section's run, or any nexjax training workdir (e.g. an `adapt` run)."""
+  weights = config.init.weights
+  return weights == job_lib.PRETRAIN or bool(weights) and (
+      pathlib.Path(weights) / workdir_lib.CONFIG_FILE).is_file()
+
+
 def detector_names(config, has_source: bool, classifier: bool) -> tuple[str, ...]:
   """`line.detectors` that can be fitted: the source lines' classifier only where `has_source`,
   those that learn from labels only with a `classifier` (labelled defects to train on)."""
@@ -67,7 +76,7 @@ def nothing_to_fit(config, classifier: bool) -> str:
   example = '--config.line.detectors="(\'gaussian\',\'patchcore\')"'
   if classifier:
     return (f'{listed} leaves no detector to fit (source_classifier needs '
-            f'init.weights={job_lib.PRETRAIN}); name others, e.g. {example}.')
+            f'init.weights={job_lib.PRETRAIN} or a nexjax workdir); name others, e.g. {example}.')
   bad = job_lib.data_source(config).defects_where()
   reason = ('data.max_train_defects=0 keeps no labelled defect' if config.data.max_train_defects
             == 0 else f'{bad} holds no labelled defect')
@@ -99,7 +108,7 @@ def build(config, workdir, classifier: bool = True) -> dict:
   or, without a `classifier`, its label-free ones alone) and records the chosen one; returns
   DIR/line.json's content."""
   workdir = pathlib.Path(workdir)
-  names = detector_names(config, config.init.weights == job_lib.PRETRAIN, classifier)
+  names = detector_names(config, has_trained_source(config), classifier)
   workdir.mkdir(parents=True, exist_ok=True)
   config = loop.resolve_init(config)
   job = job_lib.setup(config, needs_defects=classifier)
