@@ -172,9 +172,15 @@ def browser():
 
 
 def wait_for(condition, seconds: float = 60):
+  """condition()'s first true value; an element the page re-rendered meanwhile (stale) is
+  looked up again on the next try."""
+  from selenium.common import exceptions  # pylint: disable=import-outside-toplevel
   deadline = time.monotonic() + seconds
   while time.monotonic() < deadline:
-    value = condition()
+    try:
+      value = condition()
+    except exceptions.StaleElementReferenceException:
+      value = None
     if value:
       return value
     time.sleep(0.2)
@@ -188,26 +194,27 @@ def test_review_page_in_a_browser_then_training_reads_the_label(server, tmp_path
   from selenium.webdriver.support.ui import Select  # pylint: disable=import-outside-toplevel
   try:
     driver.get(url + '/review')
-    cards = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '.card'))
-    assert len(cards) >= 4
-    scores = [float(c.get_attribute('data-p')) for c in cards]
+    scores = wait_for(lambda: [float(c.get_attribute('data-p'))
+                               for c in driver.find_elements(By.CSS_SELECTOR, '.card')])
+    assert len(scores) >= 4
     assert scores == sorted(scores, reverse=True)
     Select(driver.find_element(By.ID, 'sort')).select_by_value('asc')
-    cards = driver.find_elements(By.CSS_SELECTOR, '.card')
-    first = cards[0].get_attribute('data-id')
+    first = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '.card')[0]
+                     .get_attribute('data-id'))
     # Labelled while the overlays still load: they must not hold up the operator's label.
-    cards[0].find_element(By.CSS_SELECTOR, 'button.set-defect').click()
+    wait_for(lambda: driver.find_element(
+        By.CSS_SELECTOR, f'.card[data-id="{first}"] button.set-defect').click() or True)
     wait_for(lambda: 'label: defect' in driver.find_element(
         By.CSS_SELECTOR, f'.card[data-id="{first}"] .label').text)
     wait_for(lambda: driver.execute_script(
         "return [...document.images].every(i => i.complete && i.naturalWidth === 96)"))
     driver.refresh()
-    label = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR,
-                                                  f'.card[data-id="{first}"] .label'))
-    assert label[0].text == 'label: defect'
+    label = wait_for(lambda: [e.text for e in driver.find_elements(
+        By.CSS_SELECTOR, f'.card[data-id="{first}"] .label')])
+    assert label[0] == 'label: defect'
     Select(driver.find_element(By.ID, 'filter')).select_by_value('unlabelled')
-    assert first not in [c.get_attribute('data-id')
-                         for c in driver.find_elements(By.CSS_SELECTOR, '.card')]
+    assert first not in wait_for(lambda: [c.get_attribute('data-id') for c in
+                                          driver.find_elements(By.CSS_SELECTOR, '.card')] or [''])
   finally:
     driver.quit()
   table = workdir / 'review' / 'labels.csv'
