@@ -8,9 +8,9 @@ step and peak memory, next to PyTorch on the same device.
   python benchmarks/accelerator.py --lower_only --platforms=cuda,tpu  # any machine: see below
 
 The default config's model (configs/finetune.py: ResNet34 + fastai head, 224 px, uint8 grayscale
-in) with `model.dtype=bfloat16`. Train rows run the product's step (`loop.make_train_step`, built
+in) with `model.dtype=bfloat16`. Train rows run the product's step (`recipe.make_train_step`, built
 as benchmarks/train_step.py's JaxRunner builds it) per global batch size and phase, on two inputs:
-  pipeline   `loop.train_batches`: the tf.data stream (class-rebalanced sampling of --images
+  pipeline   `recipe.train_batches`: the tf.data stream (class-rebalanced sampling of --images
              random images in memory) copied one step ahead to the mesh, plus the on-device
              augmentation of `config.augment`: what training runs. Needs TensorFlow: where it
              is not installed (the GPU image) these rows are left out, with a message.
@@ -125,7 +125,7 @@ from nexjax import job as job_lib  # noqa: E402
 from nexjax import lowering  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
-from nexjax.train import loop  # noqa: E402
+from nexjax.train import recipe  # noqa: E402
 from nexjax.train import plan as plan_lib  # noqa: E402
 from nexjax.train import state as state_lib  # noqa: E402
 from nexjax.train import step as step_lib  # noqa: E402
@@ -240,8 +240,8 @@ def jax_train(args, topo, examples, variables, batch, phase, source) -> list[dic
   phase_index = train_step.PHASES[phase]
   tx = state_lib.phase_optimizer(config, variables, plan, phase_index)
   state = parallel.replicate(state_lib.create_train_state(variables, tx), topo)
-  step_fn = loop.make_train_step(job, tx, variables, phase_index)
-  batches = (loop.train_batches(job, 0) if source == 'pipeline'
+  step_fn = recipe.make_train_step(job, tx, variables, phase_index)
+  batches = (recipe.train_batches(job, 0) if source == 'pipeline'
              else itertools.repeat(device_batch(examples, batch, topo)))
   compiled, counts, first_s, state = compile_first(step_fn, state, **next(batches))
 

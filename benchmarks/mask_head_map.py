@@ -33,13 +33,13 @@ from nexjax import metrics  # noqa: E402
 from nexjax import parallel  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import registry  # noqa: E402
-from nexjax.train import loop  # noqa: E402
+from nexjax.train import runs  # noqa: E402
 import transfer  # noqa: E402  (the worlds' configs)
 
 
 def measure(world: str, root: pathlib.Path) -> dict:
   """The `mask_head` detector on `world`'s test split: image ROC AUC, pixel ROC AUC and PRO."""
-  config = loop.resolve_init(transfer.world_config(world, 100, root))
+  config = runs.resolve_init(transfer.world_config(world, 100, root))
   config.train.progress = False
   test = job_lib.setup(config).data['test']
   ctx = base.Context(parallel.topology(), config.train.eval_batch_size, config.seed, False)

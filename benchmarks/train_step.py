@@ -5,7 +5,7 @@
   python benchmarks/train_step.py --xla_cpu off             # XLA's defaults (no nexjax.xla_cpu)
 
 What one step is: the product's own train step (`nexjax.train.step.train_step`, built by
-`nexjax.train.loop.make_train_step` from the default config) with augmentation off: uint8
+`nexjax.train.recipe.make_train_step` from the default config) with augmentation off: uint8
 grayscale in, ResNet + fastai head (2 classes, float32), forward in training mode (dropout, batch
 statistics), softmax cross-entropy, gradients, the phase's optimizer update, new BatchNorm
 statistics. PyTorch gets normalised float images (its DataLoader would prepare them). Two phases:
@@ -91,7 +91,7 @@ import numpy as np  # noqa: E402
 from configs import finetune  # noqa: E402  (the main job's recipe)
 from nexjax import job as job_lib  # noqa: E402
 from nexjax import parallel  # noqa: E402
-from nexjax.train import loop  # noqa: E402
+from nexjax.train import recipe  # noqa: E402
 from nexjax.train import plan as plan_lib  # noqa: E402
 from nexjax.train import state as state_lib  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
@@ -124,7 +124,7 @@ class JaxRunner:
     rng = np.random.default_rng(0)
     self.images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 1), np.uint8))
     self.labels = jnp.asarray(rng.integers(0, NUM_CLASSES, batch), jnp.int32)
-    step_fn = loop.make_train_step(job, tx, variables, PHASES[phase])
+    step_fn = recipe.make_train_step(job, tx, variables, PHASES[phase])
     start = time.perf_counter()
     self.compiled = step_fn.lower(self.state, self.images, self.labels).compile()
     self.compile_s = time.perf_counter() - start

@@ -54,7 +54,7 @@ from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
 from nexjax.data.heldout import dataset as heldout  # noqa: E402
-from nexjax.train import loop  # noqa: E402
+from nexjax.train import runs  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
 METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn')
@@ -125,7 +125,7 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
   config.train.progress = False
   config = method_config(config, method) if method != 'gaussian' else config
   config_lib.check(config)
-  config = loop.resolve_init(config)
+  config = runs.resolve_init(config)
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')}
   if method == 'gaussian':

@@ -210,3 +210,15 @@ class Checkpoints:
   def close(self) -> None:
     with self.full_disk_is_one_error():
       self.manager.close()
+
+
+def named_step(directory: pathlib.Path, choice: str) -> int | str:
+  """The step `choice` ('best' or 'latest') names in `directory` now, or why there is none."""
+  try:
+    checkpoints = Checkpoints(directory, create=False)
+    try:
+      return checkpoints.choose(choice)
+    finally:
+      checkpoints.close()
+  except (errors.Error, OSError) as e:  # training may be writing there
+    return f'none ({" ".join(str(e).split())[:200]})'

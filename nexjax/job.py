@@ -35,7 +35,7 @@ unlabelled = lazy_import.module('nexjax.data.unlabelled')
 
 
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
-# (see `nexjax.train.loop.resolve_init`).
+# (see `nexjax.train.runs.resolve_init`).
 PRETRAIN = 'pretrain'
 
 

@@ -1,7 +1,7 @@
 """The product's device programs lowered for other platforms with `jax.export`, on any machine:
 proof that what runs on the CPU here also compiles for a GPU or TPU, before one is lent.
 
-Programs, as the modes build them: the train step of each phase (`loop.make_train_step`: the
+Programs, as the modes build them: the train step of each phase (`recipe.make_train_step`: the
 optimizer of nexjax.optim with its frozen groups, BatchNorm, augmentation), the eval step, the
 vmapped dihedral TTA and Grad-CAM. Shapes only (`jax.eval_shape`): nothing is computed. A mesh
 of N devices is abstract (`jax.sharding.AbstractMesh`) with the shardings training uses
@@ -20,7 +20,7 @@ from nexjax import gradcam
 from nexjax import job as job_lib
 from nexjax import parallel
 from nexjax import scoring
-from nexjax.train import loop
+from nexjax.train import recipe
 from nexjax.train import plan as plan_lib
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
@@ -73,7 +73,7 @@ def build(config, name: str, topo: parallel.Topology) -> Program:
                                    plan_lib.plan_epochs(config.phases, PLAN_STEPS), phase_index)
     state = jax.eval_shape(lambda v: state_lib.create_train_state(v, tx), variables)
     job = job_lib.Job(config, topo, model, data=None)
-    fn = loop.make_train_step(job, tx, variables, phase_index)
+    fn = recipe.make_train_step(job, tx, variables, phase_index)
     return Program(fn, (with_sharding(state, topo.replicated), images, labels), batch)
   if name == 'eval':
     return Program(step_lib.make_eval_fn(model, config, topo), (replicated, images, labels), batch)

@@ -5,7 +5,7 @@ the main job's first run starts from it instead of pretraining on the source dat
 batch_stats, the classification and mask heads included, '/'-joined keys: `weights.save`);
 `PRESET-KEY.json` the run's config.json, summary.json and metrics, the checkpoint's step and
 meta, the npz's sha256, the figures measured, the date and the command that rebuilds it. KEY is
-the run key of the `pretrain` section (`workdir.run_key`), as `train.loop.resolve_init` names the
+the run key of the `pretrain` section (`workdir.run_key`), as `train.runs.resolve_init` names the
 body's cache folder: a config uses a shipped body only where its `pretrain` section is that run.
 `unpack` writes it back as a finished workdir, PRESET-KEY-shipped in the cache (a body trained
 here stays PRESET-KEY), which every reader of a trained body reads like one trained here; its

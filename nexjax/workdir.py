@@ -132,7 +132,7 @@ def pretrained_body(config) -> str:
 
 def pretrain_section(config) -> ml_collections.ConfigDict:
   """`config.pretrain` (the run that trains the body) with the downstream run's cache folder:
-  the run `train.loop.resolve_init` keys the body by."""
+  the run `train.runs.resolve_init` keys the body by."""
   pretrain = copy.deepcopy(config[PRETRAIN])
   with pretrain.unlocked():
     pretrain.data.cache_dir = config.data.cache_dir
@@ -332,3 +332,9 @@ class Lock:
   def __exit__(self, *exc):
     fcntl.flock(self.file, fcntl.LOCK_UN)
     self.file.close()
+
+
+def phase_weights_path(workdir, phase_name: str) -> pathlib.Path:
+  """The weights at the end of an earlier phase (e.g. the new head on the frozen body), kept
+  for `--mode=evaluate`'s before/after picture whatever the checkpoints' retention."""
+  return pathlib.Path(workdir) / 'phases' / f'{phase_name}.npz'

@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 
 from configs import finetune
-from nexjax.train import loop
+from nexjax.train import runs
 
 
 def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
@@ -23,7 +23,7 @@ def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
   config.data.cache_dir = str(root / 'cache')
   config.model.width = 16
   config.phases = (finetune.phase('frozen', 1, (3e-3,), ('head',)),)
-  loop.train_and_evaluate(config, root / 'workdir')
+  runs.train_and_evaluate(config, root / 'workdir')
   config.data.dir = str(data)
   (root / 'workdir' / 'eval').mkdir(exist_ok=True)
   (root / 'workdir' / 'eval' / 'threshold.json').write_text(json.dumps({'threshold': threshold}))

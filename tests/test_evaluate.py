@@ -22,7 +22,7 @@ from nexjax import localization
 from nexjax import reporting
 from nexjax import progress as progress_lib
 from nexjax import job as job_lib
-from nexjax.train import loop
+from nexjax.train import runs
 from nexjax.data import prepare
 from nexjax.train import step as step_lib
 
@@ -39,7 +39,7 @@ def trained(tmp_path_factory, make_kaggle_folder, compile_cache):
   config.data.dir = str(shutil.copytree(data, root / 'training_copy'))
   config.data.cache_dir = str(root / 'cache')
   config.evaluate.threshold_rule = 'recall:0.9'
-  loop.train_and_evaluate(config, root / 'workdir')
+  runs.train_and_evaluate(config, root / 'workdir')
   return config, root / 'workdir'
 
 

@@ -13,7 +13,8 @@ from nexjax import errors
 from nexjax import job as job_lib
 from nexjax import weights as weights_lib
 from nexjax.models import resnet
-from nexjax.train import loop
+from nexjax.train import recipe
+from nexjax.train import runs
 from nexjax.train import plan as plan_lib
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
@@ -60,11 +61,11 @@ def one_step_params(config, invert: bool):
   variables = job_lib.init_variables(job.model, config)
   tx = state_lib.phase_optimizer(config, variables, plan_lib.plan_epochs(config.phases, 4), 1)
   state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
-  batch = next(loop.train_batches(job, 0))
+  batch = next(recipe.train_batches(job, 0))
   assert set(batch) == {'images', 'labels', 'masks'} and int(batch['masks'].max()) == 255
   if invert:
     batch['masks'] = 255 - batch['masks']
-  return loop.make_train_step(job, tx, variables, 1)(state, **batch).params
+  return recipe.make_train_step(job, tx, variables, 1)(state, **batch).params
 
 
 def test_the_masks_reach_the_gradient_of_the_body(masked_folder, tmp_path, smoke_config):
@@ -121,7 +122,7 @@ def test_the_mask_head_detector_scores_a_line_with_the_source_runs_mask_head(
   from nexjax.detectors import registry  # pylint: disable=import-outside-toplevel
   config = mask_config(smoke_config, masked_folder, tmp_path)
   config.phases = (finetune.phase('scratch', 1, (1e-3,), ('body_low', 'body_high', 'head')),)
-  loop.train_and_evaluate(config, tmp_path / 'source')
+  runs.train_and_evaluate(config, tmp_path / 'source')
   line = smoke_config(masked_folder, tmp_path / 'cache')
   line.init.weights = str(tmp_path / 'source')
   ctx = base.Context(parallel.topology(), 8, 0, False)
@@ -136,7 +137,7 @@ def test_the_mask_head_detector_scores_a_line_with_the_source_runs_mask_head(
   assert detector.anomaly_map(images, ctx).shape == (3, 96, 96)
   plain = smoke_config(masked_folder, tmp_path / 'cache')
   plain.phases = config.phases
-  loop.train_and_evaluate(plain, tmp_path / 'plain')
+  runs.train_and_evaluate(plain, tmp_path / 'plain')
   line.init.weights = str(tmp_path / 'plain')
   with pytest.raises(errors.ConfigError, match='without one'):
     registry.get('mask_head').create(line, tmp_path / 'unused', 0).fit(None, None, ctx)

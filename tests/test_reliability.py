@@ -25,7 +25,7 @@ from nexjax.data import labels
 from nexjax.data import nexperia
 from nexjax.data import prepare
 from nexjax.data import sources
-from nexjax.train import loop
+from nexjax.train import runs
 from nexjax.train import preemption
 
 
@@ -41,7 +41,7 @@ def folder_workdir(tmp_path_factory, make_kaggle_folder, compile_cache):
   config.data.cache_dir = str(root / 'cache')
   config.model.width = 8
   config.phases = config.phases[:1]
-  loop.train_and_evaluate(config, root / 'workdir')
+  runs.train_and_evaluate(config, root / 'workdir')
   return root, data, root / 'workdir'
 
 
@@ -114,10 +114,10 @@ def test_resuming_with_the_folder_spelled_differently_is_the_same_run(tmp_path, 
   config = finetune.get_config('smoke')
   config.data.synthetic = False
   config.data.dir = spelling.format(rel='data', abs=tmp_path / 'data', home_rel='data')
-  loop.check_same_run(config, tmp_path / 'w')  # no 'trained with data.dir=...'
+  runs.check_same_run(config, tmp_path / 'w')  # no 'trained with data.dir=...'
   config.data.dir = str(tmp_path)
   with pytest.raises(errors.ConfigError, match='trained with data.dir='):
-    loop.check_same_run(config, tmp_path / 'w')
+    runs.check_same_run(config, tmp_path / 'w')
 
 
 def test_tilde_is_expanded_in_paths_before_anything_is_written(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from configs import finetune
 from nexjax import errors
 from nexjax import shipped_body
 from nexjax import workdir as workdir_lib
-from nexjax.train import loop
+from nexjax.train import runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,9 +26,9 @@ def smoke(**optim):
 
 def test_a_key_added_to_a_section_is_part_of_the_run(tmp_path):
   workdir_lib.write_config(tmp_path, smoke(fresh_key=1.0))
-  loop.check_same_run(smoke(fresh_key=1.0), tmp_path)  # the same values resume
+  runs.check_same_run(smoke(fresh_key=1.0), tmp_path)  # the same values resume
   with pytest.raises(errors.ConfigError) as raised:
-    loop.check_same_run(smoke(fresh_key=2.0), tmp_path)
+    runs.check_same_run(smoke(fresh_key=2.0), tmp_path)
   message = str(raised.value)
   assert '\n' not in message
   assert 'optim.fresh_key=1.0 (its config.json), not 2.0 as given' in message
@@ -69,7 +69,7 @@ def test_resuming_with_a_changed_value_is_refused(tmp_path, dotted, value):
   section, name = dotted.split('.')
   config[section][name] = value
   with pytest.raises(errors.ConfigError, match=f'trained with {dotted}='):
-    loop.check_same_run(config, tmp_path)
+    runs.check_same_run(config, tmp_path)
 
 
 def test_a_finished_workdir_is_not_rerun_with_other_values(tmp_path):
@@ -77,7 +77,7 @@ def test_a_finished_workdir_is_not_rerun_with_other_values(tmp_path):
   (tmp_path / 'summary.json').write_text(json.dumps({'test': {'loss': 1.0}}))
   with pytest.raises(errors.ConfigError, match='holds a finished run trained with '
                                                'optim.label_smoothing=0.0'):
-    loop.train_and_evaluate(smoke(label_smoothing=0.3), tmp_path)  # refused before training
+    runs.train_and_evaluate(smoke(label_smoothing=0.3), tmp_path)  # refused before training
   assert json.loads((tmp_path / 'summary.json').read_text()) == {'test': {'loss': 1.0}}
 
 
@@ -87,14 +87,14 @@ def test_output_only_values_may_change(tmp_path):
   config.train.progress, config.train.keep_checkpoints = True, 9
   config.evaluate.gallery_size, config.data.cache_dir = 4, str(tmp_path / 'cache')
   config.predict.tta, config.serve.port = False, 1234
-  loop.check_same_run(config, tmp_path)
+  runs.check_same_run(config, tmp_path)
 
 
 def test_a_config_json_without_a_newer_key_resumes(tmp_path):
   recorded = json.loads(smoke().to_json_best_effort())
   del recorded['optim']['mask_weight'], recorded['data']['extra_labels']
   (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(recorded))
-  loop.check_same_run(smoke(), tmp_path)
+  runs.check_same_run(smoke(), tmp_path)
 
 
 def test_a_resolved_pretrained_body_is_the_same_run(tmp_path):
@@ -104,10 +104,10 @@ def test_a_resolved_pretrained_body_is_the_same_run(tmp_path):
                               f'{recorded.pretrain.preset}-'
                               f'{workdir_lib.run_key(recorded.pretrain)}')
   workdir_lib.write_config(tmp_path, recorded)
-  loop.check_same_run(config, tmp_path)
+  runs.check_same_run(config, tmp_path)
   config.pretrain.data.synthetic_families = 'sot23'
   with pytest.raises(errors.ConfigError, match='pretrain.data.synthetic_families'):
-    loop.check_same_run(config, tmp_path)
+    runs.check_same_run(config, tmp_path)
 
 
 def test_the_launcher_refuses_a_changed_resume_in_one_line(tmp_path):
@@ -133,13 +133,13 @@ def test_a_resumed_run_keeps_the_pretrained_body_it_started_from(tmp_path, monke
     return folder
   def no_pretraining(*args):
     raise AssertionError(f'pretrained again: {args}')
-  monkeypatch.setattr(loop, 'train_and_evaluate', no_pretraining)
+  monkeypatch.setattr(runs, 'train_and_evaluate', no_pretraining)
   monkeypatch.setattr(shipped_body, 'FOLDER', tmp_path / 'no_bodies')  # bodies trained here
   config = finetune.get_config('synthetic')
   config.data.cache_dir = str(tmp_path / 'cache')
   recorded = finetune.get_config('synthetic')
   recorded.init.weights = str(body(f'{recorded.pretrain.preset}-c050470a6a03'))
   workdir_lib.write_config(tmp_path / 'w', recorded)
-  assert loop.resolve_init(config, tmp_path / 'w').init.weights == recorded.init.weights
+  assert runs.resolve_init(config, tmp_path / 'w').init.weights == recorded.init.weights
   current = body(f'{config.pretrain.preset}-{workdir_lib.run_key(config.pretrain)}')
-  assert loop.resolve_init(config, tmp_path / 'new').init.weights == str(current)
+  assert runs.resolve_init(config, tmp_path / 'new').init.weights == str(current)

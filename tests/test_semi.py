@@ -16,7 +16,7 @@ from nexjax import errors
 from nexjax import job as job_lib
 from nexjax.data import pipeline
 from nexjax.data import unlabelled
-from nexjax.train import loop
+from nexjax.train import runs
 from nexjax.train import step as step_lib
 
 
@@ -125,7 +125,7 @@ def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke
     config.data.unlabelled_dir = str(pool)
     config.semi.method = method
     config.semi.threshold = 0.5          # a random head is unsure: let pseudo-labels through
-    loop.train_and_evaluate(config, tmp_path / name)
+    runs.train_and_evaluate(config, tmp_path / name)
     params[name], _ = job_lib.restore_weights(config, tmp_path / name, 'latest')
   leaves = [jax.tree.leaves(jax.device_get(p['params'])) for p in params.values()]
   assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(*leaves))

@@ -298,7 +298,8 @@ def test_without_tta_only_the_plain_view_is_computed(served):
     config.predict.tta = False
   plain = runtime_lib.JaxRuntime(config, workdir, max_batch=4)
   images = np.random.default_rng(3).integers(0, 256, (3, 96, 96, 1), dtype=np.uint8)
-  views = scoring.predict_views(runtime.tta_fn, runtime.variables, images, 4, 0,
-                                 runtime.job.topo, 'test', progress=False)
+  scorer = runtime.scorer
+  views = scoring.predict_views(scorer.tta_fn, scorer.variables, images, 4, 0, scorer.topo,
+                                'test', progress=False)
   assert views.shape[0] == 8 and not plain.info.tta
   np.testing.assert_allclose(plain.scores(images), views[0][:, 1], atol=1e-6)

@@ -23,7 +23,7 @@ httpx = pytest.importorskip('httpx', reason='the serve extra is not installed')
 pytest.importorskip('starlette', reason='the serve extra is not installed')
 pytest.importorskip('uvicorn', reason='the serve extra is not installed')
 
-from nexjax.train import loop  # pylint: disable=g-import-not-at-top
+from nexjax.train import runs  # pylint: disable=g-import-not-at-top
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_review_page_in_a_browser_then_training_reads_the_label(server, tmp_path
   with config.unlocked():
     config.data.extra_labels = str(table)
   caplog.set_level(logging.INFO)
-  loop.train_and_evaluate(config, tmp_path / 'retrained')
+  runs.train_and_evaluate(config, tmp_path / 'retrained')
   assert f'Added 1 labelled image(s) (1 defects) from {table}' in caplog.text
   assert (tmp_path / 'retrained' / 'checkpoints').is_dir()
 

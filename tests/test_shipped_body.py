@@ -18,7 +18,7 @@ from nexjax import errors
 from nexjax import job as job_lib
 from nexjax import shipped_body
 from nexjax import workdir as workdir_lib
-from nexjax.train import loop
+from nexjax.train import runs
 from nexjax.train import state as state_lib
 
 BEST, LAST = 10, 20  # the tiny run's checkpoints: 'auto' picks the best by validation AUC
@@ -154,15 +154,15 @@ def test_resolve_init_unpacks_the_shipped_body_instead_of_training(tiny_run, bod
                                                                     monkeypatch):
   config, run_dir, best = tiny_run
   shipped_body.pack(run_dir)
-  monkeypatch.setattr(loop, 'train_and_evaluate', no_pretraining)
+  monkeypatch.setattr(runs, 'train_and_evaluate', no_pretraining)
   config = tiny_config(tmp_path / 'fresh_cache')
-  resolved = loop.resolve_init(config)
+  resolved = runs.resolve_init(config)
   body = tmp_path / 'fresh_cache' / 'pretrained' / f'{run_dir.name}-shipped'
   assert resolved.init.weights == str(body) and shipped_body.is_finished(body)
   assert workdir_lib.pretrained_body(resolved) == str(body)
   assert same(job_lib.pretrained_weights(resolved.init.weights, resolved), best)
   monkeypatch.setattr(shipped_body, 'unpack', no_pretraining)
-  assert loop.resolve_init(config).init.weights == str(body)  # unpacked once
+  assert runs.resolve_init(config).init.weights == str(body)  # unpacked once
 
 
 @pytest.mark.parametrize('choice, shipped', [('train', True), ('shipped', False)])
@@ -176,10 +176,10 @@ def test_resolve_init_trains_when_told_or_when_no_body_matches(tiny_run, bodies,
     trained.append((config, workdir))
     pathlib.Path(workdir).mkdir(parents=True)
     (pathlib.Path(workdir) / 'summary.json').write_text('{}')
-  monkeypatch.setattr(loop, 'train_and_evaluate', pretraining)
+  monkeypatch.setattr(runs, 'train_and_evaluate', pretraining)
   config = tiny_config(tmp_path / 'cache')
   config.init.pretrain_body = choice
-  resolved = loop.resolve_init(config)
+  resolved = runs.resolve_init(config)
   body = tmp_path / 'cache' / 'pretrained' / run_dir.name
   assert [(c.model.width, str(w)) for c, w in trained] == [(8, str(body))]
   assert resolved.init.weights == str(body)
@@ -192,7 +192,7 @@ def test_pretrain_body_is_part_of_the_run_not_of_the_body_key(tmp_path):
   config.init.pretrain_body = 'train'
   assert workdir_lib.run_key(workdir_lib.pretrain_section(config)) == key
   with pytest.raises(errors.ConfigError, match="init.pretrain_body='shipped' .its config.json."):
-    loop.check_same_run(config, tmp_path)
+    runs.check_same_run(config, tmp_path)
 
 
 def test_a_bad_pretrain_body_names_the_key_and_the_values():

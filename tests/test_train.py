@@ -21,7 +21,8 @@ from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import metrics
 from nexjax import job as job_lib
-from nexjax.train import loop
+from nexjax.train import recipe
+from nexjax.train import runs
 from nexjax.modes import lr_find
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
@@ -45,7 +46,7 @@ def baseline(tmp_path_factory, data_dir, compile_cache, smoke_config):
   del compile_cache
   root = tmp_path_factory.mktemp('baseline')
   config = smoke_config(data_dir, root / 'cache')
-  summary = loop.train_and_evaluate(config, root / 'workdir')
+  summary = runs.train_and_evaluate(config, root / 'workdir')
   return config, root / 'workdir', summary
 
 
@@ -103,13 +104,13 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(baseline, tmp_pa
   workdir = tmp_path / 'workdir'
   monkeypatch.setattr(preemption, 'StopRequest', StopAfterSteps)
   with pytest.raises(preemption.Interrupted, match='Run the same command again') as stopped:
-    loop.train_and_evaluate(config, workdir)
+    runs.train_and_evaluate(config, workdir)
   assert stopped.value.exit_code == 143
   checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints')
   assert checkpoints.latest_step() == StopAfterSteps.steps + 1  # mid-epoch 0
   checkpoints.close()
   monkeypatch.undo()
-  loop.train_and_evaluate(config, workdir)
+  runs.train_and_evaluate(config, workdir)
   resumed, expected = latest_params(workdir), latest_params(baseline_dir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), resumed, expected)
   for got, want in zip(read_rows(workdir), read_rows(baseline_dir), strict=True):
@@ -127,7 +128,7 @@ def test_frozen_phase_keeps_body_bitwise_and_trains_its_batchnorm(data_dir, tmp_
   tx = state_lib.phase_optimizer(config, variables, plan, 0)
   before = jax.tree.map(np.array, variables)
   state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
-  step = loop.make_train_step(job, tx, variables, 0)
+  step = recipe.make_train_step(job, tx, variables, 0)
   rng = np.random.default_rng(0)
   for _ in range(2):
     images = rng.integers(0, 256, (8, 96, 96, 1), dtype=np.uint8)
@@ -155,7 +156,7 @@ def test_non_finite_loss_stops_with_the_last_checkpoint_intact(
   config.phases[1].lr = (1e30, 1e32)  # the unfrozen phase diverges at once
   workdir = tmp_path / 'workdir'
   with pytest.raises(errors.NonFiniteLossError, match='last good checkpoint'):
-    loop.train_and_evaluate(config, workdir)
+    runs.train_and_evaluate(config, workdir)
   rows = read_rows(workdir)
   assert [r['phase'] for r in rows] == ['frozen']
   params = latest_params(workdir)
@@ -269,7 +270,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumed(b
   damaged = max((p for p in (workdir / 'checkpoints' / str(newest) / 'state').rglob('*')
                  if p.is_file()), key=lambda p: p.stat().st_size)
   damaged.write_bytes(damaged.read_bytes()[:100])  # a crash or a full disk mid-write
-  loop.train_and_evaluate(config, workdir)
+  runs.train_and_evaluate(config, workdir)
   assert (workdir / 'checkpoints' / f'broken-{newest}').is_dir()
   resumed, expected = latest_params(workdir), latest_params(baseline_dir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), resumed, expected)
@@ -282,7 +283,7 @@ def test_a_changed_network_on_an_existing_workdir_is_refused(baseline):
     config.model.arch = 'resnet18'
   with pytest.raises(errors.ConfigError,
                      match=r"model.arch='resnet10' \(its config.json\), not 'resnet18' as given"):
-    loop.train_and_evaluate(config, baseline_dir)
+    runs.train_and_evaluate(config, baseline_dir)
 
 
 def test_auto_checkpoint_is_the_last_one_below_twenty_validation_defects(baseline, monkeypatch):

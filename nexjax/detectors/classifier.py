@@ -15,12 +15,13 @@ import pathlib
 import numpy as np
 
 from nexjax import errors
-from nexjax import gradcam
 from nexjax import job as job_lib
-from nexjax import scoring
+from nexjax import scorer as scorer_lib
 from nexjax import workdir as workdir_lib
 from nexjax.detectors import base
 from nexjax.train import loop
+from nexjax.train import recipe
+from nexjax.train import runs
 
 
 class ClassifierDetector(base.Detector):
@@ -57,29 +58,29 @@ class ClassifierDetector(base.Detector):
     return base.nbytes(self.variables)
 
   def fit(self, train, valid, ctx: base.Context) -> None:
-    loop.check_same_run(self.config, self.run_dir)
+    runs.check_same_run(self.config, self.run_dir)
     model = job_lib.create_model(self.config)
     data = {'train': train, 'valid': valid}
-    if loop.uses_unlabelled(self.config):  # semi-supervised fine-tuning learns from them too
+    if recipe.uses_unlabelled(self.config):  # semi-supervised fine-tuning learns from them too
       data['unlabelled'] = job_lib.load_unlabelled(self.config)
     loop.train(job_lib.Job(self.config, ctx.topo, model, data), self.run_dir)
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)
 
-  def score(self, images, ctx: base.Context) -> np.ndarray:
+  def scorer(self, ctx: base.Context) -> scorer_lib.CheckpointScorer:
+    """The classifier's one scorer (`nexjax.scorer`, as predict and serve score) on the
+    fitted weights."""
     self.require_fitted()
-    tta = self.config.predict.tta
-    tta_fn = scoring.make_tta_fn(job_lib.create_model(self.config), self.config, ctx.topo,
-                                 plain_only=not tta)
-    views = scoring.predict_views(tta_fn, self.variables, images, ctx.batch_size,
-                                  self.config.seed, ctx.topo, f'{self.name}: score', ctx.progress)
-    p = scoring.plain_and_tta_scores(views, self.config)['tta'] if tta else views[0][:, 1]
+    return scorer_lib.CheckpointScorer(self.config, job_lib.create_model(self.config),
+                                       self.variables, ctx.topo)
+
+  def score(self, images, ctx: base.Context) -> np.ndarray:
+    p = self.scorer(ctx).scores(images, ctx.batch_size, f'{self.name}: score', ctx.progress)
     p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
 
   def anomaly_map(self, images, ctx: base.Context) -> np.ndarray:
-    self.require_fitted()
-    return gradcam.gradcam_maps(job_lib.create_model(self.config), self.variables, images,
-                                ctx.topo, ctx.batch_size, progress=ctx.progress)
+    """Grad-CAM of the plain view (no TTA)."""
+    return self.scorer(ctx).maps(images, ctx.batch_size, ctx.progress, tta=False)
 
   def save_state(self, directory) -> dict:
     """Nothing to write: the run directory holds the checkpoints and config.json."""

@@ -31,7 +31,7 @@ from nexjax import workdir as workdir_lib
 from nexjax.detectors import backbones
 from nexjax.detectors import ensemble
 from nexjax.detectors import selection
-from nexjax.train import loop
+from nexjax.train import runs
 
 CHOICE_FILE = workdir_lib.LINE_FILE
 BUDGET = -1  # every labelled defect at hand
@@ -110,7 +110,7 @@ def build(config, workdir, classifier: bool = True) -> dict:
   workdir = pathlib.Path(workdir)
   names = detector_names(config, has_trained_source(config), classifier)
   workdir.mkdir(parents=True, exist_ok=True)
-  config = loop.resolve_init(config)
+  config = runs.resolve_init(config)
   job = job_lib.setup(config, needs_defects=classifier)
   rule = threshold_rule(config, job.data['valid'])
   fitted = selection.run(config, workdir, job, plan(config, names, rule))

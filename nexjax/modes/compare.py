@@ -18,7 +18,7 @@ from nexjax import reporting
 from nexjax.data import pipeline
 from nexjax.detectors import ensemble
 from nexjax.detectors import selection
-from nexjax.train import loop
+from nexjax.train import runs
 
 
 def plan(config) -> selection.Plan:
@@ -29,7 +29,7 @@ def plan(config) -> selection.Plan:
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   """Fits and scores every detector of `compare.detectors` at every label budget."""
-  config = loop.resolve_init(config)
+  config = runs.resolve_init(config)
   workdir = pathlib.Path(workdir)
   job = job_lib.setup(config)
   fitted = selection.run(config, workdir, job, plan(config))

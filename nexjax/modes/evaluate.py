@@ -24,7 +24,6 @@ from nexjax import scoring
 from nexjax import weights as weights_lib
 from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
-from nexjax.train import loop
 from nexjax.train import preemption
 from nexjax.train import step as step_lib
 
@@ -181,7 +180,7 @@ def before_after(config, job, variables, workdir, out: pathlib.Path, results: di
   a gallery of labelled images with P(defect) from the weights at the end of the first phase and
   from the checkpoint graded; the title says when those are one checkpoint."""
   first = config.phases[0].name
-  path = loop.phase_weights_path(workdir, first)
+  path = workdir_lib.phase_weights_path(workdir, first)
   examples = job.data['test'] if job.data.get('test') and job.data['test'].labelled else \
       job.data['valid']
   if len(config.phases) < 2 or not path.is_file():

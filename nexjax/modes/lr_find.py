@@ -13,7 +13,8 @@ from nexjax import job as job_lib
 from nexjax import optim
 from nexjax import parallel
 from nexjax import reporting
-from nexjax.train import loop
+from nexjax.train import recipe
+from nexjax.train import runs
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
 
@@ -36,7 +37,7 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   restores them.
   """
   workdir = pathlib.Path(workdir)
-  config = loop.resolve_init(config)
+  config = runs.resolve_init(config)
   job = job_lib.setup(config)
   lf = config.lr_find
   variables = job_lib.load_pretrained(job_lib.init_variables(job.model, config), config)
@@ -48,9 +49,9 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
       config=state_lib.adamw_config(config), lr_schedule=lambda peak: sweep,
       momentum=config.optim.b1)
   state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
-  step_fn = loop.make_train_step(job, tx, variables, lf.phase)
+  step_fn = recipe.make_train_step(job, tx, variables, lf.phase)
   lrs, losses, best = [], [], math.inf
-  batches = loop.train_batches(job, 0)
+  batches = recipe.train_batches(job, 0)
   for i in tqdm.trange(lf.num_steps, desc='lr_find', disable=not (config.train.progress and
                                                                    job.topo.is_chief)):
     state = step_fn(state, **next(batches))

@@ -5,7 +5,8 @@ detector `--mode=compare` saved in `DIR/compare/` scores instead (its score, its
 on validation, its anomaly maps as overlays), without refitting and without the training data;
 so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
 With `predict.runtime` an export runtime ('onnxruntime', 'openvino', 'auto'), the export folder
-alone scores (`runtime.scorer`: no checkpoint, no training workdir).
+alone scores (`scorer.ExportScorer`: no checkpoint, no training workdir). The classifier scores
+as serve and the classifier detector do (`nexjax.scorer`).
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
 `b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id),
@@ -23,13 +24,10 @@ import numpy as np
 
 from nexjax import detectors
 from nexjax import errors
-from nexjax import gradcam
-from nexjax import job as job_lib
 from nexjax import localization
 from nexjax import parallel
 from nexjax import runtime as runtime_lib
-from nexjax import scoring
-from nexjax import workdir as workdir_lib
+from nexjax import scorer as scorer_lib
 from nexjax.data import folder as folder_lib
 from nexjax.data import sources
 from nexjax.detectors import backbones
@@ -68,18 +66,6 @@ def write_overlays(config, images, maps, names, chosen, out: pathlib.Path) -> No
       localization.save_overlay(target, images[i], amap)
       if config.predict.save_maps:
         np.save(out / f'{names[i]}.npy', amap)
-
-
-def write_heatmaps(config, job, variables, images, names, flagged, out: pathlib.Path) -> int:
-  """Grad-CAM overlays of the flagged (or all) images; returns how many."""
-  chosen = heatmap_rows(config, flagged)
-  if not len(chosen):
-    return 0
-  maps = gradcam.gradcam_maps(job.model, variables, images[chosen], job.topo,
-                              config.train.eval_batch_size, tta=config.predict.tta,
-                              progress=config.train.progress)
-  write_overlays(config, images, maps, names, chosen, out)
-  return len(chosen)
 
 
 def warn_shared_ids(names, files) -> None:
@@ -175,24 +161,6 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
   return output
 
 
-def predict_with_export(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
-  """Writes `file,id,p_defect,label` from the export folder alone on `predict.runtime`, with the
-  threshold and decoding the export recorded (`runtime.scorer`)."""
-  scorer = runtime_lib.scorer(config, workdir, config.predict.runtime)
-  files = folder_lib.list_inputs(config.predict.input)
-  images, files = folder_lib.decode_images(
-      files, image_size=scorer.image_size, channels=scorer.channels,
-      high_bit_scaling=scorer.high_bit_scaling, progress=config.train.progress)
-  names = folder_lib.relative_names(files, config.predict.input)
-  warn_shared_ids(names, files)
-  scores = scorer.scores(images, config.train.eval_batch_size)
-  flagged = scores >= scorer.threshold
-  with preemption.deferred():
-    write_csvs(config, output, names, files, scores, flagged, scorer.checkpoint_step,
-               scorer.threshold)
-  return output
-
-
 def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
@@ -201,30 +169,34 @@ def predict_folder(config, workdir) -> pathlib.Path:
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)
   check_writable(output, 'predict.output')
-  if config.predict.runtime != runtime_lib.CHECKPOINT:
-    return predict_with_export(config, workdir, output)
-  spec = config.predict.detector or line.chosen_detector(workdir)
+  spec = config.predict.runtime == runtime_lib.CHECKPOINT and (
+      config.predict.detector or line.chosen_detector(workdir))
   if spec:
     return predict_with_detector(config, workdir, output, spec)
-  config = workdir_lib.with_trained_model(config, workdir)
-  job = job_lib.setup(config, data=False)
-  variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-  threshold = scoring.read_threshold(workdir)
+  return predict_with_classifier(config, workdir, output)
+
+
+def predict_with_classifier(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
+  """Writes `file,id,p_defect,label` with the classifier's scorer (`nexjax.scorer`): the
+  workdir's checkpoint ('jax'), or the export folder alone on `predict.runtime`, with the
+  threshold and decoding the export recorded; Grad-CAM heatmaps on request (checkpoint only)."""
+  scorer = scorer_lib.load(config, workdir, config.predict.runtime)
   files = folder_lib.list_inputs(config.predict.input)
-  images, files = folder_lib.load_images(files, config)
+  images, files = scorer.decode(files, config.train.progress)
   names = folder_lib.relative_names(files, config.predict.input)
   warn_shared_ids(names, files)
-  views = scoring.predict_views(scoring.make_tta_fn(job.model, config, job.topo), variables,
-                                 images, config.train.eval_batch_size, config.seed, job.topo,
-                                 'predict', config.train.progress)
-  scores = scoring.plain_and_tta_scores(views, config)['tta' if config.predict.tta else 'plain']
-  flagged = scores >= threshold
-  if job.topo.is_chief:
+  scores = scorer.scores(images, config.train.eval_batch_size, 'predict', config.train.progress)
+  flagged = scorer.flagged(scores)
+  if scorer.is_chief:
     with preemption.deferred():
-      write_csvs(config, output, names, files, scores, flagged, step, threshold)
-  if config.predict.heatmaps != 'none':
+      write_csvs(config, output, names, files, scores, flagged, scorer.checkpoint_step,
+                 scorer.threshold)
+  if scorer.has_maps and config.predict.heatmaps != 'none':
     heatmaps = output.with_name(output.stem + '_heatmaps')
-    count = write_heatmaps(config, job, variables, images, names, flagged, heatmaps)
-    if job.topo.is_chief:
-      print(f'{count} Grad-CAM heatmaps -> {heatmaps}', flush=True)
+    chosen = heatmap_rows(config, flagged)
+    maps = scorer.maps(images[chosen], config.train.eval_batch_size,
+                       config.train.progress) if len(chosen) else []
+    if scorer.is_chief:
+      write_overlays(config, images, maps, names, chosen, heatmaps)
+      print(f'{len(chosen)} Grad-CAM heatmaps -> {heatmaps}', flush=True)
   return output

@@ -5,7 +5,7 @@ on (train/bad_1 missing or empty, or `data.max_train_defects=0`) those label-fre
 alone."""
 
 from nexjax.detectors import line
-from nexjax.train import loop
+from nexjax.train import runs
 
 
 def train(config, workdir) -> dict:
@@ -13,7 +13,7 @@ def train(config, workdir) -> dict:
   line's choice)."""
   if line.without_classifier(config):
     return {'line': line.build(config, workdir, classifier=False)}
-  summary = loop.train_and_evaluate(config, workdir)
+  summary = runs.train_and_evaluate(config, workdir)
   if line.wanted(config):
     summary['line'] = line.build(config, workdir)
   return summary

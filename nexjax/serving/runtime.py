@@ -2,8 +2,8 @@
 
 The seam for other runtimes: the server needs only an object with `info` (what /health shows),
 `image_size`, `channels`, `high_bit_scaling`, `has_maps`, `scores(images)` and `maps(images)`;
-`JaxRuntime` is nexjax's own jitted inference (the same TTA and threshold as `--mode=predict`),
-`ExportRuntime` an export folder alone on an export runtime (`nexjax.runtime.scorer`). Batches are
+`JaxRuntime` is nexjax's own jitted inference, `ExportRuntime` an export folder alone on an export
+runtime: both the classifier's one scorer (`nexjax.scorer`, as `--mode=predict` scores). Batches are
 padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles once, at
 start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
 checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
@@ -18,12 +18,11 @@ from absl import logging
 import jax
 import numpy as np
 
+from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import gradcam
-from nexjax import job as job_lib
 from nexjax import runtime as runtime_lib
-from nexjax import scoring
-from nexjax import workdir as workdir_lib
+from nexjax import scorer as scorer_lib
+
 
 def bucket_sizes(max_batch: int, devices: int = 1) -> list[int]:
   """The padded batch sizes: powers of two below max_batch, then max_batch, each rounded up to
@@ -63,7 +62,8 @@ def checkpoint_state(info: Info) -> dict:
   reason = None
   if not (directory / str(step)).is_dir():
     reason = f'step {step} was deleted from {directory}'
-  elif choice in ('best', 'latest') and (now := runtime_lib.named_step(directory, choice)) != step:
+  elif (choice in ('best', 'latest')
+        and (now := checkpoint_lib.named_step(directory, choice)) != step):
     reason = f'evaluate.checkpoint={choice!r} now names step {now}, not the served {step}'
   if reason is None:
     return {'step': step, 'stale': False}
@@ -91,45 +91,33 @@ class CheckpointWatch:
 
 
 class JaxRuntime:
-  """The workdir's checkpoint (`evaluate.checkpoint`, 'auto' by default) with its threshold;
-  P(defect) with the TTA of `predict.tta` and Grad-CAM maps (with TTA likewise)."""
+  """The workdir's checkpoint (`evaluate.checkpoint`, 'auto' by default) with its threshold:
+  the classifier's scorer (`nexjax.scorer.CheckpointScorer`, the TTA of `predict.tta`, as
+  `--mode=predict` scores) and its Grad-CAM maps (with TTA likewise)."""
   has_maps = True
 
   def __init__(self, config, workdir, max_batch: int):
     workdir = pathlib.Path(workdir)
-    config = workdir_lib.with_trained_model(config, workdir)
-    self.config = config
-    self.job = job_lib.setup(config, data=False)
-    self.variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
-    self.image_size, self.channels = config.data.image_size, config.data.channels
-    self.high_bit_scaling = config.data.high_bit_scaling
+    self.scorer = scorer_lib.CheckpointScorer.from_workdir(config, workdir)
+    self.config = config = self.scorer.config  # the run's, with the model it trained
+    self.image_size, self.channels = self.scorer.image_size, self.scorer.channels
+    self.high_bit_scaling = self.scorer.high_bit_scaling
     self.sizes = bucket_sizes(max_batch, jax.device_count())
-    # Without TTA only the plain view is computed (--mode=predict computes all in one pass).
-    self.tta_fn = scoring.make_tta_fn(self.job.model, config, self.job.topo,
-                                       plain_only=not config.predict.tta)
-    self.gradcam_fn = gradcam.make_gradcam_fn(self.job.model, self.job.topo,
-                                              tta=config.predict.tta)
     self.info = Info(model=f'{config.model.arch} (width {config.model.width}, '
                            f'{config.model.head} head)',
-                     workdir=str(workdir.resolve()), checkpoint_step=int(step),
-                     threshold=float(scoring.read_threshold(workdir)),
-                     image_size=self.image_size, tta=bool(config.predict.tta),
+                     workdir=str(workdir.resolve()),
+                     checkpoint_step=int(self.scorer.checkpoint_step),
+                     threshold=float(self.scorer.threshold),
+                     image_size=self.image_size, tta=self.scorer.tta,
                      checkpoint_choice=str(config.evaluate.checkpoint))
 
   def scores(self, images: np.ndarray) -> np.ndarray:
     """(N,) P(defect) of uint8 images (N, S, S, C), as `--mode=predict` computes it."""
-    views = scoring.predict_views(self.tta_fn, self.variables, images,
-                                   bucket(len(images), self.sizes), self.config.seed,
-                                   self.job.topo, 'serve', progress=False)
-    if not self.config.predict.tta:
-      return views[0][:, 1]
-    return scoring.plain_and_tta_scores(views, self.config)['tta']
+    return self.scorer.scores(images, bucket(len(images), self.sizes), 'serve')
 
   def maps(self, images: np.ndarray) -> np.ndarray:
     """(N, S, S) Grad-CAM maps in [0, 1] of uint8 images."""
-    return gradcam.gradcam_maps(self.job.model, self.variables, images, self.job.topo,
-                                bucket(len(images), self.sizes), progress=False,
-                                tta=self.config.predict.tta, fn=self.gradcam_fn)
+    return self.scorer.maps(images, bucket(len(images), self.sizes))
 
   def warm_up(self) -> None:
     """Compiles scoring at every padded batch size (the persistent compile cache makes later
@@ -142,14 +130,15 @@ class JaxRuntime:
 
 class ExportRuntime:
   """An export folder's file on a faster CPU runtime (OpenVINO or ONNX Runtime for `model.onnx`,
-  `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py), with the TTA of
-  `predict.tta` and the threshold and decoding the export recorded: it needs the export folder
-  alone, not the checkpoint (`runtime.scorer` refuses an export staler than a workdir at hand).
-  No Grad-CAM maps: those need the network in jax (serve.runtime='jax')."""
+  `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py): the classifier's scorer
+  (`nexjax.scorer.ExportScorer`) with the TTA of `predict.tta` and the threshold and decoding the
+  export recorded: it needs the export folder alone, not the checkpoint (an export staler than a
+  workdir at hand is refused). No Grad-CAM maps: those need the network in jax
+  (serve.runtime='jax')."""
   has_maps = False
 
   def __init__(self, config, workdir, max_batch: int, runtime: str):
-    self.scorer = runtime_lib.scorer(config, workdir, runtime)
+    self.scorer = scorer_lib.export_scorer(config, workdir, runtime)
     self.image_size, self.channels = self.scorer.image_size, self.scorer.channels
     self.high_bit_scaling, self.max_batch = self.scorer.high_bit_scaling, max_batch
     model = self.scorer.model
@@ -174,7 +163,7 @@ class ExportRuntime:
 
 def create(config, workdir, max_batch: int):
   """The runtime `serve.runtime` names: 'jax' (the checkpoint's jitted inference), or the
-  export folder (`runtime.export_folder`) on 'openvino', 'onnxruntime' or 'auto' (the fastest
+  export folder (`scorer.export_folder`) on 'openvino', 'onnxruntime' or 'auto' (the fastest
   installed)."""
   if config.serve.runtime == runtime_lib.CHECKPOINT:
     return JaxRuntime(config, workdir, max_batch)
