@@ -56,13 +56,8 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import nexjax  # noqa: E402
-from nexjax import checkpoint  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
-from nexjax import job  # noqa: E402
-from nexjax import parallel  # noqa: E402
-from nexjax import workdir as workdir_lib  # noqa: E402
-from nexjax import xla_cpu  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
 from nexjax.modes import compare  # noqa: E402
 from nexjax.modes import evaluate  # noqa: E402
@@ -71,7 +66,12 @@ from nexjax.modes import lr_find  # noqa: E402
 from nexjax.modes import predict  # noqa: E402
 from nexjax.modes import serve  # noqa: E402
 from nexjax.modes import train  # noqa: E402
+from nexjax.platform import parallel  # noqa: E402
+from nexjax.platform import xla_cpu  # noqa: E402
+from nexjax.train import checkpoint  # noqa: E402
+from nexjax.train import job  # noqa: E402
 from nexjax.train import preemption  # noqa: E402
+from nexjax.train import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Config file[:preset].',
                                           lock_config=True)
@@ -116,7 +116,7 @@ class LibraryInfoFilter(logging.Filter):
     if absl_logging.get_verbosity() >= 1:
       return True
     if is_orbax_full_disk(record):
-      return False  # nexjax says it in one line (nexjax/checkpoint.py)
+      return False  # nexjax says it in one line (nexjax/train/checkpoint.py)
     if record.levelno >= logging.ERROR:
       return True
     if 'tensorflow_datasets' in record.pathname:

@@ -36,8 +36,8 @@ Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, fl
             n/a on CPUs); torch: `torch.cuda.max_memory_allocated` of the row.
   status    ok, or OOM (RESOURCE_EXHAUSTED at that batch; the sweep goes on).
 --lower_only runs nothing: it lowers the programs (train step of each phase, eval, TTA, Grad-CAM;
-`nexjax.lowering`) for --platforms with `jax.export` over --devices abstract devices, one row per
-program and platform: XLA's FLOP count per image of the lowered program (before XLA's
+`nexjax.export.lowering`) for --platforms with `jax.export` over --devices abstract devices, one
+row per program and platform: XLA's FLOP count per image of the lowered program (before XLA's
 optimisations, counted on this machine: a CUDA or TPU program cannot be compiled without its
 device) and the seconds to lower it. A program that does not lower stops it with the error.
 JAX's allocator keeps what it grew to, and PyTorch runs after it: on a device under ~40 GiB run
@@ -112,21 +112,21 @@ except ImportError:
   pass
 
 from configs import finetune  # noqa: E402  (imports jax, starts no backend)
-from nexjax import xla_cpu  # noqa: E402
+from nexjax.platform import xla_cpu  # noqa: E402
 
 xla_cpu.apply_flags(finetune.get_config().xla_cpu)  # before the backend starts
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nexjax import scoring  # noqa: E402
-from nexjax import inference  # noqa: E402
-from nexjax import job as job_lib  # noqa: E402
-from nexjax import lowering  # noqa: E402
-from nexjax import parallel  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
-from nexjax.train import recipe  # noqa: E402
+from nexjax.export import lowering  # noqa: E402
+from nexjax.models import inference  # noqa: E402
+from nexjax.platform import parallel  # noqa: E402
+from nexjax.train import job as job_lib  # noqa: E402
 from nexjax.train import plan as plan_lib  # noqa: E402
+from nexjax.train import recipe  # noqa: E402
+from nexjax.train import scoring  # noqa: E402
 from nexjax.train import state as state_lib  # noqa: E402
 from nexjax.train import step as step_lib  # noqa: E402
 import train_step  # noqa: E402  (benchmarks/train_step.py: phases, PyTorch model and step)

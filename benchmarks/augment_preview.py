@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from nexjax import augment  # noqa: E402  (runnable from a checkout without installing)
+from nexjax.data import augment  # noqa: E402  (runnable from a checkout without installing)
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402

@@ -20,17 +20,17 @@ import numpy as np
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
-from nexjax import gradcam  # noqa: E402
-from nexjax import job as job_lib  # noqa: E402
-from nexjax import localization  # noqa: E402
-from nexjax import workdir as workdir_lib  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
+from nexjax.models import gradcam  # noqa: E402
+from nexjax.reports import localization  # noqa: E402
+from nexjax.train import job as job_lib  # noqa: E402
+from nexjax.train import workdir as workdir_lib  # noqa: E402
 
 
 def scores(job, variables, examples, stage: str, weight: str) -> dict:

@@ -10,11 +10,11 @@ weights (BatchNorm statistics included):
 
   nexjax       `train.step.probabilities` jit-compiled, as `--mode=evaluate` and `predict` run it;
                with TTA `scoring.view_probabilities` (views made on device, the model vmapped).
-  jax.export   `model.jaxexport` from `export.export_model`, through `nexjax.runtime`.
+  jax.export   `model.jaxexport` from `export.export_model`, through `nexjax.export.runtime`.
   torch        PyTorch eager (where torch is installed): torchvision body + fastai head with the
                exported fastai state dict, `no_grad`, `torch.set_num_threads` = the cores.
-  onnxruntime  `model.onnx` through `nexjax.runtime` (the `onnx` extra).
-  openvino     the same file through `nexjax.runtime` (the `openvino` extra), f32.
+  onnxruntime  `model.onnx` through `nexjax.export.runtime` (the `onnx` extra).
+  openvino     the same file through `nexjax.export.runtime` (the `openvino` extra), f32.
 
 Outside nexjax's own function TTA is `runtime.tta`: the 8 views made with numpy, one call on a
 batch of 8N. Latency is per image at batch 1 (p50 and p99 over `--latency_images` images);
@@ -36,13 +36,13 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-try:  # before TensorFlow (which nexjax.export imports): the other order segfaults
+try:  # before TensorFlow (which nexjax.export.writer imports): the other order segfaults
   import torch  # noqa: F401  pylint: disable=unused-import
   import torchvision  # noqa: F401  pylint: disable=unused-import
 except ImportError:
   pass
 
-from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
 xla_cpu.apply_flags()
 
@@ -51,13 +51,13 @@ import functools  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nexjax import augment  # noqa: E402
-from nexjax import scoring  # noqa: E402
-from nexjax import export  # noqa: E402
-from nexjax import formats  # noqa: E402
-from nexjax import runtime  # noqa: E402
-from nexjax import tta  # noqa: E402
+from nexjax.data import augment  # noqa: E402
+from nexjax.data import tta  # noqa: E402
+from nexjax.export import formats  # noqa: E402
+from nexjax.export import runtime  # noqa: E402
+from nexjax.export import writer as export  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
+from nexjax.train import scoring  # noqa: E402
 from nexjax.train import step  # noqa: E402
 import train_step  # noqa: E402  (benchmarks/train_step.py: the same PyTorch model)
 

@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from augment_preview import time_prepare  # noqa: E402
-from nexjax import augment  # noqa: E402
-from nexjax.data import prepare  # noqa: E402
+from nexjax.data import augment  # noqa: E402
 from nexjax.data import pipeline  # noqa: E402
+from nexjax.data import prepare  # noqa: E402
 from nexjax.data import split_cache  # noqa: E402
 
 

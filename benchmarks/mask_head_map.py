@@ -23,16 +23,16 @@ import numpy as np
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
 xla_cpu.apply_flags()
 
-from nexjax import job as job_lib  # noqa: E402
-from nexjax import localization  # noqa: E402
-from nexjax import metrics  # noqa: E402
-from nexjax import parallel  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import registry  # noqa: E402
+from nexjax.platform import parallel  # noqa: E402
+from nexjax.reports import localization  # noqa: E402
+from nexjax.reports import metrics  # noqa: E402
+from nexjax.train import job as job_lib  # noqa: E402
 from nexjax.train import runs  # noqa: E402
 import transfer  # noqa: E402  (the worlds' configs)
 

@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py                          # resnet34, 96 px (b32) and 224 px (b16)
   python benchmarks/train_step.py --sizes 96 --repeats 9 --json /tmp/step.json
-  python benchmarks/train_step.py --xla_cpu off             # XLA's defaults (no nexjax.xla_cpu)
+  python benchmarks/train_step.py --xla_cpu off   # XLA's defaults (no nexjax.platform.xla_cpu)
 
 What one step is: the product's own train step (`nexjax.train.step.train_step`, built by
 `nexjax.train.recipe.make_train_step` from the default config) with augmentation off: uint8
@@ -74,14 +74,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-try:  # before TensorFlow (which nexjax.job imports): the other order segfaults
+try:  # before TensorFlow (which nexjax.train.job imports): the other order segfaults
   import torch  # noqa: F401,E402  pylint: disable=unused-import
   import torchvision  # noqa: F401,E402  pylint: disable=unused-import
 except ImportError:
   pass
 
 if ARGS is not None:
-  from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+  from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
   xla_cpu.apply_flags(ARGS.xla_cpu)
 
 import jax  # noqa: E402
@@ -89,12 +89,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import finetune  # noqa: E402  (the main job's recipe)
-from nexjax import job as job_lib  # noqa: E402
-from nexjax import parallel  # noqa: E402
-from nexjax.train import recipe  # noqa: E402
-from nexjax.train import plan as plan_lib  # noqa: E402
-from nexjax.train import state as state_lib  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
+from nexjax.platform import parallel  # noqa: E402
+from nexjax.train import job as job_lib  # noqa: E402
+from nexjax.train import plan as plan_lib  # noqa: E402
+from nexjax.train import recipe  # noqa: E402
+from nexjax.train import state as state_lib  # noqa: E402
 
 PHASES = {'frozen': 0, 'unfrozen': 1}  # the default config's phases
 NUM_CLASSES = 2

@@ -39,21 +39,21 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
 xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
-from nexjax.detectors import selection  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
-from nexjax import defect_types  # noqa: E402
-from nexjax import job as job_lib  # noqa: E402
-from nexjax import plotting  # noqa: E402
+from nexjax.data.heldout import dataset as heldout  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
-from nexjax.data.heldout import dataset as heldout  # noqa: E402
+from nexjax.detectors import selection  # noqa: E402
+from nexjax.platform import plotting  # noqa: E402
+from nexjax.reports import defect_types  # noqa: E402
+from nexjax.train import job as job_lib  # noqa: E402
 from nexjax.train import runs  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')

@@ -6,8 +6,8 @@
 Three ways to get the 8 views' class probabilities of a batch of uint8 grayscale images with the
 fine-tuning model (ResNet + fastai head, eval mode, float32):
 
-  vmapped   `nexjax.scoring.view_probabilities` jit-compiled, as `--mode=evaluate` runs it: the
-            views are made on device and the model is vmapped over them, one call per batch.
+  vmapped   `nexjax.train.scoring.view_probabilities` jit-compiled, as `--mode=evaluate` runs it:
+            the views are made on device and the model is vmapped over them, one call per batch.
   loop      the same views and model, one jit-compiled call per view from a Python loop (8 calls
             per batch), as a straightforward port of fastai's TTA would do.
   torch     PyTorch eager on the same cores: torchvision body + fastai head under `no_grad`, a
@@ -30,13 +30,13 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-try:  # before TensorFlow (which nexjax.scoring imports): the other order segfaults
+try:  # before TensorFlow (which nexjax.train.scoring imports): the other order segfaults
   import torch  # noqa: F401  pylint: disable=unused-import
   import torchvision  # noqa: F401  pylint: disable=unused-import
 except ImportError:
   pass
 
-from nexjax import xla_cpu  # noqa: E402  (imports jax, starts no backend)
+from nexjax.platform import xla_cpu  # noqa: E402  (imports jax, starts no backend)
 
 xla_cpu.apply_flags()
 
@@ -44,10 +44,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nexjax import augment  # noqa: E402
-from nexjax import scoring  # noqa: E402
-from nexjax import tta  # noqa: E402
+from nexjax.data import augment  # noqa: E402
+from nexjax.data import tta  # noqa: E402
 from nexjax.models import resnet  # noqa: E402
+from nexjax.train import scoring  # noqa: E402
 import train_step  # noqa: E402  (benchmarks/train_step.py: the same PyTorch model)
 
 NUM_VIEWS = 8

@@ -13,8 +13,8 @@ import ml_collections
 
 from configs import detectors
 
-# init.weights naming the `pretrain` section's run (nexjax.job.PRETRAIN): the presets that start
-# from a body trained here.
+# init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
+# start from a body trained here.
 PRETRAIN = 'pretrain'
 
 # fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
@@ -34,7 +34,8 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.preset = 'nexperia'
   config.seed = 0
-  config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.xla_cpu): 'auto' on a CPU, 'on', 'off'
+  config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.platform.xla_cpu): 'auto' on a CPU,
+                               # 'on', 'off'
 
   config.data = ml_collections.ConfigDict(dict(
       dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
@@ -115,7 +116,7 @@ def get_config():
   ))
   config.evaluate = ml_collections.ConfigDict(dict(
       checkpoint='auto',       # 'best' (validation AUC) with >= 20 validation defects, else
-                               # 'latest' (nexjax.checkpoint); or 'best', 'latest', a step
+                               # 'latest' (nexjax.train.checkpoint); or 'best', 'latest', a step
       tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
       tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
       tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)

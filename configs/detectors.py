@@ -27,7 +27,7 @@ def generative(**extra) -> dict:
       batch_size=64,          # global training batch, divisible by the number of devices
       lr=1e-3,
       b1=0.9,                 # Adam's beta1
-      augment=False,          # fastai's on-device augmentation (nexjax.augment) of good images
+      augment=False,          # fastai's on-device augmentation (nexjax.data.augment) of good images
       score_topk=1.0,         # image score: mean of the top fraction of the error map (1 = mean)
       sample_every=500,       # losses checked and shown, reconstructions of a fixed batch kept
       num_samples=8,

@@ -11,15 +11,15 @@ import ml_collections
 
 from nexjax import detectors
 from nexjax import errors
-from nexjax import formats
-from nexjax import job as job_lib
-from nexjax import metrics as metrics_lib
-from nexjax import runtime as runtime_lib
 from nexjax import serving
-from nexjax import shipped_body
-from nexjax import tta as tta_lib
-from nexjax import xla_cpu
+from nexjax.data import tta as tta_lib
+from nexjax.export import formats
+from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
+from nexjax.platform import xla_cpu
+from nexjax.reports import metrics as metrics_lib
+from nexjax.train import job as job_lib
+from nexjax.train import shipped_body
 
 # Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
 # image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its

@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nexjax import xla_cpu
+from nexjax.platform import xla_cpu
 
 xla_cpu.apply_flags('auto')  # the same XLA:CPU compiler settings as launch.py
 
@@ -108,10 +108,10 @@ def toy_defects():
   train = 6 good textures + 2 with a white square at rows 20-35, columns 36-51 (labels 1),
   test = 3 new good textures + the first defect image."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from nexjax import parallel  # pylint: disable=g-import-not-at-top
   from nexjax.data import pipeline  # pylint: disable=g-import-not-at-top
   from nexjax.detectors import base  # pylint: disable=g-import-not-at-top
   from nexjax.models import resnet  # pylint: disable=g-import-not-at-top
+  from nexjax.platform import parallel  # pylint: disable=g-import-not-at-top
   model = resnet.create_model('resnet10', width=8, head='none')
   topo = parallel.topology()
   variables = parallel.replicate(random_variables(model, jnp.zeros((1, 64, 64, 3))), topo)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax import augment
+from nexjax.data import augment
 
 OFF = augment.AugmentOptions(flip_lr_p=0.0, dihedral=False, rotate_p=0.0, zoom_p=0.0,
                              brightness_p=0.0, contrast_p=0.0)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nexjax import lowering
+from nexjax.export import lowering
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -81,7 +81,7 @@ def test_measure_records_oom_and_raises_the_rest():
 
 def test_inference_smoke(tmp_path):
   """benchmarks/inference.py --smoke: every installed runtime, with and without TTA, agreeing."""
-  from nexjax import runtime  # pylint: disable=import-outside-toplevel
+  from nexjax.export import runtime  # pylint: disable=import-outside-toplevel
   import train_step  # pylint: disable=import-outside-toplevel
   out = tmp_path / 'inference.json'
   result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'inference.py'), '--smoke',

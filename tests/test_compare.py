@@ -10,17 +10,17 @@ import PIL.Image
 import pytest
 
 from configs import compare as compare_config
-from nexjax.modes import compare
 from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
-from nexjax import metrics as metrics_lib
-from nexjax import parallel
-from nexjax.modes import predict
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import gaussian
 from nexjax.detectors import patchcore
+from nexjax.modes import compare
+from nexjax.modes import predict
+from nexjax.platform import parallel
+from nexjax.reports import metrics as metrics_lib
 
 
 def test_compare_runs_every_detector_on_the_same_splits(tmp_path, compile_cache, monkeypatch):

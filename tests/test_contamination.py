@@ -7,11 +7,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nexjax import metrics
-from nexjax import parallel
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import contamination
+from nexjax.platform import parallel
+from nexjax.reports import metrics
 
 
 class NearestImage(base.Detector):

@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from nexjax import defect_types
 from nexjax import errors
-from nexjax import metrics
 from nexjax.data import synthetic
+from nexjax.reports import defect_types
+from nexjax.reports import metrics
 
 
 @pytest.fixture(scope='module')

@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from nexjax import metrics as metrics_lib
-from nexjax.detectors import selection
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
+from nexjax.detectors import selection
+from nexjax.reports import metrics as metrics_lib
 
 
 def test_ecdf_is_the_fraction_of_validation_scores_at_or_below():

@@ -12,18 +12,18 @@ import PIL.Image
 import pytest
 
 from configs import finetune
-from nexjax.modes import export as export_mode
-from nexjax import scoring
 from nexjax import errors
-from nexjax.modes import evaluate
-from nexjax.modes import predict
-from nexjax import inference
-from nexjax import localization
-from nexjax import reporting
-from nexjax import progress as progress_lib
-from nexjax import job as job_lib
-from nexjax.train import runs
 from nexjax.data import prepare
+from nexjax.models import inference
+from nexjax.modes import evaluate
+from nexjax.modes import export as export_mode
+from nexjax.modes import predict
+from nexjax.platform import progress as progress_lib
+from nexjax.reports import localization
+from nexjax.reports import reporting
+from nexjax.train import job as job_lib
+from nexjax.train import runs
+from nexjax.train import scoring
 from nexjax.train import step as step_lib
 
 
@@ -227,8 +227,8 @@ def test_old_workdir_without_config_is_a_clear_error(tmp_path):
 
 
 def test_export_mode_writes_files_that_load_back_bitwise(trained, tmp_path):
-  from nexjax import export  # pylint: disable=import-outside-toplevel
-  from nexjax import weights  # pylint: disable=import-outside-toplevel
+  from nexjax.export import writer as export  # pylint: disable=import-outside-toplevel
+  from nexjax.models import weights  # pylint: disable=import-outside-toplevel
   config, workdir = trained
   config = config.copy_and_resolve_references()
   with config.unlocked():

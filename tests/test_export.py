@@ -1,5 +1,6 @@
-"""nexjax.export without torch: the files read back bit for bit (nexjax.weights.load and
-`nexjax.convert`), fastai's key layout, and the jax.export artifact reproduces `model.apply`.
+"""nexjax.export.writer without torch: the files read back bit for bit (nexjax.models.weights.load
+and `nexjax.models.convert`), fastai's key layout, and the jax.export artifact reproduces
+`model.apply`.
 
 The torch/torchvision/fastai loads and logits are in tests/test_export_torch.py.
 """
@@ -16,15 +17,15 @@ import pytest
 import safetensors.numpy
 
 from configs import finetune
-from nexjax import augment
 from nexjax import config as config_lib
-from nexjax import convert
 from nexjax import errors
-from nexjax import export
-from nexjax import formats
-from nexjax import runtime
-from nexjax import weights
+from nexjax.data import augment
+from nexjax.export import formats
+from nexjax.export import runtime
+from nexjax.export import writer as export
+from nexjax.models import convert
 from nexjax.models import resnet
+from nexjax.models import weights
 from nexjax.train import step
 
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent / 'fixtures'))
@@ -98,7 +99,8 @@ def test_round_trip_fastai_head(tiny_fastai, tmp_path):
 
 
 def test_round_trip_through_convert(tmp_path):
-  """torchvision's own ResNet18 (1000 classes): export -> `nexjax.convert` -> the same variables."""
+  """torchvision's own ResNet18 (1000 classes): export -> `nexjax.models.convert` -> the same
+  variables."""
   variables = weights.torch_to_flax(seeded_weights.seeded_state_dict('resnet18', 11))
   files = export.export_model(variables, arch='resnet18', head='linear', width=64,
                               num_classes=1000, image_size=64, channels=3, out_dir=tmp_path,
@@ -185,7 +187,7 @@ def test_load_exported_names_a_missing_file(tmp_path):
 
 def test_a_new_format_is_one_table_entry_and_its_writer(tiny_fastai, tmp_path, monkeypatch):
   """A toy format: the variables as `model.npz` and a runtime scoring them with nexjax's own
-  model, registered once; export writes it, the checks and `nexjax.runtime` accept it."""
+  model, registered once; export writes it, the checks and `nexjax.export.runtime` accept it."""
   _, variables = tiny_fastai
 
   def write(network, out_dir):

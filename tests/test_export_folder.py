@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   warnings.simplefilter('ignore')
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
-from nexjax.serving import runtime as runtime_lib  # pylint: disable=g-import-not-at-top
+from nexjax.serving import served as runtime_lib  # pylint: disable=g-import-not-at-top
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATOL = 1e-5

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from configs import finetune
-from nexjax.data import folder as folder_lib
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import job as job_lib
+from nexjax.data import folder as folder_lib
+from nexjax.models import weights
 from nexjax.modes import predict
-from nexjax import weights
-from nexjax import workdir as workdir_lib
+from nexjax.train import job as job_lib
+from nexjax.train import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax import augment
-from nexjax import gradcam
-from nexjax import parallel
-from nexjax import tta
+from nexjax.data import augment
+from nexjax.data import tta
+from nexjax.models import gradcam
 from nexjax.models import resnet
+from nexjax.platform import parallel
 
 
 class Stage(nn.Module):

@@ -12,7 +12,6 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nexjax import defect_types
 from nexjax import errors
 from nexjax.data import nexperia
 from nexjax.data import sources
@@ -21,6 +20,7 @@ from nexjax.data.heldout import defects
 from nexjax.data.heldout import examples
 from nexjax.data.heldout import grid
 from nexjax.data.heldout import packages
+from nexjax.reports import defect_types
 
 SMALL = dict(num_train=12, num_test=9, num_unlabelled=5, image_size=64, defect_rate=0.34, seed=3)
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax import augment
-from nexjax import inference
-from nexjax import parallel
+from nexjax.data import augment
+from nexjax.models import inference
+from nexjax.platform import parallel
 
 
 @pytest.mark.parametrize('processes', [1, 2])

@@ -11,10 +11,10 @@ import pytest
 
 from configs import finetune
 from nexjax import errors
-from nexjax import job as job_lib
 from nexjax.data import extra_labels
 from nexjax.data import labels
 from nexjax.serving import review as review_lib
+from nexjax.train import job as job_lib
 
 ODD_NAMES = ['a,b.png', 'line\nbreak.png', 'quote".png', 'défaut;x.png', ' space.png']
 

@@ -15,8 +15,6 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import parallel
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
@@ -25,6 +23,8 @@ from nexjax.modes import evaluate
 from nexjax.modes import export
 from nexjax.modes import predict
 from nexjax.modes import train
+from nexjax.platform import parallel
+from nexjax.train import job as job_lib
 
 
 def point_predict_at_images(config, folder, count: int) -> np.ndarray:

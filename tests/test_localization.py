@@ -5,7 +5,7 @@ import PIL.Image
 import pytest
 from scipy import ndimage
 
-from nexjax import localization
+from nexjax.reports import localization
 
 
 def toy_masks(rng, num=6, size=24):

@@ -1,7 +1,7 @@
 """The product's programs lower for CUDA and TPU (`jax.export`, on this CPU machine): the train
-step of both phases (nexjax.optim's multi_transform with frozen groups, BatchNorm, bfloat16), the
-same step over an 8-device mesh with training's shardings, the eval step, the 8-view TTA and
-Grad-CAM; a construct only a CPU runs fails."""
+step of both phases (nexjax.train.optim's multi_transform with frozen groups, BatchNorm,
+bfloat16), the same step over an 8-device mesh with training's shardings, the eval step, the
+8-view TTA and Grad-CAM; a construct only a CPU runs fails."""
 
 import functools
 import pathlib
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import finetune
-from nexjax import lowering
+from nexjax.export import lowering
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_an_unknown_program_is_named():
 def test_building_the_programs_imports_no_tensorflow():
   """The GPU image has no TensorFlow and no dm-pix: the model, its steps (Grad-CAM's included)
   and configs must not need them."""
-  code = ('import sys; from configs import finetune; from nexjax import lowering; '
+  code = ('import sys; from configs import finetune; from nexjax.export import lowering; '
           "print(sorted(m for m in sys.modules if m.split('.')[0].startswith(('tensorflow', "
           "'dm_pix'))))")
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

@@ -12,12 +12,12 @@ import pytest
 
 from configs import finetune
 from nexjax import config as config_lib
-from nexjax import defect_types
 from nexjax import errors
-from nexjax import workdir as workdir_lib
 from nexjax.data import nexperia
 from nexjax.data import prepare
 from nexjax.data import sources
+from nexjax.reports import defect_types
+from nexjax.train import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

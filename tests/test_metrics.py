@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from nexjax import metrics
+from nexjax.reports import metrics
 
 
 def random_case(seed, n=300, ties=False):

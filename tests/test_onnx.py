@@ -1,5 +1,6 @@
 """`model.onnx` gives nexjax's probabilities in ONNX Runtime and OpenVINO (to 1e-5), and
-`nexjax.runtime` serves an export folder on each runtime; missing packages name their extra."""
+`nexjax.export.runtime` serves an export folder on each runtime; missing packages name their
+extra."""
 
 import functools
 import json
@@ -9,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from nexjax import augment
 from nexjax import errors
-from nexjax import export
-from nexjax import runtime
-from nexjax import tta
+from nexjax.data import augment
+from nexjax.data import tta
+from nexjax.export import runtime
+from nexjax.export import writer as export
 from nexjax.models import resnet
 from nexjax.train import step
 from test_export import random_variables  # BN statistics and biases drawn, so every entry counts

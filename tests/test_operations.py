@@ -9,10 +9,10 @@ import flax
 import jax.numpy as jnp
 import pytest
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import progress as progress_lib
 from nexjax.modes import predict
+from nexjax.platform import progress as progress_lib
+from nexjax.train import checkpoint as checkpoint_lib
 
 
 @flax.struct.dataclass

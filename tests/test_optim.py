@@ -9,8 +9,8 @@ import optax
 import pytest
 
 from configs import finetune
-from nexjax import optim
 from nexjax.models import resnet
+from nexjax.train import optim
 
 GROUPS = finetune.RESNET_GROUPS
 

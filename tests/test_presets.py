@@ -18,8 +18,8 @@ from configs import detectors as sections
 from configs import finetune
 from configs import synthetic
 from nexjax import detectors
-from nexjax import job
-from nexjax import workdir
+from nexjax.train import job
+from nexjax.train import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / 'tests' / 'fixtures' / 'presets.json'

@@ -7,18 +7,18 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nexjax import augment as augment_lib
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import weights as weights_lib
+from nexjax.data import augment as augment_lib
 from nexjax.models import resnet
+from nexjax.models import weights as weights_lib
+from nexjax.platform import parallel
+from nexjax.train import job as job_lib
+from nexjax.train import plan as plan_lib
 from nexjax.train import recipe
 from nexjax.train import runs
-from nexjax.train import plan as plan_lib
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
-from nexjax import parallel
 
 
 def test_mask_loss_compares_each_cell_with_the_share_the_defect_covers():

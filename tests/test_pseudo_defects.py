@@ -12,9 +12,9 @@ import PIL.Image
 import pytest
 
 from nexjax import errors
-from nexjax import job as job_lib
 from nexjax.data import pseudo_dataset
 from nexjax.data import pseudo_defects
+from nexjax.train import job as job_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

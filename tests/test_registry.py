@@ -12,14 +12,14 @@ import PIL.Image
 import pytest
 
 from configs import compare as compare_config
-from nexjax.modes import compare
 from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
-from nexjax import parallel
-from nexjax.modes import predict
 from nexjax.detectors import backbones
 from nexjax.detectors import base
+from nexjax.modes import compare
+from nexjax.modes import predict
+from nexjax.platform import parallel
 
 
 class MeanIntensity(base.Detector):

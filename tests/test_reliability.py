@@ -13,20 +13,20 @@ import PIL.Image
 import pytest
 
 from configs import finetune
-from nexjax.data import folder as folder_lib
-from nexjax import scoring
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax.modes import evaluate
-from nexjax import job as job_lib
-from nexjax.modes import predict
-from nexjax import workdir as workdir_lib
+from nexjax.data import folder as folder_lib
 from nexjax.data import labels
 from nexjax.data import nexperia
 from nexjax.data import prepare
 from nexjax.data import sources
-from nexjax.train import runs
+from nexjax.modes import evaluate
+from nexjax.modes import predict
+from nexjax.train import job as job_lib
 from nexjax.train import preemption
+from nexjax.train import runs
+from nexjax.train import scoring
+from nexjax.train import workdir as workdir_lib
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,7 @@ MAP_SECTION = '## How the code is organised'
 
 
 def code_map() -> list[str]:
-  """The nexjax modules listed in the README's code map, in their order ('nexjax/job.py')."""
+  """The nexjax modules listed in the README's code map, in their order ('nexjax/train/job.py')."""
   readme = (ROOT / 'README.md').read_text()
   section = readme[readme.index(MAP_SECTION):]
   section = section[:section.find('\n## ', 1)]
@@ -46,7 +46,7 @@ def nexjax_imports(path: pathlib.Path) -> set[str]:
 
 
 def is_lazy_import(node) -> bool:
-  """`lazy_import.module('name')`: an import all the same (nexjax/lazy_import.py)."""
+  """`lazy_import.module('name')`: an import all the same (nexjax/platform/lazy_import.py)."""
   return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
           and isinstance(node.func.value, ast.Name) and node.func.value.id == 'lazy_import'
           and node.func.attr == 'module' and len(node.args) == 1

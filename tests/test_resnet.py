@@ -3,7 +3,7 @@
 `tests/fixtures/*_torchvision.npz` hold torchvision's eval-mode logits and stage activations for
 weights that `seeded_weights.seeded_state_dict` regenerates here from a seed (see
 `tests/fixtures/make_resnet_fixtures.py`). The state dict goes through the same conversion users'
-checkpoints do (`nexjax.weights`), strictly merged into the model's own variable tree.
+checkpoints do (`nexjax.models.weights`), strictly merged into the model's own variable tree.
 """
 
 import functools
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from nexjax import weights
 from nexjax.models import resnet
+from nexjax.models import weights
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / 'fixtures'
 sys.path.insert(0, str(FIXTURES))

@@ -10,9 +10,9 @@ import pytest
 
 from configs import finetune
 from nexjax import errors
-from nexjax import shipped_body
-from nexjax import workdir as workdir_lib
 from nexjax.train import runs
+from nexjax.train import shipped_body
+from nexjax.train import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

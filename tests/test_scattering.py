@@ -11,8 +11,12 @@ import pytest
 import scipy.special
 from sklearn import metrics
 
-from nexjax import errors, parallel, scattering
+from nexjax import errors
+
+from nexjax.platform import parallel
+
 from nexjax.data import pipeline
+from nexjax.models import scattering
 from nexjax.detectors import base, scattering_xgb
 
 

@@ -10,12 +10,12 @@ import PIL.Image
 import pytest
 
 from configs import finetune
-from nexjax import augment as augment_lib
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import job as job_lib
+from nexjax.data import augment as augment_lib
 from nexjax.data import pipeline
 from nexjax.data import unlabelled
+from nexjax.train import job as job_lib
 from nexjax.train import runs
 from nexjax.train import step as step_lib
 

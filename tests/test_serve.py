@@ -19,17 +19,17 @@ with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2, which is not 
   warnings.simplefilter('ignore')
   from starlette.testclient import TestClient  # pylint: disable=g-import-not-at-top
 
-from nexjax.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
-from nexjax import scoring  # pylint: disable=g-import-not-at-top
 from nexjax import config as config_lib  # pylint: disable=g-import-not-at-top
 from nexjax import errors  # pylint: disable=g-import-not-at-top
-from nexjax import job as job_lib  # pylint: disable=g-import-not-at-top
-from nexjax.modes import predict  # pylint: disable=g-import-not-at-top
 from nexjax import serving  # pylint: disable=g-import-not-at-top
 from nexjax.data import extra_labels  # pylint: disable=g-import-not-at-top
+from nexjax.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
+from nexjax.modes import predict  # pylint: disable=g-import-not-at-top
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
 from nexjax.serving import batcher as batcher_lib  # pylint: disable=g-import-not-at-top
-from nexjax.serving import runtime as runtime_lib  # pylint: disable=g-import-not-at-top
+from nexjax.serving import served as runtime_lib  # pylint: disable=g-import-not-at-top
+from nexjax.train import job as job_lib  # pylint: disable=g-import-not-at-top
+from nexjax.train import scoring  # pylint: disable=g-import-not-at-top
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 TOKEN = 'a-test-token-of-24-chars'

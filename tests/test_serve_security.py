@@ -29,8 +29,8 @@ from nexjax import errors  # pylint: disable=g-import-not-at-top
 from nexjax import serving  # pylint: disable=g-import-not-at-top
 from nexjax.modes import serve as serve_mode  # pylint: disable=g-import-not-at-top
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
-from nexjax.serving import runtime as runtime_lib  # pylint: disable=g-import-not-at-top
 from nexjax.serving import security  # pylint: disable=g-import-not-at-top
+from nexjax.serving import served as runtime_lib  # pylint: disable=g-import-not-at-top
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 BASE_URL = 'http://127.0.0.1:8080'  # the default serve.host and port

@@ -1,4 +1,4 @@
-"""A shipped body (nexjax/shipped_body.py) is the finished pretraining run it was packed from:
+"""A shipped body (nexjax/train/shipped_body.py) is the finished pretraining run it was packed from:
 unpacked bit for bit into a workdir every reader accepts, checked by its sha256, used by
 resolve_init for its run key instead of pretraining, and matched by the shipped files."""
 
@@ -12,14 +12,14 @@ import optax
 import pytest
 
 from configs import finetune
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import shipped_body
-from nexjax import workdir as workdir_lib
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import job as job_lib
 from nexjax.train import runs
+from nexjax.train import shipped_body
 from nexjax.train import state as state_lib
+from nexjax.train import workdir as workdir_lib
 
 BEST, LAST = 10, 20  # the tiny run's checkpoints: 'auto' picks the best by validation AUC
 

@@ -198,7 +198,7 @@ def test_a_folder_recorded_before_unlabelled_images_existed_is_reused(tmp_path):
 
 def test_the_cached_folder_is_named_by_unlabelled_images_only_when_there_are_some(tmp_path):
   from configs import finetune  # pylint: disable=import-outside-toplevel
-  from nexjax import job  # pylint: disable=import-outside-toplevel
+  from nexjax.train import job  # pylint: disable=import-outside-toplevel
   config = finetune.get_config('smoke')
   config.data.cache_dir = str(tmp_path)
   config.data.synthetic_num_train, config.data.synthetic_num_test = 4, 2
@@ -298,9 +298,9 @@ def test_cli_writes_dataset_and_sample_grid(tmp_path):
 def test_masks_reach_the_decoded_splits(dataset, tmp_path):
   """Through the TFDS builder and the memory-mapped cache: a mask per image, non-empty exactly
   for the defects; a folder without masks has none."""
+  from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
   from nexjax.data import prepare  # pylint: disable=import-outside-toplevel
   from nexjax.data import sources  # pylint: disable=import-outside-toplevel
-  from nexjax.data import pipeline  # pylint: disable=import-outside-toplevel
   data = prepare.load_datasets(sources.KaggleFolder(dataset), image_size=48, valid_fraction=0.2,
                                 cache_dir=tmp_path / 'cache')
   for split in ('train', 'valid', 'test'):

@@ -1,5 +1,5 @@
 """Live comparison with torchvision (skipped without the torch extra): real .pth and .safetensors
-files, converted by `python -m nexjax.convert`, give torchvision's logits.
+files, converted by `python -m nexjax.models.convert`, give torchvision's logits.
 
 Independent of the committed fixtures: the weights here come from torch's own generator
 (torchvision's default initialisation, then random BatchNorm statistics and affine parameters).
@@ -20,8 +20,8 @@ torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
 safetensors_torch = pytest.importorskip('safetensors.torch')
 
-from nexjax import weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nexjax.models import resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from nexjax.models import weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ARCHS = ('resnet18', 'resnet34')
@@ -70,7 +70,7 @@ def converted(tmp_path_factory):
     for kind in ('pth', 'safetensors'):
       src, dst = tmp / f'{arch}.{kind}', tmp / f'{arch}_from_{kind}.npz'
       jobs.append((arch, kind, dst, subprocess.Popen(
-          [sys.executable, '-m', 'nexjax.convert', str(src), str(dst)], cwd=REPO,
+          [sys.executable, '-m', 'nexjax.models.convert', str(src), str(dst)], cwd=REPO,
           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
           env={**os.environ, 'JAX_PLATFORMS': 'cpu'})))
   out = {arch: (models[arch], {}) for arch in ARCHS}

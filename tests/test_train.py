@@ -14,18 +14,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from nexjax import checkpoint as checkpoint_lib
-from nexjax import optim
-from nexjax import parallel
 from nexjax import config as config_lib
 from nexjax import errors
-from nexjax import metrics
-from nexjax import job as job_lib
-from nexjax.train import recipe
-from nexjax.train import runs
 from nexjax.modes import lr_find
+from nexjax.platform import parallel
+from nexjax.reports import metrics
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import job as job_lib
+from nexjax.train import optim
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
+from nexjax.train import recipe
+from nexjax.train import runs
 from nexjax.train import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax import tta
+from nexjax.data import tta
 
 
 def numpy_dihedral(x):

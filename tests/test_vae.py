@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from nexjax import errors
-from nexjax import parallel
 from nexjax.data import pipeline
 from nexjax.data import synthetic
 from nexjax.detectors import base
 from nexjax.detectors import generative
 from nexjax.detectors import vae
+from nexjax.platform import parallel
 
 
 def good_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

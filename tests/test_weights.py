@@ -1,4 +1,4 @@
-"""nexjax.weights and the `python -m nexjax.convert` CLI, without torch.
+"""nexjax.models.weights and the `python -m nexjax.models.convert` CLI, without torch.
 
 The state dicts are torchvision's own key lists and shapes, drawn from a seed by
 `tests/fixtures/seeded_weights.py`; file downloads are served from a local `file://` folder.
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from nexjax import convert
-from nexjax import weights
+from nexjax.models import convert
 from nexjax.models import heads
+from nexjax.models import weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tests' / 'fixtures'))
@@ -204,7 +204,7 @@ def test_torch_file_without_torch_says_how_to_proceed(tmp_path, monkeypatch, suf
     weights.load(path)
   message = str(info.value)
   assert 'needs torch, which is not installed' in message
-  assert "pip install -e '.[torch]'" in message and 'python -m nexjax.convert' in message
+  assert "pip install -e '.[torch]'" in message and 'python -m nexjax.models.convert' in message
   assert isinstance(info.value.__cause__, ImportError)
 
 
@@ -339,10 +339,10 @@ def test_fetch_unknown_name(tmp_path):
     weights.fetch('resnet99', cache_dir=tmp_path)
 
 
-# --- python -m nexjax.convert --------------------------------------------------------------------
+# --- python -m nexjax.models.convert ---------------------------------------------------------
 
 def _run_convert(*args) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'nexjax.convert', *map(str, args)], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'nexjax.models.convert', *map(str, args)], cwd=REPO,
                         capture_output=True, text=True, timeout=300, check=False,
                         env={**os.environ, 'JAX_PLATFORMS': 'cpu',
                              'PYTHONPATH': str(REPO)})
@@ -388,5 +388,6 @@ def test_convert_summary_in_process(tmp_path):
 
 
 def test_convert_cli_usage_error():
-  with pytest.raises(absl.app.UsageError, match='usage: python -m nexjax.convert SRC DST.npz'):
+  with pytest.raises(absl.app.UsageError,
+                     match='usage: python -m nexjax.models.convert SRC DST.npz'):
     convert.main(['convert', 'only_one_argument'])

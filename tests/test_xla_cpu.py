@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nexjax import xla_cpu
 from nexjax.models import resnet
+from nexjax.platform import xla_cpu
 
 ON_CPU = jax.default_backend() == 'cpu'
 
@@ -167,7 +167,7 @@ def run_fresh(code: str, env_update: dict[str, str]):
 
 
 FRESH = """
-  from nexjax import xla_cpu
+  from nexjax.platform import xla_cpu
   added = xla_cpu.apply_flags('auto')
   import os, jax, jax.numpy as jnp
   conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME')

@@ -1,2 +1,2 @@
 """Shipped pretrained bodies, PRESET-KEY.npz and PRESET-KEY.json (package data; see
-nexjax/shipped_body.py), and `python -m nexjax.bodies.pack`, which writes them."""
+nexjax/train/shipped_body.py), and `python -m nexjax.bodies.pack`, which writes them."""

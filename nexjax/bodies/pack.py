@@ -2,7 +2,7 @@
 run from the repository root: python -m nexjax.bodies.pack --run_dir DIR [--default].
 
 Writes the finished pretraining run in DIR as nexjax/bodies/PRESET-KEY.npz and .json
-(nexjax/shipped_body.py). KEY: --key, else the one in DIR's name where it is a cache folder
+(nexjax/train/shipped_body.py). KEY: --key, else the one in DIR's name where it is a cache folder
 (`.../pretrained/PRESET-KEY`), else with --default the synthetic preset's body key of the day
 (DIR trained by `launch.py --config=configs/finetune.py:pretrain_wide`)."""
 
@@ -15,8 +15,8 @@ import ml_collections
 
 from configs import finetune
 from nexjax import errors
-from nexjax import shipped_body
-from nexjax import workdir as workdir_lib
+from nexjax.train import shipped_body
+from nexjax.train import workdir as workdir_lib
 
 _RUN_DIR = flags.DEFINE_string('run_dir', None, 'The finished pretraining run.', required=True)
 _KEY = flags.DEFINE_string('key', '', "The body's run key, where DIR is not named PRESET-KEY.")

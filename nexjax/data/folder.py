@@ -9,9 +9,9 @@ import tensorflow as tf
 import tqdm
 
 from nexjax import errors
-from nexjax import progress as progress_lib
 from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.platform import progress as progress_lib
 
 
 def glob_paths(spec: str):

@@ -24,10 +24,10 @@ files of one split with the same id, a defect without its type.
 import dataclasses
 import pathlib
 
-from nexjax import defect_types as defect_types_lib
 from nexjax import errors
 from nexjax.data import labels as label_files
 from nexjax.data import nexperia
+from nexjax.reports import defect_types as defect_types_lib
 
 COLUMNS = ('split', 'defect_type')  # the optional columns
 SPLITS = ('train', 'test')

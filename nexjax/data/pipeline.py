@@ -3,7 +3,7 @@
 - Images are decoded and resized once (`nexjax.data.prepare`), into a memory-mapped file per
   split in the cache (uint8), which later runs open without decoding; host memory does not grow
   with the dataset, as only the rows a batch needs are read. Augmentation happens later on the
-  device (`nexjax.augment`), so the host only gathers bytes.
+  device (`nexjax.data.augment`), so the host only gathers bytes.
 - Training batches are drawn with replacement, class-rebalanced like fastai's
   OverSamplingCallback, by *stateless* random ops keyed on (seed, step). A batch is therefore a
   pure function of its step: resuming at step s, or running on any number of hosts or devices,
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nexjax import lazy_import
+from nexjax.platform import lazy_import
 
 tf = lazy_import.module('tensorflow')
 tfds = lazy_import.module('tensorflow_datasets')

@@ -10,11 +10,11 @@ import functools
 import hashlib
 import pathlib
 
-from nexjax import defect_types as defect_types_lib
 from nexjax.data import manifest as manifest_lib
 from nexjax.data import nexperia
 from nexjax.data import split_cache
 from nexjax.data import synthetic
+from nexjax.reports import defect_types as defect_types_lib
 
 
 class Source(abc.ABC):

@@ -8,10 +8,10 @@ import pathlib
 import ml_collections
 
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import parallel
-from nexjax import weights as weights_lib
 from nexjax.detectors import base
+from nexjax.models import weights as weights_lib
+from nexjax.platform import parallel
+from nexjax.train import job as job_lib
 
 
 def backbone(config, model_source: str) -> base.Backbone:

@@ -15,8 +15,8 @@ folder: `detector.json` (name, format, nexjax version, the config it was fitted 
 backbone, data) beside `arrays.npz` or the method's own files.
 
 Images are what the input pipeline yields: uint8 arrays (N, H, W, C), C = 1 (grayscale) or 3.
-Device work goes through `nexjax.inference.map_batches`, so every method runs data-parallel on
-whatever devices the `Context` holds.
+Device work goes through `nexjax.models.inference.map_batches`, so every method runs data-parallel
+on whatever devices the `Context` holds.
 """
 
 import abc
@@ -33,8 +33,8 @@ import ml_collections
 import numpy as np
 
 from nexjax import errors
-from nexjax import parallel
 from nexjax.data import pipeline
+from nexjax.platform import parallel
 
 SAVED_FILE = 'detector.json'
 ARRAYS_FILE = 'arrays.npz'

@@ -3,7 +3,7 @@
 Its config is the whole fine-tuning config (no `config.detectors` section). Fitting runs that
 recipe (`nexjax.train.loop`) on the given splits into its run directory, which holds its weights
 (checkpoints and `config.json`); its saved folder records where that run is, relative to the
-folder. The score is the logit of P(defect) of the 'auto' checkpoint (nexjax.checkpoint), with
+folder. The score is the logit of P(defect) of the 'auto' checkpoint (nexjax.train.checkpoint), with
 the report's TTA where `predict.tta` (the default, as `--mode=predict` scores a workdir; the
 views and their combination are `evaluate.tta_*`); the anomaly map is its Grad-CAM.
 """
@@ -15,13 +15,13 @@ import pathlib
 import numpy as np
 
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import scorer as scorer_lib
-from nexjax import workdir as workdir_lib
 from nexjax.detectors import base
+from nexjax.export import scorer as scorer_lib
+from nexjax.train import job as job_lib
 from nexjax.train import loop
 from nexjax.train import recipe
 from nexjax.train import runs
+from nexjax.train import workdir as workdir_lib
 
 
 class ClassifierDetector(base.Detector):
@@ -67,7 +67,7 @@ class ClassifierDetector(base.Detector):
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)
 
   def scorer(self, ctx: base.Context) -> scorer_lib.CheckpointScorer:
-    """The classifier's one scorer (`nexjax.scorer`, as predict and serve score) on the
+    """The classifier's one scorer (`nexjax.export.scorer`, as predict and serve score) on the
     fitted weights."""
     self.require_fitted()
     return scorer_lib.CheckpointScorer(self.config, job_lib.create_model(self.config),

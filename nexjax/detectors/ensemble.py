@@ -19,10 +19,10 @@ import pathlib
 
 import numpy as np
 
-from nexjax.detectors import registry
 from nexjax import errors
-from nexjax import metrics as metrics_lib
 from nexjax.detectors import base
+from nexjax.detectors import registry
+from nexjax.reports import metrics as metrics_lib
 
 NAME = 'ensemble'
 

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nexjax import augment
 from nexjax import errors
-from nexjax import inference
-from nexjax import parallel
+from nexjax.data import augment
 from nexjax.detectors import base
+from nexjax.models import inference
 from nexjax.models import resnet
+from nexjax.platform import parallel
 
 
 def require_backbone(ctx: base.Context, name: str) -> base.Backbone:

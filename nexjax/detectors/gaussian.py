@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nexjax import inference
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
+from nexjax.models import inference
 
 
 class MomentAccumulator:

@@ -26,13 +26,13 @@ import numpy as np
 import optax
 import tqdm
 
-from nexjax import augment as augment_lib
 from nexjax import errors
-from nexjax import inference
-from nexjax import localization
-from nexjax import parallel
+from nexjax.data import augment as augment_lib
 from nexjax.detectors import base
 from nexjax.detectors import plots
+from nexjax.models import inference
+from nexjax.platform import parallel
+from nexjax.reports import localization
 
 PARAMS_FILE = 'params.msgpack'
 
@@ -47,7 +47,7 @@ def common_config() -> ml_collections.ConfigDict:
       batch_size=64,          # global training batch, divisible by the number of devices
       lr=1e-3,
       b1=0.9,                 # Adam's beta1
-      augment=False,          # fastai's on-device augmentation (nexjax.augment) of good images
+      augment=False,          # fastai's on-device augmentation (nexjax.data.augment) of good images
       score_topk=1.0,         # image score: mean of the top fraction of the error map (1 = mean)
       sample_every=500,       # losses checked and shown, reconstructions of a fixed batch kept
       num_samples=8,

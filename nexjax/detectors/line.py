@@ -23,15 +23,15 @@ import pathlib
 
 import numpy as np
 
-from nexjax.detectors import registry
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import metrics as metrics_lib
-from nexjax import workdir as workdir_lib
 from nexjax.detectors import backbones
 from nexjax.detectors import ensemble
+from nexjax.detectors import registry
 from nexjax.detectors import selection
+from nexjax.reports import metrics as metrics_lib
+from nexjax.train import job as job_lib
 from nexjax.train import runs
+from nexjax.train import workdir as workdir_lib
 
 CHOICE_FILE = workdir_lib.LINE_FILE
 BUDGET = -1  # every labelled defect at hand

@@ -10,11 +10,11 @@ for 0 labelled defects beside the source lines' classifier, which reads the same
 import jax
 import numpy as np
 
-from nexjax import augment as augment_lib
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import localization
+from nexjax.data import augment as augment_lib
 from nexjax.detectors import source_classifier
+from nexjax.reports import localization
+from nexjax.train import job as job_lib
 
 
 class MaskHead(source_classifier.SourceClassifier):

@@ -22,10 +22,10 @@ import ml_collections
 import numpy as np
 
 from nexjax import errors
-from nexjax import inference
-from nexjax import localization
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
+from nexjax.models import inference
+from nexjax.reports import localization
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

@@ -30,12 +30,12 @@ import ml_collections
 import numpy as np
 
 from nexjax import errors
-from nexjax import inference
-from nexjax import localization
-from nexjax import parallel
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
+from nexjax.models import inference
+from nexjax.platform import parallel
+from nexjax.reports import localization
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from nexjax.plotting import plt
+from nexjax.platform.plotting import plt
 
 
 def _gray(image):

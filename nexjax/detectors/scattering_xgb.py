@@ -1,7 +1,7 @@
 """Scattering transform + gradient-boosted trees (XGBoost): the report's proposal, supervised.
 
 Features: the image (channels averaged to gray: inspection images are grayscale, and RGB ones
-carry little colour) goes through a 2-D scattering transform (`nexjax.scattering`, J scales,
+carry little colour) goes through a 2-D scattering transform (`nexjax.models.scattering`, J scales,
 L angles, order 2) whose K coefficient maps are averaged over 1x1 and 4x4 cells (`pool_grid`),
 plus each map's maximum (`pool_max`), optionally log-scaled: K * (1 + 16 + 1) floats per image,
 3906 for J=3, L=8 (16 KB), whatever the image size. On 2,000 synthetic 96 px images the maxima
@@ -37,9 +37,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nexjax import augment, errors, inference, parallel, scattering
+from nexjax.data import augment
+
+from nexjax import errors
+
+from nexjax.models import inference
+
+from nexjax.platform import parallel
+
 from nexjax.data import pipeline
 from nexjax.detectors import base
+from nexjax.models import scattering
 
 # The settings that determine the features (and so the cache key and what `load` must match).
 FEATURE_KEYS = ('J', 'L', 'order', 'pool_grid', 'pool_max', 'log', 'eps')

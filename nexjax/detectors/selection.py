@@ -18,16 +18,16 @@ import time
 from absl import logging
 import numpy as np
 
-from nexjax import defect_types
-from nexjax.detectors import registry
-from nexjax import job as job_lib
-from nexjax import localization
-from nexjax import metrics as metrics_lib
 from nexjax.data import pipeline
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import contamination
 from nexjax.detectors import ensemble
+from nexjax.detectors import registry
+from nexjax.reports import defect_types
+from nexjax.reports import localization
+from nexjax.reports import metrics as metrics_lib
+from nexjax.train import job as job_lib
 
 MAX_FPR = 0.01   # "defect recall at 1% good-device loss"
 DATA_KEYS = ('image_size', 'channels', 'high_bit_scaling')  # how images reach a detector

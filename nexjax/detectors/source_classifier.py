@@ -10,9 +10,9 @@ P(defect), Grad-CAM); fitting only loads the source run's 'auto' checkpoint.
 """
 
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import workdir as workdir_lib
 from nexjax.detectors import classifier
+from nexjax.train import job as job_lib
+from nexjax.train import workdir as workdir_lib
 
 
 class SourceClassifier(classifier.ClassifierDetector):

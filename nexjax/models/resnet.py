@@ -5,7 +5,7 @@ Why not the Flax example's ResNet: torchvision pads symmetrically (stem 7x7/2 pa
 every feature map by a pixel, so converted ImageNet weights would give different logits. Here every
 padding is explicit, BatchNorm is torch's (momentum 0.1, eps 1e-5, unbiased running variance), and
 module names mirror torchvision's state-dict keys (`layer1/0/conv1`, `layer2/0/downsample/0`, `fc`),
-so weight conversion is a mechanical rename (see `nexjax.weights`).
+so weight conversion is a mechanical rename (see `nexjax.models.weights`).
 
 Images are NHWC. Parameters are float32; `dtype` sets the computation type (bfloat16 on
 accelerators). The stage outputs are sown as one dict `{'stem', 'layer1', ... 'layer4'}` into
@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nexjax import xla_cpu
 from nexjax.models import batch_norm
 from nexjax.models import heads as heads_lib
+from nexjax.platform import xla_cpu
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')  # the sown stage outputs, in order
 

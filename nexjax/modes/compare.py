@@ -12,12 +12,12 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from nexjax import job as job_lib
-from nexjax import localization
-from nexjax import reporting
 from nexjax.data import pipeline
 from nexjax.detectors import ensemble
 from nexjax.detectors import selection
+from nexjax.reports import localization
+from nexjax.reports import reporting
+from nexjax.train import job as job_lib
 from nexjax.train import runs
 
 

@@ -12,20 +12,20 @@ import pathlib
 import jax
 import numpy as np
 
-from nexjax import defect_types
-from nexjax import gradcam
-from nexjax import inference
-from nexjax import job as job_lib
-from nexjax import localization
-from nexjax import metrics as metrics_lib
-from nexjax import parallel
-from nexjax import reporting
-from nexjax import scoring
-from nexjax import weights as weights_lib
-from nexjax import workdir as workdir_lib
 from nexjax.data import pipeline
+from nexjax.models import gradcam
+from nexjax.models import inference
+from nexjax.models import weights as weights_lib
+from nexjax.platform import parallel
+from nexjax.reports import defect_types
+from nexjax.reports import localization
+from nexjax.reports import metrics as metrics_lib
+from nexjax.reports import reporting
+from nexjax.train import job as job_lib
 from nexjax.train import preemption
+from nexjax.train import scoring
 from nexjax.train import step as step_lib
+from nexjax.train import workdir as workdir_lib
 
 # Rules reported beside the chosen one; fixed thresholds only make sense for probabilities.
 SCORE_RULES = ('max_accuracy', 'recall:0.95', 'recall:0.99')

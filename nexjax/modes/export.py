@@ -1,14 +1,14 @@
-"""`--mode=export`: a workdir's network as files other tools load (`nexjax.export`), with what a
-runtime needs to score from the export folder alone recorded in its `model.json`."""
+"""`--mode=export`: a workdir's network as files other tools load (`nexjax.export.writer`), with
+what a runtime needs to score from the export folder alone recorded in its `model.json`."""
 
 import pathlib
 
 import jax
 
-from nexjax import export
-from nexjax import job as job_lib
-from nexjax import scoring
-from nexjax import workdir as workdir_lib
+from nexjax.export import writer as export
+from nexjax.train import job as job_lib
+from nexjax.train import scoring
+from nexjax.train import workdir as workdir_lib
 
 
 def export_workdir(config, workdir) -> dict[str, pathlib.Path]:

@@ -9,10 +9,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from nexjax import job as job_lib
-from nexjax import optim
-from nexjax import parallel
-from nexjax import reporting
+from nexjax.platform import parallel
+from nexjax.reports import reporting
+from nexjax.train import job as job_lib
+from nexjax.train import optim
 from nexjax.train import recipe
 from nexjax.train import runs
 from nexjax.train import state as state_lib

@@ -6,7 +6,7 @@ on validation, its anomaly maps as overlays), without refitting and without the 
 so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
 With `predict.runtime` an export runtime ('onnxruntime', 'openvino', 'auto'), the export folder
 alone scores (`scorer.ExportScorer`: no checkpoint, no training workdir). The classifier scores
-as serve and the classifier detector do (`nexjax.scorer`).
+as serve and the classifier detector do (`nexjax.export.scorer`).
 
 Rows are keyed by the file's path relative to the input folder (`file`), so `a/x.jpg`,
 `b/x.jpg` and `x.png` stay three rows; `id` is the file name without its suffix (the Kaggle id),
@@ -24,16 +24,16 @@ import numpy as np
 
 from nexjax import detectors
 from nexjax import errors
-from nexjax import localization
-from nexjax import parallel
-from nexjax import runtime as runtime_lib
-from nexjax import scorer as scorer_lib
 from nexjax.data import folder as folder_lib
 from nexjax.data import sources
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
 from nexjax.detectors import line
+from nexjax.export import runtime as runtime_lib
+from nexjax.export import scorer as scorer_lib
+from nexjax.platform import parallel
+from nexjax.reports import localization
 from nexjax.train import preemption
 
 
@@ -177,7 +177,7 @@ def predict_folder(config, workdir) -> pathlib.Path:
 
 
 def predict_with_classifier(config, workdir: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
-  """Writes `file,id,p_defect,label` with the classifier's scorer (`nexjax.scorer`): the
+  """Writes `file,id,p_defect,label` with the classifier's scorer (`nexjax.export.scorer`): the
   workdir's checkpoint ('jax'), or the export folder alone on `predict.runtime`, with the
   threshold and decoding the export recorded; Grad-CAM heatmaps on request (checkpoint only)."""
   scorer = scorer_lib.load(config, workdir, config.predict.runtime)

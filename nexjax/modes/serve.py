@@ -35,7 +35,7 @@ def serve(config, workdir) -> None:
   except ImportError as e:
     raise errors.ConfigError(f"--mode=serve needs the serve extra ({e.name} is missing): "
                              "pip install -c constraints.txt -e '.[serve]'") from None
-  from nexjax.serving import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
+  from nexjax.serving import served as runtime_lib  # pylint: disable=import-outside-toplevel
   listener = bind(config.serve.host, config.serve.port)
   with listener:
     runtime = runtime_lib.create(config, workdir, config.serve.max_batch)

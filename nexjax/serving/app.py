@@ -38,8 +38,8 @@ from starlette.routing import Route
 from nexjax.data import folder as folder_lib
 from nexjax.serving import batcher as batcher_lib
 from nexjax.serving import review as review_lib
-from nexjax.serving import runtime as runtime_lib
 from nexjax.serving import security
+from nexjax.serving import served as runtime_lib
 from nexjax.serving import uploads
 
 MAX_FILES = 64  # per request

@@ -21,8 +21,8 @@ import tempfile
 import numpy as np
 import PIL.Image
 
-from nexjax import localization
 from nexjax.data import labels as label_files
+from nexjax.reports import localization
 
 LABELS = {'good': 0, 'defect': 1}
 LABEL_NAMES = {v: k for k, v in LABELS.items()}

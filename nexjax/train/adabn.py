@@ -5,7 +5,7 @@ the model will see rather than for the source lines. Weights are not changed."""
 import jax
 import numpy as np
 
-from nexjax import augment as augment_lib
+from nexjax.data import augment as augment_lib
 from nexjax.data import pipeline
 
 # With torch's momentum 0.1 the statistics after this many batches weigh the pretrained ones

@@ -17,21 +17,21 @@ import jax
 import numpy as np
 import tqdm
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import inference
-from nexjax import job as job_lib
-from nexjax import optim
-from nexjax import parallel
-from nexjax import reporting
-from nexjax import weights as weights_lib
-from nexjax import workdir as workdir_lib
+from nexjax.models import inference
+from nexjax.models import weights as weights_lib
+from nexjax.platform import parallel
+from nexjax.reports import reporting
 from nexjax.train import adabn
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import job as job_lib
+from nexjax.train import optim
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import recipe
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
+from nexjax.train import workdir as workdir_lib
 
 def schedule_plot(config, plan, path) -> None:
   """Plots every group's learning rate and beta1 over the whole plan, phase by phase."""

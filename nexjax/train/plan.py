@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from nexjax import optim
+from nexjax.train import optim
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,12 +2,12 @@
 the lowered programs and the benchmarks: the train step of a phase, the stream of global
 batches it eats, and what semi-supervised fine-tuning asks of both."""
 
-from nexjax import augment as augment_lib
-from nexjax import job as job_lib
-from nexjax import lazy_import
-from nexjax import parallel
-from nexjax import xla_cpu
+from nexjax.data import augment as augment_lib
 from nexjax.data import pipeline
+from nexjax.platform import lazy_import
+from nexjax.platform import parallel
+from nexjax.platform import xla_cpu
+from nexjax.train import job as job_lib
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
 

@@ -10,10 +10,10 @@ from absl import logging
 import ml_collections
 
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import shipped_body
-from nexjax import workdir as workdir_lib
+from nexjax.train import job as job_lib
 from nexjax.train import loop
+from nexjax.train import shipped_body
+from nexjax.train import workdir as workdir_lib
 
 
 def check_same_run(config, workdir: pathlib.Path) -> None:
@@ -43,7 +43,7 @@ def recorded_body(workdir) -> str:
 def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collections.ConfigDict:
   """`config` with init.weights='pretrain' replaced by the workdir of the body `config.pretrain`
   trains, in the cache and keyed by that config: the body shipped for that key
-  (`nexjax.shipped_body`), unpacked on first use into PRESET-KEY-shipped, unless
+  (`nexjax.train.shipped_body`), unpacked on first use into PRESET-KEY-shipped, unless
   init.pretrain_body='train' or none is shipped; else trained (or resumed) on first use into
   PRESET-KEY. A run resumed in `workdir` keeps the body it started from (`check_same_run`
   matched its `pretrain` section and init.pretrain_body)."""

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nexjax import optim
+from nexjax.train import optim
 from nexjax.train import plan as plan_lib
 
 

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nexjax import augment as augment_lib
-from nexjax import metrics as metrics_lib
-from nexjax import parallel
+from nexjax.data import augment as augment_lib
+from nexjax.platform import parallel
+from nexjax.reports import metrics as metrics_lib
 from nexjax.train.state import TrainState
 
 

@@ -182,7 +182,7 @@ def ensure_dataset(out_dir, **settings) -> pathlib.Path:
 
 def save_sample_grid(path, image_size: int = 128, seed: int = 0, per_row: int = 6) -> None:
   """A picture of good devices and of each defect type, rendered like the dataset's images."""
-  from nexjax.plotting import plt  # pylint: disable=g-import-not-at-top
+  from nexjax.platform.plotting import plt  # pylint: disable=g-import-not-at-top
   rows = [('good', ())] + [(t, (t,)) for t in DEFECT_TYPES]
   fig, axes = plt.subplots(len(rows), per_row, figsize=(1.6 * per_row, 1.75 * len(rows)))
   for r, (title, defects) in enumerate(rows):

@@ -14,17 +14,18 @@ What `export_model` writes into `out_dir` (`.pth` only where torch is installed)
   (batch, size, size, channels) -> class probabilities (batch, classes); the batch size is
   symbolic and the same file runs on CPU, GPU and TPU. `formats.load_exported` (or the lines in
   `model.json`) calls it with jax alone, no nexjax model code.
-- `model.onnx` (the `onnx` extra): the same function as an ONNX graph (`nexjax.onnx_export`), for
-  ONNX Runtime and OpenVINO; `nexjax.runtime` serves either file with the fastest runtime there.
+- `model.onnx` (the `onnx` extra): the same function as an ONNX graph
+  (`nexjax.export.onnx_export`), for ONNX Runtime and OpenVINO; `nexjax.export.runtime` serves
+  either file with the fastest runtime there.
 - `model.json` with either: the input and output shapes (the spatial size is fixed at the
   configured one), the model's config, how to call each file, and what the caller `recorded`
   (`--mode=export`: the checkpoint step, the threshold, the 16-bit scaling), so that a runtime
   scores from this folder alone.
 
-Each format (its files, writer, runtimes, extra) is declared once in `nexjax.formats`.
+Each format (its files, writer, runtimes, extra) is declared once in `nexjax.export.formats`.
 
-`nexjax.weights.load` reads the torchvision and fastai files back to the same variables, bit for
-bit.
+`nexjax.models.weights.load` reads the torchvision and fastai files back to the same variables,
+bit for bit.
 """
 
 import importlib.util
@@ -38,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nexjax import errors
-from nexjax import formats as formats_lib
-from nexjax import weights
+from nexjax.export import formats as formats_lib
 from nexjax.models import resnet
+from nexjax.models import weights
 
 DESCRIPTION_FILE = 'model.json'
 

@@ -2,10 +2,10 @@
 proof that what runs on the CPU here also compiles for a GPU or TPU, before one is lent.
 
 Programs, as the modes build them: the train step of each phase (`recipe.make_train_step`: the
-optimizer of nexjax.optim with its frozen groups, BatchNorm, augmentation), the eval step, the
+optimizer of nexjax.train.optim with its frozen groups, BatchNorm, augmentation), the eval step, the
 vmapped dihedral TTA and Grad-CAM. Shapes only (`jax.eval_shape`): nothing is computed. A mesh
 of N devices is abstract (`jax.sharding.AbstractMesh`) with the shardings training uses
-(`nexjax.parallel`), so an 8-device program lowers on a 1-CPU machine.
+(`nexjax.platform.parallel`), so an 8-device program lowers on a 1-CPU machine.
 """
 
 import dataclasses
@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from nexjax import gradcam
-from nexjax import job as job_lib
-from nexjax import parallel
-from nexjax import scoring
-from nexjax.train import recipe
+from nexjax.models import gradcam
+from nexjax.platform import parallel
+from nexjax.train import job as job_lib
 from nexjax.train import plan as plan_lib
+from nexjax.train import recipe
+from nexjax.train import scoring
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
 

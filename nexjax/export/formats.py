@@ -1,13 +1,14 @@
 """The export formats, declared once: each format's files, writer, the runtimes that load it and
-the pip extra each needs. `--mode=export` (`nexjax.export`) writes the formats named here,
-`nexjax.runtime` loads them, and `--mode=serve`, `--mode=predict` and the config checks take
+the pip extra each needs. `--mode=export` (`nexjax.export.writer`) writes the formats named here,
+`nexjax.export.runtime` loads them, and `--mode=serve`, `--mode=predict` and the config checks take
 their names from here. A new format is one `register(Format(...))` and its writer (and, to be
 served, its loader): `tests/test_export.py` adds a toy `.npz` format that way.
 
 - `safetensors` / `pth` (torch): the torch state dicts of `state_dicts`, one file per layout
-  (`torchvision.*`, and with the fastai head `fastai.*`, `fastai_head.*`; see `nexjax.export`).
+  (`torchvision.*`, and with the fastai head `fastai.*`, `fastai_head.*`; see
+  `nexjax.export.writer`).
 - `jaxexport`: `model.jaxexport`, inference as serialized StableHLO (runtime 'jax').
-- `onnx` (onnx): `model.onnx`, the same function as an ONNX graph (`nexjax.onnx_export`), for
+- `onnx` (onnx): `model.onnx`, the same function as an ONNX graph (`nexjax.export.onnx_export`), for
   the runtimes 'openvino' (openvino) and 'onnxruntime' (onnx).
 """
 
@@ -24,9 +25,9 @@ import numpy as np
 import safetensors.numpy
 
 from nexjax import errors
-from nexjax import onnx_export
-from nexjax import weights
+from nexjax.export import onnx_export
 from nexjax.models import resnet
+from nexjax.models import weights
 from nexjax.train import step
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')

@@ -6,8 +6,8 @@ import pathlib
 
 import numpy as np
 
-from nexjax import lazy_import
-from nexjax.plotting import plt
+from nexjax.platform import lazy_import
+from nexjax.platform.plotting import plt
 
 # flax's writer imports TensorFlow: loaded when a training run writes its events.
 tensorboard = lazy_import.module('flax.metrics.tensorboard')
@@ -148,7 +148,7 @@ def plot_lr_find(lrs, losses, suggestions: dict[str, float], path) -> None:
 
 def plot_roc_pr(labels, scores, threshold: float, path, title: str) -> None:
   """ROC and precision-recall curves with the operating point (the chosen threshold) marked."""
-  from nexjax import metrics  # pylint: disable=g-import-not-at-top
+  from nexjax.reports import metrics  # pylint: disable=g-import-not-at-top
   fig, axes = _new_figure(path, ncols=2, width=4.5)
   fpr, tpr, _ = metrics.roc_curve(labels, scores)
   report = metrics.binary_report(labels, scores, threshold)

@@ -57,7 +57,7 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
     raise WeightsError(
         f'{path}: reading PyTorch files needs torch, which is not installed. Install the extra '
         "(pip install -e '.[torch]'), or convert the file to .safetensors/.npz on a machine "
-        'with torch (python -m nexjax.convert SRC DST.npz).') from e
+        'with torch (python -m nexjax.models.convert SRC DST.npz).') from e
   obj = torch.load(path, map_location='cpu', weights_only=True)
   # fastai's Learner.save() and many training scripts wrap the state dict.
   for key in ('model', 'state_dict'):
@@ -332,7 +332,7 @@ def fetch(name: str, cache_dir, base_url: str = TORCHVISION_BASE_URL) -> pathlib
     partial.unlink(missing_ok=True)
     raise WeightsError(f'Could not download {url} ({getattr(e, "reason", e)}). On a machine '
                        'without internet, fetch the file elsewhere and convert it: python -m '
-                       f'nexjax.convert {filename} {name}.npz, then pass the .npz.') from e
+                       f'nexjax.models.convert {filename} {name}.npz, then pass the .npz.') from e
   if expected and not sha256(partial).startswith(expected):
     partial.unlink()
     raise WeightsError(f'{url}: checksum mismatch (sha256 does not start with {expected}); '

@@ -230,8 +230,8 @@ def prepare_batch(rng, images_uint8, options: AugmentOptions | None = None,
   Grayscale stays one channel through augmentation and becomes three only at the model input, so
   the resampling gathers a third of the pixels. `expand_first` repeats it first instead when
   augmenting: on XLA:CPU every later op then keeps its shape and the whole step fuses into one
-  pass, which ran 2x faster there (see `nexjax.xla_cpu`); without augmentation one channel is
-  faster there too (79 vs 76 img/s, ResNet34 train step at 96 px). The results are the same.
+  pass, which ran 2x faster there (see `nexjax.platform.xla_cpu`); without augmentation one channel
+  is faster there too (79 vs 76 img/s, ResNet34 train step at 96 px). The results are the same.
   """
   images = to_unit_float(to_rgb(images_uint8) if expand_first and options else images_uint8)
   if options is not None:

@@ -26,7 +26,7 @@ def parse_views(spec: str) -> int:
 def dihedral_views(images):
   """(8, B, H, W, C) from square NHWC images: identity, rot90, rot180, rot270, then the same
   four rotations of the left-right flipped images. numpy in, numpy out (for runtimes outside
-  jax, `nexjax.runtime`); otherwise jax."""
+  jax, `nexjax.export.runtime`); otherwise jax."""
   if images.ndim != 4 or images.shape[1] != images.shape[2]:
     raise ValueError(f'Dihedral TTA needs square NHWC images (B, S, S, C), got {images.shape}.')
   xp = np if isinstance(images, np.ndarray) else jnp
@@ -49,7 +49,8 @@ def combine(probs_views, method: str, plain=None, beta: float = 0.4):
   """(B,) P(defect)-like scores from (V, B, 2) per-view probabilities (numpy or jax).
 
   'vote': (n_defect_votes + mean_p_defect) / (V + 1), a view voting defect iff its P(defect)
-    >= 0.5 (the argmax, with an exact 0.5 counted as a defect as everywhere in nexjax.metrics).
+    >= 0.5 (the argmax, with an exact 0.5 counted as a defect as everywhere in
+    nexjax.reports.metrics).
     Thresholded at 0.5 this is the majority vote; an even split (4-4) goes to the defect class
     iff the mean P(defect) is > 0.5, and a mean of exactly 0.5 scores exactly 0.5, which
     `score >= 0.5` calls a defect. The mean keeps the score ranking examples for AUC. The sum

@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from nexjax import errors
-from nexjax import metrics
+from nexjax.reports import metrics
 
 METADATA_FILE = 'metadata.csv'
 GOOD = 'none'

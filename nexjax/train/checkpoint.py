@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from nexjax import errors
-from nexjax import metrics
+from nexjax.reports import metrics
 
 BEST_METRIC = 'valid_auc'
 ITEMS = ('state', 'weights', 'meta')

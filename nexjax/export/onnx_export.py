@@ -14,10 +14,10 @@ export; why, and the measured agreement, are in docs/onnx.md. Needs the `onnx` e
 
 import numpy as np
 
-from nexjax import augment
 from nexjax import errors
-from nexjax import weights
+from nexjax.data import augment
 from nexjax.models import resnet
+from nexjax.models import weights
 
 OPSET = 17  # read by ONNX Runtime >= 1.12 and OpenVINO >= 2022.3
 

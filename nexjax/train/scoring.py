@@ -11,13 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nexjax import augment as augment_lib
 from nexjax import errors
-from nexjax import inference
-from nexjax import job as job_lib
-from nexjax import parallel
-from nexjax import tta as tta_lib
-from nexjax import workdir as workdir_lib
+from nexjax.data import augment as augment_lib
+from nexjax.data import tta as tta_lib
+from nexjax.models import inference
+from nexjax.platform import parallel
+from nexjax.train import job as job_lib
+from nexjax.train import workdir as workdir_lib
 
 
 THRESHOLD_FILE = 'threshold.json'

@@ -3,16 +3,16 @@ uint8 images (N, size, size, channels) -> class probabilities (N, classes), nump
 
   predictor = runtime.load('workdirs/x/export')   # 'auto': the first usable of `preference()`
   probabilities = predictor(images_uint8)          # (N, classes) float32
-  views = runtime.tta(predictor, images_uint8)    # (8, N, classes): nexjax.tta's dihedral views
+  views = runtime.tta(predictor, images_uint8)    # (8, N, classes): nexjax.data.tta's views
 
-The runtimes, their files and extras are `nexjax.formats`' table: 'openvino' and 'onnxruntime'
-run `model.onnx` (the `openvino` / `onnx` extras), 'jax' runs `model.jaxexport` (jax alone). On
-a CPU 'auto' prefers them in that order, the order benchmarks/inference.py measured; with an
-accelerator, jax. All three compute in float32 and agree to 1e-5 (tests/test_onnx.py). A
+The runtimes, their files and extras are `nexjax.export.formats`' table: 'openvino' and
+'onnxruntime' run `model.onnx` (the `openvino` / `onnx` extras), 'jax' runs `model.jaxexport` (jax
+alone). On a CPU 'auto' prefers them in that order, the order benchmarks/inference.py measured;
+with an accelerator, jax. All three compute in float32 and agree to 1e-5 (tests/test_onnx.py). A
 predictor is not thread-safe: give each serving thread its own.
 
 The classifier as `--mode=predict` and `--mode=serve` score it with an export runtime, from the
-export folder alone, is `nexjax.scorer.ExportScorer`.
+export folder alone, is `nexjax.export.scorer.ExportScorer`.
 """
 
 import dataclasses
@@ -25,9 +25,9 @@ import jax
 import numpy as np
 
 from nexjax import errors
-from nexjax import export
-from nexjax import formats
-from nexjax import tta as tta_lib
+from nexjax.data import tta as tta_lib
+from nexjax.export import formats
+from nexjax.export import writer as export
 
 CHECKPOINT = 'jax'  # serve.runtime / predict.runtime: the workdir's checkpoint, jitted
 AUTO = 'auto'
@@ -119,7 +119,7 @@ def load(export_dir, runtime: str = AUTO, threads: int | None = None) -> Predict
 
 
 def tta(predictor: Predictor, images) -> np.ndarray:
-  """(8, N, classes) probabilities of the 8 dihedral views of each image (`nexjax.tta`'s order),
-  in one call on a batch of 8N; `tta.combine` turns them into scores."""
+  """(8, N, classes) probabilities of the 8 dihedral views of each image (`nexjax.data.tta`'s
+  order), in one call on a batch of 8N; `tta.combine` turns them into scores."""
   views = tta_lib.dihedral_views(np.asarray(images))
   return predictor(views.reshape(-1, *views.shape[2:])).reshape(*views.shape[:2], -1)

@@ -7,8 +7,8 @@ TTA where `predict.tta` (the views and their combination are `evaluate.tta_*`), 
 view alone, and holds the decision threshold `--mode=evaluate` chose on validation (`flagged`).
 
 - `CheckpointScorer`: the network in jax (a workdir's checkpoint, or given variables), every
-  TTA view in one jit-compiled call per batch (`nexjax.scoring`), and its Grad-CAM maps.
-- `ExportScorer`: an export folder alone on an export runtime (`nexjax.runtime`), with the
+  TTA view in one jit-compiled call per batch (`nexjax.train.scoring`), and its Grad-CAM maps.
+- `ExportScorer`: an export folder alone on an export runtime (`nexjax.export.runtime`), with the
   checkpoint step, threshold and decoding its model.json recorded: no checkpoint and no
   training workdir needed. No maps (those need the network in jax).
 
@@ -21,16 +21,16 @@ import pathlib
 from absl import logging
 import numpy as np
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import export
-from nexjax import gradcam
-from nexjax import job as job_lib
-from nexjax import lazy_import
-from nexjax import runtime as runtime_lib
-from nexjax import scoring
-from nexjax import tta as tta_lib
-from nexjax import workdir as workdir_lib
+from nexjax.data import tta as tta_lib
+from nexjax.export import runtime as runtime_lib
+from nexjax.export import writer as export
+from nexjax.models import gradcam
+from nexjax.platform import lazy_import
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import job as job_lib
+from nexjax.train import scoring
+from nexjax.train import workdir as workdir_lib
 
 folder_lib = lazy_import.module('nexjax.data.folder')  # TensorFlow: only where files are decoded
 

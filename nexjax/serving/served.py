@@ -3,9 +3,9 @@
 The seam for other runtimes: the server needs only an object with `info` (what /health shows),
 `image_size`, `channels`, `high_bit_scaling`, `has_maps`, `scores(images)` and `maps(images)`;
 `JaxRuntime` is nexjax's own jitted inference, `ExportRuntime` an export folder alone on an export
-runtime: both the classifier's one scorer (`nexjax.scorer`, as `--mode=predict` scores). Batches are
-padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles once, at
-start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
+runtime: both the classifier's one scorer (`nexjax.export.scorer`, as `--mode=predict` scores).
+Batches are padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles
+once, at start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
 checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
 """
 
@@ -18,10 +18,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import runtime as runtime_lib
-from nexjax import scorer as scorer_lib
+from nexjax.export import runtime as runtime_lib
+from nexjax.export import scorer as scorer_lib
+from nexjax.train import checkpoint as checkpoint_lib
 
 
 def bucket_sizes(max_batch: int, devices: int = 1) -> list[int]:
@@ -92,7 +92,7 @@ class CheckpointWatch:
 
 class JaxRuntime:
   """The workdir's checkpoint (`evaluate.checkpoint`, 'auto' by default) with its threshold:
-  the classifier's scorer (`nexjax.scorer.CheckpointScorer`, the TTA of `predict.tta`, as
+  the classifier's scorer (`nexjax.export.scorer.CheckpointScorer`, the TTA of `predict.tta`, as
   `--mode=predict` scores) and its Grad-CAM maps (with TTA likewise)."""
   has_maps = True
 
@@ -130,10 +130,10 @@ class JaxRuntime:
 
 class ExportRuntime:
   """An export folder's file on a faster CPU runtime (OpenVINO or ONNX Runtime for `model.onnx`,
-  `nexjax.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py): the classifier's scorer
-  (`nexjax.scorer.ExportScorer`) with the TTA of `predict.tta` and the threshold and decoding the
-  export recorded: it needs the export folder alone, not the checkpoint (an export staler than a
-  workdir at hand is refused). No Grad-CAM maps: those need the network in jax
+  `nexjax.export.runtime`; 1.25-1.6x jax's speed in benchmarks/inference.py): the classifier's
+  scorer (`nexjax.export.scorer.ExportScorer`) with the TTA of `predict.tta` and the threshold and
+  decoding the export recorded: it needs the export folder alone, not the checkpoint (an export
+  staler than a workdir at hand is refused). No Grad-CAM maps: those need the network in jax
   (serve.runtime='jax')."""
   has_maps = False
 

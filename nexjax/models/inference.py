@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import tqdm
 
-from nexjax import metrics as metrics_lib
-from nexjax import parallel
-from nexjax import progress as progress_lib
+from nexjax.platform import parallel
+from nexjax.platform import progress as progress_lib
+from nexjax.reports import metrics as metrics_lib
 
 
 def host_rows(batch_index: int, batch_size: int, size: int, topo: parallel.Topology) -> np.ndarray:

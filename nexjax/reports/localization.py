@@ -20,9 +20,9 @@ import numpy as np
 import PIL.Image
 from scipy import ndimage
 
-from nexjax import lazy_import
-from nexjax import metrics
-from nexjax.plotting import plt
+from nexjax.platform import lazy_import
+from nexjax.platform.plotting import plt
+from nexjax.reports import metrics
 
 pix = lazy_import.module('dm_pix')  # the blur alone: Grad-CAM and the steps run without dm-pix
 

@@ -15,7 +15,7 @@ Per-image normalisation makes every map reach 1, a confidently good image's as m
 defect's; so the normalised map is multiplied by the image's P(defect) (`weight='p_defect'`, the
 default): a good image stays cool and maps compare across images (pixel metrics in the README).
 
-With TTA the maps of the 8 dihedral views (`nexjax.tta.dihedral_views`) are each turned back to
+With TTA the maps of the 8 dihedral views (`nexjax.data.tta.dihedral_views`) are each turned back to
 the original orientation and averaged before the normalisation: a map that agrees across views
 stays sharp, and the averaged map turns with the image (it is exactly equivariant under D4).
 """
@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nexjax import augment
-from nexjax import inference
-from nexjax import localization
-from nexjax import parallel
-from nexjax import tta as tta_lib
+from nexjax.data import augment
+from nexjax.data import tta as tta_lib
+from nexjax.models import inference
+from nexjax.platform import parallel
+from nexjax.reports import localization
 
 STAGE = 'layer4'
 DEFECT = 1  # the class index of "defective"

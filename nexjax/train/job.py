@@ -15,16 +15,16 @@ import ml_collections
 import numpy as np
 
 import nexjax
-from nexjax import augment as augment_lib
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import lazy_import
-from nexjax import parallel
-from nexjax import weights as weights_lib
-from nexjax import workdir as workdir_lib
-from nexjax import xla_cpu
+from nexjax.data import augment as augment_lib
 from nexjax.data import pipeline
 from nexjax.models import resnet
+from nexjax.models import weights as weights_lib
+from nexjax.platform import lazy_import
+from nexjax.platform import parallel
+from nexjax.platform import xla_cpu
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
 extra_labels = lazy_import.module('nexjax.data.extra_labels')

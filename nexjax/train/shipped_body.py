@@ -22,11 +22,11 @@ import tempfile
 import jax
 import ml_collections
 
-from nexjax import checkpoint as checkpoint_lib
 from nexjax import errors
-from nexjax import job as job_lib
-from nexjax import weights as weights_lib
-from nexjax import workdir as workdir_lib
+from nexjax.models import weights as weights_lib
+from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import job as job_lib
+from nexjax.train import workdir as workdir_lib
 
 FOLDER = pathlib.Path(__file__).parent / 'bodies'
 SHIPPED, TRAIN = 'shipped', 'train'

@@ -1,4 +1,5 @@
-"""python -m nexjax.convert SRC DST: torchvision/timm ResNet weights -> Flax variables (.npz).
+"""python -m nexjax.models.convert SRC DST: torchvision/timm ResNet weights -> Flax variables
+(.npz).
 
 SRC: .pth/.pt/.bin (needs the `torch` extra), .safetensors or .npz, or a torchvision name
 (`resnet34`), fetched into the cache first. Every entry is checked against the architecture the
@@ -15,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import nexjax
-from nexjax import weights
 from nexjax.models import resnet
+from nexjax.models import weights
 
 _BASE_URL = flags.DEFINE_string('base_url', weights.TORCHVISION_BASE_URL,
                                 'Where torchvision names are fetched from.')
@@ -51,7 +52,7 @@ def convert(src, dst, base_url=weights.TORCHVISION_BASE_URL) -> dict:
 
 def main(argv):
   if len(argv) != 3:
-    raise app.UsageError('usage: python -m nexjax.convert SRC DST.npz')
+    raise app.UsageError('usage: python -m nexjax.models.convert SRC DST.npz')
   summary = convert(argv[1], argv[2], _BASE_URL.value)
   print('{arch} ({parameters:,} parameters, {num_classes} classes): {src} -> {dst} '
         '[{megabytes:.1f} MiB, {seconds:.1f} s]'.format(**summary))
