@@ -214,6 +214,15 @@ def test_every_shipped_body_matches_its_record():
     assert record['name'] == f'{record["preset"]}-{record["key"]}'
 
 
+def test_the_synthetic_presets_body_is_shipped():
+  """The main job's first run starts from a shipped body, not from pretraining."""
+  section = workdir_lib.pretrain_section(finetune.get_config('synthetic'))
+  name = f'{section.preset}-{workdir_lib.run_key(section)}'
+  assert shipped_body.FOLDER.name == 'bodies' and (shipped_body.FOLDER / '__init__.py').is_file()
+  assert shipped_body.find(name), f'no shipped body {name} in {shipped_body.FOLDER}'
+  assert [r['name'] for r in shipped_records() if r['default']] == [name]
+
+
 def test_the_default_body_is_the_one_the_pretrain_preset_trains():
   key = workdir_lib.run_key(workdir_lib.pretrain_section(finetune.get_config('synthetic')))
   for record in shipped_records():

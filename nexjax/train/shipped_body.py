@@ -28,7 +28,7 @@ from nexjax.train import checkpoint as checkpoint_lib
 from nexjax.train import job as job_lib
 from nexjax.train import workdir as workdir_lib
 
-FOLDER = pathlib.Path(__file__).parent / 'bodies'
+FOLDER = pathlib.Path(__file__).parents[1] / 'bodies'  # nexjax/bodies/
 SHIPPED, TRAIN = 'shipped', 'train'
 CHOICES = (SHIPPED, TRAIN)  # init.pretrain_body
 UNPACKED_SUFFIX = '-shipped'
