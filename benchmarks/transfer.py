@@ -15,6 +15,10 @@ Methods (rows):
   linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
   gaussian      the model of normality on the pretrained body's features (0 labelled defects)
   adabn         the report's recipe after AdaBN on UNLABELLED unlabelled target images
+  folds         the report's recipe on FOLDS stratified folds of the labelled images (train and
+                validation pooled), each model validated on its own fold; test scores are the
+                mean log-odds of the fold models, the threshold is chosen on the pooled
+                out-of-fold scores (every labelled image, validation AUC from all its defects)
   fixmatch      the report's recipe with FixMatch on UNLABELLED unlabelled target images (drawn
                 like the training split, 20% defects, never labelled), for at least as many
                 steps as the recipe takes on 1,000 images (small sets repeat their epochs)
@@ -31,10 +35,13 @@ evaluate.checkpoint's default; 'best' and 'latest' what it chooses between).
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import pathlib
 import sys
+
+import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -45,6 +52,7 @@ xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
+from nexjax.data import pipeline  # noqa: E402
 from nexjax.data.heldout import dataset as heldout  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
@@ -57,11 +65,12 @@ from nexjax.train import job as job_lib  # noqa: E402
 from nexjax.train import runs  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
-METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn')
+METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn', 'folds')
 UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 HELDOUT_FAMILY = 'soic'  # the held-out line's package: gull-wing leads on two sides, 6-8 of them
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
+FOLDS = 5
 
 
 def method_config(base_config, method: str):
@@ -118,28 +127,73 @@ def world_config(world: str, size: int, root: pathlib.Path):
   return config
 
 
+def fold_index(labels, folds: int, seed: int) -> np.ndarray:
+  """Each labelled image's fold: per class, a seeded permutation dealt out in turn."""
+  rng = np.random.default_rng(seed)
+  fold = np.empty(len(labels), int)
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    fold[members] = np.arange(len(members)) % folds
+  return fold
+
+
+def pooled(train, valid) -> pipeline.Examples:
+  """The labelled images of both splits, in memory, as one split."""
+  every = lambda split: np.arange(len(split))
+  masks = (None if train.masks is None or valid.masks is None else
+           np.concatenate([pipeline.read_array(s.masks, every(s)) for s in (train, valid)]))
+  return pipeline.Examples(np.concatenate([train.read(every(train)), valid.read(every(valid))]),
+                           np.concatenate([train.labels, valid.labels]),
+                           np.concatenate([train.ids, valid.ids]), masks)
+
+
+def fit_folds(config, data, run_dir: pathlib.Path, ctx, seed: int):
+  """The `folds` row's splits and result: out-of-fold scores of every labelled image as its
+  validation split, the fold models' mean test log-odds."""
+  labelled = pooled(data['train'], data['valid'])
+  fold = fold_index(labelled.labels, FOLDS, seed)
+  out_of_fold, test, seconds = np.zeros(len(labelled)), [], 0.0
+  for k in range(FOLDS):
+    held = labelled.subset(np.flatnonzero(fold == k))
+    detector = classifier.ClassifierDetector(config, run_dir / f'fold{k}')
+    detector.fit_measured(labelled.subset(np.flatnonzero(fold != k)), held, ctx)
+    seconds += detector.stats.fit_seconds
+    out_of_fold[fold == k] = detector.score(held.images, ctx)
+    test.append(detector.score(data['test'].images, ctx))
+  splits = {'valid': labelled, 'test': data['test']}
+  scores = {'valid': out_of_fold, 'test': np.mean(test, axis=0)}
+  return splits, selection.Result(scores, base.Stats(fit_seconds=seconds))
+
+
 def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image_size: int,
-        checkpoints=('auto',)) -> list[dict]:
+        checkpoints=('auto',), seed: int = 0) -> list[dict]:
   config = world_config(world, size, root)
   config.data.image_size = image_size
   config.train.progress = False
-  config = method_config(config, method) if method != 'gaussian' else config
+  config.seed = seed
+  config = method_config(config, method) if method not in ('gaussian', 'folds') else config
   config_lib.check(config)
   config = runs.resolve_init(config)
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')}
+  run_dir = root / world / f'{image_size}px' / f'{size}' / method / f'seed{seed}'
+  test = splits['test']
+  types = defect_types.types_of(test.ids, test.labels,
+                                job_lib.data_source(config).defect_types())
+  ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
+  if method == 'folds':
+    splits, result = fit_folds(config, job.data, run_dir, ctx, seed)
+    row = selection.report_row(method, -1, result, splits, 'test', rule, types=types)
+    row.update(world=world, size=size, image_size=image_size, checkpoint='auto', step=None,
+               seed=seed, train_images=len(splits['valid']) * (FOLDS - 1) // FOLDS)
+    return [row]
   if method == 'gaussian':
     backbone = backbones.backbone(config, config.init.weights)
     ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False, backbone)
     detector = gaussian.GaussianDetector(gaussian.GaussianDetector.default_config())
   else:
-    ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
-    run_dir = root / world / f'{image_size}px' / f'{size}' / method
     detector = classifier.ClassifierDetector(config, run_dir)
   detector.fit_measured(job.data['train'], job.data['valid'], ctx)
-  test = splits['test']
-  types = defect_types.types_of(test.ids, test.labels,
-                                job_lib.data_source(config).defect_types())
   rows = []
   for choice in checkpoints if method != 'gaussian' else ('-',):
     if choice != '-':
@@ -149,15 +203,17 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
                                selection.Result(scores, detector.stats), splits, 'test', rule,
                                types=types)
     row.update(world=world, size=size, image_size=image_size, checkpoint=choice,
-               step=None if choice == '-' else step, train_images=len(job.data['train']))
+               step=None if choice == '-' else step, seed=seed,
+               train_images=len(job.data['train']))
     rows.append(row)
   return rows
 
 
 def table(rows) -> str:
-  lines = ['| world | target images | method | checkpoint | test ROC AUC | test error | '
-           'test recall | recall @1% FPR | fit s |', '|---|---|---|---|---|---|---|---|---|']
-  lines += [f"| {r.get('world', 'own')} | {r['size']} | {r['method']} | {r.get('checkpoint', '')} | "
+  lines = ['| world | target images | method | seed | checkpoint | test ROC AUC | test error | '
+           'test recall | recall @1% FPR | fit s |', '|---|---|---|---|---|---|---|---|---|---|']
+  lines += [f"| {r.get('world', 'own')} | {r['size']} | {r['method']} | {r.get('seed', 0)} | "
+            f"{r.get('checkpoint', '')} | "
             f"{r['auc']:.4f} | {r['error_rate']:.4f} | {r['recall']:.4f} | "
             f"{r['recall_at_1pct_fpr']:.4f} | {r['fit_seconds']:.0f} |" for r in rows]
   return '\n'.join(lines)
@@ -194,6 +250,7 @@ def main(argv=None):
   p.add_argument('--worlds', default='own', help="'own', 'heldout' or both, comma-separated")
   p.add_argument('--checkpoints', default='auto', help="classifier checkpoints scored: 'auto', "
                  "'best', 'latest', comma-separated")
+  p.add_argument('--seeds', default='0', help='training seeds (and fold draws), comma-separated')
   p.add_argument('--rule', default='max_accuracy')
   p.add_argument('--image_size', type=int, default=96, help='the target images are drawn at 128')
   p.add_argument('--json', default='', help='append rows here as they finish')
@@ -202,9 +259,10 @@ def main(argv=None):
   rows = []
   for world in args.worlds.split(','):
     for size in (int(s) for s in args.sizes.split(',')):
-      for method in args.methods.split(','):
+      for method, seed in itertools.product(args.methods.split(','),
+                                            (int(s) for s in args.seeds.split(','))):
         new_rows = run(world, size, method, pathlib.Path(args.root), args.rule, args.image_size,
-                       tuple(args.checkpoints.split(',')))
+                       tuple(args.checkpoints.split(',')), seed)
         rows += new_rows
         print('\n'.join(table(new_rows).splitlines()[2:]), flush=True)
         if args.json:
