@@ -22,6 +22,7 @@ Methods (rows):
   fixmatch      the report's recipe with FixMatch on UNLABELLED unlabelled target images (drawn
                 like the training split, 20% defects, never labelled), for at least as many
                 steps as the recipe takes on 1,000 images (small sets repeat their epochs)
+  ema_teacher   fixmatch with the pseudo-labels from an EMA of the weights (semi.teacher_decay)
 Each row: test ROC AUC, and error / recall at the threshold chosen on validation (max_accuracy),
 each defect type's test AUC against the good images and recall at that threshold (from the
 generator's metadata.csv), and the wall time of the fit (data preparation excluded).
@@ -65,7 +66,8 @@ from nexjax.train import job as job_lib  # noqa: E402
 from nexjax.train import runs  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
-METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'adabn', 'folds')
+METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'ema_teacher',
+           'adabn', 'folds')
 UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 HELDOUT_FAMILY = 'soic'  # the held-out line's package: gull-wing leads on two sides, 6-8 of them
@@ -81,9 +83,10 @@ def method_config(base_config, method: str):
     if not config.data.unlabelled_dir:
       config.data.synthetic_num_unlabelled = UNLABELLED
     return config
-  if method == 'fixmatch':
-    config.data.synthetic_num_unlabelled = UNLABELLED
-    config.semi.method = 'fixmatch'
+  if method in ('fixmatch', 'ema_teacher'):
+    if not config.data.unlabelled_dir:
+      config.data.synthetic_num_unlabelled = UNLABELLED
+    config.semi.method = method
     repeat = max(1, round(REFERENCE_SIZE / config.data.synthetic_num_train))
     config.phases = tuple(finetune.phase(p.name, p.epochs * repeat, p.lr, p.train_groups)
                           for p in config.phases)

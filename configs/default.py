@@ -98,13 +98,15 @@ def get_config():
 
   # Semi-supervised fine-tuning on data.unlabelled_dir (nexjax.train.step.FixMatchOptions).
   config.semi = ml_collections.ConfigDict(dict(
-      method='none',           # 'none' or 'fixmatch'
+      method='none',           # 'none', 'fixmatch' or 'ema_teacher' (FixMatch, pseudo-labels
+                               # from an EMA of the weights)
       adapt_bn=False,          # AdaBN: BatchNorm statistics re-estimated on them before phase 1
       unlabelled_ratio=1,      # unlabelled images per labelled one in a step (FixMatch's mu)
       threshold=0.95,          # confidence a pseudo-label needs
       weight=1.0,              # of the unlabelled loss
       strong_rotate_degrees=30.0, strong_zoom_max=1.3, strong_lighting_max=0.5,
       cutout=0.5,              # side of the square cut out of the strong view, share of the image
+      teacher_decay=0.99,      # ema_teacher: the teacher's EMA decay per step
   ))
 
   config.train = ml_collections.ConfigDict(dict(

@@ -25,7 +25,7 @@ from nexjax.train import shipped_body
 # image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
 # square; the report trained at 224 px on Nexperia's 267x275 px images.
 MAX_IMAGE_SIZE = 1024
-SEMI_METHODS = ('none', 'fixmatch')
+SEMI_METHODS = ('none', 'fixmatch', 'ema_teacher')
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
 HEATMAPS = ('none', 'flagged', 'all')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
@@ -200,8 +200,8 @@ def data_folder_exists(config, found: Problems) -> None:
 def semi(config, found: Problems) -> None:
   s = config.semi
   found.check(s.method in SEMI_METHODS, 'semi.method', f'{s.method!r} is not one of {SEMI_METHODS}')
-  found.check(s.method != 'fixmatch' or job_lib.has_unlabelled(config), 'semi.method',
-              "'fixmatch' learns from unlabelled images; set --config.data.unlabelled_dir=FOLDER")
+  found.check(s.method == 'none' or job_lib.has_unlabelled(config), 'semi.method',
+              f"{s.method!r} learns from unlabelled images; set --config.data.unlabelled_dir=FOLDER")
   found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
               're-estimates BatchNorm statistics on unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
@@ -210,6 +210,7 @@ def semi(config, found: Problems) -> None:
   found.check(0 < s.threshold <= 1, 'semi.threshold', 'must be in (0, 1]')
   found.check(s.weight >= 0, 'semi.weight', 'must be >= 0')
   found.check(0 <= s.cutout < 1, 'semi.cutout', 'must be in [0, 1)')
+  found.check(0 < s.teacher_decay < 1, 'semi.teacher_decay', 'must be in (0, 1)')
   found.check(s.strong_zoom_max >= 1, 'semi.strong_zoom_max', 'must be >= 1')
   found.check(0 <= s.strong_lighting_max < 1, 'semi.strong_lighting_max', 'must be in [0, 1)')
 

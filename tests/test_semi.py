@@ -1,11 +1,15 @@
 """Unlabelled images: the folder loader, the unlabelled stream, FixMatch's loss and a tiny run
 where the unlabelled images change the result."""
 
+import functools
 import os
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import PIL.Image
 import pytest
 
@@ -17,6 +21,7 @@ from nexjax.data import pipeline
 from nexjax.data import unlabelled
 from nexjax.train import job as job_lib
 from nexjax.train import runs
+from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
 
 
@@ -93,6 +98,43 @@ def test_fixmatch_loss_counts_only_confident_pseudo_labels():
   assert not np.any(np.asarray(grad))               # no gradient through the pseudo-label
 
 
+class TinyClassifier(nn.Module):
+  """Pooled pixels through BatchNorm and a dense layer: a model the train step can drive."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.BatchNorm(use_running_average=not train)(x.mean(axis=(1, 2)))
+    return nn.Dense(2)(x)
+
+
+def test_ema_teacher_pseudo_labels_and_follows_the_weights():
+  """semi.method='ema_teacher': the teacher starts as the weights, moves to decay x teacher +
+  (1 - decay) x the new weights each step, and its pseudo-labels (not the student's) give the
+  unlabelled loss."""
+  model, decay = TinyClassifier(), 0.9
+  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1), np.uint8)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))  # grey -> RGB
+  tx = optax.sgd(0.5)
+  plain = augment_lib.AugmentOptions(rotate_p=0.0, zoom_p=0.0, brightness_p=0.0,
+                                     contrast_p=0.0)
+  options = step_lib.FixMatchOptions(threshold=0.0, weight=1.0, weak=plain, strong=plain,
+                                     cutout=0.0, teacher_decay=decay)
+  step = functools.partial(step_lib.train_step, seed=0, model=model, tx=tx,
+                           augment_options=plain, class_weights=(1.0, 1.0), label_smoothing=0.0,
+                           stats_mask=None, fixmatch=options)
+  state = state_lib.create_train_state(variables, tx, teacher=True)
+  chex.assert_trees_all_close(state.teacher, variables['params'])
+  after = step(state, images, np.array([0, 1] * 4), images)
+  chex.assert_trees_all_close(after.teacher, jax.tree.map(
+      lambda t, p: decay * t + (1 - decay) * p, state.teacher, after.params), rtol=1e-5)
+  # A teacher whose classes are swapped changes the step: its labels are the ones used.
+  swapped = jax.tree.map(lambda t: t, state.teacher)
+  swapped['Dense_0'] = jax.tree.map(lambda t: t[..., ::-1], swapped['Dense_0'])
+  flipped = state.replace(teacher=swapped)
+  moved = step(flipped, images, np.array([0, 1] * 4), images)
+  assert not np.allclose(moved.params['Dense_0']['bias'], after.params['Dense_0']['bias'])
+
+
 def test_cutout_sets_one_square_to_the_mean():
   inputs = jnp.ones((4, 32, 32, 3))
   out = np.asarray(step_lib.cutout(jax.random.key(0), inputs, 0.5))
@@ -119,7 +161,8 @@ def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke
   data = make_kaggle_folder(tmp_path / 'data', 24, 8, size=(64, 64))
   pool = write_images(tmp_path / 'line', 12, size=64, seed=5)
   params = {}
-  for name, method in (('supervised', 'none'), ('fixmatch', 'fixmatch')):
+  for name, method in (('supervised', 'none'), ('fixmatch', 'fixmatch'),
+                       ('ema_teacher', 'ema_teacher')):
     config = smoke_config(data, tmp_path / 'cache')
     config.phases = (finetune.phase('frozen', 1, (3e-3,), ('head',)),)
     config.data.unlabelled_dir = str(pool)
@@ -127,8 +170,9 @@ def test_unlabelled_images_change_the_result(tmp_path, make_kaggle_folder, smoke
     config.semi.threshold = 0.5          # a random head is unsure: let pseudo-labels through
     runs.train_and_evaluate(config, tmp_path / name)
     params[name], _ = job_lib.restore_weights(config, tmp_path / name, 'latest')
-  leaves = [jax.tree.leaves(jax.device_get(p['params'])) for p in params.values()]
-  assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(*leaves))
+  supervised, *semi = [jax.tree.leaves(jax.device_get(p['params'])) for p in params.values()]
+  for leaves in semi:
+    assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(supervised, leaves))
 
 
 def test_adabn_normalises_the_features_for_the_unlabelled_images_and_keeps_the_weights():
@@ -161,3 +205,24 @@ def test_adabn_needs_unlabelled_images():
   config.semi.adapt_bn = True
   with pytest.raises(errors.ConfigError, match='semi.adapt_bn'):
     config_lib.check(config)
+
+
+def test_the_teacher_is_checkpointed_and_states_without_one_resume(tmp_path):
+  """The EMA teacher is saved and restored with the train state; a state without one writes the
+  fields it wrote before the teacher existed, so older checkpoints resume."""
+  from nexjax.train import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+  variables = TinyClassifier().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  tx = optax.sgd(0.1)
+  meta = {'phase': 0, 'history': [], 'steps_per_epoch': 1}
+  for teacher in (True, False):
+    state = state_lib.create_train_state(variables, tx, teacher=teacher)
+    if teacher:
+      state = state.replace(teacher=jax.tree.map(lambda t: t + 1.0, state.teacher))
+    checkpoints = checkpoint_lib.Checkpoints(tmp_path / str(teacher))
+    checkpoints.save(1, state, meta)
+    checkpoints.manager.wait_until_finished()
+    target = state_lib.create_train_state(variables, tx, teacher=teacher)
+    chex.assert_trees_all_close(checkpoints.restore(1, target), state)
+  assert set(checkpoint_lib.stored_fields(state)) == {'step', 'params', 'batch_stats',
+                                                      'opt_state', 'loss_ema', 'loss_count',
+                                                      'nonfinite'}

@@ -15,6 +15,7 @@ best-validation pick follows noise (docs/results/few_labels.md).
 """
 
 import contextlib
+import dataclasses
 import errno
 import math
 import pathlib
@@ -31,6 +32,13 @@ from nexjax.reports import metrics
 BEST_METRIC = 'valid_auc'
 ITEMS = ('state', 'weights', 'meta')
 TMP_GLOB = '*.orbax-checkpoint-tmp*'  # Orbax writes here, then renames to STEP when complete
+
+
+def stored_fields(state) -> dict:
+  """The train state's fields that hold something, by name: an optional field left None (the
+  EMA teacher of most runs) is not written, so checkpoints from before it was added resume."""
+  return {field.name: getattr(state, field.name) for field in dataclasses.fields(state)
+          if getattr(state, field.name) is not None}
 
 
 def _best_value(metrics) -> float:
@@ -124,7 +132,8 @@ class Checkpoints:
     with self.full_disk_is_one_error():
       self.saving_bytes = tree_bytes(state) + tree_bytes(weights)
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), weights=ocp.args.StandardSave(weights),
+          state=ocp.args.StandardSave(stored_fields(state)),
+          weights=ocp.args.StandardSave(weights),
           meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
 
   def save_weights(self, step: int, weights: dict, meta: dict,
@@ -175,8 +184,9 @@ class Checkpoints:
 
   def restore(self, step: int, target):
     """The train state at `step`, shaped and sharded like `target` (a freshly built state)."""
-    return self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))['state']
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(stored_fields(target))))['state']
+    return target.replace(**restored)
 
   def restore_weights(self, step: int, target) -> dict:
     """{'params', 'batch_stats'} at `step`, shaped and sharded like `target` (arrays or

@@ -77,7 +77,8 @@ def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workd
             f'gives {spe} (data or batch size changed). Use a new --workdir.')
       tx = state_lib.phase_optimizer(config, variables, plan, meta['phase'])
       state = checkpoints.restore(
-          latest, parallel.replicate(state_lib.create_train_state(variables, tx), topo))
+          latest, parallel.replicate(state_lib.create_train_state(
+              variables, tx, recipe.uses_teacher(config)), topo))
     except errors.Error:
       raise
     except Exception as e:  # pylint: disable=broad-except  (any damage: orbax raises many types)
@@ -115,7 +116,8 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
                                           config.train.batch_size, config.seed)
     phase_index, history = 0, []
     tx = state_lib.phase_optimizer(config, variables, plan, 0)
-    state = parallel.replicate(state_lib.create_train_state(variables, tx), topo)
+    state = parallel.replicate(state_lib.create_train_state(
+        variables, tx, recipe.uses_teacher(config)), topo)
     if topo.is_chief:
       workdir_lib.write_config(workdir, config)
       skipped = job_lib.skipped_files(config)

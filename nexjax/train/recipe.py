@@ -24,9 +24,15 @@ def uses_unlabelled(config) -> bool:
   return config.semi.method != 'none' or config.semi.adapt_bn
 
 
+def uses_teacher(config) -> bool:
+  """Whether the train state carries an EMA teacher (semi.method='ema_teacher')."""
+  return config.semi.method == 'ema_teacher'
+
+
 def fixmatch_options(config) -> step_lib.FixMatchOptions | None:
-  """What `config.semi` asks of the train step (None: supervised only)."""
-  if config.semi.method != 'fixmatch':
+  """What `config.semi` asks of the train step (None: supervised only): FixMatch, or FixMatch
+  with the pseudo-labels from an EMA teacher."""
+  if config.semi.method not in ('fixmatch', 'ema_teacher'):
     return None
   semi = config.semi
   weak = augment_lib.AugmentOptions(rotate_p=0.0, zoom_p=0.0, brightness_p=0.0, contrast_p=0.0,
@@ -36,7 +42,8 @@ def fixmatch_options(config) -> step_lib.FixMatchOptions | None:
       zoom_p=1.0, lighting_max=semi.strong_lighting_max, brightness_p=1.0, contrast_p=1.0,
       padding_mode=config.augment.padding_mode)
   return step_lib.FixMatchOptions(threshold=semi.threshold, weight=semi.weight, weak=weak,
-                                  strong=strong, cutout=semi.cutout)
+                                  strong=strong, cutout=semi.cutout,
+                                  teacher_decay=semi.teacher_decay if uses_teacher(config) else 0.0)
 
 
 def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):

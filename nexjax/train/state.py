@@ -21,6 +21,7 @@ class TrainState:
   loss_ema: jax.Array      # fastai's smoothed loss: running average, reset each phase
   loss_count: jax.Array    # steps averaged so far in the phase (for the debiasing)
   nonfinite: jax.Array     # steps whose loss was NaN/inf (the host stops the run)
+  teacher: Any = None      # semi.method='ema_teacher': the EMA of params that pseudo-labels
 
 
 def adamw_config(config) -> optim.AdamWConfig:
@@ -48,11 +49,13 @@ def frozen_stats_mask(config, variables, phase_index: int):
       variables['batch_stats'])
 
 
-def create_train_state(variables, tx) -> TrainState:
+def create_train_state(variables, tx, teacher: bool = False) -> TrainState:
+  """The state at step 0; with `teacher`, an EMA teacher that starts as the initial params."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
                     loss_ema=jnp.zeros((), jnp.float32), loss_count=jnp.zeros((), jnp.int32),
-                    nonfinite=jnp.zeros((), jnp.int32))
+                    nonfinite=jnp.zeros((), jnp.int32),
+                    teacher=jax.tree.map(jnp.copy, variables['params']) if teacher else None)
 
 
 def start_phase(state: TrainState, tx) -> TrainState:

@@ -33,6 +33,8 @@ class FixMatchOptions:
   weak: augment_lib.AugmentOptions     # the 8 flips and turns
   strong: augment_lib.AugmentOptions
   cutout: float                        # side of the square set to the mean, share of the image
+  teacher_decay: float = 0.0           # > 0: pseudo-labels from an EMA of the weights (the
+                                       # state's teacher, this decay per step), not the model
 
 
 def cutout(key, inputs, fraction: float):
@@ -94,11 +96,15 @@ def train_step(state: TrainState, images, labels, unlabelled=None, masks=None, *
   augment_key, dropout_key = jax.random.split(step_key)
   inputs = augment_lib.prepare_batch(augment_key, images, augment_options, expand_first)
   semi = fixmatch is not None and unlabelled is not None
+  teacher = semi and fixmatch.teacher_decay > 0
   collections = ['batch_stats', 'intermediates'] if masks is not None else ['batch_stats']
   if semi:
     weak, strong = fixmatch_inputs(jax.random.fold_in(step_key, 1), unlabelled, fixmatch,
                                    expand_first)
-    inputs = jnp.concatenate([inputs, weak, strong])
+    inputs = jnp.concatenate([inputs, strong] if teacher else [inputs, weak, strong])
+    if teacher:
+      teacher_logits = model.apply({'params': state.teacher, 'batch_stats': state.batch_stats},
+                                   weak, train=False)
 
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, inputs,
@@ -109,7 +115,8 @@ def train_step(state: TrainState, images, labels, unlabelled=None, masks=None, *
                                           label_smoothing)
     loss = jnp.sum(losses * weights) / jnp.sum(weights)
     if semi:
-      weak_logits, strong_logits = jnp.split(logits[len(labels):], 2)
+      weak_logits, strong_logits = ((teacher_logits, logits[len(labels):]) if teacher else
+                                    jnp.split(logits[len(labels):], 2))
       loss = loss + fixmatch.weight * fixmatch_loss(weak_logits, strong_logits, fixmatch)
     if masks is not None:
       mask_logits = updates['intermediates']['mask_logits'][0][:len(labels)]
@@ -122,10 +129,14 @@ def train_step(state: TrainState, images, labels, unlabelled=None, masks=None, *
     batch_stats = jax.tree.map(lambda frozen, new, old: jnp.where(frozen, old, new), stats_mask,
                                batch_stats, state.batch_stats)
   loss_ema, loss_count, _ = metrics_lib.ema_update(state.loss_ema, state.loss_count, loss)
+  params = optax.apply_updates(state.params, updates)
+  if teacher:
+    state = state.replace(teacher=optax.incremental_update(params, state.teacher,
+                                                           1.0 - fixmatch.teacher_decay))
   # A non-finite loss is counted; the host stops the run before anything after it is saved
   # (`loop.check_finite` runs before every checkpoint), so the state needs no per-leaf select,
   # which costs a pass over every parameter and optimizer moment (~15% of a CPU step).
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+  return state.replace(step=state.step + 1, params=params,
                        batch_stats=batch_stats, opt_state=opt_state, loss_ema=loss_ema,
                        loss_count=loss_count,
                        nonfinite=state.nonfinite + (~jnp.isfinite(loss)).astype(jnp.int32))

@@ -37,7 +37,7 @@ OUTSIDE_RUN = {
 }
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
 # where set: at these values they leave the identity, so existing keys stay valid.
-UNSET = {'data.manifest': ''}
+UNSET = {'data.manifest': '', 'semi.teacher_decay': 0.99}
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.
