@@ -30,7 +30,8 @@ Columns (JSON `rows`: the same, plus backend, device_kind, arch, size, dtype, fl
             it skips conv taps on the padding: a ResNet34 forward at 224 px is 6.8 GFLOP per
             image, not the textbook 7.3);
             torch rows take the JAX count of the same phase and batch: the same model's work.
-  MFU       GFLOP * steps/s / the device's peak dense bf16 FLOP/s (PEAK_TFLOPS; n/a elsewhere).
+  MFU       GFLOP * steps/s / the device's peak dense bf16 FLOP/s (accelerator_rows.PEAK_TFLOPS;
+            n/a elsewhere).
   first s   time to the first result: lower + compile + first step (torch: build + compile + step).
   peak GiB  the process's device memory peak so far (`memory_stats()`, rows run by growing batch;
             n/a on CPUs); torch: `torch.cuda.max_memory_allocated` of the row.
@@ -129,28 +130,10 @@ from nexjax.train import recipe  # noqa: E402
 from nexjax.train import scoring  # noqa: E402
 from nexjax.train import state as state_lib  # noqa: E402
 from nexjax.train import step as step_lib  # noqa: E402
-import train_step  # noqa: E402  (benchmarks/train_step.py: phases, PyTorch model and step)
-
-# Peak dense (no sparsity) bf16 tensor FLOP/s per chip, the first name in `device_kind` wins.
-PEAK_TFLOPS = (
-    ('H100 PCIe', 756),    # NVIDIA H100 Tensor Core GPU datasheet (1,513 with sparsity)
-    ('H100 NVL', 835),     # NVIDIA H100 Tensor Core GPU datasheet (1,671 with sparsity)
-    ('H100', 989),         # NVIDIA H100 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
-    ('H200', 989),         # NVIDIA H200 Tensor Core GPU datasheet, SXM (1,979 with sparsity)
-    ('A100', 312),         # NVIDIA A100 Tensor Core GPU datasheet (624 with sparsity)
-    ('L4', 121),           # NVIDIA L4 Tensor Core GPU datasheet (242 with sparsity)
-    ('V100', 125),         # NVIDIA Tesla V100 GPU datasheet, SXM2: fp16 tensor (no bf16)
-    ('TPU v4', 275),       # Google Cloud TPU documentation, "TPU v4"
-    ('TPU v5 lite', 197),  # Google Cloud TPU documentation, "TPU v5e"
-    ('TPU v5e', 197),
-    ('TPU v5', 459),       # Google Cloud TPU documentation, "TPU v5p" (device_kind 'TPU v5')
-    ('TPU v6', 918),       # Google Cloud TPU documentation, "TPU v6e" (Trillium)
-)
-GIB = 2 ** 30
-
-
-def peak_flops(device_kind: str) -> float | None:
-  return next((tflops * 1e12 for name, tflops in PEAK_TFLOPS if name in device_kind), None)
+from accelerator_rows import COLUMNS, GIB, add_mfu, figures, fmt, measure  # noqa: E402
+from accelerator_rows import peak_flops, seconds_per_call, table_line  # noqa: E402
+from accelerator_torch import torch_train, torch_usable  # noqa: E402
+import train_step  # noqa: E402  (benchmarks/train_step.py: the phases)
 
 
 def recipe_config(args, batch: int, augment: bool):
@@ -216,23 +199,6 @@ def peak_memory_gib() -> float | None:
   return max(s['peak_bytes_in_use'] for s in stats) / GIB
 
 
-def seconds_per_call(call, warmup: int, steps: int, wait=jax.block_until_ready) -> float:
-  """`warmup` calls, then seconds per call of `steps` more, dispatched back to back; `wait(out)`
-  returns when `out` is computed."""
-  out = None
-  for count in (warmup, steps):
-    start = time.perf_counter()
-    for _ in range(count):
-      out = call()
-    wait(out)
-  return (time.perf_counter() - start) / steps
-
-
-def figures(images, seconds, first_s, **extra) -> dict:
-  return dict(images_per_s=images / seconds, step_ms=seconds * 1e3, first_step_s=first_s,
-              **extra)
-
-
 def jax_train(args, topo, examples, variables, batch, phase, source) -> list[dict]:
   config = recipe_config(args, batch, augment=source == 'pipeline')
   job = job_lib.Job(config, topo, job_lib.create_model(config), {'train': examples})
@@ -249,7 +215,7 @@ def jax_train(args, topo, examples, variables, batch, phase, source) -> list[dic
     nonlocal state
     state = compiled(state, **next(batches))
     return state
-  seconds = seconds_per_call(step, args.warmup, args.steps)
+  seconds = seconds_per_call(step, args.warmup, args.steps, jax.block_until_ready)
   return [figures(batch, seconds, first_s, peak_memory_gib=peak_memory_gib(), **counts)]
 
 
@@ -269,7 +235,7 @@ def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict
   for source in sources:
     if source == 'synthetic':
       seconds = seconds_per_call(lambda: compiled(variables, images, extra), args.warmup,
-                                 args.steps)
+                                 args.steps, jax.block_until_ready)
       rows.append(figures(batch, seconds, first_s, peak_memory_gib=peak_memory_gib(), **counts))
       continue
     calls = math.ceil(len(examples) / batch)
@@ -282,118 +248,6 @@ def jax_eval(args, topo, examples, variables, batch, kind, sources) -> list[dict
     rows.append(figures(len(examples) / calls, (time.perf_counter() - start) / calls, first_s,
                         peak_memory_gib=peak_memory_gib(), **counts))
   return rows
-
-
-class TorchTrain(train_step.TorchRunner):
-  """benchmarks/train_step.py's PyTorch step on the device: AMP, channels_last, torch.compile."""
-
-  def __init__(self, args, batch, phase):
-    import torch
-    import torchvision
-    self.arch = args.arch if hasattr(torchvision.models, args.arch) else 'resnet18'
-    super().__init__(self.arch, args.size, batch, phase, torch.get_num_threads())
-    self.torch, self.amp = torch, args.dtype == 'bfloat16'
-    self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    self.model.to(self.device, memory_format=torch.channels_last)
-    self.images = self.images.to(self.device, memory_format=torch.channels_last)
-    self.labels = self.labels.to(self.device)
-    self.eager, self.mode = self.model, 'eager'
-    if args.torch_compile == 'auto':
-      self.model, self.mode = torch.compile(self.model), 'compiled'
-
-  def step(self):  # no loss.item(): steps queue on the device as JAX's do
-    self.opt.zero_grad(set_to_none=True)
-    with self.torch.autocast(self.device, dtype=self.torch.bfloat16, enabled=self.amp):
-      loss = self.loss_fn(self.model(self.images), self.labels)
-    loss.backward()
-    self.opt.step()
-
-  def sync(self):
-    if self.device == 'cuda':
-      self.torch.cuda.synchronize()
-
-  def first_step(self):
-    try:
-      self.step()
-    except Exception as e:  # pylint: disable=broad-except  (inductor, triton, a C++ compiler...)
-      if self.mode == 'eager' or is_oom(e):
-        raise
-      self.model, self.mode = self.eager, f'eager (torch.compile failed: {type(e).__name__})'
-      self.step()
-    self.sync()
-
-
-def torch_train(args, batch, phase) -> list[dict]:
-  import torch
-  if torch.cuda.is_available():
-    torch.backends.cudnn.benchmark = True
-    torch.cuda.reset_peak_memory_stats()
-  start = time.perf_counter()
-  runner = TorchTrain(args, batch, phase)
-  runner.first_step()
-  first_s = time.perf_counter() - start
-  seconds = seconds_per_call(runner.step, args.warmup, args.steps, lambda _: runner.sync())
-  peak = torch.cuda.max_memory_allocated() / GIB if runner.device == 'cuda' else None
-  return [figures(batch, seconds, first_s, peak_memory_gib=peak, arch=runner.arch,
-                  width=64, torch_mode=runner.mode)]
-
-
-def is_oom(error: Exception) -> bool:
-  return 'RESOURCE_EXHAUSTED' in str(error) or type(error).__name__ == 'OutOfMemoryError'
-
-
-def measure(run, *keys: dict) -> list[dict]:
-  """`run()`'s rows, each merged into its key, or an OOM row per key."""
-  try:
-    return [dict(key, **row, status='ok') for key, row in zip(keys, run(), strict=True)]
-  except Exception as e:  # pylint: disable=broad-except  (jax and torch raise different types)
-    if not is_oom(e):
-      raise
-    return [dict(key, status='OOM') for key in keys]
-
-
-def torch_usable(args) -> bool:
-  """PyTorch rows only where torch can use the device JAX measures (or both use the CPU)."""
-  if 'torch' not in args.frameworks:
-    return False
-  if not train_step.torch_available():
-    print('torch/torchvision not installed: no PyTorch rows.')
-    return False
-  import torch
-  usable = {'gpu': torch.cuda.is_available(), 'cpu': True}.get(jax.default_backend(), False)
-  if not usable:
-    print(f'PyTorch cannot use the {jax.default_backend()} device here: no PyTorch rows.')
-  return usable
-
-
-def add_mfu(rows: list[dict], peak: float | None) -> None:
-  """MFU per row; PyTorch rows take the FLOPs of the JAX step of the same network and batch."""
-  jax_flops = {(r['arch'], r['width'], r['phase'], r['batch']): r.get('flops_per_step')
-               for r in rows if r['framework'] == 'jax' and r['kind'] == 'train'
-               and r['input'] == 'synthetic'}
-  for r in rows:
-    if r['framework'] == 'torch':
-      r['flops_per_step'] = jax_flops.get((r['arch'], r['width'], r['phase'], r['batch']))
-    ok = r['status'] == 'ok' and peak and r.get('flops_per_step')
-    r['mfu'] = r['flops_per_step'] * 1e3 / r['step_ms'] / peak if ok else None
-
-
-def fmt(value, spec: str) -> str:
-  return 'n/a' if value is None else format(value, spec)
-
-
-COLUMNS = (f'{"fw":<5} {"kind":<5} {"phase":<8} {"batch":>5} {"input":<9} {"img/s":>8} '
-           f'{"step ms":>8} {"GFLOP":>8} {"MFU":>6} {"first s":>7} {"peak GiB":>8} status')
-
-
-def table_line(r: dict) -> str:
-  line = f'{r["framework"]:<5} {r["kind"]:<5} {r["phase"]:<8} {r["batch"]:>5} {r["input"]:<9} '
-  if r['status'] == 'ok':
-    gflop = r['flops_per_step'] and r['flops_per_step'] / 1e9
-    line += (f'{r["images_per_s"]:>8.1f} {r["step_ms"]:>8.1f} {fmt(gflop, ".1f"):>8} '
-             f'{fmt(r["mfu"], ".1%"):>6} {r["first_step_s"]:>7.1f} '
-             f'{fmt(r["peak_memory_gib"], ".2f"):>8} ')
-  return line + r['status'] + (f' ({r["torch_mode"]})' if 'torch_mode' in r else '')
 
 
 def lower_only(args) -> None:

@@ -13,6 +13,8 @@ import json
 import pathlib
 import sys
 
+from accelerator_rows import fmt  # benchmarks/accelerator_rows.py: no jax
+
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'ml-collections',
             'absl-py', 'tensorflow', 'torch')
 JAX_ADMITTED = ((0, 10, 2), (0, 12))  # pyproject.toml: jax>=0.10.2,<0.12
@@ -55,10 +57,6 @@ def print_versions() -> int:
   for problem in problems:
     print(f'device check: {problem}', file=sys.stderr)
   return 1 if problems else 0
-
-
-def fmt(value, spec: str) -> str:
-  return 'n/a' if value is None else format(value, spec)
 
 
 def table(path: str) -> str:

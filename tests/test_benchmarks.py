@@ -1,5 +1,5 @@
 """benchmarks/accelerator.py and inference.py: their smoke runs on the CPU (so the scripts cannot
-rot), MFU and peaks; transfer.py's label-curve plot."""
+rot), MFU and peaks (accelerator_rows.py); transfer.py's label-curve plot."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from nexjax.export import lowering
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-import accelerator  # noqa: E402  pylint: disable=wrong-import-position
+import accelerator_rows  # noqa: E402  pylint: disable=wrong-import-position
 import device_versions  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -23,7 +23,7 @@ def test_accelerator_smoke(tmp_path):
                            '--json', str(out)], capture_output=True, text=True, timeout=400,
                           cwd=tmp_path, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  assert accelerator.COLUMNS in result.stdout
+  assert accelerator_rows.COLUMNS in result.stdout
   report = json.loads(out.read_text())
   assert (report['backend'], report['arch'], report['peak_bf16_flops']) == ('cpu', 'resnet10', None)
   rows = {(r['framework'], r['kind'], r['phase'], r['input']): r for r in report['rows']}
@@ -51,7 +51,7 @@ def test_accelerator_smoke(tmp_path):
                                           ('TPU v4', 275), ('TPU v5 lite', 197), ('TPU v5', 459),
                                           ('TPU v6 lite', 918), ('cpu', None)])
 def test_peak_flops(kind, tflops):
-  assert accelerator.peak_flops(kind) == (tflops and tflops * 1e12)
+  assert accelerator_rows.peak_flops(kind) == (tflops and tflops * 1e12)
 
 
 def test_mfu_and_torch_rows_borrow_jax_flops():
@@ -60,11 +60,11 @@ def test_mfu_and_torch_rows_borrow_jax_flops():
                step_ms=10.0),
           dict(base, framework='torch', kind='train', input='synthetic', step_ms=20.0),
           dict(base, framework='jax', kind='train', input='pipeline', status='OOM')]
-  accelerator.add_mfu(rows, peak=1e15)
+  accelerator_rows.add_mfu(rows, peak=1e15)
   assert rows[0]['mfu'] == pytest.approx(2e12 * 100 / 1e15)
   assert rows[1]['flops_per_step'] == 2e12 and rows[1]['mfu'] == pytest.approx(0.1)
   assert rows[2]['mfu'] is None
-  accelerator.add_mfu(rows, peak=None)
+  accelerator_rows.add_mfu(rows, peak=None)
   assert all(r['mfu'] is None for r in rows)
 
 
@@ -72,11 +72,11 @@ def test_measure_records_oom_and_raises_the_rest():
   def out_of_memory():
     raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.2GiB')
   keys = (dict(kind='tta', input='synthetic'), dict(kind='tta', input='pipeline'))
-  assert accelerator.measure(out_of_memory, *keys) == [dict(k, status='OOM') for k in keys]
-  assert accelerator.measure(lambda: [dict(step_ms=1.0)], keys[0]) == [
+  assert accelerator_rows.measure(out_of_memory, *keys) == [dict(k, status='OOM') for k in keys]
+  assert accelerator_rows.measure(lambda: [dict(step_ms=1.0)], keys[0]) == [
       dict(keys[0], step_ms=1.0, status='ok')]
   with pytest.raises(ZeroDivisionError):
-    accelerator.measure(lambda: 1 / 0, keys[0])
+    accelerator_rows.measure(lambda: 1 / 0, keys[0])
 
 
 def test_inference_smoke(tmp_path):

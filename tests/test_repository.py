@@ -1,6 +1,6 @@
-"""The repository keeps what it says about itself: the README's code map lists every module in an
-order that the imports respect, nothing refers outside the repository, and only the command-line
-entry points define flags."""
+"""The repository keeps what it says about itself: docs/code_map.md lists every module in an order
+that the imports respect, the README's short map names every package, nothing refers outside the
+repository, and only the command-line entry points define flags."""
 
 import ast
 import pathlib
@@ -11,14 +11,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAP_SECTION = '## How the code is organised'
 
 
+def map_block(text: str) -> str:
+  """The first code block of a Markdown text: a code map."""
+  return text.split('```')[1]
+
+
 def code_map() -> list[str]:
-  """The nexjax modules listed in the README's code map, in their order ('nexjax/train/job.py')."""
-  readme = (ROOT / 'README.md').read_text()
-  section = readme[readme.index(MAP_SECTION):]
-  section = section[:section.find('\n## ', 1)]
-  block = section.split('```')[1]
+  """The nexjax modules listed in docs/code_map.md, in their order ('nexjax/train/job.py')."""
+  block = map_block((ROOT / 'docs' / 'code_map.md').read_text())
   return [line.split()[0] for line in block.splitlines()
           if line.startswith('nexjax/') and line.split()[0].endswith('.py')]
+
+
+def short_map() -> str:
+  """The README's short code map: a line or two per package."""
+  readme = (ROOT / 'README.md').read_text()
+  return map_block(readme[readme.index(MAP_SECTION):])
 
 
 def modules() -> dict[str, pathlib.Path]:
@@ -56,9 +64,18 @@ def is_lazy_import(node) -> bool:
 def test_the_code_map_lists_every_module_once():
   listed = code_map()
   paths = {str(p.relative_to(ROOT)) for p in modules().values()}
-  assert sorted(paths - set(listed)) == [], "missing from the README's code map"
-  assert sorted(set(listed) - paths) == [], "in the README's code map but not in nexjax/"
+  assert sorted(paths - set(listed)) == [], 'missing from docs/code_map.md'
+  assert sorted(set(listed) - paths) == [], 'in docs/code_map.md but not in nexjax/'
   assert len(listed) == len(set(listed)), 'listed twice'
+
+
+def test_the_readme_short_map_names_every_package():
+  """Each package of nexjax/ ('nexjax/train/') and each module beside them ('nexjax/errors.py')."""
+  entries = [str(p.relative_to(ROOT)) + ('/' if p.is_dir() else '')
+             for p in sorted((ROOT / 'nexjax').iterdir())
+             if (p / '__init__.py').is_file() or (p.suffix == '.py' and p.name != '__init__.py')]
+  missing = [e for e in entries if e not in short_map()]
+  assert not missing, f"missing from the README's short code map: {missing}"
 
 
 def test_every_module_imports_only_modules_listed_below_it():
@@ -70,7 +87,7 @@ def test_every_module_imports_only_modules_listed_below_it():
       targets = [m for m in position if m == imported or m.startswith(imported + '.')]
       if imported != 'nexjax' and any(position[t] <= position[name] for t in targets):
         upward.append(f'{name} imports {imported}')
-  assert not upward, f'move these below their importers in the README code map: {upward}'
+  assert not upward, f'move these below their importers in docs/code_map.md: {upward}'
 
 
 def test_modes_import_no_mode_and_building_blocks_no_mode():
