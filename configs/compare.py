@@ -1,11 +1,11 @@
 """Detector comparison configs: the fine-tuning config's data, model and presets, plus the
-detectors to compare (every registered one, configs/detectors.py).
+detectors to compare (every registered one, nexjax/detectors/defaults.py's NAMES).
 
     python launch.py --config=configs/compare.py[:PRESET] --workdir=DIR --mode=compare
 
 Presets as in configs/finetune.py, whose configs also hold each detector's section
-(`config.detectors`, configs/detectors.py) and `line.detectors`, the ensemble's members where
-validation has too few defects. Feature-based detectors (gaussian: Rippel et al.'s model of
+(`config.detectors`, nexjax/detectors/defaults.py) and `line.detectors`, the ensemble's members
+where validation has too few defects. Feature-based detectors (gaussian: Rippel et al.'s model of
 normality; patchcore; padim) use the body `compare.backbone` names: a training workdir or a
 weights file; empty means `init.weights` (ImageNet with --config.init.weights=resnet34; random
 without, which models normality poorly). The classifier is the fine-tuning recipe itself (this
@@ -20,14 +20,14 @@ anomaly maps are reconstruction errors.
 import ml_collections
 
 from configs import default
-from configs import detectors
 from configs import finetune
+from nexjax.detectors import defaults
 
 
 def get_config(arg=None):
   config = finetune.get_config(arg)
   config.compare = ml_collections.ConfigDict(dict(
-      detectors=detectors.compared(config.init.weights, default.PRETRAIN),
+      detectors=defaults.compared(config.init.weights, default.PRETRAIN),
       labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
       threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
       backbone='',                         # '' -> init.weights; or a workdir / weights file

@@ -11,7 +11,7 @@ converted file) for ImageNet weights.
 
 import ml_collections
 
-from configs import detectors
+from nexjax.detectors import defaults
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
@@ -162,8 +162,8 @@ def get_config():
       trim=0.25,               # share of the unlabelled images left out as probably defective
       threshold_rule='max_accuracy',  # each detector's, on validation ('fpr:0.01' if no defect)
   ))
-  # Each detector's settings (configs/detectors.py: its defaults; presets override some).
-  config.detectors = detectors.get_config()
+  # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
+  config.detectors = defaults.sections()
   config.lr_find = ml_collections.ConfigDict(dict(
       start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
   ))

@@ -8,16 +8,8 @@ synthetic data). Measurements in docs/results/main_job.md.
 """
 
 from configs import default
-from configs import detectors
 from configs import pretrain_wide
-
-# Detector sizes for 2 CPU cores: the accelerator defaults (3,000 steps of batch 64 for vae and
-# gan; patchcore's greedy coreset over every good patch) take far longer there.
-DETECTORS = {
-    'patchcore': dict(max_fit_images=600),
-    'vae': dict(steps=600, batch_size=32, sample_every=200),
-    'gan': dict(steps=600, batch_size=32, sample_every=200),
-}
+from nexjax.detectors import defaults
 
 
 def get_config():
@@ -41,5 +33,5 @@ def get_config():
   # Learning rates from --mode=lr_find, the unfrozen phase's longer for the few images.
   config.phases = (default.phase('frozen', 2, (3e-3,), ('head',)),
                    default.phase('unfrozen', 8, (1e-4, 1e-3), ('body_low', 'body_high', 'head')))
-  detectors.override(config, DETECTORS)
+  config.detectors = defaults.sections('synthetic')   # sized for 2 CPU cores
   return config

@@ -9,23 +9,17 @@ from nexjax.detectors import gan
 from test_vae import context, examples, good_images, with_square  # same toy data
 
 
-def smoke_config():
-  config = gan.default_config()
-  config.update(gan.SMOKE)
-  return config
-
-
 @pytest.fixture(scope='module')
 def fitted(compile_cache):
   del compile_cache
-  detector = gan.GANomalyDetector(smoke_config())
+  detector = gan.GANomalyDetector(gan.GANomalyDetector.smoke_config())
   detector.fit(examples(good_images(32)), examples(good_images(1)), context())
   return detector
 
 
 def test_losses_move(fitted):
   history = fitted.history
-  assert len(history) == smoke_config().steps
+  assert len(history) == gan.GANomalyDetector.smoke_config().steps
   assert set(history[0]) == {'g_loss', 'd_loss', 'adv', 'con', 'enc'}
   for key in ('g_loss', 'd_loss'):
     start, late = history[0][key], np.mean([row[key] for row in history[-10:]])
@@ -46,14 +40,14 @@ def test_save_load_round_trip(fitted, tmp_path):
   ctx = context()
   images = good_images(5, seed=2)
   fitted.save(tmp_path)
-  loaded = gan.GANomalyDetector.load(tmp_path, smoke_config(), ctx)
+  loaded = gan.GANomalyDetector.load(tmp_path, gan.GANomalyDetector.smoke_config(), ctx)
   np.testing.assert_array_equal(loaded.score(images, ctx), fitted.score(images, ctx))
   np.testing.assert_array_equal(loaded.anomaly_map(images, ctx), fitted.anomaly_map(images, ctx))
   assert len(list((tmp_path / 'samples').glob('step_*.png'))) == 2
 
 
 def test_residual_score_is_the_mean_map(fitted):
-  config = smoke_config()
+  config = gan.GANomalyDetector.smoke_config()
   config.score = 'residual'
   residual = gan.GANomalyDetector(config)
   residual.params, residual.channels = fitted.params, fitted.channels
@@ -63,7 +57,7 @@ def test_residual_score_is_the_mean_map(fitted):
 
 
 def test_unknown_score_is_a_config_error():
-  config = smoke_config()
+  config = gan.GANomalyDetector.smoke_config()
   config.score = 'pixels'
   with pytest.raises(errors.ConfigError, match='gan.score='):
     gan.GANomalyDetector(config)

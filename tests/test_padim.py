@@ -15,8 +15,7 @@ from nexjax.detectors import padim
 def fitted(toy_defects, compile_cache):
   del compile_cache
   ctx, train, test = toy_defects
-  config = padim.default_config()
-  config.update(padim.SMOKE)
+  config = padim.PaDiM.smoke_config()
   config.batch_size = 4        # 6 good images: the second batch is padded
   detector = padim.PaDiM(config)
   detector.fit(train, train, ctx)

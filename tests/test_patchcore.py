@@ -75,8 +75,7 @@ def test_channel_pooling_is_adaptive_average_pooling():
 def fitted(toy_defects, compile_cache):
   del compile_cache
   ctx, train, test = toy_defects
-  config = patchcore.default_config()
-  config.update(patchcore.SMOKE)
+  config = patchcore.PatchCore.smoke_config()
   detector = patchcore.PatchCore(config)
   detector.fit(train, train, ctx)   # the two defect images must stay out of the bank
   return detector, ctx, train.images, test

@@ -7,6 +7,8 @@ PYTHONPATH=. python tests/test_presets.py, and the diff of the fixture reviewed.
 import ast
 import json
 import pathlib
+import subprocess
+import sys
 
 import ml_collections
 from ml_collections.config_flags import config_flags
@@ -14,10 +16,10 @@ import pytest
 
 from configs import compare
 from configs import default
-from configs import detectors as sections
 from configs import finetune
 from configs import synthetic
 from nexjax import detectors
+from nexjax.detectors import defaults
 from nexjax.train import job
 from nexjax.train import workdir
 
@@ -97,13 +99,24 @@ def test_a_preset_file_is_the_old_spelling(preset, file):
   assert flat(load(f'configs/{file}.py')) == flat(load(old)) == before
 
 
-def test_the_config_files_import_only_ml_collections_and_each_other():
+def test_the_config_files_import_only_ml_collections_each_other_and_the_detector_defaults():
   for path in sorted((ROOT / 'configs').glob('*.py')):
     tree = ast.parse(path.read_text())
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
              for alias in node.names}
-    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert names <= {'ml_collections', 'configs'}, (path.name, names)
+    names |= {f'{node.module}.{alias.name}' for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) for alias in node.names}
+    wrong = {n for n in names if n != 'nexjax.detectors.defaults'
+             and n.split('.')[0] not in ('ml_collections', 'configs')}
+    assert not wrong, (path.name, wrong)
+
+
+def test_the_detector_defaults_and_the_config_files_import_no_jax():
+  """Neither jax nor the registry (every detector) loads with the defaults or the presets."""
+  for module in ('nexjax.detectors.defaults', 'configs.compare'):
+    code = (f"import {module}, sys; assert 'jax' not in sys.modules; "
+            "assert 'nexjax.detectors.registry' not in sys.modules")
+    subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True)
 
 
 def test_the_pretrain_literal_is_the_jobs():
@@ -112,9 +125,10 @@ def test_the_pretrain_literal_is_the_jobs():
 
 @pytest.mark.parametrize('preset', PRESETS)
 def test_the_detector_sections_are_the_registrys(preset):
-  """configs/detectors.py against each detector's own default_config() and PRESETS."""
-  assert sections.NAMES == tuple(detectors.REGISTRY)
-  assert sections.NEEDS_TRAINED_SOURCE == tuple(
+  """The resolved sections are the registered detectors' default_config() and PRESETS, and
+  nexjax/detectors/defaults.py's NAMES and NEEDS_TRAINED_SOURCE follow the registry."""
+  assert defaults.NAMES == tuple(detectors.REGISTRY)
+  assert defaults.NEEDS_TRAINED_SOURCE == tuple(
       name for name, cls in detectors.REGISTRY.items() if cls.needs_trained_source)
   config = compare.get_config(preset)
   registry = {name: cls.preset_config(preset) for name, cls in detectors.REGISTRY.items()}

@@ -1,5 +1,5 @@
 """The detector registry: a detector defined and registered here, with its config section (what
-its entry in configs/detectors.py gives a built-in one), is compared, saved and used by
+its entry in nexjax/detectors/defaults.py gives a built-in one), is compared, saved and used by
 --mode=predict; every registered method's config checks, not-fitted
 error and saved folder."""
 
@@ -85,8 +85,8 @@ def toys(monkeypatch):
 
 
 def with_toys(config):
-  """The config with the toys' sections and in compare.detectors, as configs/detectors.py
-  would give them."""
+  """The config with the toys' sections and in compare.detectors, as
+  nexjax/detectors/defaults.py would give them."""
   for cls in (MeanIntensity, BrightestPixel):
     config.detectors[cls.name] = cls.preset_config(config.preset)
   config.compare.detectors += (MeanIntensity.name, BrightestPixel.name)

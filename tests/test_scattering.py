@@ -72,8 +72,7 @@ def test_features_are_log_means_and_maxima_of_the_gray_image():
 
 
 def smoke_config(**overrides) -> ml_collections.ConfigDict:
-  config = scattering_xgb.default_config()
-  config.update(scattering_xgb.SMOKE)
+  config = scattering_xgb.ScatteringXGB.smoke_config()
   config.update(overrides)
   return config
 

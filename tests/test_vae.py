@@ -39,8 +39,7 @@ def context() -> base.Context:
 
 
 def smoke_config():
-  config = vae.default_config()
-  config.update(vae.SMOKE)
+  config = vae.VAEDetector.smoke_config()
   config.steps = 60
   config.sample_every = 30
   return config

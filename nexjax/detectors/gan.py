@@ -28,23 +28,14 @@ import ml_collections
 import optax
 
 from nexjax.detectors import base
+from nexjax.detectors import defaults
 from nexjax.detectors import generative
 
-SMOKE = generative.SMOKE
 SCORES = ('latent', 'residual')
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """GANomaly's (and anomalib's) optimiser and loss weights."""
-  config = generative.common_config()
-  config.latent = 100
-  config.lr = 2e-4
-  config.b1 = 0.5
-  config.w_adv = 1.0
-  config.w_con = 50.0
-  config.w_enc = 1.0
-  config.score = 'latent'
-  return config
+  return defaults.section('gan')
 
 
 class Generator(nn.Module):
@@ -70,6 +61,7 @@ def discriminator(widths) -> generative.Encoder:
 class GANomalyDetector(generative.ReconstructionDetector):
   name = 'gan'
   default_config = staticmethod(default_config)
+  PRESETS = defaults.PRESETS['gan']
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:

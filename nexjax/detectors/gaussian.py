@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from nexjax.detectors import base
+from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
 from nexjax.models import inference
 
@@ -141,7 +142,7 @@ def feature_batches(images, ctx: base.Context, stages, desc: str):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(stages=('layer1', 'layer2', 'layer3', 'layer4')))
+  return defaults.section('gaussian')
 
 
 class GaussianDetector(base.Detector):

@@ -37,32 +37,6 @@ from nexjax.reports import localization
 PARAMS_FILE = 'params.msgpack'
 
 
-def common_config() -> ml_collections.ConfigDict:
-  """The keys every reconstruction detector reads; modules add their own."""
-  return ml_collections.ConfigDict(dict(
-      image_size=64,          # square side the model sees; inputs are resized on the device
-      widths=(32, 64, 128),   # encoder conv widths, one stride-2 level each (decoder mirrors)
-      latent=64,
-      steps=3000,
-      batch_size=64,          # global training batch, divisible by the number of devices
-      lr=1e-3,
-      b1=0.9,                 # Adam's beta1
-      augment=False,          # fastai's on-device augmentation (nexjax.data.augment) of good images
-      score_topk=1.0,         # image score: mean of the top fraction of the error map (1 = mean)
-      sample_every=500,       # losses checked and shown, reconstructions of a fixed batch kept
-      num_samples=8,
-  ))
-
-
-# Overrides for tests and smoke runs: seconds on a CPU, 32 px.
-SMOKE = dict(image_size=32, widths=(8, 16), latent=8, steps=40, batch_size=8, sample_every=20,
-             num_samples=4)
-# configs/compare.py:synthetic, sized for 2 CPU cores: the accelerator defaults (3,000 steps of
-# batch 64) take about 35 minutes each there.
-SYNTHETIC = dict(steps=600, batch_size=32, sample_every=200)
-PRESETS = {'smoke': SMOKE, 'synthetic': SYNTHETIC}
-
-
 def check_config(config: ml_collections.ConfigDict, name: str) -> list[str]:
   """The values that cannot build or train the model, naming the key."""
   levels = len(config.widths)
@@ -166,7 +140,6 @@ class ReconstructionDetector(base.Detector):
   uses_labels = False
   produces_maps = True
   fitted_keys = ('image_size', 'widths', 'latent')  # what shapes the networks
-  PRESETS = PRESETS
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

@@ -23,21 +23,13 @@ import numpy as np
 
 from nexjax import errors
 from nexjax.detectors import base
+from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
 from nexjax.models import inference
 from nexjax.reports import localization
 
 def default_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.stages = ('layer1', 'layer2', 'layer3')
-  c.num_features = 100   # random channel subset (anomalib: 100 for ResNet18, 550 for WRN50)
-  c.epsilon = 0.01       # covariance regulariser
-  c.sigma = 4.0          # Gaussian smoothing of the upsampled map, in pixels
-  c.batch_size = 32
-  return c
-
-
-SMOKE = {'num_features': 20, 'batch_size': 8}
+  return defaults.section('padim')
 
 
 def stacked_features(variables, images, *, model, stages):
@@ -104,7 +96,7 @@ class PaDiM(features_lib.PatchDetector):
   scores_and_maps = staticmethod(scores_and_maps)
   fitted_keys = ('stages', 'num_features')
   default_config = staticmethod(default_config)
-  PRESETS = {'smoke': SMOKE}
+  PRESETS = defaults.PRESETS['padim']
 
   @classmethod
   def check_config(cls, config) -> list[str]:

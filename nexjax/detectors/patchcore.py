@@ -32,30 +32,14 @@ import numpy as np
 from nexjax import errors
 from nexjax.data import pipeline
 from nexjax.detectors import base
+from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
 from nexjax.models import inference
 from nexjax.platform import parallel
 from nexjax.reports import localization
 
 def default_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.stages = ('layer2', 'layer3')
-  c.neighbourhood = 3        # local aggregation: average over k x k patches (stride 1)
-  c.target_dim = 0           # > 0: adaptive average pooling over channels to this many
-  c.coreset_ratio = 0.1      # fraction of the patch features kept in the memory bank (anomalib)
-  c.projection_dim = 128     # random projection for the coreset selection; 0: full features
-  c.num_neighbors = 9        # for the image score's reweighting; 1: the plain maximum
-  c.sigma = 4.0              # Gaussian smoothing of the upsampled map, in pixels
-  c.batch_size = 32
-  c.bank_chunk = 8192        # bank rows per nearest-neighbour step
-  c.max_fit_images = 0       # > 0: fit on that many good images (chosen by id hash); 0: all
-  return c
-
-
-SMOKE = {'coreset_ratio': 0.25, 'batch_size': 8, 'bank_chunk': 256}
-# configs/compare.py:synthetic, sized for 2 CPU cores: the greedy coreset over every good patch
-# would take hours.
-SYNTHETIC = {'max_fit_images': 600}
+  return defaults.section('patchcore')
 
 
 def bank_bytes(num_images: int, patches_per_image: int, dim: int, ratio: float = 1.0) -> int:
@@ -166,7 +150,7 @@ class PatchCore(features_lib.PatchDetector):
   scores_and_maps = staticmethod(scores_and_maps)
   fitted_keys = ('stages', 'neighbourhood', 'target_dim')  # what shapes the memory bank
   default_config = staticmethod(default_config)
-  PRESETS = {'smoke': SMOKE, 'synthetic': SYNTHETIC}
+  PRESETS = defaults.PRESETS['patchcore']
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

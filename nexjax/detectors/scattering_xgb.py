@@ -47,6 +47,7 @@ from nexjax.platform import parallel
 
 from nexjax.data import pipeline
 from nexjax.detectors import base
+from nexjax.detectors import defaults
 from nexjax.models import scattering
 
 # The settings that determine the features (and so the cache key and what `load` must match).
@@ -55,25 +56,7 @@ MODEL_FILE = 'model.json'
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      J=3,                      # scales: coefficient maps are 2^J times smaller than the image
-      L=8,                      # angles (kymatio's filters are tuned for 8)
-      order=2,
-      pool_grid=(1, 4),         # g x g mean cells per map, concatenated
-      pool_max=True,            # and each map's maximum (small defects vanish in the means)
-      log=True,                 # features log(eps + x)
-      eps=1e-6,
-      n_estimators=1000,        # boosting rounds at most; early stopping picks fewer
-      max_depth=4,
-      learning_rate=0.05,
-      early_stopping_rounds=50,
-      subsample=0.8,            # rows per tree
-      colsample_bytree=0.5,     # features per tree
-      min_child_weight=1.0,
-      max_bin=64,               # bins per feature (XGBoost's 256 made rounds 7x slower here)
-      nthread=2,                # fixed: fits repeat across machines (4 oversubscribed 2 cores)
-      cache_dir='',             # where feature files are kept ('' -> not cached)
-  ))
+  return defaults.section('scattering_xgb')
 
 
 def xgboost():
@@ -84,11 +67,6 @@ def xgboost():
     raise errors.ConfigError("scattering_xgb needs XGBoost, an optional extra: "
                              "pip install -e '.[xgboost]'.") from e
   return xgb
-
-
-# Seconds-long settings for the tests and the compare smoke run.
-SMOKE = dict(J=2, L=4, pool_grid=(1, 2), n_estimators=30, max_depth=2, learning_rate=0.3,
-             early_stopping_rounds=5, subsample=1.0, colsample_bytree=1.0)
 
 
 def check_config(config: ml_collections.ConfigDict) -> list[str]:
@@ -229,7 +207,7 @@ class ScatteringXGB(base.Detector):
   fitted_keys = FEATURE_KEYS
   default_config = staticmethod(default_config)
   check_config = staticmethod(check_config)
-  PRESETS = {'smoke': SMOKE}
+  PRESETS = defaults.PRESETS['scattering_xgb']
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

@@ -18,16 +18,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from nexjax.detectors import defaults
 from nexjax.detectors import generative
-
-SMOKE = generative.SMOKE
 
 
 def default_config() -> ml_collections.ConfigDict:
-  config = generative.common_config()
-  config.beta = 1.0
-  config.score_kl = False
-  return config
+  return defaults.section('vae')
 
 
 class VAE(nn.Module):
@@ -63,6 +59,7 @@ def kl_divergence(mean, logvar):
 class VAEDetector(generative.ReconstructionDetector):
   name = 'vae'
   default_config = staticmethod(default_config)
+  PRESETS = defaults.PRESETS['vae']
 
   def model(self) -> VAE:
     return VAE(tuple(self.config.widths), self.config.latent, self.config.image_size,
