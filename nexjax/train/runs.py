@@ -3,12 +3,12 @@
 once), then trained and evaluated (`train_and_evaluate`, `nexjax.train.loop`). Modes, detectors
 and benchmarks take these from here, not from the loop."""
 
-import copy
 import pathlib
 
 from absl import logging
 import ml_collections
 
+from nexjax import config_values
 from nexjax import errors
 from nexjax.train import job as job_lib
 from nexjax.train import loop
@@ -65,10 +65,7 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
                     '' if shipped_body.choice(config) == shipped_body.TRAIN else
                     f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
     train_and_evaluate(pretrain, run_dir)
-  resolved = copy.deepcopy(config)
-  with resolved.unlocked():
-    resolved.init.weights = str(run_dir)
-  return resolved
+  return config_values.derived(config, {'init.weights': str(run_dir)})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:

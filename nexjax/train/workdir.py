@@ -2,7 +2,6 @@
 so evaluation, prediction, export and feature extraction rebuild the network from the workdir
 alone, wherever it was copied and whatever config file the command names."""
 
-import copy
 import fcntl
 import hashlib
 import json
@@ -13,6 +12,7 @@ import socket
 from absl import logging
 import ml_collections
 
+from nexjax import config_values
 from nexjax import errors
 
 CONFIG_FILE = 'config.json'
@@ -91,13 +91,6 @@ def normalized_path(text: str) -> str:
   return str(pathlib.Path(text).expanduser().resolve()) if text else text
 
 
-def _set(config, dotted: str, value) -> None:
-  *parents, last = dotted.split('.')
-  for part in parents:
-    config = config[part]
-  config[last] = value
-
-
 def _flat(value, prefix: str) -> dict:
   if isinstance(value, (dict, ml_collections.ConfigDict)):
     return {k: v for key in value for k, v in _flat(value[key], f'{prefix}.{key}').items()}
@@ -133,10 +126,7 @@ def pretrained_body(config) -> str:
 def pretrain_section(config) -> ml_collections.ConfigDict:
   """`config.pretrain` (the run that trains the body) with the downstream run's cache folder:
   the run `train.runs.resolve_init` keys the body by."""
-  pretrain = copy.deepcopy(config[PRETRAIN])
-  with pretrain.unlocked():
-    pretrain.data.cache_dir = config.data.cache_dir
-  return pretrain
+  return config_values.derived(config[PRETRAIN], {'data.cache_dir': config.data.cache_dir})
 
 
 def identity(config) -> dict:
@@ -186,19 +176,21 @@ def differing_identity(config, recorded) -> dict[str, tuple]:
           if mine[k] != theirs[k]}
 
 
-def with_trained_model(config, workdir, trained=None) -> ml_collections.ConfigDict:
-  """`config` with the network and input size of the run trained in `workdir` (whose config,
-  `trained`, is read when not given)."""
-  trained = read_config(workdir) if trained is None else trained
+def trained_model(config, workdir, trained) -> dict:
+  """{dotted key: value} of the network and input size (MODEL_KEYS) of the run trained in
+  `workdir`, whose config is `trained`; logs those `config` differs in."""
   differences = differing_keys(config, trained)
   if differences:
     logging.info('Using the network %s was trained with: %s', workdir,
                  ', '.join(f'{k}={theirs!r}' for k, (_, theirs) in differences.items()))
-  result = copy.deepcopy(config)
-  with result.unlocked():
-    for key in MODEL_KEYS:
-      _set(result, key, copy.deepcopy(_get(trained, key)))
-  return result
+  return {key: _get(trained, key) for key in MODEL_KEYS}
+
+
+def with_trained_model(config, workdir, trained=None) -> ml_collections.ConfigDict:
+  """`config` with the network and input size of the run trained in `workdir` (whose config,
+  `trained`, is read when not given)."""
+  trained = read_config(workdir) if trained is None else trained
+  return config_values.derived(config, trained_model(config, workdir, trained))
 
 
 def data_identity(config) -> dict:
@@ -244,16 +236,13 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
   workdir on the images it was trained and validated on, whatever data the preset names; only
   `config.data.dir` naming another folder evaluates there (split and scaled the same way)."""
   trained = read_config(workdir)
-  result = with_trained_model(config, workdir, trained)
   other = is_other_folder(config, trained)
   preset = describe_data(data_identity(config))
-  with result.unlocked():
-    for key in DATA_KEYS:
-      if _get_or_none(trained, key) is not None:
-        _set(result, key, copy.deepcopy(_get(trained, key)))
-    if other:
-      result.data.dir, result.data.synthetic = normalized_path(config.data.dir), False
-      result.data.manifest = normalized_path(config.data.get('manifest', ''))
+  values = {key: _get(trained, key) for key in DATA_KEYS if _get_or_none(trained, key) is not None}
+  if other:
+    values.update({'data.dir': normalized_path(config.data.dir), 'data.synthetic': False,
+                   'data.manifest': normalized_path(config.data.get('manifest', ''))})
+  result = config_values.derived(config, {**trained_model(config, workdir, trained), **values})
   used = describe_data(data_identity(result))
   manifest = result.data.get('manifest', '')
   if not other and not result.data.synthetic and not (
