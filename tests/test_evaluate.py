@@ -246,7 +246,7 @@ def test_export_mode_writes_files_that_load_back_bitwise(trained, tmp_path):
 
 def test_init_weights_from_a_workdir_and_a_width_mismatch(trained):
   config, workdir = trained
-  loaded = job_lib.pretrained_weights(str(workdir), config)
+  loaded = job_lib.pretrained_weights(str(workdir), config.model, config)
   variables, _ = job_lib.restore_weights(config, workdir)
   for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
     np.testing.assert_array_equal(got, np.asarray(want))
@@ -254,4 +254,4 @@ def test_init_weights_from_a_workdir_and_a_width_mismatch(trained):
   with config.unlocked():
     config.model.width = 16
   with pytest.raises(errors.WeightsError, match='resnet10 of width 64.*width 16'):
-    job_lib.pretrained_weights(str(workdir), config)
+    job_lib.pretrained_weights(str(workdir), config.model, config)

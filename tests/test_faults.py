@@ -101,7 +101,7 @@ def test_weights_of_another_architecture_say_which(tmp_path):
   weights.save(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), tmp_path / 'r18.npz')
   config = finetune.get_config('smoke')  # resnet10, width 64
   with pytest.raises(errors.WeightsError, match='holds a resnet18 of width 8'):
-    job_lib.pretrained_weights(str(tmp_path / 'r18.npz'), config)
+    job_lib.pretrained_weights(str(tmp_path / 'r18.npz'), config.model, config)
 
 
 def test_offline_download_is_one_clear_error(tmp_path):

@@ -70,7 +70,7 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
     got = np.array([float(r['score']) for r in csv.DictReader(f)])
   folder = workdir / 'compare'
   ctx = base.Context(parallel.topology(), 8, 0, False, backbones.load_backbone(
-      saved['backbone'], config, folder / 'ensemble-all'))
+      saved['backbone'], saved['data']['image_size'], config, folder / 'ensemble-all'))
   valid = base.load_arrays(folder / 'ensemble-all')
   cdfs = [ensemble.ecdf(valid[m], detectors.get(m).load(folder / f'{m}-all', None, ctx).score(
       images, ctx)) for m in ('classifier', 'gaussian')]

@@ -214,4 +214,5 @@ def test_a_feature_detectors_backbone_is_recorded_and_its_absence_named(tmp_path
   assert backbones.backbone_facts(config, '')['kind'] == 'random initialisation'
   weights.unlink()
   with pytest.raises(errors.CheckpointError, match='the weights file .*body.npz, is gone'):
-    backbones.load_backbone(facts, config, tmp_path / 'compare' / 'patchcore-0')
+    backbones.load_backbone(facts, config.data.image_size, config,
+                            tmp_path / 'compare' / 'patchcore-0')

@@ -105,7 +105,7 @@ def test_pack_then_unpack_gives_the_auto_checkpoint_bit_for_bit(tiny_run, bodies
     assert all(npz[k].dtype == np.float32 for k in npz.files)
   unpacked = tmp_path / f'{name}-shipped'
   shipped_body.unpack(name, unpacked)
-  assert same(job_lib.pretrained_weights(str(unpacked), config), best)
+  assert same(job_lib.pretrained_weights(str(unpacked), config.model, config), best)
   restored, step = job_lib.restore_weights(workdir_lib.with_trained_model(config, unpacked),
                                            unpacked)
   assert step == BEST and same(jax.device_get(restored), best)
@@ -160,7 +160,7 @@ def test_resolve_init_unpacks_the_shipped_body_instead_of_training(tiny_run, bod
   body = tmp_path / 'fresh_cache' / 'pretrained' / f'{run_dir.name}-shipped'
   assert resolved.init.weights == str(body) and shipped_body.is_finished(body)
   assert workdir_lib.pretrained_body(resolved) == str(body)
-  assert same(job_lib.pretrained_weights(resolved.init.weights, resolved), best)
+  assert same(job_lib.pretrained_weights(resolved.init.weights, resolved.model, resolved), best)
   monkeypatch.setattr(shipped_body, 'unpack', no_pretraining)
   assert runs.resolve_init(config).init.weights == str(body)  # unpacked once
 

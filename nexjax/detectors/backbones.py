@@ -2,7 +2,6 @@
 torchvision name or a random initialisation, and recorded in a saved detector's `detector.json`
 so that `--mode=predict` rebuilds it without the config that fitted it."""
 
-import copy
 import pathlib
 
 import ml_collections
@@ -17,13 +16,20 @@ from nexjax.train import job as job_lib
 def backbone(config, model_source: str) -> base.Backbone:
   """The body whose stage features feature-based detectors use: `compare.backbone` (a workdir or
   weights file), else `init.weights` (ImageNet or random initialisation, warned)."""
-  body_config = copy.deepcopy(config)
-  with body_config.unlocked():
-    body_config.init.weights = model_source
-  model = job_lib.create_model(body_config, head='none')
-  variables = job_lib.load_pretrained(job_lib.init_variables(model, body_config), body_config)
+  return body(config, model_source, config.model, image_size=config.data.image_size,
+              seed=config.seed, xla_cpu=config.xla_cpu, from_scratch=config.init.from_scratch)
+
+
+def body(config, source: str, model: ml_collections.ConfigDict, *, image_size: int, seed: int,
+         xla_cpu: str, from_scratch: bool) -> base.Backbone:
+  """The headless network of the `model` section with the weights `source` names
+  (`job.merge_pretrained`; '': initialised from `seed`), replicated; `config` gives the cache and
+  init.dont_load."""
+  network = job_lib.network(model, xla_cpu, head='none')
+  variables = job_lib.merge_pretrained(job_lib.random_variables(network, image_size, seed),
+                                       source, model, config, from_scratch=from_scratch)
   replicated = parallel.replicate(variables, parallel.topology())
-  return base.Backbone(model, replicated, model_source or 'random initialisation')
+  return base.Backbone(network, replicated, source or 'random initialisation')
 
 
 def backbone_facts(config, model_source: str) -> dict:
@@ -42,8 +48,9 @@ def backbone_facts(config, model_source: str) -> dict:
           'seed': config.seed, 'xla_cpu': config.xla_cpu}
 
 
-def load_backbone(facts: dict, config, saved_in) -> base.Backbone:
-  """The backbone `backbone_facts` describes, `config` giving the rest (e.g. the cache)."""
+def load_backbone(facts: dict, image_size: int, config, saved_in) -> base.Backbone:
+  """The backbone `backbone_facts` describes, for `image_size` px images (the saved detector's),
+  `config` giving the rest (e.g. the cache)."""
   source, kind = facts['source'], facts['kind']
   gone = {'workdir': not pathlib.Path(source).is_dir(),
           'weights file': not pathlib.Path(source).is_file(),
@@ -52,9 +59,6 @@ def load_backbone(facts: dict, config, saved_in) -> base.Backbone:
     raise errors.CheckpointError(
         f'{saved_in}/{base.SAVED_FILE}: its backbone, the {kind} {source}, is gone; copy it back '
         'there or refit with --mode=compare.')
-  body_config = copy.deepcopy(config)
-  with body_config.unlocked():
-    body_config.model = ml_collections.ConfigDict(facts['model'])
-    body_config.seed, body_config.xla_cpu = facts['seed'], facts['xla_cpu']
-    body_config.init.from_scratch = kind == 'random initialisation'
-  return backbone(body_config, source)
+  return body(config, source, ml_collections.ConfigDict(facts['model']), image_size=image_size,
+              seed=facts['seed'], xla_cpu=facts['xla_cpu'],
+              from_scratch=kind == 'random initialisation')

@@ -14,7 +14,6 @@ and ids that several files share are a warning listing them.
 """
 
 import collections
-import copy
 import csv
 import os
 import pathlib
@@ -132,16 +131,16 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
   if config.predict.heatmaps != 'none' and not cls.produces_maps:
     raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: '
                              f'{cls.name} gives image-level scores only; set it to none.')
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.data.update(saved['data'])  # the images as the detector was fitted on them
+  data = saved['data']  # the images as the detector was fitted on them
   topo = parallel.topology()
   ctx = base.Context(topo, config.train.eval_batch_size, config.seed, config.train.progress,
-                     backbones.load_backbone(saved['backbone'], config, folder)
+                     backbones.load_backbone(saved['backbone'], data['image_size'], config, folder)
                      if cls.needs_backbone else None)
   detector = cls.load(folder, None, ctx)
   files, threshold = folder_lib.list_inputs(config.predict.input), saved['threshold']
-  images, files = folder_lib.load_images(files, config)
+  images, files = folder_lib.decode_images(
+      files, image_size=data['image_size'], channels=data['channels'],
+      high_bit_scaling=data['high_bit_scaling'], progress=config.train.progress)
   names = folder_lib.relative_names(files, config.predict.input)
   warn_shared_ids(names, files)
   scores = detector.score(images, ctx)

@@ -96,11 +96,18 @@ def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
 
 
 def create_model(config, head: str | None = None) -> resnet.ResNet:
-  return resnet.create_model(config.model.arch, num_classes=config.model.num_classes,
-                             head=head or config.model.head, dtype=jnp.dtype(config.model.dtype),
-                             width=config.model.width,
-                             mask_head=config.model.get('mask_head', ''),
-                             slice_pool=xla_cpu.enabled(config.xla_cpu))
+  """The network of `config.model` (`network`)."""
+  return network(config.model, config.xla_cpu, head)
+
+
+def network(model: ml_collections.ConfigDict, xla_cpu_setting: str,
+            head: str | None = None) -> resnet.ResNet:
+  """The ResNet a model section describes, `head` (e.g. 'none') replacing its own; its max pool
+  sliced where `xla_cpu_setting` (config.xla_cpu) enables the XLA:CPU settings."""
+  return resnet.create_model(model.arch, num_classes=model.num_classes, head=head or model.head,
+                             dtype=jnp.dtype(model.dtype), width=model.width,
+                             mask_head=model.get('mask_head', ''),
+                             slice_pool=xla_cpu.enabled(xla_cpu_setting))
 
 
 def input_shape(config) -> tuple[int, ...]:
@@ -108,9 +115,15 @@ def input_shape(config) -> tuple[int, ...]:
 
 
 def init_variables(model, config) -> dict:
-  """Randomly initialised variables (torchvision's and fastai's initialisers), from config.seed."""
-  return jax.jit(lambda key: model.init(key, jnp.zeros(input_shape(config)), train=False))(
-      jax.random.key(config.seed))
+  """`random_variables` for the run's image size, from config.seed."""
+  return random_variables(model, config.data.image_size, config.seed)
+
+
+def random_variables(model, image_size: int, seed: int) -> dict:
+  """Randomly initialised variables (torchvision's and fastai's initialisers), from `seed`."""
+  shape = (1, image_size, image_size, 3)
+  return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(
+      jax.random.key(seed))
 
 
 def augment_options(config) -> augment_lib.AugmentOptions | None:
@@ -251,21 +264,22 @@ def checkpoint_phase(config, workdir, step: int) -> str:
   return config.phases[index].name if index < len(config.phases) else f'phase {index}'
 
 
-def check_same_network(source, arch: str, width: int, config) -> None:
-  if (arch, width) != (config.model.arch, config.model.width):
+def check_same_network(source, arch: str, width: int, model: ml_collections.ConfigDict) -> None:
+  if (arch, width) != (model.arch, model.width):
     raise errors.WeightsError(
         f'init.weights={source} holds a {arch} of width {width}; the config builds a '
-        f'{config.model.arch} of width {config.model.width}. Set --config.model.arch={arch} '
+        f'{model.arch} of width {model.width}. Set --config.model.arch={arch} '
         f'--config.model.width={width}, or use weights of the configured network.')
 
 
-def pretrained_weights(source: str, config) -> dict:
-  """Variables from `source`: a nexjax training workdir (its best checkpoint), a converted or
-  exported weights file, or a torchvision name (fetched into the cache)."""
+def pretrained_weights(source: str, model: ml_collections.ConfigDict, config) -> dict:
+  """Variables from `source` for the network of the `model` section: a nexjax training workdir
+  (its best checkpoint), a converted or exported weights file, or a torchvision name (fetched
+  into the cache of `config`)."""
   path = pathlib.Path(source)
   if path.is_dir():
     trained = workdir_lib.read_config(path)
-    check_same_network(source, trained.model.arch, trained.model.width, config)
+    check_same_network(source, trained.model.arch, trained.model.width, model)
     variables, step = restore_weights(workdir_lib.with_trained_model(config, path), path)
     logging.info('Initialising from %s (checkpoint step %d).', path, step)
     return jax.device_get(variables)
@@ -276,14 +290,22 @@ def pretrained_weights(source: str, config) -> dict:
                               f'the torchvision names {sorted(weights_lib.TORCHVISION_FILES)}.')
   loaded = weights_lib.load(path)
   arch, _ = weights_lib.infer_architecture(loaded)
-  check_same_network(source, arch, loaded['params']['conv1']['kernel'].shape[-1], config)
+  check_same_network(source, arch, loaded['params']['conv1']['kernel'].shape[-1], model)
   return loaded
 
 
 def load_pretrained(variables, config) -> dict:
-  """The pretrained network `init.weights` names merged into `variables` (the new head kept)."""
-  source = config.init.weights
-  if not source and config.init.from_scratch:
+  """The pretrained network `init.weights` names merged into `variables` (`merge_pretrained`)."""
+  return merge_pretrained(variables, config.init.weights, config.model, config,
+                          from_scratch=config.init.from_scratch)
+
+
+def merge_pretrained(variables, source: str, model: ml_collections.ConfigDict, config, *,
+                     from_scratch: bool) -> dict:
+  """The pretrained network `source` names (`pretrained_weights`) merged into `variables` of the
+  `model` network, the new head and `config.init.dont_load` kept; with no source, `variables`
+  (random initialisation, warned unless `from_scratch`)."""
+  if not source and from_scratch:
     logging.info('Training from random initialisation (init.from_scratch).')
     return variables
   if not source:
@@ -294,6 +316,6 @@ def load_pretrained(variables, config) -> dict:
     return variables
   dont_load = [config.init.dont_load] if config.init.dont_load else []
   logging.info('Loading pretrained weights from %s (kept fresh: %s)', source, dont_load)
-  return weights_lib.merge(variables, pretrained_weights(source, config), dont_load)
+  return weights_lib.merge(variables, pretrained_weights(source, model, config), dont_load)
 
 
