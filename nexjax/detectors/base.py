@@ -20,7 +20,6 @@ on whatever devices the `Context` holds.
 """
 
 import abc
-import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -130,13 +129,9 @@ class Detector(abc.ABC):
   def create(cls, config: ml_collections.ConfigDict, workdir: pathlib.Path,
              defects: int) -> 'Detector':
     """The detector `--mode=compare` fits into `workdir` with `defects` labelled defects (-1:
-    all): by default from its config section, feature caches (`cache_dir`) in the workdir."""
-    del defects
-    section = copy.deepcopy(config.detectors[cls.name])
-    if 'cache_dir' in section and not section.cache_dir:
-      with section.unlocked():
-        section.cache_dir = str(workdir / 'compare' / 'cache')  # reused by later budgets
-    return cls(section)
+    all): by default from its config section."""
+    del workdir, defects
+    return cls(config.detectors[cls.name])
 
   # Fitting and scoring.
 

@@ -8,12 +8,12 @@ the report's TTA where `predict.tta` (the default, as `--mode=predict` scores a 
 views and their combination are `evaluate.tta_*`); the anomaly map is its Grad-CAM.
 """
 
-import copy
 import os
 import pathlib
 
 import numpy as np
 
+from nexjax import config_values
 from nexjax import errors
 from nexjax.detectors import base
 from nexjax.export import scorer as scorer_lib
@@ -43,12 +43,10 @@ class ClassifierDetector(base.Detector):
   @classmethod
   def create(cls, config, workdir, defects: int) -> 'ClassifierDetector':
     """With every defect the run is the workdir's own fine-tuning run (reused when done);
-    with fewer, its own run in `workdir/finetune_defects_N`."""
-    run_config = copy.deepcopy(config)
-    with run_config.unlocked():
-      run_config.data.max_train_defects = defects
+    with fewer, its own run in `workdir/finetune_defects_N`, whose config records the budget
+    (data.max_train_defects: part of the run)."""
     run_dir = workdir if defects < 0 else workdir / f'finetune_defects_{defects}'
-    return cls(run_config, run_dir)
+    return cls(config_values.derived(config, {'data.max_train_defects': defects}), run_dir)
 
   @property
   def fitted(self) -> bool:

@@ -139,11 +139,11 @@ def cache_key(examples: pipeline.Examples, config: ml_collections.ConfigDict) ->
 
 
 def cached_features(examples: pipeline.Examples, config: ml_collections.ConfigDict,
-                    ctx: base.Context) -> np.ndarray:
-  """`extract_features`, read from / written to `config.cache_dir` when it is set."""
-  if not config.cache_dir:
+                    ctx: base.Context, cache_dir: str) -> np.ndarray:
+  """`extract_features`, read from / written to `cache_dir` when it is set."""
+  if not cache_dir:
     return extract_features(examples.images, config, ctx)
-  path = pathlib.Path(config.cache_dir) / f'scattering-{cache_key(examples, config)}.npz'
+  path = pathlib.Path(cache_dir) / f'scattering-{cache_key(examples, config)}.npz'
   if path.exists():
     return np.load(path)['features']
   values = extract_features(examples.images, config, ctx)
@@ -209,10 +209,19 @@ class ScatteringXGB(base.Detector):
   check_config = staticmethod(check_config)
   PRESETS = defaults.PRESETS['scattering_xgb']
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, cache_dir: str = ''):
+    """Feature files are kept in config.cache_dir, else in `cache_dir` ('' neither: not kept)."""
     super().__init__(config)
+    self.cache_dir = config.cache_dir or cache_dir
     self.booster = None
     self.image_shape = None   # (H, W, C) it was fitted on; scoring other shapes is refused
+
+  @classmethod
+  def create(cls, config, workdir, defects: int) -> 'ScatteringXGB':
+    """From its section; feature files in the workdir where it names no cache_dir (reused by
+    later budgets)."""
+    del defects
+    return cls(config.detectors[cls.name], str(workdir / 'compare' / 'cache'))
 
   @property
   def fitted(self) -> bool:
@@ -223,9 +232,9 @@ class ScatteringXGB(base.Detector):
 
   def fit(self, train: pipeline.Examples, valid: pipeline.Examples, ctx: base.Context) -> None:
     self.image_shape = tuple(train.images.shape[1:])
-    self.booster = fit_booster(cached_features(train, self.config, ctx), train.labels,
-                               cached_features(valid, self.config, ctx), valid.labels,
-                               self.config, ctx.seed)
+    train_x, valid_x = (cached_features(split, self.config, ctx, self.cache_dir)
+                        for split in (train, valid))
+    self.booster = fit_booster(train_x, train.labels, valid_x, valid.labels, self.config, ctx.seed)
 
   def score(self, images: np.ndarray, ctx: base.Context) -> np.ndarray:
     self.require_fitted()
