@@ -201,7 +201,8 @@ def semi(config, found: Problems) -> None:
   s = config.semi
   found.check(s.method in SEMI_METHODS, 'semi.method', f'{s.method!r} is not one of {SEMI_METHODS}')
   found.check(s.method == 'none' or job_lib.has_unlabelled(config), 'semi.method',
-              f"{s.method!r} learns from unlabelled images; set --config.data.unlabelled_dir=FOLDER")
+              f'{s.method!r} learns from unlabelled images; set '
+              '--config.data.unlabelled_dir=FOLDER')
   found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
               're-estimates BatchNorm statistics on unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
@@ -343,6 +344,7 @@ def detector(config, cls, found: Problems) -> None:
   if cls.default_config() is None:
     return
   if 'detectors' not in config or cls.name not in config.detectors:
-    found.append(f'config.detectors.{cls.name}: missing section (configs/detectors.py adds it)')
+    found.append(f'config.detectors.{cls.name}: missing section (declared in '
+                 'nexjax/detectors/defaults.py)')
     return
   found.extend(cls.check_config(config.detectors[cls.name]))

@@ -7,8 +7,8 @@ registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses ever
 the validation split.
 
 A method declares its `name`, `default_config()`, its `PRESETS` (config overrides per preset of
-configs/compare.py, e.g. seconds-long 'smoke' sizes; configs/detectors.py and the preset files
-hold the same values, checked by tests/test_presets.py) and `check_config` (the problems of a
+configs/compare.py, e.g. seconds-long 'smoke' sizes; both read from nexjax/detectors/defaults.py,
+which the preset files import too) and `check_config` (the problems of a
 config, each naming `config.detectors.<name>.<key>` and the valid values). Its saved form is one
 folder: `detector.json` (name, format, nexjax version, the config it was fitted with, its
 `Stats`, what the method needs to rebuild its state, and what the caller adds: threshold,
