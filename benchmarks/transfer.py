@@ -107,21 +107,21 @@ def method_config(base_config, method: str):
   return config
 
 
-def heldout_folder(root: pathlib.Path, size: int) -> pathlib.Path:
+def heldout_folder(root: pathlib.Path, size: int, family: str) -> pathlib.Path:
   """The held-out world's line (one package family, as a product line is) with `size` labelled
   images (the test and unlabelled images are the same for every size: each image is a function
   of its split and index)."""
-  folder = root / f'heldout-{HELDOUT_FAMILY}' / f'train{size}'
+  folder = root / f'heldout-{family}' / f'train{size}'
   heldout.generate(folder, num_train=size, num_test=1000, num_unlabelled=UNLABELLED,
-                   image_size=128, seed=HELDOUT_SEED, families=(HELDOUT_FAMILY,), progress=False)
+                   image_size=128, seed=HELDOUT_SEED, families=(family,), progress=False)
   return folder
 
 
-def world_config(world: str, size: int, root: pathlib.Path):
+def world_config(world: str, size: int, root: pathlib.Path, family: str):
   """The `synthetic` preset on the own world's target family, or on a held-out world folder."""
   config = finetune.get_config('synthetic')
   if world == 'heldout':
-    folder = heldout_folder(root, size)
+    folder = heldout_folder(root, size, family)
     config.data.synthetic = False
     config.data.dir = str(folder)
     config.data.unlabelled_dir = str(folder / 'unlabelled')
@@ -169,8 +169,8 @@ def fit_folds(config, data, run_dir: pathlib.Path, ctx, seed: int):
 
 
 def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image_size: int,
-        checkpoints=('auto',), seed: int = 0) -> list[dict]:
-  config = world_config(world, size, root)
+        checkpoints=('auto',), seed: int = 0, family: str = HELDOUT_FAMILY) -> list[dict]:
+  config = world_config(world, size, root, family)
   config.data.image_size = image_size
   config.train.progress = False
   config.seed = seed
@@ -179,7 +179,8 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
   config = runs.resolve_init(config)
   job = job_lib.setup(config)
   splits = {name: job.data[name] for name in ('valid', 'test')}
-  run_dir = root / world / f'{image_size}px' / f'{size}' / method / f'seed{seed}'
+  line = world if world == 'own' or family == HELDOUT_FAMILY else f'{world}-{family}'
+  run_dir = root / line / f'{image_size}px' / f'{size}' / method / f'seed{seed}'
   test = splits['test']
   types = defect_types.types_of(test.ids, test.labels,
                                 job_lib.data_source(config).defect_types())
@@ -187,7 +188,7 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
   if method == 'folds':
     splits, result = fit_folds(config, job.data, run_dir, ctx, seed)
     row = selection.report_row(method, -1, result, splits, 'test', rule, types=types)
-    row.update(world=world, size=size, image_size=image_size, checkpoint='auto', step=None,
+    row.update(world=line, size=size, image_size=image_size, checkpoint='auto', step=None,
                seed=seed, train_images=len(splits['valid']) * (FOLDS - 1) // FOLDS)
     return [row]
   if method == 'gaussian':
@@ -205,7 +206,7 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
     row = selection.report_row(method, 0 if method == 'gaussian' else -1,
                                selection.Result(scores, detector.stats), splits, 'test', rule,
                                types=types)
-    row.update(world=world, size=size, image_size=image_size, checkpoint=choice,
+    row.update(world=line, size=size, image_size=image_size, checkpoint=choice,
                step=None if choice == '-' else step, seed=seed,
                train_images=len(job.data['train']))
     rows.append(row)
@@ -253,6 +254,8 @@ def main(argv=None):
   p.add_argument('--worlds', default='own', help="'own', 'heldout' or both, comma-separated")
   p.add_argument('--checkpoints', default='auto', help="classifier checkpoints scored: 'auto', "
                  "'best', 'latest', comma-separated")
+  p.add_argument('--heldout_family', default=HELDOUT_FAMILY,
+                 help="the held-out line's package family (nexjax.data.heldout)")
   p.add_argument('--seeds', default='0', help='training seeds (and fold draws), comma-separated')
   p.add_argument('--rule', default='max_accuracy')
   p.add_argument('--image_size', type=int, default=96, help='the target images are drawn at 128')
@@ -265,7 +268,7 @@ def main(argv=None):
       for method, seed in itertools.product(args.methods.split(','),
                                             (int(s) for s in args.seeds.split(','))):
         new_rows = run(world, size, method, pathlib.Path(args.root), args.rule, args.image_size,
-                       tuple(args.checkpoints.split(',')), seed)
+                       tuple(args.checkpoints.split(',')), seed, args.heldout_family)
         rows += new_rows
         print('\n'.join(table(new_rows).splitlines()[2:]), flush=True)
         if args.json:
