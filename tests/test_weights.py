@@ -3,7 +3,7 @@ to Flax), `merge` into a model's variables (strict by default, `dont_load`) and
 `infer_architecture`. Weight files, `fetch` and the convert CLI: tests/test_weights_files.py.
 
 The state dicts are torchvision's own key lists and shapes, drawn from a seed by
-`tests/fixtures/seeded_weights.py` (`state_dict` and the other helpers are in tests/conftest.py).
+`tests/fixtures/seeded_weights.py` (`state_dict` and the other helpers are in tests/weights_helpers.py).
 """
 
 import re
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import flat, state_dict, zeros_like_model
+from weights_helpers import flat, state_dict, zeros_like_model
 from nexjax.models import heads
 from nexjax.models import weights
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from conftest import flat, state_dict, zeros_like_model
+from weights_helpers import flat, state_dict, zeros_like_model
 from nexjax.models import convert
 from nexjax.models import weights
 
