@@ -55,12 +55,10 @@ def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: st
     if image is not None:
       images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
       kept.append(path)
-  nexperia.report_skipped([f'{name} ({reason})' for name, reason in skipped],
-                          'the prediction input')
+  nexperia.report_skipped(skipped, 'the prediction input')
   if not images:
     raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
-        f'{name} ({reason})' for name, reason in skipped[:3]) + ('; ...' if len(skipped) > 3
-                                                                 else ''))
+        nexperia.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
   return np.stack(images), kept
 
 
