@@ -43,7 +43,7 @@ def test_a_review_label_of_a_file_name_with_a_line_break_reads_back(tmp_path):
   assert review_lib.Review(tmp_path / 'w', threshold=0.5).labels == {str(image): 1}
   assert extra_labels.read_rows(review.labels_path) == [(image, 1, 3)]  # the row ends on line 3
   extra = extra_labels.load(review.labels_path, image_size=8, channels=1,
-                            high_bit_scaling='bit_depth')
+                            high_bit_scaling='bit_depth', cache_dir=tmp_path / 'cache')
   assert list(extra.ids) == [str(image)] and list(extra.labels) == [1]
 
 
