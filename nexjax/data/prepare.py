@@ -174,7 +174,7 @@ def fingerprint(root, records) -> str:
 
 
 def decode_records(records, stem: pathlib.Path, image_size: int, channels: int,
-                   high_bit_scaling: str, progress: bool) -> None:
+                   high_bit_scaling: str, progress: bool, what: str = 'records') -> None:
   """Decodes every record's file into the split at `stem` (label -1 where None, UNREADABLE
   where the file cannot be decoded), the skipped files and their reasons written beside it
   before the split is marked complete."""
@@ -184,7 +184,7 @@ def decode_records(records, stem: pathlib.Path, image_size: int, channels: int,
   shape = (len(records), image_size, image_size, channels)
   with split_cache.create_images(stem, shape) as images:
     for row, (path, _) in enumerate(tqdm.tqdm(
-        records, desc=f'decode {stem.parent.parent.name} @{image_size}px', unit='img',
+        records, desc=f'decode {what} @{image_size}px', unit='img',
         disable=not progress)):
       image = decode_resized(path, image_size, channels, high_bit_scaling, skipped)
       if image is None:
@@ -209,14 +209,15 @@ def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: i
   """`records` (file, label or None; files under `root` or named from it) decoded and resized
   once into `cache/<name>-<fingerprint>-<decoding>/<image_size>px`, opened from there later."""
   nexperia.check_high_bit_scaling(high_bit_scaling)
-  prepared = pathlib.Path(cache) / (f'{name}-{fingerprint(root, records)}-{channels}ch-'
+  cache = pathlib.Path(cache)
+  prepared = cache / (f'{name}-{fingerprint(root, records)}-{channels}ch-'
                                     f'{high_bit_scaling}')
   stem = prepared / f'{image_size}px'
   arrays = split_cache.open_split(stem)
   if arrays is None:
     prepared.mkdir(parents=True, exist_ok=True)
     split_cache.remove_stale_temporaries(stem)
-    decode_records(records, stem, image_size, channels, high_bit_scaling, progress)
+    decode_records(records, stem, image_size, channels, high_bit_scaling, progress, cache.name)
     arrays = split_cache.open_split(stem)
   if arrays is None:
     raise errors.DataError(f'{stem}: the decoded images cannot be read back after writing them; '
