@@ -78,6 +78,29 @@ def test_one_image_labelled_0_and_1_names_both_lines(tmp_path):
   assert [line for _, _, line in extra_labels.read_rows(table)] == [2, 3]  # once each
 
 
+def test_extra_labels_are_decoded_once_and_anew_when_a_label_changes(tmp_path):
+  write_png(tmp_path / 'a.png')
+  (tmp_path / 'broken.png').write_bytes(b'\x89PNG broken')
+  table, cache = tmp_path / 'labels.csv', tmp_path / 'cache'
+
+  def load():
+    return extra_labels.load(table, image_size=8, channels=1, high_bit_scaling='bit_depth',
+                             cache_dir=cache)
+
+  table.write_text('file,label\n')
+  assert len(load()) == 0
+  table.write_text('file,label\na.png,1\n')
+  first = load()
+  assert list(first.labels) == [1] and np.asarray(first.images).shape == (1, 8, 8, 1)
+  assert list(load().labels) == [1] and len(list(cache.glob('extra_labels/*'))) == 2
+  table.write_text('file,label\na.png,0\n')
+  assert list(load().labels) == [0] and len(list(cache.glob('extra_labels/*'))) == 3
+  table.write_text('file,label\na.png,0\nbroken.png,1\n')
+  for _ in range(2):  # decoded, then from the cache: the same error
+    with pytest.raises(errors.DataError, match=r'line 3: cannot decode .*broken.png \(\w+'):
+      load()
+
+
 def test_a_row_naming_a_folder_says_so(tmp_path):
   """Issue 27 row 13: it said the folder did not exist."""
   (tmp_path / 'many').mkdir()
