@@ -43,7 +43,7 @@ def test_a_review_label_of_a_file_name_with_a_line_break_reads_back(tmp_path):
   assert review_lib.Review(tmp_path / 'w', threshold=0.5).labels == {str(image): 1}
   assert extra_labels.read_rows(review.labels_path) == [(image, 1, 3)]  # the row ends on line 3
   extra = extra_labels.load(review.labels_path, image_size=8, channels=1,
-                            high_bit_scaling='bit_depth')
+                            high_bit_scaling='bit_depth', cache_dir=tmp_path / 'cache')
   assert list(extra.ids) == [str(image)] and list(extra.labels) == [1]
 
 
@@ -76,6 +76,29 @@ def test_one_image_labelled_0_and_1_names_both_lines(tmp_path):
     extra_labels.read_rows(table)
   table.write_text('file,label\na.png,0\nb.png,1\ncopy.png,0\na.png,0\n')
   assert [line for _, _, line in extra_labels.read_rows(table)] == [2, 3]  # once each
+
+
+def test_extra_labels_are_decoded_once_and_anew_when_a_label_changes(tmp_path):
+  write_png(tmp_path / 'a.png')
+  (tmp_path / 'broken.png').write_bytes(b'\x89PNG broken')
+  table, cache = tmp_path / 'labels.csv', tmp_path / 'cache'
+
+  def load():
+    return extra_labels.load(table, image_size=8, channels=1, high_bit_scaling='bit_depth',
+                             cache_dir=cache)
+
+  table.write_text('file,label\n')
+  assert len(load()) == 0
+  table.write_text('file,label\na.png,1\n')
+  first = load()
+  assert list(first.labels) == [1] and np.asarray(first.images).shape == (1, 8, 8, 1)
+  assert list(load().labels) == [1] and len(list(cache.glob('extra_labels/*'))) == 2
+  table.write_text('file,label\na.png,0\n')
+  assert list(load().labels) == [0] and len(list(cache.glob('extra_labels/*'))) == 3
+  table.write_text('file,label\na.png,0\nbroken.png,1\n')
+  for _ in range(2):  # decoded, then from the cache: the same error
+    with pytest.raises(errors.DataError, match=r'line 3: cannot decode .*broken.png \(\w+'):
+      load()
 
 
 def test_a_row_naming_a_folder_says_so(tmp_path):

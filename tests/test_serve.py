@@ -257,7 +257,8 @@ def test_extra_labels_join_the_training_split(served, tmp_path):
   assert joined['train'].ids[n] == str(image) and len(joined['valid']) == len(plain['valid'])
   rows = np.array([n + 1, 0, n])
   np.testing.assert_array_equal(joined['train'].read(rows)[1], plain['train'].read([0])[0])
-  extra = extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth')
+  extra = extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth',
+                            cache_dir=tmp_path / 'cache')
   np.testing.assert_array_equal(joined['train'].read(rows)[[0, 2]], extra.images[[1, 0]])
   del workdir
 
@@ -288,7 +289,8 @@ def test_extra_labels_errors_name_the_line(served, tmp_path, line, message):
   table.write_text('file,label\n' + f'{good},0\n' + line.format(
       missing=tmp_path / 'gone.png', good=good, broken='broken.png') + '\n')
   with pytest.raises(errors.DataError, match=f'{table}, {message}'):
-    extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth')
+    extra_labels.load(table, image_size=96, channels=1, high_bit_scaling='bit_depth',
+                      cache_dir=tmp_path / 'cache')
 
 
 def test_without_tta_only_the_plain_view_is_computed(served):

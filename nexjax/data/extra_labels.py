@@ -4,8 +4,9 @@ The CSV has a header with `file` and `label` columns (others are ignored), read 
 file is (`labels.read_rows`: a byte order mark, Windows-1252, semicolons): the image's path
 (absolute, or relative to the CSV's folder) and 0 (good) or 1 (defect), the format the review
 page writes (`WORKDIR/review/labels.csv`). The images are decoded like the data folder's
-(`nexperia.decode_image`, `data.channels`, `data.high_bit_scaling`) and resized like it, then
-appended to the training split only (validation and test stay the folder's, so the scores
+(`data.channels`, `data.high_bit_scaling`) and resized like it, once, into the cache as records
+(`prepare.load_records`, keyed by the files, their labels and the decoding), then appended to
+the training split only (validation and test stay the folder's, so the scores
 remain comparable). A missing file, a folder, an undecodable image, a bad label, one image
 (the same bytes) given two labels, or a validation or test image (or a copy of one) stops the
 run with the CSV's line.
@@ -15,12 +16,11 @@ import hashlib
 import pathlib
 
 import numpy as np
-import tensorflow as tf
 
 from nexjax import errors
 from nexjax.data import labels as label_files
-from nexjax.data import nexperia
 from nexjax.data import pipeline
+from nexjax.data import prepare
 
 LABEL_NAMES = {0: '0 (good)', 1: '1 (defect)'}
 
@@ -87,28 +87,30 @@ def check_against_folder(path, rows, known: dict) -> None:
           'folder; correct one of them.')
 
 
-def load(path, *, image_size: int, channels: int, high_bit_scaling: str,
-         known: dict | None = None) -> pipeline.Examples:
-  """The CSV's images (uint8, image_size squared) with their labels; ids are the paths.
-  `known`: the data folder's `folder_images`, checked against (`check_against_folder`)."""
+def check_decoded(path, rows, decoded: prepare.Decoded) -> None:
+  """Stops at the first row whose image could not be decoded, naming its line and the reason."""
+  kept, reasons = set(decoded.examples.ids), dict(decoded.skipped)
+  for image, _, line in rows:
+    if str(image) not in kept:
+      reason = reasons.get(str(image), f'listed in {decoded.listed_in}')
+      raise errors.DataError(f'{path}, line {line}: cannot decode {image} ({reason}).')
+
+
+def load(path, *, image_size: int, channels: int, high_bit_scaling: str, cache_dir,
+         known: dict | None = None, progress: bool = False) -> pipeline.Examples:
+  """The CSV's images (uint8, image_size squared, decoded once into `cache_dir`) with their
+  labels; ids are the paths. `known`: the data folder's `folder_images`, checked against
+  (`check_against_folder`)."""
   path = pathlib.Path(path)
   rows = read_rows(path)
   if known is not None:
     check_against_folder(path, rows, known)
-  images, labels, ids = [], [], []
-  for image_path, label, line in rows:
-    try:
-      image = nexperia.decode_image(image_path, channels, high_bit_scaling)
-    except Exception as e:  # pylint: disable=broad-except: named with its line, whatever it is
-      reason = ' '.join(f'{type(e).__name__}: {e}'.split())
-      raise errors.DataError(f'{path}, line {line}: cannot decode {image_path} ({reason}).') \
-          from None
-    images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
-    labels.append(label)
-    ids.append(str(image_path))
-  shape = (0, image_size, image_size, channels)
-  return pipeline.Examples(np.stack(images) if images else np.zeros(shape, np.uint8),
-                           np.asarray(labels, np.int32), np.asarray(ids, str))
+  decoded = prepare.load_records([(image, label) for image, label, _ in rows],
+                                 pathlib.Path(cache_dir) / 'extra_labels', path.stem, path.parent,
+                                 image_size=image_size, channels=channels,
+                                 high_bit_scaling=high_bit_scaling, progress=progress)
+  check_decoded(path, rows, decoded)
+  return decoded.examples
 
 
 class Stacked:

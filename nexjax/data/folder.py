@@ -5,12 +5,11 @@ import glob
 import pathlib
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from nexjax import errors
 from nexjax.data import nexperia
-from nexjax.data import pipeline
+from nexjax.data import prepare
 from nexjax.platform import progress as progress_lib
 
 
@@ -50,17 +49,15 @@ def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: st
   heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read', enabled=not progress)
   for done, path in enumerate(tqdm.tqdm(files, desc='read images', leave=False,
                                         disable=not progress), 1):
-    image = nexperia.decode_or_none(path, channels, high_bit_scaling, skipped)
+    image = prepare.decode_resized(path, image_size, channels, high_bit_scaling, skipped)
     heartbeat.update(done)
     if image is not None:
-      images.append(pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy())
+      images.append(image)
       kept.append(path)
-  nexperia.report_skipped([f'{name} ({reason})' for name, reason in skipped],
-                          'the prediction input')
+  nexperia.report_skipped(skipped, 'the prediction input')
   if not images:
     raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
-        f'{name} ({reason})' for name, reason in skipped[:3]) + ('; ...' if len(skipped) > 3
-                                                                 else ''))
+        nexperia.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
   return np.stack(images), kept
 
 

@@ -231,12 +231,17 @@ def decode_or_none(path: pathlib.Path, channels: int, high_bit_scaling: str = 'b
 MAX_LOGGED = 10
 
 
-def report_skipped(skipped: list[str], where, listed_in=None) -> None:
-  """Logs how many files were skipped and which (each a path, or `path (reason)`): all of them,
-  or the first MAX_LOGGED where the file `listed_in` has them all."""
+def described(skipped: list[tuple[str, str]]) -> list[str]:
+  """Skipped files as messages name them: `path (reason)`."""
+  return [f'{name} ({reason})' for name, reason in skipped]
+
+
+def report_skipped(skipped: list[tuple[str, str]], where, listed_in=None) -> None:
+  """Logs how many files were skipped (path, reason) and which: all of them, or the first
+  MAX_LOGGED where the file `listed_in` has them all."""
   if not skipped:
     return
-  shown = skipped if listed_in is None else skipped[:MAX_LOGGED]
+  shown = described(skipped if listed_in is None else skipped[:MAX_LOGGED])
   rest = f'; ... {len(skipped) - len(shown)} more' if len(shown) < len(skipped) else ''
   logging.warning('Skipped %d file(s) in %s: %s%s%s', len(skipped), where, '; '.join(shown), rest,
                   f' (all listed in {listed_in})' if listed_in else '')
@@ -313,11 +318,11 @@ class Nexperia(tfds.core.GeneratorBasedBuilder):
                            else np.zeros((*image.shape[:2], 1), np.uint8))
       yield f'{path.parent.name}/{path.name}', example  # the folder's: `good_0/x.jpg`
     if not read:  # TFDS would fail with an assertion about a split without examples
-      skipped = [f'{name} ({reason})' for name, reason in self.skipped_files[skipped_before:]]
+      skipped = self.skipped_files[skipped_before:]
       report_skipped(skipped, f'the {split} split')
       raise errors.DataError(f'None of the {len(files)} image files of the {split} split could '
-                             f'be read, e.g. {"; ".join(skipped[:3])}. Replace them, or remove '
-                             f'them{" (and test/)" if split == "test" else ""}.')
+                             f'be read, e.g. {"; ".join(described(skipped[:3]))}. Replace them, or '
+                             f'remove them{" (and test/)" if split == "test" else ""}.')
 
 
 def write_skipped(path: pathlib.Path, skipped: list[tuple[str, str]]) -> None:
@@ -325,7 +330,7 @@ def write_skipped(path: pathlib.Path, skipped: list[tuple[str, str]]) -> None:
                   errors='backslashreplace')  # a file name that is not UTF-8
 
 
-def read_skipped(path: pathlib.Path) -> list[str]:
-  """The skipped files recorded at preparation, as `path (reason)`."""
+def read_skipped(path: pathlib.Path) -> list[tuple[str, str]]:
+  """The skipped files (path, reason) recorded at preparation (`write_skipped`)."""
   lines = path.read_text(encoding='utf-8').splitlines()
-  return [f'{name} ({reason})' for name, _, reason in (line.partition('\t') for line in lines)]
+  return [(name, reason) for name, _, reason in (line.partition('\t') for line in lines)]

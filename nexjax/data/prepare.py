@@ -1,9 +1,22 @@
-"""A labelled source prepared once: its TFDS copy in the cache (keyed by the source's
-fingerprint), every split decoded and resized once into memory-mapped files, then split into
-train and validation (`pipeline.stratified_split`)."""
+"""Sources prepared once, into the cache.
+
+- A labelled source (a Kaggle-layout folder, the generator's, a manifest): its TFDS copy (keyed
+  by the source's fingerprint), every split decoded and resized once into memory-mapped files,
+  then split into train and validation (`pipeline.stratified_split`).
+- Records listed elsewhere (file, label or None: the unlabelled folder's, the extra-labels
+  CSV's): decoded and resized once into one memory-mapped split (`load_records`), keyed by the
+  files and labels (`fingerprint`) and the decoding settings; the files that cannot be decoded
+  are listed, with their reasons, in `skipped_files.txt` beside it.
+
+Every image is decoded by `nexperia.decode_or_none` and resized by
+`pipeline.resize_and_center_crop`; `decode_resized` does both for one file (predict's too).
+"""
 
 import contextlib
+import dataclasses
+import hashlib
 import io
+import os
 import pathlib
 
 from absl import logging
@@ -133,3 +146,85 @@ def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: fl
   if test is not None:
     splits['test'] = test
   return splits
+
+
+UNREADABLE = -2  # label of a listed file that could not be decoded (left out of its examples)
+
+
+def decode_resized(path: pathlib.Path, image_size: int, channels: int, high_bit_scaling: str,
+                   skipped: list) -> np.ndarray | None:
+  """A file decoded (`nexperia.decode_or_none`) and resized as the labelled data is; None where
+  it cannot be decoded, its (path, reason) appended to `skipped`."""
+  image = nexperia.decode_or_none(path, channels, high_bit_scaling, skipped)
+  return None if image is None else \
+      pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy()
+
+
+def fingerprint(root, records) -> str:
+  """Hash of `root` and of every record's path (relative to `root`), size, mtime and label where
+  known: a changed file or label is decoded anew."""
+  root = pathlib.Path(root).resolve()
+  digest = hashlib.sha1(str(root).encode('utf-8', 'surrogateescape'))
+  for path, label in records:
+    stat = path.stat()
+    known = '' if label is None else f'\0{label}'
+    digest.update(f'{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}{known}\n'
+                  .encode('utf-8', 'surrogateescape'))  # any file name, UTF-8 or not
+  return digest.hexdigest()[:12]
+
+
+def decode_records(records, stem: pathlib.Path, image_size: int, channels: int,
+                   high_bit_scaling: str, progress: bool, what: str = 'records') -> None:
+  """Decodes every record's file into the split at `stem` (label -1 where None, UNREADABLE
+  where the file cannot be decoded), the skipped files and their reasons written beside it
+  before the split is marked complete."""
+  skipped = []
+  labels = np.array([nexperia.UNLABELLED if label is None else label for _, label in records],
+                    np.int32)
+  shape = (len(records), image_size, image_size, channels)
+  with split_cache.create_images(stem, shape) as images:
+    for row, (path, _) in enumerate(tqdm.tqdm(
+        records, desc=f'decode {what} @{image_size}px', unit='img',
+        disable=not progress)):
+      image = decode_resized(path, image_size, channels, high_bit_scaling, skipped)
+      if image is None:
+        labels[row] = UNREADABLE
+      else:
+        images[row] = image
+  nexperia.write_skipped(stem.parent / nexperia.SKIPPED_FILE, skipped)
+  split_cache.write_labels(stem, shape, labels, np.array([str(p) for p, _ in records], str))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+  """Records decoded once: the readable files' examples (ids: their paths), and the files that
+  could not be decoded, (path, reason), all listed in the file `listed_in`."""
+  examples: pipeline.Examples
+  skipped: list[tuple[str, str]]
+  listed_in: pathlib.Path
+
+
+def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: int,
+                 channels: int, high_bit_scaling: str, progress: bool = True) -> Decoded:
+  """`records` (file, label or None; files under `root` or named from it) decoded and resized
+  once into `cache/<name>-<fingerprint>-<decoding>/<image_size>px`, opened from there later."""
+  nexperia.check_high_bit_scaling(high_bit_scaling)
+  cache = pathlib.Path(cache)
+  prepared = cache / (f'{name}-{fingerprint(root, records)}-{channels}ch-'
+                                    f'{high_bit_scaling}')
+  stem = prepared / f'{image_size}px'
+  arrays = split_cache.open_split(stem)
+  if arrays is None:
+    prepared.mkdir(parents=True, exist_ok=True)
+    split_cache.remove_stale_temporaries(stem)
+    decode_records(records, stem, image_size, channels, high_bit_scaling, progress, cache.name)
+    arrays = split_cache.open_split(stem)
+  if arrays is None:
+    raise errors.DataError(f'{stem}: the decoded images cannot be read back after writing them; '
+                           f'delete {prepared} and retry.')
+  images, labels, ids = arrays
+  kept = np.flatnonzero(labels != UNREADABLE)
+  listed_in = prepared / nexperia.SKIPPED_FILE
+  skipped = nexperia.read_skipped(listed_in) if listed_in.is_file() else []
+  return Decoded(pipeline.Examples(pipeline.row_view(images, kept), labels[kept], ids[kept]),
+                 skipped, listed_in)

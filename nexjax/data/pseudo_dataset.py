@@ -23,6 +23,7 @@ import tqdm
 
 from nexjax import errors
 from nexjax.data import nexperia
+from nexjax.data import prepare
 from nexjax.data import pseudo_defects
 from nexjax.data import unlabelled
 
@@ -178,7 +179,7 @@ def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: 
   num_test = default_num_test(len(files)) if num_test < 0 else num_test
   check_settings(images, out.resolve(), defect_rate, num_test, len(files))
   settings = dict(images=str(images),
-                  images_fingerprint=unlabelled.fingerprint(images, files),
+                  images_fingerprint=prepare.fingerprint(images, [(p, None) for p in files]),
                   defect_rate=defect_rate, seed=seed, num_test=num_test,
                   high_bit_scaling=high_bit_scaling)
   if (summary := existing(out, settings)) is not None:

@@ -222,7 +222,9 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources
   known = extra_labels.folder_images(source.files(), data['valid'].ids)
   extra = extra_labels.load(config.data.extra_labels, image_size=config.data.image_size,
                             channels=config.data.channels,
-                            high_bit_scaling=config.data.high_bit_scaling, known=known)
+                            high_bit_scaling=config.data.high_bit_scaling,
+                            cache_dir=cache_dir(config), known=known,
+                            progress=config.train.progress)
   data['train'] = extra_labels.append(data['train'], extra)
   logging.info('Added %d labelled image(s) (%d defects) from %s to the training split.',
                len(extra), int(extra.labels.sum()), config.data.extra_labels)
