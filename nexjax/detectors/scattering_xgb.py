@@ -37,18 +37,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nexjax.data import augment
-
 from nexjax import errors
-
-from nexjax.models import inference
-
-from nexjax.platform import parallel
-
+from nexjax.data import augment
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import defaults
+from nexjax.models import inference
 from nexjax.models import scattering
+from nexjax.platform import parallel
 
 # The settings that determine the features (and so the cache key and what `load` must match).
 FEATURE_KEYS = ('J', 'L', 'order', 'pool_grid', 'pool_max', 'log', 'eps')
