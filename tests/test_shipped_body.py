@@ -41,7 +41,8 @@ def write_finished_run(run_dir: pathlib.Path, source, random_variables) -> dict:
   """A finished run of `source` written directly: two checkpoints with the train state, the
   first the best; returns the best one's weights."""
   model = job_lib.create_model(source)
-  variables = dict(random_variables(model, jnp.zeros(job_lib.input_shape(source))))
+  inputs = jnp.zeros(job_lib.input_shape(source.data.image_size))
+  variables = dict(random_variables(model, inputs))
   best = {c: variables[c] for c in ('params', 'batch_stats')}
   history = [{'epoch': 0, 'phase': 'scratch', 'valid_auc': 0.7, 'step': BEST},
              {'epoch': 1, 'phase': 'scratch', 'valid_auc': 0.6, 'step': LAST}]

@@ -110,8 +110,9 @@ def network(model: ml_collections.ConfigDict, xla_cpu_setting: str,
                              slice_pool=xla_cpu.enabled(xla_cpu_setting))
 
 
-def input_shape(config) -> tuple[int, ...]:
-  return (1, config.data.image_size, config.data.image_size, 3)
+def input_shape(image_size: int) -> tuple[int, ...]:
+  """The shape a network is initialised with: one RGB image of `image_size` squared."""
+  return (1, image_size, image_size, 3)
 
 
 def init_variables(model, config) -> dict:
@@ -121,7 +122,7 @@ def init_variables(model, config) -> dict:
 
 def random_variables(model, image_size: int, seed: int) -> dict:
   """Randomly initialised variables (torchvision's and fastai's initialisers), from `seed`."""
-  shape = (1, image_size, image_size, 3)
+  shape = input_shape(image_size)
   return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(
       jax.random.key(seed))
 
@@ -246,8 +247,8 @@ def restore_weights(config, workdir, choice: str = 'auto') -> tuple[dict, int]:
   try:
     step = checkpoints.choose(choice)
     model = create_model(config)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape(config)),
-                                               train=False))
+    inputs = jnp.zeros(input_shape(config.data.image_size))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
     replicated = parallel.topology().replicated
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
                           {'params': shapes['params'], 'batch_stats': shapes['batch_stats']})
