@@ -210,8 +210,7 @@ def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: i
   once into `cache/<name>-<fingerprint>-<decoding>/<image_size>px`, opened from there later."""
   nexperia.check_high_bit_scaling(high_bit_scaling)
   cache = pathlib.Path(cache)
-  prepared = cache / (f'{name}-{fingerprint(root, records)}-{channels}ch-'
-                                    f'{high_bit_scaling}')
+  prepared = cache / f'{name}-{fingerprint(root, records)}-{channels}ch-{high_bit_scaling}'
   stem = prepared / f'{image_size}px'
   arrays = split_cache.open_split(stem)
   if arrays is None:
