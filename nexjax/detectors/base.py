@@ -91,6 +91,7 @@ class Detector(abc.ABC):
   produces_maps: ClassVar[bool] = False
   needs_backbone: ClassVar[bool] = False  # scores features of `Context.backbone`
   needs_trained_source: ClassVar[bool] = False  # scores with a trained source classifier's head
+  robust_to_contamination: ClassVar[bool] = False  # fitted on a line's unlabelled images untrimmed
   fitted_keys: ClassVar[tuple[str, ...]] = ()  # config keys that shape the fitted state
   PRESETS: ClassVar[dict[str, dict]] = {}      # preset -> default_config overrides
 

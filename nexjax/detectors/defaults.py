@@ -7,7 +7,7 @@ import ml_collections
 
 # The registry's detectors, in its order (the order --mode=compare runs and reports them).
 NAMES = ('classifier', 'source_classifier', 'mask_head', 'gaussian', 'patchcore', 'padim',
-         'scattering_xgb', 'vae', 'gan')
+         'musc', 'scattering_xgb', 'vae', 'gan')
 # These score with the source classifier's head: only a body trained as a classifier has one.
 NEEDS_TRAINED_SOURCE = ('source_classifier', 'mask_head')
 # classifier, source_classifier and mask_head read the whole config: no section.
@@ -51,6 +51,15 @@ SECTIONS = dict(
         sigma=4.0,              # Gaussian smoothing of the upsampled map, in pixels
         batch_size=32,
     ),
+    musc=dict(
+        stages=('layer2', 'layer3'),
+        neighbourhoods=(1, 3, 5),  # r x r patch aggregation degrees, each scored (the paper's)
+        interval=0.3,           # a patch's score: mean over the closest 30% of the references
+        max_references=256,     # reference images kept (chosen by id hash); 0: all
+        reference_chunk=32,     # reference images per distance step
+        sigma=4.0,              # Gaussian smoothing of the upsampled map, in pixels
+        batch_size=16,
+    ),
     scattering_xgb=dict(
         J=3,                    # scales: coefficient maps are 2^J times smaller than the image
         L=8,                    # angles (kymatio's filters are tuned for 8)
@@ -89,6 +98,8 @@ PRESETS = dict(
         # synthetic: the greedy coreset over every good patch would take hours on 2 CPU cores.
         synthetic=dict(max_fit_images=600)),
     padim=dict(smoke=dict(num_features=20, batch_size=8)),
+    musc=dict(smoke=dict(neighbourhoods=(1, 3), max_references=16, reference_chunk=8,
+                         batch_size=8)),
     scattering_xgb=dict(smoke=dict(J=2, L=4, pool_grid=(1, 2), n_estimators=30, max_depth=2,
                                    learning_rate=0.3, early_stopping_rounds=5, subsample=1.0,
                                    colsample_bytree=1.0)),

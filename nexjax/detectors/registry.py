@@ -10,6 +10,7 @@ from nexjax.detectors import classifier
 from nexjax.detectors import gan
 from nexjax.detectors import gaussian
 from nexjax.detectors import mask_head
+from nexjax.detectors import musc
 from nexjax.detectors import padim
 from nexjax.detectors import patchcore
 from nexjax.detectors import scattering_xgb
@@ -37,6 +38,7 @@ register(mask_head.MaskHead)
 register(gaussian.GaussianDetector)
 register(patchcore.PatchCore)
 register(padim.PaDiM)
+register(musc.MuSc)
 register(scattering_xgb.ScatteringXGB)
 register(vae.VAEDetector)
 register(gan.GANomalyDetector)

@@ -120,11 +120,13 @@ def report_row(method, defects, result: Result, splits, report_split, rule,
 def one_class_split(cls, config, workdir, job, ctx, plan: 'Plan') -> pipeline.Examples:
   """What an unsupervised detector learns normality from: the good training images, or
   (fit_on='unlabelled') the line's unlabelled images with the share `plan.trim` that
-  cross-fitted detectors score highest left out (`contamination.trimmed`)."""
+  cross-fitted detectors score highest left out (`contamination.trimmed`), or all of them for a
+  method that discounts the defects among them itself (`robust_to_contamination`)."""
   if plan.fit_on == 'good':
     return job.data['train']
+  trim = 0 if cls.robust_to_contamination else plan.trim
   return contamination.trimmed(lambda: cls.create(config, workdir, 0), job.data['unlabelled'],
-                               job.data['valid'], ctx, plan.trim)
+                               job.data['valid'], ctx, trim)
 
 
 def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,

@@ -1,0 +1,140 @@
+"""MuSc (Li et al. 2024, "Zero-shot industrial anomaly classification and segmentation with mutual
+scoring of the unlabeled images"), on the backbone's stage maps.
+
+Normal patches of a product find close matches in most other images of it; a defect patch finds
+them in few, since defects are rare and each is different. So a patch scores by its distance to
+its nearest patch in each reference image, and the mean of the closest `interval` share of those
+distances (the paper's interval average, 30%): a defect that recurs in a few references (the
+unlabelled images hold defects) still scores high, where PatchCore's single nearest neighbour
+over all references would find its twin. The references are the images the detector is fitted
+on: on a line, its unlabelled images as they are (no trimming), up to `max_references` chosen
+by id hash; an image scored against a reference equal to it pixel for pixel skips that reference.
+
+Patch features, for every aggregation degree r of `neighbourhoods` (the paper's LNAMD): each
+stage's map averaged over r x r neighbourhoods, upsampled to the first stage's grid and
+concatenated (PatchCore's features at r = 3, unnormalised: the paper's L2 normalisation suits its
+ViT tokens, but would make a bright flat patch a dark one). Each degree scores on its own, and
+the maps are averaged. The image score is the map's maximum; the anomaly map is it upsampled to the image and Gaussian-smoothed (sigma 4). The
+paper's re-scoring of image scores over the test batch (RsCIN) is left out: a line scores one
+image at a time. Distances run on the accelerator in chunks of `reference_chunk` references.
+"""
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nexjax import errors
+from nexjax.data import pipeline
+from nexjax.detectors import base
+from nexjax.detectors import defaults
+from nexjax.detectors import features as features_lib
+from nexjax.models import inference
+from nexjax.reports import localization
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return defaults.section('musc')
+
+
+def aggregated(maps, r: int, grid):
+  """(B, *grid, D) patch features: each stage map (B, h, w, C) averaged over r x r
+  neighbourhoods (stride 1), upsampled bilinearly to `grid` and concatenated over channels."""
+  if r > 1:
+    maps = [nn.avg_pool(m, (r, r), (1, 1), ((r // 2, r // 2),) * 2, count_include_pad=False)
+            for m in maps]
+  return jnp.concatenate([features_lib.resize_to(m, grid, 'bilinear') for m in maps], axis=-1)
+
+
+def nearest_in_each(queries, references, chunk: int):
+  """(Q, R): the distance of each query patch (Q, D) to its nearest patch in each reference
+  image (R, P, D), the references taken `chunk` at a time."""
+  num, patches, dim = references.shape
+  steps = math.ceil(num / chunk)
+  blocks = jnp.pad(references, ((0, steps * chunk - num), (0, 0), (0, 0)))
+  blocks = blocks.reshape(steps, chunk * patches, dim)
+  q_sq = jnp.sum(queries**2, axis=-1, keepdims=True)
+
+  def step(block):
+    sq = q_sq - 2 * jnp.matmul(queries, block.T, precision='highest') + jnp.sum(block**2, -1)
+    return sq.reshape(len(queries), chunk, patches).min(-1)
+
+  sq = jax.lax.map(step, blocks)                      # (steps, Q, chunk)
+  sq = jnp.moveaxis(sq, 0, 1).reshape(len(queries), steps * chunk)[:, :num]
+  return jnp.sqrt(jnp.maximum(sq, 0))
+
+
+def interval_average(distances, skip, interval: float):
+  """(B, P) patch scores from (B, P, R) distances: the mean of the smallest `interval` share
+  over the references, those where `skip` (B, R) is true left out."""
+  distances = jnp.where(skip[:, None, :], jnp.inf, distances)
+  k = max(1, int(interval * (distances.shape[-1] - 1)))
+  return -jnp.mean(jax.lax.top_k(-distances, k)[0], axis=-1)
+
+
+def scores_and_maps(variables, state, images, *, model, config):
+  """((B,) image scores, (B, H, W) smoothed anomaly maps at the images' resolution)."""
+  maps = features_lib.stage_maps(model, variables, images, config.stages)
+  skip = jnp.all(images[:, None] == state['images'][None], axis=(2, 3, 4))
+  grid = maps[0].shape[1:3]
+  references = [state[stage] for stage in config.stages]
+  patch_maps = []
+  for r in config.neighbourhoods:
+    q, refs = aggregated(maps, r, grid), aggregated(references, r, grid)
+    b, h, w, dim = q.shape
+    d = nearest_in_each(q.reshape(-1, dim), refs.reshape(len(refs), h * w, dim),
+                        config.reference_chunk)
+    patch_maps.append(interval_average(d.reshape(b, h * w, -1), skip, config.interval)
+                      .reshape(b, h, w))
+  patch_map = jnp.mean(jnp.stack(patch_maps), axis=0)
+  smoothed = localization.gaussian_smooth(localization.upsample(patch_map, images.shape[1:3]),
+                                          config.sigma)
+  return jnp.max(patch_map, axis=(1, 2)), smoothed
+
+
+class MuSc(features_lib.PatchDetector):
+  """Mutual scoring against reference images (see the module doc); `self.state`: the reference
+  images (uint8) and their stage maps, one array per stage."""
+
+  name = 'musc'
+  scores_and_maps = staticmethod(scores_and_maps)
+  fitted_keys = ('stages',)  # what the saved reference maps are
+  robust_to_contamination = True
+  default_config = staticmethod(default_config)
+  PRESETS = defaults.PRESETS['musc']
+
+  @classmethod
+  def check_config(cls, config) -> list[str]:
+    checks = {'neighbourhoods': (len(config.neighbourhoods) > 0 and all(
+        r >= 1 and r % 2 == 1 for r in config.neighbourhoods), 'must be odd numbers >= 1'),
+              'interval': (0 < config.interval <= 1, 'must be in (0, 1]'),
+              'max_references': (config.max_references == 0 or config.max_references >= 2,
+                                 'must be 0 (all) or >= 2'),
+              'reference_chunk': (config.reference_chunk >= 1, 'must be >= 1'),
+              'batch_size': (config.batch_size >= 1, 'must be >= 1')}
+    return features_lib.stage_problems(config.stages, cls.name) + [
+        base.problem(cls.name, key, config[key], valid)
+        for key, (ok, valid) in checks.items() if not ok]
+
+  def fit(self, train, valid, ctx: base.Context) -> None:
+    del valid
+    backbone = features_lib.require_backbone(ctx, self.name)
+    references = base.good_only(train)
+    if self.config.max_references:
+      references = references.subset(
+          np.sort(pipeline.hash_order(references.ids)[:self.config.max_references]))
+    if len(references) < 2:
+      raise errors.DataError(f'{self.name} scores each image against reference images and needs '
+                             f'at least 2; the split it is fitted on has {len(references)}.')
+    images = np.asarray(references.images)
+    fn = jax.jit(functools.partial(features_lib.stage_maps, backbone.model,
+                                   stages=tuple(self.config.stages)),
+                 out_shardings=ctx.topo.replicated)
+    maps = inference.concatenate(inference.map_batches(
+        lambda x, _: fn(backbone.variables, x), [images], self.config.batch_size, ctx.topo,
+        'musc references', ctx.progress))
+    self.state = {'images': images, **dict(zip(self.config.stages, maps))}
