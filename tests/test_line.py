@@ -19,11 +19,13 @@ from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
 from nexjax.detectors import line
+from nexjax.detectors import saved as saved_lib
 from nexjax.modes import evaluate
 from nexjax.modes import export
 from nexjax.modes import predict
 from nexjax.modes import train
 from nexjax.platform import parallel
+from nexjax.serving import served
 from nexjax.train import job as job_lib
 
 
@@ -39,7 +41,7 @@ def point_predict_at_images(config, folder, count: int) -> np.ndarray:
 
 
 def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_path,
-                                                                           compile_cache):
+                                                                           compile_cache, capsys):
   del compile_cache
   config = finetune.get_config('smoke')
   config.data.cache_dir = str(tmp_path / 'cache')
@@ -75,6 +77,18 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
   cdfs = [ensemble.ecdf(valid[m], detectors.get(m).load(folder / f'{m}-all', None, ctx).score(
       images, ctx)) for m in ('classifier', 'gaussian')]
   np.testing.assert_allclose(got, np.mean(cdfs, axis=0), rtol=1e-6)
+
+  # Serve scores with it too (its threshold, its scores as p_defect); an export runtime, which
+  # holds the classifier, says that it does not.
+  with config.unlocked():
+    config.serve.runtime = 'jax'
+  runtime = served.create(config, workdir, max_batch=4)
+  assert runtime.info.detector.endswith('ensemble-all') and runtime.info.score == 'ensemble score'
+  assert runtime.info.threshold == pytest.approx(saved['threshold'])
+  np.testing.assert_allclose(runtime.scores(images), got, rtol=1e-5)
+  assert served.checkpoint_state(runtime.info)['stale'] is False
+  saved_lib.note_export_scores(workdir, 'serve')
+  assert 'chose ensemble-all for the line' in capsys.readouterr().out
 
 
 def test_without_unlabelled_images_training_is_the_recipe_alone():

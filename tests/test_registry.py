@@ -17,6 +17,7 @@ from nexjax import detectors
 from nexjax import errors
 from nexjax.detectors import backbones
 from nexjax.detectors import base
+from nexjax.detectors import saved
 from nexjax.modes import compare
 from nexjax.modes import predict
 from nexjax.platform import parallel
@@ -145,12 +146,12 @@ def test_predict_names_the_saved_detectors(toys, tmp_path):
   for name in ('brightest-0', 'brightest-all', 'mean_intensity-0'):
     (tmp_path / 'compare' / name).mkdir(parents=True)
     (tmp_path / 'compare' / name / 'detector.json').write_text('{}')
-  assert predict.saved_detector(tmp_path, 'mean_intensity').name == 'mean_intensity-0'
-  assert predict.saved_detector(tmp_path, 'brightest-all').name == 'brightest-all'
+  assert saved.folder(tmp_path, 'mean_intensity').name == 'mean_intensity-0'
+  assert saved.folder(tmp_path, 'brightest-all').name == 'brightest-all'
   with pytest.raises(errors.ConfigError, match='several'):
-    predict.saved_detector(tmp_path, 'brightest')
+    saved.folder(tmp_path, 'brightest')
   with pytest.raises(errors.ConfigError, match='saved: brightest-0'):
-    predict.saved_detector(tmp_path, 'patchcore')
+    saved.folder(tmp_path, 'patchcore')
 
 
 def test_every_detector_checks_its_config_and_refuses_to_score_unfitted(toys, tmp_path):

@@ -3,7 +3,8 @@ decision at the threshold `--mode=evaluate` chose on validation, the Kaggle subm
 Grad-CAM heatmaps of the flagged (or all) images. With `predict.detector=NAME[-BUDGET]`, the
 detector `--mode=compare` saved in `DIR/compare/` scores instead (its score, its threshold chosen
 on validation, its anomaly maps as overlays), without refitting and without the training data;
-so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`).
+so does, by default, the one training chose for the line (DIR/line.json, `detectors.line`), as
+serve does (`detectors.saved`).
 With `predict.runtime` an export runtime ('onnxruntime', 'openvino', 'auto'), the export folder
 alone scores (`scorer.ExportScorer`: no checkpoint, no training workdir). The classifier scores
 as serve and the classifier detector do (`nexjax.export.scorer`).
@@ -21,17 +22,12 @@ import pathlib
 from absl import logging
 import numpy as np
 
-from nexjax import detectors
 from nexjax import errors
 from nexjax.data import folder as folder_lib
 from nexjax.data import sources
-from nexjax.detectors import backbones
-from nexjax.detectors import base
-from nexjax.detectors import ensemble
-from nexjax.detectors import line
+from nexjax.detectors import saved
 from nexjax.export import runtime as runtime_lib
 from nexjax.export import scorer as scorer_lib
-from nexjax.platform import parallel
 from nexjax.reports import localization
 from nexjax.train import preemption
 
@@ -105,58 +101,32 @@ def write_csvs(config, output, names, files, scores, flagged, step, threshold) -
     print(f'Kaggle submission -> {submission}')
 
 
-def saved_detector(workdir: pathlib.Path, spec: str) -> pathlib.Path:
-  """The folder `--mode=compare` saved detector `spec` (NAME-BUDGET, or NAME where one budget
-  of it is saved) into."""
-  out = workdir / 'compare'
-  saved = sorted(p.parent.name for p in out.glob(f'*/{base.SAVED_FILE}'))
-  matches = [n for n in saved if n == spec] or [n for n in saved if n.rsplit('-', 1)[0] == spec]
-  if len(matches) == 1:
-    return out / matches[0]
-  if matches:
-    raise errors.ConfigError(f'config.predict.detector={spec!r}: {out} holds it at several '
-                             f'label budgets ({", ".join(matches)}); name one of them.')
-  raise errors.ConfigError(f'config.predict.detector={spec!r}: no such saved detector in {out} '
-                           f'(saved: {", ".join(saved) or "none"}); run --mode=compare with '
-                           'this --workdir first.')
-
-
 def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
                           spec: str) -> pathlib.Path:
   """Writes `file,id,score,label` with the saved detector `spec`, at its threshold; its anomaly
   maps as overlays on request."""
-  folder = saved_detector(workdir, spec)
-  saved = base.read_saved(folder)
-  cls = ensemble.SavedEnsemble if saved['name'] == ensemble.NAME else detectors.get(saved['name'])
-  if config.predict.heatmaps != 'none' and not cls.produces_maps:
+  scorer = saved.SavedScorer(config, saved.folder(workdir, spec))
+  if config.predict.heatmaps != 'none' and not scorer.has_maps:
     raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: '
-                             f'{cls.name} gives image-level scores only; set it to none.')
-  data = saved['data']  # the images as the detector was fitted on them
-  topo = parallel.topology()
-  ctx = base.Context(topo, config.train.eval_batch_size, config.seed, config.train.progress,
-                     backbones.load_backbone(saved['backbone'], data['image_size'], config, folder)
-                     if cls.needs_backbone else None)
-  detector = cls.load(folder, None, ctx)
-  files, threshold = folder_lib.list_inputs(config.predict.input), saved['threshold']
-  images, files = folder_lib.decode_images(
-      files, image_size=data['image_size'], channels=data['channels'],
-      high_bit_scaling=data['high_bit_scaling'], progress=config.train.progress)
+                             f'{scorer.cls.name} gives image-level scores only; set it to none.')
+  images, files = scorer.decode(folder_lib.list_inputs(config.predict.input),
+                                config.train.progress)
   names = folder_lib.relative_names(files, config.predict.input)
   warn_shared_ids(names, files)
-  scores = detector.score(images, ctx)
-  flagged = scores >= threshold
-  if topo.is_chief:
+  scores = scorer.scores(images)
+  flagged = scores >= scorer.threshold
+  if scorer.topo.is_chief:
     with preemption.deferred():
       write_rows(output, 'score', names, files, scores, flagged, '.6g')
-    print(f'{len(files)} scores of {folder.name} (threshold {threshold:.6g}, chosen on '
+    print(f'{len(files)} scores of {scorer.name} (threshold {scorer.threshold:.6g}, chosen on '
           f'validation), {int(flagged.sum())} flagged -> {output}', flush=True)
   if config.predict.heatmaps != 'none':
     chosen = heatmap_rows(config, flagged)
-    maps = detector.anomaly_map(images[chosen], ctx) if len(chosen) else []
+    maps = scorer.maps(images[chosen]) if len(chosen) else []
     heatmaps = output.with_name(output.stem + '_heatmaps')
-    if topo.is_chief:
+    if scorer.topo.is_chief:
       write_overlays(config, images, maps, names, chosen, heatmaps)
-      print(f'{len(chosen)} {cls.name} anomaly maps -> {heatmaps}', flush=True)
+      print(f'{len(chosen)} {scorer.cls.name} anomaly maps -> {heatmaps}', flush=True)
   return output
 
 
@@ -168,9 +138,9 @@ def predict_folder(config, workdir) -> pathlib.Path:
       'predictions.csv'
   output = pathlib.Path(config.predict.output or workdir / default)
   check_writable(output, 'predict.output')
-  spec = config.predict.runtime == runtime_lib.CHECKPOINT and (
-      config.predict.detector or line.chosen_detector(workdir))
-  if spec:
+  if config.predict.runtime != runtime_lib.CHECKPOINT:
+    saved.note_export_scores(workdir, 'predict')
+  elif spec := saved.requested(config, workdir):
     return predict_with_detector(config, workdir, output, spec)
   return predict_with_classifier(config, workdir, output)
 

@@ -44,8 +44,9 @@ def serve(config, workdir) -> None:
     listener.listen(128)
     info = runtime.info
     url = f'http://{config.serve.host}:{config.serve.port}'
-    print(f'Serving {info.model}, checkpoint step {info.checkpoint_step}, threshold '
-          f'{info.threshold:.4f} on {url} (review page: {url}/review'
+    served = info.model if info.detector else f'{info.model}, checkpoint step {info.checkpoint_step}'
+    print(f'Serving {served}, threshold {info.threshold:.4g} ({info.score}) on {url} (review page: '
+          f'{url}/review'
           f'{", token required" * bool(secret)})', flush=True)
     server = uvicorn.Server(uvicorn.Config(service.app(), log_level='warning', access_log=False,
                                            server_header=False))

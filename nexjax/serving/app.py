@@ -1,8 +1,10 @@
 """The HTTP service: predictions for uploaded images and the review page, from a workdir alone.
 
     POST /predict[?overlay=1]   multipart/form-data, one or more parts named `files` ->
-                                {"threshold", "checkpoint_step", "results": [{"file", "p_defect",
-                                "defect"[, "overlay_png_base64"]}]}
+                                {"threshold", "checkpoint_step", "score", "results": [{"file",
+                                "p_defect", "defect"[, "overlay_png_base64"]}]}; "score" says
+                                what p_defect holds: "P(defect)", or a saved detector's score
+                                where training chose one for the line (DIR/line.json)
     GET  /health                the model, checkpoint step and threshold served, and whether
                                 that checkpoint is still the one the workdir names
     GET  /review                the review page (static HTML and JS: no data in them but the
@@ -157,15 +159,16 @@ class Service:
     info = self.runtime.info
     return JSONResponse({'status': 'ok', 'model': info.model, 'workdir': info.workdir,
                          'checkpoint_step': info.checkpoint_step, 'threshold': info.threshold,
-                         'image_size': info.image_size, 'tta': info.tta,
+                         'image_size': info.image_size, 'tta': info.tta, 'score': info.score,
                          'batches': self.batcher.batches,
                          'checkpoint': await run_in_threadpool(self.checkpoint.state)})
 
   async def predict(self, request: Request) -> JSONResponse:
     with_overlay = request.query_params.get('overlay', '0') not in ('0', '', 'false')
     if with_overlay and not self.runtime.has_maps:
-      raise security.Refused(400, f'no overlays from {self.runtime.info.model}: serve with '
-                                  '--config.serve.runtime=jax for Grad-CAM overlays.')
+      raise security.Refused(400, f'no overlays from {self.runtime.info.model}: serve the '
+                                  'classifier with --config.serve.runtime=jax for Grad-CAM '
+                                  'overlays.')
     parts = await uploaded_files(request, self.limit)
     images = [await run_in_threadpool(self.decode, name, data) for name, data in parts]
     results = await asyncio.gather(*(self.batcher.submit(image, with_overlay)
@@ -180,7 +183,8 @@ class Service:
         row['overlay_png_base64'] = base64.b64encode(item.overlay).decode('ascii')
       rows.append(row)
     return JSONResponse({'threshold': self.runtime.info.threshold,
-                         'checkpoint_step': self.runtime.info.checkpoint_step, 'results': rows})
+                         'checkpoint_step': self.runtime.info.checkpoint_step,
+                         'score': self.runtime.info.score, 'results': rows})
 
   def decode(self, name: str, data: bytes):
     return uploads.decode(data, name, max_pixels=self.settings.max_pixels,
@@ -189,6 +193,7 @@ class Service:
 
   async def items(self, _) -> JSONResponse:
     return JSONResponse({'threshold': self.runtime.info.threshold,
+                         'score': self.runtime.info.score,
                          'labels_csv': str(self.review.labels_path),
                          'items': self.review.items()})
 
@@ -197,7 +202,7 @@ class Service:
     if item is None:
       return security.error(404, 'no such review item.')
     if item.overlay is None and not self.runtime.has_maps:
-      return security.error(404, 'no overlay: this server scores an export folder.')
+      return security.error(404, f'no overlay: {self.runtime.info.model} has no maps.')
     if item.overlay is None:
       result = await self.batcher.submit(item.image, with_map=True)
       item.overlay = review_lib.overlay_png(item.image, result.map)

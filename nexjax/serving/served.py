@@ -3,7 +3,8 @@
 The seam for other runtimes: the server needs only an object with `info` (what /health shows),
 `image_size`, `channels`, `high_bit_scaling`, `has_maps`, `scores(images)` and `maps(images)`;
 `JaxRuntime` is nexjax's own jitted inference, `ExportRuntime` an export folder alone on an export
-runtime: both the classifier's one scorer (`nexjax.export.scorer`, as `--mode=predict` scores).
+runtime: both the classifier's one scorer (`nexjax.export.scorer`, as `--mode=predict` scores);
+`DetectorRuntime` the saved detector training chose for the line (DIR/line.json), as predict.
 Batches are padded to a few fixed sizes (powers of two up to `max_batch`), so each size compiles
 once, at start-up (`warm_up`), never while serving. `CheckpointWatch` tells /health whether the served
 checkpoint is still in the workdir and still the one `evaluate.checkpoint` names there.
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 
 from nexjax import errors
+from nexjax.detectors import saved
 from nexjax.export import runtime as runtime_lib
 from nexjax.export import scorer as scorer_lib
 from nexjax.train import checkpoint as checkpoint_lib
@@ -50,6 +52,8 @@ class Info:
   tta: bool
   checkpoint_choice: str = ''  # evaluate.checkpoint: 'best', 'latest' or a step
   export: str = ''  # the export folder served ('' the checkpoint itself)
+  detector: str = ''  # the saved detector folder served ('' the classifier)
+  score: str = 'P(defect)'  # what `p_defect` holds: the classifier's probability or a score
 
 
 def checkpoint_state(info: Info) -> dict:
@@ -57,6 +61,8 @@ def checkpoint_state(info: Info) -> dict:
   still the one `evaluate.checkpoint` names there (training may have moved on since start-up)."""
   if info.export:  # checked against the workdir (where at hand) at start-up
     return {'step': info.checkpoint_step, 'stale': False, 'export': info.export}
+  if info.detector:  # a saved detector is its folder: nothing in the workdir moves it
+    return {'step': info.checkpoint_step, 'stale': False, 'detector': info.detector}
   directory = pathlib.Path(info.workdir) / 'checkpoints'
   step, choice = info.checkpoint_step, info.checkpoint_choice
   reason = None
@@ -161,10 +167,39 @@ class ExportRuntime:
     self.scores(np.zeros((1, self.image_size, self.image_size, self.channels), np.uint8))
 
 
+class DetectorRuntime:
+  """A saved detector (`nexjax.detectors.saved`): the line's choice (DIR/line.json) or
+  `predict.detector`, with its threshold chosen on validation and its anomaly maps where the
+  method has them; `p_defect` is then its score (`Info.score` says which)."""
+
+  def __init__(self, config, workdir, spec: str):
+    self.scorer = saved.SavedScorer(config, saved.folder(workdir, spec))
+    self.image_size, self.channels = self.scorer.image_size, self.scorer.channels
+    self.high_bit_scaling, self.has_maps = self.scorer.high_bit_scaling, self.scorer.has_maps
+    self.info = Info(model=f'saved detector {self.scorer.name}',
+                     workdir=str(pathlib.Path(workdir).resolve()), checkpoint_step=-1,
+                     threshold=self.scorer.threshold, image_size=self.image_size, tta=False,
+                     detector=str(self.scorer.folder.resolve()),
+                     score=f'{self.scorer.cls.name} score')
+
+  def scores(self, images: np.ndarray) -> np.ndarray:
+    """(N,) scores; any count compiles once (the detector scores in fixed batches)."""
+    return self.scorer.scores(images)
+
+  def maps(self, images: np.ndarray) -> np.ndarray:
+    return self.scorer.maps(images)
+
+  def warm_up(self) -> None:
+    self.scores(np.zeros((1, self.image_size, self.image_size, self.channels), np.uint8))
+
+
 def create(config, workdir, max_batch: int):
-  """The runtime `serve.runtime` names: 'jax' (the checkpoint's jitted inference), or the
-  export folder (`scorer.export_folder`) on 'openvino', 'onnxruntime' or 'auto' (the fastest
-  installed)."""
+  """The runtime `serve.runtime` names: 'jax' (the saved detector `predict.detector` or the
+  line's choice names, else the checkpoint's jitted inference), or the export folder
+  (`scorer.export_folder`) on 'openvino', 'onnxruntime' or 'auto' (the fastest installed)."""
   if config.serve.runtime == runtime_lib.CHECKPOINT:
-    return JaxRuntime(config, workdir, max_batch)
+    spec = saved.requested(config, workdir)
+    return (DetectorRuntime(config, workdir, spec) if spec
+            else JaxRuntime(config, workdir, max_batch))
+  saved.note_export_scores(workdir, 'serve')
   return ExportRuntime(config, workdir, max_batch, config.serve.runtime)

@@ -59,7 +59,8 @@ def read_config(workdir) -> ml_collections.ConfigDict:
     raise errors.CheckpointError(
         f'{workdir} holds no classifier (trained without labelled defects; its {LINE_FILE} names '
         'the label-free detector it chose), which this mode needs; score images with '
-        f'--mode=predict --workdir={workdir} --config.predict.input=FOLDER.')
+        f'--mode=predict --workdir={workdir} --config.predict.input=FOLDER, or serve it with '
+        '--mode=serve.')
   if not path.is_file():
     raise errors.CheckpointError(
         f'{path} does not exist: {workdir} is not a nexjax training workdir, or was trained by a '

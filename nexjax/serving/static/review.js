@@ -3,6 +3,7 @@
 
 let items = [];
 let threshold = 0.5;
+let scoreName = 'P(defect)';  // or a saved detector's score (the server's /review/items)
 
 function token() { return sessionStorage.getItem('nexjax-token') || ''; }
 
@@ -83,7 +84,7 @@ function card(item) {
   file.textContent = item.file + (item.source === 'request' ? ' (request)' : '');
   const decision = document.createElement('div');
   decision.className = 'decision';
-  decision.textContent = 'P(defect) ' + item.p_defect.toFixed(3) + ': ' +
+  decision.textContent = scoreName + ' ' + item.p_defect.toFixed(3) + ': ' +
     (item.defect ? 'defect' : 'good');
   const label = document.createElement('div');
   label.className = 'label';
@@ -128,6 +129,7 @@ async function load() {
     const body = await (await api('/review/items')).json();
     items = body.items;
     threshold = body.threshold;
+    scoreName = body.score;
     document.getElementById('status').textContent = '';
     render();
   } catch (e) {
