@@ -2,6 +2,7 @@
 (nexjax/train/semi_section.py): the config files build it, config.check runs its checks, a run's
 identity follows its declaration, and the code that reads it receives it frozen."""
 
+import ml_collections
 import pytest
 
 from configs import compare
@@ -9,6 +10,8 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import sections
+from nexjax.train import job as job_lib
+from nexjax.train import recipe
 from nexjax.train import semi_section
 from nexjax.train import workdir
 
@@ -68,3 +71,16 @@ def test_the_run_keys_are_those_of_before_the_declaration():
   assert workdir.identity(config)['semi.teacher_decay'] == 0.9
   assert workdir.run_key(config) != keys['pretrain']
 
+
+def test_the_training_code_receives_the_section_frozen():
+  config = finetune.get_config('smoke')
+  config.semi.method = 'ema_teacher'
+  semi = job_lib.Job(config, None, None, None).semi
+  assert isinstance(semi, ml_collections.FrozenConfigDict)
+  with pytest.raises(AttributeError):
+    semi.threshold = 0.5
+  options = recipe.fixmatch_options(semi, 'constant')
+  assert recipe.uses_teacher(semi) and options.teacher_decay == 0.99
+  assert options.strong.padding_mode == options.weak.padding_mode == 'constant'
+  config.semi.method = 'none'
+  assert recipe.fixmatch_options(job_lib.Job(config, None, None, None).semi, 'constant') is None

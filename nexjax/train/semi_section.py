@@ -1,6 +1,6 @@
 """The `semi` section: semi-supervised fine-tuning on data.unlabelled_dir, read by
-nexjax.train.recipe (FixMatch, an EMA teacher) and nexjax.train.loop (AdaBN). Light imports
-only: the config files build the section from it."""
+nexjax.train.recipe (FixMatch, an EMA teacher) and nexjax.train.loop (AdaBN) as a frozen value
+(`Job.semi`). Light imports only: the config files build the section from it."""
 
 from nexjax import sections
 
