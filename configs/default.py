@@ -12,6 +12,7 @@ converted file) for ImageNet weights.
 import ml_collections
 
 from nexjax.detectors import defaults
+from nexjax.train import evaluate_section
 from nexjax.train import semi_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
@@ -108,15 +109,7 @@ def get_config():
       log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
       progress=True,
   ))
-  config.evaluate = ml_collections.ConfigDict(dict(
-      checkpoint='auto',       # 'best' (validation AUC) with >= 20 validation defects, else
-                               # 'latest' (nexjax.train.checkpoint); or 'best', 'latest', a step
-      tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
-      tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
-      tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
-      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', 'recall:R' (recall >= R) or 'fpr:F'
-      gallery_size=16,
-  ))
+  config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
   config.predict = ml_collections.ConfigDict(dict(
       input='',                # a folder (searched recursively) or a glob of images
       output='',               # CSV path; '' -> DIR/predictions.csv

@@ -15,12 +15,12 @@ from nexjax import detectors
 from nexjax import errors
 from nexjax import sections
 from nexjax import serving
-from nexjax.data import tta as tta_lib
 from nexjax.export import formats
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
+from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import semi_section
 from nexjax.train import shipped_body
@@ -45,8 +45,9 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, optim, model, mask_head, init, data, semi, train, evaluate):
+  for section in (phases, optim, model, mask_head, init, data, semi, train):
     section(config, found)
+  found.extend(evaluate_section.SECTION.problems(config.evaluate))
   if mode in DATA_MODES:
     data_folder(config, found)
   elif mode == 'evaluate' and (config.data.dir or config.data.manifest):  # other data to grade on
@@ -203,16 +204,6 @@ def train(config, found: sections.Problems) -> None:
   found.check(config.train.batch_size > 0 and config.train.eval_batch_size > 0,
               'train.batch_size', 'batch sizes must be positive')
   found.check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
-
-
-def evaluate(config, found: sections.Problems) -> None:
-  found.check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
-              f'use one of {tta_lib.COMBINE_METHODS}')
-  found.check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
-              'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
-  found.parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
-  found.parses('evaluate.threshold_rule',
-               lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
 
 
 def predict(config, found: sections.Problems) -> None:

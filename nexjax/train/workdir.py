@@ -14,6 +14,7 @@ import ml_collections
 
 from nexjax import config_values
 from nexjax import errors
+from nexjax.train import evaluate_section
 from nexjax.train import semi_section
 
 CONFIG_FILE = 'config.json'
@@ -26,18 +27,17 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
              'data.synthetic_families', 'data.valid_fraction', 'data.high_bit_scaling')
 # The sections declared beside their code (`nexjax.sections`): each says which of its keys are
 # outside the run, and which count only where set.
-SECTIONS = (semi_section.SECTION,)
+SECTIONS = (semi_section.SECTION, evaluate_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
-# trained run (evaluate, predict, export, serve, compare, lr_find); here for the sections not yet
-# declared in SECTIONS. Every other key of the resolved config, one added later included, is
-# part of the run (`identity`).
+# trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
+# SECTIONS. Every other key of the resolved config, one added later included, is part of the run
+# (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
     'data': ('cache_dir',),
     'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
-    'evaluate': '*', 'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*',
-    'compare': '*', 'detectors': '*',
+    'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
