@@ -12,6 +12,8 @@ converted file) for ImageNet weights.
 import ml_collections
 
 from nexjax.detectors import defaults
+from nexjax.train import evaluate_section
+from nexjax.train import semi_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
@@ -96,18 +98,9 @@ def get_config():
       phase('unfrozen', 25, (1e-6, 1e-4), ('body_low', 'body_high', 'head')),
   )
 
-  # Semi-supervised fine-tuning on data.unlabelled_dir (nexjax.train.step.FixMatchOptions).
-  config.semi = ml_collections.ConfigDict(dict(
-      method='none',           # 'none', 'fixmatch' or 'ema_teacher' (FixMatch, pseudo-labels
-                               # from an EMA of the weights)
-      adapt_bn=False,          # AdaBN: BatchNorm statistics re-estimated on them before phase 1
-      unlabelled_ratio=1,      # unlabelled images per labelled one in a step (FixMatch's mu)
-      threshold=0.95,          # confidence a pseudo-label needs
-      weight=1.0,              # of the unlabelled loss
-      strong_rotate_degrees=30.0, strong_zoom_max=1.3, strong_lighting_max=0.5,
-      cutout=0.5,              # side of the square cut out of the strong view, share of the image
-      teacher_decay=0.99,      # ema_teacher: the teacher's EMA decay per step
-  ))
+  # Semi-supervised fine-tuning on data.unlabelled_dir (FixMatch, an EMA teacher, AdaBN): its keys,
+  # their docs and checks in nexjax/train/semi_section.py.
+  config.semi = semi_section.SECTION.defaults()
 
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64,           # global; divisible by the device count
@@ -116,15 +109,7 @@ def get_config():
       log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
       progress=True,
   ))
-  config.evaluate = ml_collections.ConfigDict(dict(
-      checkpoint='auto',       # 'best' (validation AUC) with >= 20 validation defects, else
-                               # 'latest' (nexjax.train.checkpoint); or 'best', 'latest', a step
-      tta_views='dihedral',    # the report's 8 transforms (D4), or 'random:N' training augmentations
-      tta_combine='vote',      # 'vote' (the report; 4-4 ties by mean probability), 'mean', 'blend'
-      tta_beta=0.4,            # 'blend': beta * plain + (1 - beta) * mean (fastai v1 TTA)
-      threshold_rule='fixed:0.5',  # 'fixed:T', 'max_accuracy', 'recall:R' (recall >= R) or 'fpr:F'
-      gallery_size=16,
-  ))
+  config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
   config.predict = ml_collections.ConfigDict(dict(
       input='',                # a folder (searched recursively) or a glob of images
       output='',               # CSV path; '' -> DIR/predictions.csv

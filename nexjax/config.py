@@ -2,7 +2,9 @@
 
 `check(config, mode)` runs once per command, before the mode starts (launch.py): the sections
 every mode reads, then the mode's own (predict, export, serve, compare with each selected
-detector's `Detector.check_config`). Only training, lr_find and compare need the data folder.
+detector's `Detector.check_config`). A section declared beside its code (`nexjax.sections`)
+checks its own values; what crosses sections is checked here. Only training, lr_find and compare
+need the data folder.
 """
 
 import pathlib
@@ -11,39 +13,26 @@ import ml_collections
 
 from nexjax import detectors
 from nexjax import errors
+from nexjax import sections
 from nexjax import serving
-from nexjax.data import tta as tta_lib
 from nexjax.export import formats
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
+from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
+from nexjax.train import semi_section
 from nexjax.train import shipped_body
 
 # Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
 # image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
 # square; the report trained at 224 px on Nexperia's 267x275 px images.
 MAX_IMAGE_SIZE = 1024
-SEMI_METHODS = ('none', 'fixmatch', 'ema_teacher')
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
 HEATMAPS = ('none', 'flagged', 'all')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
-
-
-class Problems(list):
-  """The problems found so far, one line each."""
-
-  def check(self, ok, key: str, message: str) -> None:
-    if not ok:
-      self.append(f'config.{key}: {message}')
-
-  def parses(self, key: str, parse) -> None:
-    try:
-      parse()
-    except ValueError as e:
-      self.append(f'config.{key}: {e}')
 
 
 def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
@@ -55,9 +44,10 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
-  found = Problems()
-  for section in (phases, optim, model, mask_head, init, data, semi, train, evaluate):
+  found = sections.Problems()
+  for section in (phases, optim, model, mask_head, init, data, semi, train):
     section(config, found)
+  found.extend(evaluate_section.SECTION.problems(config.evaluate))
   if mode in DATA_MODES:
     data_folder(config, found)
   elif mode == 'evaluate' and (config.data.dir or config.data.manifest):  # other data to grade on
@@ -76,7 +66,7 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
   return list(found)
 
 
-def phases(config, found: Problems) -> None:
+def phases(config, found: sections.Problems) -> None:
   found.check(len(config.phases) > 0, 'phases', 'at least one phase is needed')
   groups = [g for g, _ in config.optim.groups]
   for i, phase in enumerate(config.phases):
@@ -93,7 +83,7 @@ def phases(config, found: Problems) -> None:
                 f'{phase.train_groups} names groups outside {groups}')
 
 
-def optim(config, found: Problems) -> None:
+def optim(config, found: sections.Problems) -> None:
   found.check(config.optim.frozen_bn_stats in ('update', 'freeze'), 'optim.frozen_bn_stats',
               "use 'update' (fastai) or 'freeze'")
   found.check(len(config.optim.class_weights) == config.model.num_classes, 'optim.class_weights',
@@ -102,7 +92,7 @@ def optim(config, found: Problems) -> None:
   found.check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
 
 
-def model(config, found: Problems) -> None:
+def model(config, found: sections.Problems) -> None:
   found.check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
               f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
   found.check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
@@ -113,7 +103,7 @@ def model(config, found: Problems) -> None:
   found.parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
 
 
-def mask_head(config, found: Problems) -> None:
+def mask_head(config, found: sections.Problems) -> None:
   """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
   head = config.model.get('mask_head', '')
   if not head:
@@ -127,7 +117,7 @@ def mask_head(config, found: Problems) -> None:
               f'{config.optim.mask_weight} must be >= 0')
 
 
-def init(config, found: Problems) -> None:
+def init(config, found: sections.Problems) -> None:
   found.parses('augment', lambda: job_lib.augment_options(config))
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
@@ -139,7 +129,7 @@ def init(config, found: Problems) -> None:
               'trains it here')
 
 
-def data(config, found: Problems) -> None:
+def data(config, found: sections.Problems) -> None:
   """The data settings every mode reads; `data_folder` checks the folder itself."""
   for key in ('image_size', 'synthetic_image_size'):
     size = config.data[key]
@@ -161,13 +151,13 @@ def both_sources(config) -> str:
           '(data.dir), and leave the other empty.')
 
 
-def manifest_exists(config, found: Problems) -> None:
+def manifest_exists(config, found: sections.Problems) -> None:
   found.check(pathlib.Path(config.data.manifest).is_file(), 'data.manifest',
               f'{config.data.manifest} is not a file; give a CSV with the header '
               'file,label[,split][,defect_type].')
 
 
-def data_folder(config, found: Problems) -> None:
+def data_folder(config, found: sections.Problems) -> None:
   """The labelled data: a Kaggle-layout folder that exists, a CSV manifest, or the synthetic
   data."""
   if config.data.manifest:
@@ -189,7 +179,7 @@ def data_folder(config, found: Problems) -> None:
     data_folder_exists(config, found)
 
 
-def data_folder_exists(config, found: Problems) -> None:
+def data_folder_exists(config, found: sections.Problems) -> None:
   found.check(not pathlib.Path(config.data.dir).is_file(), 'data.dir',
               f'{config.data.dir} is a file; give the folder that holds train/ and test/.')
   found.check(pathlib.Path(config.data.dir).exists(), 'data.dir',
@@ -197,42 +187,26 @@ def data_folder_exists(config, found: Problems) -> None:
               'it there (train/good_0, train/bad_1, test/all_tests), or use the synthetic preset.')
 
 
-def semi(config, found: Problems) -> None:
+def semi(config, found: sections.Problems) -> None:
+  """`config.semi` (its own checks: nexjax/train/semi_section.py), and the unlabelled images that
+  its methods and AdaBN learn from."""
   s = config.semi
-  found.check(s.method in SEMI_METHODS, 'semi.method', f'{s.method!r} is not one of {SEMI_METHODS}')
+  found.extend(semi_section.SECTION.problems(s))
   found.check(s.method == 'none' or job_lib.has_unlabelled(config), 'semi.method',
               f'{s.method!r} learns from unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
   found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
               're-estimates BatchNorm statistics on unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
-  found.check(s.unlabelled_ratio >= 1 and float(s.unlabelled_ratio).is_integer(),
-              'semi.unlabelled_ratio', 'must be a whole number >= 1')
-  found.check(0 < s.threshold <= 1, 'semi.threshold', 'must be in (0, 1]')
-  found.check(s.weight >= 0, 'semi.weight', 'must be >= 0')
-  found.check(0 <= s.cutout < 1, 'semi.cutout', 'must be in [0, 1)')
-  found.check(0 < s.teacher_decay < 1, 'semi.teacher_decay', 'must be in (0, 1)')
-  found.check(s.strong_zoom_max >= 1, 'semi.strong_zoom_max', 'must be >= 1')
-  found.check(0 <= s.strong_lighting_max < 1, 'semi.strong_lighting_max', 'must be in [0, 1)')
 
 
-def train(config, found: Problems) -> None:
+def train(config, found: sections.Problems) -> None:
   found.check(config.train.batch_size > 0 and config.train.eval_batch_size > 0,
               'train.batch_size', 'batch sizes must be positive')
   found.check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
 
 
-def evaluate(config, found: Problems) -> None:
-  found.check(config.evaluate.tta_combine in tta_lib.COMBINE_METHODS, 'evaluate.tta_combine',
-              f'use one of {tta_lib.COMBINE_METHODS}')
-  found.check(config.evaluate.gallery_size >= 1, 'evaluate.gallery_size',
-              'must be at least 1 image (the galleries of top losses, heatmaps, before/after)')
-  found.parses('evaluate.tta_views', lambda: tta_lib.parse_views(config.evaluate.tta_views))
-  found.parses('evaluate.threshold_rule',
-               lambda: metrics_lib.parse_rule(config.evaluate.threshold_rule))
-
-
-def predict(config, found: Problems) -> None:
+def predict(config, found: sections.Problems) -> None:
   found.check(config.predict.input, 'predict.input', 'set --config.predict.input=FOLDER_OR_GLOB '
               '(and optionally --config.predict.output=FILE.csv).')
   found.check(config.predict.heatmaps in HEATMAPS, 'predict.heatmaps',
@@ -247,7 +221,7 @@ def predict(config, found: Problems) -> None:
               f'{config.predict.runtime!r} scores the exported classifier: choose one.')
 
 
-def runtime(config, section: str, found: Problems) -> None:
+def runtime(config, section: str, found: sections.Problems) -> None:
   """`SECTION.runtime`: one of `runtime.choices()` (the formats table), its package installed,
   and with an export runtime TTA that the export's dihedral views can compute."""
   name, choices = config[section].runtime, runtime_lib.choices()
@@ -264,13 +238,13 @@ def runtime(config, section: str, found: Problems) -> None:
               f'{config.evaluate.tta_views!r} (set predict.tta=False or {section}.runtime=jax).')
 
 
-def export_formats(config, found: Problems) -> None:
+def export_formats(config, found: sections.Problems) -> None:
   unknown = set(config.export.formats) - set(formats.names())
   found.check(not unknown, 'export.formats',
               f'unknown formats {sorted(unknown)}; choose from {formats.names()}.')
 
 
-def serve(config, found: Problems) -> None:
+def serve(config, found: sections.Problems) -> None:
   """`config.serve`, and the token (`serving.token`) that a reachable host needs."""
   settings = config.serve
 
@@ -298,7 +272,7 @@ def serve(config, found: Problems) -> None:
                  '"Authorization: Bearer TOKEN"), or bind to 127.0.0.1.')
 
 
-def compare(config, found: Problems) -> None:
+def compare(config, found: sections.Problems) -> None:
   """`config.compare` and the section of each selected detector."""
   if 'compare' not in config:
     found.append('This mode needs a comparison config: --config=configs/compare.py[:preset].')
@@ -321,13 +295,13 @@ def compare(config, found: Problems) -> None:
   line_names(config, found)
 
 
-def line_names(config, found: Problems) -> None:
+def line_names(config, found: sections.Problems) -> None:
   known = tuple(detectors.REGISTRY)
   unknown = sorted(set(config.line.detectors) - set(known))
   found.check(not unknown, 'line.detectors', f'unknown {unknown}; known: {known}')
 
 
-def line(config, found: Problems) -> None:
+def line(config, found: sections.Problems) -> None:
   """`config.line`, and the sections of its detectors where training fits them (with
   unlabelled images)."""
   line_names(config, found)
@@ -338,7 +312,7 @@ def line(config, found: Problems) -> None:
       detector(config, detectors.REGISTRY[name], found)
 
 
-def detector(config, cls, found: Problems) -> None:
+def detector(config, cls, found: sections.Problems) -> None:
   """A detector's section through its `check_config` (none for one that reads the whole
   config, such as the classifier, which the sections above check)."""
   if cls.default_config() is None:

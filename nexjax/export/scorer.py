@@ -28,6 +28,7 @@ from nexjax.export import writer as export
 from nexjax.models import gradcam
 from nexjax.platform import lazy_import
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import scoring
 from nexjax.train import workdir as workdir_lib
@@ -73,6 +74,7 @@ class CheckpointScorer(Scorer):
     self.image_size, self.channels = config.data.image_size, config.data.channels
     self.high_bit_scaling = config.data.high_bit_scaling
     self.tta = bool(config.predict.tta)
+    self.evaluate = evaluate_section.SECTION.of(config)  # the TTA combination
     self.threshold, self.checkpoint_step = threshold, checkpoint_step
     # Without TTA only the plain view is computed.
     self.tta_fn = scoring.make_tta_fn(model, config, topo, plain_only=not self.tta)
@@ -97,7 +99,7 @@ class CheckpointScorer(Scorer):
                                   self.config.seed, self.topo, desc, progress)
     if not self.tta:
       return views[0][:, 1]
-    return scoring.plain_and_tta_scores(views, self.config)['tta']
+    return scoring.plain_and_tta_scores(views, self.evaluate)['tta']
 
   def maps(self, images: np.ndarray, batch_size: int, progress: bool = False,
            tta: bool | None = None) -> np.ndarray:

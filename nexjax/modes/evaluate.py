@@ -21,6 +21,7 @@ from nexjax.reports import defect_types
 from nexjax.reports import localization
 from nexjax.reports import metrics as metrics_lib
 from nexjax.reports import reporting
+from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import preemption
 from nexjax.train import scoring
@@ -69,7 +70,7 @@ def evaluate(config, workdir) -> dict:
   scores = {name: scoring.plain_and_tta_scores(
       scoring.predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size,
                             config.seed, job.topo, f'evaluate {name}', config.train.progress),
-      config)
+      evaluate_section.SECTION.of(config))
             for name, examples in splits.items()}
   valid_labels = splits['valid'].labels
   thresholds = {kind: metrics_lib.choose_threshold(valid_labels, s, config.evaluate.threshold_rule)

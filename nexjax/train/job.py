@@ -24,6 +24,7 @@ from nexjax.platform import lazy_import
 from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import semi_section
 from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
@@ -83,6 +84,11 @@ class Job:
   topo: parallel.Topology
   model: resnet.ResNet
   data: dict[str, pipeline.Examples] | None
+
+  @property
+  def semi(self) -> ml_collections.FrozenConfigDict:
+    """The `semi` section, frozen (declared in nexjax/train/semi_section.py)."""
+    return semi_section.SECTION.of(self.config)
 
 
 def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:

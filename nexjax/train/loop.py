@@ -62,12 +62,13 @@ def check_finite(state, step: int, last_checkpoint) -> None:
         '--mode=lr_find to choose one.')
 
 
-def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workdir):
+def restore_latest_intact(checkpoints, job: job_lib.Job, variables, plan, spe, workdir):
   """(state, optimizer, phase, history) of the newest checkpoint that restores, or None.
 
   A damaged newest checkpoint (a file truncated or deleted by a crash or a full disk) is set
   aside as `broken-STEP` with a warning and the previous one is used: at most an epoch is lost.
   """
+  config, topo = job.config, job.topo
   while (latest := checkpoints.latest_step()) is not None:
     try:
       meta = checkpoints.read_meta(latest)
@@ -78,7 +79,7 @@ def restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workd
       tx = state_lib.phase_optimizer(config, variables, plan, meta['phase'])
       state = checkpoints.restore(
           latest, parallel.replicate(state_lib.create_train_state(
-              variables, tx, recipe.uses_teacher(config)), topo))
+              variables, tx, recipe.uses_teacher(job.semi)), topo))
     except errors.Error:
       raise
     except Exception as e:  # pylint: disable=broad-except  (any damage: orbax raises many types)
@@ -108,16 +109,16 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
   plan = plan_lib.plan_epochs(config.phases, spe)
   checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints', config.train.keep_checkpoints)
   variables = job_lib.init_variables(job.model, config)
-  restored = restore_latest_intact(checkpoints, config, variables, plan, spe, topo, workdir)
+  restored = restore_latest_intact(checkpoints, job, variables, plan, spe, workdir)
   if restored is None:
     variables = job_lib.load_pretrained(variables, config)
-    if config.semi.adapt_bn:
+    if job.semi.adapt_bn:
       variables = adabn.adapt_batch_stats(job.model, variables, job.data['unlabelled'],
                                           config.train.batch_size, config.seed)
     phase_index, history = 0, []
     tx = state_lib.phase_optimizer(config, variables, plan, 0)
     state = parallel.replicate(state_lib.create_train_state(
-        variables, tx, recipe.uses_teacher(config)), topo)
+        variables, tx, recipe.uses_teacher(job.semi)), topo)
     if topo.is_chief:
       workdir_lib.write_config(workdir, config)
       skipped = job_lib.skipped_files(config)

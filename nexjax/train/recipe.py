@@ -13,6 +13,8 @@ from nexjax.train import step as step_lib
 
 tf = lazy_import.module('tensorflow')  # the tf.data input path only
 
+FIXMATCH = ('fixmatch', 'ema_teacher')  # the semi.method values that learn from pseudo-labels
+
 
 def steps_per_epoch(job: job_lib.Job) -> int:
   return pipeline.steps_per_epoch(job.data['train'].labels, job.config.train.batch_size,
@@ -24,26 +26,25 @@ def uses_unlabelled(config) -> bool:
   return config.semi.method != 'none' or config.semi.adapt_bn
 
 
-def uses_teacher(config) -> bool:
-  """Whether the train state carries an EMA teacher (semi.method='ema_teacher')."""
-  return config.semi.method == 'ema_teacher'
+def uses_teacher(semi) -> bool:
+  """Whether the train state carries an EMA teacher (`semi`, the section: method='ema_teacher')."""
+  return semi.method == 'ema_teacher'
 
 
-def fixmatch_options(config) -> step_lib.FixMatchOptions | None:
-  """What `config.semi` asks of the train step (None: supervised only): FixMatch, or FixMatch
-  with the pseudo-labels from an EMA teacher."""
-  if config.semi.method not in ('fixmatch', 'ema_teacher'):
+def fixmatch_options(semi, padding_mode: str) -> step_lib.FixMatchOptions | None:
+  """What the `semi` section asks of the train step (None: supervised only): FixMatch, or
+  FixMatch with the pseudo-labels from an EMA teacher; both views pad with `padding_mode`."""
+  if semi.method not in FIXMATCH:
     return None
-  semi = config.semi
   weak = augment_lib.AugmentOptions(rotate_p=0.0, zoom_p=0.0, brightness_p=0.0, contrast_p=0.0,
-                                    padding_mode=config.augment.padding_mode)
+                                    padding_mode=padding_mode)
   strong = augment_lib.AugmentOptions(
       rotate_degrees=semi.strong_rotate_degrees, rotate_p=1.0, zoom_max=semi.strong_zoom_max,
       zoom_p=1.0, lighting_max=semi.strong_lighting_max, brightness_p=1.0, contrast_p=1.0,
-      padding_mode=config.augment.padding_mode)
+      padding_mode=padding_mode)
   return step_lib.FixMatchOptions(threshold=semi.threshold, weight=semi.weight, weak=weak,
                                   strong=strong, cutout=semi.cutout,
-                                  teacher_decay=semi.teacher_decay if uses_teacher(config) else 0.0)
+                                  teacher_decay=semi.teacher_decay if uses_teacher(semi) else 0.0)
 
 
 def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
@@ -53,7 +54,8 @@ def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
       class_weights=config.optim.class_weights, label_smoothing=config.optim.label_smoothing,
       stats_mask=state_lib.frozen_stats_mask(config, variables, phase_index),
       expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo,
-      fixmatch=fixmatch_options(config), mask_weight=config.optim.mask_weight)
+      fixmatch=fixmatch_options(job.semi, config.augment.padding_mode),
+      mask_weight=config.optim.mask_weight)
 
 
 def train_batches(job: job_lib.Job, start_step: int):
@@ -67,9 +69,9 @@ def train_batches(job: job_lib.Job, start_step: int):
                               start_step=start_step, process_index=topo.process_index,
                               process_count=topo.process_count,
                               with_masks=bool(config.model.get('mask_head')))
-  if fixmatch_options(config) is not None:
+  if job.semi.method in FIXMATCH:
     unlabelled = pipeline.unlabelled_dataset(
-        job.data['unlabelled'], global_batch=config.train.batch_size * config.semi.unlabelled_ratio,
+        job.data['unlabelled'], global_batch=config.train.batch_size * job.semi.unlabelled_ratio,
         seed=config.seed, start_step=start_step, process_index=topo.process_index,
         process_count=topo.process_count)
     ds = tf.data.Dataset.zip(ds, unlabelled).map(

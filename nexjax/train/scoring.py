@@ -60,12 +60,12 @@ def predict_views(tta_fn, variables, images: np.ndarray, batch_size: int, seed: 
   return np.swapaxes(per_example, 0, 1)
 
 
-def plain_and_tta_scores(views: np.ndarray, config) -> dict[str, np.ndarray]:
-  """P(defect) without TTA (view 0) and with the configured TTA combination."""
-  tta_set = views if config.evaluate.tta_views == 'dihedral' else views[1:]
+def plain_and_tta_scores(views: np.ndarray, evaluate) -> dict[str, np.ndarray]:
+  """P(defect) without TTA (view 0) and with the TTA combination of `evaluate` (the section)."""
+  tta_set = views if evaluate.tta_views == 'dihedral' else views[1:]
   return {'plain': views[0][:, 1],
-          'tta': np.asarray(tta_lib.combine(tta_set, config.evaluate.tta_combine, plain=views[0],
-                                            beta=config.evaluate.tta_beta))}
+          'tta': np.asarray(tta_lib.combine(tta_set, evaluate.tta_combine, plain=views[0],
+                                            beta=evaluate.tta_beta))}
 
 
 def read_threshold(workdir: pathlib.Path) -> float:

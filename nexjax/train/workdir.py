@@ -14,6 +14,8 @@ import ml_collections
 
 from nexjax import config_values
 from nexjax import errors
+from nexjax.train import evaluate_section
+from nexjax.train import semi_section
 
 CONFIG_FILE = 'config.json'
 LINE_FILE = 'line.json'  # the line's chosen detector (`detectors.line`)
@@ -23,21 +25,25 @@ MODEL_KEYS = ('model', 'data.image_size', 'data.channels')
 DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_train',
              'data.synthetic_num_test', 'data.synthetic_image_size', 'data.synthetic_seed',
              'data.synthetic_families', 'data.valid_fraction', 'data.high_bit_scaling')
-# The keys that do not change a run's result, declared once by section ('' the top level, '*'
-# the whole section): where output goes, logging and progress, and the settings of the modes
-# that read a trained run (evaluate, predict, export, serve, compare, lr_find). Every other key
-# of the resolved config, one added later included, is part of the run (`identity`).
+# The sections declared beside their code (`nexjax.sections`): each says which of its keys are
+# outside the run, and which count only where set.
+SECTIONS = (semi_section.SECTION, evaluate_section.SECTION)
+# The keys that do not change a run's result, by section ('' the top level, '*' the whole
+# section): where output goes, logging and progress, and the settings of the modes that read a
+# trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
+# SECTIONS. Every other key of the resolved config, one added later included, is part of the run
+# (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
     'data': ('cache_dir',),
     'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
-    'evaluate': '*', 'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*',
-    'compare': '*', 'detectors': '*',
+    'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
-}
+} | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
 # where set: at these values they leave the identity, so existing keys stay valid.
-UNSET = {'data.manifest': '', 'semi.teacher_decay': 0.99}
+UNSET = {'data.manifest': '', **{k: v for section in SECTIONS
+                                  for k, v in section.where_set().items()}}
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.

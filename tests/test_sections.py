@@ -1,0 +1,113 @@
+"""Sections declared once beside their code (`nexjax.sections`), here `semi` and `evaluate`
+(nexjax/train/*_section.py): the config files build them, config.check runs their checks, a
+run's identity follows their declarations, and the code that reads them receives them frozen."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import compare
+from configs import finetune
+from nexjax import config as config_lib
+from nexjax import errors
+from nexjax import sections
+from nexjax.train import evaluate_section
+from nexjax.train import job as job_lib
+from nexjax.train import recipe
+from nexjax.train import scoring
+from nexjax.train import semi_section
+from nexjax.train import workdir
+
+DECLARED = {'semi': semi_section.SECTION, 'evaluate': evaluate_section.SECTION}
+PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
+# A bad value for each key that has a check, by section.
+BAD = {
+    'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
+             'cutout': 1.0, 'teacher_decay': 1.0, 'strong_rotate_degrees': -5.0,
+             'strong_zoom_max': 0.5, 'strong_lighting_max': 1.0},
+    'evaluate': {'tta_views': 'random:0', 'tta_combine': 'median', 'threshold_rule': 'fixed:2',
+                 'gallery_size': 0},
+}
+
+
+def test_the_declared_sections_are_those_the_run_identity_reads():
+  assert {s.name: s for s in workdir.SECTIONS} == DECLARED
+
+
+@pytest.mark.parametrize('name', DECLARED)
+def test_every_key_has_a_default_and_a_one_line_doc(name):
+  for key_name, key in DECLARED[name].keys.items():
+    assert key.default is not None, key_name
+    assert key.doc.strip() and '\n' not in key.doc, key_name
+    assert key.run in (sections.RUN, sections.OUTSIDE, sections.WHERE_SET), key_name
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+@pytest.mark.parametrize('name', DECLARED)
+def test_the_configs_section_is_the_declaration(name, preset):
+  section = DECLARED[name]
+  for config in (finetune.get_config(preset), compare.get_config(preset)):
+    for values in (config[name], *([config.pretrain[name]] if 'pretrain' in config else [])):
+      assert sorted(values) == sorted(section.keys)
+      assert values.to_dict() == section.defaults().to_dict()
+  assert section.problems(section.defaults()) == []
+
+
+@pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
+def test_a_bad_value_is_reported_with_its_key(dotted):
+  config = finetune.get_config('smoke')
+  name, key = dotted.split('.')
+  config[name][key] = BAD[name][key]
+  assert any(p.startswith(f'config.{dotted}: ') for p in config_lib.problems(config)), dotted
+
+
+def test_every_bad_value_is_reported_at_once_with_the_other_sections():
+  config = finetune.get_config('smoke')
+  for name, values in BAD.items():
+    config[name].update(values)
+  config.optim.label_smoothing = 1.5
+  with pytest.raises(errors.ConfigError) as error:
+    config_lib.check(config)
+  message = str(error.value)
+  assert all(f'config.{name}.{key}: ' in message for name in BAD for key in BAD[name])
+  assert 'config.optim.label_smoothing' in message
+
+
+def test_the_run_keys_are_those_of_before_the_declarations():
+  """The values of before (the shipped body's included: pretrain_wide); semi.teacher_decay
+  counts only away from its default (WHERE_SET), the other semi keys always, evaluate never."""
+  keys = {None: '48fb07b813cc', 'pretrain': '94789f80a249', 'pretrain_wide': '406b6b9d0e8b',
+          'synthetic': '39724bbdba21', 'smoke': '9fb38fe93349'}
+  assert {p: workdir.run_key(finetune.get_config(p)) for p in keys} == keys
+  config = finetune.get_config('pretrain')
+  identity = workdir.identity(config)
+  assert {f'semi.{k}' for k in semi_section.SECTION.keys} - set(identity) == {'semi.teacher_decay'}
+  assert not [k for k in identity if k.startswith('evaluate.')]
+  config.evaluate.tta_beta, config.evaluate.threshold_rule = 0.1, 'max_accuracy'
+  assert workdir.run_key(config) == keys['pretrain']
+  config.semi.teacher_decay = 0.9
+  assert workdir.identity(config)['semi.teacher_decay'] == 0.9
+  assert workdir.run_key(config) != keys['pretrain']
+
+
+def test_the_training_code_receives_the_semi_section_frozen():
+  config = finetune.get_config('smoke')
+  config.semi.method = 'ema_teacher'
+  semi = job_lib.Job(config, None, None, None).semi
+  assert isinstance(semi, ml_collections.FrozenConfigDict)
+  with pytest.raises(AttributeError):
+    semi.threshold = 0.5
+  options = recipe.fixmatch_options(semi, 'constant')
+  assert recipe.uses_teacher(semi) and options.teacher_decay == 0.99
+  assert options.strong.padding_mode == options.weak.padding_mode == 'constant'
+  config.semi.method = 'none'
+  assert recipe.fixmatch_options(job_lib.Job(config, None, None, None).semi, 'constant') is None
+
+
+def test_the_tta_scores_read_the_evaluate_section_frozen():
+  config = finetune.get_config('smoke')
+  config.evaluate.tta_combine = 'mean'
+  views = np.random.default_rng(0).dirichlet((1.0, 1.0), (8, 5)).astype(np.float32)
+  scores = scoring.plain_and_tta_scores(views, evaluate_section.SECTION.of(config))
+  np.testing.assert_allclose(scores['plain'], views[0, :, 1])
+  np.testing.assert_allclose(scores['tta'], views[..., 1].mean(0), rtol=1e-6)
