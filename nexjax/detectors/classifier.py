@@ -21,6 +21,7 @@ from nexjax.train import job as job_lib
 from nexjax.train import loop
 from nexjax.train import recipe
 from nexjax.train import runs
+from nexjax.train import semi_section
 from nexjax.train import workdir as workdir_lib
 
 
@@ -59,7 +60,7 @@ class ClassifierDetector(base.Detector):
     runs.check_same_run(self.config, self.run_dir)
     model = job_lib.create_model(self.config)
     data = {'train': train, 'valid': valid}
-    if recipe.uses_unlabelled(self.config):  # semi-supervised fine-tuning learns from them too
+    if recipe.uses_unlabelled(semi_section.SECTION.of(self.config)):  # FixMatch, AdaBN
       data['unlabelled'] = job_lib.load_unlabelled(self.config)
     loop.train(job_lib.Job(self.config, ctx.topo, model, data), self.run_dir)
     self.variables, _ = job_lib.restore_weights(self.config, self.run_dir)

@@ -21,9 +21,10 @@ def steps_per_epoch(job: job_lib.Job) -> int:
                                   job_lib.parse_class_ratio(job.config.data.class_ratio))
 
 
-def uses_unlabelled(config) -> bool:
-  """Whether fine-tuning learns from `data.unlabelled_dir` (FixMatch, AdaBN)."""
-  return config.semi.method != 'none' or config.semi.adapt_bn
+def uses_unlabelled(semi) -> bool:
+  """Whether fine-tuning learns from `data.unlabelled_dir` (`semi`, the section: FixMatch,
+  AdaBN)."""
+  return semi.method != 'none' or semi.adapt_bn
 
 
 def uses_teacher(semi) -> bool:
