@@ -90,6 +90,14 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
   saved_lib.note_export_scores(workdir, 'serve')
   assert 'chose ensemble-all for the line' in capsys.readouterr().out
 
+  # Evaluate grades it beside the classifier: the AUC training recorded for it in line.json.
+  graded = evaluate.evaluate(config, workdir)['line']
+  chosen = [r for r in record['rows'] if r['method'] == 'ensemble'][0]
+  assert graded['detector'] == 'ensemble-all'
+  assert graded[chosen['split']]['auc'] == pytest.approx(chosen['auc'], abs=1e-6)
+  assert "The line's method, ensemble-all" in capsys.readouterr().out
+  assert (workdir / 'eval' / f'line_{chosen["split"]}_roc_pr.png').is_file()
+
 
 def test_without_unlabelled_images_training_is_the_recipe_alone():
   config = finetune.get_config('smoke')

@@ -3,7 +3,8 @@
 One jit-compiled call per batch returns the plain prediction (the identity view) and all TTA
 views, so "with and without TTA" costs one pass. The decision threshold is chosen on the
 validation split by the configured rule and stored in `DIR/eval/threshold.json`, which
-`--mode=predict` then uses.
+`--mode=predict` then uses. Where predict and serve score with a saved detector (the line's
+choice, DIR/line.json), it is graded too, at its own threshold (`line` in metrics.json).
 """
 
 import json
@@ -12,7 +13,9 @@ import pathlib
 import jax
 import numpy as np
 
+from nexjax import errors
 from nexjax.data import pipeline
+from nexjax.detectors import saved
 from nexjax.models import gradcam
 from nexjax.models import inference
 from nexjax.models import weights as weights_lib
@@ -91,14 +94,59 @@ def evaluate(config, workdir) -> dict:
             examples.labels, scores[name][kind], threshold, types,
             defect_types.mask_areas(examples.masks))
       results[name][kind] = report
+  line_scores = line_detector_scores(config, workdir, splits)
+  if line_scores:
+    results['line'] = line_report(splits, *line_scores)
   if job.topo.is_chief:
     with preemption.deferred():
       write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
                     known_types)
+      if line_scores:
+        plot_line(splits, line_scores, results['line'], out)
     print_summary(results, thresholds)
+    if line_scores:
+      print(line_summary(results['line']), flush=True)
     print(f'Evaluated {checkpoint_label(results)} on '
           f'{workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
   return results
+
+
+def line_detector_scores(config, workdir, splits):
+  """(saved detector, its scores of each split) where predict and serve score with a saved
+  detector (the line's choice, DIR/line.json, or predict.detector), else None."""
+  spec = saved.requested(config, workdir)
+  if not spec:
+    return None
+  scorer = saved.SavedScorer(config, saved.folder(workdir, spec))
+  fitted = (scorer.image_size, scorer.channels, scorer.high_bit_scaling)
+  graded = (config.data.image_size, config.data.channels, config.data.high_bit_scaling)
+  if fitted != graded:
+    raise errors.ConfigError(
+        f'{scorer.name} was fitted on images decoded as (image_size, channels, high_bit_scaling)'
+        f'={fitted}, and this evaluation decodes them as {graded}: evaluate with the settings '
+        'the workdir was trained with.')
+  return scorer, {name: scorer.scores(examples.images) for name, examples in splits.items()}
+
+
+def line_report(splits, scorer, scores) -> dict:
+  """The line's saved detector graded at its own threshold (chosen on validation by training)."""
+  return {'detector': scorer.name, 'threshold': scorer.threshold,
+          **{name: metrics_lib.binary_report(examples.labels, scores[name], scorer.threshold)
+             for name, examples in splits.items()}}
+
+
+def line_summary(report: dict) -> str:
+  graded = 'test' if 'test' in report else 'valid'
+  return (f"The line's method, {report['detector']} (what predict and serve score with): "
+          f"{graded} ROC AUC {report[graded]['auc']:.4f}, error rate "
+          f"{report[graded]['error_rate']:.4f} at its threshold {report['threshold']:.4g}.")
+
+
+def plot_line(splits, line_scores, report: dict, out: pathlib.Path) -> None:
+  scorer, scores = line_scores
+  for name, examples in splits.items():
+    reporting.plot_roc_pr(examples.labels, scores[name], scorer.threshold,
+                          out / f'line_{name}_roc_pr.png', f"{name}, the line's {report['detector']}")
 
 
 def checkpoint_label(results: dict) -> str:
