@@ -15,7 +15,7 @@ Methods (rows):
   linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
   gaussian      the model of normality on the pretrained body's features (0 labelled defects)
   adabn         the report's recipe after AdaBN on UNLABELLED unlabelled target images
-  folds         the report's recipe on FOLDS stratified folds of the labelled images (train and
+  folds         the report's recipe on five stratified folds of the labelled images (train and
                 validation pooled), each model validated on its own fold; test scores are the
                 mean log-odds of the fold models, the threshold is chosen on the pooled
                 out-of-fold scores (every labelled image, validation AUC from all its defects)
@@ -53,11 +53,11 @@ xla_cpu.apply_flags()
 
 from configs import finetune  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
-from nexjax.data import pipeline  # noqa: E402
 from nexjax.data.heldout import dataset as heldout  # noqa: E402
 from nexjax.detectors import backbones  # noqa: E402
 from nexjax.detectors import base  # noqa: E402
 from nexjax.detectors import classifier  # noqa: E402
+from nexjax.detectors import folds  # noqa: E402
 from nexjax.detectors import gaussian  # noqa: E402
 from nexjax.detectors import selection  # noqa: E402
 from nexjax.platform import plotting  # noqa: E402
@@ -72,7 +72,6 @@ UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 HELDOUT_FAMILY = 'soic'  # the held-out line's package: gull-wing leads on two sides, 6-8 of them
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
-FOLDS = 5
 
 
 def method_config(base_config, method: str):
@@ -130,42 +129,16 @@ def world_config(world: str, size: int, root: pathlib.Path, family: str):
   return config
 
 
-def fold_index(labels, folds: int, seed: int) -> np.ndarray:
-  """Each labelled image's fold: per class, a seeded permutation dealt out in turn."""
-  rng = np.random.default_rng(seed)
-  fold = np.empty(len(labels), int)
-  for label in np.unique(labels):
-    members = rng.permutation(np.flatnonzero(labels == label))
-    fold[members] = np.arange(len(members)) % folds
-  return fold
-
-
-def pooled(train, valid) -> pipeline.Examples:
-  """The labelled images of both splits, in memory, as one split."""
-  every = lambda split: np.arange(len(split))
-  masks = (None if train.masks is None or valid.masks is None else
-           np.concatenate([pipeline.read_array(s.masks, every(s)) for s in (train, valid)]))
-  return pipeline.Examples(np.concatenate([train.read(every(train)), valid.read(every(valid))]),
-                           np.concatenate([train.labels, valid.labels]),
-                           np.concatenate([train.ids, valid.ids]), masks)
-
-
-def fit_folds(config, data, run_dir: pathlib.Path, ctx, seed: int):
+def fit_folds(config, data, run_dir: pathlib.Path, ctx):
   """The `folds` row's splits and result: out-of-fold scores of every labelled image as its
-  validation split, the fold models' mean test log-odds."""
-  labelled = pooled(data['train'], data['valid'])
-  fold = fold_index(labelled.labels, FOLDS, seed)
-  out_of_fold, test, seconds = np.zeros(len(labelled)), [], 0.0
-  for k in range(FOLDS):
-    held = labelled.subset(np.flatnonzero(fold == k))
-    detector = classifier.ClassifierDetector(config, run_dir / f'fold{k}')
-    detector.fit_measured(labelled.subset(np.flatnonzero(fold != k)), held, ctx)
-    seconds += detector.stats.fit_seconds
-    out_of_fold[fold == k] = detector.score(held.images, ctx)
-    test.append(detector.score(data['test'].images, ctx))
+  validation split, the fold models' mean test log-odds (`detectors.folds`)."""
+  detector = folds.FoldClassifiers(config, run_dir)
+  detector.fit_measured(data['train'], data['valid'], ctx)
+  labelled = folds.pooled(data['train'], data['valid'])
   splits = {'valid': labelled, 'test': data['test']}
-  scores = {'valid': out_of_fold, 'test': np.mean(test, axis=0)}
-  return splits, selection.Result(scores, base.Stats(fit_seconds=seconds))
+  scores = {'valid': detector.out_of_fold(labelled), 'test': detector.score(data['test'].images,
+                                                                           ctx)}
+  return splits, selection.Result(scores, detector.stats)
 
 
 def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image_size: int,
@@ -186,10 +159,10 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
                                 job_lib.data_source(config).defect_types())
   ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
   if method == 'folds':
-    splits, result = fit_folds(config, job.data, run_dir, ctx, seed)
+    splits, result = fit_folds(config, job.data, run_dir, ctx)
     row = selection.report_row(method, -1, result, splits, 'test', rule, types=types)
     row.update(world=line, size=size, image_size=image_size, checkpoint='auto', step=None,
-               seed=seed, train_images=len(splits['valid']) * (FOLDS - 1) // FOLDS)
+               seed=seed, train_images=len(splits['valid']) * (folds.FOLDS - 1) // folds.FOLDS)
     return [row]
   if method == 'gaussian':
     backbone = backbones.backbone(config, config.init.weights)

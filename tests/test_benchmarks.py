@@ -157,15 +157,3 @@ def test_accelerator_lower_only_prints_a_row_per_program_and_platform(tmp_path):
   assert all(r['devices'] == 8 and r['flops_per_image'] > 0 for r in rows)
   for r in rows:
     assert f'{r["program"]:<15} {r["platform"]:<8}       8 ' in result.stdout
-
-
-def test_transfer_folds_are_stratified_and_seeded():
-  """benchmarks/transfer.py's folds: every class dealt evenly over the folds, one draw per seed."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import transfer  # noqa: E402  pylint: disable=import-outside-toplevel
-  labels = np.array([0] * 80 + [1] * 20)
-  fold = transfer.fold_index(labels, 5, seed=0)
-  for k in range(5):
-    assert np.sum((fold == k) & (labels == 1)) == 4 and np.sum((fold == k) & (labels == 0)) == 16
-  np.testing.assert_array_equal(fold, transfer.fold_index(labels, 5, seed=0))
-  assert not np.array_equal(fold, transfer.fold_index(labels, 5, seed=1))

@@ -166,6 +166,12 @@ class Detector(abc.ABC):
   def score(self, images: np.ndarray, ctx: Context) -> np.ndarray:
     """(N,) float64 anomaly scores; higher means more likely defective."""
 
+  def out_of_fold(self, examples: pipeline.Examples) -> np.ndarray | None:
+    """Scores of `examples` from models that did not train on them, where the method trained
+    on them too (cross-fitting); None where `score` is already honest for them."""
+    del examples
+    return None
+
   def anomaly_map(self, images: np.ndarray, ctx: Context) -> np.ndarray:
     """(N, H, W) float32 per-pixel scores at the images' resolution (if `produces_maps`)."""
     raise NotImplementedError(f'{self.name} gives image-level scores only.')

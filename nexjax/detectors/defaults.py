@@ -6,11 +6,13 @@ imports only ml_collections, so that the config files may import it without jax 
 import ml_collections
 
 # The registry's detectors, in its order (the order --mode=compare runs and reports them).
-NAMES = ('classifier', 'source_classifier', 'mask_head', 'gaussian', 'patchcore', 'padim',
-         'musc', 'scattering_xgb', 'vae', 'gan')
+NAMES = ('classifier', 'classifier_folds', 'source_classifier', 'mask_head', 'gaussian',
+         'patchcore', 'padim', 'musc', 'scattering_xgb', 'vae', 'gan')
 # These score with the source classifier's head: only a body trained as a classifier has one.
 NEEDS_TRAINED_SOURCE = ('source_classifier', 'mask_head')
-# classifier, source_classifier and mask_head read the whole config: no section.
+# Five fine-tuning runs: compare fits it where named only.
+OPT_IN = ('classifier_folds',)
+# classifier, classifier_folds, source_classifier and mask_head read the whole config: no section.
 
 
 def generative(**extra) -> dict:
@@ -122,7 +124,8 @@ def sections(preset: str | None = None) -> ml_collections.ConfigDict:
 
 
 def compared(init_weights: str, pretrained: str) -> tuple[str, ...]:
-  """compare.detectors' default: every detector, less those that need the source classifier's
-  head where the body (init_weights) is not the `pretrain` run (pretrained: that name)."""
-  return tuple(name for name in NAMES
-               if init_weights == pretrained or name not in NEEDS_TRAINED_SOURCE)
+  """compare.detectors' default: every detector but the `OPT_IN` ones, less those that need
+  the source classifier's head where the body (init_weights) is not the `pretrain` run
+  (pretrained: that name)."""
+  return tuple(name for name in NAMES if name not in OPT_IN
+               and (init_weights == pretrained or name not in NEEDS_TRAINED_SOURCE))

@@ -14,9 +14,9 @@ Patch features, for every aggregation degree r of `neighbourhoods` (the paper's 
 stage's map averaged over r x r neighbourhoods, upsampled to the first stage's grid and
 concatenated (PatchCore's features at r = 3, unnormalised: the paper's L2 normalisation suits its
 ViT tokens, but would make a bright flat patch a dark one). Each degree scores on its own, and
-the maps are averaged. The image score is the map's maximum; the anomaly map is it upsampled to the image and Gaussian-smoothed (sigma 4). The
-paper's re-scoring of image scores over the test batch (RsCIN) is left out: a line scores one
-image at a time. Distances run on the accelerator in chunks of `reference_chunk` references.
+the maps are averaged. The image score is the map's maximum; the anomaly map is it upsampled to
+the image and Gaussian-smoothed (sigma 4). The paper's re-scoring of image scores over the test
+batch (RsCIN) is left out: a line scores one image at a time. Distances run on the accelerator in chunks of `reference_chunk` references.
 """
 
 import functools

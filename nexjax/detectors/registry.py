@@ -7,6 +7,7 @@ registry; tests/test_presets.py checks that it follows it); in its order the tab
 from nexjax import errors
 from nexjax.detectors import base
 from nexjax.detectors import classifier
+from nexjax.detectors import folds
 from nexjax.detectors import gan
 from nexjax.detectors import gaussian
 from nexjax.detectors import mask_head
@@ -33,6 +34,7 @@ def get(name: str) -> type[base.Detector]:
 
 
 register(classifier.ClassifierDetector)
+register(folds.FoldClassifiers)
 register(source_classifier.SourceClassifier)
 register(mask_head.MaskHead)
 register(gaussian.GaussianDetector)

@@ -145,6 +145,9 @@ def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split
   with_maps = cls.produces_maps and splits[report_split].masks is not None
   scores, detector.stats.images_per_second, maps = timed_scores(
       detector, splits, ctx, report_split if with_maps else None)
+  held_out = detector.out_of_fold(splits['valid'])
+  if held_out is not None:  # trained on the validation split too: its out-of-fold scores
+    scores['valid'] = held_out
   if job.topo.is_chief:
     rule = plan.threshold_rule
     threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)

@@ -146,7 +146,8 @@ def plot_line(splits, line_scores, report: dict, out: pathlib.Path) -> None:
   scorer, scores = line_scores
   for name, examples in splits.items():
     reporting.plot_roc_pr(examples.labels, scores[name], scorer.threshold,
-                          out / f'line_{name}_roc_pr.png', f"{name}, the line's {report['detector']}")
+                          out / f'line_{name}_roc_pr.png',
+                          f"{name}, the line's {report['detector']}")
 
 
 def checkpoint_label(results: dict) -> str:

@@ -44,7 +44,7 @@ def serve(config, workdir) -> None:
     listener.listen(128)
     info = runtime.info
     url = f'http://{config.serve.host}:{config.serve.port}'
-    served = info.model if info.detector else f'{info.model}, checkpoint step {info.checkpoint_step}'
+    served = info.model + ('' if info.detector else f', checkpoint step {info.checkpoint_step}')
     print(f'Serving {served}, threshold {info.threshold:.4g} ({info.score}) on {url} (review page: '
           f'{url}/review'
           f'{", token required" * bool(secret)})', flush=True)
