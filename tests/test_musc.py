@@ -13,7 +13,7 @@ def test_nearest_in_each_reference_equals_brute_force():
   queries = rng.standard_normal((7, 5)).astype(np.float32)
   references = rng.standard_normal((5, 3, 5)).astype(np.float32)   # 5 images of 3 patches
   expected = np.linalg.norm(queries[:, None, None] - references[None], axis=-1).min(-1)
-  got = musc.nearest_in_each(queries, references, chunk=2)        # chunks 2 + 2 + 1 (padded)
+  got = musc.nearest_in_each(queries, references, 6)   # 2 images a step: 2 + 2 + 1 (padded)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 

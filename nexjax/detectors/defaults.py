@@ -58,9 +58,9 @@ SECTIONS = dict(
         neighbourhoods=(1, 3, 5),  # r x r patch aggregation degrees, each scored (the paper's)
         interval=0.3,           # a patch's score: mean over the closest 30% of the references
         max_references=256,     # reference images kept (chosen by id hash); 0: all
-        reference_chunk=32,     # reference images per distance step
+        chunk_patches=8192,     # reference patches per distance step (memory: batch patches x it)
         sigma=4.0,              # Gaussian smoothing of the upsampled map, in pixels
-        batch_size=16,
+        batch_size=8,
     ),
     scattering_xgb=dict(
         J=3,                    # scales: coefficient maps are 2^J times smaller than the image
@@ -100,8 +100,7 @@ PRESETS = dict(
         # synthetic: the greedy coreset over every good patch would take hours on 2 CPU cores.
         synthetic=dict(max_fit_images=600)),
     padim=dict(smoke=dict(num_features=20, batch_size=8)),
-    musc=dict(smoke=dict(neighbourhoods=(1, 3), max_references=16, reference_chunk=8,
-                         batch_size=8)),
+    musc=dict(smoke=dict(neighbourhoods=(1, 3), max_references=16, chunk_patches=256)),
     scattering_xgb=dict(smoke=dict(J=2, L=4, pool_grid=(1, 2), n_estimators=30, max_depth=2,
                                    learning_rate=0.3, early_stopping_rounds=5, subsample=1.0,
                                    colsample_bytree=1.0)),

@@ -16,7 +16,8 @@ concatenated (PatchCore's features at r = 3, unnormalised: the paper's L2 normal
 ViT tokens, but would make a bright flat patch a dark one). Each degree scores on its own, and
 the maps are averaged. The image score is the map's maximum; the anomaly map is it upsampled to
 the image and Gaussian-smoothed (sigma 4). The paper's re-scoring of image scores over the test
-batch (RsCIN) is left out: a line scores one image at a time. Distances run on the accelerator in chunks of `reference_chunk` references.
+batch (RsCIN) is left out: a line scores one image at a time. Distances run on the accelerator
+over about `chunk_patches` reference patches at a time.
 """
 
 import functools
@@ -50,10 +51,12 @@ def aggregated(maps, r: int, grid):
   return jnp.concatenate([features_lib.resize_to(m, grid, 'bilinear') for m in maps], axis=-1)
 
 
-def nearest_in_each(queries, references, chunk: int):
+def nearest_in_each(queries, references, chunk_patches: int):
   """(Q, R): the distance of each query patch (Q, D) to its nearest patch in each reference
-  image (R, P, D), the references taken `chunk` at a time."""
+  image (R, P, D), the references taken about `chunk_patches` patches at a time (memory:
+  Q x chunk_patches distances, whatever the number of references)."""
   num, patches, dim = references.shape
+  chunk = max(1, min(num, chunk_patches // patches))
   steps = math.ceil(num / chunk)
   blocks = jnp.pad(references, ((0, steps * chunk - num), (0, 0), (0, 0)))
   blocks = blocks.reshape(steps, chunk * patches, dim)
@@ -87,7 +90,7 @@ def scores_and_maps(variables, state, images, *, model, config):
     q, refs = aggregated(maps, r, grid), aggregated(references, r, grid)
     b, h, w, dim = q.shape
     d = nearest_in_each(q.reshape(-1, dim), refs.reshape(len(refs), h * w, dim),
-                        config.reference_chunk)
+                        config.chunk_patches)
     patch_maps.append(interval_average(d.reshape(b, h * w, -1), skip, config.interval)
                       .reshape(b, h, w))
   patch_map = jnp.mean(jnp.stack(patch_maps), axis=0)
@@ -114,7 +117,7 @@ class MuSc(features_lib.PatchDetector):
               'interval': (0 < config.interval <= 1, 'must be in (0, 1]'),
               'max_references': (config.max_references == 0 or config.max_references >= 2,
                                  'must be 0 (all) or >= 2'),
-              'reference_chunk': (config.reference_chunk >= 1, 'must be >= 1'),
+              'reference_chunk': (config.chunk_patches >= 1, 'must be >= 1'),
               'batch_size': (config.batch_size >= 1, 'must be >= 1')}
     return features_lib.stage_problems(config.stages, cls.name) + [
         base.problem(cls.name, key, config[key], valid)
