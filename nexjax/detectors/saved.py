@@ -25,14 +25,14 @@ def requested(config, workdir) -> str:
   return config.predict.detector or line.chosen_detector(workdir)
 
 
-def note_export_scores(workdir, section: str) -> None:
+def note_export_scores(workdir, mode: str) -> None:
   """Says so (printed) where the line's choice is not the classifier that an export folder
   holds: the export runtimes score the classifier."""
   chosen = line.chosen_detector(workdir)
   if chosen:
-    print(f'{section}: {pathlib.Path(workdir) / line.CHOICE_FILE} chose {chosen} for the line, '
-          f'but {section}.runtime scores the exported classifier; --config.{section}.runtime=jax '
-          f'scores with {chosen}.', flush=True)
+    print(f'{mode}: {pathlib.Path(workdir) / line.CHOICE_FILE} chose {chosen} for the line; the '
+          'export folder holds the classifier, which the export runtimes score. --mode=predict '
+          f'and --mode=serve with runtime=jax on this workdir score with {chosen}.', flush=True)
 
 
 def folder(workdir, spec: str) -> pathlib.Path:

@@ -1,10 +1,12 @@
 """`--mode=export`: a workdir's network as files other tools load (`nexjax.export.writer`), with
-what a runtime needs to score from the export folder alone recorded in its `model.json`."""
+what a runtime needs to score from the export folder alone recorded in its `model.json`. It is
+the classifier's: where training chose another method for the line (DIR/line.json), it says so."""
 
 import pathlib
 
 import jax
 
+from nexjax.detectors import saved
 from nexjax.export import writer as export
 from nexjax.train import job as job_lib
 from nexjax.train import scoring
@@ -34,4 +36,5 @@ def export_workdir(config, workdir) -> dict[str, pathlib.Path]:
   if jax.process_index() == 0:
     print(f'Exported checkpoint step {step} of {workdir} -> {out_dir}: {", ".join(written)}',
           flush=True)
+    saved.note_export_scores(workdir, 'export')
   return written
