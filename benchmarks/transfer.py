@@ -129,16 +129,14 @@ def world_config(world: str, size: int, root: pathlib.Path, family: str):
   return config
 
 
-def fit_folds(config, data, run_dir: pathlib.Path, ctx):
-  """The `folds` row's splits and result: out-of-fold scores of every labelled image as its
-  validation split, the fold models' mean test log-odds (`detectors.folds`)."""
+def fit_folds(config, data, run_dir: pathlib.Path, ctx) -> selection.Result:
+  """The `folds` row's result (`detectors.folds`): the fold models' mean test log-odds, the
+  threshold chosen on every labelled image's out-of-fold score."""
   detector = folds.FoldClassifiers(config, run_dir)
   detector.fit_measured(data['train'], data['valid'], ctx)
-  labelled = folds.pooled(data['train'], data['valid'])
-  splits = {'valid': labelled, 'test': data['test']}
-  scores = {'valid': detector.out_of_fold(labelled), 'test': detector.score(data['test'].images,
-                                                                           ctx)}
-  return splits, selection.Result(scores, detector.stats)
+  scores = {'valid': detector.out_of_fold(data['valid']),
+            'test': detector.score(data['test'].images, ctx)}
+  return selection.Result(scores, detector.stats, cross_fitted=detector.cross_fitted())
 
 
 def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image_size: int,
@@ -159,10 +157,11 @@ def run(world: str, size: int, method: str, root: pathlib.Path, rule: str, image
                                 job_lib.data_source(config).defect_types())
   ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, False)
   if method == 'folds':
-    splits, result = fit_folds(config, job.data, run_dir, ctx)
+    result = fit_folds(config, job.data, run_dir, ctx)
     row = selection.report_row(method, -1, result, splits, 'test', rule, types=types)
+    labelled = len(job.data['train']) + len(job.data['valid'])
     row.update(world=line, size=size, image_size=image_size, checkpoint='auto', step=None,
-               seed=seed, train_images=len(splits['valid']) * (folds.FOLDS - 1) // folds.FOLDS)
+               seed=seed, train_images=labelled * (folds.FOLDS - 1) // folds.FOLDS)
     return [row]
   if method == 'gaussian':
     backbone = backbones.backbone(config, config.init.weights)

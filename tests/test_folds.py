@@ -92,9 +92,11 @@ def test_too_few_defects_for_five_folds_is_one_line(monkeypatch, tmp_path):
     detector.fit(train, valid, base.Context(parallel.topology(), 8, 0, False))
 
 
-def test_the_threshold_is_chosen_on_the_out_of_fold_scores(monkeypatch, tmp_path):
-  """In compare and the line step (`selection.fit_and_save`), not on the in-fold scores of
-  validation images the models trained on."""
+def test_the_threshold_is_chosen_on_every_out_of_fold_score(monkeypatch, tmp_path):
+  """In compare and the line step (`selection.fit_and_save`): on every labelled image's
+  out-of-fold score (10 defects here, where the validation split holds none), not on the in-fold
+  scores of validation images the models trained on; the validation split's own scores in the
+  table (for the ensemble) are out-of-fold too."""
   monkeypatch.setattr(folds.classifier, 'ClassifierDetector', StandIn)
   train, valid = splits(50, 10)
   test = splits(60, 10)[1]
@@ -109,5 +111,10 @@ def test_the_threshold_is_chosen_on_the_out_of_fold_scores(monkeypatch, tmp_path
   np.testing.assert_allclose(result.scores['valid'], [
       next(m for m in held_out.members if i not in StandIn.trained[m.run_dir.name]).score(
           valid.images[j:j + 1], ctx)[0] for j, i in enumerate(valid.ids)])
-  assert saved['threshold'] == metrics_lib.choose_threshold(valid.labels, result.scores['valid'],
+  labels, held_out_scores = result.cross_fitted
+  assert len(labels) == 50 and labels.sum() == 10
+  assert saved['threshold'] == metrics_lib.choose_threshold(labels, held_out_scores,
                                                             'max_accuracy')
+  row = selection.report_row('classifier_folds', -1, result, {'valid': valid, 'test': test},
+                             'test', 'max_accuracy')
+  assert row['valid_defects'] == 10 and row['threshold'] == saved['threshold']

@@ -172,6 +172,11 @@ class Detector(abc.ABC):
     del examples
     return None
 
+  def cross_fitted(self) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, out-of-fold scores) of every labelled image a cross-fitted method trained on:
+    its threshold is chosen on them; None for other methods."""
+    return None
+
   def anomaly_map(self, images: np.ndarray, ctx: Context) -> np.ndarray:
     """(N, H, W) float32 per-pixel scores at the images' resolution (if `produces_maps`)."""
     raise NotImplementedError(f'{self.name} gives image-level scores only.')

@@ -89,23 +89,31 @@ class Result:
   pixel_auc: float = float('nan')
   pro: float = float('nan')
   maps: np.ndarray | None = None
+  cross_fitted: tuple[np.ndarray, np.ndarray] | None = None  # `Detector.cross_fitted`
+
+
+def threshold_evidence(result: Result, valid) -> tuple[np.ndarray, np.ndarray]:
+  """(labels, scores) the threshold is chosen on: the validation split's, or, for a method that
+  trained on it too, every labelled image's out-of-fold score (`Detector.cross_fitted`)."""
+  return result.cross_fitted or (valid.labels, result.scores['valid'])
 
 
 def report_row(method, defects, result: Result, splits, report_split, rule,
                members: str = '', types: list[str] | None = None) -> dict:
-  """One table row; the threshold and `valid_auc` (NaN without validation defects) from the
-  validation split alone; with the report split's defect `types`, the recall of each type at
-  that threshold."""
-  valid, scores, stats = splits['valid'], result.scores, result.stats
-  threshold = metrics_lib.choose_threshold(valid.labels, scores['valid'], rule)
-  valid_auc = metrics_lib.binary_report(valid.labels, scores['valid'], threshold)['auc']
+  """One table row; the threshold, `valid_auc` (NaN without validation defects) and
+  `valid_defects` from the validation split alone (`threshold_evidence`); with the report
+  split's defect `types`, the recall of each type at that threshold."""
+  scores, stats = result.scores, result.stats
+  valid_labels, valid_scores = threshold_evidence(result, splits['valid'])
+  threshold = metrics_lib.choose_threshold(valid_labels, valid_scores, rule)
+  valid_auc = metrics_lib.binary_report(valid_labels, valid_scores, threshold)['auc']
   labels = splits[report_split].labels
   report = metrics_lib.binary_report(labels, scores[report_split], threshold)
   by_type = [] if types is None else defect_types.type_table(labels, scores[report_split],
                                                              threshold, types)
   return {'labelled_defects': budget_name(defects), 'method': method, 'members': members,
           'split': report_split, 'valid_auc': valid_auc,
-          'valid_defects': int(np.sum(valid.labels)),
+          'valid_defects': int(np.sum(valid_labels)),
           'auc': report['auc'], 'pr_auc': report['pr_auc'], 'error_rate': report['error_rate'],
           'recall': report['recall'], 'false_positive_rate': report['false_positive_rate'],
           'recall_at_1pct_fpr': metrics_lib.recall_at_fpr(labels, scores[report_split], MAX_FPR),
@@ -148,13 +156,14 @@ def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split
   held_out = detector.out_of_fold(splits['valid'])
   if held_out is not None:  # trained on the validation split too: its out-of-fold scores
     scores['valid'] = held_out
+  result = Result(scores, detector.stats, maps=maps, cross_fitted=detector.cross_fitted(),
+                  **localization_metrics(maps, splits[report_split].masks))
   if job.topo.is_chief:
     rule = plan.threshold_rule
-    threshold = metrics_lib.choose_threshold(splits['valid'].labels, scores['valid'], rule)
+    threshold = metrics_lib.choose_threshold(*threshold_evidence(result, splits['valid']), rule)
     detector.save(directory, threshold=threshold, threshold_rule=rule,
                   **{k: v for k, v in facts.items() if k != 'backbone' or cls.needs_backbone})
-  return Result(scores, detector.stats, maps=maps,
-                **localization_metrics(maps, splits[report_split].masks))
+  return result
 
 
 def budget_rows(defects, results: dict[str, Result], splits, report_split, rule,
