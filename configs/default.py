@@ -14,6 +14,7 @@ import ml_collections
 from nexjax.detectors import defaults
 from nexjax.train import evaluate_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
@@ -102,13 +103,7 @@ def get_config():
   # their docs and checks in nexjax/train/semi_section.py.
   config.semi = semi_section.SECTION.defaults()
 
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=64,           # global; divisible by the device count
-      eval_batch_size=128,
-      keep_checkpoints=3,      # the last few, plus the best by validation AUC
-      log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
-      progress=True,
-  ))
+  config.train = train_section.SECTION.defaults()  # nexjax/train/train_section.py
   config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
   config.predict = ml_collections.ConfigDict(dict(
       input='',                # a folder (searched recursively) or a glob of images

@@ -24,6 +24,7 @@ from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import semi_section
 from nexjax.train import shipped_body
+from nexjax.train import train_section
 
 # Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
 # image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
@@ -45,9 +46,10 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, optim, model, mask_head, init, data, semi, train):
+  for section in (phases, optim, model, mask_head, init, data, semi):
     section(config, found)
-  found.extend(evaluate_section.SECTION.problems(config.evaluate))
+  for section in (train_section.SECTION, evaluate_section.SECTION):
+    found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
   elif mode == 'evaluate' and (config.data.dir or config.data.manifest):  # other data to grade on
@@ -198,12 +200,6 @@ def semi(config, found: sections.Problems) -> None:
   found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
               're-estimates BatchNorm statistics on unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
-
-
-def train(config, found: sections.Problems) -> None:
-  found.check(config.train.batch_size > 0 and config.train.eval_batch_size > 0,
-              'train.batch_size', 'batch sizes must be positive')
-  found.check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
 
 
 def predict(config, found: sections.Problems) -> None:

@@ -1,5 +1,5 @@
-"""Sections declared once beside their code (`nexjax.sections`), here `semi` and `evaluate`
-(nexjax/train/*_section.py): the config files build them, config.check runs their checks, a
+"""Sections declared once beside their code (`nexjax.sections`), here `semi`, `evaluate` and
+`train` (nexjax/train/*_section.py): the config files build them, config.check runs their checks, a
 run's identity follows their declarations, and the code that reads them receives them frozen."""
 
 import ml_collections
@@ -16,10 +16,14 @@ from nexjax.train import job as job_lib
 from nexjax.train import recipe
 from nexjax.train import scoring
 from nexjax.train import semi_section
+from nexjax.train import train_section
 from nexjax.train import workdir
 
-DECLARED = {'semi': semi_section.SECTION, 'evaluate': evaluate_section.SECTION}
+DECLARED = {section.name: section for section in (
+    semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
+# The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
+PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -27,6 +31,7 @@ BAD = {
              'strong_zoom_max': 0.5, 'strong_lighting_max': 1.0},
     'evaluate': {'tta_views': 'random:0', 'tta_combine': 'median', 'threshold_rule': 'fixed:2',
                  'gallery_size': 0},
+    'train': {'batch_size': 0, 'eval_batch_size': -1, 'keep_checkpoints': 0, 'log_every': 0},
 }
 
 
@@ -45,12 +50,13 @@ def test_every_key_has_a_default_and_a_one_line_doc(name):
 @pytest.mark.parametrize('preset', PRESETS)
 @pytest.mark.parametrize('name', DECLARED)
 def test_the_configs_section_is_the_declaration(name, preset):
-  section = DECLARED[name]
+  section, defaults = DECLARED[name], DECLARED[name].defaults()
   for config in (finetune.get_config(preset), compare.get_config(preset)):
     for values in (config[name], *([config.pretrain[name]] if 'pretrain' in config else [])):
       assert sorted(values) == sorted(section.keys)
-      assert values.to_dict() == section.defaults().to_dict()
-  assert section.problems(section.defaults()) == []
+      assert {k for k in values if values[k] != defaults[k]} <= PRESETS_SET.get(name, set())
+      assert section.problems(values) == []
+  assert section.problems(defaults) == []
 
 
 @pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
@@ -88,6 +94,20 @@ def test_the_run_keys_are_those_of_before_the_declarations():
   config.semi.teacher_decay = 0.9
   assert workdir.identity(config)['semi.teacher_decay'] == 0.9
   assert workdir.run_key(config) != keys['pretrain']
+
+
+@pytest.mark.parametrize('name', DECLARED)
+def test_a_key_is_part_of_the_run_as_declared(name):
+  """RUN keys always, WHERE_SET ones not at their default, OUTSIDE ones never."""
+  identity = workdir.identity(finetune.get_config('pretrain'))
+  for key_name, key in DECLARED[name].keys.items():
+    assert (f'{name}.{key_name}' in identity) == (key.run == sections.RUN), key_name
+
+
+def test_the_training_code_receives_the_train_section_frozen():
+  train = job_lib.Job(finetune.get_config('smoke'), None, None, None).train
+  assert isinstance(train, ml_collections.FrozenConfigDict)
+  assert (train.batch_size, train.eval_batch_size, train.progress) == (8, 16, False)
 
 
 def test_the_training_code_receives_the_semi_section_frozen():

@@ -25,6 +25,7 @@ from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
 from nexjax.train import semi_section
+from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
@@ -90,13 +91,18 @@ class Job:
     """The `semi` section, frozen (declared in nexjax/train/semi_section.py)."""
     return semi_section.SECTION.of(self.config)
 
+  @property
+  def train(self) -> ml_collections.FrozenConfigDict:
+    """The `train` section, frozen (declared in nexjax/train/train_section.py)."""
+    return train_section.SECTION.of(self.config)
+
 
 def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
   """Builds a job from a config that `nexjax.config.check` passed; its splits need labelled
   defects unless `needs_defects` is False (no classifier is trained on them)."""
-  topo = parallel.topology()
-  parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
-  parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
+  topo, train = parallel.topology(), train_section.SECTION.of(config)
+  parallel.check_batch_size(train.batch_size, topo, 'batch_size')
+  parallel.check_batch_size(train.eval_batch_size, topo, 'eval_batch_size')
   return Job(config, topo, create_model(config),
              load_data(config, needs_defects) if data else None)
 

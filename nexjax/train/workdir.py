@@ -16,6 +16,7 @@ from nexjax import config_values
 from nexjax import errors
 from nexjax.train import evaluate_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 
 CONFIG_FILE = 'config.json'
 LINE_FILE = 'line.json'  # the line's chosen detector (`detectors.line`)
@@ -27,7 +28,7 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
              'data.synthetic_families', 'data.valid_fraction', 'data.high_bit_scaling')
 # The sections declared beside their code (`nexjax.sections`): each says which of its keys are
 # outside the run, and which count only where set.
-SECTIONS = (semi_section.SECTION, evaluate_section.SECTION)
+SECTIONS = (semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
@@ -36,7 +37,6 @@ SECTIONS = (semi_section.SECTION, evaluate_section.SECTION)
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
     'data': ('cache_dir',),
-    'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
     'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
