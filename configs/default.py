@@ -11,6 +11,7 @@ converted file) for ImageNet weights.
 
 import ml_collections
 
+from nexjax.data import augment_section
 from nexjax.detectors import defaults
 from nexjax.train import evaluate_section
 from nexjax.train import semi_section
@@ -73,12 +74,8 @@ def get_config():
       from_scratch=False,      # True: random initialisation is intended (no warning)
   ))
 
-  # fastai v1 get_transforms(flip_vert=True), which covers the report's "different angles".
-  config.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip_lr_p=0.5, dihedral=True, rotate_degrees=10.0, rotate_p=0.75,
-      zoom_max=1.1, zoom_p=0.75, lighting_max=0.2, brightness_p=0.75, contrast_p=0.75,
-      padding_mode='reflect',
-  ))
+  # fastai v1 get_transforms(flip_vert=True): nexjax/data/augment_section.py.
+  config.augment = augment_section.SECTION.defaults()
 
   config.optim = ml_collections.ConfigDict(dict(
       groups=RESNET_GROUPS,

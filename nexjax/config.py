@@ -15,6 +15,7 @@ from nexjax import detectors
 from nexjax import errors
 from nexjax import sections
 from nexjax import serving
+from nexjax.data import augment_section
 from nexjax.export import formats
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
@@ -48,7 +49,7 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
   found = sections.Problems()
   for section in (phases, optim, model, mask_head, init, data, semi):
     section(config, found)
-  for section in (train_section.SECTION, evaluate_section.SECTION):
+  for section in (augment_section.SECTION, train_section.SECTION, evaluate_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -120,7 +121,6 @@ def mask_head(config, found: sections.Problems) -> None:
 
 
 def init(config, found: sections.Problems) -> None:
-  found.parses('augment', lambda: job_lib.augment_options(config))
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')

@@ -1,5 +1,5 @@
-"""Sections declared once beside their code (`nexjax.sections`), here `semi`, `evaluate` and
-`train` (nexjax/train/*_section.py): the config files build them, config.check runs their checks, a
+"""Sections declared once beside their code (`nexjax.sections`), here `semi`, `evaluate`,
+`train` (nexjax/train/*_section.py) and `augment` (nexjax/data/augment_section.py): the config files build them, config.check runs their checks, a
 run's identity follows their declarations, and the code that reads them receives them frozen."""
 
 import ml_collections
@@ -11,6 +11,8 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import sections
+from nexjax.data import augment
+from nexjax.data import augment_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
@@ -20,10 +22,11 @@ from nexjax.train import train_section
 from nexjax.train import workdir
 
 DECLARED = {section.name: section for section in (
-    semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION)}
+    semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
+    augment_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
-PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}}
+PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -32,6 +35,9 @@ BAD = {
     'evaluate': {'tta_views': 'random:0', 'tta_combine': 'median', 'threshold_rule': 'fixed:2',
                  'gallery_size': 0},
     'train': {'batch_size': 0, 'eval_batch_size': -1, 'keep_checkpoints': 0, 'log_every': 0},
+    'augment': {'flip_lr_p': -0.1, 'rotate_p': 1.5, 'zoom_p': 2.0, 'brightness_p': -1.0,
+                'contrast_p': 1.1, 'rotate_degrees': -1.0, 'zoom_max': 0.9, 'lighting_max': 1.0,
+                'padding_mode': 'wrap'},
 }
 
 
@@ -108,6 +114,17 @@ def test_the_training_code_receives_the_train_section_frozen():
   train = job_lib.Job(finetune.get_config('smoke'), None, None, None).train
   assert isinstance(train, ml_collections.FrozenConfigDict)
   assert (train.batch_size, train.eval_batch_size, train.progress) == (8, 16, False)
+
+
+def test_the_augmentation_is_that_of_the_augment_section_frozen():
+  config = finetune.get_config('smoke')
+  assert augment.options(augment_section.SECTION.of(config)) == augment.AugmentOptions()
+  config.augment.padding_mode = 'constant'
+  assert augment.options(augment_section.SECTION.of(config)).padding_mode == 'constant'
+  config.augment.enabled = False
+  assert augment.options(job_lib.Job(config, None, None, None).augment) is None
+  with pytest.raises(ValueError, match='zoom_max: must be >= 1'):
+    augment.AugmentOptions(zoom_max=0.9)
 
 
 def test_the_training_code_receives_the_semi_section_frozen():

@@ -16,7 +16,7 @@ import numpy as np
 
 import nexjax
 from nexjax import errors
-from nexjax.data import augment as augment_lib
+from nexjax.data import augment_section
 from nexjax.data import pipeline
 from nexjax.models import resnet
 from nexjax.models import weights as weights_lib
@@ -87,6 +87,11 @@ class Job:
   data: dict[str, pipeline.Examples] | None
 
   @property
+  def augment(self) -> ml_collections.FrozenConfigDict:
+    """The `augment` section, frozen (declared in nexjax/data/augment_section.py)."""
+    return augment_section.SECTION.of(self.config)
+
+  @property
   def semi(self) -> ml_collections.FrozenConfigDict:
     """The `semi` section, frozen (declared in nexjax/train/semi_section.py)."""
     return semi_section.SECTION.of(self.config)
@@ -137,14 +142,6 @@ def random_variables(model, image_size: int, seed: int) -> dict:
   shape = input_shape(image_size)
   return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(
       jax.random.key(seed))
-
-
-def augment_options(config) -> augment_lib.AugmentOptions | None:
-  """The training augmentation `config.augment` describes (None when disabled)."""
-  if not config.augment.enabled:
-    return None
-  fields = {f.name for f in dataclasses.fields(augment_lib.AugmentOptions)}
-  return augment_lib.AugmentOptions(**{k: v for k, v in config.augment.items() if k in fields})
 
 
 def cache_dir(config) -> pathlib.Path:
