@@ -14,17 +14,13 @@ import ml_collections
 from nexjax.data import augment_section
 from nexjax.detectors import defaults
 from nexjax.train import evaluate_section
+from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
 PRETRAIN = 'pretrain'
-
-# fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
-RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
-                 ('body_high', r'^(layer3|layer4)/'),
-                 ('head', r'^(fc|head|mask_head)/'))
 
 
 def phase(name, epochs, lr, train_groups):
@@ -77,18 +73,7 @@ def get_config():
   # fastai v1 get_transforms(flip_vert=True): nexjax/data/augment_section.py.
   config.augment = augment_section.SECTION.defaults()
 
-  config.optim = ml_collections.ConfigDict(dict(
-      groups=RESNET_GROUPS,
-      b1=0.9, b2=0.99, eps=1e-8,  # fastai v1 Adam; v2 uses eps=1e-5
-      weight_decay=1e-2,       # decoupled (AdamW style), scaled by each group's learning rate
-      wd_bn_bias=True,         # fastai v1 bn_wd=True; fastai v2 (wd_bn_bias=False) exempts them
-      train_bn=True,           # BatchNorm scale/bias of frozen groups keep training (fastai)
-      frozen_bn_stats='update',  # 'update' (fastai: BN layers stay in train mode) or 'freeze'
-      pct_start=0.3, div_factor=25.0, final_div_factor=1e4, moms=(0.95, 0.85),
-      label_smoothing=0.0,
-      class_weights=(1.0, 1.0),
-      mask_weight=1.0,         # of the defect-mask loss, where model.mask_head is set
-  ))
+  config.optim = optim_section.SECTION.defaults()  # nexjax/train/optim_section.py
   # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
   # It does not report its learning rates; these are fastai's course defaults.
   config.phases = (

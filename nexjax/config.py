@@ -23,6 +23,7 @@ from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
+from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import shipped_body
 from nexjax.train import train_section
@@ -47,9 +48,10 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, optim, model, mask_head, init, data, semi):
+  for section in (phases, class_weights, model, mask_head, init, data, semi):
     section(config, found)
-  for section in (augment_section.SECTION, train_section.SECTION, evaluate_section.SECTION):
+  for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
+                  evaluate_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -86,13 +88,9 @@ def phases(config, found: sections.Problems) -> None:
                 f'{phase.train_groups} names groups outside {groups}')
 
 
-def optim(config, found: sections.Problems) -> None:
-  found.check(config.optim.frozen_bn_stats in ('update', 'freeze'), 'optim.frozen_bn_stats',
-              "use 'update' (fastai) or 'freeze'")
+def class_weights(config, found: sections.Problems) -> None:
   found.check(len(config.optim.class_weights) == config.model.num_classes, 'optim.class_weights',
               f'needs one weight per class ({config.model.num_classes})')
-  found.check(0 <= config.optim.label_smoothing < 1, 'optim.label_smoothing', 'must be in [0, 1)')
-  found.check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
 
 
 def model(config, found: sections.Problems) -> None:
@@ -107,7 +105,7 @@ def model(config, found: sections.Problems) -> None:
 
 
 def mask_head(config, found: sections.Problems) -> None:
-  """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
+  """The defect-mask pretext: a known stage, masks left un-augmented."""
   head = config.model.get('mask_head', '')
   if not head:
     return
@@ -116,8 +114,6 @@ def mask_head(config, found: sections.Problems) -> None:
   found.check(not config.augment.enabled, 'model.mask_head',
               'the masks are not augmented with the images; set --config.augment.enabled=False '
               'to train a mask head')
-  found.check(config.optim.mask_weight >= 0, 'optim.mask_weight',
-              f'{config.optim.mask_weight} must be >= 0')
 
 
 def init(config, found: sections.Problems) -> None:

@@ -17,13 +17,15 @@ from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
 from nexjax.train import scoring
+from nexjax.train import optim
+from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 from nexjax.train import workdir
 
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
-    augment_section.SECTION)}
+    augment_section.SECTION, optim_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
@@ -38,6 +40,8 @@ BAD = {
     'augment': {'flip_lr_p': -0.1, 'rotate_p': 1.5, 'zoom_p': 2.0, 'brightness_p': -1.0,
                 'contrast_p': 1.1, 'rotate_degrees': -1.0, 'zoom_max': 0.9, 'lighting_max': 1.0,
                 'padding_mode': 'wrap'},
+    'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
+              'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
 }
 
 
@@ -125,6 +129,15 @@ def test_the_augmentation_is_that_of_the_augment_section_frozen():
   assert augment.options(job_lib.Job(config, None, None, None).augment) is None
   with pytest.raises(ValueError, match='zoom_max: must be >= 1'):
     augment.AugmentOptions(zoom_max=0.9)
+
+
+def test_the_optimizer_settings_are_those_of_the_optim_section_frozen():
+  config = finetune.get_config('smoke')
+  assert optim.adamw_config(optim_section.SECTION.of(config)) == optim.AdamWConfig()
+  assert optim.one_cycle(optim_section.SECTION.of(config)) == optim.OneCycle()
+  config.optim.eps, config.optim.moms = 1e-5, (0.9, 0.8)
+  settings = job_lib.Job(config, None, None, None).optim
+  assert optim.adamw_config(settings).eps == 1e-5 and optim.one_cycle(settings).moms == (0.9, 0.8)
 
 
 def test_the_training_code_receives_the_semi_section_frozen():

@@ -42,24 +42,22 @@ _QUARTER_COS = (1.0, 0.0, -1.0, 0.0)
 _QUARTER_SIN = (0.0, 1.0, 0.0, -1.0)
 
 
-def _default(name: str):
-  return augment_section.SECTION.keys[name].default
-
+_DEFAULTS = augment_section.SECTION.defaults()
 
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
   """The `augment` section less `enabled` (each key's doc and default, fastai v1's, in
   nexjax/data/augment_section.py); hashable, so usable as a static jit arg."""
-  flip_lr_p: float = _default('flip_lr_p')
-  dihedral: bool = _default('dihedral')
-  rotate_degrees: float = _default('rotate_degrees')
-  rotate_p: float = _default('rotate_p')
-  zoom_max: float = _default('zoom_max')
-  zoom_p: float = _default('zoom_p')
-  lighting_max: float = _default('lighting_max')
-  brightness_p: float = _default('brightness_p')
-  contrast_p: float = _default('contrast_p')
-  padding_mode: str = _default('padding_mode')
+  flip_lr_p: float = _DEFAULTS.flip_lr_p
+  dihedral: bool = _DEFAULTS.dihedral
+  rotate_degrees: float = _DEFAULTS.rotate_degrees
+  rotate_p: float = _DEFAULTS.rotate_p
+  zoom_max: float = _DEFAULTS.zoom_max
+  zoom_p: float = _DEFAULTS.zoom_p
+  lighting_max: float = _DEFAULTS.lighting_max
+  brightness_p: float = _DEFAULTS.brightness_p
+  contrast_p: float = _DEFAULTS.contrast_p
+  padding_mode: str = _DEFAULTS.padding_mode
 
   def __post_init__(self):
     found = sections.Problems('')

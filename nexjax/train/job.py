@@ -16,6 +16,7 @@ import numpy as np
 
 import nexjax
 from nexjax import errors
+from nexjax import sections
 from nexjax.data import augment_section
 from nexjax.data import pipeline
 from nexjax.models import resnet
@@ -24,6 +25,7 @@ from nexjax.platform import lazy_import
 from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
@@ -78,28 +80,24 @@ def has_unlabelled(config) -> bool:
               (config.data.synthetic and config.data.synthetic_num_unlabelled))
 
 
+def _frozen(section: sections.Section) -> property:
+  return property(lambda job: section.of(job.config),
+                  doc=f'The `{section.name}` section, frozen (declared beside its code).')
+
+
 @dataclasses.dataclass
 class Job:
-  """Devices, the network, and the data splits (None for modes that need no data)."""
+  """Devices, the network, and the data splits (None for modes that need no data); the
+  declared sections, frozen, for the code that reads them."""
   config: ml_collections.ConfigDict
   topo: parallel.Topology
   model: resnet.ResNet
   data: dict[str, pipeline.Examples] | None
 
-  @property
-  def augment(self) -> ml_collections.FrozenConfigDict:
-    """The `augment` section, frozen (declared in nexjax/data/augment_section.py)."""
-    return augment_section.SECTION.of(self.config)
-
-  @property
-  def semi(self) -> ml_collections.FrozenConfigDict:
-    """The `semi` section, frozen (declared in nexjax/train/semi_section.py)."""
-    return semi_section.SECTION.of(self.config)
-
-  @property
-  def train(self) -> ml_collections.FrozenConfigDict:
-    """The `train` section, frozen (declared in nexjax/train/train_section.py)."""
-    return train_section.SECTION.of(self.config)
+  augment = _frozen(augment_section.SECTION)
+  optim = _frozen(optim_section.SECTION)
+  semi = _frozen(semi_section.SECTION)
+  train = _frozen(train_section.SECTION)
 
 
 def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:

@@ -26,6 +26,7 @@ from nexjax.train import adabn
 from nexjax.train import checkpoint as checkpoint_lib
 from nexjax.train import job as job_lib
 from nexjax.train import optim
+from nexjax.train import optim_section
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import recipe
@@ -36,14 +37,15 @@ from nexjax.train import workdir as workdir_lib
 def schedule_plot(config, plan, path) -> None:
   """Plots every group's learning rate and beta1 over the whole plan, phase by phase."""
   steps, lrs, moms, boundaries = [], {}, [], []
-  cycle = plan_lib.one_cycle(config)
+  settings = optim_section.SECTION.of(config)
+  cycle = optim.one_cycle(settings)
   for phase_index, phase in enumerate(config.phases):
     start, count = plan_lib.phase_steps(plan, phase_index)
     boundaries.append(start)
-    peaks = optim.group_lrs(phase.lr, len(config.optim.groups))
+    peaks = optim.group_lrs(phase.lr, len(settings.groups))
     local = np.arange(count)
     steps.extend(start + local)
-    for (group, _), peak in zip(config.optim.groups, peaks):
+    for (group, _), peak in zip(settings.groups, peaks):
       trained = group in phase.train_groups
       lrs.setdefault(group, []).extend(
           np.asarray(jax.vmap(optim.one_cycle_lr(count, peak, cycle))(local)) if trained

@@ -52,11 +52,11 @@ def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
   config = job.config
   return step_lib.make_train_step(
       job.model, tx, seed=config.seed, augment_options=augment_lib.options(job.augment),
-      class_weights=config.optim.class_weights, label_smoothing=config.optim.label_smoothing,
+      class_weights=job.optim.class_weights, label_smoothing=job.optim.label_smoothing,
       stats_mask=state_lib.frozen_stats_mask(config, variables, phase_index),
       expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo,
       fixmatch=fixmatch_options(job.semi, job.augment.padding_mode),
-      mask_weight=config.optim.mask_weight)
+      mask_weight=job.optim.mask_weight)
 
 
 def train_batches(job: job_lib.Job, start_step: int):
