@@ -13,6 +13,7 @@ import ml_collections
 
 from nexjax.data import augment_section
 from nexjax.detectors import defaults
+from nexjax.export import predict_section
 from nexjax.train import evaluate_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
@@ -87,16 +88,7 @@ def get_config():
 
   config.train = train_section.SECTION.defaults()  # nexjax/train/train_section.py
   config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
-  config.predict = ml_collections.ConfigDict(dict(
-      input='',                # a folder (searched recursively) or a glob of images
-      output='',               # CSV path; '' -> DIR/predictions.csv
-      tta=True,
-      heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
-      save_maps=False,         # also the raw maps as .npy beside the overlays
-      detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
-      runtime='jax',           # the checkpoint; or 'onnxruntime', 'openvino', 'auto': the export
-                               # folder alone (--workdir=EXPORT_DIR, or DIR/export)
-  ))
+  config.predict = predict_section.SECTION.defaults()  # nexjax/export/predict_section.py
   config.export = ml_collections.ConfigDict(dict(
       # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
       formats=('safetensors', 'pth', 'jaxexport'),

@@ -17,6 +17,7 @@ from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
 from nexjax.export import formats
+from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
 from nexjax.platform import xla_cpu
@@ -33,7 +34,6 @@ from nexjax.train import train_section
 # square; the report trained at 224 px on Nexperia's 267x275 px images.
 MAX_IMAGE_SIZE = 1024
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
-HEATMAPS = ('none', 'flagged', 'all')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
 
@@ -199,18 +199,9 @@ def semi(config, found: sections.Problems) -> None:
 
 
 def predict(config, found: sections.Problems) -> None:
-  found.check(config.predict.input, 'predict.input', 'set --config.predict.input=FOLDER_OR_GLOB '
-              '(and optionally --config.predict.output=FILE.csv).')
-  found.check(config.predict.heatmaps in HEATMAPS, 'predict.heatmaps',
-              f'{config.predict.heatmaps!r}: use one of {HEATMAPS}.')
-  exported = config.predict.runtime != runtime_lib.CHECKPOINT
+  """`config.predict` (its own checks: nexjax/export/predict_section.py) and its runtime."""
+  found.extend(predict_section.SECTION.problems(config.predict))
   runtime(config, 'predict', found)
-  found.check(not (exported and config.predict.heatmaps != 'none'), 'predict.heatmaps',
-              f'Grad-CAM heatmaps need the network in jax; set predict.heatmaps=none with '
-              f'predict.runtime={config.predict.runtime!r}, or predict.runtime=jax.')
-  found.check(not (exported and config.predict.detector), 'predict.detector',
-              f'{config.predict.detector!r} is a saved detector, and predict.runtime='
-              f'{config.predict.runtime!r} scores the exported classifier: choose one.')
 
 
 def runtime(config, section: str, found: sections.Problems) -> None:

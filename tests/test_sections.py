@@ -13,6 +13,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
+from nexjax.export import predict_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
@@ -25,8 +26,12 @@ from nexjax.train import workdir
 
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
-    augment_section.SECTION, optim_section.SECTION)}
+    augment_section.SECTION, optim_section.SECTION, predict_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
+# The sections that one mode alone reads, and checks; each is wholly outside the run.
+MODE = {'predict': 'predict'}
+# The values such a mode needs from its command line.
+GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
 # A bad value for each key that has a check, by section.
@@ -42,11 +47,16 @@ BAD = {
                 'padding_mode': 'wrap'},
     'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
               'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
+    'predict': {'input': '', 'heatmaps': 'some'},
 }
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
-  assert {s.name: s for s in workdir.SECTIONS} == DECLARED
+  """Or a mode's own section, wholly outside the run (every key OUTSIDE)."""
+  assert {s.name: s for s in workdir.SECTIONS} | {n: DECLARED[n] for n in MODE} == DECLARED
+  for name in MODE:
+    assert workdir.OUTSIDE_RUN[name] == '*'
+    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys)
 
 
 @pytest.mark.parametrize('name', DECLARED)
@@ -57,6 +67,11 @@ def test_every_key_has_a_default_and_a_one_line_doc(name):
     assert key.run in (sections.RUN, sections.OUTSIDE, sections.WHERE_SET), key_name
 
 
+def given(name, values) -> ml_collections.ConfigDict:
+  """A copy of the section's `values` with those its mode takes from the command line."""
+  return ml_collections.ConfigDict({**values.to_dict(), **GIVEN.get(name, {})})
+
+
 @pytest.mark.parametrize('preset', PRESETS)
 @pytest.mark.parametrize('name', DECLARED)
 def test_the_configs_section_is_the_declaration(name, preset):
@@ -65,27 +80,30 @@ def test_the_configs_section_is_the_declaration(name, preset):
     for values in (config[name], *([config.pretrain[name]] if 'pretrain' in config else [])):
       assert sorted(values) == sorted(section.keys)
       assert {k for k in values if values[k] != defaults[k]} <= PRESETS_SET.get(name, set())
-      assert section.problems(values) == []
-  assert section.problems(defaults) == []
+      assert section.problems(given(name, values)) == []
+  assert section.problems(given(name, defaults)) == []
 
 
 @pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
 def test_a_bad_value_is_reported_with_its_key(dotted):
   config = finetune.get_config('smoke')
   name, key = dotted.split('.')
+  config[name].update(GIVEN.get(name, {}))
   config[name][key] = BAD[name][key]
-  assert any(p.startswith(f'config.{dotted}: ') for p in config_lib.problems(config)), dotted
+  found = config_lib.problems(config, MODE.get(name, 'train'))
+  assert any(p.startswith((f'config.{dotted}: ', f'config.{dotted}=')) for p in found), dotted
 
 
 def test_every_bad_value_is_reported_at_once_with_the_other_sections():
   config = finetune.get_config('smoke')
-  for name, values in BAD.items():
-    config[name].update(values)
+  every_mode = [name for name in BAD if name not in MODE]
+  for name in every_mode:
+    config[name].update(BAD[name])
   config.optim.label_smoothing = 1.5
   with pytest.raises(errors.ConfigError) as error:
     config_lib.check(config)
   message = str(error.value)
-  assert all(f'config.{name}.{key}: ' in message for name in BAD for key in BAD[name])
+  assert all(f'config.{name}.{key}: ' in message for name in every_mode for key in BAD[name])
   assert 'config.optim.label_smoothing' in message
 
 
