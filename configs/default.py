@@ -14,6 +14,7 @@ import ml_collections
 from nexjax.data import augment_section
 from nexjax.detectors import defaults
 from nexjax.export import predict_section
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
@@ -75,6 +76,7 @@ def get_config():
   config.augment = augment_section.SECTION.defaults()
 
   config.optim = optim_section.SECTION.defaults()  # nexjax/train/optim_section.py
+
   # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
   # It does not report its learning rates; these are fastai's course defaults.
   config.phases = (
@@ -95,17 +97,7 @@ def get_config():
       output='',               # folder; '' -> DIR/export
   ))
   # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
-  config.serve = ml_collections.ConfigDict(dict(
-      host='127.0.0.1',        # another address needs a token
-      port=8080,
-      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (16+ non-space)
-      review_dir='',           # a folder scored at start-up for the review page
-      max_upload_mb=20.0,      # per request, any route (413 above; JSON bodies: 16 KB)
-      max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
-      batch_window_ms=5.0,     # how long the first request of a batch waits for others
-      max_batch=32,
-      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the export folder alone
-  ))
+  config.serve = serve_section.SECTION.defaults()  # nexjax/serving/serve_section.py
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
   # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'
   # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line); with no

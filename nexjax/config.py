@@ -22,6 +22,7 @@ from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import optim_section
@@ -228,21 +229,11 @@ def export_formats(config, found: sections.Problems) -> None:
 
 
 def serve(config, found: sections.Problems) -> None:
-  """`config.serve`, and the token (`serving.token`) that a reachable host needs."""
+  """`config.serve` (its own checks: nexjax/serving/serve_section.py), its runtime, and the
+  token (`serving.token`) that a reachable host needs."""
   settings = config.serve
-
-  def check(ok, key, message):
-    found.check(ok, f'serve.{key}={settings[key]!r}', message)
-
-  check(isinstance(settings.host, str) and settings.host, 'host', 'give an address to bind to')
-  check(0 < settings.port < 65536, 'port', 'must be a TCP port, 1..65535')
-  check(settings.max_upload_mb > 0, 'max_upload_mb', 'must be positive')
-  check(settings.max_pixels > 0, 'max_pixels', 'must be positive')
-  check(0 <= settings.batch_window_ms <= 1000, 'batch_window_ms', 'must be in 0..1000 ms')
-  check(1 <= settings.max_batch <= 1024, 'max_batch', 'must be in 1..1024')
+  found.extend(serve_section.SECTION.problems(settings))
   runtime(config, 'serve', found)
-  check(not settings.review_dir or pathlib.Path(settings.review_dir).is_dir(), 'review_dir',
-        'is not a folder')
   token = serving.token(config)
   strength = len(''.join(token.split()))  # spaces guess for free
   if token and strength < serving.MIN_TOKEN_LENGTH:

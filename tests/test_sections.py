@@ -1,6 +1,7 @@
-"""Sections declared once beside their code (`nexjax.sections`), here `semi`, `evaluate`,
-`train` (nexjax/train/*_section.py) and `augment` (nexjax/data/augment_section.py): the config files build them, config.check runs their checks, a
-run's identity follows their declarations, and the code that reads them receives them frozen."""
+"""Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
+`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `predict` (nexjax/export/) and
+`serve` (nexjax/serving/). The config files build them, config.check runs their checks, a run's
+identity follows their declarations, and the code that reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -14,6 +15,7 @@ from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
 from nexjax.export import predict_section
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
@@ -26,10 +28,11 @@ from nexjax.train import workdir
 
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
-    augment_section.SECTION, optim_section.SECTION, predict_section.SECTION)}
+    augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
+    serve_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
-MODE = {'predict': 'predict'}
+MODE = {'predict': 'predict', 'serve': 'serve'}
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
@@ -48,6 +51,8 @@ BAD = {
     'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
               'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
     'predict': {'input': '', 'heatmaps': 'some'},
+    'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
+              'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
 
 
