@@ -11,18 +11,18 @@ converted file) for ImageNet weights.
 
 import ml_collections
 
+from nexjax.data import augment_section
 from nexjax.detectors import defaults
+from nexjax.export import predict_section
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import optim_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
 PRETRAIN = 'pretrain'
-
-# fastai's layer groups for a ResNet cut at -2: [stem, layer1, layer2], [layer3, layer4], [head].
-RESNET_GROUPS = (('body_low', r'^(conv1|bn1|layer1|layer2)/'),
-                 ('body_high', r'^(layer3|layer4)/'),
-                 ('head', r'^(fc|head|mask_head)/'))
 
 
 def phase(name, epochs, lr, train_groups):
@@ -72,25 +72,11 @@ def get_config():
       from_scratch=False,      # True: random initialisation is intended (no warning)
   ))
 
-  # fastai v1 get_transforms(flip_vert=True), which covers the report's "different angles".
-  config.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip_lr_p=0.5, dihedral=True, rotate_degrees=10.0, rotate_p=0.75,
-      zoom_max=1.1, zoom_p=0.75, lighting_max=0.2, brightness_p=0.75, contrast_p=0.75,
-      padding_mode='reflect',
-  ))
+  # fastai v1 get_transforms(flip_vert=True): nexjax/data/augment_section.py.
+  config.augment = augment_section.SECTION.defaults()
 
-  config.optim = ml_collections.ConfigDict(dict(
-      groups=RESNET_GROUPS,
-      b1=0.9, b2=0.99, eps=1e-8,  # fastai v1 Adam; v2 uses eps=1e-5
-      weight_decay=1e-2,       # decoupled (AdamW style), scaled by each group's learning rate
-      wd_bn_bias=True,         # fastai v1 bn_wd=True; fastai v2 (wd_bn_bias=False) exempts them
-      train_bn=True,           # BatchNorm scale/bias of frozen groups keep training (fastai)
-      frozen_bn_stats='update',  # 'update' (fastai: BN layers stay in train mode) or 'freeze'
-      pct_start=0.3, div_factor=25.0, final_div_factor=1e4, moms=(0.95, 0.85),
-      label_smoothing=0.0,
-      class_weights=(1.0, 1.0),
-      mask_weight=1.0,         # of the defect-mask loss, where model.mask_head is set
-  ))
+  config.optim = optim_section.SECTION.defaults()  # nexjax/train/optim_section.py
+
   # The report: body frozen first, then 25 epochs unfrozen with discriminative learning rates.
   # It does not report its learning rates; these are fastai's course defaults.
   config.phases = (
@@ -102,41 +88,16 @@ def get_config():
   # their docs and checks in nexjax/train/semi_section.py.
   config.semi = semi_section.SECTION.defaults()
 
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=64,           # global; divisible by the device count
-      eval_batch_size=128,
-      keep_checkpoints=3,      # the last few, plus the best by validation AUC
-      log_every=10,            # steps between progress-bar / TensorBoard updates (a host sync)
-      progress=True,
-  ))
+  config.train = train_section.SECTION.defaults()  # nexjax/train/train_section.py
   config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
-  config.predict = ml_collections.ConfigDict(dict(
-      input='',                # a folder (searched recursively) or a glob of images
-      output='',               # CSV path; '' -> DIR/predictions.csv
-      tta=True,
-      heatmaps='none',         # Grad-CAM overlays: 'flagged' (scored >= threshold), 'all', 'none'
-      save_maps=False,         # also the raw maps as .npy beside the overlays
-      detector='',             # '' the classifier; NAME[-BUDGET]: DIR/compare/'s saved detector
-      runtime='jax',           # the checkpoint; or 'onnxruntime', 'openvino', 'auto': the export
-                               # folder alone (--workdir=EXPORT_DIR, or DIR/export)
-  ))
+  config.predict = predict_section.SECTION.defaults()  # nexjax/export/predict_section.py
   config.export = ml_collections.ConfigDict(dict(
       # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
       formats=('safetensors', 'pth', 'jaxexport'),
       output='',               # folder; '' -> DIR/export
   ))
   # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
-  config.serve = ml_collections.ConfigDict(dict(
-      host='127.0.0.1',        # another address needs a token
-      port=8080,
-      token='',                # '' -> $NEXJAX_SERVE_TOKEN; required off 127.0.0.1 (16+ non-space)
-      review_dir='',           # a folder scored at start-up for the review page
-      max_upload_mb=20.0,      # per request, any route (413 above; JSON bodies: 16 KB)
-      max_pixels=40_000_000,   # per image, read from its header before decoding (400 above)
-      batch_window_ms=5.0,     # how long the first request of a batch waits for others
-      max_batch=32,
-      runtime='jax',           # or 'openvino', 'onnxruntime', 'auto': the export folder alone
-  ))
+  config.serve = serve_section.SECTION.defaults()  # nexjax/serving/serve_section.py
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
   # images (trimmed) after fine-tuning and chooses among them, the classifier, the source lines'
   # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line); with no

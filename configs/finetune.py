@@ -26,7 +26,6 @@ from configs import pretrain_wide
 from configs import smoke
 from configs import synthetic
 
-RESNET_GROUPS = default.RESNET_GROUPS
 phase = default.phase
 PRESETS = {'nexperia': default, 'pretrain': pretrain, 'pretrain_wide': pretrain_wide,
            'synthetic': synthetic, 'smoke': smoke, 'adapt': adapt}

@@ -15,22 +15,26 @@ from nexjax import detectors
 from nexjax import errors
 from nexjax import sections
 from nexjax import serving
+from nexjax.data import augment_section
 from nexjax.export import formats
+from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import resnet
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
+from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import shipped_body
+from nexjax.train import train_section
 
 # Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
 # image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
 # square; the report trained at 224 px on Nexperia's 267x275 px images.
 MAX_IMAGE_SIZE = 1024
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
-HEATMAPS = ('none', 'flagged', 'all')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
 
@@ -45,9 +49,11 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, optim, model, mask_head, init, data, semi, train):
+  for section in (phases, class_weights, model, mask_head, init, data, semi):
     section(config, found)
-  found.extend(evaluate_section.SECTION.problems(config.evaluate))
+  for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
+                  evaluate_section.SECTION):
+    found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
   elif mode == 'evaluate' and (config.data.dir or config.data.manifest):  # other data to grade on
@@ -83,13 +89,9 @@ def phases(config, found: sections.Problems) -> None:
                 f'{phase.train_groups} names groups outside {groups}')
 
 
-def optim(config, found: sections.Problems) -> None:
-  found.check(config.optim.frozen_bn_stats in ('update', 'freeze'), 'optim.frozen_bn_stats',
-              "use 'update' (fastai) or 'freeze'")
+def class_weights(config, found: sections.Problems) -> None:
   found.check(len(config.optim.class_weights) == config.model.num_classes, 'optim.class_weights',
               f'needs one weight per class ({config.model.num_classes})')
-  found.check(0 <= config.optim.label_smoothing < 1, 'optim.label_smoothing', 'must be in [0, 1)')
-  found.check(0 < config.optim.pct_start < 1, 'optim.pct_start', 'must be in (0, 1)')
 
 
 def model(config, found: sections.Problems) -> None:
@@ -104,7 +106,7 @@ def model(config, found: sections.Problems) -> None:
 
 
 def mask_head(config, found: sections.Problems) -> None:
-  """The defect-mask pretext: a known stage, masks left un-augmented, a non-negative weight."""
+  """The defect-mask pretext: a known stage, masks left un-augmented."""
   head = config.model.get('mask_head', '')
   if not head:
     return
@@ -113,12 +115,9 @@ def mask_head(config, found: sections.Problems) -> None:
   found.check(not config.augment.enabled, 'model.mask_head',
               'the masks are not augmented with the images; set --config.augment.enabled=False '
               'to train a mask head')
-  found.check(config.optim.mask_weight >= 0, 'optim.mask_weight',
-              f'{config.optim.mask_weight} must be >= 0')
 
 
 def init(config, found: sections.Problems) -> None:
-  found.parses('augment', lambda: job_lib.augment_options(config))
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
@@ -200,25 +199,10 @@ def semi(config, found: sections.Problems) -> None:
               '--config.data.unlabelled_dir=FOLDER')
 
 
-def train(config, found: sections.Problems) -> None:
-  found.check(config.train.batch_size > 0 and config.train.eval_batch_size > 0,
-              'train.batch_size', 'batch sizes must be positive')
-  found.check(config.train.log_every > 0, 'train.log_every', 'must be a positive number of steps')
-
-
 def predict(config, found: sections.Problems) -> None:
-  found.check(config.predict.input, 'predict.input', 'set --config.predict.input=FOLDER_OR_GLOB '
-              '(and optionally --config.predict.output=FILE.csv).')
-  found.check(config.predict.heatmaps in HEATMAPS, 'predict.heatmaps',
-              f'{config.predict.heatmaps!r}: use one of {HEATMAPS}.')
-  exported = config.predict.runtime != runtime_lib.CHECKPOINT
+  """`config.predict` (its own checks: nexjax/export/predict_section.py) and its runtime."""
+  found.extend(predict_section.SECTION.problems(config.predict))
   runtime(config, 'predict', found)
-  found.check(not (exported and config.predict.heatmaps != 'none'), 'predict.heatmaps',
-              f'Grad-CAM heatmaps need the network in jax; set predict.heatmaps=none with '
-              f'predict.runtime={config.predict.runtime!r}, or predict.runtime=jax.')
-  found.check(not (exported and config.predict.detector), 'predict.detector',
-              f'{config.predict.detector!r} is a saved detector, and predict.runtime='
-              f'{config.predict.runtime!r} scores the exported classifier: choose one.')
 
 
 def runtime(config, section: str, found: sections.Problems) -> None:
@@ -245,21 +229,11 @@ def export_formats(config, found: sections.Problems) -> None:
 
 
 def serve(config, found: sections.Problems) -> None:
-  """`config.serve`, and the token (`serving.token`) that a reachable host needs."""
+  """`config.serve` (its own checks: nexjax/serving/serve_section.py), its runtime, and the
+  token (`serving.token`) that a reachable host needs."""
   settings = config.serve
-
-  def check(ok, key, message):
-    found.check(ok, f'serve.{key}={settings[key]!r}', message)
-
-  check(isinstance(settings.host, str) and settings.host, 'host', 'give an address to bind to')
-  check(0 < settings.port < 65536, 'port', 'must be a TCP port, 1..65535')
-  check(settings.max_upload_mb > 0, 'max_upload_mb', 'must be positive')
-  check(settings.max_pixels > 0, 'max_pixels', 'must be positive')
-  check(0 <= settings.batch_window_ms <= 1000, 'batch_window_ms', 'must be in 0..1000 ms')
-  check(1 <= settings.max_batch <= 1024, 'max_batch', 'must be in 1..1024')
+  found.extend(serve_section.SECTION.problems(settings))
   runtime(config, 'serve', found)
-  check(not settings.review_dir or pathlib.Path(settings.review_dir).is_dir(), 'review_dir',
-        'is not a folder')
   token = serving.token(config)
   strength = len(''.join(token.split()))  # spaces guess for free
   if token and strength < serving.MIN_TOKEN_LENGTH:

@@ -16,21 +16,21 @@ WHERE_SET = 'where_set'  # added after runs were keyed: part of it only away fro
 
 
 class Problems(list):
-  """The problems found so far, one line each: `config.PREFIXKEY: message`."""
+  """The problems found so far, one line each: `PREFIXKEY: message`."""
 
-  def __init__(self, prefix: str = ''):
+  def __init__(self, prefix: str = 'config.'):
     super().__init__()
     self.prefix = prefix
 
   def check(self, ok, key: str, message: str) -> None:
     if not ok:
-      self.append(f'config.{self.prefix}{key}: {message}')
+      self.append(f'{self.prefix}{key}: {message}')
 
   def parses(self, key: str, parse) -> None:
     try:
       parse()
     except ValueError as e:
-      self.append(f'config.{self.prefix}{key}: {e}')
+      self.append(f'{self.prefix}{key}: {e}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Section:
 
   def problems(self, values) -> list[str]:
     """One line per bad value of `values` (the config's section): `config.NAME.KEY: message`."""
-    found = Problems(f'{self.name}.')
+    found = Problems(f'config.{self.name}.')
     self.check(values, found)
     return list(found)
 

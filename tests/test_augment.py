@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nexjax.data import augment
+from nexjax.data import augment_section
 
 OFF = augment.AugmentOptions(flip_lr_p=0.0, dihedral=False, rotate_p=0.0, zoom_p=0.0,
                              brightness_p=0.0, contrast_p=0.0)
@@ -90,7 +91,7 @@ def test_same_key_same_output_other_key_differs():
   assert not np.array_equal(first, augment.augment(jax.random.key(4), images))
 
 
-@pytest.mark.parametrize('padding_mode', augment.PADDING_MODES)
+@pytest.mark.parametrize('padding_mode', augment_section.PADDING_MODES)
 def test_everything_off_is_exactly_the_input(padding_mode):
   images = random_images((8, 16, 16, 1))
   options = dataclasses.replace(OFF, padding_mode=padding_mode)
@@ -181,7 +182,7 @@ def test_lighting_keeps_exact_black_and_white_without_nan():
   np.testing.assert_array_equal(augment.adjust_lighting_logit(x, 0.5, 1.0), x)
 
 
-@pytest.mark.parametrize('padding_mode', augment.PADDING_MODES)
+@pytest.mark.parametrize('padding_mode', augment_section.PADDING_MODES)
 def test_rotation_matches_dm_pix(padding_mode):
   image = random_images((12, 20, 2))
   for degrees in (-10.0, 7.5, 90.0):

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from configs import finetune
 from nexjax.models import resnet
 from nexjax.train import optim
+from nexjax.train import optim_section
 
-GROUPS = finetune.RESNET_GROUPS
+GROUPS = optim_section.RESNET_GROUPS
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,7 @@
-"""Sections declared once beside their code (`nexjax.sections`), here `semi` and `evaluate`
-(nexjax/train/*_section.py): the config files build them, config.check runs their checks, a
-run's identity follows their declarations, and the code that reads them receives them frozen."""
+"""Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
+`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `predict` (nexjax/export/) and
+`serve` (nexjax/serving/). The config files build them, config.check runs their checks, a run's
+identity follows their declarations, and the code that reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -11,15 +12,31 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax import sections
+from nexjax.data import augment
+from nexjax.data import augment_section
+from nexjax.export import predict_section
+from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
 from nexjax.train import scoring
+from nexjax.train import optim
+from nexjax.train import optim_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 from nexjax.train import workdir
 
-DECLARED = {'semi': semi_section.SECTION, 'evaluate': evaluate_section.SECTION}
+DECLARED = {section.name: section for section in (
+    semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
+    augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
+    serve_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
+# The sections that one mode alone reads, and checks; each is wholly outside the run.
+MODE = {'predict': 'predict', 'serve': 'serve'}
+# The values such a mode needs from its command line.
+GIVEN = {'predict': {'input': 'FOLDER'}}
+# The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
+PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -27,11 +44,24 @@ BAD = {
              'strong_zoom_max': 0.5, 'strong_lighting_max': 1.0},
     'evaluate': {'tta_views': 'random:0', 'tta_combine': 'median', 'threshold_rule': 'fixed:2',
                  'gallery_size': 0},
+    'train': {'batch_size': 0, 'eval_batch_size': -1, 'keep_checkpoints': 0, 'log_every': 0},
+    'augment': {'flip_lr_p': -0.1, 'rotate_p': 1.5, 'zoom_p': 2.0, 'brightness_p': -1.0,
+                'contrast_p': 1.1, 'rotate_degrees': -1.0, 'zoom_max': 0.9, 'lighting_max': 1.0,
+                'padding_mode': 'wrap'},
+    'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
+              'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
+    'predict': {'input': '', 'heatmaps': 'some'},
+    'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
+              'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
-  assert {s.name: s for s in workdir.SECTIONS} == DECLARED
+  """Or a mode's own section, wholly outside the run (every key OUTSIDE)."""
+  assert {s.name: s for s in workdir.SECTIONS} | {n: DECLARED[n] for n in MODE} == DECLARED
+  for name in MODE:
+    assert workdir.OUTSIDE_RUN[name] == '*'
+    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys)
 
 
 @pytest.mark.parametrize('name', DECLARED)
@@ -42,34 +72,43 @@ def test_every_key_has_a_default_and_a_one_line_doc(name):
     assert key.run in (sections.RUN, sections.OUTSIDE, sections.WHERE_SET), key_name
 
 
+def given(name, values) -> ml_collections.ConfigDict:
+  """A copy of the section's `values` with those its mode takes from the command line."""
+  return ml_collections.ConfigDict({**values.to_dict(), **GIVEN.get(name, {})})
+
+
 @pytest.mark.parametrize('preset', PRESETS)
 @pytest.mark.parametrize('name', DECLARED)
 def test_the_configs_section_is_the_declaration(name, preset):
-  section = DECLARED[name]
+  section, defaults = DECLARED[name], DECLARED[name].defaults()
   for config in (finetune.get_config(preset), compare.get_config(preset)):
     for values in (config[name], *([config.pretrain[name]] if 'pretrain' in config else [])):
       assert sorted(values) == sorted(section.keys)
-      assert values.to_dict() == section.defaults().to_dict()
-  assert section.problems(section.defaults()) == []
+      assert {k for k in values if values[k] != defaults[k]} <= PRESETS_SET.get(name, set())
+      assert section.problems(given(name, values)) == []
+  assert section.problems(given(name, defaults)) == []
 
 
 @pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
 def test_a_bad_value_is_reported_with_its_key(dotted):
   config = finetune.get_config('smoke')
   name, key = dotted.split('.')
+  config[name].update(GIVEN.get(name, {}))
   config[name][key] = BAD[name][key]
-  assert any(p.startswith(f'config.{dotted}: ') for p in config_lib.problems(config)), dotted
+  found = config_lib.problems(config, MODE.get(name, 'train'))
+  assert any(p.startswith((f'config.{dotted}: ', f'config.{dotted}=')) for p in found), dotted
 
 
 def test_every_bad_value_is_reported_at_once_with_the_other_sections():
   config = finetune.get_config('smoke')
-  for name, values in BAD.items():
-    config[name].update(values)
+  every_mode = [name for name in BAD if name not in MODE]
+  for name in every_mode:
+    config[name].update(BAD[name])
   config.optim.label_smoothing = 1.5
   with pytest.raises(errors.ConfigError) as error:
     config_lib.check(config)
   message = str(error.value)
-  assert all(f'config.{name}.{key}: ' in message for name in BAD for key in BAD[name])
+  assert all(f'config.{name}.{key}: ' in message for name in every_mode for key in BAD[name])
   assert 'config.optim.label_smoothing' in message
 
 
@@ -88,6 +127,40 @@ def test_the_run_keys_are_those_of_before_the_declarations():
   config.semi.teacher_decay = 0.9
   assert workdir.identity(config)['semi.teacher_decay'] == 0.9
   assert workdir.run_key(config) != keys['pretrain']
+
+
+@pytest.mark.parametrize('name', DECLARED)
+def test_a_key_is_part_of_the_run_as_declared(name):
+  """RUN keys always, WHERE_SET ones not at their default, OUTSIDE ones never."""
+  identity = workdir.identity(finetune.get_config('pretrain'))
+  for key_name, key in DECLARED[name].keys.items():
+    assert (f'{name}.{key_name}' in identity) == (key.run == sections.RUN), key_name
+
+
+def test_the_training_code_receives_the_train_section_frozen():
+  train = job_lib.Job(finetune.get_config('smoke'), None, None, None).train
+  assert isinstance(train, ml_collections.FrozenConfigDict)
+  assert (train.batch_size, train.eval_batch_size, train.progress) == (8, 16, False)
+
+
+def test_the_augmentation_is_that_of_the_augment_section_frozen():
+  config = finetune.get_config('smoke')
+  assert augment.options(augment_section.SECTION.of(config)) == augment.AugmentOptions()
+  config.augment.padding_mode = 'constant'
+  assert augment.options(augment_section.SECTION.of(config)).padding_mode == 'constant'
+  config.augment.enabled = False
+  assert augment.options(job_lib.Job(config, None, None, None).augment) is None
+  with pytest.raises(ValueError, match='zoom_max: must be >= 1'):
+    augment.AugmentOptions(zoom_max=0.9)
+
+
+def test_the_optimizer_settings_are_those_of_the_optim_section_frozen():
+  config = finetune.get_config('smoke')
+  assert optim.adamw_config(optim_section.SECTION.of(config)) == optim.AdamWConfig()
+  assert optim.one_cycle(optim_section.SECTION.of(config)) == optim.OneCycle()
+  config.optim.eps, config.optim.moms = 1e-5, (0.9, 0.8)
+  settings = job_lib.Job(config, None, None, None).optim
+  assert optim.adamw_config(settings).eps == 1e-5 and optim.one_cycle(settings).moms == (0.9, 0.8)
 
 
 def test_the_training_code_receives_the_semi_section_frozen():

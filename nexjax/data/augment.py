@@ -31,47 +31,46 @@ import math
 import jax
 import jax.numpy as jnp
 
+from nexjax import sections
+from nexjax.data import augment_section
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# map_coordinates modes. 'reflect': about the image edge (torch 'reflection' with
-# align_corners=False); 'mirror': about the edge pixel centres (align_corners=True, as torch 1.0
-# ran fastai v1); 'nearest': edge pixels repeated (fastai 'border'); 'constant': zeros, faded in
-# bilinearly over the last pixel (fastai 'zeros'; dm-pix's own 'constant' path cuts off instead).
-PADDING_MODES = ('reflect', 'mirror', 'nearest', 'constant')
 
 # Exact cos/sin of k quarter turns, so dihedral matrices hold exact 0/+-1 entries.
 _QUARTER_COS = (1.0, 0.0, -1.0, 0.0)
 _QUARTER_SIN = (0.0, 1.0, 0.0, -1.0)
 
 
+_DEFAULTS = augment_section.SECTION.defaults()
+
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
-  """fastai v1 `get_transforms(flip_vert=True)` defaults; hashable, so usable as a static jit arg."""
-  flip_lr_p: float = 0.5          # used only when dihedral is False
-  dihedral: bool = True           # uniform over the 8 orientations of the square
-  rotate_degrees: float = 10.0    # angle ~ U(-d, d)
-  rotate_p: float = 0.75
-  zoom_max: float = 1.1           # scale ~ U(1, zoom_max), window centre uniform
-  zoom_p: float = 0.75
-  lighting_max: float = 0.2       # brightness change ~ U(0.5 - l/2, 0.5 + l/2)
-  brightness_p: float = 0.75
-  contrast_p: float = 0.75        # contrast scale log-uniform in [1 - l, 1 / (1 - l)]
-  padding_mode: str = 'reflect'   # one of PADDING_MODES
+  """The `augment` section less `enabled` (each key's doc and default, fastai v1's, in
+  nexjax/data/augment_section.py); hashable, so usable as a static jit arg."""
+  flip_lr_p: float = _DEFAULTS.flip_lr_p
+  dihedral: bool = _DEFAULTS.dihedral
+  rotate_degrees: float = _DEFAULTS.rotate_degrees
+  rotate_p: float = _DEFAULTS.rotate_p
+  zoom_max: float = _DEFAULTS.zoom_max
+  zoom_p: float = _DEFAULTS.zoom_p
+  lighting_max: float = _DEFAULTS.lighting_max
+  brightness_p: float = _DEFAULTS.brightness_p
+  contrast_p: float = _DEFAULTS.contrast_p
+  padding_mode: str = _DEFAULTS.padding_mode
 
   def __post_init__(self):
-    for name in ('flip_lr_p', 'rotate_p', 'zoom_p', 'brightness_p', 'contrast_p'):
-      if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f'{name} must be a probability in [0, 1], got {getattr(self, name)}')
-    if self.rotate_degrees < 0:
-      raise ValueError(f'rotate_degrees must be >= 0, got {self.rotate_degrees}')
-    if self.zoom_max < 1:
-      raise ValueError(f'zoom_max must be >= 1 (zooming in only), got {self.zoom_max}')
-    if not 0.0 <= self.lighting_max < 1.0:
-      # At 1 the change reaches 0 or 1, whose logit is infinite: inf - inf would give NaN pixels.
-      raise ValueError(f'lighting_max must be in [0, 1), got {self.lighting_max}')
-    if self.padding_mode not in PADDING_MODES:
-      raise ValueError(f'padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}')
+    found = sections.Problems('')
+    augment_section.check(self, found)
+    if found:
+      raise ValueError('; '.join(found))
+
+
+def options(augment) -> AugmentOptions | None:
+  """The training augmentation the `augment` section (frozen) describes; None when disabled."""
+  if not augment.enabled:
+    return None
+  return AugmentOptions(**{f.name: augment[f.name] for f in dataclasses.fields(AugmentOptions)})
 
 
 # The independent U[0, 1) draws behind one example's parameters: one random call, not eleven

@@ -44,15 +44,15 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   phase = config.phases[lf.phase]
   sweep = lambda count: lf.start_lr * (lf.end_lr / lf.start_lr)**(count / lf.num_steps)
   tx = optim.make_optimizer(
-      variables['params'], variables['batch_stats'], groups=config.optim.groups,
+      variables['params'], variables['batch_stats'], groups=job.optim.groups,
       train_groups=phase.train_groups, lr=(1.0, 1.0), total_steps=lf.num_steps,
-      config=state_lib.adamw_config(config), lr_schedule=lambda peak: sweep,
-      momentum=config.optim.b1)
+      config=optim.adamw_config(job.optim), lr_schedule=lambda peak: sweep,
+      momentum=job.optim.b1)
   state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
   step_fn = recipe.make_train_step(job, tx, variables, lf.phase)
   lrs, losses, best = [], [], math.inf
   batches = recipe.train_batches(job, 0)
-  for i in tqdm.trange(lf.num_steps, desc='lr_find', disable=not (config.train.progress and
+  for i in tqdm.trange(lf.num_steps, desc='lr_find', disable=not (job.train.progress and
                                                                    job.topo.is_chief)):
     state = step_fn(state, **next(batches))
     loss = step_lib.smoothed_loss(state) if not int(state.nonfinite) else math.nan

@@ -26,6 +26,7 @@ from nexjax import errors
 from nexjax.data import folder as folder_lib
 from nexjax.data import sources
 from nexjax.detectors import saved
+from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
 from nexjax.export import scorer as scorer_lib
 from nexjax.reports import localization
@@ -45,13 +46,14 @@ def check_writable(path: pathlib.Path, key: str) -> None:
     raise errors.ConfigError(f'config.{key}: {path} is not writable; choose another path.')
 
 
-def heatmap_rows(config, flagged) -> np.ndarray:
-  """The images that get overlays: the flagged ones ('flagged') or all of them ('all')."""
-  return np.flatnonzero(flagged) if config.predict.heatmaps == 'flagged' else \
+def heatmap_rows(predict, flagged) -> np.ndarray:
+  """The images that get overlays (`predict`, the section): the flagged ones ('flagged') or all
+  of them ('all')."""
+  return np.flatnonzero(flagged) if predict.heatmaps == 'flagged' else \
       np.arange(len(flagged))
 
 
-def write_overlays(config, images, maps, names, chosen, out: pathlib.Path) -> None:
+def write_overlays(predict, images, maps, names, chosen, out: pathlib.Path) -> None:
   """Overlays of the maps of the `chosen` images (and, with predict.save_maps, the raw maps as
   .npy), one per image under its relative name."""
   for i, amap in zip(chosen, maps):
@@ -59,7 +61,7 @@ def write_overlays(config, images, maps, names, chosen, out: pathlib.Path) -> No
     target.parent.mkdir(parents=True, exist_ok=True)
     with preemption.deferred():  # Ctrl-C leaves no half-written picture
       localization.save_overlay(target, images[i], amap)
-      if config.predict.save_maps:
+      if predict.save_maps:
         np.save(out / f'{names[i]}.npy', amap)
 
 
@@ -87,12 +89,12 @@ def write_rows(output, score_column: str, names, files, scores, flagged, fmt: st
                      for name, path, s, flag in zip(names, files, scores, flagged))
 
 
-def write_csvs(config, output, names, files, scores, flagged, step, threshold) -> None:
+def write_csvs(predict, output, names, files, scores, flagged, step, threshold) -> None:
   """predictions.csv and, for a Kaggle test folder, the competition's submission.csv."""
   write_rows(output, 'p_defect', names, files, scores, flagged, '.6f')
   print(f'{len(files)} predictions (checkpoint step {step}, threshold {threshold:.4f}), '
         f'{int(flagged.sum())} flagged -> {output}', flush=True)
-  if sources.is_kaggle_test_folder(config.predict.input):
+  if sources.is_kaggle_test_folder(predict.input):
     submission = output.with_name('submission.csv')
     with open(submission, 'w', newline='', errors='backslashreplace') as f:
       writer = csv.writer(f)
@@ -105,13 +107,14 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
                           spec: str) -> pathlib.Path:
   """Writes `file,id,score,label` with the saved detector `spec`, at its threshold; its anomaly
   maps as overlays on request."""
+  predict = predict_section.SECTION.of(config)
   scorer = saved.SavedScorer(config, saved.folder(workdir, spec))
-  if config.predict.heatmaps != 'none' and not scorer.has_maps:
-    raise errors.ConfigError(f'config.predict.heatmaps={config.predict.heatmaps!r}: '
+  if predict.heatmaps != 'none' and not scorer.has_maps:
+    raise errors.ConfigError(f'config.predict.heatmaps={predict.heatmaps!r}: '
                              f'{scorer.cls.name} gives image-level scores only; set it to none.')
-  images, files = scorer.decode(folder_lib.list_inputs(config.predict.input),
+  images, files = scorer.decode(folder_lib.list_inputs(predict.input),
                                 config.train.progress)
-  names = folder_lib.relative_names(files, config.predict.input)
+  names = folder_lib.relative_names(files, predict.input)
   warn_shared_ids(names, files)
   scores = scorer.scores(images)
   flagged = scores >= scorer.threshold
@@ -120,12 +123,12 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
       write_rows(output, 'score', names, files, scores, flagged, '.6g')
     print(f'{len(files)} scores of {scorer.name} (threshold {scorer.threshold:.6g}, chosen on '
           f'validation), {int(flagged.sum())} flagged -> {output}', flush=True)
-  if config.predict.heatmaps != 'none':
-    chosen = heatmap_rows(config, flagged)
+  if predict.heatmaps != 'none':
+    chosen = heatmap_rows(predict, flagged)
     maps = scorer.maps(images[chosen]) if len(chosen) else []
     heatmaps = output.with_name(output.stem + '_heatmaps')
     if scorer.topo.is_chief:
-      write_overlays(config, images, maps, names, chosen, heatmaps)
+      write_overlays(predict, images, maps, names, chosen, heatmaps)
       print(f'{len(chosen)} {scorer.cls.name} anomaly maps -> {heatmaps}', flush=True)
   return output
 
@@ -133,12 +136,11 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
 def predict_folder(config, workdir) -> pathlib.Path:
   """Writes `file,id,p_defect,label` for every readable image; for a Kaggle test folder also the
   competition's `submission.csv` (`id,label` with label = P(defect)); heatmaps on request."""
-  workdir = pathlib.Path(workdir)
-  default = f'predictions-{config.predict.detector}.csv' if config.predict.detector else \
-      'predictions.csv'
-  output = pathlib.Path(config.predict.output or workdir / default)
+  workdir, predict = pathlib.Path(workdir), predict_section.SECTION.of(config)
+  default = f'predictions-{predict.detector}.csv' if predict.detector else 'predictions.csv'
+  output = pathlib.Path(predict.output or workdir / default)
   check_writable(output, 'predict.output')
-  if config.predict.runtime != runtime_lib.CHECKPOINT:
+  if predict.runtime != runtime_lib.CHECKPOINT:
     saved.note_export_scores(workdir, 'predict')
   elif spec := saved.requested(config, workdir):
     return predict_with_detector(config, workdir, output, spec)
@@ -149,23 +151,24 @@ def predict_with_classifier(config, workdir: pathlib.Path, output: pathlib.Path)
   """Writes `file,id,p_defect,label` with the classifier's scorer (`nexjax.export.scorer`): the
   workdir's checkpoint ('jax'), or the export folder alone on `predict.runtime`, with the
   threshold and decoding the export recorded; Grad-CAM heatmaps on request (checkpoint only)."""
-  scorer = scorer_lib.load(config, workdir, config.predict.runtime)
-  files = folder_lib.list_inputs(config.predict.input)
+  predict = predict_section.SECTION.of(config)
+  scorer = scorer_lib.load(config, workdir, predict.runtime)
+  files = folder_lib.list_inputs(predict.input)
   images, files = scorer.decode(files, config.train.progress)
-  names = folder_lib.relative_names(files, config.predict.input)
+  names = folder_lib.relative_names(files, predict.input)
   warn_shared_ids(names, files)
   scores = scorer.scores(images, config.train.eval_batch_size, 'predict', config.train.progress)
   flagged = scorer.flagged(scores)
   if scorer.is_chief:
     with preemption.deferred():
-      write_csvs(config, output, names, files, scores, flagged, scorer.checkpoint_step,
+      write_csvs(predict, output, names, files, scores, flagged, scorer.checkpoint_step,
                  scorer.threshold)
-  if scorer.has_maps and config.predict.heatmaps != 'none':
+  if scorer.has_maps and predict.heatmaps != 'none':
     heatmaps = output.with_name(output.stem + '_heatmaps')
-    chosen = heatmap_rows(config, flagged)
+    chosen = heatmap_rows(predict, flagged)
     maps = scorer.maps(images[chosen], config.train.eval_batch_size,
                        config.train.progress) if len(chosen) else []
     if scorer.is_chief:
-      write_overlays(config, images, maps, names, chosen, heatmaps)
+      write_overlays(predict, images, maps, names, chosen, heatmaps)
       print(f'{len(chosen)} Grad-CAM heatmaps -> {heatmaps}', flush=True)
   return output

@@ -9,6 +9,7 @@ import socket
 
 from nexjax import errors
 from nexjax import serving
+from nexjax.serving import serve_section
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -36,14 +37,15 @@ def serve(config, workdir) -> None:
     raise errors.ConfigError(f"--mode=serve needs the serve extra ({e.name} is missing): "
                              "pip install -c constraints.txt -e '.[serve]'") from None
   from nexjax.serving import served as runtime_lib  # pylint: disable=import-outside-toplevel
-  listener = bind(config.serve.host, config.serve.port)
+  settings = serve_section.SECTION.of(config)
+  listener = bind(settings.host, settings.port)
   with listener:
-    runtime = runtime_lib.create(config, workdir, config.serve.max_batch)
+    runtime = runtime_lib.create(config, workdir, settings.max_batch)
     runtime.warm_up()
-    service = app.Service(runtime, config.serve, secret, app.review_files(config, runtime))
+    service = app.Service(runtime, settings, secret, app.review_files(config, runtime))
     listener.listen(128)
     info = runtime.info
-    url = f'http://{config.serve.host}:{config.serve.port}'
+    url = f'http://{settings.host}:{settings.port}'
     served = info.model + ('' if info.detector else f', checkpoint step {info.checkpoint_step}')
     print(f'Serving {served}, threshold {info.threshold:.4g} ({info.score}) on {url} (review page: '
           f'{url}/review'

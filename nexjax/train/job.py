@@ -16,7 +16,8 @@ import numpy as np
 
 import nexjax
 from nexjax import errors
-from nexjax.data import augment as augment_lib
+from nexjax import sections
+from nexjax.data import augment_section
 from nexjax.data import pipeline
 from nexjax.models import resnet
 from nexjax.models import weights as weights_lib
@@ -24,7 +25,9 @@ from nexjax.platform import lazy_import
 from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import optim_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
@@ -77,26 +80,32 @@ def has_unlabelled(config) -> bool:
               (config.data.synthetic and config.data.synthetic_num_unlabelled))
 
 
+def _frozen(section: sections.Section) -> property:
+  return property(lambda job: section.of(job.config),
+                  doc=f'The `{section.name}` section, frozen (declared beside its code).')
+
+
 @dataclasses.dataclass
 class Job:
-  """Devices, the network, and the data splits (None for modes that need no data)."""
+  """Devices, the network, and the data splits (None for modes that need no data); the
+  declared sections, frozen, for the code that reads them."""
   config: ml_collections.ConfigDict
   topo: parallel.Topology
   model: resnet.ResNet
   data: dict[str, pipeline.Examples] | None
 
-  @property
-  def semi(self) -> ml_collections.FrozenConfigDict:
-    """The `semi` section, frozen (declared in nexjax/train/semi_section.py)."""
-    return semi_section.SECTION.of(self.config)
+  augment = _frozen(augment_section.SECTION)
+  optim = _frozen(optim_section.SECTION)
+  semi = _frozen(semi_section.SECTION)
+  train = _frozen(train_section.SECTION)
 
 
 def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
   """Builds a job from a config that `nexjax.config.check` passed; its splits need labelled
   defects unless `needs_defects` is False (no classifier is trained on them)."""
-  topo = parallel.topology()
-  parallel.check_batch_size(config.train.batch_size, topo, 'batch_size')
-  parallel.check_batch_size(config.train.eval_batch_size, topo, 'eval_batch_size')
+  topo, train = parallel.topology(), train_section.SECTION.of(config)
+  parallel.check_batch_size(train.batch_size, topo, 'batch_size')
+  parallel.check_batch_size(train.eval_batch_size, topo, 'eval_batch_size')
   return Job(config, topo, create_model(config),
              load_data(config, needs_defects) if data else None)
 
@@ -131,14 +140,6 @@ def random_variables(model, image_size: int, seed: int) -> dict:
   shape = input_shape(image_size)
   return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(
       jax.random.key(seed))
-
-
-def augment_options(config) -> augment_lib.AugmentOptions | None:
-  """The training augmentation `config.augment` describes (None when disabled)."""
-  if not config.augment.enabled:
-    return None
-  fields = {f.name for f in dataclasses.fields(augment_lib.AugmentOptions)}
-  return augment_lib.AugmentOptions(**{k: v for k, v in config.augment.items() if k in fields})
 
 
 def cache_dir(config) -> pathlib.Path:

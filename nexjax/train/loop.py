@@ -26,6 +26,7 @@ from nexjax.train import adabn
 from nexjax.train import checkpoint as checkpoint_lib
 from nexjax.train import job as job_lib
 from nexjax.train import optim
+from nexjax.train import optim_section
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import recipe
@@ -36,14 +37,15 @@ from nexjax.train import workdir as workdir_lib
 def schedule_plot(config, plan, path) -> None:
   """Plots every group's learning rate and beta1 over the whole plan, phase by phase."""
   steps, lrs, moms, boundaries = [], {}, [], []
-  cycle = plan_lib.one_cycle(config)
+  settings = optim_section.SECTION.of(config)
+  cycle = optim.one_cycle(settings)
   for phase_index, phase in enumerate(config.phases):
     start, count = plan_lib.phase_steps(plan, phase_index)
     boundaries.append(start)
-    peaks = optim.group_lrs(phase.lr, len(config.optim.groups))
+    peaks = optim.group_lrs(phase.lr, len(settings.groups))
     local = np.arange(count)
     steps.extend(start + local)
-    for (group, _), peak in zip(config.optim.groups, peaks):
+    for (group, _), peak in zip(settings.groups, peaks):
       trained = group in phase.train_groups
       lrs.setdefault(group, []).extend(
           np.asarray(jax.vmap(optim.one_cycle_lr(count, peak, cycle))(local)) if trained
@@ -104,17 +106,17 @@ def train(job: job_lib.Job, workdir) -> dict:
 
 
 def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
-  config, topo = job.config, job.topo
+  config, settings, topo = job.config, job.train, job.topo
   spe = recipe.steps_per_epoch(job)
   plan = plan_lib.plan_epochs(config.phases, spe)
-  checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints', config.train.keep_checkpoints)
+  checkpoints = checkpoint_lib.Checkpoints(workdir / 'checkpoints', settings.keep_checkpoints)
   variables = job_lib.init_variables(job.model, config)
   restored = restore_latest_intact(checkpoints, job, variables, plan, spe, workdir)
   if restored is None:
     variables = job_lib.load_pretrained(variables, config)
     if job.semi.adapt_bn:
       variables = adabn.adapt_batch_stats(job.model, variables, job.data['unlabelled'],
-                                          config.train.batch_size, config.seed)
+                                          settings.batch_size, config.seed)
     phase_index, history = 0, []
     tx = state_lib.phase_optimizer(config, variables, plan, 0)
     state = parallel.replicate(state_lib.create_train_state(
@@ -132,7 +134,6 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
   eval_fn = step_lib.make_eval_fn(job.model, config, topo)
   step = int(state.step)
   batches = recipe.train_batches(job, step)
-  log_every = config.train.log_every
 
   valid_defects = int(np.sum(job.data['valid'].labels))  # metrics.MIN_VALID_DEFECTS
 
@@ -154,12 +155,12 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
         started = time.perf_counter()
         bar = tqdm.tqdm(total=spe, initial=step - epoch.start_step,
                         desc=f'epoch {epoch.index} ({phase.name})', leave=False,
-                        disable=not (config.train.progress and topo.is_chief))
+                        disable=not (settings.progress and topo.is_chief))
         while step < epoch.end_step:
           state = step_fn(state, **next(batches))
           step += 1
           bar.update(1)
-          if step % log_every == 0:
+          if step % settings.log_every == 0:
             check_finite(state, step, checkpoints.latest_step())
             loss = step_lib.smoothed_loss(state)
             bar.set_postfix(loss=f'{loss:.4f}')
@@ -167,7 +168,7 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
                 f'train/{k}_{g}': v for g, hp in optim.current_hyperparams(state.opt_state).items()
                 for k, v in hp.items()}}, step)
           # Across hosts the flag is shared every log_every steps (a collective), else each step.
-          if ((topo.process_count == 1 or step % log_every == 0)
+          if ((topo.process_count == 1 or step % settings.log_every == 0)
               and parallel.any_process(stop.requested)):
             check_finite(state, step, checkpoints.latest_step())
             checkpoints.save(step, state, meta_for(reporter.history))
@@ -179,8 +180,8 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
         variables_now = {'params': state.params, 'batch_stats': state.batch_stats}
         valid_split = job.data['valid']
         probs, losses = inference.probabilities(eval_fn, variables_now, valid_split,
-                                                config.train.eval_batch_size, topo, 'validate',
-                                                config.train.progress)
+                                                settings.eval_batch_size, topo, 'validate',
+                                                settings.progress)
         valid = inference.split_metrics(valid_split.labels, probs, losses)
         row = {'epoch': epoch.index, 'phase': phase.name, 'train_loss': step_lib.smoothed_loss(state),
                'valid_loss': valid['loss'], 'valid_error_rate': valid['error_rate'],
@@ -208,8 +209,8 @@ def final_summary(job: job_lib.Job, state, eval_fn, history, workdir) -> dict:
   if test is not None and test.labelled:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     probs, losses = inference.probabilities(eval_fn, variables, test,
-                                            job.config.train.eval_batch_size, job.topo, 'test',
-                                            job.config.train.progress)
+                                            job.train.eval_batch_size, job.topo, 'test',
+                                            job.train.progress)
     summary['test'] = inference.split_metrics(test.labels, probs, losses)
     if job.topo.is_chief:
       print(f"test: loss {summary['test']['loss']:.4f}  error_rate "

@@ -15,27 +15,40 @@ import jax
 import numpy as np
 import optax
 
+from nexjax.train import optim_section
+
 FROZEN = 'frozen'
+_DEFAULTS = optim_section.SECTION.defaults()  # fastai v1's, each key's doc beside it
 
 
 @dataclasses.dataclass(frozen=True)
 class AdamWConfig:
-  """fastai v1 defaults; v2 differs in eps (1e-5) and wd_bn_bias (False)."""
-  b1: float = 0.9
-  b2: float = 0.99
-  eps: float = 1e-8
-  weight_decay: float = 1e-2
-  wd_bn_bias: bool = True
-  train_bn: bool = True
+  """Adam with decoupled weight decay, and which BatchNorm parameters train and decay."""
+  b1: float = _DEFAULTS.b1
+  b2: float = _DEFAULTS.b2
+  eps: float = _DEFAULTS.eps
+  weight_decay: float = _DEFAULTS.weight_decay
+  wd_bn_bias: bool = _DEFAULTS.wd_bn_bias
+  train_bn: bool = _DEFAULTS.train_bn
 
 
 @dataclasses.dataclass(frozen=True)
 class OneCycle:
-  """fastai v1 `fit_one_cycle` defaults."""
-  pct_start: float = 0.3
-  div_factor: float = 25.0
-  final_div_factor: float = 1e4
-  moms: tuple[float, float] = (0.95, 0.85)
+  """fastai v1 `fit_one_cycle`'s schedule of the learning rate and beta1."""
+  pct_start: float = _DEFAULTS.pct_start
+  div_factor: float = _DEFAULTS.div_factor
+  final_div_factor: float = _DEFAULTS.final_div_factor
+  moms: tuple[float, float] = _DEFAULTS.moms
+
+
+def adamw_config(optim) -> AdamWConfig:
+  """The `optim` section's (frozen) Adam settings."""
+  return AdamWConfig(**{f.name: optim[f.name] for f in dataclasses.fields(AdamWConfig)})
+
+
+def one_cycle(optim) -> OneCycle:
+  """The `optim` section's (frozen) one-cycle schedule."""
+  return OneCycle(optim.pct_start, optim.div_factor, optim.final_div_factor, tuple(optim.moms))
 
 
 def path_name(path) -> str:

@@ -2,8 +2,6 @@
 
 import dataclasses
 
-from nexjax.train import optim
-
 
 @dataclasses.dataclass(frozen=True)
 class Epoch:
@@ -31,8 +29,3 @@ def phase_steps(plan: list[Epoch], phase: int) -> tuple[int, int]:
 
 def ends_phase(plan: list[Epoch], epoch: Epoch) -> bool:
   return epoch == [e for e in plan if e.phase == epoch.phase][-1]
-
-
-def one_cycle(config) -> optim.OneCycle:
-  o = config.optim
-  return optim.OneCycle(o.pct_start, o.div_factor, o.final_div_factor, tuple(o.moms))

@@ -17,7 +17,7 @@ FIXMATCH = ('fixmatch', 'ema_teacher')  # the semi.method values that learn from
 
 
 def steps_per_epoch(job: job_lib.Job) -> int:
-  return pipeline.steps_per_epoch(job.data['train'].labels, job.config.train.batch_size,
+  return pipeline.steps_per_epoch(job.data['train'].labels, job.train.batch_size,
                                   job_lib.parse_class_ratio(job.config.data.class_ratio))
 
 
@@ -51,12 +51,12 @@ def fixmatch_options(semi, padding_mode: str) -> step_lib.FixMatchOptions | None
 def make_train_step(job: job_lib.Job, tx, variables, phase_index: int):
   config = job.config
   return step_lib.make_train_step(
-      job.model, tx, seed=config.seed, augment_options=job_lib.augment_options(config),
-      class_weights=config.optim.class_weights, label_smoothing=config.optim.label_smoothing,
+      job.model, tx, seed=config.seed, augment_options=augment_lib.options(job.augment),
+      class_weights=job.optim.class_weights, label_smoothing=job.optim.label_smoothing,
       stats_mask=state_lib.frozen_stats_mask(config, variables, phase_index),
       expand_first=xla_cpu.enabled(config.xla_cpu), topo=job.topo,
-      fixmatch=fixmatch_options(job.semi, config.augment.padding_mode),
-      mask_weight=config.optim.mask_weight)
+      fixmatch=fixmatch_options(job.semi, job.augment.padding_mode),
+      mask_weight=job.optim.mask_weight)
 
 
 def train_batches(job: job_lib.Job, start_step: int):
@@ -64,7 +64,7 @@ def train_batches(job: job_lib.Job, start_step: int):
   keyword arguments), copied one step ahead: images and labels, the defect masks where the model
   has a mask head, and the unlabelled images where the config learns from them."""
   config, topo = job.config, job.topo
-  ds = pipeline.train_dataset(job.data['train'], global_batch=config.train.batch_size,
+  ds = pipeline.train_dataset(job.data['train'], global_batch=job.train.batch_size,
                               seed=config.seed,
                               class_ratio=job_lib.parse_class_ratio(config.data.class_ratio),
                               start_step=start_step, process_index=topo.process_index,
@@ -72,7 +72,7 @@ def train_batches(job: job_lib.Job, start_step: int):
                               with_masks=bool(config.model.get('mask_head')))
   if job.semi.method in FIXMATCH:
     unlabelled = pipeline.unlabelled_dataset(
-        job.data['unlabelled'], global_batch=config.train.batch_size * job.semi.unlabelled_ratio,
+        job.data['unlabelled'], global_batch=job.train.batch_size * job.semi.unlabelled_ratio,
         seed=config.seed, start_step=start_step, process_index=topo.process_index,
         process_count=topo.process_count)
     ds = tf.data.Dataset.zip(ds, unlabelled).map(

@@ -13,10 +13,10 @@ import numpy as np
 
 from nexjax import errors
 from nexjax.data import augment as augment_lib
+from nexjax.data import augment_section
 from nexjax.data import tta as tta_lib
 from nexjax.models import inference
 from nexjax.platform import parallel
-from nexjax.train import job as job_lib
 from nexjax.train import workdir as workdir_lib
 
 
@@ -29,7 +29,8 @@ def tta_views_fn(config):
   count = tta_lib.parse_views(config.evaluate.tta_views)
   if not count:
     return lambda rng, images: tta_lib.dihedral_views(images)
-  options = job_lib.augment_options(config) or augment_lib.AugmentOptions()
+  options = (augment_lib.options(augment_section.SECTION.of(config))
+             or augment_lib.AugmentOptions())
   augment01 = lambda key, x: augment_lib.augment(key, x, options)
   return lambda rng, images: jnp.concatenate(
       [images[None], tta_lib.random_views(rng, images, augment01, count)])

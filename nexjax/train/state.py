@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from nexjax.train import optim
+from nexjax.train import optim_section
 from nexjax.train import plan as plan_lib
 
 
@@ -24,28 +25,23 @@ class TrainState:
   teacher: Any = None      # semi.method='ema_teacher': the EMA of params that pseudo-labels
 
 
-def adamw_config(config) -> optim.AdamWConfig:
-  o = config.optim
-  return optim.AdamWConfig(b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-                           wd_bn_bias=o.wd_bn_bias, train_bn=o.train_bn)
-
-
 def phase_optimizer(config, variables, plan, phase_index: int) -> optax.GradientTransformation:
-  phase = config.phases[phase_index]
+  phase, settings = config.phases[phase_index], optim_section.SECTION.of(config)
   return optim.make_optimizer(
-      variables['params'], variables['batch_stats'], groups=config.optim.groups,
+      variables['params'], variables['batch_stats'], groups=settings.groups,
       train_groups=phase.train_groups, lr=phase.lr,
-      total_steps=plan_lib.phase_steps(plan, phase_index)[1], config=adamw_config(config),
-      cycle=plan_lib.one_cycle(config))
+      total_steps=plan_lib.phase_steps(plan, phase_index)[1],
+      config=optim.adamw_config(settings), cycle=optim.one_cycle(settings))
 
 
 def frozen_stats_mask(config, variables, phase_index: int):
   """batch_stats leaves whose running statistics stay fixed in this phase (None: all update)."""
-  if config.optim.frozen_bn_stats == 'update':
+  settings = optim_section.SECTION.of(config)
+  if settings.frozen_bn_stats == 'update':
     return None
   trained = set(config.phases[phase_index].train_groups)
   return jax.tree_util.tree_map_with_path(
-      lambda p, _: optim.group_of(optim.path_name(p), config.optim.groups) not in trained,
+      lambda p, _: optim.group_of(optim.path_name(p), settings.groups) not in trained,
       variables['batch_stats'])
 
 

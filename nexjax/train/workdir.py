@@ -14,8 +14,11 @@ import ml_collections
 
 from nexjax import config_values
 from nexjax import errors
+from nexjax.data import augment_section
 from nexjax.train import evaluate_section
+from nexjax.train import optim_section
 from nexjax.train import semi_section
+from nexjax.train import train_section
 
 CONFIG_FILE = 'config.json'
 LINE_FILE = 'line.json'  # the line's chosen detector (`detectors.line`)
@@ -27,16 +30,17 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
              'data.synthetic_families', 'data.valid_fraction', 'data.high_bit_scaling')
 # The sections declared beside their code (`nexjax.sections`): each says which of its keys are
 # outside the run, and which count only where set.
-SECTIONS = (semi_section.SECTION, evaluate_section.SECTION)
+SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION,
+            evaluate_section.SECTION, train_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
-# SECTIONS. Every other key of the resolved config, one added later included, is part of the run
-# (`identity`).
+# SECTIONS, and for the two declared above this module, wholly outside (every key OUTSIDE in
+# nexjax/export/predict_section.py and nexjax/serving/serve_section.py). Every other key of the
+# resolved config, one added later included, is part of the run (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
     'data': ('cache_dir',),
-    'train': ('eval_batch_size', 'keep_checkpoints', 'log_every', 'progress'),
     'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
