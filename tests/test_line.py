@@ -6,6 +6,7 @@ with no labelled defect to train on, the label-free detectors alone."""
 import csv
 import json
 import shutil
+import types
 
 import numpy as np
 import PIL.Image
@@ -20,11 +21,13 @@ from nexjax.detectors import base
 from nexjax.detectors import ensemble
 from nexjax.detectors import line
 from nexjax.detectors import saved as saved_lib
+from nexjax.detectors import selection
 from nexjax.modes import evaluate
 from nexjax.modes import export
 from nexjax.modes import predict
 from nexjax.modes import train
 from nexjax.platform import parallel
+from nexjax.reports import metrics as metrics_lib
 from nexjax.serving import served
 from nexjax.train import job as job_lib
 
@@ -203,3 +206,59 @@ def test_a_workdir_body_counts_as_a_trained_source(tmp_path):
     config.init.weights = weights
     assert line.has_trained_source(config) is expected, weights
     assert ('source_classifier' in line.detector_names(config, expected, True)) is expected
+
+
+def fake_fitted(results: dict, valid_labels, test_labels) -> selection.Fitted:
+  splits = {'valid': types.SimpleNamespace(labels=valid_labels),
+            'test': types.SimpleNamespace(labels=test_labels)}
+  rows = [{'method': m, 'threshold': 0.5,
+           'auc': metrics_lib.roc_auc(test_labels, r.scores['test'])} for m, r in results.items()]
+  return selection.Fitted(rows, results, splits, 'test')
+
+
+def test_out_of_fold_evidence_takes_only_scores_no_model_learnt_from():
+  """Every labelled image is evidence where each method's score of it is out of fold: the fold
+  classifiers', the label-free detectors fitted on the unlabelled images, the source head's."""
+  train, valid = np.array([1, 0, 0, 1]), np.array([0, 1])
+  job = types.SimpleNamespace(data={'train': types.SimpleNamespace(labels=train),
+                                    'valid': types.SimpleNamespace(labels=valid)})
+  scores = {'train': np.array([0.9, 0.1, 0.2, 0.8]), 'valid': np.array([0.3, 0.7]),
+            'test': np.zeros(2)}
+  folds_result = selection.Result({**scores, 'valid': np.array([0.35, 0.65])}, base.Stats(),
+                                  cross_fitted=(np.array([1, 0, 0, 1, 0, 1]), np.arange(6.0)))
+  results = {'classifier_folds': folds_result, 'gaussian': selection.Result(scores, base.Stats())}
+  labels, evidence = line.labelled_evidence(fake_fitted(results, valid, valid), job, 'unlabelled')
+  np.testing.assert_array_equal(labels, [1, 0, 0, 1, 0, 1])
+  np.testing.assert_array_equal(evidence['classifier_folds'], np.arange(6.0))
+  np.testing.assert_array_equal(evidence['gaussian'], [0.9, 0.1, 0.2, 0.8, 0.3, 0.7])
+  # Fitted on the good training images, the Gaussian has seen them: no evidence there.
+  assert line.labelled_evidence(fake_fitted(results, valid, valid), job, 'good') is None
+  # The source lines' head never saw the line: evidence whatever the one-class fit.
+  source = {'classifier_folds': folds_result,
+            'source_classifier': selection.Result(scores, base.Stats())}
+  assert line.labelled_evidence(fake_fitted(source, valid, valid), job, 'good') is not None
+  # The one-split classifier trained on the training split: no evidence at all.
+  one_split = {**results, 'classifier': selection.Result(scores, base.Stats())}
+  assert line.labelled_evidence(fake_fitted(one_split, valid, valid), job, 'unlabelled') is None
+
+
+def test_the_evidence_picks_a_single_method_or_a_better_ensemble():
+  rng = np.random.default_rng(0)
+  labels = np.array([1] * 20 + [0] * 80)
+  test = np.array([1] * 50 + [0] * 200)
+  def signal(truth, strength, seed):
+    return truth * strength + np.random.default_rng(seed).standard_normal(len(truth))
+  evidence = {'a': signal(labels, 3.0, 1), 'b': signal(labels, 0.2, 2)}
+  results = {m: selection.Result({'test': signal(test, s, 10 + i)}, base.Stats())
+             for i, (m, s) in enumerate((('a', 3.0), ('b', 0.2)))}
+  chosen = line.choose_on_evidence(fake_fitted(results, labels[:10], test), labels, evidence,
+                                   'max_accuracy')
+  assert chosen['method'] == 'a' and chosen['threshold'] == 0.5   # its own saved threshold
+  # Two halves of the signal: each alone is weak, together they are better.
+  half = labels * rng.integers(0, 2, len(labels))
+  evidence = {'a': half * 3.0 + rng.standard_normal(100) * 0.1,
+              'b': (labels - half) * 3.0 + rng.standard_normal(100) * 0.1}
+  chosen = line.choose_on_evidence(fake_fitted(results, labels[:10], test), labels, evidence,
+                                   'max_accuracy')
+  assert (chosen['method'], chosen['members']) == ('ensemble', 'a+b')
+  assert chosen['labelled_auc'] > max(metrics_lib.roc_auc(labels, s) for s in evidence.values())

@@ -7,8 +7,12 @@ classifier and, where the body is a trained nexjax run (the `pretrain` section's
 such as an `adapt` run's), that body's own classifier, and saves
 each in `DIR/compare/<name>-all/`. It records in `DIR/line.json` the method the labels at hand
 choose: the best on validation where the validation split has at least
-`metrics.MIN_VALID_DEFECTS` defects, else the equal-weight ensemble of them all (a choice fixed
-in advance: a few validation defects would pick by noise). `--mode=predict` scores with it.
+`metrics.MIN_VALID_DEFECTS` defects. With fewer, where every method's score of every labelled
+image is out of fold (`labelled_evidence`: the one-split classifier replaced by
+`classifier_folds`, the one-class detectors fitted on the unlabelled images) and those images
+hold `MIN_VALID_DEFECTS` defects, the best on all of them (at 100 labels: 20 defects where the
+validation split holds 4); else the equal-weight ensemble of them all (a choice fixed in
+advance: a few validation defects would pick by noise). Predict and serve score with it.
 
 Where the training split holds no labelled defect (`DIR/train/bad_1` missing or empty, or
 `data.max_train_defects=0`: the labelled defects only validate), no classifier is trained: the
@@ -34,6 +38,7 @@ from nexjax.train import runs
 from nexjax.train import workdir as workdir_lib
 
 CHOICE_FILE = workdir_lib.LINE_FILE
+OUT_OF_FOLD_RULE = 'best on every labelled image, out of fold'
 BUDGET = -1  # every labelled defect at hand
 NO_DEFECT_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
 
@@ -98,9 +103,56 @@ def threshold_rule(config, valid) -> str:
 
 def plan(config, names: tuple[str, ...], rule: str) -> selection.Plan:
   """The detectors `names`, fitted on the unlabelled images (else the good training images) at
-  the labels at hand, thresholds by `rule`; the same list is the ensemble's prior."""
+  the labels at hand, thresholds by `rule`; the same list is the ensemble's prior. The training
+  split is scored too, for a choice on every labelled image (`labelled_evidence`)."""
   fit_on = 'unlabelled' if job_lib.has_unlabelled(config) else 'good'
-  return selection.Plan(names, (BUDGET,), fit_on, config.line.trim, rule, names)
+  return selection.Plan(names, (BUDGET,), fit_on, config.line.trim, rule, names,
+                        score_train=True)
+
+
+def labelled_evidence(fitted: selection.Fitted, job, fit_on: str):
+  """(labels, {method: scores}) of every labelled image (training, then validation split),
+  each score from a model that never learnt from that image's label or pixels: the cross-fitted
+  methods' out-of-fold scores (`classifier_folds`), the label-free ones fitted on the unlabelled
+  images or not on the line at all (the source lines' classifier, the mask head). None where a
+  method trained on the training split itself (the one-split classifier, a one-class detector
+  fitted on the good training images): its scores there are no evidence."""
+  train, valid = job.data['train'], job.data['valid']
+  evidence = {}
+  for name, result in fitted.results.items():
+    cls = registry.REGISTRY[name]
+    if result.cross_fitted is not None:
+      evidence[name] = result.cross_fitted[1]
+    elif not cls.uses_labels and (fit_on == 'unlabelled' or cls.needs_trained_source):
+      evidence[name] = np.concatenate([result.scores['train'], result.scores['valid']])
+    else:
+      return None
+  return np.concatenate([train.labels, valid.labels]), evidence
+
+
+def choose_on_evidence(fitted: selection.Fitted, labels, evidence: dict, rule: str) -> dict:
+  """The method the out-of-fold evidence picks: the best single method by its ROC AUC there
+  (at its own saved threshold), or the greedy ensemble (`ensemble.select`, each member's score
+  mapped through its CDF over the evidence) where that is better, its threshold chosen on the
+  evidence by `rule`."""
+  report = fitted.report_split
+  aucs = {m: metrics_lib.roc_auc(labels, s) for m, s in evidence.items()}
+  best = max(aucs, key=aucs.get)
+  row = next(r for r in fitted.rows if r['method'] == best)
+  chosen = {'method': best, 'members': '', 'labelled_auc': aucs[best],
+            'threshold': row['threshold'], 'auc': row['auc'], 'split': report}
+  if len(evidence) < 2:
+    return chosen
+  weights = ensemble.select({m: {'valid': s} for m, s in evidence.items()}, labels)
+  combined = ensemble.combine({m: {'valid': evidence[m], 'report': fitted.results[m].scores[report]}
+                               for m in weights}, weights)   # 'valid': the CDFs' reference
+  auc = metrics_lib.roc_auc(labels, combined['valid'])
+  if auc <= aucs[best]:
+    return chosen
+  return {'method': ensemble.NAME, 'members': '+'.join(weights), 'labelled_auc': auc,
+          'threshold': metrics_lib.choose_threshold(labels, combined['valid'], rule),
+          'auc': metrics_lib.roc_auc(fitted.splits[report].labels, combined['report']),
+          'split': report}
 
 
 def build(config, workdir, classifier: bool = True) -> dict:
@@ -113,19 +165,31 @@ def build(config, workdir, classifier: bool = True) -> dict:
   config = runs.resolve_init(config)
   job = job_lib.setup(config, needs_defects=classifier)
   rule = threshold_rule(config, job.data['valid'])
-  fitted = selection.run(config, workdir, job, plan(config, names, rule))
+  line_plan = plan(config, names, rule)
+  fitted = selection.run(config, workdir, job, line_plan)
   budget = selection.budget_name(BUDGET)
-  chosen = ensemble.choose(fitted.rows)[budget]
+  evidence = None if valid_decides(fitted) else labelled_evidence(fitted, job, line_plan.fit_on)
+  if evidence is not None and not ensemble.too_few_defects(evidence[0]):
+    chosen = choose_on_evidence(fitted, *evidence, rule)
+    how, references = OUT_OF_FOLD_RULE, evidence[1]
+  else:
+    chosen = ensemble.choose(fitted.rows)[budget]
+    how = 'best on validation' if valid_decides(fitted) else 'prior ensemble'
+    references = {m: r.scores['valid'] for m, r in fitted.results.items()}
   folder = workdir / 'compare' / f'{chosen["method"]}-{budget}'
   if chosen['method'] == ensemble.NAME and job.topo.is_chief:
-    save_ensemble(config, folder, fitted, chosen, rule)
+    save_ensemble(config, folder, chosen, references, rule)
   record = {'method': chosen['method'], 'members': chosen['members'],
-            'folder': str(folder.relative_to(workdir)),
-            'rule': 'best on validation' if valid_decides(fitted) else 'prior ensemble',
-            'threshold_rule': rule,
+            'folder': str(folder.relative_to(workdir)), 'rule': how, 'threshold_rule': rule,
             'rows': [{k: r[k] for k in ('method', 'members', 'valid_auc', 'valid_defects', 'split',
                                         'auc', 'recall_at_1pct_fpr', 'threshold', 'auc_by_type')}
                      for r in fitted.rows]}
+  if how == OUT_OF_FOLD_RULE:
+    record['out_of_fold'] = {'defects': int(np.sum(evidence[0])), 'images': len(evidence[0]),
+                             'auc': {m: metrics_lib.roc_auc(evidence[0], s)
+                                     for m, s in evidence[1].items()},
+                             'chosen': {k: chosen[k] for k in ('labelled_auc', 'auc', 'split',
+                                                               'threshold')}}
   if job.topo.is_chief:
     (workdir / CHOICE_FILE).write_text(json.dumps(record, indent=1) + '\n')
     print(choice_text(record), flush=True)
@@ -136,14 +200,15 @@ def valid_decides(fitted: selection.Fitted) -> bool:
   return not ensemble.too_few_defects(fitted.splits['valid'].labels)
 
 
-def save_ensemble(config, folder: pathlib.Path, fitted: selection.Fitted, chosen: dict,
+def save_ensemble(config, folder: pathlib.Path, chosen: dict, references: dict,
                   rule: str) -> None:
-  """The chosen ensemble as a saved detector beside its members' folders."""
+  """The chosen ensemble as a saved detector beside its members' folders; each member's score
+  is mapped through its CDF over `references` ({member: the scores the choice was made on})."""
   weights = {m: 1 / len(chosen['members'].split('+')) for m in chosen['members'].split('+')}
   budget = selection.budget_name(BUDGET)
   saved = ensemble.SavedEnsemble.from_members(
       {m: folder.parent / f'{m}-{budget}' for m in weights}, weights,
-      {m: fitted.results[m].scores['valid'] for m in weights})
+      {m: references[m] for m in weights})
   saved.save(folder, threshold=chosen['threshold'], threshold_rule=rule,
              data={k: config.data[k] for k in selection.DATA_KEYS},
              backbone=backbones.backbone_facts(config, config.init.weights))

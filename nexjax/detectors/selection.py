@@ -43,6 +43,7 @@ class Plan:
   threshold_rule: str = 'max_accuracy'
   prior: tuple[str, ...] = ()       # the ensemble's members where validation cannot choose
   backbone: str = ''                # '' -> init.weights
+  score_train: bool = False         # also score the training split (`Result.scores['train']`)
 
 
 @dataclasses.dataclass
@@ -218,7 +219,8 @@ def run(config, workdir, job, plan: Plan) -> Fitted:
       if cls.uses_labels and defects == 0:
         continue
       if cls.uses_labels or cls.name not in fitted:  # unsupervised: fitted once
-        fitted[cls.name] = fit_and_save(cls, config, workdir, defects, train, job, splits,
+        scored = {**splits, 'train': train} if plan.score_train else splits
+        fitted[cls.name] = fit_and_save(cls, config, workdir, defects, train, job, scored,
                                         report_split, ctx, facts, plan)
       results[cls.name] = fitted[cls.name]
     for row in budget_rows(defects, results, splits, report_split, plan.threshold_rule, types,
