@@ -14,6 +14,7 @@ import ml_collections
 from nexjax.data import augment_section
 from nexjax.detectors import defaults
 from nexjax.export import predict_section
+from nexjax.models import model_section
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import optim_section
@@ -60,12 +61,7 @@ def get_config():
       extra_labels='',         # CSV `file,label` (0 good, 1 defect) appended to the train split
   ))
 
-  config.model = ml_collections.ConfigDict(dict(
-      arch='resnet34', head='fastai', num_classes=2,
-      width=64,                # stem/layer1 channels: torchvision's 64 (ImageNet weights need it)
-      dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
-      mask_head='',            # a stage ('layer3'): also learn each cell's defect share from masks/
-  ))
+  config.model = model_section.SECTION.defaults()  # nexjax/models/model_section.py
   config.init = ml_collections.ConfigDict(dict(
       weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
       dont_load=r'^(fc|head|mask_head)/',  # regex of entries kept freshly initialised (the new head)

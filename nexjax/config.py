@@ -19,7 +19,7 @@ from nexjax.data import augment_section
 from nexjax.export import formats
 from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
-from nexjax.models import resnet
+from nexjax.models import model_section
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
 from nexjax.serving import serve_section
@@ -49,10 +49,10 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, class_weights, model, mask_head, init, data, semi):
+  for section in (phases, class_weights, top_level, mask_head, init, data, semi):
     section(config, found)
   for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
-                  evaluate_section.SECTION):
+                  evaluate_section.SECTION, model_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -94,25 +94,15 @@ def class_weights(config, found: sections.Problems) -> None:
               f'needs one weight per class ({config.model.num_classes})')
 
 
-def model(config, found: sections.Problems) -> None:
-  found.check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
-              f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
-  found.check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
-  found.check(config.model.width >= 1, 'model.width',
-              'must be a positive channel count (64: torchvision)')
-  found.check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
-              "use 'float32', 'bfloat16' or 'float16'")
+def top_level(config, found: sections.Problems) -> None:
+  """The keys outside any section."""
   found.parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
 
 
 def mask_head(config, found: sections.Problems) -> None:
-  """The defect-mask pretext: a known stage, masks left un-augmented."""
-  head = config.model.get('mask_head', '')
-  if not head:
-    return
-  found.check(head in resnet.STAGES, 'model.mask_head',
-              f"{head!r} is not a stage; use one of {resnet.STAGES} or '' (none)")
-  found.check(not config.augment.enabled, 'model.mask_head',
+  """The defect-mask pretext (its stage: nexjax/models/model_section.py): masks left
+  un-augmented."""
+  found.check(not config.model.mask_head or not config.augment.enabled, 'model.mask_head',
               'the masks are not augmented with the images; set --config.augment.enabled=False '
               'to train a mask head')
 

@@ -1,7 +1,8 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
-`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `predict` (nexjax/export/) and
-`serve` (nexjax/serving/). The config files build them, config.check runs their checks, a run's
-identity follows their declarations, and the code that reads them receives them frozen."""
+`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model` (nexjax/models/),
+`predict` (nexjax/export/) and `serve` (nexjax/serving/). The config files build them,
+config.check runs their checks, a run's identity follows their declarations, and the code that
+reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -15,6 +16,9 @@ from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
 from nexjax.export import predict_section
+from nexjax.models import heads
+from nexjax.models import model_section
+from nexjax.models import resnet
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import job as job_lib
@@ -29,14 +33,15 @@ from nexjax.train import workdir
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
-    serve_section.SECTION)}
+    serve_section.SECTION, model_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
 MODE = {'predict': 'predict', 'serve': 'serve'}
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
-PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
+PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
+               'model': {'arch', 'width', 'mask_head'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -50,6 +55,8 @@ BAD = {
                 'padding_mode': 'wrap'},
     'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
               'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
+    'model': {'arch': 'resnet99', 'head': 'none', 'num_classes': 1, 'width': 0, 'dtype': 'int8',
+              'mask_head': 'layer5'},
     'predict': {'input': '', 'heatmaps': 'some'},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
@@ -184,3 +191,12 @@ def test_the_tta_scores_read_the_evaluate_section_frozen():
   scores = scoring.plain_and_tta_scores(views, evaluate_section.SECTION.of(config))
   np.testing.assert_allclose(scores['plain'], views[0, :, 1])
   np.testing.assert_allclose(scores['tta'], views[..., 1].mean(0), rtol=1e-6)
+
+
+def test_the_model_section_names_what_the_network_builds():
+  assert model_section.ARCHITECTURES == tuple(resnet.ARCHITECTURES)
+  assert set(model_section.HEADS) < set(heads.HEADS) and resnet.STAGES == model_section.STAGES
+  config = finetune.get_config('smoke')
+  config.model.width = 16
+  network = job_lib.create_model(config)
+  assert (network.width, network.head, network.mask_head) == (16, 'fastai', '')

@@ -19,6 +19,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment_section
 from nexjax.data import pipeline
+from nexjax.models import model_section
 from nexjax.models import resnet
 from nexjax.models import weights as weights_lib
 from nexjax.platform import lazy_import
@@ -111,8 +112,8 @@ def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
 
 
 def create_model(config, head: str | None = None) -> resnet.ResNet:
-  """The network of `config.model` (`network`)."""
-  return network(config.model, config.xla_cpu, head)
+  """The network of the config's `model` section, frozen (`network`)."""
+  return network(model_section.SECTION.of(config), config.xla_cpu, head)
 
 
 def network(model: ml_collections.ConfigDict, xla_cpu_setting: str,
