@@ -17,6 +17,7 @@ from nexjax.export import predict_section
 from nexjax.models import model_section
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -62,11 +63,7 @@ def get_config():
   ))
 
   config.model = model_section.SECTION.defaults()  # nexjax/models/model_section.py
-  config.init = ml_collections.ConfigDict(dict(
-      weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
-      dont_load=r'^(fc|head|mask_head)/',  # regex of entries kept freshly initialised (the new head)
-      from_scratch=False,      # True: random initialisation is intended (no warning)
-  ))
+  config.init = init_section.SECTION.defaults()  # nexjax/train/init_section.py
 
   # fastai v1 get_transforms(flip_vert=True): nexjax/data/augment_section.py.
   config.augment = augment_section.SECTION.defaults()

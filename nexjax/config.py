@@ -24,10 +24,10 @@ from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import optim_section
 from nexjax.train import semi_section
-from nexjax.train import shipped_body
 from nexjax.train import train_section
 
 # Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
@@ -49,10 +49,10 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, class_weights, top_level, mask_head, init, data, semi):
+  for section in (phases, class_weights, top_level, mask_head, pretrain, data, semi):
     section(config, found)
   for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
-                  evaluate_section.SECTION, model_section.SECTION):
+                  evaluate_section.SECTION, model_section.SECTION, init_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -107,15 +107,12 @@ def mask_head(config, found: sections.Problems) -> None:
               'to train a mask head')
 
 
-def init(config, found: sections.Problems) -> None:
+def pretrain(config, found: sections.Problems) -> None:
+  """init.weights naming the body that config.pretrain trains (the init section's own checks:
+  nexjax/train/init_section.py)."""
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
-  body = shipped_body.choice(config)
-  found.check(body in shipped_body.CHOICES, 'init.pretrain_body',
-              f"{body!r} is not one of {shipped_body.CHOICES}: 'shipped' starts from the body "
-              "shipped for config.pretrain where one matches (else trains it), 'train' always "
-              'trains it here')
 
 
 def data(config, found: sections.Problems) -> None:

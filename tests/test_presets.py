@@ -31,8 +31,8 @@ BASE = 'finetune:'   # stored in full; every other entry as its differences from
 DECLARATIONS = ('nexjax.data.augment_section', 'nexjax.detectors.defaults',
                 'nexjax.export.predict_section', 'nexjax.models.model_section',
                 'nexjax.serving.serve_section', 'nexjax.train.evaluate_section',
-                'nexjax.train.optim_section', 'nexjax.train.semi_section',
-                'nexjax.train.train_section')
+                'nexjax.train.init_section', 'nexjax.train.optim_section',
+                'nexjax.train.semi_section', 'nexjax.train.train_section')
 
 
 def flat(value, prefix: str = '') -> dict[str, str]:

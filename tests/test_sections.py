@@ -1,5 +1,5 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
-`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model` (nexjax/models/),
+`optim`, `init` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model` (nexjax/models/),
 `predict` (nexjax/export/) and `serve` (nexjax/serving/). The config files build them,
 config.check runs their checks, a run's identity follows their declarations, and the code that
 reads them receives them frozen."""
@@ -21,6 +21,7 @@ from nexjax.models import model_section
 from nexjax.models import resnet
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import recipe
 from nexjax.train import scoring
@@ -33,7 +34,7 @@ from nexjax.train import workdir
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
-    serve_section.SECTION, model_section.SECTION)}
+    serve_section.SECTION, model_section.SECTION, init_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
 MODE = {'predict': 'predict', 'serve': 'serve'}
@@ -41,7 +42,8 @@ MODE = {'predict': 'predict', 'serve': 'serve'}
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
-               'model': {'arch', 'width', 'mask_head'}}
+               'model': {'arch', 'width', 'mask_head'},
+               'init': {'weights', 'from_scratch', 'pretrain_body'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -57,6 +59,7 @@ BAD = {
               'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
     'model': {'arch': 'resnet99', 'head': 'none', 'num_classes': 1, 'width': 0, 'dtype': 'int8',
               'mask_head': 'layer5'},
+    'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
@@ -200,3 +203,15 @@ def test_the_model_section_names_what_the_network_builds():
   config.model.width = 16
   network = job_lib.create_model(config)
   assert (network.width, network.head, network.mask_head) == (16, 'fastai', '')
+
+
+def test_the_pretrain_body_is_that_of_the_init_section_frozen():
+  """'' (the default, outside the run key) and a section without the key both mean 'shipped'."""
+  config = finetune.get_config('smoke')
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.SHIPPED
+  assert 'init.pretrain_body' not in workdir.identity(config)
+  config.init.pretrain_body = init_section.TRAIN
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.TRAIN
+  assert workdir.identity(config)['init.pretrain_body'] == init_section.TRAIN
+  del config.init['pretrain_body']
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.SHIPPED

@@ -26,6 +26,7 @@ from nexjax.platform import lazy_import
 from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import init_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -307,8 +308,9 @@ def pretrained_weights(source: str, model: ml_collections.ConfigDict, config) ->
 
 def load_pretrained(variables, config) -> dict:
   """The pretrained network `init.weights` names merged into `variables` (`merge_pretrained`)."""
-  return merge_pretrained(variables, config.init.weights, config.model, config,
-                          from_scratch=config.init.from_scratch)
+  init = init_section.SECTION.of(config)
+  return merge_pretrained(variables, init.weights, model_section.SECTION.of(config), config,
+                          from_scratch=init.from_scratch)
 
 
 def merge_pretrained(variables, source: str, model: ml_collections.ConfigDict, config, *,

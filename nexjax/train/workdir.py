@@ -17,6 +17,7 @@ from nexjax import errors
 from nexjax.data import augment_section
 from nexjax.models import model_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -32,7 +33,8 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
 # The sections declared beside their code (`nexjax.sections`): each says which of its keys are
 # outside the run, and which count only where set.
 SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION,
-            evaluate_section.SECTION, train_section.SECTION, model_section.SECTION)
+            evaluate_section.SECTION, train_section.SECTION, model_section.SECTION,
+            init_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
