@@ -13,6 +13,7 @@ import ml_collections
 
 from nexjax.data import augment_section
 from nexjax.detectors import defaults
+from nexjax.export import export_section
 from nexjax.export import predict_section
 from nexjax.models import model_section
 from nexjax.serving import serve_section
@@ -84,11 +85,7 @@ def get_config():
   config.train = train_section.SECTION.defaults()  # nexjax/train/train_section.py
   config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
   config.predict = predict_section.SECTION.defaults()  # nexjax/export/predict_section.py
-  config.export = ml_collections.ConfigDict(dict(
-      # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
-      formats=('safetensors', 'pth', 'jaxexport'),
-      output='',               # folder; '' -> DIR/export
-  ))
+  config.export = export_section.SECTION.defaults()  # nexjax/export/export_section.py
   # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
   config.serve = serve_section.SECTION.defaults()  # nexjax/serving/serve_section.py
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those

@@ -16,6 +16,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
+from nexjax.export import export_section
 from nexjax.export import formats
 from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
@@ -63,7 +64,7 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
       manifest_exists(config, found)
     else:
       data_folder_exists(config, found)
-  mode_sections = {'train': line, 'predict': predict, 'export': export_formats, 'serve': serve,
+  mode_sections = {'train': line, 'predict': predict, 'export': export, 'serve': serve,
                    'compare': compare}
   if mode in mode_sections:
     mode_sections[mode](config, found)
@@ -209,10 +210,9 @@ def runtime(config, section: str, found: sections.Problems) -> None:
               f'{config.evaluate.tta_views!r} (set predict.tta=False or {section}.runtime=jax).')
 
 
-def export_formats(config, found: sections.Problems) -> None:
-  unknown = set(config.export.formats) - set(formats.names())
-  found.check(not unknown, 'export.formats',
-              f'unknown formats {sorted(unknown)}; choose from {formats.names()}.')
+def export(config, found: sections.Problems) -> None:
+  """`config.export`: its own checks (nexjax/export/export_section.py)."""
+  found.extend(export_section.SECTION.problems(config.export))
 
 
 def serve(config, found: sections.Problems) -> None:

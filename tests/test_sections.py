@@ -1,6 +1,6 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
 `optim`, `init` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model` (nexjax/models/),
-`predict` (nexjax/export/) and `serve` (nexjax/serving/). The config files build them,
+`predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config files build them,
 config.check runs their checks, a run's identity follows their declarations, and the code that
 reads them receives them frozen."""
 
@@ -15,6 +15,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
+from nexjax.export import export_section
 from nexjax.export import predict_section
 from nexjax.models import heads
 from nexjax.models import model_section
@@ -34,10 +35,11 @@ from nexjax.train import workdir
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
-    serve_section.SECTION, model_section.SECTION, init_section.SECTION)}
+    serve_section.SECTION, model_section.SECTION, init_section.SECTION,
+    export_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
-MODE = {'predict': 'predict', 'serve': 'serve'}
+MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export'}
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
@@ -61,6 +63,7 @@ BAD = {
               'mask_head': 'layer5'},
     'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
+    'export': {'formats': ()},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
