@@ -19,6 +19,7 @@ from nexjax.models import model_section
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -100,7 +101,5 @@ def get_config():
   ))
   # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
   config.detectors = defaults.sections()
-  config.lr_find = ml_collections.ConfigDict(dict(
-      start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
-  ))
+  config.lr_find = lr_find_section.SECTION.defaults()  # nexjax/train/lr_find_section.py
   return config

@@ -27,6 +27,7 @@ from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
 from nexjax.train import job as job_lib
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -64,8 +65,8 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
       manifest_exists(config, found)
     else:
       data_folder_exists(config, found)
-  mode_sections = {'train': line, 'predict': predict, 'export': export, 'serve': serve,
-                   'compare': compare}
+  mode_sections = {'train': line, 'lr_find': lr_find, 'predict': predict, 'export': export,
+                   'serve': serve, 'compare': compare}
   if mode in mode_sections:
     mode_sections[mode](config, found)
   if mode in DATA_MODES and config.init.weights == job_lib.PRETRAIN and 'pretrain' in config:
@@ -185,6 +186,13 @@ def semi(config, found: sections.Problems) -> None:
   found.check(not s.adapt_bn or job_lib.has_unlabelled(config), 'semi.adapt_bn',
               're-estimates BatchNorm statistics on unlabelled images; set '
               '--config.data.unlabelled_dir=FOLDER')
+
+
+def lr_find(config, found: sections.Problems) -> None:
+  """`config.lr_find` (its own checks: nexjax/train/lr_find_section.py) and its phase."""
+  found.extend(lr_find_section.SECTION.problems(config.lr_find))
+  found.check(0 <= config.lr_find.phase < len(config.phases), 'lr_find.phase',
+              f'{config.lr_find.phase} is not the index of one of the {len(config.phases)} phases')
 
 
 def predict(config, found: sections.Problems) -> None:

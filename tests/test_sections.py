@@ -1,8 +1,8 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
-`optim`, `init` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model` (nexjax/models/),
-`predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config files build them,
-config.check runs their checks, a run's identity follows their declarations, and the code that
-reads them receives them frozen."""
+`optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model`
+(nexjax/models/), `predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config
+files build them, config.check runs their checks, a run's identity follows their declarations,
+and the code that reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -24,6 +24,7 @@ from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
 from nexjax.train import job as job_lib
+from nexjax.train import lr_find_section
 from nexjax.train import recipe
 from nexjax.train import scoring
 from nexjax.train import optim
@@ -36,16 +37,18 @@ DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
     serve_section.SECTION, model_section.SECTION, init_section.SECTION,
-    export_section.SECTION)}
+    export_section.SECTION, lr_find_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
-MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export'}
+MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find'}
+# Those declared above nexjax/train/workdir.py, which names them wholly outside by hand.
+ABOVE_WORKDIR = ('predict', 'serve', 'export')
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
                'model': {'arch', 'width', 'mask_head'},
-               'init': {'weights', 'from_scratch', 'pretrain_body'}}
+               'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -64,17 +67,20 @@ BAD = {
     'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
     'export': {'formats': ()},
+    'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
-  """Or a mode's own section, wholly outside the run (every key OUTSIDE)."""
-  assert {s.name: s for s in workdir.SECTIONS} | {n: DECLARED[n] for n in MODE} == DECLARED
+  """Or one declared above it, a mode's own, wholly outside the run (every key OUTSIDE); a mode's
+  own section declared below it is wholly outside by its declaration."""
+  above = {name: DECLARED[name] for name in ABOVE_WORKDIR}
+  assert {s.name: s for s in workdir.SECTIONS} | above == DECLARED
   for name in MODE:
-    assert workdir.OUTSIDE_RUN[name] == '*'
-    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys)
+    assert workdir.OUTSIDE_RUN[name] in ('*', tuple(DECLARED[name].keys)), name
+    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys), name
 
 
 @pytest.mark.parametrize('name', DECLARED)

@@ -18,6 +18,7 @@ from nexjax.data import augment_section
 from nexjax.models import model_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -34,7 +35,7 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
 # outside the run, and which count only where set.
 SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION,
             evaluate_section.SECTION, train_section.SECTION, model_section.SECTION,
-            init_section.SECTION)
+            init_section.SECTION, lr_find_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
@@ -45,7 +46,7 @@ SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
     'data': ('cache_dir',),
-    'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
+    'predict': '*', 'export': '*', 'serve': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
