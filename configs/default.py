@@ -12,6 +12,7 @@ converted file) for ImageNet weights.
 import ml_collections
 
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.detectors import defaults
 from nexjax.export import export_section
 from nexjax.export import predict_section
@@ -43,26 +44,7 @@ def get_config():
   config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.platform.xla_cpu): 'auto' on a CPU,
                                # 'on', 'off'
 
-  config.data = ml_collections.ConfigDict(dict(
-      dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
-      manifest='',             # or a CSV file,label[,split][,defect_type] (nexjax.data.manifest)
-      synthetic=False,         # True: generate the synthetic dataset into the cache and use it
-      synthetic_num_train=3000,
-      synthetic_num_test=1000,
-      synthetic_image_size=128,
-      synthetic_seed=0,
-      synthetic_families='',   # comma-separated: sot23,sod123,sot363,sot223 ('' these four), varied
-      synthetic_num_unlabelled=0,  # images drawn like train into unlabelled/ (data.unlabelled_dir)
-      image_size=224,
-      channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
-      high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)
-      valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
-      class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
-      max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
-      unlabelled_dir='',       # a folder of unlabelled images (recursive), e.g. test/all_tests
-      cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
-      extra_labels='',         # CSV `file,label` (0 good, 1 defect) appended to the train split
-  ))
+  config.data = data_section.SECTION.defaults()  # nexjax/data/data_section.py
 
   config.model = model_section.SECTION.defaults()  # nexjax/models/model_section.py
   config.init = init_section.SECTION.defaults()  # nexjax/train/init_section.py

@@ -16,6 +16,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.export import export_section
 from nexjax.export import formats
 from nexjax.export import predict_section
@@ -32,10 +33,6 @@ from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 
-# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
-# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
-# square; the report trained at 224 px on Nexperia's 267x275 px images.
-MAX_IMAGE_SIZE = 1024
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
@@ -51,10 +48,11 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, class_weights, top_level, mask_head, pretrain, data, semi):
+  for section in (phases, class_weights, top_level, mask_head, pretrain, semi):
     section(config, found)
   for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
-                  evaluate_section.SECTION, model_section.SECTION, init_section.SECTION):
+                  evaluate_section.SECTION, model_section.SECTION, init_section.SECTION,
+                  data_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -115,22 +113,6 @@ def pretrain(config, found: sections.Problems) -> None:
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
-
-
-def data(config, found: sections.Problems) -> None:
-  """The data settings every mode reads; `data_folder` checks the folder itself."""
-  for key in ('image_size', 'synthetic_image_size'):
-    size = config.data[key]
-    found.check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
-                f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this '
-                f'size ({size}x{size} bytes per grey image; the report used 224) and the cost of '
-                'a step grows with its square.')
-  found.check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
-  found.check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
-              "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
-  found.check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
-              'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
-  found.parses('data.class_ratio', lambda: job_lib.parse_class_ratio(config.data.class_ratio))
 
 
 def both_sources(config) -> str:

@@ -1,5 +1,5 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
-`optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment` (nexjax/data/), `model`
+`optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment`, `data` (nexjax/data/), `model`
 (nexjax/models/), `predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config
 files build them, config.check runs their checks, a run's identity follows their declarations,
 and the code that reads them receives them frozen."""
@@ -15,6 +15,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.export import export_section
 from nexjax.export import predict_section
 from nexjax.models import heads
@@ -37,7 +38,7 @@ DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
     serve_section.SECTION, model_section.SECTION, init_section.SECTION,
-    export_section.SECTION, lr_find_section.SECTION)}
+    export_section.SECTION, lr_find_section.SECTION, data_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
 MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find'}
@@ -48,7 +49,9 @@ GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
                'model': {'arch', 'width', 'mask_head'},
-               'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'}}
+               'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'},
+               'data': {'image_size', 'synthetic', 'synthetic_families', 'synthetic_image_size',
+                        'synthetic_num_test', 'synthetic_num_train', 'synthetic_seed'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -67,6 +70,8 @@ BAD = {
     'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
     'export': {'formats': ()},
+    'data': {'image_size': 4096, 'synthetic_image_size': 16, 'channels': 2,
+             'high_bit_scaling': 'linear', 'valid_fraction': 1.0, 'class_ratio': 'a,b'},
     'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},

@@ -18,6 +18,7 @@ import nexjax
 from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.data import pipeline
 from nexjax.models import model_section
 from nexjax.models import resnet
@@ -43,22 +44,6 @@ unlabelled = lazy_import.module('nexjax.data.unlabelled')
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
 # (see `nexjax.train.runs.resolve_init`).
 PRETRAIN = 'pretrain'
-
-
-def parse_class_ratio(value: str):
-  """'uniform' -> (0.5, 0.5) (fastai oversampling), 'natural' -> None, 'a,b' -> (a, b)."""
-  if value == 'uniform':
-    return (0.5, 0.5)
-  if value == 'natural':
-    return None
-  try:
-    ratio = tuple(float(x) for x in value.split(','))
-  except ValueError:
-    ratio = ()
-  if len(ratio) != 2 or min(ratio) < 0 or sum(ratio) <= 0:
-    raise errors.ConfigError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
-                             "non-negative numbers such as '0.3,0.7'.")
-  return ratio
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:
@@ -195,13 +180,14 @@ def check_class_counts(data: dict[str, pipeline.Examples], source: sources.Sourc
 
 
 def load_data(config, needs_defects: bool = True) -> dict[str, pipeline.Examples]:
-  source = data_source(config)
-  data = prepare.load_datasets(source, image_size=config.data.image_size,
-                               valid_fraction=config.data.valid_fraction,
-                               channels=config.data.channels, cache_dir=cache_dir(config),
-                               high_bit_scaling=config.data.high_bit_scaling)
-  data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
-  if config.data.extra_labels:
+  """The splits of the config's `data` section (read frozen), and its unlabelled images."""
+  source, settings = data_source(config), data_section.SECTION.of(config)
+  data = prepare.load_datasets(source, image_size=settings.image_size,
+                               valid_fraction=settings.valid_fraction,
+                               channels=settings.channels, cache_dir=cache_dir(config),
+                               high_bit_scaling=settings.high_bit_scaling)
+  data['train'] = pipeline.limit_class(data['train'], 1, settings.max_train_defects)
+  if settings.extra_labels:
     add_extra_labels(data, config, source)
   check_class_counts(data, source, needs_defects)
   if config.model.get('mask_head') and data['train'].masks is None:

@@ -15,6 +15,7 @@ import ml_collections
 from nexjax import config_values
 from nexjax import errors
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.models import model_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
@@ -35,7 +36,7 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
 # outside the run, and which count only where set.
 SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION,
             evaluate_section.SECTION, train_section.SECTION, model_section.SECTION,
-            init_section.SECTION, lr_find_section.SECTION)
+            init_section.SECTION, lr_find_section.SECTION, data_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
@@ -45,14 +46,12 @@ SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION
 # the run (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
-    'data': ('cache_dir',),
     'predict': '*', 'export': '*', 'serve': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
 # where set: at these values they leave the identity, so existing keys stay valid.
-UNSET = {'data.manifest': '', **{k: v for section in SECTIONS
-                                  for k, v in section.where_set().items()}}
+UNSET = {k: v for section in SECTIONS for k, v in section.where_set().items()}
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.
