@@ -12,10 +12,15 @@ converted file) for ImageNet weights.
 import ml_collections
 
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.detectors import defaults
+from nexjax.export import export_section
 from nexjax.export import predict_section
+from nexjax.models import model_section
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -39,38 +44,10 @@ def get_config():
   config.xla_cpu = 'auto'      # XLA:CPU speed-ups (nexjax.platform.xla_cpu): 'auto' on a CPU,
                                # 'on', 'off'
 
-  config.data = ml_collections.ConfigDict(dict(
-      dir='',                  # Kaggle-layout folder (train/good_0, train/bad_1, test/all_tests)
-      manifest='',             # or a CSV file,label[,split][,defect_type] (nexjax.data.manifest)
-      synthetic=False,         # True: generate the synthetic dataset into the cache and use it
-      synthetic_num_train=3000,
-      synthetic_num_test=1000,
-      synthetic_image_size=128,
-      synthetic_seed=0,
-      synthetic_families='',   # comma-separated: sot23,sod123,sot363,sot223 ('' these four), varied
-      synthetic_num_unlabelled=0,  # images drawn like train into unlabelled/ (data.unlabelled_dir)
-      image_size=224,
-      channels=1,              # 1 grayscale (repeated to 3 channels on device), 3 RGB
-      high_bit_scaling='bit_depth',  # 16-bit images: 'bit_depth' (x / 65535) or 'range' (min..max)
-      valid_fraction=0.2,      # stratified, hash-based split of train/ into train and valid
-      class_ratio='uniform',   # 'uniform' (fastai OverSamplingCallback), 'natural', or 'a,b'
-      max_train_defects=-1,    # >= 0: keep only that many labelled defects for training
-      unlabelled_dir='',       # a folder of unlabelled images (recursive), e.g. test/all_tests
-      cache_dir='',            # '' -> $NEXJAX_CACHE or ~/.cache/nexjax
-      extra_labels='',         # CSV `file,label` (0 good, 1 defect) appended to the train split
-  ))
+  config.data = data_section.SECTION.defaults()  # nexjax/data/data_section.py
 
-  config.model = ml_collections.ConfigDict(dict(
-      arch='resnet34', head='fastai', num_classes=2,
-      width=64,                # stem/layer1 channels: torchvision's 64 (ImageNet weights need it)
-      dtype='float32',         # computation dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
-      mask_head='',            # a stage ('layer3'): also learn each cell's defect share from masks/
-  ))
-  config.init = ml_collections.ConfigDict(dict(
-      weights='',              # '' random init (warned); resnet34 (torchvision), a file or a workdir
-      dont_load=r'^(fc|head|mask_head)/',  # regex of entries kept freshly initialised (the new head)
-      from_scratch=False,      # True: random initialisation is intended (no warning)
-  ))
+  config.model = model_section.SECTION.defaults()  # nexjax/models/model_section.py
+  config.init = init_section.SECTION.defaults()  # nexjax/train/init_section.py
 
   # fastai v1 get_transforms(flip_vert=True): nexjax/data/augment_section.py.
   config.augment = augment_section.SECTION.defaults()
@@ -91,11 +68,7 @@ def get_config():
   config.train = train_section.SECTION.defaults()  # nexjax/train/train_section.py
   config.evaluate = evaluate_section.SECTION.defaults()  # nexjax/train/evaluate_section.py
   config.predict = predict_section.SECTION.defaults()  # nexjax/export/predict_section.py
-  config.export = ml_collections.ConfigDict(dict(
-      # .pth only where torch is installed; add 'onnx' (the onnx extra) for model.onnx
-      formats=('safetensors', 'pth', 'jaxexport'),
-      output='',               # folder; '' -> DIR/export
-  ))
+  config.export = export_section.SECTION.defaults()  # nexjax/export/export_section.py
   # --mode=serve: HTTP predictions and the review page (nexjax/serving, the `serve` extra).
   config.serve = serve_section.SECTION.defaults()  # nexjax/serving/serve_section.py
   # The line's detectors: with data.unlabelled_dir, --mode=train fits the one-class ones on those
@@ -110,7 +83,5 @@ def get_config():
   ))
   # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
   config.detectors = defaults.sections()
-  config.lr_find = ml_collections.ConfigDict(dict(
-      start_lr=1e-7, end_lr=10.0, num_steps=100, stop_div=True, phase=0,
-  ))
+  config.lr_find = lr_find_section.SECTION.defaults()  # nexjax/train/lr_find_section.py
   return config

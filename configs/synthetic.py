@@ -17,10 +17,8 @@ def get_config():
   config.preset = 'synthetic'
   config.pretrain = pretrain_wide.get_config()
   config.init.weights = default.PRETRAIN
-  # Where that body comes from. 'shipped': the body shipped in nexjax/bodies/ for the pretrain
-  # section's run key (nexjax/train/shipped_body.py), else trained here; 'train': always trained
-  # here. Set here, not in default.py's init section: there it would be a key of the pretrain
-  # section too, and change the body's run key.
+  # The body shipped in nexjax/bodies/ for the pretrain section's run key, else trained here: as
+  # the default '' does, spelled out since before the key was declared (part of the run key).
   config.init.pretrain_body = 'shipped'
   config.data.synthetic = True
   config.data.synthetic_num_train = 1000

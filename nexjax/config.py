@@ -16,24 +16,23 @@ from nexjax import errors
 from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
+from nexjax.data import data_section
+from nexjax.export import export_section
 from nexjax.export import formats
 from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
-from nexjax.models import resnet
+from nexjax.models import model_section
 from nexjax.platform import xla_cpu
 from nexjax.reports import metrics as metrics_lib
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
-from nexjax.train import shipped_body
 from nexjax.train import train_section
 
-# Largest image side: every image is decoded once at this size into the cache (1 MiB per grey
-# image at 1024 px, so a typo such as 40960 would fill the disk) and a step's cost grows with its
-# square; the report trained at 224 px on Nexperia's 267x275 px images.
-MAX_IMAGE_SIZE = 1024
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
 FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
@@ -49,10 +48,11 @@ def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:
 def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str]:
   """One line per value that would fail later or silently in `--mode=mode`."""
   found = sections.Problems()
-  for section in (phases, class_weights, model, mask_head, init, data, semi):
+  for section in (phases, class_weights, top_level, mask_head, pretrain, semi):
     section(config, found)
   for section in (optim_section.SECTION, augment_section.SECTION, train_section.SECTION,
-                  evaluate_section.SECTION):
+                  evaluate_section.SECTION, model_section.SECTION, init_section.SECTION,
+                  data_section.SECTION):
     found.extend(section.problems(config[section.name]))
   if mode in DATA_MODES:
     data_folder(config, found)
@@ -63,8 +63,8 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
       manifest_exists(config, found)
     else:
       data_folder_exists(config, found)
-  mode_sections = {'train': line, 'predict': predict, 'export': export_formats, 'serve': serve,
-                   'compare': compare}
+  mode_sections = {'train': line, 'lr_find': lr_find, 'predict': predict, 'export': export,
+                   'serve': serve, 'compare': compare}
   if mode in mode_sections:
     mode_sections[mode](config, found)
   if mode in DATA_MODES and config.init.weights == job_lib.PRETRAIN and 'pretrain' in config:
@@ -94,54 +94,25 @@ def class_weights(config, found: sections.Problems) -> None:
               f'needs one weight per class ({config.model.num_classes})')
 
 
-def model(config, found: sections.Problems) -> None:
-  found.check(config.model.arch in resnet.ARCHITECTURES, 'model.arch',
-              f'{config.model.arch!r} is not one of {sorted(resnet.ARCHITECTURES)}')
-  found.check(config.model.head in ('fastai', 'linear'), 'model.head', "use 'fastai' or 'linear'")
-  found.check(config.model.width >= 1, 'model.width',
-              'must be a positive channel count (64: torchvision)')
-  found.check(config.model.dtype in ('float32', 'bfloat16', 'float16'), 'model.dtype',
-              "use 'float32', 'bfloat16' or 'float16'")
+def top_level(config, found: sections.Problems) -> None:
+  """The keys outside any section."""
   found.parses('xla_cpu', lambda: xla_cpu.check_setting(config.xla_cpu))
 
 
 def mask_head(config, found: sections.Problems) -> None:
-  """The defect-mask pretext: a known stage, masks left un-augmented."""
-  head = config.model.get('mask_head', '')
-  if not head:
-    return
-  found.check(head in resnet.STAGES, 'model.mask_head',
-              f"{head!r} is not a stage; use one of {resnet.STAGES} or '' (none)")
-  found.check(not config.augment.enabled, 'model.mask_head',
+  """The defect-mask pretext (its stage: nexjax/models/model_section.py): masks left
+  un-augmented."""
+  found.check(not config.model.mask_head or not config.augment.enabled, 'model.mask_head',
               'the masks are not augmented with the images; set --config.augment.enabled=False '
               'to train a mask head')
 
 
-def init(config, found: sections.Problems) -> None:
+def pretrain(config, found: sections.Problems) -> None:
+  """init.weights naming the body that config.pretrain trains (the init section's own checks:
+  nexjax/train/init_section.py)."""
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
-  body = shipped_body.choice(config)
-  found.check(body in shipped_body.CHOICES, 'init.pretrain_body',
-              f"{body!r} is not one of {shipped_body.CHOICES}: 'shipped' starts from the body "
-              "shipped for config.pretrain where one matches (else trains it), 'train' always "
-              'trains it here')
-
-
-def data(config, found: sections.Problems) -> None:
-  """The data settings every mode reads; `data_folder` checks the folder itself."""
-  for key in ('image_size', 'synthetic_image_size'):
-    size = config.data[key]
-    found.check(32 <= size <= MAX_IMAGE_SIZE, f'data.{key}',
-                f'{size} must be in 32..{MAX_IMAGE_SIZE} pixels: every image is stored at this '
-                f'size ({size}x{size} bytes per grey image; the report used 224) and the cost of '
-                'a step grows with its square.')
-  found.check(config.data.channels in (1, 3), 'data.channels', 'must be 1 (grayscale) or 3 (RGB)')
-  found.check(config.data.high_bit_scaling in ('bit_depth', 'range'), 'data.high_bit_scaling',
-              "use 'bit_depth' (x / 65535 for 16-bit images) or 'range' (each image's min..max)")
-  found.check(0 < config.data.valid_fraction < 1, 'data.valid_fraction',
-              'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
-  found.parses('data.class_ratio', lambda: job_lib.parse_class_ratio(config.data.class_ratio))
 
 
 def both_sources(config) -> str:
@@ -199,6 +170,13 @@ def semi(config, found: sections.Problems) -> None:
               '--config.data.unlabelled_dir=FOLDER')
 
 
+def lr_find(config, found: sections.Problems) -> None:
+  """`config.lr_find` (its own checks: nexjax/train/lr_find_section.py) and its phase."""
+  found.extend(lr_find_section.SECTION.problems(config.lr_find))
+  found.check(0 <= config.lr_find.phase < len(config.phases), 'lr_find.phase',
+              f'{config.lr_find.phase} is not the index of one of the {len(config.phases)} phases')
+
+
 def predict(config, found: sections.Problems) -> None:
   """`config.predict` (its own checks: nexjax/export/predict_section.py) and its runtime."""
   found.extend(predict_section.SECTION.problems(config.predict))
@@ -222,10 +200,9 @@ def runtime(config, section: str, found: sections.Problems) -> None:
               f'{config.evaluate.tta_views!r} (set predict.tta=False or {section}.runtime=jax).')
 
 
-def export_formats(config, found: sections.Problems) -> None:
-  unknown = set(config.export.formats) - set(formats.names())
-  found.check(not unknown, 'export.formats',
-              f'unknown formats {sorted(unknown)}; choose from {formats.names()}.')
+def export(config, found: sections.Problems) -> None:
+  """`config.export`: its own checks (nexjax/export/export_section.py)."""
+  found.extend(export_section.SECTION.problems(config.export))
 
 
 def serve(config, found: sections.Problems) -> None:

@@ -1,7 +1,8 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
-`optim` (nexjax/train/*_section.py), `augment` (nexjax/data/), `predict` (nexjax/export/) and
-`serve` (nexjax/serving/). The config files build them, config.check runs their checks, a run's
-identity follows their declarations, and the code that reads them receives them frozen."""
+`optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment`, `data` (nexjax/data/), `model`
+(nexjax/models/), `predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config
+files build them, config.check runs their checks, a run's identity follows their declarations,
+and the code that reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -14,10 +15,17 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
+from nexjax.data import data_section
+from nexjax.export import export_section
 from nexjax.export import predict_section
+from nexjax.models import heads
+from nexjax.models import model_section
+from nexjax.models import resnet
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
+from nexjax.train import lr_find_section
 from nexjax.train import recipe
 from nexjax.train import scoring
 from nexjax.train import optim
@@ -29,14 +37,21 @@ from nexjax.train import workdir
 DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
-    serve_section.SECTION)}
+    serve_section.SECTION, model_section.SECTION, init_section.SECTION,
+    export_section.SECTION, lr_find_section.SECTION, data_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
-MODE = {'predict': 'predict', 'serve': 'serve'}
+MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find'}
+# Those declared above nexjax/train/workdir.py, which names them wholly outside by hand.
+ABOVE_WORKDIR = ('predict', 'serve', 'export')
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
-PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'}}
+PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
+               'model': {'arch', 'width', 'mask_head'},
+               'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'},
+               'data': {'image_size', 'synthetic', 'synthetic_families', 'synthetic_image_size',
+                        'synthetic_num_test', 'synthetic_num_train', 'synthetic_seed'}}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -50,18 +65,27 @@ BAD = {
                 'padding_mode': 'wrap'},
     'optim': {'groups': (('head', '^(fc|head/'),), 'frozen_bn_stats': 'thaw',
               'label_smoothing': 1.0, 'pct_start': 0.0, 'mask_weight': -1.0},
+    'model': {'arch': 'resnet99', 'head': 'none', 'num_classes': 1, 'width': 0, 'dtype': 'int8',
+              'mask_head': 'layer5'},
+    'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
+    'export': {'formats': ()},
+    'data': {'image_size': 4096, 'synthetic_image_size': 16, 'channels': 2,
+             'high_bit_scaling': 'linear', 'valid_fraction': 1.0, 'class_ratio': 'a,b'},
+    'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
-  """Or a mode's own section, wholly outside the run (every key OUTSIDE)."""
-  assert {s.name: s for s in workdir.SECTIONS} | {n: DECLARED[n] for n in MODE} == DECLARED
+  """Or one declared above it, a mode's own, wholly outside the run (every key OUTSIDE); a mode's
+  own section declared below it is wholly outside by its declaration."""
+  above = {name: DECLARED[name] for name in ABOVE_WORKDIR}
+  assert {s.name: s for s in workdir.SECTIONS} | above == DECLARED
   for name in MODE:
-    assert workdir.OUTSIDE_RUN[name] == '*'
-    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys)
+    assert workdir.OUTSIDE_RUN[name] in ('*', tuple(DECLARED[name].keys)), name
+    assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys), name
 
 
 @pytest.mark.parametrize('name', DECLARED)
@@ -184,3 +208,24 @@ def test_the_tta_scores_read_the_evaluate_section_frozen():
   scores = scoring.plain_and_tta_scores(views, evaluate_section.SECTION.of(config))
   np.testing.assert_allclose(scores['plain'], views[0, :, 1])
   np.testing.assert_allclose(scores['tta'], views[..., 1].mean(0), rtol=1e-6)
+
+
+def test_the_model_section_names_what_the_network_builds():
+  assert model_section.ARCHITECTURES == tuple(resnet.ARCHITECTURES)
+  assert set(model_section.HEADS) < set(heads.HEADS) and resnet.STAGES == model_section.STAGES
+  config = finetune.get_config('smoke')
+  config.model.width = 16
+  network = job_lib.create_model(config)
+  assert (network.width, network.head, network.mask_head) == (16, 'fastai', '')
+
+
+def test_the_pretrain_body_is_that_of_the_init_section_frozen():
+  """'' (the default, outside the run key) and a section without the key both mean 'shipped'."""
+  config = finetune.get_config('smoke')
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.SHIPPED
+  assert 'init.pretrain_body' not in workdir.identity(config)
+  config.init.pretrain_body = init_section.TRAIN
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.TRAIN
+  assert workdir.identity(config)['init.pretrain_body'] == init_section.TRAIN
+  del config.init['pretrain_body']
+  assert init_section.pretrain_body(init_section.SECTION.of(config)) == init_section.SHIPPED

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from nexjax.models import batch_norm
 from nexjax.models import heads as heads_lib
+from nexjax.models import model_section
 from nexjax.platform import xla_cpu
 
-STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')  # the sown stage outputs, in order
+STAGES = model_section.STAGES  # the sown stage outputs, in order
 
 # torchvision initialises convs with kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -159,6 +160,7 @@ ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
 
+# By name: model_section.ARCHITECTURES (the config's check) names these.
 ARCHITECTURES = {'resnet10': ResNet10, 'resnet18': ResNet18, 'resnet34': ResNet34,
                  'resnet50': ResNet50}
 

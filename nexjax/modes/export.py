@@ -7,7 +7,9 @@ import pathlib
 import jax
 
 from nexjax.detectors import saved
+from nexjax.export import export_section
 from nexjax.export import writer as export
+from nexjax.models import model_section
 from nexjax.train import job as job_lib
 from nexjax.train import scoring
 from nexjax.train import workdir as workdir_lib
@@ -27,11 +29,12 @@ def export_workdir(config, workdir) -> dict[str, pathlib.Path]:
               'threshold_from': str(threshold_file) if threshold_file.is_file() else
                                 'none (no --mode=evaluate before the export): 0.5',
               'high_bit_scaling': trained.data.get('high_bit_scaling', 'bit_depth')}
-  out_dir = pathlib.Path(config.export.output or pathlib.Path(workdir) / 'export')
-  written = export.export_model(variables, arch=config.model.arch, head=config.model.head,
-                                width=config.model.width, num_classes=config.model.num_classes,
+  settings, model = export_section.SECTION.of(config), model_section.SECTION.of(config)
+  out_dir = pathlib.Path(settings.output or pathlib.Path(workdir) / 'export')
+  written = export.export_model(variables, arch=model.arch, head=model.head, width=model.width,
+                                num_classes=model.num_classes,
                                 image_size=config.data.image_size, channels=config.data.channels,
-                                out_dir=out_dir, formats=tuple(config.export.formats),
+                                out_dir=out_dir, formats=tuple(settings.formats),
                                 recorded=recorded)
   if jax.process_index() == 0:
     print(f'Exported checkpoint step {step} of {workdir} -> {out_dir}: {", ".join(written)}',

@@ -12,6 +12,7 @@ import tqdm
 from nexjax.platform import parallel
 from nexjax.reports import reporting
 from nexjax.train import job as job_lib
+from nexjax.train import lr_find_section
 from nexjax.train import optim
 from nexjax.train import recipe
 from nexjax.train import runs
@@ -39,7 +40,7 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   config = runs.resolve_init(config)
   job = job_lib.setup(config)
-  lf = config.lr_find
+  lf = lr_find_section.SECTION.of(config)
   variables = job_lib.load_pretrained(job_lib.init_variables(job.model, config), config)
   phase = config.phases[lf.phase]
   sweep = lambda count: lf.start_lr * (lf.end_lr / lf.start_lr)**(count / lf.num_steps)

@@ -18,13 +18,16 @@ import nexjax
 from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment_section
+from nexjax.data import data_section
 from nexjax.data import pipeline
+from nexjax.models import model_section
 from nexjax.models import resnet
 from nexjax.models import weights as weights_lib
 from nexjax.platform import lazy_import
 from nexjax.platform import parallel
 from nexjax.platform import xla_cpu
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import init_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -41,22 +44,6 @@ unlabelled = lazy_import.module('nexjax.data.unlabelled')
 # init.weights naming the body that `config.pretrain` (a whole config) trains, once, in the cache
 # (see `nexjax.train.runs.resolve_init`).
 PRETRAIN = 'pretrain'
-
-
-def parse_class_ratio(value: str):
-  """'uniform' -> (0.5, 0.5) (fastai oversampling), 'natural' -> None, 'a,b' -> (a, b)."""
-  if value == 'uniform':
-    return (0.5, 0.5)
-  if value == 'natural':
-    return None
-  try:
-    ratio = tuple(float(x) for x in value.split(','))
-  except ValueError:
-    ratio = ()
-  if len(ratio) != 2 or min(ratio) < 0 or sum(ratio) <= 0:
-    raise errors.ConfigError(f"data.class_ratio={value!r}: use 'uniform', 'natural' or two "
-                             "non-negative numbers such as '0.3,0.7'.")
-  return ratio
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:
@@ -111,8 +98,8 @@ def setup(config, *, data: bool = True, needs_defects: bool = True) -> Job:
 
 
 def create_model(config, head: str | None = None) -> resnet.ResNet:
-  """The network of `config.model` (`network`)."""
-  return network(config.model, config.xla_cpu, head)
+  """The network of the config's `model` section, frozen (`network`)."""
+  return network(model_section.SECTION.of(config), config.xla_cpu, head)
 
 
 def network(model: ml_collections.ConfigDict, xla_cpu_setting: str,
@@ -193,13 +180,14 @@ def check_class_counts(data: dict[str, pipeline.Examples], source: sources.Sourc
 
 
 def load_data(config, needs_defects: bool = True) -> dict[str, pipeline.Examples]:
-  source = data_source(config)
-  data = prepare.load_datasets(source, image_size=config.data.image_size,
-                               valid_fraction=config.data.valid_fraction,
-                               channels=config.data.channels, cache_dir=cache_dir(config),
-                               high_bit_scaling=config.data.high_bit_scaling)
-  data['train'] = pipeline.limit_class(data['train'], 1, config.data.max_train_defects)
-  if config.data.extra_labels:
+  """The splits of the config's `data` section (read frozen), and its unlabelled images."""
+  source, settings = data_source(config), data_section.SECTION.of(config)
+  data = prepare.load_datasets(source, image_size=settings.image_size,
+                               valid_fraction=settings.valid_fraction,
+                               channels=settings.channels, cache_dir=cache_dir(config),
+                               high_bit_scaling=settings.high_bit_scaling)
+  data['train'] = pipeline.limit_class(data['train'], 1, settings.max_train_defects)
+  if settings.extra_labels:
     add_extra_labels(data, config, source)
   check_class_counts(data, source, needs_defects)
   if config.model.get('mask_head') and data['train'].masks is None:
@@ -306,8 +294,9 @@ def pretrained_weights(source: str, model: ml_collections.ConfigDict, config) ->
 
 def load_pretrained(variables, config) -> dict:
   """The pretrained network `init.weights` names merged into `variables` (`merge_pretrained`)."""
-  return merge_pretrained(variables, config.init.weights, config.model, config,
-                          from_scratch=config.init.from_scratch)
+  init = init_section.SECTION.of(config)
+  return merge_pretrained(variables, init.weights, model_section.SECTION.of(config), config,
+                          from_scratch=init.from_scratch)
 
 
 def merge_pretrained(variables, source: str, model: ml_collections.ConfigDict, config, *,

@@ -3,6 +3,7 @@ the lowered programs and the benchmarks: the train step of a phase, the stream o
 batches it eats, and what semi-supervised fine-tuning asks of both."""
 
 from nexjax.data import augment as augment_lib
+from nexjax.data import data_section
 from nexjax.data import pipeline
 from nexjax.platform import lazy_import
 from nexjax.platform import parallel
@@ -18,7 +19,7 @@ FIXMATCH = ('fixmatch', 'ema_teacher')  # the semi.method values that learn from
 
 def steps_per_epoch(job: job_lib.Job) -> int:
   return pipeline.steps_per_epoch(job.data['train'].labels, job.train.batch_size,
-                                  job_lib.parse_class_ratio(job.config.data.class_ratio))
+                                  data_section.parse_class_ratio(job.config.data.class_ratio))
 
 
 def uses_unlabelled(semi) -> bool:
@@ -66,7 +67,7 @@ def train_batches(job: job_lib.Job, start_step: int):
   config, topo = job.config, job.topo
   ds = pipeline.train_dataset(job.data['train'], global_batch=job.train.batch_size,
                               seed=config.seed,
-                              class_ratio=job_lib.parse_class_ratio(config.data.class_ratio),
+                              class_ratio=data_section.parse_class_ratio(config.data.class_ratio),
                               start_step=start_step, process_index=topo.process_index,
                               process_count=topo.process_count,
                               with_masks=bool(config.model.get('mask_head')))

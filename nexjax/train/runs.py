@@ -10,6 +10,7 @@ import ml_collections
 
 from nexjax import config_values
 from nexjax import errors
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import loop
 from nexjax.train import shipped_body
@@ -51,7 +52,8 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
     return config
   pretrain = workdir_lib.pretrain_section(config)
   name = f'{pretrain.preset}-{workdir_lib.run_key(pretrain)}'
-  shipped = shipped_body.choice(config) == shipped_body.SHIPPED and shipped_body.find(name)
+  body = init_section.pretrain_body(init_section.SECTION.of(config))
+  shipped = body == init_section.SHIPPED and shipped_body.find(name)
   run_dir = recorded_body(workdir) or job_lib.cache_dir(config) / 'pretrained' / (
       name + shipped_body.UNPACKED_SUFFIX if shipped else name)
   if shipped and not shipped_body.is_finished(run_dir):
@@ -62,7 +64,7 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   elif not shipped_body.is_finished(run_dir):
     logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
                     '%s: once, later runs reuse it%s.', pretrain.preset, run_dir,
-                    '' if shipped_body.choice(config) == shipped_body.TRAIN else
+                    '' if body == init_section.TRAIN else
                     f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
     train_and_evaluate(pretrain, run_dir)
   return config_values.derived(config, {'init.weights': str(run_dir)})

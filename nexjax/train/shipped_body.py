@@ -29,16 +29,9 @@ from nexjax.train import job as job_lib
 from nexjax.train import workdir as workdir_lib
 
 FOLDER = pathlib.Path(__file__).parents[1] / 'bodies'  # nexjax/bodies/
-SHIPPED, TRAIN = 'shipped', 'train'
-CHOICES = (SHIPPED, TRAIN)  # init.pretrain_body
 UNPACKED_SUFFIX = '-shipped'
 RECORD_FILE = 'shipped_body.json'  # in the unpacked workdir: where its weights came from
 CACHE_NAME = re.compile(r'^(?P<preset>\w+)-(?P<key>[0-9a-f]{12})$')  # resolve_init's folder
-
-
-def choice(config) -> str:
-  """init.pretrain_body; 'shipped' for a config without the key (written before it existed)."""
-  return config.init.get('pretrain_body', SHIPPED)
 
 
 def paths(name: str) -> tuple[pathlib.Path, pathlib.Path]:

@@ -15,7 +15,11 @@ import ml_collections
 from nexjax import config_values
 from nexjax import errors
 from nexjax.data import augment_section
+from nexjax.data import data_section
+from nexjax.models import model_section
 from nexjax.train import evaluate_section
+from nexjax.train import init_section
+from nexjax.train import lr_find_section
 from nexjax.train import optim_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
@@ -31,23 +35,23 @@ DATA_KEYS = ('data.dir', 'data.manifest', 'data.synthetic', 'data.synthetic_num_
 # The sections declared beside their code (`nexjax.sections`): each says which of its keys are
 # outside the run, and which count only where set.
 SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION,
-            evaluate_section.SECTION, train_section.SECTION)
+            evaluate_section.SECTION, train_section.SECTION, model_section.SECTION,
+            init_section.SECTION, lr_find_section.SECTION, data_section.SECTION)
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
-# SECTIONS, and for the two declared above this module, wholly outside (every key OUTSIDE in
-# nexjax/export/predict_section.py and nexjax/serving/serve_section.py). Every other key of the
-# resolved config, one added later included, is part of the run (`identity`).
+# SECTIONS, and for the three declared above this module, wholly outside (every key OUTSIDE in
+# nexjax/export/predict_section.py, export_section.py and nexjax/serving/serve_section.py; a
+# test checks). Every other key of the resolved config, one added later included, is part of
+# the run (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
-    'data': ('cache_dir',),
-    'predict': '*', 'export': '*', 'serve': '*', 'lr_find': '*', 'compare': '*', 'detectors': '*',
+    'predict': '*', 'export': '*', 'serve': '*', 'compare': '*', 'detectors': '*',
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
 # where set: at these values they leave the identity, so existing keys stay valid.
-UNSET = {'data.manifest': '', **{k: v for section in SECTIONS
-                                  for k, v in section.where_set().items()}}
+UNSET = {k: v for section in SECTIONS for k, v in section.where_set().items()}
 # The section holding the config that trains the body a run starts from (`init.weights`).
 PRETRAIN = 'pretrain'
 # Config values that are paths of the filesystem, compared after normalization.
