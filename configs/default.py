@@ -14,6 +14,7 @@ import ml_collections
 from nexjax.data import augment_section
 from nexjax.data import data_section
 from nexjax.detectors import defaults
+from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import predict_section
 from nexjax.models import model_section
@@ -76,11 +77,7 @@ def get_config():
   # classifier (from the `pretrain` body) and their ensemble (nexjax.detectors.line); with no
   # labelled defect to train on, the label-free ones alone (on the good images without
   # data.unlabelled_dir).
-  config.line = ml_collections.ConfigDict(dict(
-      detectors=('classifier', 'source_classifier', 'patchcore', 'gaussian'),
-      trim=0.25,               # share of the unlabelled images left out as probably defective
-      threshold_rule='max_accuracy',  # each detector's, on validation ('fpr:0.01' if no defect)
-  ))
+  config.line = line_section.SECTION.defaults()  # nexjax/detectors/line_section.py
   # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
   config.detectors = defaults.sections()
   config.lr_find = lr_find_section.SECTION.defaults()  # nexjax/train/lr_find_section.py

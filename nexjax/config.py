@@ -17,6 +17,7 @@ from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import formats
 from nexjax.export import predict_section
@@ -243,21 +244,13 @@ def compare(config, found: sections.Problems) -> None:
               '--config.data.unlabelled_dir=FOLDER')
   found.check(0 <= config.compare.trim < 1, 'compare.trim',
               f'must be in [0, 1), got {config.compare.trim}')
-  line_names(config, found)
-
-
-def line_names(config, found: sections.Problems) -> None:
-  known = tuple(detectors.REGISTRY)
-  unknown = sorted(set(config.line.detectors) - set(known))
-  found.check(not unknown, 'line.detectors', f'unknown {unknown}; known: {known}')
+  found.extend(line_section.SECTION.problems(config.line))  # its prior ensemble
 
 
 def line(config, found: sections.Problems) -> None:
-  """`config.line`, and the sections of its detectors where training fits them (with
-  unlabelled images)."""
-  line_names(config, found)
-  found.check(0 <= config.line.trim < 1, 'line.trim', f'must be in [0, 1), got {config.line.trim}')
-  found.parses('line.threshold_rule', lambda: metrics_lib.parse_rule(config.line.threshold_rule))
+  """`config.line` (nexjax/detectors/line_section.py), and the sections of its detectors where
+  training fits them (with unlabelled images)."""
+  found.extend(line_section.SECTION.problems(config.line))
   if job_lib.has_unlabelled(config):
     for name in set(config.line.detectors) & set(detectors.REGISTRY):
       detector(config, detectors.REGISTRY[name], found)

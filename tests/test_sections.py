@@ -1,6 +1,7 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
 `optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment`, `data` (nexjax/data/), `model`
-(nexjax/models/), `predict`, `export` (nexjax/export/) and `serve` (nexjax/serving/). The config
+(nexjax/models/), `predict`, `export` (nexjax/export/), `serve` (nexjax/serving/) and `line`
+(nexjax/detectors/). The config
 files build them, config.check runs their checks, a run's identity follows their declarations,
 and the code that reads them receives them frozen."""
 
@@ -16,6 +17,7 @@ from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import predict_section
 from nexjax.models import heads
@@ -38,12 +40,13 @@ DECLARED = {section.name: section for section in (
     semi_section.SECTION, evaluate_section.SECTION, train_section.SECTION,
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
     serve_section.SECTION, model_section.SECTION, init_section.SECTION,
-    export_section.SECTION, lr_find_section.SECTION, data_section.SECTION)}
+    export_section.SECTION, lr_find_section.SECTION, data_section.SECTION,
+    line_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
 MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find'}
 # Those declared above nexjax/train/workdir.py, which names them wholly outside by hand.
-ABOVE_WORKDIR = ('predict', 'serve', 'export')
+ABOVE_WORKDIR = ('predict', 'serve', 'export', 'line')
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
@@ -70,6 +73,7 @@ BAD = {
     'init': {'dont_load': '^(fc|head/', 'pretrain_body': 'download'},
     'predict': {'input': '', 'heatmaps': 'some'},
     'export': {'formats': ()},
+    'line': {'detectors': ('patchcore', 'fancy'), 'trim': 1.0, 'threshold_rule': 'best'},
     'data': {'image_size': 4096, 'synthetic_image_size': 16, 'channels': 2,
              'high_bit_scaling': 'linear', 'valid_fraction': 1.0, 'class_ratio': 'a,b'},
     'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
@@ -83,7 +87,7 @@ def test_the_declared_sections_are_those_the_run_identity_reads():
   own section declared below it is wholly outside by its declaration."""
   above = {name: DECLARED[name] for name in ABOVE_WORKDIR}
   assert {s.name: s for s in workdir.SECTIONS} | above == DECLARED
-  for name in MODE:
+  for name in {**MODE, **dict.fromkeys(ABOVE_WORKDIR)}:
     assert workdir.OUTSIDE_RUN[name] in ('*', tuple(DECLARED[name].keys)), name
     assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys), name
 

@@ -30,6 +30,7 @@ import numpy as np
 from nexjax import errors
 from nexjax.detectors import backbones
 from nexjax.detectors import ensemble
+from nexjax.detectors import line_section
 from nexjax.detectors import registry
 from nexjax.detectors import selection
 from nexjax.reports import metrics as metrics_lib
@@ -46,7 +47,12 @@ NO_DEFECT_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
 def wanted(config) -> bool:
   """Whether training builds the line's detectors beside the classifier: it has unlabelled
   images and a list."""
-  return job_lib.has_unlabelled(config) and bool(config.line.detectors)
+  return job_lib.has_unlabelled(config) and bool(settings(config).detectors)
+
+
+def settings(config):
+  """The `line` section, frozen (declared in nexjax/detectors/line_section.py)."""
+  return line_section.SECTION.of(config)
 
 
 def without_classifier(config) -> bool:
@@ -67,7 +73,7 @@ def has_trained_source(config) -> bool:
 def detector_names(config, has_source: bool, classifier: bool) -> tuple[str, ...]:
   """`line.detectors` that can be fitted: the source lines' classifier only where `has_source`,
   those that learn from labels only with a `classifier` (labelled defects to train on)."""
-  names = tuple(n for n in config.line.detectors
+  names = tuple(n for n in settings(config).detectors
                 if (has_source or not registry.REGISTRY[n].needs_trained_source)
                 and (classifier or not registry.REGISTRY[n].uses_labels))
   if not names:
@@ -77,7 +83,7 @@ def detector_names(config, has_source: bool, classifier: bool) -> tuple[str, ...
 
 def nothing_to_fit(config, classifier: bool) -> str:
   """Why `line.detectors` leaves nothing to fit, and the ways out."""
-  listed = f'line.detectors={tuple(config.line.detectors)}'
+  listed = f'line.detectors={tuple(settings(config).detectors)}'
   example = '--config.line.detectors="(\'gaussian\',\'patchcore\')"'
   if classifier:
     return (f'{listed} leaves no detector to fit (source_classifier needs '
@@ -92,7 +98,7 @@ def nothing_to_fit(config, classifier: bool) -> str:
 def threshold_rule(config, valid) -> str:
   """`line.threshold_rule`, or `NO_DEFECT_RULE` (with a printed note) where it aims at defects
   and the validation split has none."""
-  rule = config.line.threshold_rule
+  rule = settings(config).threshold_rule
   if np.any(valid.labels == 1) or not metrics_lib.aims_at_defects(rule):
     return rule
   print(f'line: the validation split has no defect for line.threshold_rule={rule!r} to aim at; '
@@ -106,7 +112,7 @@ def plan(config, names: tuple[str, ...], rule: str) -> selection.Plan:
   the labels at hand, thresholds by `rule`; the same list is the ensemble's prior. The training
   split is scored too, for a choice on every labelled image (`labelled_evidence`)."""
   fit_on = 'unlabelled' if job_lib.has_unlabelled(config) else 'good'
-  return selection.Plan(names, (BUDGET,), fit_on, config.line.trim, rule, names,
+  return selection.Plan(names, (BUDGET,), fit_on, settings(config).trim, rule, names,
                         score_train=True)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from nexjax.data import pipeline
 from nexjax.detectors import ensemble
+from nexjax.detectors import line_section
 from nexjax.detectors import selection
 from nexjax.reports import localization
 from nexjax.reports import reporting
@@ -24,7 +25,7 @@ from nexjax.train import runs
 def plan(config) -> selection.Plan:
   c = config.compare
   return selection.Plan(tuple(c.detectors), tuple(c.labelled_defects), c.fit_on, c.trim,
-                        c.threshold_rule, tuple(config.line.detectors), c.backbone)
+                        c.threshold_rule, tuple(line_section.SECTION.of(config).detectors), c.backbone)
 
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
