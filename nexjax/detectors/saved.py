@@ -53,9 +53,9 @@ def folder(workdir, spec: str) -> pathlib.Path:
 class SavedScorer:
   """One saved detector loaded with its backbone: `scores`, `maps` (where `has_maps`) and the
   `threshold` chosen on validation; `image_size`, `channels`, `high_bit_scaling` say how to
-  decode images for it."""
+  decode images for it. `progress`: bars while scoring (default `train.progress`)."""
 
-  def __init__(self, config, path: pathlib.Path):
+  def __init__(self, config, path: pathlib.Path, progress: bool | None = None):
     saved = base.read_saved(path)
     self.folder, self.threshold = path, float(saved['threshold'])
     self.cls = (ensemble.SavedEnsemble if saved['name'] == ensemble.NAME
@@ -68,7 +68,7 @@ class SavedScorer:
     backbone = (backbones.load_backbone(saved['backbone'], self.image_size, config, path)
                 if self.cls.needs_backbone else None)
     self.ctx = base.Context(self.topo, config.train.eval_batch_size, config.seed,
-                            config.train.progress, backbone)
+                            config.train.progress if progress is None else progress, backbone)
     self.detector = self.cls.load(path, None, self.ctx)
 
   @property

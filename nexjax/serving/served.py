@@ -173,7 +173,7 @@ class DetectorRuntime:
   method has them; `p_defect` is then its score (`Info.score` says which)."""
 
   def __init__(self, config, workdir, spec: str):
-    self.scorer = saved.SavedScorer(config, saved.folder(workdir, spec))
+    self.scorer = saved.SavedScorer(config, saved.folder(workdir, spec), progress=False)
     self.image_size, self.channels = self.scorer.image_size, self.scorer.channels
     self.high_bit_scaling, self.has_maps = self.scorer.high_bit_scaling, self.scorer.has_maps
     self.info = Info(model=f'saved detector {self.scorer.name}',
