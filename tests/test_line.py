@@ -237,6 +237,11 @@ def test_out_of_fold_evidence_takes_only_scores_no_model_learnt_from():
   source = {'classifier_folds': folds_result,
             'source_classifier': selection.Result(scores, base.Stats())}
   assert line.labelled_evidence(fake_fitted(source, valid, valid), job, 'good') is not None
+  # Out-of-fold scores of other images (or in another order) are no evidence for these.
+  shuffled = selection.Result(folds_result.scores, base.Stats(),
+                              cross_fitted=(np.array([0, 1, 0, 1, 0, 1]), np.arange(6.0)))
+  assert line.labelled_evidence(fake_fitted({'classifier_folds': shuffled}, valid, valid), job,
+                                'unlabelled') is None
   # The one-split classifier trained on the training split: no evidence at all.
   one_split = {**results, 'classifier': selection.Result(scores, base.Stats())}
   assert line.labelled_evidence(fake_fitted(one_split, valid, valid), job, 'unlabelled') is None

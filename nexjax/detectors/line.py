@@ -124,16 +124,19 @@ def labelled_evidence(fitted: selection.Fitted, job, fit_on: str):
   method trained on the training split itself (the one-split classifier, a one-class detector
   fitted on the good training images): its scores there are no evidence."""
   train, valid = job.data['train'], job.data['valid']
+  labels = np.concatenate([train.labels, valid.labels])
   evidence = {}
   for name, result in fitted.results.items():
     cls = registry.REGISTRY[name]
     if result.cross_fitted is not None:
+      if not np.array_equal(result.cross_fitted[0], labels):  # not these images, in this order
+        return None
       evidence[name] = result.cross_fitted[1]
     elif not cls.uses_labels and (fit_on == 'unlabelled' or cls.needs_trained_source):
       evidence[name] = np.concatenate([result.scores['train'], result.scores['valid']])
     else:
       return None
-  return np.concatenate([train.labels, valid.labels]), evidence
+  return labels, evidence
 
 
 def choose_on_evidence(fitted: selection.Fitted, labels, evidence: dict, rule: str) -> dict:
