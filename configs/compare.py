@@ -17,24 +17,16 @@ and gan (GANomaly) are fitted on good images only, like the feature-based detect
 anomaly maps are reconstruction errors.
 """
 
-import ml_collections
-
 from configs import default
 from configs import finetune
+from nexjax.detectors import compare_section
 from nexjax.detectors import defaults
 
 
 def get_config(arg=None):
   config = finetune.get_config(arg)
-  config.compare = ml_collections.ConfigDict(dict(
-      detectors=defaults.compared(config.init.weights, default.PRETRAIN),
-      labelled_defects=(0, 10, 100, -1),   # labelled training defects per run; -1: all
-      threshold_rule='max_accuracy',       # chosen on validation, as evaluate.threshold_rule
-      backbone='',                         # '' -> init.weights; or a workdir / weights file
-      fit_on='good',                       # one-class detectors: 'good' training images, or
-                                           # 'unlabelled' (data.unlabelled_dir), trimmed by
-      trim=0.25,                           # dropping this share scored highest (cross-fitted)
-  ))
+  config.compare = compare_section.SECTION.defaults()  # nexjax/detectors/compare_section.py
+  config.compare.detectors = defaults.compared(config.init.weights, default.PRETRAIN)
   if arg == 'smoke':
     config.compare.labelled_defects = (0, 4, -1)
   return config

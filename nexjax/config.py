@@ -17,6 +17,7 @@ from nexjax import sections
 from nexjax import serving
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.detectors import compare_section
 from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import formats
@@ -24,7 +25,6 @@ from nexjax.export import predict_section
 from nexjax.export import runtime as runtime_lib
 from nexjax.models import model_section
 from nexjax.platform import xla_cpu
-from nexjax.reports import metrics as metrics_lib
 from nexjax.serving import serve_section
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
@@ -35,7 +35,6 @@ from nexjax.train import semi_section
 from nexjax.train import train_section
 
 PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
-FIT_ON = ('good', 'unlabelled')  # what compare's one-class detectors learn normality from
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
 
 
@@ -229,28 +228,28 @@ def compare(config, found: sections.Problems) -> None:
   if 'compare' not in config:
     found.append('This mode needs a comparison config: --config=configs/compare.py[:preset].')
     return
-  known = tuple(detectors.REGISTRY)
-  for name in config.compare.detectors:
-    if name not in known:
-      found.append(f'config.compare.detectors: unknown {name!r}; known: {known}')
-    else:
-      detector(config, detectors.REGISTRY[name], found)
-  found.parses('compare.threshold_rule',
-               lambda: metrics_lib.parse_rule(config.compare.threshold_rule))
-  fit_on = config.compare.fit_on
-  found.check(fit_on in FIT_ON, 'compare.fit_on', f'{fit_on!r} is not one of {FIT_ON}')
-  found.check(fit_on != 'unlabelled' or job_lib.has_unlabelled(config), 'compare.fit_on',
-              "'unlabelled' fits the one-class detectors on unlabelled images; set "
-              '--config.data.unlabelled_dir=FOLDER')
-  found.check(0 <= config.compare.trim < 1, 'compare.trim',
-              f'must be in [0, 1), got {config.compare.trim}')
+  found.extend(compare_section.SECTION.problems(config.compare))
+  known_names(config.compare.detectors, 'compare.detectors', found)
+  for name in set(config.compare.detectors) & set(detectors.REGISTRY):
+    detector(config, detectors.REGISTRY[name], found)
+  found.check(config.compare.fit_on != 'unlabelled' or job_lib.has_unlabelled(config),
+              'compare.fit_on', "'unlabelled' fits the one-class detectors on unlabelled "
+              'images; set --config.data.unlabelled_dir=FOLDER')
   found.extend(line_section.SECTION.problems(config.line))  # its prior ensemble
+  known_names(config.line.detectors, 'line.detectors', found)
+
+
+def known_names(names, key: str, found: sections.Problems) -> None:
+  known = tuple(detectors.REGISTRY)
+  unknown = sorted(set(names) - set(known))
+  found.check(not unknown, key, f'unknown {unknown}; known: {known}')
 
 
 def line(config, found: sections.Problems) -> None:
   """`config.line` (nexjax/detectors/line_section.py), and the sections of its detectors where
   training fits them (with unlabelled images)."""
   found.extend(line_section.SECTION.problems(config.line))
+  known_names(config.line.detectors, 'line.detectors', found)
   if job_lib.has_unlabelled(config):
     for name in set(config.line.detectors) & set(detectors.REGISTRY):
       detector(config, detectors.REGISTRY[name], found)

@@ -29,7 +29,8 @@ PRESETS = (None, 'nexperia', 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 BASE = 'finetune:'   # stored in full; every other entry as its differences from it
 # The jax-free modules that declare sections, which the config files may import.
 DECLARATIONS = ('nexjax.data.augment_section', 'nexjax.data.data_section',
-                'nexjax.detectors.defaults', 'nexjax.detectors.line_section',
+                'nexjax.detectors.compare_section', 'nexjax.detectors.defaults',
+                'nexjax.detectors.line_section',
                 'nexjax.export.export_section',
                 'nexjax.export.predict_section', 'nexjax.models.model_section',
                 'nexjax.serving.serve_section', 'nexjax.train.evaluate_section',

@@ -1,7 +1,7 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
 `optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment`, `data` (nexjax/data/), `model`
-(nexjax/models/), `predict`, `export` (nexjax/export/), `serve` (nexjax/serving/) and `line`
-(nexjax/detectors/). The config
+(nexjax/models/), `predict`, `export` (nexjax/export/), `serve` (nexjax/serving/), `line` and
+`compare` (nexjax/detectors/). The config
 files build them, config.check runs their checks, a run's identity follows their declarations,
 and the code that reads them receives them frozen."""
 
@@ -17,6 +17,7 @@ from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.detectors import compare_section
 from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import predict_section
@@ -41,18 +42,20 @@ DECLARED = {section.name: section for section in (
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
     serve_section.SECTION, model_section.SECTION, init_section.SECTION,
     export_section.SECTION, lr_find_section.SECTION, data_section.SECTION,
-    line_section.SECTION)}
+    line_section.SECTION, compare_section.SECTION)}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
 # The sections that one mode alone reads, and checks; each is wholly outside the run.
-MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find'}
+MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find',
+        'compare': 'compare'}
 # Those declared above nexjax/train/workdir.py, which names them wholly outside by hand.
-ABOVE_WORKDIR = ('predict', 'serve', 'export', 'line')
+ABOVE_WORKDIR = ('predict', 'serve', 'export', 'line', 'compare')
 # The values such a mode needs from its command line.
 GIVEN = {'predict': {'input': 'FOLDER'}}
 # The keys a preset file sets (configs/smoke.py, pretrain.py, synthetic.py), by section.
 PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment': {'enabled'},
                'model': {'arch', 'width', 'mask_head'},
                'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'},
+               'compare': {'detectors', 'labelled_defects'},
                'data': {'image_size', 'synthetic', 'synthetic_families', 'synthetic_image_size',
                         'synthetic_num_test', 'synthetic_num_train', 'synthetic_seed'}}
 # A bad value for each key that has a check, by section.
@@ -74,6 +77,8 @@ BAD = {
     'predict': {'input': '', 'heatmaps': 'some'},
     'export': {'formats': ()},
     'line': {'detectors': ('patchcore', 'fancy'), 'trim': 1.0, 'threshold_rule': 'best'},
+    'compare': {'detectors': ('fancy',), 'labelled_defects': (-2,), 'threshold_rule': 'best',
+                'fit_on': 'test', 'trim': -0.1},
     'data': {'image_size': 4096, 'synthetic_image_size': 16, 'channels': 2,
              'high_bit_scaling': 'linear', 'valid_fraction': 1.0, 'class_ratio': 'a,b'},
     'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
@@ -110,7 +115,10 @@ def given(name, values) -> ml_collections.ConfigDict:
 def test_the_configs_section_is_the_declaration(name, preset):
   section, defaults = DECLARED[name], DECLARED[name].defaults()
   for config in (finetune.get_config(preset), compare.get_config(preset)):
-    for values in (config[name], *([config.pretrain[name]] if 'pretrain' in config else [])):
+    if name not in config:   # compare: configs/compare.py's alone
+      continue
+    nested = [config.pretrain[name]] if 'pretrain' in config and name in config.pretrain else []
+    for values in (config[name], *nested):
       assert sorted(values) == sorted(section.keys)
       assert {k for k in values if values[k] != defaults[k]} <= PRESETS_SET.get(name, set())
       assert section.problems(given(name, values)) == []
@@ -119,8 +127,8 @@ def test_the_configs_section_is_the_declaration(name, preset):
 
 @pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
 def test_a_bad_value_is_reported_with_its_key(dotted):
-  config = finetune.get_config('smoke')
   name, key = dotted.split('.')
+  config = (compare if name == 'compare' else finetune).get_config('smoke')
   config[name].update(GIVEN.get(name, {}))
   config[name][key] = BAD[name][key]
   found = config_lib.problems(config, MODE.get(name, 'train'))

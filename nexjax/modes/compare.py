@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from nexjax.data import pipeline
+from nexjax.detectors import compare_section
 from nexjax.detectors import ensemble
 from nexjax.detectors import line_section
 from nexjax.detectors import selection
@@ -23,7 +24,7 @@ from nexjax.train import runs
 
 
 def plan(config) -> selection.Plan:
-  c = config.compare
+  c = compare_section.SECTION.of(config)
   return selection.Plan(tuple(c.detectors), tuple(c.labelled_defects), c.fit_on, c.trim,
                         c.threshold_rule, tuple(line_section.SECTION.of(config).detectors), c.backbone)
 
