@@ -224,10 +224,20 @@ def save_ensemble(config, folder: pathlib.Path, chosen: dict, references: dict,
 
 
 def choice_text(record: dict) -> str:
+  """The rows (the ensemble row: the prior one), then the choice, with its members and, where
+  chosen out of fold, its AUC there and on the report split."""
   lines = [f'line: {r["method"]:<18} validation ROC AUC {r["valid_auc"]:.4f}  {r["split"]} ROC '
            f'AUC {r["auc"]:.4f}' for r in record['rows']]
-  lines.append(f'line: chosen {record["method"]} ({record["rule"]}, threshold rule '
-               f'{record["threshold_rule"]}) -> predict uses {record["folder"]}')
+  if 'out_of_fold' in record:
+    lines += [f'line: {m:<18} ROC AUC on every labelled image, out of fold {auc:.4f}'
+              for m, auc in record['out_of_fold']['auc'].items()]
+  chosen = record['method'] + (f' ({record["members"]})' if record['members'] else '')
+  if 'out_of_fold' in record:
+    scored = record['out_of_fold']['chosen']
+    chosen += (f', out of fold {scored["labelled_auc"]:.4f}, {scored["split"]} ROC AUC '
+               f'{scored["auc"]:.4f}')
+  lines.append(f'line: chosen {chosen} ({record["rule"]}, threshold rule '
+               f'{record["threshold_rule"]}) -> predict and serve use {record["folder"]}')
   return '\n'.join(lines)
 
 
