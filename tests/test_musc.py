@@ -67,6 +67,8 @@ def test_bad_settings_are_named():
   config = musc.MuSc.smoke_config()
   config.neighbourhoods = (2,)
   config.max_references = 1
+  config.chunk_patches = 0
   problems = musc.MuSc.check_config(config)
   assert any('neighbourhoods' in p for p in problems)
   assert any('max_references' in p for p in problems)
+  assert any('musc.chunk_patches=0' in p for p in problems)

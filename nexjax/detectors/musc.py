@@ -117,7 +117,7 @@ class MuSc(features_lib.PatchDetector):
               'interval': (0 < config.interval <= 1, 'must be in (0, 1]'),
               'max_references': (config.max_references == 0 or config.max_references >= 2,
                                  'must be 0 (all) or >= 2'),
-              'reference_chunk': (config.chunk_patches >= 1, 'must be >= 1'),
+              'chunk_patches': (config.chunk_patches >= 1, 'must be >= 1'),
               'batch_size': (config.batch_size >= 1, 'must be >= 1')}
     return features_lib.stage_problems(config.stages, cls.name) + [
         base.problem(cls.name, key, config[key], valid)
