@@ -216,35 +216,46 @@ def fake_fitted(results: dict, valid_labels, test_labels) -> selection.Fitted:
   return selection.Fitted(rows, results, splits, 'test')
 
 
+def labelled_job(train, valid):
+  return types.SimpleNamespace(data={'train': types.SimpleNamespace(labels=np.asarray(train)),
+                                     'valid': types.SimpleNamespace(labels=np.asarray(valid))})
+
+
 def test_out_of_fold_evidence_takes_only_scores_no_model_learnt_from():
   """Every labelled image is evidence where each method's score of it is out of fold: the fold
   classifiers', the label-free detectors fitted on the unlabelled images, the source head's."""
   train, valid = np.array([1, 0, 0, 1]), np.array([0, 1])
-  job = types.SimpleNamespace(data={'train': types.SimpleNamespace(labels=train),
-                                    'valid': types.SimpleNamespace(labels=valid)})
+  job = labelled_job(train, valid)
   scores = {'train': np.array([0.9, 0.1, 0.2, 0.8]), 'valid': np.array([0.3, 0.7]),
             'test': np.zeros(2)}
   folds_result = selection.Result({**scores, 'valid': np.array([0.35, 0.65])}, base.Stats(),
                                   cross_fitted=(np.array([1, 0, 0, 1, 0, 1]), np.arange(6.0)))
   results = {'classifier_folds': folds_result, 'gaussian': selection.Result(scores, base.Stats())}
-  labels, evidence = line.labelled_evidence(fake_fitted(results, valid, valid), job, 'unlabelled')
+  labels, evidence = line.labelled_evidence(fake_fitted(results, valid, valid), job)
   np.testing.assert_array_equal(labels, [1, 0, 0, 1, 0, 1])
   np.testing.assert_array_equal(evidence['classifier_folds'], np.arange(6.0))
   np.testing.assert_array_equal(evidence['gaussian'], [0.9, 0.1, 0.2, 0.8, 0.3, 0.7])
-  # Fitted on the good training images, the Gaussian has seen them: no evidence there.
-  assert line.labelled_evidence(fake_fitted(results, valid, valid), job, 'good') is None
-  # The source lines' head never saw the line: evidence whatever the one-class fit.
-  source = {'classifier_folds': folds_result,
-            'source_classifier': selection.Result(scores, base.Stats())}
-  assert line.labelled_evidence(fake_fitted(source, valid, valid), job, 'good') is not None
   # Out-of-fold scores of other images (or in another order) are no evidence for these.
   shuffled = selection.Result(folds_result.scores, base.Stats(),
                               cross_fitted=(np.array([0, 1, 0, 1, 0, 1]), np.arange(6.0)))
-  assert line.labelled_evidence(fake_fitted({'classifier_folds': shuffled}, valid, valid), job,
-                                'unlabelled') is None
+  assert line.labelled_evidence(fake_fitted({'classifier_folds': shuffled}, valid, valid),
+                                job) is None
+
+  # Which methods' scores count, decided before anything is fitted (100 labelled images, 20
+  # defects, 4 of them in the validation split):
+  few = labelled_job([1] * 16 + [0] * 64, [1] * 4 + [0] * 16)
+  assert line.chooses_out_of_fold(('classifier_folds', 'gaussian'), 'unlabelled', few)
+  # Fitted on the good training images, the Gaussian has seen them: no evidence there.
+  assert not line.chooses_out_of_fold(('classifier_folds', 'gaussian'), 'good', few)
+  # The source lines' head never saw the line: evidence whatever the one-class fit.
+  assert line.chooses_out_of_fold(('classifier_folds', 'source_classifier'), 'good', few)
   # The one-split classifier trained on the training split: no evidence at all.
-  one_split = {**results, 'classifier': selection.Result(scores, base.Stats())}
-  assert line.labelled_evidence(fake_fitted(one_split, valid, valid), job, 'unlabelled') is None
+  assert not line.chooses_out_of_fold(('classifier_folds', 'gaussian', 'classifier'),
+                                      'unlabelled', few)
+  # Enough validation defects to choose there, or too few labelled defects in all: no.
+  assert not line.chooses_out_of_fold(('classifier_folds',), 'unlabelled',
+                                      labelled_job([1] * 16 + [0] * 64, [1] * 20 + [0] * 80))
+  assert not line.chooses_out_of_fold(('classifier_folds',), 'unlabelled', job)
 
 
 def test_the_evidence_picks_a_single_method_or_a_better_ensemble():

@@ -92,6 +92,7 @@ class Detector(abc.ABC):
   needs_backbone: ClassVar[bool] = False  # scores features of `Context.backbone`
   needs_trained_source: ClassVar[bool] = False  # scores with a trained source classifier's head
   robust_to_contamination: ClassVar[bool] = False  # fitted on a line's unlabelled images untrimmed
+  cross_fits: ClassVar[bool] = False  # trains on every labelled image, scores them out of fold
   fitted_keys: ClassVar[tuple[str, ...]] = ()  # config keys that shape the fitted state
   PRESETS: ClassVar[dict[str, dict]] = {}      # preset -> default_config overrides
 

@@ -50,6 +50,7 @@ class FoldClassifiers(base.Detector):
 
   name = 'classifier_folds'
   uses_labels = True
+  cross_fits = True
 
   def __init__(self, config, run_dir=None):
     super().__init__(config)

@@ -8,7 +8,7 @@ such as an `adapt` run's), that body's own classifier, and saves
 each in `DIR/compare/<name>-all/`. It records in `DIR/line.json` the method the labels at hand
 choose: the best on validation where the validation split has at least
 `metrics.MIN_VALID_DEFECTS` defects. With fewer, where every method's score of every labelled
-image is out of fold (`labelled_evidence`: the one-split classifier replaced by
+image is out of fold (`chooses_out_of_fold`: the one-split classifier replaced by
 `classifier_folds`, the one-class detectors fitted on the unlabelled images) and those images
 hold `MIN_VALID_DEFECTS` defects, the best on all of them (at 100 labels: 20 defects where the
 validation split holds 4); else the equal-weight ensemble of them all (a choice fixed in
@@ -107,33 +107,48 @@ def threshold_rule(config, valid) -> str:
   return NO_DEFECT_RULE
 
 
-def plan(config, names: tuple[str, ...], rule: str) -> selection.Plan:
+def plan(config, names: tuple[str, ...], rule: str, job) -> selection.Plan:
   """The detectors `names`, fitted on the unlabelled images (else the good training images) at
   the labels at hand, thresholds by `rule`; the same list is the ensemble's prior. The training
-  split is scored too, for a choice on every labelled image (`labelled_evidence`)."""
+  split is scored too where the line will choose on every labelled image (`chooses_out_of_fold`),
+  and only there."""
   fit_on = 'unlabelled' if job_lib.has_unlabelled(config) else 'good'
   return selection.Plan(names, (BUDGET,), fit_on, settings(config).trim, rule, names,
-                        score_train=True)
+                        score_train=chooses_out_of_fold(names, fit_on, job))
 
 
-def labelled_evidence(fitted: selection.Fitted, job, fit_on: str):
-  """(labels, {method: scores}) of every labelled image (training, then validation split),
-  each score from a model that never learnt from that image's label or pixels: the cross-fitted
-  methods' out-of-fold scores (`classifier_folds`), the label-free ones fitted on the unlabelled
-  images or not on the line at all (the source lines' classifier, the mask head). None where a
-  method trained on the training split itself (the one-split classifier, a one-class detector
-  fitted on the good training images): its scores there are no evidence."""
+def out_of_fold_scores(cls, fit_on: str) -> bool:
+  """Whether the method's score of a labelled image comes from a model that never learnt from
+  that image's label or pixels: a cross-fitted one's (`classifier_folds`), a label-free one's
+  fitted on the unlabelled images or not on the line at all (the source lines' classifier, the
+  mask head). Not the one-split classifier's, nor a one-class detector's fitted on the good
+  training images: their scores of the training split are no evidence."""
+  return cls.cross_fits or (not cls.uses_labels and
+                            (fit_on == 'unlabelled' or cls.needs_trained_source))
+
+
+def chooses_out_of_fold(names, fit_on: str, job) -> bool:
+  """Whether the line chooses on every labelled image rather than on the validation split: the
+  split holds too few defects, all labelled images enough, and every method of `names` scores
+  them out of fold."""
+  train, valid = job.data['train'], job.data['valid']
+  return (ensemble.too_few_defects(valid.labels)
+          and not ensemble.too_few_defects(np.concatenate([train.labels, valid.labels]))
+          and all(out_of_fold_scores(registry.REGISTRY[n], fit_on) for n in names))
+
+
+def labelled_evidence(fitted: selection.Fitted, job):
+  """(labels, {method: scores}) of every labelled image (training, then validation split), where
+  `chooses_out_of_fold`: the cross-fitted methods' out-of-fold scores, the others' scores of both
+  splits. None where out-of-fold scores are not of these images in this order."""
   train, valid = job.data['train'], job.data['valid']
   labels = np.concatenate([train.labels, valid.labels])
   evidence = {}
   for name, result in fitted.results.items():
-    cls = registry.REGISTRY[name]
-    if result.cross_fitted is not None:
-      if not np.array_equal(result.cross_fitted[0], labels):  # not these images, in this order
-        return None
-      evidence[name] = result.cross_fitted[1]
-    elif not cls.uses_labels and (fit_on == 'unlabelled' or cls.needs_trained_source):
+    if result.cross_fitted is None:
       evidence[name] = np.concatenate([result.scores['train'], result.scores['valid']])
+    elif np.array_equal(result.cross_fitted[0], labels):
+      evidence[name] = result.cross_fitted[1]
     else:
       return None
   return labels, evidence
@@ -174,11 +189,11 @@ def build(config, workdir, classifier: bool = True) -> dict:
   config = runs.resolve_init(config)
   job = job_lib.setup(config, needs_defects=classifier)
   rule = threshold_rule(config, job.data['valid'])
-  line_plan = plan(config, names, rule)
+  line_plan = plan(config, names, rule, job)
   fitted = selection.run(config, workdir, job, line_plan)
   budget = selection.budget_name(BUDGET)
-  evidence = None if valid_decides(fitted) else labelled_evidence(fitted, job, line_plan.fit_on)
-  if evidence is not None and not ensemble.too_few_defects(evidence[0]):
+  evidence = labelled_evidence(fitted, job) if line_plan.score_train else None
+  if evidence is not None:
     chosen = choose_on_evidence(fitted, *evidence, rule)
     how, references = OUT_OF_FOLD_RULE, evidence[1]
   else:
