@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+from scipy import ndimage
 
 from nexjax import errors
 from nexjax.data import nexperia
@@ -101,7 +102,7 @@ def test_masks_mark_some_pixels_of_defective_images_only(drawn):
       assert set(np.unique(mask)) == {0, 255}
       assert 0 < (mask == 255).mean() < 0.6
   for index in range(40):
-    image, mask, _, kinds = examples.draw_example(1, 0, index, 64, index % 2 == 0)
+    image, mask, _, kinds, _ = examples.draw_example(1, 0, index, 64, index % 2 == 0)
     assert image.shape == (64, 64) and image.dtype == np.uint8
     assert (mask is None) == (not kinds) == (index % 2 == 1)
     assert mask is None or (mask.shape == (64, 64) and mask.any())
@@ -120,8 +121,25 @@ def test_every_family_and_kind_appears_and_some_images_have_two_kinds():
   assert 20 < pairs < 75  # about 15% of 300
   for n, kind in enumerate(defects.KINDS):  # each kind draws a visible change on each family
     for family in examples.FAMILY_NAMES:
-      _, mask = examples.draw(np.random.default_rng([6, n, len(family)]), 96, family, (kind,))
+      _, mask, _ = examples.draw(np.random.default_rng([6, n, len(family)]), 96, family, (kind,))
       assert mask.any(), (kind, family)
+
+
+def test_a_twin_is_the_same_scene_without_the_defect():
+  painted = 0
+  for index in range(30):
+    plain = examples.draw_example(3, 1, index, 64, index % 3 != 0)
+    both = examples.draw_example(3, 1, index, 64, index % 3 != 0, twin=True)
+    np.testing.assert_array_equal(plain.image, both.image)  # asking for the twin changes nothing
+    assert plain.twin is None and both.twin.shape == both.image.shape
+    if not both.kinds:
+      np.testing.assert_array_equal(both.twin, both.image)
+    elif not set(both.kinds) & set(defects.CHANGE):  # painted: only the defect's pixels differ
+      changed = both.twin != both.image
+      near = ndimage.binary_dilation(both.mask, iterations=4)
+      assert changed.any() and not (changed & ~near).any()
+      painted += 1
+  assert painted >= 5
 
 
 @pytest.mark.parametrize('kind', ['bent_lead', 'missing_lead', 'misplacement'])

@@ -47,9 +47,9 @@ def defective_indices(seed: int, split: str, count: int, rate: float) -> set:
 
 def write_image(root: pathlib.Path, settings: dict, split: str, index: int, defective: bool):
   """Draws and saves one image (and its mask); returns its metadata row."""
-  image, mask, family, kinds = examples.draw_example(settings['seed'], SPLITS[split], index,
-                                                     settings['image_size'], defective,
-                                                     tuple(settings['families']))
+  image, mask, family, kinds, _ = examples.draw_example(
+      settings['seed'], SPLITS[split], index, settings['image_size'], defective,
+      tuple(settings['families']))
   name, label = image_id(split, index), int(defective)
   PIL.Image.fromarray(image, 'L').save(root / image_path(split, label, name), quality=JPEG_QUALITY)
   mask_file = ''

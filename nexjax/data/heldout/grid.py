@@ -42,7 +42,8 @@ def rows(size: int, seed: int, columns: int):
     tiles = []
     for i in range(columns // 2):
       family = examples.FAMILY_NAMES[(n + i) % len(examples.FAMILY_NAMES)]
-      image, mask = examples.draw(np.random.default_rng([seed, 91, n, i]), size, family, (kind,))
+      rng = np.random.default_rng([seed, 91, n, i])
+      image, mask, _ = examples.draw(rng, size, family, (kind,))
       tiles += [indexed(image), outline(image, mask)]
     yield kind, tiles
 
