@@ -1,5 +1,6 @@
 """benchmarks/accelerator.py and inference.py: their smoke runs on the CPU (so the scripts cannot
-rot), MFU and peaks (accelerator_rows.py); transfer.py's label-curve plot."""
+rot), MFU and peaks (accelerator_rows.py); transfer.py's label-curve plot; the visibility bands of
+heldout_visibility.py."""
 
 import json
 import os
@@ -7,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import PIL.Image
 import pytest
 
 from nexjax.export import lowering
@@ -157,3 +160,26 @@ def test_accelerator_lower_only_prints_a_row_per_program_and_platform(tmp_path):
   assert all(r['devices'] == 8 and r['flops_per_image'] > 0 for r in rows)
   for r in rows:
     assert f'{r["program"]:<15} {r["platform"]:<8}       8 ' in result.stdout
+
+
+def test_heldout_visibility_grades_each_band_and_refuses_a_foreign_image(tmp_path, capsys):
+  """benchmarks/heldout_visibility.py on a small held-out folder: scores that are the labels
+  grade 1.0 in every band holding a defect; an image the generator did not draw is refused."""
+  import heldout_visibility  # pylint: disable=import-outside-toplevel
+  from nexjax.data.heldout import dataset  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / 'line'
+  dataset.generate(folder, num_train=10, num_test=40, image_size=64, defect_rate=0.5, seed=3,
+                   workers=1, progress=False)
+  labels = (folder / 'test' / 'test_labels.csv').read_text()
+  (tmp_path / 'p.csv').write_text(labels.replace('id,label', 'id,score'))
+  heldout_visibility.main(['--heldout', str(folder), '--predictions', f'labels={tmp_path}/p.csv',
+                           '--json', str(tmp_path / 'v.json')])
+  row = [l for l in capsys.readouterr().out.splitlines() if l.startswith('| labels |')][0]
+  cells = row.strip('| ').split(' | ')[1:]
+  assert cells[0] == '1.000' and set(cells[1:]) <= {'1.000', 'nan'}
+  found = json.loads((tmp_path / 'v.json').read_text())
+  assert len(found) == 20 and all(v['visibility'] > 0 for v in found.values())
+  first = folder / dataset.image_path('test', 1, sorted(found)[0])
+  PIL.Image.fromarray(np.zeros((64, 64), np.uint8)).save(first)
+  with pytest.raises(SystemExit, match='not the image this version of the generator draws'):
+    heldout_visibility.main(['--heldout', str(folder)])
