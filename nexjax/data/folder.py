@@ -8,7 +8,7 @@ import numpy as np
 import tqdm
 
 from nexjax import errors
-from nexjax.data import nexperia
+from nexjax.data import decode
 from nexjax.data import prepare
 from nexjax.platform import progress as progress_lib
 
@@ -27,10 +27,10 @@ def list_inputs(spec: str) -> list[pathlib.Path]:
   """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
   path = pathlib.Path(spec)
   candidates = path.rglob('*') if path.is_dir() else glob_paths(spec)
-  files = sorted(p for p in candidates if nexperia.is_image_file(p))
+  files = sorted(p for p in candidates if decode.is_image_file(p))
   if not files:
     raise errors.DataError(f'predict.input={spec!r}: no image files found '
-                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
+                            f'({", ".join(decode.IMAGE_SUFFIXES)}).')
   return files
 
 
@@ -54,10 +54,10 @@ def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: st
     if image is not None:
       images.append(image)
       kept.append(path)
-  nexperia.report_skipped(skipped, 'the prediction input')
+  decode.report_skipped(skipped, 'the prediction input')
   if not images:
     raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
-        nexperia.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
+        decode.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
   return np.stack(images), kept
 
 

@@ -19,6 +19,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.data import decode
 from nexjax.data import pipeline
 from nexjax.models import model_section
 from nexjax.models import resnet
@@ -35,7 +36,6 @@ from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
 extra_labels = lazy_import.module('nexjax.data.extra_labels')
-nexperia = lazy_import.module('nexjax.data.nexperia')
 prepare = lazy_import.module('nexjax.data.prepare')
 sources = lazy_import.module('nexjax.data.sources')
 unlabelled = lazy_import.module('nexjax.data.unlabelled')
@@ -228,7 +228,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources
 
 def skipped_files(config) -> pathlib.Path:
   """The list of the data folder's unreadable files (path and reason) made when preparing it."""
-  return prepare.prepared_dir(data_source(config), cache_dir(config)) / nexperia.SKIPPED_FILE
+  return prepare.prepared_dir(data_source(config), cache_dir(config)) / decode.SKIPPED_FILE
 
 
 def restore_weights(config, workdir, choice: str = 'auto') -> tuple[dict, int]:
