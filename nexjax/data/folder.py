@@ -34,17 +34,11 @@ def list_inputs(spec: str) -> list[pathlib.Path]:
   return files
 
 
-def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """Decoded and resized like training (`config.data`); unreadable files are reported (path and
-  reason) in the log and left out. Returns the images and the files they came from."""
-  return decode_images(files, image_size=config.data.image_size, channels=config.data.channels,
-                       high_bit_scaling=config.data.high_bit_scaling,
-                       progress=config.train.progress)
-
-
 def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: str,
                   progress: bool = False) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """`load_images` with the decoding settings given one by one (an export folder's)."""
+  """Decoded and resized like training, with the decoding settings a model was fitted with (its
+  workdir's, an export folder's, a saved detector's); unreadable files are reported (path and
+  reason) in the log and left out. Returns the images and the files they came from."""
   images, kept, skipped = [], [], []
   heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read', enabled=not progress)
   for done, path in enumerate(tqdm.tqdm(files, desc='read images', leave=False,
