@@ -208,7 +208,7 @@ def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Ex
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
       cache_dir=cache_dir(config), data_dir=source.labelled_folder(),
       labelled_files=[path for path, _ in source.files()['train']],
-      progress=config.train.progress)
+      progress=train_section.SECTION.of(config).progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources.Source) -> None:
@@ -220,7 +220,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources
                             channels=config.data.channels,
                             high_bit_scaling=config.data.high_bit_scaling,
                             cache_dir=cache_dir(config), known=known,
-                            progress=config.train.progress)
+                            progress=train_section.SECTION.of(config).progress)
   data['train'] = extra_labels.append(data['train'], extra)
   logging.info('Added %d labelled image(s) (%d defects) from %s to the training split.',
                len(extra), int(extra.labels.sum()), config.data.extra_labels)
