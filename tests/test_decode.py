@@ -1,5 +1,5 @@
-"""Reading real-world folders: every image mode and format, odd file names, skipped files, ids,
-test labels, and the defect masks of the synthetic data (nexjax.data.nexperia)."""
+"""Reading real-world folders: every image mode and format (nexjax.data.decode), odd file names,
+skipped files, ids, test labels, and the synthetic data's defect masks (nexjax.data.nexperia)."""
 
 import shutil
 
@@ -8,6 +8,7 @@ import PIL.Image
 import pytest
 
 from nexjax import errors
+from nexjax.data import decode
 from nexjax.data import nexperia
 from nexjax.data import prepare
 from nexjax.data import sources
@@ -62,7 +63,7 @@ def test_every_mode_and_format_decodes_to_the_right_grey_levels(case, tmp_path):
   image.save(path)
   with PIL.Image.open(path) as reopened:  # the file really has the mode under test
     assert reopened.mode == case.split()[0] or case.endswith(('as rgb', 'grey png'))
-  decoded = nexperia.decode_image(path, channels)
+  decoded = decode.decode_image(path, channels)
   expected = expected.reshape(*expected.shape[:2], channels)
   assert decoded.dtype == np.uint8 and decoded.shape == expected.shape
   np.testing.assert_allclose(decoded, expected, atol=tolerance)
@@ -71,17 +72,17 @@ def test_every_mode_and_format_decodes_to_the_right_grey_levels(case, tmp_path):
 def test_16bit_range_scaling_and_bit_depth_scaling(tmp_path):
   values = np.linspace(1000, 3000, 64).round().astype(np.uint16)[None].repeat(2, 0)
   PIL.Image.fromarray(values).save(tmp_path / 'dim.png')
-  by_range = nexperia.decode_image(tmp_path / 'dim.png', 1, 'range')[..., 0]
+  by_range = decode.decode_image(tmp_path / 'dim.png', 1, 'range')[..., 0]
   np.testing.assert_array_equal(by_range, np.round((values - 1000) / 2000 * 255))
-  by_depth = nexperia.decode_image(tmp_path / 'dim.png', 1)[..., 0]
+  by_depth = decode.decode_image(tmp_path / 'dim.png', 1)[..., 0]
   np.testing.assert_array_equal(by_depth, np.round(values / 65535 * 255))
   assert by_depth.max() == 12  # dim, as recorded: not 255 everywhere
   PIL.Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / 'wide.tif')
   skipped = []
-  assert nexperia.decode_or_none(tmp_path / 'wide.tif', 1, skipped=skipped) is None
+  assert decode.decode_or_none(tmp_path / 'wide.tif', 1, skipped=skipped) is None
   assert 'range' in skipped[0][1] and skipped[0][0].endswith('wide.tif')
   with pytest.raises(errors.ConfigError, match='bit_depth, range'):
-    nexperia.decode_or_none(tmp_path / 'dim.png', 1, 'percentile')
+    decode.decode_or_none(tmp_path / 'dim.png', 1, 'percentile')
 
 
 def test_non_ascii_names_16bit_and_broken_files_through_prepare_and_decode(
@@ -100,7 +101,7 @@ def test_non_ascii_names_16bit_and_broken_files_through_prepare_and_decode(
     assert labelled[name].std() > 30 and labelled[name].max() < 255  # scaled, not white
   assert caplog.text.count('16-bit grayscale images found') == 1
   assert "broken.jpg (UnidentifiedImageError: cannot identify image file" in caplog.text
-  (record,) = (tmp_path / 'cache').rglob(nexperia.SKIPPED_FILE)
+  (record,) = (tmp_path / 'cache').rglob(decode.SKIPPED_FILE)
   (line,) = record.read_text(encoding='utf-8').splitlines()
   path, reason = line.split('\t')
   assert path == str(root / 'train' / 'good_0' / 'broken.jpg')

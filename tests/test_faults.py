@@ -74,7 +74,9 @@ def test_a_predict_folder_of_corrupt_files_is_a_data_error(tmp_path):
   (tmp_path / 'b.png').write_bytes(b'')
   config = finetune.get_config('smoke')
   with pytest.raises(errors.DataError, match='None of the 2 image files.*a.jpg'):
-    folder_lib.load_images(folder_lib.list_inputs(str(tmp_path)), config)
+    folder_lib.decode_images(folder_lib.list_inputs(str(tmp_path)),
+                             image_size=config.data.image_size, channels=config.data.channels,
+                             high_bit_scaling=config.data.high_bit_scaling)
 
 
 @pytest.mark.parametrize('name,content', [

@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage
 
 from nexjax import errors
-from nexjax.data import nexperia
+from nexjax.data import decode
 from nexjax.data import sources
 from nexjax.data.heldout import dataset
 from nexjax.data.heldout import defects
@@ -212,7 +212,7 @@ def test_the_projects_folder_reader_reads_it(drawn):
     assert all(rows[path.stem]['label'] == str(label) and rows[path.stem]['split'] == split
                for path, label in files[split])
   path = next(p for p, label in files['train'] if label)
-  mask = nexperia.read_mask(drawn / 'masks' / f'{path.stem}.png', path, (64, 64))
+  mask = decode.read_mask(drawn / 'masks' / f'{path.stem}.png', path, (64, 64))
   assert mask.shape == (64, 64, 1) and mask.max() == 255
   assert defect_types.read_types(drawn) == {i: r['defect_type'] for i, r in rows.items()}
 

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 
 from nexjax import errors
+from nexjax.data import decode
 from nexjax.data import folder as folder_lib
 from nexjax.data import labels
 from nexjax.data import nexperia
@@ -40,7 +41,7 @@ def test_edited_masks_are_prepared_anew(tmp_path, make_kaggle_folder):
 
 
 def read_labels(folder):
-  return labels.read_labels(folder / nexperia.TEST_LABELS, nexperia.IMAGE_SUFFIXES)
+  return labels.read_labels(folder / nexperia.TEST_LABELS, decode.IMAGE_SUFFIXES)
 
 
 def write_csv(folder, data: bytes):
@@ -82,7 +83,7 @@ def test_hidden_files_subfolders_and_suffixless_files_are_skipped_and_listed(
   data = load(folder, tmp_path / 'c')
   assert len(data['train']) + len(data['valid']) == 10 and data['test'].labelled
   listed = dict(line.split('\t') for line in (prepare.prepared_dir(sources.KaggleFolder(folder), tmp_path / 'c') /
-                                              nexperia.SKIPPED_FILE).read_text().splitlines())
+                                              decode.SKIPPED_FILE).read_text().splitlines())
   assert {pathlib.Path(p).name for p in listed} == {'._test_0000.jpg', '.hidden.jpg', 'noext',
                                                     'more'}
   assert 'Skipped 4 file(s)' in caplog.text and 'notes.txt' not in caplog.text
@@ -100,9 +101,9 @@ def test_a_split_of_only_unreadable_images_is_a_data_error_listing_them(tmp_path
 
 def test_two_runs_preparing_one_folder_wait_and_reuse(tmp_path, make_kaggle_folder, monkeypatch):
   folder = make_kaggle_folder(tmp_path / 'd', 8, 8, 4)
-  decode = nexperia.decode_or_none
-  monkeypatch.setattr(nexperia, 'decode_or_none',
-                      lambda *a, **k: time.sleep(0.05) or decode(*a, **k))
+  original = decode.decode_or_none
+  monkeypatch.setattr(decode, 'decode_or_none',
+                      lambda *a, **k: time.sleep(0.05) or original(*a, **k))
   barrier = threading.Barrier(2)
   results, failures = [], []
 
@@ -140,7 +141,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path, make_kaggl
   os.rename(bytes(good / 'good_0000.jpg'), bytes(good) + b'/caf\xe9.jpg')  # a Latin-1 name
   data = load(folder, tmp_path / 'c')
   assert len(data['train']) + len(data['valid']) == 9
-  listed = (prepare.prepared_dir(sources.KaggleFolder(folder), tmp_path / 'c') / nexperia.SKIPPED_FILE).read_text()
+  listed = (prepare.prepared_dir(sources.KaggleFolder(folder), tmp_path / 'c') / decode.SKIPPED_FILE).read_text()
   assert 'caf\\udce9.jpg\tfile name is not UTF-8' in listed
 
 

@@ -64,7 +64,9 @@ def with_serve(config, **changes):
 def client(served):
   config, _, runtime, data = served
   review = [('train/good_0/good_0000.jpg', data / 'train/good_0/good_0000.jpg',
-             folder_lib.load_images([data / 'train/good_0/good_0000.jpg'], runtime.config)[0][0])]
+             folder_lib.decode_images([data / 'train/good_0/good_0000.jpg'],
+                                      image_size=runtime.image_size, channels=runtime.channels,
+                                      high_bit_scaling=runtime.high_bit_scaling)[0][0])]
   service = app_lib.Service(runtime, settings(config, max_upload_mb=0.5, max_pixels=1_000_000),
                             '', review)
   with TestClient(service.app(), base_url=BASE_URL, headers={'X-CSRF-Token': service.csrf}) as c:

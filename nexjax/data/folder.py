@@ -8,7 +8,7 @@ import numpy as np
 import tqdm
 
 from nexjax import errors
-from nexjax.data import nexperia
+from nexjax.data import decode
 from nexjax.data import prepare
 from nexjax.platform import progress as progress_lib
 
@@ -27,24 +27,18 @@ def list_inputs(spec: str) -> list[pathlib.Path]:
   """A folder (recursively) or a glob pattern -> image files, sorted; others are ignored."""
   path = pathlib.Path(spec)
   candidates = path.rglob('*') if path.is_dir() else glob_paths(spec)
-  files = sorted(p for p in candidates if nexperia.is_image_file(p))
+  files = sorted(p for p in candidates if decode.is_image_file(p))
   if not files:
     raise errors.DataError(f'predict.input={spec!r}: no image files found '
-                            f'({", ".join(nexperia.IMAGE_SUFFIXES)}).')
+                            f'({", ".join(decode.IMAGE_SUFFIXES)}).')
   return files
-
-
-def load_images(files, config) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """Decoded and resized like training (`config.data`); unreadable files are reported (path and
-  reason) in the log and left out. Returns the images and the files they came from."""
-  return decode_images(files, image_size=config.data.image_size, channels=config.data.channels,
-                       high_bit_scaling=config.data.high_bit_scaling,
-                       progress=config.train.progress)
 
 
 def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: str,
                   progress: bool = False) -> tuple[np.ndarray, list[pathlib.Path]]:
-  """`load_images` with the decoding settings given one by one (an export folder's)."""
+  """Decoded and resized like training, with the decoding settings a model was fitted with (its
+  workdir's, an export folder's, a saved detector's); unreadable files are reported (path and
+  reason) in the log and left out. Returns the images and the files they came from."""
   images, kept, skipped = [], [], []
   heartbeat = progress_lib.Heartbeat('input folder', len(files), 'read', enabled=not progress)
   for done, path in enumerate(tqdm.tqdm(files, desc='read images', leave=False,
@@ -54,10 +48,10 @@ def decode_images(files, *, image_size: int, channels: int, high_bit_scaling: st
     if image is not None:
       images.append(image)
       kept.append(path)
-  nexperia.report_skipped(skipped, 'the prediction input')
+  decode.report_skipped(skipped, 'the prediction input')
   if not images:
     raise errors.DataError(f'None of the {len(files)} image files could be decoded: ' + '; '.join(
-        nexperia.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
+        decode.described(skipped[:3])) + ('; ...' if len(skipped) > 3 else ''))
   return np.stack(images), kept
 
 

@@ -8,7 +8,7 @@
   files and labels (`fingerprint`) and the decoding settings; the files that cannot be decoded
   are listed, with their reasons, in `skipped_files.txt` beside it.
 
-Every image is decoded by `nexperia.decode_or_none` and resized by
+Every image is decoded by `decode.decode_or_none` and resized by
 `pipeline.resize_and_center_crop`; `decode_resized` does both for one file (predict's too).
 """
 
@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from nexjax import errors
+from nexjax.data import decode
 from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.data import sources
@@ -102,20 +103,20 @@ def prepare_records(records: nexperia.Records, tfds_dir, channels: int = 1,
   """Prepares (once) and returns the builder of `records` (`nexperia.Nexperia`: a folder's, with
   masks where it has masks/, or a manifest's). Skipped files are remembered in
   `tfds_dir/skipped_files.txt` and reported on every run."""
-  nexperia.check_high_bit_scaling(high_bit_scaling)
+  decode.check_high_bit_scaling(high_bit_scaling)
   config = nexperia.NexperiaConfig(channels=channels, has_masks=records.masks is not None,
                                    high_bit_scaling=high_bit_scaling)
   builder = nexperia.Nexperia(data_dir=tfds_dir, config=config.name, records=records)
-  skipped_record = pathlib.Path(tfds_dir) / nexperia.SKIPPED_FILE
+  skipped_record = pathlib.Path(tfds_dir) / decode.SKIPPED_FILE
   if not builder.is_prepared():
-    nexperia.note_high_bit_scaling.cache_clear()
+    decode.note_high_bit_scaling.cache_clear()
     logging.info('Preparing %s (decoding and checking every image, once) into %s.',
                  records.where, tfds_dir)
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing"
       builder.download_and_prepare()
-    nexperia.write_skipped(skipped_record, list(records.unread) + builder.skipped_files)
+    decode.write_skipped(skipped_record, list(records.unread) + builder.skipped_files)
   if skipped_record.is_file():
-    nexperia.report_skipped(nexperia.read_skipped(skipped_record), records.where, skipped_record)
+    decode.report_skipped(decode.read_skipped(skipped_record), records.where, skipped_record)
   return builder
 
 
@@ -153,9 +154,9 @@ UNREADABLE = -2  # label of a listed file that could not be decoded (left out of
 
 def decode_resized(path: pathlib.Path, image_size: int, channels: int, high_bit_scaling: str,
                    skipped: list) -> np.ndarray | None:
-  """A file decoded (`nexperia.decode_or_none`) and resized as the labelled data is; None where
+  """A file decoded (`decode.decode_or_none`) and resized as the labelled data is; None where
   it cannot be decoded, its (path, reason) appended to `skipped`."""
-  image = nexperia.decode_or_none(path, channels, high_bit_scaling, skipped)
+  image = decode.decode_or_none(path, channels, high_bit_scaling, skipped)
   return None if image is None else \
       pipeline.resize_and_center_crop(tf.constant(image), image_size).numpy()
 
@@ -191,7 +192,7 @@ def decode_records(records, stem: pathlib.Path, image_size: int, channels: int,
         labels[row] = UNREADABLE
       else:
         images[row] = image
-  nexperia.write_skipped(stem.parent / nexperia.SKIPPED_FILE, skipped)
+  decode.write_skipped(stem.parent / decode.SKIPPED_FILE, skipped)
   split_cache.write_labels(stem, shape, labels, np.array([str(p) for p, _ in records], str))
 
 
@@ -208,7 +209,7 @@ def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: i
                  channels: int, high_bit_scaling: str, progress: bool = True) -> Decoded:
   """`records` (file, label or None; files under `root` or named from it) decoded and resized
   once into `cache/<name>-<fingerprint>-<decoding>/<image_size>px`, opened from there later."""
-  nexperia.check_high_bit_scaling(high_bit_scaling)
+  decode.check_high_bit_scaling(high_bit_scaling)
   cache = pathlib.Path(cache)
   prepared = cache / f'{name}-{fingerprint(root, records)}-{channels}ch-{high_bit_scaling}'
   stem = prepared / f'{image_size}px'
@@ -223,7 +224,7 @@ def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: i
                            f'delete {prepared} and retry.')
   images, labels, ids = arrays
   kept = np.flatnonzero(labels != UNREADABLE)
-  listed_in = prepared / nexperia.SKIPPED_FILE
-  skipped = nexperia.read_skipped(listed_in) if listed_in.is_file() else []
+  listed_in = prepared / decode.SKIPPED_FILE
+  skipped = decode.read_skipped(listed_in) if listed_in.is_file() else []
   return Decoded(pipeline.Examples(pipeline.row_view(images, kept), labels[kept], ids[kept]),
                  skipped, listed_in)

@@ -22,7 +22,7 @@ import PIL.Image
 import tqdm
 
 from nexjax import errors
-from nexjax.data import nexperia
+from nexjax.data import decode
 from nexjax.data import prepare
 from nexjax.data import pseudo_defects
 from nexjax.data import unlabelled
@@ -65,10 +65,10 @@ def defective_indices(seed: int, split: str, count: int, rate: float) -> set:
 
 
 def read_grey(path: pathlib.Path, high_bit_scaling: str, shape=None) -> np.ndarray:
-  """The image as uint8 (H, W) decoded as training decodes it (nexperia.decode_image), resized
+  """The image as uint8 (H, W) decoded as training decodes it (decode.decode_image), resized
   to `shape` where given; an error names a file that cannot be decoded."""
   skipped = []
-  image = nexperia.decode_or_none(path, 1, high_bit_scaling, skipped)
+  image = decode.decode_or_none(path, 1, high_bit_scaling, skipped)
   if image is None:
     raise errors.DataError(f'{path}: cannot decode this image ({skipped[0][1]}); replace it or '
                            'move it out of the folder.')
@@ -104,7 +104,7 @@ def check_settings(images: pathlib.Path, out: pathlib.Path, defect_rate: float,
     raise errors.ConfigError(f'defect_rate={defect_rate}: give a fraction in [0, 1].')
   if count < MIN_IMAGES:
     raise errors.DataError(f'{images}: {count} image file(s) found (searched recursively, '
-                           f'{", ".join(nexperia.IMAGE_SUFFIXES)}); give a folder of at least '
+                           f'{", ".join(decode.IMAGE_SUFFIXES)}); give a folder of at least '
                            f'{MIN_IMAGES}.')
   if not 0 <= num_test <= count - 2:
     raise errors.ConfigError(f'num_test={num_test}: give 0 to {count - 2} for the {count} images '
@@ -170,8 +170,8 @@ def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: 
              progress: bool = True) -> dict:
   """Writes the pseudo-defect folder of the images under `images` into `out` (or reuses it);
   returns its summary. num_test < 0: default_num_test of the image count; high_bit_scaling:
-  how 16-bit images become 8-bit, as data.high_bit_scaling (nexperia.HIGH_BIT_SCALINGS)."""
-  nexperia.check_high_bit_scaling(high_bit_scaling)
+  how 16-bit images become 8-bit, as data.high_bit_scaling (decode.HIGH_BIT_SCALINGS)."""
+  decode.check_high_bit_scaling(high_bit_scaling)
   images, out = pathlib.Path(images).expanduser().resolve(), pathlib.Path(out).expanduser()
   if not images.is_dir():
     raise errors.DataError(f'{images}: no such folder; give a folder of the line\'s images.')

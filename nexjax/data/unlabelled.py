@@ -2,7 +2,7 @@
 
 Searched recursively (symbolic links to folders are not followed, so a link loop cannot repeat
 files; hidden files and macOS `._*` forks are skipped), decoded with the labelled data's rules
-(`nexperia.decode_or_none`), resized like it and written once into the cache, as records
+(`decode.decode_or_none`), resized like it and written once into the cache, as records
 without labels (`prepare.load_records`: keyed by every file's path, size and time and by the
 decoding). Files that cannot be decoded are skipped, logged and listed in `skipped_files.txt`
 beside the cache. Ids are the paths relative to the folder. Labels are -1: nothing here is known.
@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from nexjax import errors
-from nexjax.data import nexperia
+from nexjax.data import decode
 from nexjax.data import pipeline
 from nexjax.data import prepare
 
@@ -25,7 +25,7 @@ def list_files(folder: pathlib.Path) -> list[pathlib.Path]:
   for root, dirs, files in os.walk(folder, followlinks=False):
     dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
     found += [pathlib.Path(root, name) for name in files
-              if not name.startswith('.') and nexperia.is_image_file(pathlib.Path(root, name))]
+              if not name.startswith('.') and decode.is_image_file(pathlib.Path(root, name))]
   return sorted(found)
 
 
@@ -60,12 +60,12 @@ def load(value: str, *, image_size: int, channels: int, high_bit_scaling: str, c
         'images (e.g. a folder of new production images).')
   if not files:
     raise errors.DataError(f'config.data.unlabelled_dir={value}: no image files found '
-                           f'({", ".join(nexperia.IMAGE_SUFFIXES)}), searched recursively.')
+                           f'({", ".join(decode.IMAGE_SUFFIXES)}), searched recursively.')
   decoded = prepare.load_records([(path, None) for path in files],
                                  pathlib.Path(cache_dir) / 'unlabelled', folder.name, folder,
                                  image_size=image_size, channels=channels,
                                  high_bit_scaling=high_bit_scaling, progress=progress)
-  nexperia.report_skipped(decoded.skipped, folder)
+  decode.report_skipped(decoded.skipped, folder)
   if not len(decoded.examples):
     raise errors.DataError(f'config.data.unlabelled_dir={value}: none of its {len(files)} image '
                            f'files could be decoded (listed in {decoded.listed_in}).')

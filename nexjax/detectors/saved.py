@@ -17,6 +17,7 @@ from nexjax.detectors import ensemble
 from nexjax.detectors import line
 from nexjax.detectors import registry
 from nexjax.platform import parallel
+from nexjax.train import train_section
 
 
 def requested(config, workdir) -> str:
@@ -67,8 +68,9 @@ class SavedScorer:
     self.topo = parallel.topology()
     backbone = (backbones.load_backbone(saved['backbone'], self.image_size, config, path)
                 if self.cls.needs_backbone else None)
-    self.ctx = base.Context(self.topo, config.train.eval_batch_size, config.seed,
-                            config.train.progress if progress is None else progress, backbone)
+    train = train_section.SECTION.of(config)
+    self.ctx = base.Context(self.topo, train.eval_batch_size, config.seed,
+                            train.progress if progress is None else progress, backbone)
     self.detector = self.cls.load(path, None, self.ctx)
 
   @property

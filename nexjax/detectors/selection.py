@@ -204,7 +204,7 @@ def run(config, workdir, job, plan: Plan) -> Fitted:
   report_split = 'test' if 'test' in splits else 'valid'
   selected = [registry.REGISTRY[name] for name in plan.detectors]
   body = plan.backbone or config.init.weights
-  ctx = base.Context(job.topo, config.train.eval_batch_size, config.seed, config.train.progress,
+  ctx = base.Context(job.topo, job.train.eval_batch_size, config.seed, job.train.progress,
                      backbones.backbone(config, body)
                      if any(c.needs_backbone for c in selected) else None)
   facts = {'data': {k: config.data[k] for k in DATA_KEYS},  # saved with every detector

@@ -71,8 +71,8 @@ def evaluate(config, workdir) -> dict:
   splits = {name: job.data[name] for name in ('valid', 'test')
             if name in job.data and job.data[name].labelled}
   scores = {name: scoring.plain_and_tta_scores(
-      scoring.predict_views(tta_fn, variables, examples.images, config.train.eval_batch_size,
-                            config.seed, job.topo, f'evaluate {name}', config.train.progress),
+      scoring.predict_views(tta_fn, variables, examples.images, job.train.eval_batch_size,
+                            config.seed, job.topo, f'evaluate {name}', job.train.progress),
       evaluate_section.SECTION.of(config))
             for name, examples in splits.items()}
   valid_labels = splits['valid'].labels
@@ -172,7 +172,7 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
     return
   images = np.asarray(examples.images[missed])
   maps = gradcam.gradcam_maps(job.model, variables, images, job.topo,
-                              config.train.eval_batch_size, progress=False)
+                              job.train.eval_batch_size, progress=False)
   masks = None if examples.masks is None else np.asarray(examples.masks[missed])[..., 0]
   types = defect_types.types_of(examples.ids, examples.labels, known_types)
   localization.save_gallery(out / 'missed.png', images, {'grad-cam': maps},
@@ -243,7 +243,7 @@ def before_after(config, job, variables, workdir, out: pathlib.Path, results: di
   eval_fn = step_lib.make_eval_fn(job.model, config, job.topo)
   loaded = weights_lib.load(path)
   before = parallel.replicate(loaded, job.topo)
-  probs = [inference.probabilities(eval_fn, v, shown, config.train.eval_batch_size, job.topo,
+  probs = [inference.probabilities(eval_fn, v, shown, job.train.eval_batch_size, job.topo,
                                    'before/after', False)[0][:, 1] for v in (before, variables)]
   reporting.plot_before_after(
       shown.images, shown.labels, *probs, out / 'before_after.png',
@@ -260,7 +260,7 @@ def heatmap_gallery(config, job, variables, splits, scores, path, graded: str) -
   top = np.argsort(-scores[name]['tta'])[:max(1, config.evaluate.gallery_size // 2)]
   images = np.asarray(examples.images[top])
   maps = gradcam.gradcam_maps(job.model, variables, images, job.topo,
-                              config.train.eval_batch_size, progress=False)
+                              job.train.eval_batch_size, progress=False)
   masks = None if examples.masks is None else np.asarray(examples.masks[top])[..., 0]
   localization.save_gallery(path, images, {'grad-cam': maps},
                             {'grad-cam': scores[name]['tta'][top]}, masks,

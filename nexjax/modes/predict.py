@@ -31,6 +31,7 @@ from nexjax.export import runtime as runtime_lib
 from nexjax.export import scorer as scorer_lib
 from nexjax.reports import localization
 from nexjax.train import preemption
+from nexjax.train import train_section
 
 
 def check_writable(path: pathlib.Path, key: str) -> None:
@@ -113,7 +114,7 @@ def predict_with_detector(config, workdir: pathlib.Path, output: pathlib.Path,
     raise errors.ConfigError(f'config.predict.heatmaps={predict.heatmaps!r}: '
                              f'{scorer.cls.name} gives image-level scores only; set it to none.')
   images, files = scorer.decode(folder_lib.list_inputs(predict.input),
-                                config.train.progress)
+                                train_section.SECTION.of(config).progress)
   names = folder_lib.relative_names(files, predict.input)
   warn_shared_ids(names, files)
   scores = scorer.scores(images)
@@ -151,13 +152,13 @@ def predict_with_classifier(config, workdir: pathlib.Path, output: pathlib.Path)
   """Writes `file,id,p_defect,label` with the classifier's scorer (`nexjax.export.scorer`): the
   workdir's checkpoint ('jax'), or the export folder alone on `predict.runtime`, with the
   threshold and decoding the export recorded; Grad-CAM heatmaps on request (checkpoint only)."""
-  predict = predict_section.SECTION.of(config)
+  predict, train = predict_section.SECTION.of(config), train_section.SECTION.of(config)
   scorer = scorer_lib.load(config, workdir, predict.runtime)
   files = folder_lib.list_inputs(predict.input)
-  images, files = scorer.decode(files, config.train.progress)
+  images, files = scorer.decode(files, train.progress)
   names = folder_lib.relative_names(files, predict.input)
   warn_shared_ids(names, files)
-  scores = scorer.scores(images, config.train.eval_batch_size, 'predict', config.train.progress)
+  scores = scorer.scores(images, train.eval_batch_size, 'predict', train.progress)
   flagged = scorer.flagged(scores)
   if scorer.is_chief:
     with preemption.deferred():
@@ -166,8 +167,7 @@ def predict_with_classifier(config, workdir: pathlib.Path, output: pathlib.Path)
   if scorer.has_maps and predict.heatmaps != 'none':
     heatmaps = output.with_name(output.stem + '_heatmaps')
     chosen = heatmap_rows(predict, flagged)
-    maps = scorer.maps(images[chosen], config.train.eval_batch_size,
-                       config.train.progress) if len(chosen) else []
+    maps = scorer.maps(images[chosen], train.eval_batch_size, train.progress) if len(chosen) else []
     if scorer.is_chief:
       write_overlays(predict, images, maps, names, chosen, heatmaps)
       print(f'{len(chosen)} Grad-CAM heatmaps -> {heatmaps}', flush=True)

@@ -3,7 +3,7 @@
 The image's dimensions are read from its header (Pillow's `open` reads nothing more) and checked
 against `serve.max_pixels` before any pixel is decoded, so a small file announcing 20,000 x
 20,000 pixels (a decompression bomb) costs nothing. Then it is decoded exactly like the training
-data (`nexperia.decode_image`: 16-bit and float grey scaled by `data.high_bit_scaling`, any
+data (`data.decode.decode_image`: 16-bit and float grey scaled by `data.high_bit_scaling`, any
 mode converted) and resized like `--mode=predict` does.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 import tensorflow as tf
 
-from nexjax.data import nexperia
+from nexjax.data import decode as decode_lib
 from nexjax.data import pipeline
 from nexjax.serving import security
 
@@ -54,7 +54,7 @@ def decode(data: bytes, name: str, *, max_pixels: int, image_size: int, channels
   """uint8 (image_size, image_size, channels) of an uploaded file, or BadUpload(400)."""
   check_header(data, name, max_pixels)
   try:
-    image = nexperia.decode_image(io.BytesIO(data), channels, high_bit_scaling)
+    image = decode_lib.decode_image(io.BytesIO(data), channels, high_bit_scaling)
   except Exception as e:  # pylint: disable=broad-except: truncated or corrupt files
     reason = ' '.join(f'{type(e).__name__}: {e}'.split())
     raise BadUpload(400, f'{name}: cannot be decoded ({reason}).') from None

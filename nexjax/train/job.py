@@ -19,6 +19,7 @@ from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment_section
 from nexjax.data import data_section
+from nexjax.data import decode
 from nexjax.data import pipeline
 from nexjax.models import model_section
 from nexjax.models import resnet
@@ -35,7 +36,6 @@ from nexjax.train import workdir as workdir_lib
 
 # The data sources need TensorFlow: loaded where a mode reads data, not to build a model.
 extra_labels = lazy_import.module('nexjax.data.extra_labels')
-nexperia = lazy_import.module('nexjax.data.nexperia')
 prepare = lazy_import.module('nexjax.data.prepare')
 sources = lazy_import.module('nexjax.data.sources')
 unlabelled = lazy_import.module('nexjax.data.unlabelled')
@@ -208,7 +208,7 @@ def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Ex
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
       cache_dir=cache_dir(config), data_dir=source.labelled_folder(),
       labelled_files=[path for path, _ in source.files()['train']],
-      progress=config.train.progress)
+      progress=train_section.SECTION.of(config).progress)
 
 
 def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources.Source) -> None:
@@ -220,7 +220,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources
                             channels=config.data.channels,
                             high_bit_scaling=config.data.high_bit_scaling,
                             cache_dir=cache_dir(config), known=known,
-                            progress=config.train.progress)
+                            progress=train_section.SECTION.of(config).progress)
   data['train'] = extra_labels.append(data['train'], extra)
   logging.info('Added %d labelled image(s) (%d defects) from %s to the training split.',
                len(extra), int(extra.labels.sum()), config.data.extra_labels)
@@ -228,7 +228,7 @@ def add_extra_labels(data: dict[str, pipeline.Examples], config, source: sources
 
 def skipped_files(config) -> pathlib.Path:
   """The list of the data folder's unreadable files (path and reason) made when preparing it."""
-  return prepare.prepared_dir(data_source(config), cache_dir(config)) / nexperia.SKIPPED_FILE
+  return prepare.prepared_dir(data_source(config), cache_dir(config)) / decode.SKIPPED_FILE
 
 
 def restore_weights(config, workdir, choice: str = 'auto') -> tuple[dict, int]:
