@@ -10,6 +10,7 @@ import socket
 from nexjax import errors
 from nexjax import serving
 from nexjax.serving import serve_section
+from nexjax.train import train_section
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -42,7 +43,9 @@ def serve(config, workdir) -> None:
   with listener:
     runtime = runtime_lib.create(config, workdir, settings.max_batch)
     runtime.warm_up()
-    service = app.Service(runtime, settings, secret, app.review_files(config, runtime))
+    progress = train_section.SECTION.of(config).progress
+    service = app.Service(runtime, settings, secret,
+                          app.review_files(settings.review_dir, runtime, progress))
     listener.listen(128)
     info = runtime.info
     url = f'http://{settings.host}:{settings.port}'

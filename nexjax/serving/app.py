@@ -216,14 +216,14 @@ class Service:
     return JSONResponse(self.review.set_label(item, label))
 
 
-def review_files(config, runtime) -> list:
-  """(name in the folder, path, uint8 image) of `serve.review_dir`, decoded like predict does."""
-  folder = config.serve.review_dir
+def review_files(folder: str, runtime, progress: bool) -> list:
+  """(name in the folder, path, uint8 image) of `folder` (`serve.review_dir`), decoded like
+  predict does."""
   if not folder:
     return []
   files = folder_lib.list_inputs(folder)
   images, files = folder_lib.decode_images(
       files, image_size=runtime.image_size, channels=runtime.channels,
-      high_bit_scaling=runtime.high_bit_scaling, progress=config.train.progress)
+      high_bit_scaling=runtime.high_bit_scaling, progress=progress)
   names = folder_lib.relative_names(files, folder)
   return list(zip(names, files, images))
