@@ -35,7 +35,8 @@ DECLARATIONS = ('nexjax.data.augment_section', 'nexjax.data.data_section',
                 'nexjax.export.predict_section', 'nexjax.models.model_section',
                 'nexjax.serving.serve_section', 'nexjax.train.evaluate_section',
                 'nexjax.train.init_section', 'nexjax.train.lr_find_section',
-                'nexjax.train.optim_section', 'nexjax.train.semi_section',
+                'nexjax.train.optim_section', 'nexjax.train.phases_section',
+                'nexjax.train.semi_section',
                 'nexjax.train.train_section')
 
 

@@ -33,6 +33,7 @@ from nexjax.train import recipe
 from nexjax.train import scoring
 from nexjax.train import optim
 from nexjax.train import optim_section
+from nexjax.train import phases_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 from nexjax.train import workdir
@@ -85,6 +86,9 @@ BAD = {
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
 }
+# A bad value for each key of a phase (config.phases[i]) that has a check; train_groups is checked
+# against optim.groups.
+BAD_PHASE = {'epochs': 0, 'lr': (1e-4, 1e-3, 1e-2), 'train_groups': ('head', 'neck')}
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
@@ -97,9 +101,10 @@ def test_the_declared_sections_are_those_the_run_identity_reads():
     assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys), name
 
 
-@pytest.mark.parametrize('name', DECLARED)
+@pytest.mark.parametrize('name', [*DECLARED, 'phases'])
 def test_every_key_has_a_default_and_a_one_line_doc(name):
-  for key_name, key in DECLARED[name].keys.items():
+  section = DECLARED.get(name, phases_section.SECTION)
+  for key_name, key in section.keys.items():
     assert key.default is not None, key_name
     assert key.doc.strip() and '\n' not in key.doc, key_name
     assert key.run in (sections.RUN, sections.OUTSIDE, sections.WHERE_SET), key_name
@@ -141,11 +146,31 @@ def test_every_bad_value_is_reported_at_once_with_the_other_sections():
   for name in every_mode:
     config[name].update(BAD[name])
   config.optim.label_smoothing = 1.5
+  config.phases[1].update(BAD_PHASE)
   with pytest.raises(errors.ConfigError) as error:
     config_lib.check(config)
   message = str(error.value)
   assert all(f'config.{name}.{key}: ' in message for name in every_mode for key in BAD[name])
+  assert all(f'config.phases[1].{key}: ' in message for key in BAD_PHASE)
   assert 'config.optim.label_smoothing' in message
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_each_phase_is_the_declaration(preset):
+  config = finetune.get_config(preset)
+  for i, phase in enumerate((*config.phases, *config.get('pretrain', {}).get('phases', ()))):
+    assert sorted(phase) == sorted(phases_section.SECTION.keys)
+    assert phases_section.SECTION.problems(phase, f'phases[{i}]') == []
+
+
+@pytest.mark.parametrize('key', BAD_PHASE)
+def test_a_bad_phase_value_is_reported_with_its_index_and_key(key):
+  config = finetune.get_config('smoke')
+  config.phases[1][key] = BAD_PHASE[key]
+  config.phases[0].lr = (0.0,)
+  found = config_lib.problems(config)
+  assert any(p.startswith(f'config.phases[1].{key}: ') for p in found), found
+  assert any(p.startswith('config.phases[0].lr: ') for p in found), found
 
 
 def test_the_run_keys_are_those_of_before_the_declarations():
