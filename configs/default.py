@@ -74,7 +74,7 @@ def get_config():
   # labelled defect to train on, the label-free ones alone (on the good images without
   # data.unlabelled_dir).
   config.line = line_section.SECTION.defaults()  # nexjax/detectors/line_section.py
-  # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
+  # Each detector's section (nexjax/detectors/defaults.py's SECTIONS; presets override some).
   config.detectors = defaults.sections()
   config.lr_find = lr_find_section.SECTION.defaults()  # nexjax/train/lr_find_section.py
   return config

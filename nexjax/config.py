@@ -255,8 +255,8 @@ def line(config, found: sections.Problems) -> None:
 
 
 def detector(config, cls, found: sections.Problems) -> None:
-  """A detector's section through its `check_config` (none for one that reads the whole
-  config, such as the classifier, which the sections above check)."""
+  """A detector's section through its `check_config` (its declared `SECTION`'s checks; none for
+  one that reads the whole config, such as the classifier, which the sections above check)."""
   if cls.default_config() is None:
     return
   if 'detectors' not in config or cls.name not in config.detectors:

@@ -41,6 +41,11 @@ class Key:
   run: str = RUN
 
 
+def outside(default, doc: str) -> Key:
+  """A key outside the run (OUTSIDE): those of the sections read after a run, or beside it."""
+  return Key(default, doc, OUTSIDE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Section:
   """`config.NAME`: its keys in order, and `check(values, found)`, which adds a line to `found`

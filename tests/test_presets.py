@@ -30,7 +30,8 @@ BASE = 'finetune:'   # stored in full; every other entry as its differences from
 # The jax-free modules that declare sections, which the config files may import.
 DECLARATIONS = ('nexjax.data.augment_section', 'nexjax.data.data_section',
                 'nexjax.detectors.compare_section', 'nexjax.detectors.defaults',
-                'nexjax.detectors.line_section',
+                'nexjax.detectors.features_section', 'nexjax.detectors.generative_section',
+                'nexjax.detectors.line_section', 'nexjax.detectors.scattering_xgb_section',
                 'nexjax.export.export_section',
                 'nexjax.export.predict_section', 'nexjax.models.model_section',
                 'nexjax.serving.serve_section', 'nexjax.train.evaluate_section',
