@@ -23,19 +23,15 @@ from nexjax.train import evaluate_section
 from nexjax.train import init_section
 from nexjax.train import lr_find_section
 from nexjax.train import optim_section
+from nexjax.train import phases_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 
 # init.weights naming the `pretrain` section's run (nexjax.train.job.PRETRAIN): the presets that
 # start from a body trained here.
 PRETRAIN = 'pretrain'
-
-
-def phase(name, epochs, lr, train_groups):
-  """One `fit_one_cycle` call. lr: (b,) is fastai's slice(b) -> [b/10, ..., b/10, b]; (a, b)
-  is slice(a, b), spread geometrically over the groups. Groups not in train_groups are frozen."""
-  return ml_collections.ConfigDict(dict(name=name, epochs=epochs, lr=tuple(lr),
-                                        train_groups=tuple(train_groups)))
+# One `fit_one_cycle` call: its keys, their docs and checks in nexjax/train/phases_section.py.
+phase = phases_section.phase
 
 
 def get_config():
@@ -78,7 +74,7 @@ def get_config():
   # labelled defect to train on, the label-free ones alone (on the good images without
   # data.unlabelled_dir).
   config.line = line_section.SECTION.defaults()  # nexjax/detectors/line_section.py
-  # Each detector's settings (nexjax/detectors/defaults.py: its defaults; presets override some).
+  # Each detector's section (nexjax/detectors/defaults.py's SECTIONS; presets override some).
   config.detectors = defaults.sections()
   config.lr_find = lr_find_section.SECTION.defaults()  # nexjax/train/lr_find_section.py
   return config

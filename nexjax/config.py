@@ -31,10 +31,10 @@ from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import lr_find_section
 from nexjax.train import optim_section
+from nexjax.train import phases_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 
-PHASE_KEYS = ('name', 'epochs', 'lr', 'train_groups')
 DATA_MODES = ('train', 'lr_find', 'compare')  # the modes that read the training data
 
 
@@ -73,18 +73,17 @@ def problems(config: ml_collections.ConfigDict, mode: str = 'train') -> list[str
 
 
 def phases(config, found: sections.Problems) -> None:
+  """Each phase (its own checks: nexjax/train/phases_section.py), and the groups it trains."""
   found.check(len(config.phases) > 0, 'phases', 'at least one phase is needed')
   groups = [g for g, _ in config.optim.groups]
   for i, phase in enumerate(config.phases):
     key = f'phases[{i}]'
-    if not hasattr(phase, 'keys') or not set(PHASE_KEYS) <= set(phase.keys()):
-      found.append(f'config.{key}: {phase!r} is not a phase ({", ".join(PHASE_KEYS)}); '
-                   f'override its fields (--config.{key}.epochs=3) or edit the phases in '
-                   'the config file.')
+    if not hasattr(phase, 'keys') or not set(phases_section.SECTION.keys) <= set(phase.keys()):
+      found.append(f'config.{key}: {phase!r} is not a phase '
+                   f'({", ".join(phases_section.SECTION.keys)}); override its fields '
+                   f'(--config.{key}.epochs=3) or edit the phases in the config file.')
       continue
-    found.check(phase.epochs > 0, f'{key}.epochs', f'must be positive, got {phase.epochs}')
-    found.check(len(phase.lr) in (1, 2) and all(lr > 0 for lr in phase.lr), f'{key}.lr',
-                f'must be (max,) or (low, high) with positive values, got {phase.lr}')
+    found.extend(phases_section.SECTION.problems(phase, key))
     found.check(set(phase.train_groups) <= set(groups), f'{key}.train_groups',
                 f'{phase.train_groups} names groups outside {groups}')
 
@@ -256,8 +255,8 @@ def line(config, found: sections.Problems) -> None:
 
 
 def detector(config, cls, found: sections.Problems) -> None:
-  """A detector's section through its `check_config` (none for one that reads the whole
-  config, such as the classifier, which the sections above check)."""
+  """A detector's section through its `check_config` (its declared `SECTION`'s checks; none for
+  one that reads the whole config, such as the classifier, which the sections above check)."""
   if cls.default_config() is None:
     return
   if 'detectors' not in config or cls.name not in config.detectors:

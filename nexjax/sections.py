@@ -41,6 +41,11 @@ class Key:
   run: str = RUN
 
 
+def outside(default, doc: str) -> Key:
+  """A key outside the run (OUTSIDE): those of the sections read after a run, or beside it."""
+  return Key(default, doc, OUTSIDE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Section:
   """`config.NAME`: its keys in order, and `check(values, found)`, which adds a line to `found`
@@ -52,9 +57,10 @@ class Section:
   def defaults(self) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({name: key.default for name, key in self.keys.items()})
 
-  def problems(self, values) -> list[str]:
-    """One line per bad value of `values` (the config's section): `config.NAME.KEY: message`."""
-    found = Problems(f'config.{self.name}.')
+  def problems(self, values, name: str = '') -> list[str]:
+    """One line per bad value of `values` (the config's section, or the one at `name`, e.g. a
+    phase's 'phases[1]'): `config.NAME.KEY: message`."""
+    found = Problems(f'config.{name or self.name}.')
     self.check(values, found)
     return list(found)
 

@@ -18,7 +18,7 @@ def test_three_independent_mistakes_are_reported_together():
   message = str(error.value)
   assert 'config.data.image_size: 40960' in message
   assert 'config.optim.label_smoothing' in message
-  assert 'vae.latent=0' in message
+  assert 'config.detectors.vae.latent: 0 must be positive' in message
 
 
 def test_each_mode_checks_its_own_sections():

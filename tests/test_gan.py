@@ -59,5 +59,5 @@ def test_residual_score_is_the_mean_map(fitted):
 def test_unknown_score_is_a_config_error():
   config = gan.GANomalyDetector.smoke_config()
   config.score = 'pixels'
-  with pytest.raises(errors.ConfigError, match='gan.score='):
+  with pytest.raises(errors.ConfigError, match="config.detectors.gan.score: 'pixels' must"):
     gan.GANomalyDetector(config)

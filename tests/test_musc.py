@@ -71,4 +71,4 @@ def test_bad_settings_are_named():
   problems = musc.MuSc.check_config(config)
   assert any('neighbourhoods' in p for p in problems)
   assert any('max_references' in p for p in problems)
-  assert any('musc.chunk_patches=0' in p for p in problems)
+  assert 'config.detectors.musc.chunk_patches: 0 must be >= 1' in problems

@@ -30,12 +30,14 @@ BASE = 'finetune:'   # stored in full; every other entry as its differences from
 # The jax-free modules that declare sections, which the config files may import.
 DECLARATIONS = ('nexjax.data.augment_section', 'nexjax.data.data_section',
                 'nexjax.detectors.compare_section', 'nexjax.detectors.defaults',
-                'nexjax.detectors.line_section',
+                'nexjax.detectors.features_section', 'nexjax.detectors.generative_section',
+                'nexjax.detectors.line_section', 'nexjax.detectors.scattering_xgb_section',
                 'nexjax.export.export_section',
                 'nexjax.export.predict_section', 'nexjax.models.model_section',
                 'nexjax.serving.serve_section', 'nexjax.train.evaluate_section',
                 'nexjax.train.init_section', 'nexjax.train.lr_find_section',
-                'nexjax.train.optim_section', 'nexjax.train.semi_section',
+                'nexjax.train.optim_section', 'nexjax.train.phases_section',
+                'nexjax.train.semi_section',
                 'nexjax.train.train_section')
 
 

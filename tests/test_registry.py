@@ -1,12 +1,12 @@
 """The detector registry: a detector defined and registered here, with its config section (what
-its entry in nexjax/detectors/defaults.py gives a built-in one), is compared, saved and used by
+nexjax/detectors/defaults.py gives a built-in one), is compared, saved and used by
 --mode=predict; every registered method's config checks, not-fitted
 error and saved folder."""
 
 import csv
+import dataclasses
 import json
 
-import ml_collections
 import numpy as np
 import PIL.Image
 import pytest
@@ -15,6 +15,7 @@ from configs import compare as compare_config
 from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
+from nexjax import sections
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import saved
@@ -30,19 +31,14 @@ class MeanIntensity(base.Detector):
   uses_labels = False
   produces_maps = True
   fitted_keys = ('power',)
+  SECTION = sections.Section('detectors.mean_intensity', dict(
+      power=sections.outside(2.0, 'the exponent of the distance map')),
+      lambda values, found: found.check(values.power > 0, 'power', f'{values.power} must be > 0'))
   PRESETS = {'smoke': {'power': 1.0}}
 
   def __init__(self, config):
     super().__init__(config)
     self.good_mean = None
-
-  @classmethod
-  def default_config(cls):
-    return ml_collections.ConfigDict({'power': 2.0})
-
-  @classmethod
-  def check_config(cls, config):
-    return [] if config.power > 0 else [base.problem(cls.name, 'power', config.power, '> 0')]
 
   @property
   def fitted(self):
@@ -74,6 +70,7 @@ class BrightestPixel(MeanIntensity):
   """A second toy, so that the budget has an ensemble."""
 
   name = 'brightest'
+  SECTION = dataclasses.replace(MeanIntensity.SECTION, name='detectors.brightest')
 
   def score(self, images, ctx):
     return self.anomaly_map(images, ctx).max((1, 2)).astype(np.float64)
@@ -167,7 +164,7 @@ def test_every_detector_checks_its_config_and_refuses_to_score_unfitted(toys, tm
     with pytest.raises(errors.NotFittedError, match=name):
       detector.save(tmp_path / name)
   config.detectors.mean_intensity.power = -1.0
-  with pytest.raises(errors.ConfigError, match=r'config.detectors.mean_intensity.power=-1.0'):
+  with pytest.raises(errors.ConfigError, match='config.detectors.mean_intensity.power: -1.0 must'):
     config_lib.check(config, 'compare')
   del config.detectors['brightest']
   with pytest.raises(errors.ConfigError, match='config.detectors.brightest: missing'):

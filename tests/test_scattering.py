@@ -136,7 +136,7 @@ def test_detector_separates_textures_and_round_trips(tmp_path):
 
 
 def test_feature_count_and_config_checks():
-  config = scattering_xgb.default_config()
+  config = scattering_xgb.ScatteringXGB.default_config()
   assert scattering_xgb.num_features(config) == 217 * (1 + 16 + 1)
   with pytest.raises(errors.ConfigError, match='scattering_xgb.order'):
     scattering_xgb.ScatteringXGB(smoke_config(order=3))

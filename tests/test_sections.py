@@ -1,9 +1,9 @@
 """Sections declared once beside their code (`nexjax.sections`): `semi`, `evaluate`, `train`,
 `optim`, `init`, `lr_find` (nexjax/train/*_section.py), `augment`, `data` (nexjax/data/), `model`
-(nexjax/models/), `predict`, `export` (nexjax/export/), `serve` (nexjax/serving/), `line` and
-`compare` (nexjax/detectors/). The config
-files build them, config.check runs their checks, a run's identity follows their declarations,
-and the code that reads them receives them frozen."""
+(nexjax/models/), `predict`, `export` (nexjax/export/), `serve` (nexjax/serving/), `line`,
+`compare` and each detector's `detectors.NAME` (nexjax/detectors/), and a phase of `phases`. The
+config files build them, config.check runs their checks, a run's identity follows their
+declarations, and the code that reads them receives them frozen."""
 
 import ml_collections
 import numpy as np
@@ -12,12 +12,14 @@ import pytest
 from configs import compare
 from configs import finetune
 from nexjax import config as config_lib
+from nexjax import detectors
 from nexjax import errors
 from nexjax import sections
 from nexjax.data import augment
 from nexjax.data import augment_section
 from nexjax.data import data_section
 from nexjax.detectors import compare_section
+from nexjax.detectors import defaults as detector_defaults
 from nexjax.detectors import line_section
 from nexjax.export import export_section
 from nexjax.export import predict_section
@@ -33,6 +35,7 @@ from nexjax.train import recipe
 from nexjax.train import scoring
 from nexjax.train import optim
 from nexjax.train import optim_section
+from nexjax.train import phases_section
 from nexjax.train import semi_section
 from nexjax.train import train_section
 from nexjax.train import workdir
@@ -42,11 +45,13 @@ DECLARED = {section.name: section for section in (
     augment_section.SECTION, optim_section.SECTION, predict_section.SECTION,
     serve_section.SECTION, model_section.SECTION, init_section.SECTION,
     export_section.SECTION, lr_find_section.SECTION, data_section.SECTION,
-    line_section.SECTION, compare_section.SECTION)}
+    line_section.SECTION, compare_section.SECTION, *detector_defaults.SECTIONS.values())}
 PRESETS = (None, 'pretrain', 'pretrain_wide', 'synthetic', 'smoke')
-# The sections that one mode alone reads, and checks; each is wholly outside the run.
+# The sections that one mode alone reads, and checks; each is wholly outside the run. The
+# detectors' are checked by --mode=compare (and by training, for the line's, with unlabelled
+# images).
 MODE = {'predict': 'predict', 'serve': 'serve', 'export': 'export', 'lr_find': 'lr_find',
-        'compare': 'compare'}
+        'compare': 'compare', **{f'detectors.{n}': 'compare' for n in detector_defaults.SECTIONS}}
 # Those declared above nexjax/train/workdir.py, which names them wholly outside by hand.
 ABOVE_WORKDIR = ('predict', 'serve', 'export', 'line', 'compare')
 # The values such a mode needs from its command line.
@@ -57,7 +62,9 @@ PRESETS_SET = {'train': {'batch_size', 'eval_batch_size', 'progress'}, 'augment'
                'init': {'weights', 'from_scratch', 'pretrain_body'}, 'lr_find': {'num_steps'},
                'compare': {'detectors', 'labelled_defects'},
                'data': {'image_size', 'synthetic', 'synthetic_families', 'synthetic_image_size',
-                        'synthetic_num_test', 'synthetic_num_train', 'synthetic_seed'}}
+                        'synthetic_num_test', 'synthetic_num_train', 'synthetic_seed'}} | {
+                   f'detectors.{name}': {key for values in presets.values() for key in values}
+                   for name, presets in detector_defaults.PRESETS.items()}
 # A bad value for each key that has a check, by section.
 BAD = {
     'semi': {'method': 'mixmatch', 'unlabelled_ratio': 0, 'threshold': 1.5, 'weight': -1.0,
@@ -84,22 +91,48 @@ BAD = {
     'lr_find': {'start_lr': 0.0, 'end_lr': 1e-8, 'num_steps': 0, 'phase': 2},
     'serve': {'host': '', 'port': 0, 'max_upload_mb': 0.0, 'max_pixels': 0,
               'batch_window_ms': 2000.0, 'max_batch': 0, 'review_dir': '/no/such/folder'},
+    'detectors.gaussian': {'stages': ('layer5',)},
+    'detectors.patchcore': {'stages': (), 'neighbourhood': 2, 'target_dim': -1,
+                            'coreset_ratio': 0.0, 'projection_dim': -1, 'num_neighbors': 0,
+                            'bank_chunk': 0},
+    'detectors.padim': {'stages': ('layer0',), 'num_features': 0, 'epsilon': -0.1},
+    'detectors.musc': {'stages': (), 'neighbourhoods': (2,), 'interval': 0.0,
+                       'max_references': 1, 'chunk_patches': 0, 'batch_size': 0},
+    'detectors.scattering_xgb': {'J': 0, 'L': 0, 'order': 3, 'pool_grid': (0,), 'eps': 0.0,
+                                 'n_estimators': 0, 'subsample': 1.5},
+    'detectors.vae': {'image_size': 63, 'widths': (), 'latent': 0, 'steps': 0, 'batch_size': 0,
+                      'score_topk': 0.0, 'sample_every': 0},
+    'detectors.gan': {'score': 'pixels', 'latent': -1},
 }
+# A bad value for each key of a phase (config.phases[i]) that has a check; train_groups is checked
+# against optim.groups.
+BAD_PHASE = {'epochs': 0, 'lr': (1e-4, 1e-3, 1e-2), 'train_groups': ('head', 'neck')}
 
 
 def test_the_declared_sections_are_those_the_run_identity_reads():
-  """Or one declared above it, a mode's own, wholly outside the run (every key OUTSIDE); a mode's
-  own section declared below it is wholly outside by its declaration."""
+  """Or one declared above it, a mode's own or a detector's (under `detectors`), wholly outside
+  the run (every key OUTSIDE); a mode's own section declared below it is wholly outside by its
+  declaration."""
   above = {name: DECLARED[name] for name in ABOVE_WORKDIR}
-  assert {s.name: s for s in workdir.SECTIONS} | above == DECLARED
+  detector_sections = {name: DECLARED[name] for name in DECLARED if name.startswith('detectors.')}
+  assert {s.name: s for s in workdir.SECTIONS} | above | detector_sections == DECLARED
   for name in {**MODE, **dict.fromkeys(ABOVE_WORKDIR)}:
-    assert workdir.OUTSIDE_RUN[name] in ('*', tuple(DECLARED[name].keys)), name
+    outside = workdir.OUTSIDE_RUN[name.split('.')[0]]
+    assert outside in ('*', tuple(DECLARED[name].keys)), name
     assert DECLARED[name].outside_run() == tuple(DECLARED[name].keys), name
 
 
-@pytest.mark.parametrize('name', DECLARED)
+def test_each_detector_reads_its_declared_section():
+  """And one that reads the whole config (the classifiers) declares none."""
+  for name, cls in detectors.REGISTRY.items():
+    assert cls.SECTION is detector_defaults.SECTIONS.get(name), name
+    assert cls.SECTION is None or cls.SECTION.name == f'detectors.{name}', name
+
+
+@pytest.mark.parametrize('name', [*DECLARED, 'phases'])
 def test_every_key_has_a_default_and_a_one_line_doc(name):
-  for key_name, key in DECLARED[name].keys.items():
+  section = DECLARED.get(name, phases_section.SECTION)
+  for key_name, key in section.keys.items():
     assert key.default is not None, key_name
     assert key.doc.strip() and '\n' not in key.doc, key_name
     assert key.run in (sections.RUN, sections.OUTSIDE, sections.WHERE_SET), key_name
@@ -115,9 +148,10 @@ def given(name, values) -> ml_collections.ConfigDict:
 def test_the_configs_section_is_the_declaration(name, preset):
   section, defaults = DECLARED[name], DECLARED[name].defaults()
   for config in (finetune.get_config(preset), compare.get_config(preset)):
-    if name not in config:   # compare: configs/compare.py's alone
+    top = name.split('.')[0]   # detectors.NAME: under `detectors`
+    if top not in config:   # compare: configs/compare.py's alone
       continue
-    nested = [config.pretrain[name]] if 'pretrain' in config and name in config.pretrain else []
+    nested = [config.pretrain[name]] if 'pretrain' in config and top in config.pretrain else []
     for values in (config[name], *nested):
       assert sorted(values) == sorted(section.keys)
       assert {k for k in values if values[k] != defaults[k]} <= PRESETS_SET.get(name, set())
@@ -127,8 +161,8 @@ def test_the_configs_section_is_the_declaration(name, preset):
 
 @pytest.mark.parametrize('dotted', [f'{name}.{key}' for name in BAD for key in BAD[name]])
 def test_a_bad_value_is_reported_with_its_key(dotted):
-  name, key = dotted.split('.')
-  config = (compare if name == 'compare' else finetune).get_config('smoke')
+  name, key = dotted.rsplit('.', 1)
+  config = (compare if MODE.get(name) == 'compare' else finetune).get_config('smoke')
   config[name].update(GIVEN.get(name, {}))
   config[name][key] = BAD[name][key]
   found = config_lib.problems(config, MODE.get(name, 'train'))
@@ -141,11 +175,31 @@ def test_every_bad_value_is_reported_at_once_with_the_other_sections():
   for name in every_mode:
     config[name].update(BAD[name])
   config.optim.label_smoothing = 1.5
+  config.phases[1].update(BAD_PHASE)
   with pytest.raises(errors.ConfigError) as error:
     config_lib.check(config)
   message = str(error.value)
   assert all(f'config.{name}.{key}: ' in message for name in every_mode for key in BAD[name])
+  assert all(f'config.phases[1].{key}: ' in message for key in BAD_PHASE)
   assert 'config.optim.label_smoothing' in message
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_each_phase_is_the_declaration(preset):
+  config = finetune.get_config(preset)
+  for i, phase in enumerate((*config.phases, *config.get('pretrain', {}).get('phases', ()))):
+    assert sorted(phase) == sorted(phases_section.SECTION.keys)
+    assert phases_section.SECTION.problems(phase, f'phases[{i}]') == []
+
+
+@pytest.mark.parametrize('key', BAD_PHASE)
+def test_a_bad_phase_value_is_reported_with_its_index_and_key(key):
+  config = finetune.get_config('smoke')
+  config.phases[1][key] = BAD_PHASE[key]
+  config.phases[0].lr = (0.0,)
+  found = config_lib.problems(config)
+  assert any(p.startswith(f'config.phases[1].{key}: ') for p in found), found
+  assert any(p.startswith('config.phases[0].lr: ') for p in found), found
 
 
 def test_the_run_keys_are_those_of_before_the_declarations():

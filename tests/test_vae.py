@@ -141,7 +141,7 @@ def test_reduce_map_top_fraction():
 def test_bad_config_names_the_key(key, value):
   config = smoke_config()
   config[key] = value
-  with pytest.raises(errors.ConfigError, match=f'vae.{key}='):
+  with pytest.raises(errors.ConfigError, match=f'config.detectors.vae.{key}: '):
     vae.VAEDetector(config)
 
 

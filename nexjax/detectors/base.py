@@ -6,12 +6,12 @@ anomaly map, and saves itself into a folder it can be loaded from. `nexjax.modes
 registered one (`nexjax.detectors.REGISTRY`) on the same splits and chooses every threshold on
 the validation split.
 
-A method declares its `name`, `default_config()`, its `PRESETS` (config overrides per preset of
-configs/compare.py, e.g. seconds-long 'smoke' sizes; both read from nexjax/detectors/defaults.py,
-which the preset files import too) and `check_config` (the problems of a
-config, each naming `config.detectors.<name>.<key>` and the valid values). Its saved form is one
-folder: `detector.json` (name, format, nexjax version, the config it was fitted with, its
-`Stats`, what the method needs to rebuild its state, and what the caller adds: threshold,
+A method declares its `name`, its `SECTION` (`config.detectors.<name>` as a `nexjax.sections`
+Section: each key's default, doc and checks, in a light module the config files import) and its
+`PRESETS` (overrides per preset of configs/compare.py, e.g. seconds-long 'smoke' sizes; from
+nexjax/detectors/defaults.py); `default_config` and `check_config` follow the section. Its saved
+form is one folder: `detector.json` (name, format, nexjax version, the config it was fitted with,
+its `Stats`, what the method needs to rebuild its state, and what the caller adds: threshold,
 backbone, data) beside `arrays.npz` or the method's own files.
 
 Images are what the input pipeline yields: uint8 arrays (N, H, W, C), C = 1 (grayscale) or 3.
@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from nexjax import errors
+from nexjax import sections
 from nexjax.data import pipeline
 from nexjax.platform import parallel
 
@@ -71,11 +72,6 @@ def nbytes(tree) -> int:
   return int(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)))
 
 
-def problem(name: str, key: str, value, valid: str) -> str:
-  """One config problem, naming the key and the valid values."""
-  return f'config.detectors.{name}.{key}={value!r}: {valid}'
-
-
 def plain(value):
   """Config values as JSON values: tuples as lists, ConfigDicts as dicts."""
   if isinstance(value, ml_collections.ConfigDict):
@@ -94,6 +90,7 @@ class Detector(abc.ABC):
   robust_to_contamination: ClassVar[bool] = False  # fitted on a line's unlabelled images untrimmed
   cross_fits: ClassVar[bool] = False  # trains on every labelled image, scores them out of fold
   fitted_keys: ClassVar[tuple[str, ...]] = ()  # config keys that shape the fitted state
+  SECTION: ClassVar[sections.Section | None] = None  # None: the method reads the whole config
   PRESETS: ClassVar[dict[str, dict]] = {}      # preset -> default_config overrides
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -106,9 +103,10 @@ class Detector(abc.ABC):
   # Configuration.
 
   @classmethod
-  @abc.abstractmethod
   def default_config(cls) -> ml_collections.ConfigDict | None:
-    """The `config.detectors.<name>` section (None: the method reads the whole config)."""
+    """The `config.detectors.<name>` section at its defaults (None: the method reads the whole
+    config)."""
+    return None if cls.SECTION is None else cls.SECTION.defaults()
 
   @classmethod
   def preset_config(cls, preset: str | None) -> ml_collections.ConfigDict | None:
@@ -123,9 +121,8 @@ class Detector(abc.ABC):
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
-    """Problems of the method's config section (see `problem`); none by default."""
-    del config
-    return []
+    """Problems of the method's config section, each naming `config.detectors.<name>.<key>`."""
+    return [] if cls.SECTION is None else cls.SECTION.problems(config)
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, workdir: pathlib.Path,

@@ -38,10 +38,6 @@ class ClassifierDetector(base.Detector):
     self.variables = None
 
   @classmethod
-  def default_config(cls):
-    return None  # the fine-tuning config itself
-
-  @classmethod
   def create(cls, config, workdir, defects: int) -> 'ClassifierDetector':
     """With every defect the run is the workdir's own fine-tuning run (reused when done);
     with fewer, its own run in `workdir/finetune_defects_N`, whose config records the budget

@@ -103,10 +103,6 @@ class SavedEnsemble(base.Detector):
     self.members, self.weights, self.valid_scores, self.folders = None, None, None, None
 
   @classmethod
-  def default_config(cls):
-    return None
-
-  @classmethod
   def from_members(cls, folders: dict, weights: dict[str, float],
                    valid_scores: dict) -> 'SavedEnsemble':
     """The ensemble of the detectors saved in `folders` ({name: folder}), with `weights` as

@@ -1,6 +1,6 @@
 """What the feature-based detectors share: stage feature maps of the context's backbone, resizing
-them to a common grid, the stages check; and for the patch-based ones (PatchCore, PaDiM) one
-jitted scoring pass and their saved arrays."""
+them to a common grid (their sections: features_section.py); and for the patch-based ones
+(PatchCore, PaDiM) one jitted scoring pass and their saved arrays."""
 
 import functools
 
@@ -13,7 +13,6 @@ from nexjax import errors
 from nexjax.data import augment
 from nexjax.detectors import base
 from nexjax.models import inference
-from nexjax.models import resnet
 from nexjax.platform import parallel
 
 
@@ -22,14 +21,6 @@ def require_backbone(ctx: base.Context, name: str) -> base.Backbone:
     raise errors.ConfigError(f'{name} computes features with a pretrained backbone, but the '
                              'context has none: give it ImageNet weights or a fine-tuned run.')
   return ctx.backbone
-
-
-def stage_problems(stages, name: str) -> list[str]:
-  stages = tuple(stages)
-  if not stages or any(s not in resnet.STAGES for s in stages):
-    return [base.problem(name, 'stages', stages,
-                         f'must be a non-empty subset of {resnet.STAGES}')]
-  return []
 
 
 def stage_maps(model, variables, images, stages) -> list:

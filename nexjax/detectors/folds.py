@@ -60,10 +60,6 @@ class FoldClassifiers(base.Detector):
     self.held_out_labels = np.zeros(0, int)  # their labels, in the same order
 
   @classmethod
-  def default_config(cls):
-    return None  # the fine-tuning config itself
-
-  @classmethod
   def create(cls, config, workdir, defects: int) -> 'FoldClassifiers':
     """Runs in `workdir/folds` with every defect, `workdir/folds_defects_N` with N."""
     run_dir = workdir / ('folds' if defects < 0 else f'folds_defects_{defects}')

@@ -24,19 +24,11 @@ from typing import Sequence
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from nexjax.detectors import base
 from nexjax.detectors import defaults
 from nexjax.detectors import generative
-
-SCORES = ('latent', 'residual')
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('gan')
-
+from nexjax.detectors import generative_section
 
 class Generator(nn.Module):
   """x -> (x', z, z'): encoder, decoder, encoder."""
@@ -60,14 +52,8 @@ def discriminator(widths) -> generative.Encoder:
 
 class GANomalyDetector(generative.ReconstructionDetector):
   name = 'gan'
-  default_config = staticmethod(default_config)
+  SECTION = generative_section.GAN
   PRESETS = defaults.PRESETS['gan']
-
-  @classmethod
-  def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
-    return super().check_config(config) + (
-        [] if config.score in SCORES else
-        [base.problem(cls.name, 'score', config.score, f'must be one of {SCORES}')])
 
   def generator(self) -> Generator:
     return Generator(tuple(self.config.widths), self.config.latent, self.config.image_size,

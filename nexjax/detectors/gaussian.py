@@ -23,8 +23,8 @@ import ml_collections
 import numpy as np
 
 from nexjax.detectors import base
-from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
+from nexjax.detectors import features_section
 from nexjax.models import inference
 
 
@@ -141,10 +141,6 @@ def feature_batches(images, ctx: base.Context, stages, desc: str):
                                ctx.batch_size, ctx.topo, desc, ctx.progress)
 
 
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('gaussian')
-
-
 class GaussianDetector(base.Detector):
   """Rippel et al.'s model of normality behind the Detector interface."""
 
@@ -152,15 +148,11 @@ class GaussianDetector(base.Detector):
   uses_labels = False
   needs_backbone = True
   fitted_keys = ('stages',)
-  default_config = staticmethod(default_config)
+  SECTION = features_section.GAUSSIAN
 
   def __init__(self, config: ml_collections.ConfigDict, model: NormalityModel | None = None):
     super().__init__(config)
     self.model = model
-
-  @classmethod
-  def check_config(cls, config) -> list[str]:
-    return features_lib.stage_problems(config.stages, cls.name)
 
   @property
   def fitted(self) -> bool:

@@ -37,22 +37,6 @@ from nexjax.reports import localization
 PARAMS_FILE = 'params.msgpack'
 
 
-def check_config(config: ml_collections.ConfigDict, name: str) -> list[str]:
-  """The values that cannot build or train the model, naming the key."""
-  levels = len(config.widths)
-  checks = (
-      ('widths', levels >= 1 and all(w > 0 for w in config.widths),
-       'needs at least one positive width'),
-      ('image_size', config.image_size % 2 ** levels == 0 and config.image_size >= 2 ** levels,
-       f'must be a multiple of 2**len(widths) = {2 ** levels} (one halving per width)'),
-      ('latent', config.latent > 0, 'must be positive'),
-      ('steps', config.steps > 0, 'must be positive'),
-      ('batch_size', config.batch_size > 0, 'must be positive'),
-      ('score_topk', 0 < config.score_topk <= 1, 'must be a fraction in (0, 1]'),
-      ('sample_every', config.sample_every > 0, 'must be positive'))
-  return [base.problem(name, key, config[key], valid) for key, ok, valid in checks if not ok]
-
-
 def conv_init(key, shape, dtype=jnp.float32):
   """Flax's default lecun_normal, drawn as a (fan_in, fan_out) matrix and reshaped: the same
   distribution, but XLA:CPU (jaxlib 0.10) compiles threefry on 4-D shapes very slowly (7 s for
@@ -148,10 +132,6 @@ class ReconstructionDetector(base.Detector):
     self.history = []                 # one dict of losses per step, from `fit`
     self.samples = []                 # (step, inputs, reconstructions) for the sample grids
     self._infer_fns = {}
-
-  @classmethod
-  def check_config(cls, config: ml_collections.ConfigDict) -> list[str]:
-    return check_config(config, cls.name)
 
   @property
   def fitted(self) -> bool:

@@ -26,7 +26,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from nexjax import errors
@@ -34,12 +33,9 @@ from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
+from nexjax.detectors import features_section
 from nexjax.models import inference
 from nexjax.reports import localization
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('musc')
 
 
 def aggregated(maps, r: int, grid):
@@ -107,21 +103,8 @@ class MuSc(features_lib.PatchDetector):
   scores_and_maps = staticmethod(scores_and_maps)
   fitted_keys = ('stages',)  # what the saved reference maps are
   robust_to_contamination = True
-  default_config = staticmethod(default_config)
+  SECTION = features_section.MUSC
   PRESETS = defaults.PRESETS['musc']
-
-  @classmethod
-  def check_config(cls, config) -> list[str]:
-    checks = {'neighbourhoods': (len(config.neighbourhoods) > 0 and all(
-        r >= 1 and r % 2 == 1 for r in config.neighbourhoods), 'must be odd numbers >= 1'),
-              'interval': (0 < config.interval <= 1, 'must be in (0, 1]'),
-              'max_references': (config.max_references == 0 or config.max_references >= 2,
-                                 'must be 0 (all) or >= 2'),
-              'chunk_patches': (config.chunk_patches >= 1, 'must be >= 1'),
-              'batch_size': (config.batch_size >= 1, 'must be >= 1')}
-    return features_lib.stage_problems(config.stages, cls.name) + [
-        base.problem(cls.name, key, config[key], valid)
-        for key, (ok, valid) in checks.items() if not ok]
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid

@@ -18,19 +18,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from nexjax import errors
 from nexjax.detectors import base
 from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
+from nexjax.detectors import features_section
 from nexjax.models import inference
 from nexjax.reports import localization
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('padim')
-
 
 def stacked_features(variables, images, *, model, stages):
   """(B, h, w, C) stage maps on the first stage's grid, concatenated over channels."""
@@ -95,15 +91,8 @@ class PaDiM(features_lib.PatchDetector):
   name = 'padim'
   scores_and_maps = staticmethod(scores_and_maps)
   fitted_keys = ('stages', 'num_features')
-  default_config = staticmethod(default_config)
+  SECTION = features_section.PADIM
   PRESETS = defaults.PRESETS['padim']
-
-  @classmethod
-  def check_config(cls, config) -> list[str]:
-    return features_lib.stage_problems(config.stages, cls.name) + [
-        base.problem(cls.name, key, config[key], valid) for key, ok, valid in (
-            ('num_features', config.num_features >= 1, 'must be >= 1'),
-            ('epsilon', config.epsilon >= 0, 'must be >= 0')) if not ok]
 
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid

@@ -34,13 +34,10 @@ from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import defaults
 from nexjax.detectors import features as features_lib
+from nexjax.detectors import features_section
 from nexjax.models import inference
 from nexjax.platform import parallel
 from nexjax.reports import localization
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('patchcore')
-
 
 def bank_bytes(num_images: int, patches_per_image: int, dim: int, ratio: float = 1.0) -> int:
   """Bytes of a float32 memory bank keeping `ratio` of all patch features."""
@@ -149,25 +146,12 @@ class PatchCore(features_lib.PatchDetector):
   name = 'patchcore'
   scores_and_maps = staticmethod(scores_and_maps)
   fitted_keys = ('stages', 'neighbourhood', 'target_dim')  # what shapes the memory bank
-  default_config = staticmethod(default_config)
+  SECTION = features_section.PATCHCORE
   PRESETS = defaults.PRESETS['patchcore']
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.coreset = {}   # num_patches, bank_rows, dim of the last fit
-
-  @classmethod
-  def check_config(cls, config) -> list[str]:
-    checks = {'coreset_ratio': (0 < config.coreset_ratio <= 1, 'must be in (0, 1]'),
-              'neighbourhood': (config.neighbourhood >= 1 and config.neighbourhood % 2 == 1,
-                                'must be an odd number >= 1'),
-              'num_neighbors': (config.num_neighbors >= 1, 'must be >= 1'),
-              'bank_chunk': (config.bank_chunk >= 1, 'must be >= 1'),
-              'target_dim': (config.target_dim >= 0, 'must be >= 0 (0: all channels)'),
-              'projection_dim': (config.projection_dim >= 0, 'must be >= 0 (0: no projection)')}
-    return features_lib.stage_problems(config.stages, cls.name) + [
-        base.problem(cls.name, key, config[key], valid)
-        for key, (ok, valid) in checks.items() if not ok]
 
   def _features_fn(self, ctx, transform=None):
     model = features_lib.require_backbone(ctx, self.name).model

@@ -1,8 +1,9 @@
 """The registry of detectors: name -> class (re-exported by `nexjax.detectors`). `--mode=compare`
 and `--mode=predict --config.predict.detector=NAME` know a method only from here, so adding one
-is its module (a `base.Detector` subclass), one line below and its name, config section and
-presets in nexjax/detectors/defaults.py (which the config files read without importing this
-registry; tests/test_presets.py checks that it follows it); in its order the table lists them."""
+is its module (a `base.Detector` subclass), one line below, its config section (its `SECTION`,
+declared in a light module) and its name and presets in nexjax/detectors/defaults.py (which the
+config files read without importing this registry; tests/test_presets.py checks that it follows
+it); in its order the table lists them."""
 
 from nexjax import errors
 from nexjax.detectors import base

@@ -42,6 +42,7 @@ from nexjax.data import augment
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import defaults
+from nexjax.detectors import scattering_xgb_section
 from nexjax.models import inference
 from nexjax.models import scattering
 from nexjax.platform import parallel
@@ -49,10 +50,6 @@ from nexjax.platform import parallel
 # The settings that determine the features (and so the cache key and what `load` must match).
 FEATURE_KEYS = ('J', 'L', 'order', 'pool_grid', 'pool_max', 'log', 'eps')
 MODEL_FILE = 'model.json'
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('scattering_xgb')
 
 
 def xgboost():
@@ -63,20 +60,6 @@ def xgboost():
     raise errors.ConfigError("scattering_xgb needs XGBoost, an optional extra: "
                              "pip install -e '.[xgboost]'.") from e
   return xgb
-
-
-def check_config(config: ml_collections.ConfigDict) -> list[str]:
-  """The settings the transform or XGBoost cannot use, naming the key."""
-  checks = (('J', config.J >= 1, 'needs at least one scale'),
-            ('L', config.L >= 1, 'needs at least one angle'),
-            ('order', config.order in (1, 2), 'must be 1 or 2'),
-            ('pool_grid', len(config.pool_grid) > 0 and all(g >= 1 for g in config.pool_grid),
-             'must list positive cell counts, e.g. (1, 4)'),
-            ('eps', config.eps > 0 or not config.log, 'must be > 0 with log=True'),
-            ('n_estimators', config.n_estimators >= 1, 'must be >= 1'),
-            ('subsample', 0 < config.subsample <= 1, 'must be in (0, 1]'))
-  return [base.problem('scattering_xgb', key, config[key], valid)
-          for key, ok, valid in checks if not ok]
 
 
 def feature_settings(config: ml_collections.ConfigDict) -> dict:
@@ -201,8 +184,7 @@ class ScatteringXGB(base.Detector):
   uses_labels = True
   produces_maps = False
   fitted_keys = FEATURE_KEYS
-  default_config = staticmethod(default_config)
-  check_config = staticmethod(check_config)
+  SECTION = scattering_xgb_section.SECTION
   PRESETS = defaults.PRESETS['scattering_xgb']
 
   def __init__(self, config: ml_collections.ConfigDict, cache_dir: str = ''):

@@ -16,14 +16,10 @@ from typing import Sequence
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from nexjax.detectors import defaults
 from nexjax.detectors import generative
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return defaults.section('vae')
+from nexjax.detectors import generative_section
 
 
 class VAE(nn.Module):
@@ -58,7 +54,7 @@ def kl_divergence(mean, logvar):
 
 class VAEDetector(generative.ReconstructionDetector):
   name = 'vae'
-  default_config = staticmethod(default_config)
+  SECTION = generative_section.VAE
   PRESETS = defaults.PRESETS['vae']
 
   def model(self) -> VAE:

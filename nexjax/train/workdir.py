@@ -40,13 +40,15 @@ SECTIONS = (augment_section.SECTION, optim_section.SECTION, semi_section.SECTION
 # The keys that do not change a run's result, by section ('' the top level, '*' the whole
 # section): where output goes, logging and progress, and the settings of the modes that read a
 # trained run (predict, export, serve, compare, lr_find); here for the sections not declared in
-# SECTIONS, and for the three declared above this module, wholly outside (every key OUTSIDE in
-# nexjax/export/predict_section.py, export_section.py and nexjax/serving/serve_section.py; a
-# test checks). Every other key of the resolved config, one added later included, is part of
-# the run (`identity`).
+# SECTIONS, and for those declared above this module, wholly outside (every key OUTSIDE in
+# nexjax/export/predict_section.py, export_section.py, nexjax/serving/serve_section.py, the
+# line's, compare's and each detector's, nexjax/detectors/defaults.py's SECTIONS; a test checks).
+# Every other key of the resolved config, one added later included, is part of the run
+# (`identity`).
 OUTSIDE_RUN = {
     '': ('preset', 'xla_cpu'),
-    'predict': '*', 'export': '*', 'serve': '*', 'compare': '*', 'detectors': '*',
+    'predict': '*', 'export': '*', 'serve': '*', 'compare': '*',
+    'detectors': '*',  # each detector's section: they are fitted after the run
     'line': '*',  # the line's detectors are fitted after the run (DIR/line.json records them)
 } | {section.name: section.outside_run() for section in SECTIONS}
 # Keys added after runs were keyed (`run_key` names cached pretrained bodies) that count only
