@@ -1,7 +1,6 @@
 """One held-out image: a pure function of (seed, split number, index) and whether it is
 defective. The family and the defect kinds are drawn from the same generator."""
 
-import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -43,14 +42,14 @@ def draw(rng, size: int, family: str, kinds=(), twin: bool = False):
   device = packages.sample_device(rng, family, size)
   look = render.sample_look(rng)
   nominal = defects.change_device(rng, device, kinds)
-  scene_state = copy.deepcopy(rng.bit_generator.state)
+  scene_state = rng.bit_generator.state
   canvas, body = render.draw_scene(rng, device, look, size)
   clean = canvas.copy() if twin else None
   mask = defects.geometric_mask(nominal, device, size)
   for kind in kinds:
     if kind in defects.PAINT:
       mask |= defects.PAINT[kind](rng, canvas, body, device, look, size)
-  camera_state = copy.deepcopy(rng.bit_generator.state)
+  camera_state = rng.bit_generator.state
   image = camera.expose(rng, camera.illuminate(rng, canvas, body, size), size)
   if not twin:
     return image, mask, None
