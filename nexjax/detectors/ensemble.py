@@ -10,8 +10,8 @@ test split is only scored. Where no member helps, the pair's validation AUC stay
 single method's, and the choice of method (`choose`) keeps the single one.
 
 With fewer than `metrics.MIN_VALID_DEFECTS` validation defects nothing is chosen on validation:
-the ensemble is the equal-weight mean of the `prior` members fitted (`compare.few_label_ensemble`,
-a list fixed in advance), and it is the method chosen for that budget.
+the ensemble is the equal-weight mean of the `prior` members fitted (`line.detectors`, a list
+fixed in advance), and it is the method chosen for that budget.
 """
 
 import os
