@@ -41,8 +41,8 @@ def cross_scores(make_detector: Callable[[], base.Detector], examples: pipeline.
     except errors.DataError as error:
       raise errors.DataError(
           f'trimming {len(examples)} images fits a detector on each half ({len(fit_on)} images) '
-          f'to score the other: {error} Give more images, or trim none (line.trim=0, '
-          'compare.trim=0 in --mode=compare).') from None
+          f'to score the other (line.trim=0, or compare.trim=0 in --mode=compare, trims none): '
+          f'{error}') from None
     held_out = np.flatnonzero(fold == k)
     scores[held_out] = detector.score(examples.subset(held_out).images, ctx)
   return scores
