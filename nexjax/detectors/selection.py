@@ -165,8 +165,8 @@ def unlabelled_too_few(name: str, config, count: int, error: errors.DataError) -
            config.data.unlabelled_dir else
            f'config.data.synthetic_num_unlabelled={config.data.synthetic_num_unlabelled}')
   return (f'{where}: {name} cannot be fitted on its {count} unlabelled image(s): {error} Give '
-          f'more, varied unlabelled images, or leave {name} out of line.detectors (compare.detectors '
-          'in --mode=compare).')
+          f'more, varied unlabelled images, or leave {name} out of line.detectors '
+          '(compare.detectors in --mode=compare).')
 
 
 def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
