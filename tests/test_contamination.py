@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from nexjax import errors
 from nexjax.data import pipeline
 from nexjax.detectors import base
 from nexjax.detectors import contamination
@@ -88,3 +89,28 @@ def test_no_trim_keeps_everything_and_bad_trims_are_refused():
   assert len(contamination.trimmed(NearestImage, pool, pool, ctx, trim=0.0)) == 20
   with pytest.raises(ValueError, match='trim'):
     contamination.trimmed(NearestImage, pool, pool, ctx, trim=1.0)
+
+
+class NeedsTwo(NearestImage):
+  """A detector that, like the Gaussian or MuSc, cannot be fitted on one image."""
+
+  def fit(self, train, valid, ctx):
+    if len(train) < 2:
+      raise errors.DataError(f'needs 2 images, has {len(train)}.')
+    super().fit(train, valid, ctx)
+
+
+@pytest.mark.parametrize('count,trim', [(1, 0.25), (1, 0.9), (2, 0.25)])
+def test_too_few_images_to_drop_one_are_kept_without_cross_fitting(count, trim):
+  pool = line_images(count, 0.0, seed=3)
+  ctx = base.Context(parallel.topology(), 8, 0, False)
+  kept = contamination.trimmed(NeedsTwo, pool, pool, ctx, trim=trim)
+  assert len(kept) == count and np.all(kept.labels == 0)
+
+
+def test_a_half_too_small_to_fit_is_a_clear_error_naming_the_way_out():
+  pool = line_images(3, 0.0, seed=3)   # drops 1: halves of 2 and 1 image
+  ctx = base.Context(parallel.topology(), 8, 0, False)
+  with pytest.raises(errors.DataError, match=r'trimming 3 images .*\(1 images\).*\(line.trim=0.*'
+                     'trims none\\): needs 2 images, has 1'):
+    contamination.trimmed(NeedsTwo, pool, pool, ctx, trim=0.25)

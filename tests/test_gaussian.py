@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn import covariance as sk_covariance
 
+from nexjax import errors
 from nexjax.detectors import gaussian as normality
 
 
@@ -70,6 +71,14 @@ def test_score_is_the_sum_of_stage_distances_and_survives_save_load(tmp_path):
                              expected)
 
 
-def test_too_few_images_is_a_clear_error():
-  with pytest.raises(ValueError, match='at least 2 good images'):
-    accumulate(correlated(1, 3)).ledoit_wolf()
+@pytest.mark.parametrize('n', [1, 2])
+def test_too_few_images_is_a_clear_error(n):
+  """With 2 images Ledoit-Wolf shrinks nothing and the covariance is singular."""
+  with pytest.raises(errors.DataError, match='at least 3 images.*has 2' if n == 2 else 'has 1'):
+    accumulate(correlated(n, 3)).ledoit_wolf()
+
+
+def test_identical_images_are_a_clear_error_not_a_singular_matrix():
+  x = np.repeat(correlated(1, 4), 6, axis=0) / 3   # the same (inexact) features six times
+  with pytest.raises(errors.DataError, match='features of the 6 images.*do not vary'):
+    accumulate(x).ledoit_wolf()

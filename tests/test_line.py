@@ -16,6 +16,7 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import detectors
 from nexjax import errors
+from nexjax.data import pipeline
 from nexjax.detectors import backbones
 from nexjax.detectors import base
 from nexjax.detectors import ensemble
@@ -184,6 +185,25 @@ def test_without_defects_and_label_free_detectors_the_error_names_the_ways_out(
   message = str(error.value)
   assert '\n' not in message and 'train/bad_1 holds no labelled defect' in message
   assert 'line.detectors=' in message and "--config.line.detectors=" in message
+
+
+def test_a_detector_the_unlabelled_images_cannot_fit_is_one_line_naming_them(tmp_path):
+  """Two unlabelled images (too few to trim, too few for a covariance): the Gaussian's error
+  names data.unlabelled_dir and the ways out, before any backbone runs."""
+  config = finetune.get_config('smoke')
+  config.data.unlabelled_dir = str(tmp_path)
+  images = pipeline.Examples(np.zeros((2, 8, 8, 1), np.uint8), np.full(2, -1, np.int32),
+                             np.array(['a.png', 'b.png']))
+  job = types.SimpleNamespace(data={'unlabelled': images, 'valid': images})
+  plan = selection.Plan(('gaussian',), (line.BUDGET,), 'unlabelled', trim=0.25)
+  ctx = base.Context(parallel.topology(), 8, 0, False)
+  with pytest.raises(errors.DataError) as error:
+    selection.fitted_detector(detectors.get('gaussian'), config, tmp_path, line.BUDGET, None,
+                              job, ctx, plan)
+  message = str(error.value)
+  assert '\n' not in message and message.startswith(
+      f'config.data.unlabelled_dir={tmp_path}: gaussian cannot be fitted on its 2 unlabelled')
+  assert 'at least 3 images' in message and 'leave gaussian out of line.detectors' in message
 
 
 def test_the_defects_training_keeps_are_counted_from_the_file_lists(tmp_path, make_kaggle_folder,

@@ -26,6 +26,18 @@ def test_interval_average_means_the_closest_share_and_skips():
   assert float(musc.interval_average(distances, skip_self, 0.4)[0, 0]) == pytest.approx(1.5)
 
 
+def test_interval_average_stays_finite_where_duplicates_skip_most_or_every_reference():
+  """Pixel-equal copies of the image among the references (or all of them, a folder of one
+  image repeated) are skipped: the mean is over those left, and all where none is."""
+  distances = np.array([[[5.0, 1.0, 0.0, 0.0, 0.0, 0.0]]])
+  skip = np.array([[False, False, True, True, True, True]])
+  assert float(musc.interval_average(distances, skip, 0.4)[0, 0]) == pytest.approx(3.0)
+  skip[:, 1] = True
+  assert float(musc.interval_average(distances, skip, 0.4)[0, 0]) == pytest.approx(5.0)
+  every = np.ones((1, 6), bool)
+  assert float(musc.interval_average(np.zeros((1, 1, 6)), every, 0.4)[0, 0]) == 0.0
+
+
 def line_images(train):
   """The toy training images as a line's unlabelled ones: the two defects among them."""
   unlabelled = train.subset(np.arange(len(train)))

@@ -68,8 +68,10 @@ def test_missing_empty_and_overlapping_folders_are_clear_errors(tmp_path):
   with pytest.raises(errors.DataError, match='none of its 1 image'):
     load(tmp_path / 'bad', tmp_path / 'cache')
   write_images(tmp_path / 'data' / 'train' / 'good_0', 1)
-  with pytest.raises(errors.ConfigError, match='validation images would be trained on'):
-    load(tmp_path / 'data' / 'train', tmp_path / 'cache', data_dir=str(tmp_path / 'data'))
+  for folder, how in (('data', 'holds'), ('data/train', 'is'), ('data/train/good_0', 'lies in')):
+    with pytest.raises(errors.ConfigError, match=f'{how} the labelled training folder .*'
+                       'validation images would be trained on'):
+      load(tmp_path / folder, tmp_path / 'cache', data_dir=str(tmp_path / 'data'))
 
 
 def test_unlabelled_stream_is_a_function_of_seed_and_step():

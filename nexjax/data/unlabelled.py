@@ -40,10 +40,15 @@ def checked_folder(value: str, data_dir: str = '') -> pathlib.Path:
     train = (pathlib.Path(data_dir).expanduser().resolve() / 'train')
     if folder == train or train in folder.parents or folder in train.parents:
       raise errors.ConfigError(
-          f'config.data.unlabelled_dir={value} holds the labelled training folder {train}: its '
-          'validation images would be trained on. Point it at other images (e.g. test/all_tests '
-          'or a folder of new production images).')
+          f'config.data.unlabelled_dir={value} {overlap(folder, train)} the labelled training '
+          f'folder {train}: its validation images would be trained on. Point it at other images '
+          '(e.g. test/all_tests or a folder of new production images).')
   return folder
+
+
+def overlap(folder: pathlib.Path, train: pathlib.Path) -> str:
+  """How `folder` overlaps the labelled training folder `train`: is, lies in, or holds it."""
+  return 'is' if folder == train else 'lies in' if train in folder.parents else 'holds'
 
 
 def load(value: str, *, image_size: int, channels: int, high_bit_scaling: str, cache_dir,

@@ -5,14 +5,16 @@ defects as normal too (a PatchCore bank that holds a crack finds every crack nea
 here is a trimmed fit by cross-fitting: the images are split in two halves by id hash, a detector
 fitted on each half scores the other one (an image never scores against itself), the `trim`
 share of the highest scores is dropped as probably defective, and the detector is fitted once
-more on the rest. It needs no labels and no guess of the defect rate beyond `trim`, which may
-overshoot it at little cost: dropping some good images of thousands loses little.
+more on the rest (on all where that share rounds to no image). It needs no labels and no guess
+of the defect rate beyond `trim`, which may overshoot it at little cost: dropping some good
+images of thousands loses little.
 """
 
 from typing import Callable
 
 import numpy as np
 
+from nexjax import errors
 from nexjax.data import pipeline
 from nexjax.detectors import base
 
@@ -33,7 +35,14 @@ def cross_scores(make_detector: Callable[[], base.Detector], examples: pipeline.
   scores = np.empty(len(examples))
   for k in range(FOLDS):
     detector = make_detector()
-    detector.fit(assumed_good(examples.subset(np.flatnonzero(fold != k))), valid, ctx)
+    fit_on = assumed_good(examples.subset(np.flatnonzero(fold != k)))
+    try:
+      detector.fit(fit_on, valid, ctx)
+    except errors.DataError as error:
+      raise errors.DataError(
+          f'trimming {len(examples)} images fits a detector on each half ({len(fit_on)} images) '
+          f'to score the other (line.trim=0, or compare.trim=0 in --mode=compare, trims none): '
+          f'{error}') from None
     held_out = np.flatnonzero(fold == k)
     scores[held_out] = detector.score(examples.subset(held_out).images, ctx)
   return scores
@@ -42,11 +51,18 @@ def cross_scores(make_detector: Callable[[], base.Detector], examples: pipeline.
 def trimmed(make_detector: Callable[[], base.Detector], examples: pipeline.Examples,
             valid: pipeline.Examples, ctx: base.Context, trim: float) -> pipeline.Examples:
   """The examples left after dropping the `trim` share that cross-fitted detectors score
-  highest, labelled good: what to fit the final detector on. trim=0 keeps all."""
+  highest, labelled good: what to fit the final detector on. A share that rounds to none
+  (trim=0, or too few examples) keeps all, without cross-fitting."""
   if not 0 <= trim < 1:
     raise ValueError(f'trim must be in [0, 1), got {trim}.')
-  if trim == 0:
+  drop = dropped(len(examples), trim)
+  if drop == 0:
     return assumed_good(examples)
   scores = cross_scores(make_detector, examples, valid, ctx)
-  keep = np.argsort(scores, kind='stable')[:len(examples) - int(round(trim * len(examples)))]
+  keep = np.argsort(scores, kind='stable')[:len(examples) - drop]
   return assumed_good(examples.subset(np.sort(keep)))
+
+
+def dropped(count: int, trim: float) -> int:
+  """How many of `count` images trimming drops: the `trim` share, rounded, never all of them."""
+  return min(int(round(trim * count)), count - 1)

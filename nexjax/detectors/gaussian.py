@@ -22,10 +22,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nexjax import errors
 from nexjax.detectors import base
 from nexjax.detectors import features as features_lib
 from nexjax.detectors import features_section
 from nexjax.models import inference
+
+MIN_IMAGES = 3   # with 2, Ledoit-Wolf's shrinkage is 0 and the covariance singular
+FLAT = 1e-10     # total variance below this share of the mean squared norm: features do not vary
 
 
 class MomentAccumulator:
@@ -57,11 +61,15 @@ class MomentAccumulator:
     sums are recovered from the raw ones: with q_i = |x_i - m|^2 = |x_i|^2 - 2 x_i.m + |m|^2,
     sum q_i^2 expands into the accumulated moments.
     """
-    if self.n < 2:
-      raise ValueError(f'Need at least 2 good images to fit a Gaussian, got {self.n}.')
+    if self.n < MIN_IMAGES:
+      raise errors.DataError(too_few(self.n))
     n, p = self.n, len(self.sum)
     mean = self.sum / n
     cov = self.outer / n - np.outer(mean, mean)
+    if np.trace(cov) <= FLAT * self.sum_sq / n:
+      raise errors.DataError(f'gaussian: the features of the {n} images it is fitted on do not '
+                             'vary (the same image repeated?): a Gaussian cannot be fitted; fit '
+                             'it on varied images.')
     m2 = mean @ mean
     centred_fourth = (self.sum_sq_sq + 4 * mean @ self.outer @ mean + n * m2**2
                       - 4 * mean @ self.sum_sq_x + 2 * m2 * self.sum_sq - 4 * m2 * mean @ self.sum)
@@ -71,6 +79,11 @@ class MomentAccumulator:
     delta = (frobenius - 2 * mu * np.trace(cov) + p * mu**2) / p
     shrinkage = 0.0 if beta <= 0 else min(beta, delta) / delta
     return mean, (1 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
+
+
+def too_few(count: int) -> str:
+  return (f'gaussian needs at least {MIN_IMAGES} images to fit its covariance, and the split it '
+          f'is fitted on has {count}.')
 
 
 @dataclasses.dataclass
@@ -164,6 +177,8 @@ class GaussianDetector(base.Detector):
   def fit(self, train, valid, ctx: base.Context) -> None:
     del valid
     good = base.good_only(train)
+    if len(good) < MIN_IMAGES:
+      raise errors.DataError(too_few(len(good)))
     self.model = fit(feature_batches(good.images, ctx, self.config.stages,
                                      f'gaussian: fit on {len(good)} good images'))
     logging.info('Gaussian model of normality on %d good images; shrinkage per stage: %s',

@@ -69,10 +69,14 @@ def nearest_in_each(queries, references, chunk_patches: int):
 
 def interval_average(distances, skip, interval: float):
   """(B, P) patch scores from (B, P, R) distances: the mean of the smallest `interval` share
-  over the references, those where `skip` (B, R) is true left out."""
+  over the references, those where `skip` (B, R) is true left out (over the references left
+  where fewer; over all where `skip` leaves none: the image equals every one of them)."""
+  skip = skip & ~jnp.all(skip, axis=-1, keepdims=True)
   distances = jnp.where(skip[:, None, :], jnp.inf, distances)
   k = max(1, int(interval * (distances.shape[-1] - 1)))
-  return -jnp.mean(jax.lax.top_k(-distances, k)[0], axis=-1)
+  closest = -jax.lax.top_k(-distances, k)[0]
+  counted = jnp.minimum(k, jnp.sum(~skip, axis=-1))[:, None]
+  return jnp.sum(jnp.where(jnp.arange(k) < counted[..., None], closest, 0), axis=-1) / counted
 
 
 def scores_and_maps(variables, state, images, *, model, config):

@@ -18,6 +18,7 @@ import time
 from absl import logging
 import numpy as np
 
+from nexjax import errors
 from nexjax.data import pipeline
 from nexjax.detectors import backbones
 from nexjax.detectors import base
@@ -138,17 +139,41 @@ def one_class_split(cls, config, workdir, job, ctx, plan: 'Plan') -> pipeline.Ex
                                job.data['valid'], ctx, trim)
 
 
+def fitted_detector(cls, config, workdir, defects, train, job, ctx, plan: 'Plan'):
+  """`cls` fitted on `train`, or a label-free one on `one_class_split` (its fit time counting
+  the trimming); where the unlabelled images cannot fit it, the DataError names them."""
+  start = time.perf_counter()
+  try:
+    fit_split = train if cls.uses_labels else one_class_split(cls, config, workdir, job, ctx,
+                                                               plan)
+    trim_seconds = time.perf_counter() - start
+    detector = cls.create(config, workdir, defects)
+    detector.fit_measured(fit_split, job.data['valid'], ctx)
+  except errors.DataError as error:
+    if cls.uses_labels or plan.fit_on != 'unlabelled':
+      raise
+    raise errors.DataError(unlabelled_too_few(cls.name, config, len(job.data['unlabelled']),
+                                              error)) from None
+  detector.stats = dataclasses.replace(detector.stats,
+                                       fit_seconds=detector.stats.fit_seconds + trim_seconds)
+  return detector
+
+
+def unlabelled_too_few(name: str, config, count: int, error: errors.DataError) -> str:
+  """Why `name` cannot be fitted on the `count` unlabelled images, and the ways out."""
+  where = (f'config.data.unlabelled_dir={config.data.unlabelled_dir}' if
+           config.data.unlabelled_dir else
+           f'config.data.synthetic_num_unlabelled={config.data.synthetic_num_unlabelled}')
+  return (f'{where}: {name} cannot be fitted on its {count} unlabelled image(s): {error} Give '
+          f'more, varied unlabelled images, or leave {name} out of line.detectors '
+          '(compare.detectors in --mode=compare).')
+
+
 def fit_and_save(cls, config, workdir, defects, train, job, splits, report_split, ctx,
                  facts: dict, plan: 'Plan') -> Result:
   """Fits, scores (maps of the report split where it has masks) and saves one detector with
   the threshold chosen on validation and `facts` (its backbone's only if it needs one)."""
-  start = time.perf_counter()
-  fit_split = train if cls.uses_labels else one_class_split(cls, config, workdir, job, ctx, plan)
-  trim_seconds = time.perf_counter() - start
-  detector = cls.create(config, workdir, defects)
-  detector.fit_measured(fit_split, job.data['valid'], ctx)
-  detector.stats = dataclasses.replace(detector.stats,
-                                       fit_seconds=detector.stats.fit_seconds + trim_seconds)
+  detector = fitted_detector(cls, config, workdir, defects, train, job, ctx, plan)
   directory = workdir / 'compare' / f'{cls.name}-{budget_name(defects)}'
   detector.save_examples(directory, example_images(splits[report_split]), ctx)
   with_maps = cls.produces_maps and splits[report_split].masks is not None
