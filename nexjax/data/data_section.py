@@ -43,6 +43,9 @@ def check(data, found: sections.Problems) -> None:
   found.check(0 < data.valid_fraction < 1, 'valid_fraction',
               'must be in (0, 1): the validation split chooses thresholds and the best checkpoint')
   found.parses('class_ratio', lambda: parse_class_ratio(data.class_ratio))
+  for key, least in (('synthetic_num_train', 1), ('synthetic_num_test', 1),
+                     ('synthetic_num_unlabelled', 0)):
+    found.check(data[key] >= least, key, f'{data[key]} images: must be at least {least}')
 
 
 SECTION = sections.Section('data', dict(
