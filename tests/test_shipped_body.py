@@ -1,6 +1,7 @@
 """A shipped body (nexjax/train/shipped_body.py) is the finished pretraining run it was packed from:
 unpacked bit for bit into a workdir every reader accepts, checked by its sha256, used by
-resolve_init for its run key instead of pretraining, and matched by the shipped files."""
+resolve_init for its run key instead of pretraining, and matched by the shipped files; with
+init.adapt_to_line, resolve_init adapts it to the line's unlabelled images once."""
 
 import json
 import pathlib
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import PIL.Image
 import pytest
 
 from configs import finetune
@@ -232,3 +234,83 @@ def test_the_default_body_is_the_one_the_pretrain_preset_trains():
           f'the {record["preset"]} preset changed (its run key is {key}, the shipped default '
           f'body\'s {record["key"]}): rebuild the shipped body with {record["rebuild"]}, and '
           f'delete {record["name"]}.npz/.json')
+
+
+def line_images(folder: pathlib.Path, count: int, seed: int = 0) -> pathlib.Path:
+  """`count` 96 px grey images of a toy line: a dark body with bright leads, jittered."""
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True)
+  for i in range(count):
+    image = np.full((96, 96), 90, np.uint8) + rng.integers(0, 12, (96, 96), dtype=np.uint8)
+    x, y = rng.integers(20, 30, 2)
+    image[y:y + 40, x:x + 44] = 40
+    for lead in range(4):
+      image[y - 8:y, x + 4 + 11 * lead:x + 10 + 11 * lead] = 200
+    PIL.Image.fromarray(image).save(folder / f'img_{i:03d}.png')
+  return folder
+
+
+def adapting_config(tmp_path, images: pathlib.Path):
+  config = tiny_config(tmp_path / 'cache')
+  config.data.unlabelled_dir = str(images)
+  config.init.adapt_to_line = True
+  return config
+
+
+def test_adapt_to_line_trains_the_body_on_pseudo_defects_once_per_set_of_images(
+    tiny_run, tmp_path, monkeypatch):
+  _, run_dir, _ = tiny_run
+  trained = []
+  def adapting(config, workdir):
+    trained.append((config, pathlib.Path(workdir)))
+    pathlib.Path(workdir).mkdir(parents=True)
+    (pathlib.Path(workdir) / 'summary.json').write_text('{}')
+  monkeypatch.setattr(runs, 'train_and_evaluate', adapting)
+  images = line_images(tmp_path / 'unlabelled', 24)
+  config = adapting_config(tmp_path, images)
+  body = tmp_path / 'cache' / 'pretrained' / run_dir.name
+  body.mkdir(parents=True)
+  (body / 'summary.json').write_text('{}')  # the body itself is finished: only the adaptation runs
+
+  resolved = runs.resolve_init(config)
+  [(adapt, adapted)] = trained
+  assert resolved.init.weights == str(adapted) and adapted.parent == body.parent
+  assert adapted.name.startswith(f'{body.name}-adapted-')
+  assert (adapt.preset, adapt.init.weights, adapt.model.width) == ('adapt', str(body), 8)
+  assert not adapt.data.synthetic and (pathlib.Path(adapt.data.dir) / 'train' / 'bad_1').is_dir()
+  [phase] = adapt.phases
+  assert (phase.epochs, phase.lr) == (runs.ADAPT_EPOCHS, runs.ADAPT_LR)
+  assert phase.train_groups == tuple(name for name, _ in adapt.optim.groups)
+  config_lib.check(adapt, 'train')
+  # The run records it as its `pretrain` body (one identity, resumed as it started).
+  assert workdir_lib.pretrained_body(resolved) == str(adapted)
+  assert workdir_lib.identity(resolved)['init.weights'] == job_lib.PRETRAIN
+  workdir_lib.write_config(tmp_path / 'w', resolved)
+  assert runs.resolve_init(config).init.weights == str(adapted) and len(trained) == 1  # reused
+  line_images(tmp_path / 'more', 30, seed=1)
+  other = runs.resolve_init(adapting_config(tmp_path, tmp_path / 'more')).init.weights
+  assert other != str(adapted) and len(trained) == 2  # other images: adapted anew
+  assert runs.resolve_init(config, tmp_path / 'w').init.weights == str(adapted)  # resumed
+
+
+def test_adapt_to_line_needs_the_pretrain_body_and_unlabelled_images(tmp_path):
+  config = tiny_config(tmp_path)
+  config.init.adapt_to_line = True
+  with pytest.raises(errors.ConfigError, match="init.adapt_to_line: needs the line's unlabelled"):
+    config_lib.check(config, 'train')
+  config.data.unlabelled_dir = str(line_images(tmp_path / 'u', 2))
+  config.init.weights = ''
+  with pytest.raises(errors.ConfigError, match="init.adapt_to_line: adapts the 'pretrain' body"):
+    config_lib.check(config, 'train')
+
+
+def test_the_adapted_body_trains_for_real(tiny_run, tmp_path):
+  """The adaptation run as configured: pseudo-defects with masks, the body's mask head, every
+  group; a few steps of the tiny body."""
+  config, run_dir, _ = tiny_run
+  folder = line_images(tmp_path / 'unlabelled', 80)
+  config = adapting_config(tmp_path, folder)
+  config.data.cache_dir = str(run_dir.parent.parent)  # the tiny body's cache: it is finished
+  resolved = runs.resolve_init(config)
+  summary = json.loads((pathlib.Path(resolved.init.weights) / 'summary.json').read_text())
+  assert np.isfinite(summary['final']['train_loss'])

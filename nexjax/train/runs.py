@@ -1,7 +1,8 @@
 """A run in a workdir, before and around the training loop: the same run or refused
 (`check_same_run`), its pretrained body resolved (`resolve_init`: shipped, cached or pretrained
-once), then trained and evaluated (`train_and_evaluate`, `nexjax.train.loop`). Modes, detectors
-and benchmarks take these from here, not from the loop."""
+once, and with `init.adapt_to_line` adapted to the line's unlabelled images: `adapted_body`),
+then trained and evaluated (`train_and_evaluate`, `nexjax.train.loop`). Modes, detectors and
+benchmarks take these from here, not from the loop."""
 
 import pathlib
 
@@ -10,11 +11,18 @@ import ml_collections
 
 from nexjax import config_values
 from nexjax import errors
+from nexjax.data import prepare
+from nexjax.data import pseudo_dataset
+from nexjax.data import unlabelled
 from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import loop
+from nexjax.train import phases_section
 from nexjax.train import shipped_body
+from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
+
+ADAPT_EPOCHS, ADAPT_LR = 3, (1e-4, 1e-3)  # the adapt preset's (docs/results/wide_body.md)
 
 
 def check_same_run(config, workdir: pathlib.Path) -> None:
@@ -50,11 +58,14 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   matched its `pretrain` section and init.pretrain_body)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
+  recorded = recorded_body(workdir)
+  if recorded:
+    return config_values.derived(config, {'init.weights': recorded})
   pretrain = workdir_lib.pretrain_section(config)
   name = f'{pretrain.preset}-{workdir_lib.run_key(pretrain)}'
   body = init_section.pretrain_body(init_section.SECTION.of(config))
   shipped = body == init_section.SHIPPED and shipped_body.find(name)
-  run_dir = recorded_body(workdir) or job_lib.cache_dir(config) / 'pretrained' / (
+  run_dir = job_lib.cache_dir(config) / 'pretrained' / (
       name + shipped_body.UNPACKED_SUFFIX if shipped else name)
   if shipped and not shipped_body.is_finished(run_dir):
     record = shipped_body.unpack(name, run_dir)
@@ -67,7 +78,46 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
                     '' if body == init_section.TRAIN else
                     f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
     train_and_evaluate(pretrain, run_dir)
+  if config.init.get('adapt_to_line', False):
+    run_dir = adapted_body(config, run_dir)
   return config_values.derived(config, {'init.weights': str(run_dir)})
+
+
+def pseudo_defect_folder(config) -> pathlib.Path:
+  """The run's unlabelled images as a labelled folder of pseudo-defects
+  (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache once per set of images."""
+  images = pathlib.Path(config.data.unlabelled_dir
+                        or job_lib.data_source(config).unlabelled_folder()).expanduser().resolve()
+  files = unlabelled.list_files(images) if images.is_dir() else []
+  key = prepare.fingerprint(images, [(path, None) for path in files])
+  out = job_lib.cache_dir(config) / 'pseudo' / f'{images.name}-{key}'
+  pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
+                          progress=train_section.SECTION.of(config).progress)
+  return out
+
+
+def adapt_config(body_config, body_dir: pathlib.Path, folder: pathlib.Path):
+  """The run that trained the body, continued from `body_dir` on the pseudo-defect `folder`:
+  ADAPT_EPOCHS of one-cycle ADAPT_LR, every layer, fresh heads (configs/adapt.py by hand)."""
+  groups = tuple(name for name, _ in body_config.optim.groups)
+  return config_values.derived(body_config, {
+      'preset': 'adapt', 'init.weights': str(body_dir), 'data.synthetic': False,
+      'data.synthetic_families': '', 'data.dir': str(folder),
+      'phases': (phases_section.phase('adapt', ADAPT_EPOCHS, ADAPT_LR, groups),)})
+
+
+def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
+  """`body_dir` adapted to the run's unlabelled images (`init.adapt_to_line`), beside it in the
+  cache: trained once per body and set of images, then reused."""
+  folder = pseudo_defect_folder(config)
+  adapt = adapt_config(workdir_lib.pretrain_section(config), body_dir, folder)
+  run_dir = body_dir.parent / f'{body_dir.name}-adapted-{workdir_lib.run_key(adapt)}'
+  if not shipped_body.is_finished(run_dir):
+    logging.warning('Adapting the body to the line: %d epochs on pseudo-defects of its unlabelled '
+                    'images (%s), into %s; once, later runs on these images reuse it.',
+                    ADAPT_EPOCHS, folder, run_dir)
+    train_and_evaluate(adapt, run_dir)
+  return run_dir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
