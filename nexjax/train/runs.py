@@ -23,6 +23,7 @@ from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
 
 ADAPT_EPOCHS, ADAPT_LR = 3, (1e-4, 1e-3)  # the adapt preset's (docs/results/wide_body.md)
+ADAPT_MAX_IMAGES = 4000  # pseudo-defect images at most: 3 epochs stay minutes on a CPU
 
 
 def check_same_run(config, workdir: pathlib.Path) -> None:
@@ -84,14 +85,16 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
 
 
 def pseudo_defect_folder(config) -> pathlib.Path:
-  """The run's unlabelled images as a labelled folder of pseudo-defects
-  (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache once per set of images."""
+  """The run's unlabelled images (at most ADAPT_MAX_IMAGES of them) as a labelled folder of
+  pseudo-defects (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache once per set of
+  images."""
   images = pathlib.Path(config.data.unlabelled_dir
                         or job_lib.data_source(config).unlabelled_folder()).expanduser().resolve()
   files = unlabelled.list_files(images) if images.is_dir() else []
   key = prepare.fingerprint(images, [(path, None) for path in files])
   out = job_lib.cache_dir(config) / 'pseudo' / f'{images.name}-{key}'
   pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
+                          max_images=ADAPT_MAX_IMAGES,
                           progress=train_section.SECTION.of(config).progress)
   return out
 
