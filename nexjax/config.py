@@ -112,12 +112,6 @@ def pretrain(config, found: sections.Problems) -> None:
   found.check(config.init.weights != job_lib.PRETRAIN or 'pretrain' in config, 'init.weights',
               f"'{job_lib.PRETRAIN}' needs a config.pretrain section (a whole config that trains "
               'the body)')
-  if config.init.adapt_to_line:
-    found.check(config.init.weights == job_lib.PRETRAIN, 'init.adapt_to_line',
-                f"adapts the '{job_lib.PRETRAIN}' body, not init.weights={config.init.weights!r}:"
-                f" set --config.init.weights={job_lib.PRETRAIN}")
-    found.check(job_lib.has_unlabelled(config), 'init.adapt_to_line',
-                "needs the line's unlabelled images: --config.data.unlabelled_dir=FOLDER")
 
 
 def both_sources(config) -> str:

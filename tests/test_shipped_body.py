@@ -1,7 +1,7 @@
 """A shipped body (nexjax/train/shipped_body.py) is the finished pretraining run it was packed from:
 unpacked bit for bit into a workdir every reader accepts, checked by its sha256, used by
-resolve_init for its run key instead of pretraining, and matched by the shipped files; with
-init.adapt_to_line, resolve_init adapts it to the line's unlabelled images once."""
+resolve_init for its run key instead of pretraining, and matched by the shipped files; where a
+run has unlabelled images, resolve_init adapts it to them once (init.adapt_to_line)."""
 
 import json
 import pathlib
@@ -253,7 +253,6 @@ def line_images(folder: pathlib.Path, count: int, seed: int = 0) -> pathlib.Path
 def adapting_config(tmp_path, images: pathlib.Path):
   config = tiny_config(tmp_path / 'cache')
   config.data.unlabelled_dir = str(images)
-  config.init.adapt_to_line = True
   return config
 
 
@@ -293,15 +292,16 @@ def test_adapt_to_line_trains_the_body_on_pseudo_defects_once_per_set_of_images(
   assert runs.resolve_init(config, tmp_path / 'w').init.weights == str(adapted)  # resumed
 
 
-def test_adapt_to_line_needs_the_pretrain_body_and_unlabelled_images(tmp_path):
-  config = tiny_config(tmp_path)
-  config.init.adapt_to_line = True
-  with pytest.raises(errors.ConfigError, match="init.adapt_to_line: needs the line's unlabelled"):
-    config_lib.check(config, 'train')
-  config.data.unlabelled_dir = str(line_images(tmp_path / 'u', 2))
-  config.init.weights = ''
-  with pytest.raises(errors.ConfigError, match="init.adapt_to_line: adapts the 'pretrain' body"):
-    config_lib.check(config, 'train')
+def test_without_unlabelled_images_or_when_told_not_to_the_body_is_not_adapted(
+    tiny_run, tmp_path, monkeypatch):
+  _, run_dir, _ = tiny_run
+  monkeypatch.setattr(runs, 'train_and_evaluate', no_pretraining)
+  config = tiny_config(run_dir.parent.parent)  # the tiny body's cache: it is finished
+  assert config.init.adapt_to_line and runs.resolve_init(config).init.weights == str(run_dir)
+  config = adapting_config(tmp_path, line_images(tmp_path / 'u', 12))
+  config.data.cache_dir = str(run_dir.parent.parent)
+  config.init.adapt_to_line = False
+  assert runs.resolve_init(config).init.weights == str(run_dir)
 
 
 def test_the_adapted_body_trains_for_real(tiny_run, tmp_path):

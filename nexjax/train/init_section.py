@@ -35,6 +35,7 @@ SECTION = sections.Section('init', dict(
         '', "where weights='pretrain' comes from: 'shipped' (nexjax/bodies/, else trained here; "
         "'' likewise) or 'train' (always here)", sections.WHERE_SET),
     adapt_to_line=sections.Key(
-        False, "True: the 'pretrain' body is first trained on pseudo-defects of the line's "
-        'unlabelled images (cached; docs/guide.md)', sections.WHERE_SET),
+        True, "where the run has unlabelled images, the 'pretrain' body is first trained on "
+        'pseudo-defects of them (cached; docs/guide.md); False: the body as it is',
+        sections.WHERE_SET),
 ), check)

@@ -1,6 +1,6 @@
 """A run in a workdir, before and around the training loop: the same run or refused
 (`check_same_run`), its pretrained body resolved (`resolve_init`: shipped, cached or pretrained
-once, and with `init.adapt_to_line` adapted to the line's unlabelled images: `adapted_body`),
+once, and where the run has unlabelled images adapted to them: `adapted_body`),
 then trained and evaluated (`train_and_evaluate`, `nexjax.train.loop`). Modes, detectors and
 benchmarks take these from here, not from the loop."""
 
@@ -79,9 +79,15 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
                     '' if body == init_section.TRAIN else
                     f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
     train_and_evaluate(pretrain, run_dir)
-  if config.init.get('adapt_to_line', False):
+  if adapts_to_line(config):
     run_dir = adapted_body(config, run_dir)
   return config_values.derived(config, {'init.weights': str(run_dir)})
+
+
+def adapts_to_line(config) -> bool:
+  """Whether the 'pretrain' body is adapted to the run's unlabelled images first: where it has
+  some and `init.adapt_to_line` (a config.json from before the key: no)."""
+  return bool(config.init.get('adapt_to_line', False)) and job_lib.has_unlabelled(config)
 
 
 def pseudo_defect_folder(config) -> pathlib.Path:
@@ -110,8 +116,8 @@ def adapt_config(body_config, body_dir: pathlib.Path, folder: pathlib.Path):
 
 
 def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
-  """`body_dir` adapted to the run's unlabelled images (`init.adapt_to_line`), beside it in the
-  cache: trained once per body and set of images, then reused."""
+  """`body_dir` adapted to the run's unlabelled images (`init.adapt_to_line`, on by default),
+  beside it in the cache: trained once per body and set of images, then reused."""
   folder = pseudo_defect_folder(config)
   adapt = adapt_config(workdir_lib.pretrain_section(config), body_dir, folder)
   run_dir = body_dir.parent / f'{body_dir.name}-adapted-{workdir_lib.run_key(adapt)}'
