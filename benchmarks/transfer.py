@@ -15,6 +15,8 @@ Methods (rows):
   linear_probe  a linear head on the frozen pretrained body (BatchNorm statistics frozen too)
   gaussian      the model of normality on the pretrained body's features (0 labelled defects)
   adabn         the report's recipe after AdaBN on UNLABELLED unlabelled target images
+  adapted       the report's recipe from the body adapted to UNLABELLED unlabelled target images
+                on pseudo-defects (init.adapt_to_line; every other row keeps the body as it is)
   folds         the report's recipe on five stratified folds of the labelled images (train and
                 validation pooled), each model validated on its own fold; test scores are the
                 mean log-odds of the fold models, the threshold is chosen on the pooled
@@ -67,11 +69,17 @@ from nexjax.train import runs  # noqa: E402
 
 ALL = ('body_low', 'body_high', 'head')
 METHODS = ('scratch', 'report', 'one_lr', 'linear_probe', 'gaussian', 'fixmatch', 'ema_teacher',
-           'adabn', 'folds')
+           'adabn', 'adapted', 'folds')
 UNLABELLED = 2000
 HELDOUT_SEED = 7  # the held-out line's draw; changing it draws another line of the same world
 HELDOUT_FAMILY = 'soic'  # the held-out line's package: gull-wing leads on two sides, 6-8 of them
 REFERENCE_SIZE = 1000  # fixmatch runs at least the steps the recipe takes on this many images
+
+
+def with_unlabelled(config) -> None:
+  """The own world draws UNLABELLED unlabelled images (the held-out folder has its own)."""
+  if not config.data.unlabelled_dir:
+    config.data.synthetic_num_unlabelled = UNLABELLED
 
 
 def method_config(base_config, method: str):
@@ -79,12 +87,14 @@ def method_config(base_config, method: str):
   config = copy.deepcopy(base_config)
   if method == 'adabn':
     config.semi.adapt_bn = True
-    if not config.data.unlabelled_dir:
-      config.data.synthetic_num_unlabelled = UNLABELLED
+    with_unlabelled(config)
+    return config
+  if method == 'adapted':
+    config.init.adapt_to_line = True
+    with_unlabelled(config)
     return config
   if method in ('fixmatch', 'ema_teacher'):
-    if not config.data.unlabelled_dir:
-      config.data.synthetic_num_unlabelled = UNLABELLED
+    with_unlabelled(config)
     config.semi.method = method
     repeat = max(1, round(REFERENCE_SIZE / config.data.synthetic_num_train))
     config.phases = tuple(finetune.phase(p.name, p.epochs * repeat, p.lr, p.train_groups)
@@ -117,8 +127,10 @@ def heldout_folder(root: pathlib.Path, size: int, family: str) -> pathlib.Path:
 
 
 def world_config(world: str, size: int, root: pathlib.Path, family: str):
-  """The `synthetic` preset on the own world's target family, or on a held-out world folder."""
+  """The `synthetic` preset on the own world's target family, or on a held-out world folder;
+  the body as it is (the `adapted` row adapts it)."""
   config = finetune.get_config('synthetic')
+  config.init.adapt_to_line = False
   if world == 'heldout':
     folder = heldout_folder(root, size, family)
     config.data.synthetic = False
