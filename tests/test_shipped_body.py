@@ -304,6 +304,29 @@ def test_without_unlabelled_images_or_when_told_not_to_the_body_is_not_adapted(
   assert runs.resolve_init(config).init.weights == str(run_dir)
 
 
+def test_files_that_do_not_decode_are_left_out_and_too_few_images_adapt_nothing(
+    tiny_run, tmp_path, monkeypatch):
+  _, run_dir, _ = tiny_run
+  trained = []
+  def adapting(config, workdir):
+    trained.append(config)
+    pathlib.Path(workdir).mkdir(parents=True)
+    (pathlib.Path(workdir) / 'summary.json').write_text('{}')
+  monkeypatch.setattr(runs, 'train_and_evaluate', adapting)
+  images = line_images(tmp_path / 'unlabelled', 12)
+  (images / 'notes.png').write_text('not an image')
+  (images / 'cut.png').write_bytes((images / 'img_000.png').read_bytes()[:100])
+  config = adapting_config(tmp_path, images)
+  config.data.cache_dir = str(run_dir.parent.parent)
+  assert runs.resolve_init(config).init.weights != str(run_dir)
+  [adapt] = trained
+  summary = json.loads((pathlib.Path(adapt.data.dir) / 'pseudo.json').read_text())
+  assert sum(summary['images'].values()) == 12
+  few = adapting_config(tmp_path, line_images(tmp_path / 'few', 5))
+  few.data.cache_dir = str(run_dir.parent.parent)
+  assert runs.resolve_init(few).init.weights == str(run_dir) and len(trained) == 1
+
+
 def test_the_adapted_body_trains_for_real(tiny_run, tmp_path):
   """The adaptation run as configured: pseudo-defects with masks, the body's mask head, every
   group; a few steps of the tiny body."""

@@ -174,18 +174,26 @@ def at_most(files: list, count: int, seed: int) -> list:
   return [files[i] for i in sorted(chosen)]
 
 
+def readable(files, high_bit_scaling: str) -> tuple[list, list]:
+  """(the files that decode, [(path, reason)] of those that do not)."""
+  skipped = []
+  return [path for path in files
+          if decode.decode_or_none(path, 1, high_bit_scaling, skipped) is not None], skipped
+
+
 def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: int = -1,
-             high_bit_scaling: str = 'bit_depth', max_images: int = 0,
+             high_bit_scaling: str = 'bit_depth', max_images: int = 0, files=None,
              workers: int | None = None, progress: bool = True) -> dict:
   """Writes the pseudo-defect folder of the images under `images` into `out` (or reuses it);
   returns its summary. num_test < 0: default_num_test of the image count; high_bit_scaling:
   how 16-bit images become 8-bit, as data.high_bit_scaling (decode.HIGH_BIT_SCALINGS);
-  max_images > 0: at most that many of the images, drawn from the seed."""
+  max_images > 0: at most that many of the images, drawn from the seed; `files`: those of the
+  images to use (default: every image file under `images`, each of which must decode)."""
   decode.check_high_bit_scaling(high_bit_scaling)
   images, out = pathlib.Path(images).expanduser().resolve(), pathlib.Path(out).expanduser()
   if not images.is_dir():
     raise errors.DataError(f'{images}: no such folder; give a folder of the line\'s images.')
-  listed = unlabelled.list_files(images)
+  listed = unlabelled.list_files(images) if files is None else list(files)
   files = at_most(listed, max_images, seed)
   num_test = default_num_test(len(files)) if num_test < 0 else num_test
   check_settings(images, out.resolve(), defect_rate, num_test, len(files))

@@ -90,17 +90,26 @@ def adapts_to_line(config) -> bool:
   return bool(config.init.get('adapt_to_line', False)) and job_lib.has_unlabelled(config)
 
 
-def pseudo_defect_folder(config) -> pathlib.Path:
-  """The run's unlabelled images (at most ADAPT_MAX_IMAGES of them) as a labelled folder of
-  pseudo-defects (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache once per set of
-  images."""
+def pseudo_defect_folder(config) -> pathlib.Path | None:
+  """The run's unlabelled images (those that decode, at most ADAPT_MAX_IMAGES of them) as a
+  labelled folder of pseudo-defects (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache
+  once per set of images; None, with a warning, where too few images decode."""
   images = pathlib.Path(config.data.unlabelled_dir
                         or job_lib.data_source(config).unlabelled_folder()).expanduser().resolve()
-  files = unlabelled.list_files(images) if images.is_dir() else []
+  listed = unlabelled.list_files(images) if images.is_dir() else []
+  files, skipped = pseudo_dataset.readable(listed, config.data.high_bit_scaling)
+  if len(files) < pseudo_dataset.MIN_IMAGES:
+    logging.warning('%s: %d unlabelled image(s) decode, fewer than the %d that adapting the body '
+                    'needs; the body is used as it is.', images, len(files),
+                    pseudo_dataset.MIN_IMAGES)
+    return None
+  if skipped:
+    logging.warning('Adapting the body without %d unlabelled file(s) that do not decode (first: '
+                    '%s).', len(skipped), skipped[0][0])
   key = prepare.fingerprint(images, [(path, None) for path in files])
   out = job_lib.cache_dir(config) / 'pseudo' / f'{images.name}-{key}'
   pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
-                          max_images=ADAPT_MAX_IMAGES,
+                          max_images=ADAPT_MAX_IMAGES, files=files,
                           progress=train_section.SECTION.of(config).progress)
   return out
 
@@ -117,8 +126,11 @@ def adapt_config(body_config, body_dir: pathlib.Path, folder: pathlib.Path):
 
 def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
   """`body_dir` adapted to the run's unlabelled images (`init.adapt_to_line`, on by default),
-  beside it in the cache: trained once per body and set of images, then reused."""
+  beside it in the cache: trained once per body and set of images, then reused (`body_dir`
+  itself where too few images decode)."""
   folder = pseudo_defect_folder(config)
+  if folder is None:
+    return body_dir
   adapt = adapt_config(workdir_lib.pretrain_section(config), body_dir, folder)
   run_dir = body_dir.parent / f'{body_dir.name}-adapted-{workdir_lib.run_key(adapt)}'
   if not shipped_body.is_finished(run_dir):
