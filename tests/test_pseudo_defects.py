@@ -176,17 +176,16 @@ def test_a_complete_folder_is_reused_and_no_other_is_overwritten(images, written
     generate(images, images / 'out')
 
 
-def test_max_images_draws_that_many_from_the_seed_and_is_recorded_only_where_it_chose(
-    images, written, tmp_path):
-  assert generate(images, written, max_images=14)['reused'] is True  # all 14: the same folder
-  summary = generate(images, tmp_path / 'fewer', max_images=11, num_test=2)
+def test_at_most_draws_that_many_from_the_seed_and_files_choose_the_images(images, tmp_path):
+  every = sorted(p for p in images.rglob('*.png'))
+  assert pseudo_dataset.at_most(every, 14, 0) == every == pseudo_dataset.at_most(every, 0, 0)
+  fewer = pseudo_dataset.at_most(every, 11, 0)
+  assert len(fewer) == 11 and set(fewer) < set(every) and fewer == sorted(fewer)
+  assert fewer == pseudo_dataset.at_most(every, 11, 0) != pseudo_dataset.at_most(every, 11, 1)
+  summary = generate(images, tmp_path / 'fewer', num_test=2, files=fewer)
   assert summary['images'] == {'train': 9, 'test': 2}
-  assert summary['settings']['max_images'] == 11
   sources = {row['source'] for row in read_rows(tmp_path / 'fewer', 'sources.csv')}
-  every = {row['source'] for row in read_rows(written, 'sources.csv')}
-  assert len(sources) == 11 and sources < every
-  with pytest.raises(errors.DataError, match='max_images None there, 12 asked'):
-    generate(images, written, max_images=12)
+  assert sources == {str(p.relative_to(images)) for p in fewer}
 
 
 def test_bad_inputs_are_named(images, tmp_path):

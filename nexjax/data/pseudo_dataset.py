@@ -182,27 +182,24 @@ def readable(files, high_bit_scaling: str) -> tuple[list, list]:
 
 
 def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: int = -1,
-             high_bit_scaling: str = 'bit_depth', max_images: int = 0, files=None,
-             workers: int | None = None, progress: bool = True) -> dict:
+             high_bit_scaling: str = 'bit_depth', files=None, workers: int | None = None,
+             progress: bool = True) -> dict:
   """Writes the pseudo-defect folder of the images under `images` into `out` (or reuses it);
   returns its summary. num_test < 0: default_num_test of the image count; high_bit_scaling:
   how 16-bit images become 8-bit, as data.high_bit_scaling (decode.HIGH_BIT_SCALINGS);
-  max_images > 0: at most that many of the images, drawn from the seed; `files`: those of the
-  images to use (default: every image file under `images`, each of which must decode)."""
+  `files`: those of the images to use (default: every image file under `images`, each of which
+  must decode)."""
   decode.check_high_bit_scaling(high_bit_scaling)
   images, out = pathlib.Path(images).expanduser().resolve(), pathlib.Path(out).expanduser()
   if not images.is_dir():
     raise errors.DataError(f'{images}: no such folder; give a folder of the line\'s images.')
-  listed = unlabelled.list_files(images) if files is None else list(files)
-  files = at_most(listed, max_images, seed)
+  files = unlabelled.list_files(images) if files is None else list(files)
   num_test = default_num_test(len(files)) if num_test < 0 else num_test
   check_settings(images, out.resolve(), defect_rate, num_test, len(files))
   settings = dict(images=str(images),
-                  images_fingerprint=prepare.fingerprint(images, [(p, None) for p in listed]),
+                  images_fingerprint=prepare.fingerprint(images, [(p, None) for p in files]),
                   defect_rate=defect_rate, seed=seed, num_test=num_test,
                   high_bit_scaling=high_bit_scaling)
-  if len(files) < len(listed):  # recorded only where it chose: folders made before stay valid
-    settings['max_images'] = max_images
   if (summary := existing(out, settings)) is not None:
     return {**summary, 'folder': str(out), 'reused': True}
   partial = fresh_partial(out)

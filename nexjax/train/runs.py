@@ -55,8 +55,9 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   trains, in the cache and keyed by that config: the body shipped for that key
   (`nexjax.train.shipped_body`), unpacked on first use into PRESET-KEY-shipped, unless
   init.pretrain_body='train' or none is shipped; else trained (or resumed) on first use into
-  PRESET-KEY. A run resumed in `workdir` keeps the body it started from (`check_same_run`
-  matched its `pretrain` section and init.pretrain_body)."""
+  PRESET-KEY; then, where the run has unlabelled images, adapted to them (`adapted_body`). A run
+  resumed in `workdir` keeps the body it started from (`check_same_run` matched its `pretrain`
+  section and init.pretrain_body)."""
   if config.init.weights != job_lib.PRETRAIN:
     return config
   recorded = recorded_body(workdir)
@@ -91,13 +92,14 @@ def adapts_to_line(config) -> bool:
 
 
 def pseudo_defect_folder(config) -> pathlib.Path | None:
-  """The run's unlabelled images (those that decode, at most ADAPT_MAX_IMAGES of them) as a
-  labelled folder of pseudo-defects (`nexjax.data.pseudo_dataset`, seed 0), drawn into the cache
-  once per set of images; None, with a warning, where too few images decode."""
+  """The run's unlabelled images (at most ADAPT_MAX_IMAGES of them, drawn from seed 0, less those
+  that do not decode) as a labelled folder of pseudo-defects (`nexjax.data.pseudo_dataset`, seed
+  0), drawn into the cache once per set of images; None, with a warning, where too few decode."""
   images = pathlib.Path(config.data.unlabelled_dir
                         or job_lib.data_source(config).unlabelled_folder()).expanduser().resolve()
   listed = unlabelled.list_files(images) if images.is_dir() else []
-  files, skipped = pseudo_dataset.readable(listed, config.data.high_bit_scaling)
+  files, skipped = pseudo_dataset.readable(pseudo_dataset.at_most(listed, ADAPT_MAX_IMAGES, 0),
+                                           config.data.high_bit_scaling)
   if len(files) < pseudo_dataset.MIN_IMAGES:
     logging.warning('%s: %d unlabelled image(s) decode, fewer than the %d that adapting the body '
                     'needs; the body is used as it is.', images, len(files),
@@ -109,8 +111,7 @@ def pseudo_defect_folder(config) -> pathlib.Path | None:
   key = prepare.fingerprint(images, [(path, None) for path in files])
   out = job_lib.cache_dir(config) / 'pseudo' / f'{images.name}-{key}'
   pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
-                          max_images=ADAPT_MAX_IMAGES, files=files,
-                          progress=train_section.SECTION.of(config).progress)
+                          files=files, progress=train_section.SECTION.of(config).progress)
   return out
 
 
