@@ -229,3 +229,20 @@ def test_unlabelled_images_must_not_be_training_images_of_the_manifest(folder, t
   with pytest.raises(errors.ConfigError, match='holds 12 labelled training image'):
     unlabelled.load(str(folder / 'train' / 'good_0'), image_size=32, channels=1,
                     high_bit_scaling='bit_depth', cache_dir=tmp_path / 'c', labelled_files=train)
+
+
+def test_compare_from_a_manifest_gives_the_folders_rows(tmp_path, make_kaggle_folder):
+  """The same images listed in a CSV and laid out as a folder: the same compare table."""
+  from configs import compare as compare_config  # pylint: disable=import-outside-toplevel
+  from nexjax.modes import compare  # pylint: disable=import-outside-toplevel
+  data = make_kaggle_folder(tmp_path / 'data', 24, 8, 6, size=(96, 96), test_labels=True)
+  csv = write_manifest(tmp_path / 'labels.csv', folder_rows(data, tmp_path))
+  def rows(**data_values):
+    config = compare_config.get_config('smoke')
+    config.data.update(dict(synthetic=False, cache_dir=str(tmp_path / 'cache'), **data_values))
+    config.compare.update(detectors=('gaussian',), labelled_defects=(0,))
+    config_lib.check(config, 'compare')
+    folder = tmp_path / '-'.join(data_values)
+    return [(r['method'], r['valid_defects'], r['auc']) for r in compare.compare(config, folder)]
+  from_folder, from_manifest = rows(dir=str(data)), rows(manifest=str(csv))
+  assert from_manifest == from_folder and from_folder[0][0] == 'gaussian'
