@@ -199,12 +199,19 @@ def load_data(config, needs_defects: bool = True) -> dict[str, pipeline.Examples
   return data
 
 
+def unlabelled_folder(config, source: sources.Source | None = None) -> str:
+  """The folder of the run's unlabelled images: `data.unlabelled_dir`, else the source's own
+  (`source`: the labelled data's, if known)."""
+  if config.data.unlabelled_dir:
+    return config.data.unlabelled_dir
+  return (data_source(config) if source is None else source).unlabelled_folder()
+
+
 def load_unlabelled(config, source: sources.Source | None = None) -> pipeline.Examples:
-  """The unlabelled images of `data.unlabelled_dir`, else of the source's own folder (`source`:
-  the labelled data's, if known)."""
+  """The unlabelled images of `unlabelled_folder` (`source`: the labelled data's, if known)."""
   source = data_source(config) if source is None else source
   return unlabelled.load(
-      config.data.unlabelled_dir or source.unlabelled_folder(), image_size=config.data.image_size,
+      unlabelled_folder(config, source), image_size=config.data.image_size,
       channels=config.data.channels, high_bit_scaling=config.data.high_bit_scaling,
       cache_dir=cache_dir(config), data_dir=source.labelled_folder(),
       labelled_files=[path for path, _ in source.files()['train']],

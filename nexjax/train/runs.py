@@ -95,8 +95,7 @@ def pseudo_defect_folder(config) -> pathlib.Path | None:
   """The run's unlabelled images (at most ADAPT_MAX_IMAGES of them, drawn from seed 0, less those
   that do not decode) as a labelled folder of pseudo-defects (`nexjax.data.pseudo_dataset`, seed
   0), drawn into the cache once per set of images; None, with a warning, where too few decode."""
-  images = pathlib.Path(config.data.unlabelled_dir
-                        or job_lib.data_source(config).unlabelled_folder()).expanduser().resolve()
+  images = pathlib.Path(job_lib.unlabelled_folder(config)).expanduser().resolve()
   listed = unlabelled.list_files(images) if images.is_dir() else []
   files, skipped = pseudo_dataset.readable(pseudo_dataset.at_most(listed, ADAPT_MAX_IMAGES, 0),
                                            config.data.high_bit_scaling)
