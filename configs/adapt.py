@@ -11,6 +11,7 @@ line's run (`--config.init.weights=ADAPTED`), whose own head scores the line wit
 
 from configs import default
 from configs import pretrain_wide
+from nexjax.train import init_section
 
 
 def get_config():
@@ -21,5 +22,5 @@ def get_config():
   config.init.pretrain_body = 'shipped'
   config.data.synthetic = False
   config.data.synthetic_families = ''
-  config.phases = (default.phase('adapt', 3, (1e-4, 1e-3), ('body_low', 'body_high', 'head')),)
+  config.phases = (init_section.adapt_phase(('body_low', 'body_high', 'head')),)
   return config

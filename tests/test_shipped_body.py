@@ -17,6 +17,7 @@ from configs import finetune
 from nexjax import config as config_lib
 from nexjax import errors
 from nexjax.train import checkpoint as checkpoint_lib
+from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import runs
 from nexjax.train import shipped_body
@@ -278,7 +279,7 @@ def test_adapt_to_line_trains_the_body_on_pseudo_defects_once_per_set_of_images(
   assert (adapt.preset, adapt.init.weights, adapt.model.width) == ('adapt', str(body), 8)
   assert not adapt.data.synthetic and (pathlib.Path(adapt.data.dir) / 'train' / 'bad_1').is_dir()
   [phase] = adapt.phases
-  assert (phase.epochs, phase.lr) == (runs.ADAPT_EPOCHS, runs.ADAPT_LR)
+  assert (phase.epochs, phase.lr) == (init_section.ADAPT_EPOCHS, init_section.ADAPT_LR)
   assert phase.train_groups == tuple(name for name, _ in adapt.optim.groups)
   config_lib.check(adapt, 'train')
   # The run records it as its `pretrain` body (one identity, resumed as it started).

@@ -4,9 +4,17 @@ trained here). Light imports only: the config files build the section from it.""
 
 from nexjax import sections
 from nexjax.train import optim_section
+from nexjax.train import phases_section
 
 SHIPPED, TRAIN = 'shipped', 'train'
 PRETRAIN_BODIES = (SHIPPED, TRAIN)  # pretrain_body, spelled out
+ADAPT_EPOCHS, ADAPT_LR = 3, (1e-4, 1e-3)  # adapting the body to a line (docs/results/wide_body.md)
+
+
+def adapt_phase(groups):
+  """The one phase that adapts a body to a line's pseudo-defects: every group in `groups`
+  (nexjax.train.runs.adapted_body, and configs/adapt.py by hand)."""
+  return phases_section.phase('adapt', ADAPT_EPOCHS, ADAPT_LR, groups)
 
 
 def pretrain_body(init) -> str:

@@ -17,12 +17,10 @@ from nexjax.data import unlabelled
 from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import loop
-from nexjax.train import phases_section
 from nexjax.train import shipped_body
 from nexjax.train import train_section
 from nexjax.train import workdir as workdir_lib
 
-ADAPT_EPOCHS, ADAPT_LR = 3, (1e-4, 1e-3)  # the adapt preset's (docs/results/wide_body.md)
 ADAPT_MAX_IMAGES = 4000  # pseudo-defect images at most: 3 epochs stay minutes on a CPU
 
 
@@ -116,12 +114,12 @@ def pseudo_defect_folder(config) -> pathlib.Path | None:
 
 def adapt_config(body_config, body_dir: pathlib.Path, folder: pathlib.Path):
   """The run that trained the body, continued from `body_dir` on the pseudo-defect `folder`:
-  ADAPT_EPOCHS of one-cycle ADAPT_LR, every layer, fresh heads (configs/adapt.py by hand)."""
+  `init_section.adapt_phase` over every layer, fresh heads (configs/adapt.py by hand)."""
   groups = tuple(name for name, _ in body_config.optim.groups)
   return config_values.derived(body_config, {
       'preset': 'adapt', 'init.weights': str(body_dir), 'data.synthetic': False,
       'data.synthetic_families': '', 'data.dir': str(folder),
-      'phases': (phases_section.phase('adapt', ADAPT_EPOCHS, ADAPT_LR, groups),)})
+      'phases': (init_section.adapt_phase(groups),)})
 
 
 def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
@@ -136,7 +134,7 @@ def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
   if not shipped_body.is_finished(run_dir):
     logging.warning('Adapting the body to the line: %d epochs on pseudo-defects of its unlabelled '
                     'images (%s), into %s; once, later runs on these images reuse it.',
-                    ADAPT_EPOCHS, folder, run_dir)
+                    init_section.ADAPT_EPOCHS, folder, run_dir)
     train_and_evaluate(adapt, run_dir)
   return run_dir
 
