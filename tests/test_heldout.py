@@ -180,7 +180,7 @@ def test_a_complete_folder_is_reused_and_no_other_folder_is_overwritten(drawn, t
   before = (drawn / 'metadata.csv').stat().st_mtime_ns
   assert generate(drawn)['reused'] is True
   assert (drawn / 'metadata.csv').stat().st_mtime_ns == before
-  with pytest.raises(errors.DataError, match='drawn with other settings'):
+  with pytest.raises(errors.DataError, match=r'made otherwise \(seed 3 there, 9 asked\)'):
     generate(drawn, seed=9)
   foreign = tmp_path / 'photos'
   foreign.mkdir()
@@ -193,7 +193,7 @@ def test_a_complete_folder_is_reused_and_no_other_folder_is_overwritten(drawn, t
     generate(tmp_path / 'new')
   stale = tmp_path / 'fresh.partial'
   stale.mkdir()
-  (stale / dataset.PARTIAL_MARK).touch()
+  (stale / dataset.WRITER.partial_mark).touch()
   (stale / 'junk.jpg').write_bytes(b'')
   empty = tmp_path / 'empty'
   empty.mkdir()

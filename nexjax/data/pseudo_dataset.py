@@ -26,11 +26,12 @@ from nexjax.data import decode
 from nexjax.data import prepare
 from nexjax.data import pseudo_defects
 from nexjax.data import unlabelled
+from nexjax.data import written_folder
 
 VERSION = 2  # 2: visible-change masks, edits centred on structure
 SPLITS = {'train': 1, 'test': 2}  # split name: its number in every seed (0 draws the split)
 SETTINGS_FILE = 'pseudo.json'
-PARTIAL_MARK = '.pseudo-partial'  # a half-written folder of ours, safe to remove
+WRITER = written_folder.Writer('pseudo-defect folder', 'make_pseudo', SETTINGS_FILE, VERSION)
 METADATA_FIELDS = ('id', 'split', 'label', 'defect_type', 'package', 'mask')
 PACKAGE = 'pseudo'
 MIN_IMAGES = 10
@@ -115,42 +116,6 @@ def check_settings(images: pathlib.Path, out: pathlib.Path, defect_rate: float,
                                'outside the image folder.')
 
 
-def existing(out: pathlib.Path, settings: dict) -> dict | None:
-  """The recorded summary of a complete folder with these settings; None where `out` is absent
-  or an empty folder; an error for any other folder."""
-  if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-    return None
-  recorded = out / SETTINGS_FILE
-  try:
-    summary = json.loads(recorded.read_text())
-  except (OSError, ValueError):
-    raise errors.DataError(
-        f'{out} exists and is not a pseudo-defect folder (no readable {SETTINGS_FILE}); it is '
-        'never overwritten: give another --out, or remove it yourself.') from None
-  recorded_settings = {**summary.get('settings', {}), 'version': summary.get('version')}
-  differ = [f'{key} {recorded_settings.get(key)!r} there, {value!r} asked'
-            for key, value in {**settings, 'version': VERSION}.items()
-            if recorded_settings.get(key) != value]
-  if differ:
-    raise errors.DataError(
-        f'{out} holds a pseudo-defect folder made otherwise ({"; ".join(differ)}); give '
-        'another --out, or remove the folder to make it anew.')
-  return summary
-
-
-def fresh_partial(out: pathlib.Path) -> pathlib.Path:
-  """An empty OUT.partial with the layout's folders; a stale one of ours is removed first."""
-  partial = out.with_name(out.name + '.partial')
-  if partial.exists():
-    if not (partial / PARTIAL_MARK).is_file():
-      raise errors.DataError(f'{partial} exists and was not left by make_pseudo; move it away.')
-    shutil.rmtree(partial)
-  for folder in ('train/good_0', 'train/bad_1', 'test/all_tests', 'masks'):
-    (partial / folder).mkdir(parents=True)
-  (partial / PARTIAL_MARK).touch()
-  return partial
-
-
 def write_tables(root: pathlib.Path, rows: list, sources: list, summary: dict) -> None:
   with open(root / 'metadata.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, METADATA_FIELDS)
@@ -200,9 +165,9 @@ def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: 
                   images_fingerprint=prepare.fingerprint(images, [(p, None) for p in files]),
                   defect_rate=defect_rate, seed=seed, num_test=num_test,
                   high_bit_scaling=high_bit_scaling)
-  if (summary := existing(out, settings)) is not None:
+  if (summary := written_folder.existing(out, settings, WRITER)) is not None:
     return {**summary, 'folder': str(out), 'reused': True}
-  partial = fresh_partial(out)
+  partial = written_folder.fresh_partial(out, WRITER)
   splits = split_files(files, seed, num_test)
   jobs = [(split, members, i, i in bad) for split, members in splits.items()
           for bad in [defective_indices(seed, split, len(members), defect_rate)]
@@ -223,8 +188,5 @@ def generate(images, out, *, defect_rate: float = 0.5, seed: int = 0, num_test: 
                  kinds={k: sum(r['defect_type'] == k for r in rows)
                         for k in pseudo_defects.KINDS})
   write_tables(partial, rows, sources, summary)
-  (partial / PARTIAL_MARK).unlink()
-  if out.exists():
-    out.rmdir()  # an empty folder (existing() refuses any other)
-  os.replace(partial, out)
+  written_folder.finish(partial, out, WRITER)
   return {**summary, 'folder': str(out), 'reused': False}

@@ -10,13 +10,13 @@ import csv
 import json
 import os
 import pathlib
-import shutil
 
 import numpy as np
 import PIL.Image
 import tqdm
 
 from nexjax import errors
+from nexjax.data import written_folder
 from nexjax.data.heldout import defects
 from nexjax.data.heldout import examples
 
@@ -24,7 +24,8 @@ VERSION = 1
 DEFECT_RATE = 0.2043
 SPLITS = {'train': 0, 'test': 1, 'unlabelled': 2}  # split name: its number in every seed
 SETTINGS_FILE = 'heldout.json'
-PARTIAL_MARK = '.heldout-partial'  # a half-written folder of ours, safe to remove
+WRITER = written_folder.Writer('held-out dataset', 'the held-out generator', SETTINGS_FILE,
+                                VERSION)
 METADATA_FIELDS = ('id', 'split', 'label', 'defect_type', 'package', 'mask')
 JPEG_QUALITY = 90
 
@@ -76,41 +77,6 @@ def check_settings(settings: dict) -> None:
                              f'{", ".join(examples.FAMILY_NAMES)}.')
 
 
-def existing(out: pathlib.Path, settings: dict) -> dict | None:
-  """The recorded summary of a complete folder with these settings; None where `out` is absent
-  or an empty folder; an error for any other folder."""
-  if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-    return None
-  recorded = out / SETTINGS_FILE
-  try:
-    summary = json.loads(recorded.read_text())
-  except (OSError, ValueError):
-    raise errors.DataError(
-        f'{out} exists and is not a held-out dataset (no readable {SETTINGS_FILE}); it is never '
-        'overwritten: give another --out, or remove it yourself.') from None
-  if summary.get('settings') != settings or summary.get('version') != VERSION:
-    raise errors.DataError(
-        f'{out} holds a held-out dataset drawn with other settings ({recorded}: '
-        f'{summary.get("settings")}, generator version {summary.get("version")}; asked: '
-        f'{settings}, version {VERSION}); give another --out, or remove the folder to draw it '
-        'anew.')
-  return summary
-
-
-def fresh_partial(out: pathlib.Path) -> pathlib.Path:
-  """An empty DIR.partial with the class folders; a stale one of ours is removed first."""
-  partial = out.with_name(out.name + '.partial')
-  if partial.exists():
-    if not (partial / PARTIAL_MARK).is_file():
-      raise errors.DataError(f'{partial} exists and was not left by the held-out generator; '
-                             'move it away to draw into it.')
-    shutil.rmtree(partial)
-  for folder in ('train/good_0', 'train/bad_1', 'test/all_tests', 'masks'):
-    (partial / folder).mkdir(parents=True)
-  (partial / PARTIAL_MARK).touch()
-  return partial
-
-
 def write_tables(root: pathlib.Path, rows: list, summary: dict) -> None:
   with open(root / 'metadata.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, METADATA_FIELDS)
@@ -134,9 +100,9 @@ def generate(out, *, num_train: int, num_test: int, num_unlabelled: int = 0,
                   families=list(families))
   check_settings(settings)
   out = pathlib.Path(out)
-  if (summary := existing(out, settings)) is not None:
+  if (summary := written_folder.existing(out, settings, WRITER)) is not None:
     return {**summary, 'folder': str(out), 'reused': True}
-  partial = fresh_partial(out)
+  partial = written_folder.fresh_partial(out, WRITER)
   if num_unlabelled:
     (partial / 'unlabelled').mkdir()
   jobs = [(split, i, i in bad) for split, count in (('train', num_train), ('test', num_test),
@@ -150,6 +116,5 @@ def generate(out, *, num_train: int, num_test: int, num_unlabelled: int = 0,
                  defective={s: sum(r['split'] == s and r['label'] for r in rows) for s in SPLITS},
                  packages=list(families), defect_kinds=list(defects.KINDS))
   write_tables(partial, rows, summary)
-  (partial / PARTIAL_MARK).unlink()
-  os.replace(partial, out)
+  written_folder.finish(partial, out, WRITER)
   return {**summary, 'folder': str(out), 'reused': False}
