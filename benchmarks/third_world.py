@@ -319,7 +319,7 @@ def chipped_body(rng, scene, strength):
     u, v = rng.choice((-1, 1)) * hl, rng.choice((-1, 1)) * hw
   else:
     u, v = rng.uniform(-0.8, 0.8) * hl, rng.choice((-1, 1)) * hw
-  r = 0.35 + 0.7 * strength
+  r = 0.45 + 0.7 * strength
   prims = [('ellipse', u, v, r * rng.uniform(0.8, 1.3), r * rng.uniform(0.6, 1.0),
             rng.uniform(0, np.pi)),
            ('ellipse', u + rng.normal(0, r / 3), v + rng.normal(0, r / 3), r * 0.6, r * 0.5,
@@ -502,7 +502,7 @@ def sample_tile(image, mask, caption):
 def write_sample_grid(path, seed, size, num_good=4):
   """A few good images and one of each defect kind, two tiles a row."""
   kinds = ['none'] * num_good + list(KINDS)
-  tiles = [sample_tile(*make_example(seed, 'sample', i, kind, size), kind)
+  tiles = [sample_tile(*make_example(seed, 'sample', i, kind, size), kind.replace('none', 'good'))
            for i, kind in enumerate(kinds)]
   w, h = tiles[0].size
   grid = PIL.Image.new('RGB', (2 * w + 8, (len(tiles) + 1) // 2 * (h + 6)), (255, 255, 255))
