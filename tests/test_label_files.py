@@ -157,3 +157,21 @@ def _without_extra(config):
   config = config.copy_and_resolve_references()
   config.data.extra_labels = ''
   return config
+
+
+@pytest.mark.parametrize('header', ['file,label,Label', 'file,label,file', 'File;label ;LABEL'])
+def test_a_column_named_twice_is_an_error_not_its_last_cell(tmp_path, header):
+  """`label,Label` was read from the last cell alone: a row labelled 1 then 0 became 0."""
+  table = tmp_path / 'labels.csv'
+  delimiter = ';' if ';' in header else ','
+  table.write_text(f'{header}\n' + delimiter.join(['a.png', '1', '0']) + '\n')
+  with pytest.raises(errors.DataError, match=r'labels.csv: the header names the column '
+                                             r'(label|file) 2 times .*all but one'):
+    labels.read_rows(table, 'file')
+
+
+def test_a_manifest_column_named_twice_is_an_error(tmp_path):
+  table = tmp_path / 'm.csv'
+  table.write_text('file,label,split,Split\na.png,1,test,train\n')
+  with pytest.raises(errors.DataError, match='names the column split 2 times'):
+    labels.read_table(table, 'file', ('split', 'defect_type'))

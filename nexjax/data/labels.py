@@ -35,10 +35,11 @@ def read_text(path: pathlib.Path) -> str:
                          '(comma-separated).')
 
 
-def dict_reader(path: pathlib.Path, key: str) -> csv.DictReader:
+def dict_reader(path: pathlib.Path, key: str, columns=()) -> csv.DictReader:
   """A reader of a `KEY,label` file's rows, its header names stripped and lower-case. Separated
   by commas (or, as Excel writes in some locales, semicolons or tabs); UTF-8 with or without a
-  byte order mark, or Windows-1252; quoted fields may hold commas and line breaks."""
+  byte order mark, or Windows-1252; quoted fields may hold commas and line breaks. `key`, label
+  and the `columns` read must each be named once."""
   text = read_text(path)
   header = text.split('\n', 1)[0]
   delimiter = next((d for d in ',;\t' if d in header), ',')
@@ -47,8 +48,18 @@ def dict_reader(path: pathlib.Path, key: str) -> csv.DictReader:
   if not {key, 'label'} <= set(fields):
     raise errors.DataError(f'{path}: expected a header `{key},label`, got {reader.fieldnames}; '
                            f'the first line must name the columns, {key} and label among them.')
+  check_unique_columns(path, fields, (key, 'label', *columns))
   reader.fieldnames = fields
   return reader
+
+
+def check_unique_columns(path: pathlib.Path, fields: list[str], names) -> None:
+  """A column the reader uses, named twice (`label,Label`), would be read from its last cell
+  alone: an error naming it."""
+  for name in names:
+    if fields.count(name) > 1:
+      raise errors.DataError(f'{path}: the header names the column {name} {fields.count(name)} '
+                             f'times ({", ".join(fields)}); rename or remove all but one.')
 
 
 def read_rows(path: pathlib.Path, key: str) -> list[tuple[str, int, int]]:
@@ -63,7 +74,7 @@ def read_table(path: pathlib.Path, key: str, columns=()) -> tuple[list[dict], se
   """The rows of a `KEY,label[,COLUMN...]` file (`dict_reader`) as {`key`, 'label', each of
   `columns`: the cell's stripped text, '' where empty or absent; 'line': the row's line}, labels
   unparsed, and the set of `columns` that the header names."""
-  reader = dict_reader(path, key)
+  reader = dict_reader(path, key, columns)
   rows = [{**{name: (row.get(name) or '').strip() for name in (key, 'label', *columns)},
            'line': reader.line_num} for row in reader]
   return rows, set(columns) & set(reader.fieldnames)
