@@ -110,9 +110,12 @@ def read_labels(path: pathlib.Path, image_suffixes=()) -> dict[str, int]:
 
 def csv_text(labels: dict[str, int], key: str = 'file') -> str:
   """A `KEY,label` file's text, one row per key in sorted order, quoted where a key holds a
-  comma, a quote or a line break (`read_rows` reads it back)."""
+  comma, a quote or a line break (`read_rows` reads it back). The csv module quotes only the
+  line terminator's characters, so a key with a carriage return is quoted explicitly."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
+  quoted = csv.writer(buffer, lineterminator='\n', quoting=csv.QUOTE_NONNUMERIC)
   writer.writerow([key, 'label'])
-  writer.writerows(sorted(labels.items()))
+  for name, label in sorted(labels.items()):
+    (quoted if '\r' in name else writer).writerow([name, label])
   return buffer.getvalue()
