@@ -3,6 +3,7 @@ and test_labels.csv read alike (a byte order mark, semicolons, quoted line break
 labels that contradict themselves or the data folder, or leak its validation and test images,
 refused with both lines named."""
 
+import concurrent.futures
 import shutil
 
 import numpy as np
@@ -46,6 +47,25 @@ def test_a_review_label_of_a_file_name_with_a_line_break_reads_back(tmp_path):
   extra = extra_labels.load(review.labels_path, image_size=8, channels=1,
                             high_bit_scaling='bit_depth', cache_dir=tmp_path / 'cache')
   assert list(extra.ids) == [str(image)] and list(extra.labels) == [1]
+
+
+def test_labels_of_another_server_or_the_operator_are_kept(tmp_path):
+  """Each process rewrote labels.csv from its own copy read at start-up: a second server on the
+  workdir, or the operator's edit, was silently overwritten on the next label."""
+  images = [write_png(tmp_path / f'{i}.png', seed=i) for i in range(10)]
+  servers = [review_lib.Review(tmp_path / 'w', threshold=0.5) for _ in range(8)]
+  items = [review.add_folder_image(f'{i}.png', images[i], np.zeros((4, 4, 1)), 0.7)
+           for i, review in enumerate(servers)]
+  servers[0].set_label(items[0], 'defect')
+  servers[1].set_label(items[1], 'good')
+  table = servers[0].labels_path
+  table.write_text(table.read_text() + f'{images[9]},1\n')  # the operator adds a row
+  servers[0].set_label(items[0], None)
+  assert labels.read_rows(table, 'file') == [(str(images[1]), 0, 2), (str(images[9]), 1, 3)]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:  # one lock across open files
+    list(pool.map(lambda i: servers[i].set_label(items[i], 'defect'), range(8)))
+  assert {name: label for name, label, _ in labels.read_rows(table, 'file')} == {
+      **{str(images[i]): 1 for i in range(8)}, str(images[9]): 1}
 
 
 @pytest.mark.parametrize('encoding, text', [

@@ -262,3 +262,24 @@ def test_a_deleted_or_superseded_checkpoint_is_reported(served, tmp_path, caplog
     assert state['stale'] and state['reason'].startswith(f'step {step} was deleted from {copy}')
   stale = [r for r in caplog.records if 'checkpoint is stale' in r.getMessage()]
   assert len(stale) == 1  # logged once
+
+
+def test_a_label_over_an_unreadable_labels_csv_is_a_409_that_keeps_the_file(tmp_path):
+  """labels.csv is read afresh for each label: an operator's edit that made it unreadable is
+  reported, not a 500 and not overwritten."""
+  info = runtime_lib.Info(model='fake', workdir=str(tmp_path), checkpoint_step=0,
+                          threshold=0.5, image_size=8, tta=False)
+  server = app_lib.Service(types.SimpleNamespace(info=info, has_maps=False),
+                           finetune.get_config('smoke').serve, '')
+  image = tmp_path / 'a.png'
+  image.write_bytes(serve_helpers.encoded(np.zeros((8, 8), np.uint8)))
+  server.review.add_folder_image('a.png', image, np.zeros((8, 8, 1), np.uint8), 0.7)
+  table = server.review.labels_path
+  table.parent.mkdir()
+  table.write_text(f'file,label\n{image},1\n{image},0\n')
+  with TestClient(server.app(), base_url=BASE_URL) as c:
+    response = c.post('/review/label', json={'id': 'f0', 'label': 'good'},
+                      headers={'x-csrf-token': server.csrf})
+  assert response.status_code == 409, response.text
+  assert response.json()['error'].startswith(f'label not saved: {table}: file ')
+  assert table.read_text() == f'file,label\n{image},1\n{image},0\n'

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from nexjax import errors
 from nexjax.data import folder as folder_lib
 from nexjax.serving import batcher as batcher_lib
 from nexjax.serving import review as review_lib
@@ -213,7 +214,10 @@ class Service:
     item = self.review.get(item_id)
     if item is None:
       return security.error(404, f'no review item {item_id[:40]!r}.')
-    return JSONResponse(self.review.set_label(item, label))
+    try:
+      return JSONResponse(self.review.set_label(item, label))
+    except errors.DataError as e:  # labels.csv edited into a file that cannot be read
+      raise security.Refused(409, f'label not saved: {e}') from None
 
 
 def review_files(folder: str, runtime, progress: bool) -> list:
