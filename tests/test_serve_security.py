@@ -5,6 +5,7 @@ weak tokens and a stale checkpoint. Through Starlette's TestClient and raw ASGI 
 import asyncio
 import csv
 import dataclasses
+import io
 import json
 import logging
 import re
@@ -14,6 +15,8 @@ import types
 import warnings
 
 import numpy as np
+import PIL.EpsImagePlugin
+import PIL.Image
 import pytest
 
 pytest.importorskip('starlette', reason='the serve extra is not installed')
@@ -31,6 +34,7 @@ from nexjax.modes import serve as serve_mode  # pylint: disable=g-import-not-at-
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
 from nexjax.serving import security  # pylint: disable=g-import-not-at-top
 from nexjax.serving import served as runtime_lib  # pylint: disable=g-import-not-at-top
+from nexjax.serving import uploads  # pylint: disable=g-import-not-at-top
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 BASE_URL = 'http://127.0.0.1:8080'  # the default serve.host and port
@@ -283,3 +287,17 @@ def test_a_label_over_an_unreadable_labels_csv_is_a_409_that_keeps_the_file(tmp_
   assert response.status_code == 409, response.text
   assert response.json()['error'].startswith(f'label not saved: {table}: file ')
   assert table.read_text() == f'file,label\n{image},1\n{image},0\n'
+
+
+def test_an_upload_of_another_format_never_reaches_its_decoder(monkeypatch):
+  """Any format Pillow knew was decoded: an EPS upload went to Ghostscript (where installed)."""
+  ran = []
+  monkeypatch.setattr(PIL.EpsImagePlugin, 'Ghostscript', lambda *a, **k: ran.append(a))
+  for fmt in ('EPS', 'PPM'):
+    buffer = io.BytesIO()
+    PIL.Image.new('RGB', (16, 16)).save(buffer, fmt)
+    with pytest.raises(uploads.BadUpload, match=r'^x.png: not an image Pillow can read '
+                                                r'\(UnidentifiedImageError: .* not a PNG, JPEG'):
+      uploads.decode(buffer.getvalue(), 'x.png', max_pixels=10**6, image_size=8, channels=3,
+                     high_bit_scaling='bit_depth')
+  assert not ran

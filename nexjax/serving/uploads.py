@@ -3,8 +3,9 @@
 The image's dimensions are read from its header (Pillow's `open` reads nothing more) and checked
 against `serve.max_pixels` before any pixel is decoded, so a small file announcing 20,000 x
 20,000 pixels (a decompression bomb) costs nothing. Then it is decoded exactly like the training
-data (`data.decode.decode_image`: 16-bit and float grey scaled by `data.high_bit_scaling`, any
-mode converted) and resized like `--mode=predict` does.
+data (`data.decode.decode_image`: only its formats, never another Pillow decoder such as EPS's
+Ghostscript; 16-bit and float grey scaled by `data.high_bit_scaling`, any mode converted) and
+resized like `--mode=predict` does.
 """
 
 import io
@@ -36,7 +37,7 @@ def check_header(data: bytes, name: str, max_pixels: int) -> None:
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)
-      with PIL.Image.open(io.BytesIO(data)) as image:
+      with decode_lib.open_image(io.BytesIO(data)) as image:
         width, height = image.size
   except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
     raise BadUpload(400, f'{name}: too many pixels ({e}); the limit is serve.max_pixels='
