@@ -268,13 +268,20 @@ def test_a_deleted_or_superseded_checkpoint_is_reported(served, tmp_path, caplog
   assert len(stale) == 1  # logged once
 
 
+def fake_service(workdir) -> app_lib.Service:
+  """A server over a runtime that scores every image 0.7 (8 px grey): nothing trained."""
+  info = runtime_lib.Info(model='fake', workdir=str(workdir), checkpoint_step=0,
+                          threshold=0.5, image_size=8, tta=False)
+  runtime = types.SimpleNamespace(info=info, has_maps=False, image_size=8, channels=1,
+                                  high_bit_scaling='bit_depth',
+                                  scores=lambda images: np.full(len(images), 0.7))
+  return app_lib.Service(runtime, finetune.get_config('smoke').serve, '')
+
+
 def test_a_label_over_an_unreadable_labels_csv_is_a_409_that_keeps_the_file(tmp_path):
   """labels.csv is read afresh for each label: an operator's edit that made it unreadable is
   reported, not a 500 and not overwritten."""
-  info = runtime_lib.Info(model='fake', workdir=str(tmp_path), checkpoint_step=0,
-                          threshold=0.5, image_size=8, tta=False)
-  server = app_lib.Service(types.SimpleNamespace(info=info, has_maps=False),
-                           finetune.get_config('smoke').serve, '')
+  server = fake_service(tmp_path)
   image = tmp_path / 'a.png'
   image.write_bytes(serve_helpers.encoded(np.zeros((8, 8), np.uint8)))
   server.review.add_folder_image('a.png', image, np.zeros((8, 8, 1), np.uint8), 0.7)
@@ -301,3 +308,18 @@ def test_an_upload_of_another_format_never_reaches_its_decoder(monkeypatch):
       uploads.decode(buffer.getvalue(), 'x.png', max_pixels=10**6, image_size=8, channels=3,
                      high_bit_scaling='bit_depth')
   assert not ran
+
+
+def test_a_files_part_without_a_filename_is_refused_not_left_out(tmp_path):
+  """A `files` part without a filename (curl -F files=<PATH) is a text field: it was dropped, so
+  the results no longer matched the parts in order."""
+  image = serve_helpers.encoded(np.zeros((8, 8), np.uint8))
+  body = (b'--zz\r\nContent-Disposition: form-data; name="files"\r\n\r\n' + image +
+          b'\r\n--zz\r\nContent-Disposition: form-data; name="files"; filename="b.png"\r\n\r\n' +
+          image + b'\r\n--zz--\r\n')
+  with TestClient(fake_service(tmp_path).app(), base_url=BASE_URL) as c:
+    response = c.post('/predict', content=body,
+                      headers={'content-type': 'multipart/form-data; boundary=zz'})
+    assert response.status_code == 400, response.text
+    assert response.json()['error'].startswith("part 1 of 2 named 'files' has no filename")
+    assert c.get('/review/items').json()['items'] == []

@@ -73,6 +73,16 @@ def label_request(body: bytes) -> tuple[str, str | None]:
   return item_id, label
 
 
+def check_files(values) -> None:
+  """Every `files` part is a file: a text field (a part without a filename, as `curl -F
+  files=<PATH` sends) would be left out, and the results would no longer match the parts."""
+  fields = [i for i, value in enumerate(values, 1) if isinstance(value, str)]
+  if fields:
+    raise uploads.BadUpload(400, f"part {fields[0]} of {len(values)} named 'files' has no "
+                                 'filename, so it is not read as a file: send every image as a '
+                                 'file (curl -F files=@PATH).')
+
+
 async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
   """(shown name, bytes) of the `files` parts of a bounded multipart body."""
   if not request.headers.get('content-type', '').startswith('multipart/form-data'):
@@ -86,8 +96,9 @@ async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]
   try:
     async with Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=16,
                                                    max_part_size=limit) as form:
-      parts = [(uploads.safe_name(p.filename), await p.read()) for p in form.getlist('files')
-               if hasattr(p, 'read')]
+      values = form.getlist('files')
+      check_files(values)
+      parts = [(uploads.safe_name(p.filename), await p.read()) for p in values]
   except (MultiPartException, HTTPException) as e:  # Starlette raises the latter in an app
     detail = getattr(e, 'message', None) or getattr(e, 'detail', '')
     raise uploads.BadUpload(400, f'malformed multipart body ({detail}).') from None
