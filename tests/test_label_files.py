@@ -196,3 +196,16 @@ def test_a_manifest_column_named_twice_is_an_error(tmp_path):
   table.write_text('file,label,split,Split\na.png,1,test,train\n')
   with pytest.raises(errors.DataError, match='names the column split 2 times'):
     labels.read_table(table, 'file', ('split', 'defect_type'))
+
+
+def test_an_unclosed_quote_is_a_data_error_naming_the_line(tmp_path):
+  """The quote swallowed the rows after it until csv's field limit: a csv.Error traceback."""
+  table = tmp_path / 'm.csv'
+  rows = ''.join(f'images/{i:06d}.png,0\n' for i in range(8000))
+  table.write_text(f'file,label\n"images/a.png,1\n{rows}')
+  with pytest.raises(errors.DataError, match=r'm.csv, line \d+: not readable as CSV \(field '
+                                             'larger than field limit .*unclosed quote'):
+    labels.read_rows(table, 'file')
+  table.write_text(f'"file,label\n{rows}')
+  with pytest.raises(errors.DataError, match='not readable as CSV'):
+    labels.read_table(table, 'file')

@@ -35,6 +35,30 @@ def read_text(path: pathlib.Path) -> str:
                          '(comma-separated).')
 
 
+def malformed(path: pathlib.Path, line: int, error: csv.Error) -> errors.DataError:
+  return errors.DataError(f'{path}, line {line}: not readable as CSV ({error}); a field that '
+                          'starts with a quote must end with one: an unclosed quote swallows the '
+                          'lines after it.')
+
+
+class Reader(csv.DictReader):
+  """csv.DictReader whose malformed rows are a DataError naming the file and line."""
+
+  def __init__(self, path: pathlib.Path, text: str, delimiter: str):
+    super().__init__(io.StringIO(text, newline=''), delimiter=delimiter)
+    self.path = path
+    try:
+      self.fieldnames  # pylint: disable=pointless-statement: reads the header
+    except csv.Error as e:
+      raise malformed(path, self.line_num, e) from None
+
+  def __next__(self) -> dict:
+    try:
+      return super().__next__()
+    except csv.Error as e:
+      raise malformed(self.path, self.line_num, e) from None
+
+
 def dict_reader(path: pathlib.Path, key: str, columns=()) -> csv.DictReader:
   """A reader of a `KEY,label` file's rows, its header names stripped and lower-case. Separated
   by commas (or, as Excel writes in some locales, semicolons or tabs); UTF-8 with or without a
@@ -43,7 +67,7 @@ def dict_reader(path: pathlib.Path, key: str, columns=()) -> csv.DictReader:
   text = read_text(path)
   header = text.split('\n', 1)[0]
   delimiter = next((d for d in ',;\t' if d in header), ',')
-  reader = csv.DictReader(io.StringIO(text, newline=''), delimiter=delimiter)
+  reader = Reader(path, text, delimiter)
   fields = [name.strip().lower() for name in reader.fieldnames or []]
   if not {key, 'label'} <= set(fields):
     raise errors.DataError(f'{path}: expected a header `{key},label`, got {reader.fieldnames}; '
