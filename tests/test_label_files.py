@@ -209,3 +209,11 @@ def test_an_unclosed_quote_is_a_data_error_naming_the_line(tmp_path):
   table.write_text(f'"file,label\n{rows}')
   with pytest.raises(errors.DataError, match='not readable as CSV'):
     labels.read_table(table, 'file')
+
+
+def test_utf16_text_says_so(tmp_path):
+  """Read as Windows-1252, Excel's "Unicode Text" was a header of NULs: 'expected a header'."""
+  table = tmp_path / 'labels.csv'
+  table.write_bytes('file\tlabel\r\na.png\t1\r\n'.encode('utf-16'))
+  with pytest.raises(errors.DataError, match=r'labels.csv: UTF-16 text .*save it as "CSV UTF-8"'):
+    labels.read_rows(table, 'file')

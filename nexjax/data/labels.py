@@ -24,8 +24,13 @@ LABEL_ENCODINGS = ('utf-8-sig', 'cp1252')
 
 
 def read_text(path: pathlib.Path) -> str:
-  """The file's text, decoded as UTF-8 (with or without a byte order mark) or Windows-1252."""
+  """The file's text, decoded as UTF-8 (with or without a byte order mark) or Windows-1252.
+  UTF-16 (Excel's "Unicode Text"), whose NUL bytes Windows-1252 would read as characters, is
+  refused."""
   data = path.read_bytes()
+  if b'\0' in data:
+    raise errors.DataError(f'{path}: UTF-16 text (Excel\'s "Unicode Text") or not text at all; '
+                           'save it as "CSV UTF-8" (comma-separated).')
   for encoding in LABEL_ENCODINGS:
     try:
       return data.decode(encoding)
