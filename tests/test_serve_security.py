@@ -323,3 +323,16 @@ def test_a_files_part_without_a_filename_is_refused_not_left_out(tmp_path):
     assert response.status_code == 400, response.text
     assert response.json()['error'].startswith("part 1 of 2 named 'files' has no filename")
     assert c.get('/review/items').json()['items'] == []
+
+
+def test_a_max_pixels_above_pillows_own_bound_is_honoured():
+  """Pillow's warning above its 89M-pixel bound was made an error: serve.max_pixels=100M
+  refused 95M pixels (saying 'the limit is serve.max_pixels=100000000')."""
+  with pytest.warns(PIL.Image.DecompressionBombWarning):  # Pillow's, left a warning
+    uploads.check_header(serve_helpers.png_header(10_000, 9_500), 'big.png', 100_000_000)
+  with pytest.raises(uploads.BadUpload, match=r'^big.png: 10000 x 10001 = 100010000 pixels, '
+                                              r'above serve.max_pixels=100000000\.$'), \
+      pytest.warns(PIL.Image.DecompressionBombWarning):
+    uploads.check_header(serve_helpers.png_header(10_000, 10_001), 'big.png', 100_000_000)
+  with pytest.raises(uploads.BadUpload, match='big.png: too many pixels'):
+    uploads.check_header(serve_helpers.png_header(20_000, 20_000), 'big.png', 100_000_000)

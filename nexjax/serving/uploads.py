@@ -10,7 +10,6 @@ resized like `--mode=predict` does.
 
 import io
 import pathlib
-import warnings
 
 import numpy as np
 import PIL.Image
@@ -33,13 +32,14 @@ def safe_name(name: str | None) -> str:
 
 
 def check_header(data: bytes, name: str, max_pixels: int) -> None:
-  """Reads only the header: not an image, or more than `max_pixels` pixels -> BadUpload(400)."""
+  """Reads only the header: not an image, or more than `max_pixels` pixels -> BadUpload(400).
+  Pillow's own bound (a warning above its MAX_IMAGE_PIXELS) is not made an error: it would
+  refuse what a larger `max_pixels` allows, and warning filters are global to the process's
+  threads."""
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)
-      with decode_lib.open_image(io.BytesIO(data)) as image:
-        width, height = image.size
-  except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+    with decode_lib.open_image(io.BytesIO(data)) as image:
+      width, height = image.size
+  except PIL.Image.DecompressionBombError as e:  # above twice Pillow's bound
     raise BadUpload(400, f'{name}: too many pixels ({e}); the limit is serve.max_pixels='
                          f'{max_pixels}.') from None
   except Exception as e:  # pylint: disable=broad-except: whatever Pillow cannot identify
