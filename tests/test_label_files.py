@@ -4,7 +4,9 @@ labels that contradict themselves or the data folder, or leak its validation and
 refused with both lines named."""
 
 import concurrent.futures
+import os
 import shutil
+import stat
 
 import numpy as np
 import PIL.Image
@@ -66,6 +68,20 @@ def test_labels_of_another_server_or_the_operator_are_kept(tmp_path):
     list(pool.map(lambda i: servers[i].set_label(items[i], 'defect'), range(8)))
   assert {name: label for name, label, _ in labels.read_rows(table, 'file')} == {
       **{str(images[i]): 1 for i in range(8)}, str(images[9]): 1}
+
+
+def test_review_files_are_readable_as_any_file_written_there(tmp_path):
+  """labels.csv and the saved request images were temporary files renamed: mode 0600, so a
+  training run as another user could not read them."""
+  review = review_lib.Review(tmp_path / 'w', threshold=0.5)
+  item = review.add_request_image('a.png', np.zeros((4, 4, 1), np.uint8), 0.7)
+  review.set_label(item, 'good')
+  umask = os.umask(0)
+  os.umask(umask)
+  for path in (review.labels_path, item.path):
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+  assert sorted(p.name for p in review.root.iterdir()) == ['.labels.csv.lock', 'images',
+                                                           'labels.csv']
 
 
 @pytest.mark.parametrize('encoding, text', [

@@ -20,12 +20,12 @@ import io
 import os
 import pathlib
 import secrets
-import tempfile
 
 import numpy as np
 import PIL.Image
 
 from nexjax.data import labels as label_files
+from nexjax.models import weights as weights_lib
 from nexjax.reports import localization
 
 LABELS = {'good': 0, 'defect': 1}
@@ -64,14 +64,13 @@ def read_labels(path: pathlib.Path) -> dict[str, int]:
 
 
 def write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Readers see the old file or the new one, never a part (same-folder rename)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp',
-                                   delete=False) as f:
+  """Readers see the old file or the new one, never a part (same-folder rename), with the mode
+  a plain open() gives (not a temporary file's 0600, which training as another user cannot
+  read); no temporary file is left where writing fails."""
+  with weights_lib.write_atomically(path) as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
-  os.replace(f.name, path)
 
 
 @contextlib.contextmanager
