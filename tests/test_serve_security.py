@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -336,3 +337,20 @@ def test_a_max_pixels_above_pillows_own_bound_is_honoured():
     uploads.check_header(serve_helpers.png_header(10_000, 10_001), 'big.png', 100_000_000)
   with pytest.raises(uploads.BadUpload, match='big.png: too many pixels'):
     uploads.check_header(serve_helpers.png_header(20_000, 20_000), 'big.png', 100_000_000)
+
+
+def test_a_review_folder_file_whose_name_is_not_utf8_is_left_out(tmp_path, caplog):
+  """One such name (Latin-1 from a Windows share) made every GET /review/items a 500."""
+  folder = tmp_path / 'review'
+  folder.mkdir()
+  image = serve_helpers.encoded(np.zeros((8, 8), np.uint8))
+  (folder / 'ok.png').write_bytes(image)
+  (folder / os.fsdecode(b'd\xe9faut.png')).write_bytes(image)
+  server = fake_service(tmp_path / 'w')
+  caplog.set_level(logging.WARNING)
+  server.review_files = app_lib.review_files(str(folder), server.runtime, progress=False)
+  assert "d\\udce9faut.png is left out: its name is not UTF-8 text; rename it" in caplog.text
+  with TestClient(server.app(), base_url=BASE_URL) as c:
+    response = c.get('/review/items')
+    assert response.status_code == 200
+    assert [item['file'] for item in response.json()['items']] == ['ok.png']

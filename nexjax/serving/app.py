@@ -236,9 +236,31 @@ def review_files(folder: str, runtime, progress: bool) -> list:
   predict does."""
   if not folder:
     return []
-  files = folder_lib.list_inputs(folder)
+  files = text_named(folder_lib.list_inputs(folder), folder)
   images, files = folder_lib.decode_images(
       files, image_size=runtime.image_size, channels=runtime.channels,
       high_bit_scaling=runtime.high_bit_scaling, progress=progress)
   names = folder_lib.relative_names(files, folder)
   return list(zip(names, files, images))
+
+
+def text_named(files: list, folder: str) -> list:
+  """The `files` whose paths are UTF-8 text: the page's JSON and labels.csv hold them as text
+  (one other name made every /review/items a 500). The others are logged, to be renamed."""
+  kept = [f for f in files if is_text(str(f))]
+  for f in files:
+    if f not in kept:
+      logging.warning('serve.review_dir: %s is left out: its name is not UTF-8 text; rename it.',
+                      str(f).encode('utf-8', 'backslashreplace').decode('ascii', 'replace'))
+  if not kept:
+    raise errors.DataError(f'serve.review_dir={folder}: none of its {len(files)} image files has '
+                           'a UTF-8 name; rename them.')
+  return kept
+
+
+def is_text(name: str) -> bool:
+  try:
+    name.encode('utf-8')
+    return True
+  except UnicodeEncodeError:  # bytes that were not UTF-8, as Python holds them (surrogates)
+    return False
