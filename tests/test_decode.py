@@ -69,18 +69,6 @@ def test_every_mode_and_format_decodes_to_the_right_grey_levels(case, tmp_path):
   np.testing.assert_allclose(decoded, expected, atol=tolerance)
 
 
-@pytest.mark.parametrize('fmt', ['PPM', 'DDS', 'JPEG2000', 'EPS'])
-def test_a_file_of_another_format_is_skipped_whatever_its_suffix(fmt, tmp_path):
-  """Any format Pillow knew was decoded: an EPS named x.png went to Ghostscript."""
-  path = tmp_path / 'x.png'
-  PIL.Image.fromarray(COLOUR).save(path, fmt)
-  skipped = []
-  assert decode.decode_or_none(path, 3, skipped=skipped) is None
-  assert skipped == [(str(path), f"UnidentifiedImageError: cannot identify image file '{path}': "
-                                 'not a PNG, JPEG, BMP, TIFF, GIF or WebP image (whatever its name '
-                                 'says)')]
-
-
 def test_16bit_range_scaling_and_bit_depth_scaling(tmp_path):
   values = np.linspace(1000, 3000, 64).round().astype(np.uint16)[None].repeat(2, 0)
   PIL.Image.fromarray(values).save(tmp_path / 'dim.png')

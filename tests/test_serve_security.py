@@ -301,11 +301,11 @@ def test_an_upload_of_another_format_never_reaches_its_decoder(monkeypatch):
   """Any format Pillow knew was decoded: an EPS upload went to Ghostscript (where installed)."""
   ran = []
   monkeypatch.setattr(PIL.EpsImagePlugin, 'Ghostscript', lambda *a, **k: ran.append(a))
-  for fmt in ('EPS', 'PPM'):
+  for fmt in ('EPS', 'DDS'):
     buffer = io.BytesIO()
     PIL.Image.new('RGB', (16, 16)).save(buffer, fmt)
     with pytest.raises(uploads.BadUpload, match=r'^x.png: not an image Pillow can read '
-                                                r'\(UnidentifiedImageError: .* not a PNG, JPEG'):
+                                                r'\(UnidentifiedImageError: .* not PNG, JPEG, BMP'):
       uploads.decode(buffer.getvalue(), 'x.png', max_pixels=10**6, image_size=8, channels=3,
                      high_bit_scaling='bit_depth')
   assert not ran

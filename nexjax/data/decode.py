@@ -1,12 +1,11 @@
 """Image files decoded as every source decodes them (prepared data, predict, serve, pseudo-defects).
 
 8-bit grayscale, RGB, RGBA and LA (alpha dropped, not composited), palette, CMYK and 1-bit
-images, in the formats of the image suffixes (PNG, JPEG, TIFF, BMP, GIF, WebP: `FORMATS`; a file
-in another is not decoded, whatever its suffix), are converted with Pillow's `convert`. 16-bit
-(and 32-bit integer or float) grayscale is scaled to 8 bits either by its bit depth,
-x / 65535 * 255 rounded (`high_bit_scaling='bit_depth'`, the default; float images: x * 255 for
-values in 0..1), or by the image's own min..max range (`'range'`); the log says so once per
-preparation. A file that cannot be decoded is skipped with its reason (`decode_or_none`),
+images, in any format Pillow reads (PNG, JPEG, TIFF, BMP, ...), are converted with Pillow's
+`convert`. 16-bit (and 32-bit integer or float) grayscale is scaled to 8 bits either by its bit
+depth, x / 65535 * 255 rounded (`high_bit_scaling='bit_depth'`, the default; float images:
+x * 255 for values in 0..1), or by the image's own min..max range (`'range'`); the log says so
+once per preparation. A file that cannot be decoded is skipped with its reason (`decode_or_none`),
 logged (`report_skipped`) and, where prepared, listed in `skipped_files.txt` (`write_skipped`).
 """
 
@@ -20,9 +19,6 @@ import PIL.Image
 from nexjax import errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
-# Pillow's formats of IMAGE_SUFFIXES (JPEG includes multi-picture MPO): a file, or an upload's
-# bytes, in any other (EPS, which Pillow renders with Ghostscript; PSD, DDS, ...) is not decoded.
-FORMATS = ('PNG', 'JPEG', 'BMP', 'TIFF', 'GIF', 'WEBP')
 SKIPPED_FILE = 'skipped_files.txt'
 HIGH_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
 HIGH_BIT_SCALINGS = {
@@ -86,20 +82,23 @@ def scale_high_bit(pixels: np.ndarray, mode: str, high_bit_scaling: str) -> np.n
   return np.round(values).astype(np.uint8)
 
 
-def open_image(source) -> PIL.Image.Image:
-  """Pillow's lazily opened image of a path or file object, in one of FORMATS only."""
+def open_image(source, formats=None) -> PIL.Image.Image:
+  """Pillow's lazily opened image of a path or file object, in one of Pillow's `formats` (None:
+  any); another is an UnidentifiedImageError naming them."""
   try:
-    return PIL.Image.open(source, formats=FORMATS)
+    return PIL.Image.open(source, formats=formats)
   except PIL.UnidentifiedImageError as e:
-    raise PIL.UnidentifiedImageError(
-        f'{e}: not a PNG, JPEG, BMP, TIFF, GIF or WebP image (whatever its name says)') from None
+    if formats is None:
+      raise
+    raise PIL.UnidentifiedImageError(f'{e}: not {", ".join(formats)} (whatever its name '
+                                     'says)') from None
 
 
-def decode_image(path: pathlib.Path, channels: int,
-                 high_bit_scaling: str = 'bit_depth') -> np.ndarray:
-  """Decodes and fully reads an image as uint8 HxWxC (16-bit and float grey scaled by
-  `high_bit_scaling`); raises on corrupt or truncated files."""
-  with open_image(path) as image:  # closes the opened file even when `image` is replaced
+def decode_image(path: pathlib.Path, channels: int, high_bit_scaling: str = 'bit_depth',
+                 formats=None) -> np.ndarray:
+  """Decodes and fully reads an image (in one of Pillow's `formats`; None: any) as uint8 HxWxC
+  (16-bit and float grey scaled by `high_bit_scaling`); raises on corrupt or truncated files."""
+  with open_image(path, formats) as image:  # closes the opened file even when `image` is replaced
     image.load()
     if image.mode in HIGH_BIT_MODES:
       image = PIL.Image.fromarray(scale_high_bit(np.asarray(image), image.mode, high_bit_scaling))
