@@ -247,11 +247,12 @@ def review_files(folder: str, runtime, progress: bool) -> list:
 def text_named(files: list, folder: str) -> list:
   """The `files` whose paths are UTF-8 text: the page's JSON and labels.csv hold them as text
   (one other name made every /review/items a 500). The others are logged, to be renamed."""
-  kept = [f for f in files if is_text(str(f))]
+  kept, other = [], []
   for f in files:
-    if f not in kept:
-      logging.warning('serve.review_dir: %s is left out: its name is not UTF-8 text; rename it.',
-                      str(f).encode('utf-8', 'backslashreplace').decode('ascii', 'replace'))
+    (kept if is_text(str(f)) else other).append(f)
+  for f in other:
+    logging.warning('serve.review_dir: %s is left out: its name is not UTF-8 text; rename it.',
+                    str(f).encode('utf-8', 'backslashreplace').decode('utf-8'))
   if not kept:
     raise errors.DataError(f'serve.review_dir={folder}: none of its {len(files)} image files has '
                            'a UTF-8 name; rename them.')
