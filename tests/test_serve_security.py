@@ -12,9 +12,12 @@ import os
 import re
 import shutil
 import socket
+import threading
+import time
 import types
 import warnings
 
+import httpx
 import numpy as np
 import PIL.EpsImagePlugin
 import PIL.Image
@@ -354,3 +357,28 @@ def test_a_review_folder_file_whose_name_is_not_utf8_is_left_out(tmp_path, caplo
     response = c.get('/review/items')
     assert response.status_code == 200
     assert [item['file'] for item in response.json()['items']] == ['ok.png']
+
+
+def test_concurrent_requests_decode_a_few_images_at_a_time(tmp_path):
+  """Each request's images went to Starlette's 40 threads: 40 small PNGs of serve.max_pixels,
+  about 1 GB each while decoded, held at once."""
+  server = fake_service(tmp_path)
+  active, peak, lock = [0], [0], threading.Lock()
+
+  def slow_decode(name, data):
+    with lock:
+      active[0] += 1
+      peak[0] = max(peak[0], active[0])
+    time.sleep(0.2)
+    with lock:
+      active[0] -= 1
+    raise uploads.BadUpload(400, f'{name}: stopped here.')
+  server.decode = slow_decode
+
+  async def requests():
+    transport = httpx.ASGITransport(app=server.app())
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+      return await asyncio.gather(*(client.post('/predict', files=image_parts(i))
+                                    for i in range(12)))
+  assert [r.status_code for r in asyncio.run(requests())] == [400] * 12
+  assert peak[0] == app_lib.DECODERS

@@ -17,7 +17,8 @@ POSTs from another origin are refused, and /review/label takes JSON with the pro
 secret, which the page receives in its HTML; bodies are bounded as they stream (413). With a
 token (required unless bound to a loopback address) every route but the page's HTML and JS needs
 `Authorization: Bearer TOKEN`, compared in constant time. Images are bounded by their header's
-pixel count before decoding (400), and no request names a file: static files are a fixed list
+pixel count before decoding (400), and DECODERS at most are decoded at once (the others wait);
+no request names a file: static files are a fixed list
 held in memory, review items opaque ids.
 """
 
@@ -29,6 +30,7 @@ import json
 import secrets
 
 from absl import logging
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -46,6 +48,9 @@ from nexjax.serving import served as runtime_lib
 from nexjax.serving import uploads
 
 MAX_FILES = 64  # per request
+# Uploads decoded at once, across requests: one at serve.max_pixels (40M) holds about 1 GB while
+# it is decoded and resized, and Starlette's thread pool would run 40 (a few small PNGs each).
+DECODERS = 4
 STATIC = {'review.html': 'text/html; charset=utf-8', 'review.js': 'text/javascript',
           'review.css': 'text/css'}
 CSRF_SLOT = b'{{csrf}}'  # in review.html: filled with the process's CSRF secret
@@ -117,6 +122,7 @@ class Service:
     self.review = review_lib.Review(runtime.info.workdir, runtime.info.threshold)
     self.review_files = review_files  # (shown name, path, uint8 image) scored at start-up
     self.limit = int(settings.max_upload_mb * 2**20)
+    self.decoders = anyio.CapacityLimiter(DECODERS)
     self.csrf = secrets.token_urlsafe(32)  # per process: the review page's proof of origin
     self.rules = security.Rules(settings.host, settings.port, token, self.csrf, self.limit)
     self.static = static_files()
@@ -182,7 +188,8 @@ class Service:
                                   'classifier with --config.serve.runtime=jax for Grad-CAM '
                                   'overlays.')
     parts = await uploaded_files(request, self.limit)
-    images = [await run_in_threadpool(self.decode, name, data) for name, data in parts]
+    images = [await anyio.to_thread.run_sync(self.decode, name, data, limiter=self.decoders)
+              for name, data in parts]
     results = await asyncio.gather(*(self.batcher.submit(image, with_overlay)
                                      for image in images))
     rows = []
