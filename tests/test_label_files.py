@@ -3,7 +3,10 @@ and test_labels.csv read alike (a byte order mark, semicolons, quoted line break
 labels that contradict themselves or the data folder, or leak its validation and test images,
 refused with both lines named."""
 
+import concurrent.futures
+import os
 import shutil
+import stat
 
 import numpy as np
 import PIL.Image
@@ -16,7 +19,8 @@ from nexjax.data import labels
 from nexjax.serving import review as review_lib
 from nexjax.train import job as job_lib
 
-ODD_NAMES = ['a,b.png', 'line\nbreak.png', 'quote".png', 'défaut;x.png', ' space.png']
+ODD_NAMES = ['a,b.png', 'line\nbreak.png', 'quote".png', 'défaut;x.png', ' space.png',
+             'carriage\rreturn.png']  # csv.writer quoted the others, not this (unreadable)
 
 
 def write_png(path, seed=0):
@@ -29,7 +33,7 @@ def write_png(path, seed=0):
 def test_what_the_writer_writes_the_reader_reads(tmp_path):
   table = tmp_path / 'labels.csv'
   written = {name: i % 2 for i, name in enumerate(ODD_NAMES)}
-  table.write_text(labels.csv_text(written))
+  table.write_text(labels.csv_text(written), newline='')  # as the review page writes it
   assert {name: label for name, label, _ in labels.read_rows(table, 'file')} == written
 
 
@@ -45,6 +49,39 @@ def test_a_review_label_of_a_file_name_with_a_line_break_reads_back(tmp_path):
   extra = extra_labels.load(review.labels_path, image_size=8, channels=1,
                             high_bit_scaling='bit_depth', cache_dir=tmp_path / 'cache')
   assert list(extra.ids) == [str(image)] and list(extra.labels) == [1]
+
+
+def test_labels_of_another_server_or_the_operator_are_kept(tmp_path):
+  """Each process rewrote labels.csv from its own copy read at start-up: a second server on the
+  workdir, or the operator's edit, was silently overwritten on the next label."""
+  images = [write_png(tmp_path / f'{i}.png', seed=i) for i in range(10)]
+  servers = [review_lib.Review(tmp_path / 'w', threshold=0.5) for _ in range(8)]
+  items = [review.add_folder_image(f'{i}.png', images[i], np.zeros((4, 4, 1)), 0.7)
+           for i, review in enumerate(servers)]
+  servers[0].set_label(items[0], 'defect')
+  servers[1].set_label(items[1], 'good')
+  table = servers[0].labels_path
+  table.write_text(table.read_text() + f'{images[9]},1\n')  # the operator adds a row
+  servers[0].set_label(items[0], None)
+  assert labels.read_rows(table, 'file') == [(str(images[1]), 0, 2), (str(images[9]), 1, 3)]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:  # one lock across open files
+    list(pool.map(lambda i: servers[i].set_label(items[i], 'defect'), range(8)))
+  assert {name: label for name, label, _ in labels.read_rows(table, 'file')} == {
+      **{str(images[i]): 1 for i in range(8)}, str(images[9]): 1}
+
+
+def test_review_files_are_readable_as_any_file_written_there(tmp_path):
+  """labels.csv and the saved request images were temporary files renamed: mode 0600, so a
+  training run as another user could not read them."""
+  review = review_lib.Review(tmp_path / 'w', threshold=0.5)
+  item = review.add_request_image('a.png', np.zeros((4, 4, 1), np.uint8), 0.7)
+  review.set_label(item, 'good')
+  umask = os.umask(0)
+  os.umask(umask)
+  for path in (review.labels_path, item.path):
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+  assert sorted(p.name for p in review.root.iterdir()) == ['.labels.csv.lock', 'images',
+                                                           'labels.csv']
 
 
 @pytest.mark.parametrize('encoding, text', [
@@ -157,3 +194,42 @@ def _without_extra(config):
   config = config.copy_and_resolve_references()
   config.data.extra_labels = ''
   return config
+
+
+@pytest.mark.parametrize('header', ['file,label,Label', 'file,label,file', 'File;label ;LABEL'])
+def test_a_column_named_twice_is_an_error_not_its_last_cell(tmp_path, header):
+  """`label,Label` was read from the last cell alone: a row labelled 1 then 0 became 0."""
+  table = tmp_path / 'labels.csv'
+  delimiter = ';' if ';' in header else ','
+  table.write_text(f'{header}\n' + delimiter.join(['a.png', '1', '0']) + '\n')
+  with pytest.raises(errors.DataError, match=r'labels.csv: the header names the column '
+                                             r'(label|file) 2 times .*all but one'):
+    labels.read_rows(table, 'file')
+
+
+def test_a_manifest_column_named_twice_is_an_error(tmp_path):
+  table = tmp_path / 'm.csv'
+  table.write_text('file,label,split,Split\na.png,1,test,train\n')
+  with pytest.raises(errors.DataError, match='names the column split 2 times'):
+    labels.read_table(table, 'file', ('split', 'defect_type'))
+
+
+def test_an_unclosed_quote_is_a_data_error_naming_the_line(tmp_path):
+  """The quote swallowed the rows after it until csv's field limit: a csv.Error traceback."""
+  table = tmp_path / 'm.csv'
+  rows = ''.join(f'images/{i:06d}.png,0\n' for i in range(8000))
+  table.write_text(f'file,label\n"images/a.png,1\n{rows}')
+  with pytest.raises(errors.DataError, match=r'm.csv, line \d+: not readable as CSV \(field '
+                                             'larger than field limit .*unclosed quote'):
+    labels.read_rows(table, 'file')
+  table.write_text(f'"file,label\n{rows}')
+  with pytest.raises(errors.DataError, match='not readable as CSV'):
+    labels.read_table(table, 'file')
+
+
+def test_utf16_text_says_so(tmp_path):
+  """Read as Windows-1252, Excel's "Unicode Text" was a header of NULs: 'expected a header'."""
+  table = tmp_path / 'labels.csv'
+  table.write_bytes('file\tlabel\r\na.png\t1\r\n'.encode('utf-16'))
+  with pytest.raises(errors.DataError, match=r'labels.csv: UTF-16 text .*save it as "CSV UTF-8"'):
+    labels.read_rows(table, 'file')

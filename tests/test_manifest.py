@@ -231,6 +231,21 @@ def test_unlabelled_images_must_not_be_training_images_of_the_manifest(folder, t
                     high_bit_scaling='bit_depth', cache_dir=tmp_path / 'c', labelled_files=train)
 
 
+def test_unlabelled_links_to_training_images_are_refused(folder, tmp_path):
+  """A folder of symbolic links to the training images passed: its links were compared, not the
+  files they name, and the validation share was silently trained on."""
+  from nexjax.data import unlabelled  # pylint: disable=import-outside-toplevel
+  csv = write_manifest(folder / 'm.csv', folder_rows(folder, folder))
+  train = [path for path, _ in sources.Manifest(csv).files()['train']]
+  links = tmp_path / 'production'
+  links.mkdir()
+  for path in train[:3]:
+    (links / path.name).symlink_to(path)
+  with pytest.raises(errors.ConfigError, match='holds 3 labelled training image'):
+    unlabelled.load(str(links), image_size=32, channels=1, high_bit_scaling='bit_depth',
+                    cache_dir=tmp_path / 'c', labelled_files=train)
+
+
 def test_compare_from_a_manifest_gives_the_folders_rows(tmp_path, make_kaggle_folder):
   """The same images listed in a CSV and laid out as a folder: the same compare table."""
   from configs import compare as compare_config  # pylint: disable=import-outside-toplevel

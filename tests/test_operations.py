@@ -4,9 +4,11 @@ prediction that must keep saying where it is."""
 import errno
 import logging
 import pathlib
+import types
 
 import flax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from nexjax import errors
@@ -154,3 +156,19 @@ def test_ids_shared_by_several_files_are_a_warning_listing_them(caplog):
   caplog.clear()
   predict.warn_shared_ids(['a.jpg', 'b/c.jpg'], [pathlib.Path('a.jpg'), pathlib.Path('b/c.jpg')])
   assert not caplog.records
+
+
+def test_overlays_of_a_glob_input_stay_in_the_heatmaps_folder(tmp_path):
+  """A glob's names are full paths: `out / '/data/x.png.png'` wrote the overlays into the input
+  folder itself, where the next run's glob picked them up as images."""
+  data = tmp_path / 'data'
+  names = [str(data / 'x.png'), '../up/y.png', 'sub/z.png']
+  out = tmp_path / 'w' / 'predictions_heatmaps'
+  images, maps = np.zeros((3, 8, 8, 1), np.uint8), np.zeros((3, 8, 8), np.float32)
+  predict.write_overlays(types.SimpleNamespace(save_maps=True), images, maps, names,
+                         [0, 1, 2], out)
+  written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file())
+  inner = str(data.relative_to(data.anchor))
+  assert written == sorted(f'w/predictions_heatmaps/{n}' for n in (
+      f'{inner}/x.png.png', f'{inner}/x.png.npy', '__/up/y.png.png', '__/up/y.png.npy',
+      'sub/z.png.png', 'sub/z.png.npy'))

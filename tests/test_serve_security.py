@@ -5,15 +5,22 @@ weak tokens and a stale checkpoint. Through Starlette's TestClient and raw ASGI 
 import asyncio
 import csv
 import dataclasses
+import io
 import json
 import logging
+import os
 import re
 import shutil
 import socket
+import threading
+import time
 import types
 import warnings
 
+import httpx
 import numpy as np
+import PIL.EpsImagePlugin
+import PIL.Image
 import pytest
 
 pytest.importorskip('starlette', reason='the serve extra is not installed')
@@ -31,6 +38,7 @@ from nexjax.modes import serve as serve_mode  # pylint: disable=g-import-not-at-
 from nexjax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
 from nexjax.serving import security  # pylint: disable=g-import-not-at-top
 from nexjax.serving import served as runtime_lib  # pylint: disable=g-import-not-at-top
+from nexjax.serving import uploads  # pylint: disable=g-import-not-at-top
 import serve_helpers  # pylint: disable=g-import-not-at-top
 
 BASE_URL = 'http://127.0.0.1:8080'  # the default serve.host and port
@@ -262,3 +270,115 @@ def test_a_deleted_or_superseded_checkpoint_is_reported(served, tmp_path, caplog
     assert state['stale'] and state['reason'].startswith(f'step {step} was deleted from {copy}')
   stale = [r for r in caplog.records if 'checkpoint is stale' in r.getMessage()]
   assert len(stale) == 1  # logged once
+
+
+def fake_service(workdir) -> app_lib.Service:
+  """A server over a runtime that scores every image 0.7 (8 px grey): nothing trained."""
+  info = runtime_lib.Info(model='fake', workdir=str(workdir), checkpoint_step=0,
+                          threshold=0.5, image_size=8, tta=False)
+  runtime = types.SimpleNamespace(info=info, has_maps=False, image_size=8, channels=1,
+                                  high_bit_scaling='bit_depth',
+                                  scores=lambda images: np.full(len(images), 0.7))
+  return app_lib.Service(runtime, finetune.get_config('smoke').serve, '')
+
+
+def test_a_label_over_an_unreadable_labels_csv_is_a_409_that_keeps_the_file(tmp_path):
+  """labels.csv is read afresh for each label: an operator's edit that made it unreadable is
+  reported, not a 500 and not overwritten."""
+  server = fake_service(tmp_path)
+  image = tmp_path / 'a.png'
+  image.write_bytes(serve_helpers.encoded(np.zeros((8, 8), np.uint8)))
+  server.review.add_folder_image('a.png', image, np.zeros((8, 8, 1), np.uint8), 0.7)
+  table = server.review.labels_path
+  table.parent.mkdir()
+  table.write_text(f'file,label\n{image},1\n{image},0\n')
+  with TestClient(server.app(), base_url=BASE_URL) as c:
+    response = c.post('/review/label', json={'id': 'f0', 'label': 'good'},
+                      headers={'x-csrf-token': server.csrf})
+  assert response.status_code == 409, response.text
+  assert response.json()['error'].startswith(f'label not saved: {table}: file ')
+  assert table.read_text() == f'file,label\n{image},1\n{image},0\n'
+
+
+def test_an_upload_of_another_format_never_reaches_its_decoder(monkeypatch):
+  """Any format Pillow knew was decoded: an EPS upload went to Ghostscript (where installed)."""
+  ran = []
+  monkeypatch.setattr(PIL.EpsImagePlugin, 'Ghostscript', lambda *a, **k: ran.append(a))
+  for fmt in ('EPS', 'DDS'):
+    buffer = io.BytesIO()
+    PIL.Image.new('RGB', (16, 16)).save(buffer, fmt)
+    with pytest.raises(uploads.BadUpload, match=r'^x.png: not an image Pillow can read '
+                                                r'\(UnidentifiedImageError: .* not PNG, JPEG, BMP'):
+      uploads.decode(buffer.getvalue(), 'x.png', max_pixels=10**6, image_size=8, channels=3,
+                     high_bit_scaling='bit_depth')
+  assert not ran
+
+
+def test_a_files_part_without_a_filename_is_refused_not_left_out(tmp_path):
+  """A `files` part without a filename (curl -F files=<PATH) is a text field: it was dropped, so
+  the results no longer matched the parts in order."""
+  image = serve_helpers.encoded(np.zeros((8, 8), np.uint8))
+  body = (b'--zz\r\nContent-Disposition: form-data; name="files"\r\n\r\n' + image +
+          b'\r\n--zz\r\nContent-Disposition: form-data; name="files"; filename="b.png"\r\n\r\n' +
+          image + b'\r\n--zz--\r\n')
+  with TestClient(fake_service(tmp_path).app(), base_url=BASE_URL) as c:
+    response = c.post('/predict', content=body,
+                      headers={'content-type': 'multipart/form-data; boundary=zz'})
+    assert response.status_code == 400, response.text
+    assert response.json()['error'].startswith("part 1 of 2 named 'files' has no filename")
+    assert c.get('/review/items').json()['items'] == []
+
+
+def test_a_max_pixels_above_pillows_own_bound_is_honoured():
+  """Pillow's warning above its 89M-pixel bound was made an error: serve.max_pixels=100M
+  refused 95M pixels (saying 'the limit is serve.max_pixels=100000000')."""
+  with pytest.warns(PIL.Image.DecompressionBombWarning):  # Pillow's, left a warning
+    uploads.check_header(serve_helpers.png_header(10_000, 9_500), 'big.png', 100_000_000)
+  with pytest.raises(uploads.BadUpload, match=r'^big.png: 10000 x 10001 = 100010000 pixels, '
+                                              r'above serve.max_pixels=100000000\.$'), \
+      pytest.warns(PIL.Image.DecompressionBombWarning):
+    uploads.check_header(serve_helpers.png_header(10_000, 10_001), 'big.png', 100_000_000)
+  with pytest.raises(uploads.BadUpload, match='big.png: too many pixels'):
+    uploads.check_header(serve_helpers.png_header(20_000, 20_000), 'big.png', 100_000_000)
+
+
+def test_a_review_folder_file_whose_name_is_not_utf8_is_left_out(tmp_path, caplog):
+  """One such name (Latin-1 from a Windows share) made every GET /review/items a 500."""
+  folder = tmp_path / 'review'
+  folder.mkdir()
+  image = serve_helpers.encoded(np.zeros((8, 8), np.uint8))
+  (folder / 'ok.png').write_bytes(image)
+  (folder / os.fsdecode(b'd\xe9faut.png')).write_bytes(image)
+  server = fake_service(tmp_path / 'w')
+  caplog.set_level(logging.WARNING)
+  server.review_files = app_lib.review_files(str(folder), server.runtime, progress=False)
+  assert "d\\udce9faut.png is left out: its name is not UTF-8 text; rename it" in caplog.text
+  with TestClient(server.app(), base_url=BASE_URL) as c:
+    response = c.get('/review/items')
+    assert response.status_code == 200
+    assert [item['file'] for item in response.json()['items']] == ['ok.png']
+
+
+def test_concurrent_requests_decode_a_few_images_at_a_time(tmp_path):
+  """Each request's images went to Starlette's 40 threads: 40 small PNGs of serve.max_pixels,
+  about 1 GB each while decoded, held at once."""
+  server = fake_service(tmp_path)
+  active, peak, lock = [0], [0], threading.Lock()
+
+  def slow_decode(name, data):
+    with lock:
+      active[0] += 1
+      peak[0] = max(peak[0], active[0])
+    time.sleep(0.2)
+    with lock:
+      active[0] -= 1
+    raise uploads.BadUpload(400, f'{name}: stopped here.')
+  server.decode = slow_decode
+
+  async def requests():
+    transport = httpx.ASGITransport(app=server.app())
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+      return await asyncio.gather(*(client.post('/predict', files=image_parts(i))
+                                    for i in range(12)))
+  assert [r.status_code for r in asyncio.run(requests())] == [400] * 12
+  assert peak[0] == app_lib.DECODERS

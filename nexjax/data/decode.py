@@ -82,11 +82,23 @@ def scale_high_bit(pixels: np.ndarray, mode: str, high_bit_scaling: str) -> np.n
   return np.round(values).astype(np.uint8)
 
 
-def decode_image(path: pathlib.Path, channels: int,
-                 high_bit_scaling: str = 'bit_depth') -> np.ndarray:
-  """Decodes and fully reads an image as uint8 HxWxC (16-bit and float grey scaled by
-  `high_bit_scaling`); raises on corrupt or truncated files."""
-  with PIL.Image.open(path) as image:  # closes the opened file even when `image` is replaced
+def open_image(source, formats=None) -> PIL.Image.Image:
+  """Pillow's lazily opened image of a path or file object, in one of Pillow's `formats` (None:
+  any); another is an UnidentifiedImageError naming them."""
+  try:
+    return PIL.Image.open(source, formats=formats)
+  except PIL.UnidentifiedImageError as e:
+    if formats is None:
+      raise
+    raise PIL.UnidentifiedImageError(f'{e}: not {", ".join(formats)} (whatever its name '
+                                     'says)') from None
+
+
+def decode_image(path: pathlib.Path, channels: int, high_bit_scaling: str = 'bit_depth',
+                 formats=None) -> np.ndarray:
+  """Decodes and fully reads an image (in one of Pillow's `formats`; None: any) as uint8 HxWxC
+  (16-bit and float grey scaled by `high_bit_scaling`); raises on corrupt or truncated files."""
+  with open_image(path, formats) as image:  # closes the opened file even when `image` is replaced
     image.load()
     if image.mode in HIGH_BIT_MODES:
       image = PIL.Image.fromarray(scale_high_bit(np.asarray(image), image.mode, high_bit_scaling))

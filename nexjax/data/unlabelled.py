@@ -57,7 +57,8 @@ def load(value: str, *, image_size: int, channels: int, high_bit_scaling: str, c
   where it holds the labelled folder `data_dir` or any of the `labelled_files` (training)."""
   folder = checked_folder(value, data_dir)
   files = list_files(folder)
-  labelled = sorted(set(files) & {pathlib.Path(p).resolve() for p in labelled_files})
+  training = {pathlib.Path(p).resolve() for p in labelled_files}
+  labelled = [path for path in files if path.resolve() in training]  # links to them too
   if labelled:
     raise errors.ConfigError(
         f'config.data.unlabelled_dir={value} holds {len(labelled)} labelled training image(s), '

@@ -54,16 +54,25 @@ def heatmap_rows(predict, flagged) -> np.ndarray:
       np.arange(len(flagged))
 
 
+def inside(out: pathlib.Path, name: str) -> pathlib.Path:
+  """`out / name`, kept under `out` where `name` is absolute or climbs (a glob input's names are
+  its full paths: `out / '/data/x.png'` is the input folder itself): the root dropped, `..`
+  written `__`."""
+  parts = pathlib.PurePath(name).parts
+  parts = parts[1:] if parts and pathlib.PurePath(name).anchor else parts
+  return out.joinpath(*('__' if part == '..' else part for part in parts))
+
+
 def write_overlays(predict, images, maps, names, chosen, out: pathlib.Path) -> None:
   """Overlays of the maps of the `chosen` images (and, with predict.save_maps, the raw maps as
-  .npy), one per image under its relative name."""
+  .npy), one per image under its relative name (a glob's full paths, under `out` too)."""
   for i, amap in zip(chosen, maps):
-    target = out / f'{names[i]}.png'  # the suffix stays: x.jpg and x.png are two files
+    target = inside(out, f'{names[i]}.png')  # the suffix stays: x.jpg and x.png are two files
     target.parent.mkdir(parents=True, exist_ok=True)
     with preemption.deferred():  # Ctrl-C leaves no half-written picture
       localization.save_overlay(target, images[i], amap)
       if predict.save_maps:
-        np.save(out / f'{names[i]}.npy', amap)
+        np.save(inside(out, f'{names[i]}.npy'), amap)
 
 
 def warn_shared_ids(names, files) -> None:

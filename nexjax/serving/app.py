@@ -17,7 +17,8 @@ POSTs from another origin are refused, and /review/label takes JSON with the pro
 secret, which the page receives in its HTML; bodies are bounded as they stream (413). With a
 token (required unless bound to a loopback address) every route but the page's HTML and JS needs
 `Authorization: Bearer TOKEN`, compared in constant time. Images are bounded by their header's
-pixel count before decoding (400), and no request names a file: static files are a fixed list
+pixel count before decoding (400), and DECODERS at most are decoded at once (the others wait);
+no request names a file: static files are a fixed list
 held in memory, review items opaque ids.
 """
 
@@ -29,6 +30,7 @@ import json
 import secrets
 
 from absl import logging
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -37,6 +39,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from nexjax import errors
 from nexjax.data import folder as folder_lib
 from nexjax.serving import batcher as batcher_lib
 from nexjax.serving import review as review_lib
@@ -45,6 +48,9 @@ from nexjax.serving import served as runtime_lib
 from nexjax.serving import uploads
 
 MAX_FILES = 64  # per request
+# Uploads decoded at once, across requests: one at serve.max_pixels (40M) holds about 1 GB while
+# it is decoded and resized, and Starlette's thread pool would run 40 (a few small PNGs each).
+DECODERS = 4
 STATIC = {'review.html': 'text/html; charset=utf-8', 'review.js': 'text/javascript',
           'review.css': 'text/css'}
 CSRF_SLOT = b'{{csrf}}'  # in review.html: filled with the process's CSRF secret
@@ -72,6 +78,16 @@ def label_request(body: bytes) -> tuple[str, str | None]:
   return item_id, label
 
 
+def check_files(values) -> None:
+  """Every `files` part is a file: a text field (a part without a filename, as `curl -F
+  files=<PATH` sends) would be left out, and the results would no longer match the parts."""
+  fields = [i for i, value in enumerate(values, 1) if isinstance(value, str)]
+  if fields:
+    raise uploads.BadUpload(400, f"part {fields[0]} of {len(values)} named 'files' has no "
+                                 'filename, so it is not read as a file: send every image as a '
+                                 'file (curl -F files=@PATH).')
+
+
 async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
   """(shown name, bytes) of the `files` parts of a bounded multipart body."""
   if not request.headers.get('content-type', '').startswith('multipart/form-data'):
@@ -85,8 +101,9 @@ async def uploaded_files(request: Request, limit: int) -> list[tuple[str, bytes]
   try:
     async with Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=16,
                                                    max_part_size=limit) as form:
-      parts = [(uploads.safe_name(p.filename), await p.read()) for p in form.getlist('files')
-               if hasattr(p, 'read')]
+      values = form.getlist('files')
+      check_files(values)
+      parts = [(uploads.safe_name(p.filename), await p.read()) for p in values]
   except (MultiPartException, HTTPException) as e:  # Starlette raises the latter in an app
     detail = getattr(e, 'message', None) or getattr(e, 'detail', '')
     raise uploads.BadUpload(400, f'malformed multipart body ({detail}).') from None
@@ -105,6 +122,7 @@ class Service:
     self.review = review_lib.Review(runtime.info.workdir, runtime.info.threshold)
     self.review_files = review_files  # (shown name, path, uint8 image) scored at start-up
     self.limit = int(settings.max_upload_mb * 2**20)
+    self.decoders = anyio.CapacityLimiter(DECODERS)
     self.csrf = secrets.token_urlsafe(32)  # per process: the review page's proof of origin
     self.rules = security.Rules(settings.host, settings.port, token, self.csrf, self.limit)
     self.static = static_files()
@@ -170,7 +188,8 @@ class Service:
                                   'classifier with --config.serve.runtime=jax for Grad-CAM '
                                   'overlays.')
     parts = await uploaded_files(request, self.limit)
-    images = [await run_in_threadpool(self.decode, name, data) for name, data in parts]
+    images = [await anyio.to_thread.run_sync(self.decode, name, data, limiter=self.decoders)
+              for name, data in parts]
     results = await asyncio.gather(*(self.batcher.submit(image, with_overlay)
                                      for image in images))
     rows = []
@@ -213,7 +232,10 @@ class Service:
     item = self.review.get(item_id)
     if item is None:
       return security.error(404, f'no review item {item_id[:40]!r}.')
-    return JSONResponse(self.review.set_label(item, label))
+    try:
+      return JSONResponse(self.review.set_label(item, label))
+    except errors.DataError as e:  # labels.csv edited into a file that cannot be read
+      raise security.Refused(409, f'label not saved: {e}') from None
 
 
 def review_files(folder: str, runtime, progress: bool) -> list:
@@ -221,9 +243,32 @@ def review_files(folder: str, runtime, progress: bool) -> list:
   predict does."""
   if not folder:
     return []
-  files = folder_lib.list_inputs(folder)
+  files = text_named(folder_lib.list_inputs(folder), folder)
   images, files = folder_lib.decode_images(
       files, image_size=runtime.image_size, channels=runtime.channels,
       high_bit_scaling=runtime.high_bit_scaling, progress=progress)
   names = folder_lib.relative_names(files, folder)
   return list(zip(names, files, images))
+
+
+def text_named(files: list, folder: str) -> list:
+  """The `files` whose paths are UTF-8 text: the page's JSON and labels.csv hold them as text
+  (one other name made every /review/items a 500). The others are logged, to be renamed."""
+  kept, other = [], []
+  for f in files:
+    (kept if is_text(str(f)) else other).append(f)
+  for f in other:
+    logging.warning('serve.review_dir: %s is left out: its name is not UTF-8 text; rename it.',
+                    str(f).encode('utf-8', 'backslashreplace').decode('utf-8'))
+  if not kept:
+    raise errors.DataError(f'serve.review_dir={folder}: none of its {len(files)} image files has '
+                           'a UTF-8 name; rename them.')
+  return kept
+
+
+def is_text(name: str) -> bool:
+  try:
+    name.encode('utf-8')
+    return True
+  except UnicodeEncodeError:  # bytes that were not UTF-8, as Python holds them (surrogates)
+    return False

@@ -4,24 +4,28 @@ corrections, saved to `WORKDIR/review/labels.csv` for training (`--config.data.e
 Items are named by opaque ids (`f12` for the folder's, `r` and 16 random hex digits for a
 request's, so no other page can guess them) that the server looks up; no request ever names a
 file. The CSV holds `file,label`: the image's absolute path and 0 (good) or 1 (defect), one row
-per image, rewritten atomically (a temporary file renamed over it) on every correction. A
+per image, rewritten atomically (a temporary file renamed over it) on every correction, from the
+file as it is then (read under an exclusive lock, so another server on the workdir or the
+operator's own edits are kept, not overwritten with this process's older copy). A
 request's image has no file, so the one the operator labels is saved first, as the PNG the model
 saw, in `WORKDIR/review/images/` (named by its pixels' hash).
 """
 
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import os
 import pathlib
 import secrets
-import tempfile
 
 import numpy as np
 import PIL.Image
 
 from nexjax.data import labels as label_files
+from nexjax.models import weights as weights_lib
 from nexjax.reports import localization
 
 LABELS = {'good': 0, 'defect': 1}
@@ -60,14 +64,26 @@ def read_labels(path: pathlib.Path) -> dict[str, int]:
 
 
 def write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Readers see the old file or the new one, never a part (same-folder rename)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp',
-                                   delete=False) as f:
+  """Readers see the old file or the new one, never a part (same-folder rename), with the mode
+  a plain open() gives (not a temporary file's 0600, which training as another user cannot
+  read); no temporary file is left where writing fails."""
+  with weights_lib.write_atomically(path) as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
-  os.replace(f.name, path)
+
+
+@contextlib.contextmanager
+def locked(path: pathlib.Path):
+  """An exclusive `flock` on `path` (created), held inside the block: one writer at a time,
+  across processes."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a', encoding='utf-8') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Review:
@@ -110,12 +126,14 @@ class Review:
   def set_label(self, item: Item, label: str | None) -> dict:
     """Records (or, with None, removes) the operator's label of `item` and rewrites the CSV."""
     key = str(item.path)
-    if label is None:
-      self.labels.pop(key, None)
-    else:
-      if item.source == 'request' and not item.path.is_file():
-        write_atomically(item.path, png_bytes(item.image))
-      self.labels[key] = LABELS[label]
-    write_atomically(self.labels_path, label_files.csv_text(self.labels).encode('utf-8'))
+    with locked(self.root / '.labels.csv.lock'):
+      self.labels = read_labels(self.labels_path)  # as other writers left it
+      if label is None:
+        self.labels.pop(key, None)
+      else:
+        if item.source == 'request' and not item.path.is_file():
+          write_atomically(item.path, png_bytes(item.image))
+        self.labels[key] = LABELS[label]
+      write_atomically(self.labels_path, label_files.csv_text(self.labels).encode('utf-8'))
     return self.describe(item)
 

@@ -3,13 +3,13 @@
 The image's dimensions are read from its header (Pillow's `open` reads nothing more) and checked
 against `serve.max_pixels` before any pixel is decoded, so a small file announcing 20,000 x
 20,000 pixels (a decompression bomb) costs nothing. Then it is decoded exactly like the training
-data (`data.decode.decode_image`: 16-bit and float grey scaled by `data.high_bit_scaling`, any
-mode converted) and resized like `--mode=predict` does.
+data (`data.decode.decode_image`: in `FORMATS` only, never another Pillow decoder such as EPS's
+Ghostscript; 16-bit and float grey scaled by `data.high_bit_scaling`, any mode converted) and
+resized like `--mode=predict` does.
 """
 
 import io
 import pathlib
-import warnings
 
 import numpy as np
 import PIL.Image
@@ -18,6 +18,11 @@ import tensorflow as tf
 from nexjax.data import decode as decode_lib
 from nexjax.data import pipeline
 from nexjax.serving import security
+
+
+# Pillow's formats decoded from a request: those of the image suffixes, and PGM/PPM. No other of
+# Pillow's decoders (EPS, which runs Ghostscript; PSD, DDS, ...) ever sees a client's bytes.
+FORMATS = ('PNG', 'JPEG', 'BMP', 'TIFF', 'GIF', 'WEBP', 'PPM')
 
 
 class BadUpload(security.Refused):
@@ -32,13 +37,14 @@ def safe_name(name: str | None) -> str:
 
 
 def check_header(data: bytes, name: str, max_pixels: int) -> None:
-  """Reads only the header: not an image, or more than `max_pixels` pixels -> BadUpload(400)."""
+  """Reads only the header: not an image, or more than `max_pixels` pixels -> BadUpload(400).
+  Pillow's own bound (a warning above its MAX_IMAGE_PIXELS) is not made an error: it would
+  refuse what a larger `max_pixels` allows, and warning filters are global to the process's
+  threads."""
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)
-      with PIL.Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-  except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+    with decode_lib.open_image(io.BytesIO(data), FORMATS) as image:
+      width, height = image.size
+  except PIL.Image.DecompressionBombError as e:  # above twice Pillow's bound
     raise BadUpload(400, f'{name}: too many pixels ({e}); the limit is serve.max_pixels='
                          f'{max_pixels}.') from None
   except Exception as e:  # pylint: disable=broad-except: whatever Pillow cannot identify
@@ -54,7 +60,7 @@ def decode(data: bytes, name: str, *, max_pixels: int, image_size: int, channels
   """uint8 (image_size, image_size, channels) of an uploaded file, or BadUpload(400)."""
   check_header(data, name, max_pixels)
   try:
-    image = decode_lib.decode_image(io.BytesIO(data), channels, high_bit_scaling)
+    image = decode_lib.decode_image(io.BytesIO(data), channels, high_bit_scaling, FORMATS)
   except Exception as e:  # pylint: disable=broad-except: truncated or corrupt files
     reason = ' '.join(f'{type(e).__name__}: {e}'.split())
     raise BadUpload(400, f'{name}: cannot be decoded ({reason}).') from None
