@@ -131,6 +131,17 @@ def test_with_no_labelled_defect_to_train_on_the_line_is_its_label_free_detector
   point_predict_at_images(config, tmp_path / 'in', 2)
   with open(predict.predict_folder(config, workdir)) as f:
     assert len(list(csv.DictReader(f))) == 2
+  # Evaluate grades the line's detector on the data it was fitted on, with no data flags given.
+  plain = finetune.get_config('smoke')
+  plain.data.cache_dir = config.data.cache_dir
+  plain.data.synthetic_seed = config.data.synthetic_seed + 1  # not what line.json records
+  graded = evaluate.evaluate(plain, workdir)['line']
+  assert graded['detector'] == 'gaussian-all'
+  assert graded['test']['auc'] == pytest.approx(summary['line']['rows'][0]['auc'], abs=1e-6)
+  assert graded['test']['defect_types']
+  assert json.loads((workdir / 'eval' / 'metrics.json').read_text())['line']['detector'] == (
+      'gaussian-all')
+  assert (workdir / 'eval' / 'defect_types.md').is_file()
 
 
 def folder_without_defects(tmp_path, make_kaggle_folder, smoke_config, unlabelled: bool):
@@ -171,9 +182,10 @@ def test_a_folder_without_defects_gives_the_line_its_label_free_detectors(
   point_predict_at_images(config, tmp_path / 'in', 3)
   with open(predict.predict_folder(config, workdir)) as f:
     assert len(list(csv.DictReader(f))) == 3
-  for needs_classifier in (evaluate.evaluate, export.export_workdir):
-    with pytest.raises(errors.CheckpointError, match='holds no classifier.*--mode=predict'):
-      needs_classifier(config, workdir)
+  graded = evaluate.evaluate(config, workdir)['line']  # valid alone: the test images are unlabelled
+  assert 'test' not in graded and np.isnan(graded['valid']['auc'])
+  with pytest.raises(errors.CheckpointError, match='holds no classifier.*--mode=predict'):
+    export.export_workdir(config, workdir)
 
 
 def test_without_defects_and_label_free_detectors_the_error_names_the_ways_out(

@@ -205,6 +205,7 @@ def build(config, workdir, classifier: bool = True) -> dict:
     save_ensemble(config, folder, chosen, references, rule)
   record = {'method': chosen['method'], 'members': chosen['members'],
             'folder': str(folder.relative_to(workdir)), 'rule': how, 'threshold_rule': rule,
+            'data': workdir_lib.data_values(config),
             'rows': [{k: r[k] for k in ('method', 'members', 'valid_auc', 'valid_defects', 'split',
                                         'auc', 'recall_at_1pct_fpr', 'threshold', 'auc_by_type')}
                      for r in fitted.rows]}

@@ -51,7 +51,7 @@ def threshold_table(labels, scores, rules=PROBABILITY_RULES) -> list[dict]:
 def output_dir(config, workdir: pathlib.Path) -> pathlib.Path:
   """`DIR/eval` for the workdir's own data (its threshold is predict's); `DIR/eval-NAME-HASH` for
   another folder, so that grading elsewhere never replaces them."""
-  trained = workdir_lib.read_config(workdir)
+  trained = workdir_lib.recorded_data(workdir)
   if not workdir_lib.is_other_folder(config, trained):
     return workdir / 'eval'
   folder = workdir_lib.normalized_path(workdir_lib.other_data(config))
@@ -62,14 +62,15 @@ def evaluate(config, workdir) -> dict:
   """Validation and (where labelled) test metrics with and without TTA, plots and thresholds, on
   the data the workdir was trained on, or on another folder that `config.data.dir` names."""
   workdir = pathlib.Path(workdir)
+  if workdir_lib.is_label_free(workdir):
+    return evaluate_line_alone(config, workdir)
   out = output_dir(config, workdir)
   config = workdir_lib.with_trained_data(config, workdir)
   variables, step = job_lib.restore_weights(config, workdir, config.evaluate.checkpoint)
   phase = job_lib.checkpoint_phase(config, workdir, step)
   job = job_lib.setup(config)  # decodes the data only once the checkpoint is known to load
   tta_fn = scoring.make_tta_fn(job.model, config, job.topo)
-  splits = {name: job.data[name] for name in ('valid', 'test')
-            if name in job.data and job.data[name].labelled}
+  splits = labelled_splits(job)
   scores = {name: scoring.plain_and_tta_scores(
       scoring.predict_views(tta_fn, variables, examples.images, job.train.eval_batch_size,
                             config.seed, job.topo, f'evaluate {name}', job.train.progress),
@@ -96,7 +97,7 @@ def evaluate(config, workdir) -> dict:
       results[name][kind] = report
   line_scores = line_detector_scores(config, workdir, splits)
   if line_scores:
-    results['line'] = line_report(splits, *line_scores)
+    results['line'] = line_report(splits, *line_scores, known_types)
   if job.topo.is_chief:
     with preemption.deferred():
       write_results(config, job, variables, workdir, out, splits, scores, results, thresholds,
@@ -107,6 +108,41 @@ def evaluate(config, workdir) -> dict:
     if line_scores:
       print(line_summary(results['line']), flush=True)
     print(f'Evaluated {checkpoint_label(results)} on '
+          f'{workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
+  return results
+
+
+def labelled_splits(job) -> dict:
+  """The validation and test splits that have labels, by name."""
+  return {name: job.data[name] for name in ('valid', 'test')
+          if name in job.data and job.data[name].labelled}
+
+
+def evaluate_line_alone(config, workdir: pathlib.Path) -> dict:
+  """A workdir fitted without labelled defects holds no classifier: the line's saved detector
+  graded alone (metrics.json's `line`, its ROC and PR curves, defect_types.md), on the data it
+  was fitted on, or on another labelled folder that `config.data.dir` names."""
+  out = output_dir(config, workdir)
+  config = workdir_lib.with_trained_data(config, workdir)
+  job = job_lib.setup(config, needs_defects=False)
+  splits = labelled_splits(job)
+  line_scores = line_detector_scores(config, workdir, splits)
+  results = {'data': workdir_lib.data_identity(config),
+             'line': line_report(splits, *line_scores, job_lib.data_source(config).defect_types())}
+  if job.topo.is_chief:
+    with preemption.deferred():
+      out.mkdir(parents=True, exist_ok=True)
+      (out / 'metrics.json').write_text(json.dumps(results, indent=1))
+      plot_line(splits, line_scores, results['line'], out)
+      tables = [f"## {name}, the line's {results['line']['detector']} (threshold "
+                f"{results['line']['threshold']:.4g})\n\n"
+                + defect_types.markdown(results['line'][name]['defect_types'])
+                for name in splits if 'defect_types' in results['line'][name]]
+      if tables:
+        (out / 'defect_types.md').write_text('\n\n'.join(tables) + '\n')
+        print(tables[-1], flush=True)
+    print(line_summary(results['line']), flush=True)
+    print(f'Evaluated {workdir} (no classifier) on '
           f'{workdir_lib.describe_data(results["data"])} -> {out}', flush=True)
   return results
 
@@ -128,11 +164,18 @@ def line_detector_scores(config, workdir, splits):
   return scorer, {name: scorer.scores(examples.images) for name, examples in splits.items()}
 
 
-def line_report(splits, scorer, scores) -> dict:
-  """The line's saved detector graded at its own threshold (chosen on validation by training)."""
-  return {'detector': scorer.name, 'threshold': scorer.threshold,
-          **{name: metrics_lib.binary_report(examples.labels, scores[name], scorer.threshold)
-             for name, examples in splits.items()}}
+def line_report(splits, scorer, scores, known_types) -> dict:
+  """The line's saved detector graded at its own threshold (chosen on validation by training);
+  per defect type where `known_types` names them."""
+  report = {'detector': scorer.name, 'threshold': scorer.threshold}
+  for name, examples in splits.items():
+    report[name] = metrics_lib.binary_report(examples.labels, scores[name], scorer.threshold)
+    types = defect_types.types_of(examples.ids, examples.labels, known_types)
+    if types is not None:
+      report[name]['defect_types'] = defect_types.type_table(
+          examples.labels, scores[name], scorer.threshold, types,
+          defect_types.mask_areas(examples.masks))
+  return report
 
 
 def line_summary(report: dict) -> str:

@@ -88,6 +88,36 @@ def read_config(workdir) -> ml_collections.ConfigDict:
                                  'that wrote it or retrain.') from e
 
 
+def is_label_free(workdir) -> bool:
+  """True for a workdir fitted without labelled defects: no classifier, only the line's
+  label-free detectors (DIR/line.json)."""
+  path = pathlib.Path(workdir)
+  return not (path / CONFIG_FILE).is_file() and (path / LINE_FILE).is_file()
+
+
+def recorded_data(workdir) -> ml_collections.ConfigDict:
+  """The config whose `data` section a workdir was trained on: its config.json, or, for a
+  label-free workdir, the data its line.json records."""
+  if not is_label_free(workdir):
+    return read_config(workdir)
+  path = pathlib.Path(workdir) / LINE_FILE
+  record = json.loads(path.read_text())
+  if 'data' not in record:
+    raise errors.CheckpointError(f'{path} records no data (written by an older nexjax): fit the '
+                                 'line again into a new --workdir to grade it.')
+  return ml_collections.ConfigDict({'data': record['data']})
+
+
+def data_values(config) -> dict:
+  """The `data` section's DATA_KEYS values (those the config has; folders absolute), as
+  line.json records them."""
+  values = {key.split('.', 1)[1]: _get_or_none(config, key) for key in DATA_KEYS}
+  for key in ('dir', 'manifest'):
+    if values[key]:
+      values[key] = normalized_path(values[key])
+  return {key: value for key, value in values.items() if value is not None}
+
+
 def _get(config, dotted: str):
   for part in dotted.split('.'):
     config = config[part]
@@ -252,14 +282,15 @@ def with_trained_data(config, workdir) -> ml_collections.ConfigDict:
   """`config` with the network and the data of the run trained in `workdir`: evaluation grades a
   workdir on the images it was trained and validated on, whatever data the preset names; only
   `config.data.dir` naming another folder evaluates there (split and scaled the same way)."""
-  trained = read_config(workdir)
+  trained = recorded_data(workdir)
   other = is_other_folder(config, trained)
   preset = describe_data(data_identity(config))
   values = {key: _get(trained, key) for key in DATA_KEYS if _get_or_none(trained, key) is not None}
   if other:
     values.update({'data.dir': normalized_path(config.data.dir), 'data.synthetic': False,
                    'data.manifest': normalized_path(config.data.get('manifest', ''))})
-  result = config_values.derived(config, {**trained_model(config, workdir, trained), **values})
+  model = {} if is_label_free(workdir) else trained_model(config, workdir, trained)
+  result = config_values.derived(config, {**model, **values})
   used = describe_data(data_identity(result))
   manifest = result.data.get('manifest', '')
   if not other and not result.data.synthetic and not (
@@ -282,7 +313,7 @@ def check_explicit_data(overrides: dict, workdir) -> None:
   """Refuses command-line data values (`--config.data.X=...`, in `overrides`) that would grade
   the workdir on other images than its own, other than explicit other data (data.dir or
   data.manifest)."""
-  trained = read_config(workdir)
+  trained = recorded_data(workdir)
   explicit = ('data.dir', 'data.manifest')
   other_folder = any(overrides.get(key) for key in explicit)
   conflicts = []
