@@ -114,7 +114,8 @@ def test_the_launcher_refuses_a_changed_resume_in_one_line(tmp_path):
   workdir_lib.write_config(tmp_path, smoke())
   result = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/finetune.py:smoke', f'--workdir={tmp_path}',
-       '--config.optim.weight_decay=0.1', '--config.augment.enabled=False'],
+       '--config.optim.weight_decay=0.1', '--config.augment.enabled=False',
+       f'--config.data.cache_dir={tmp_path / "cache"}'],  # empty: no data may be drawn first
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]

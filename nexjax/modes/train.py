@@ -4,6 +4,8 @@ the one the labels at hand choose (`nexjax.detectors.line`), or with no labelled
 on (train/bad_1 missing or empty, or `data.max_train_defects=0`) those label-free detectors
 alone."""
 
+import pathlib
+
 from nexjax.detectors import line
 from nexjax.train import runs
 
@@ -11,6 +13,7 @@ from nexjax.train import runs
 def train(config, workdir) -> dict:
   """Runs (or resumes) every phase; returns the final validation and test metrics (and the
   line's choice)."""
+  runs.check_same_run(config, pathlib.Path(workdir))  # before any data is drawn or decoded
   if line.without_classifier(config):
     return {'line': line.build(config, workdir, classifier=False)}
   summary = runs.train_and_evaluate(config, workdir)

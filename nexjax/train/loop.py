@@ -30,6 +30,7 @@ from nexjax.train import optim_section
 from nexjax.train import plan as plan_lib
 from nexjax.train import preemption
 from nexjax.train import recipe
+from nexjax.train import run_lock
 from nexjax.train import state as state_lib
 from nexjax.train import step as step_lib
 from nexjax.train import workdir as workdir_lib
@@ -101,7 +102,7 @@ def train(job: job_lib.Job, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   if not job.topo.is_chief:
     return run_phases(job, workdir)
-  with workdir_lib.Lock(workdir):
+  with run_lock.Lock(workdir):
     return run_phases(job, workdir)
 
 

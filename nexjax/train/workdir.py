@@ -2,12 +2,9 @@
 so evaluation, prediction, export and feature extraction rebuild the network from the workdir
 alone, wherever it was copied and whatever config file the command names."""
 
-import fcntl
 import hashlib
 import json
-import os
 import pathlib
-import socket
 
 from absl import logging
 import ml_collections
@@ -330,45 +327,6 @@ def check_explicit_data(overrides: dict, workdir) -> None:
         f'({describe_data(data_identity(trained))}, from its {CONFIG_FILE}); drop '
         f'{"these values" if len(conflicts) > 1 else "this value"}, or name another labelled '
         'folder with --config.data.dir=DIR.')
-
-
-LOCK_FILE = 'lock'
-
-
-class Lock:
-  """One live training run per workdir: an exclusive `flock` on `DIR/lock`, which holds the
-  owner's host and PID for the message. The kernel releases it when the owner dies, so a stale
-  lock (kill -9, a crash) is taken over without asking."""
-
-  def __init__(self, workdir):
-    self.path = pathlib.Path(workdir) / LOCK_FILE
-    self.file = None
-
-  def __enter__(self):
-    try:
-      self.path.parent.mkdir(parents=True, exist_ok=True)
-      self.file = open(self.path, 'a+')
-    except OSError as e:
-      raise errors.CheckpointError(f'Cannot write to the workdir {self.path.parent} '
-                                   f'({e.strerror}); choose a writable --workdir.') from e
-    try:
-      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      self.file.seek(0)
-      owner = self.file.read().strip() or 'another process'
-      self.file.close()
-      raise errors.CheckpointError(
-          f'{self.path.parent} is in use by a running training ({owner}). Wait for it, stop it, '
-          'or use another --workdir.') from e
-    self.file.seek(0)
-    self.file.truncate()
-    self.file.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
-    self.file.flush()
-    return self
-
-  def __exit__(self, *exc):
-    fcntl.flock(self.file, fcntl.LOCK_UN)
-    self.file.close()
 
 
 def phase_weights_path(workdir, phase_name: str) -> pathlib.Path:
