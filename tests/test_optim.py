@@ -16,9 +16,11 @@ GROUPS = optim_section.RESNET_GROUPS
 
 
 @pytest.fixture(scope='module')
-def variables():
+def variables(random_resnet_variables):
+  """ResNet18's variables drawn from their shapes (compiling its init took longer than the
+  tests): random kernels, unit BN scales, zero biases."""
   model = resnet.ResNet18(num_classes=2, head='fastai')
-  return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  return random_resnet_variables(model, jnp.zeros((1, 32, 32, 3)))
 
 
 def flat(tree):

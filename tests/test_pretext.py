@@ -53,24 +53,27 @@ def mask_config(smoke_config, folder, tmp_path, **model):
   return config
 
 
-def one_step_params(config, invert: bool):
-  """The parameters after one train step on the folder's first batch, with its masks or their
-  inverse (Adam's first step moves each weight by about lr x the sign of its gradient, so the
-  inverse is what surely changes some signs)."""
+def one_step_params(config):
+  """The parameters after one train step on the folder's first batch, with its masks and with
+  their inverse (Adam's first step moves each weight by about lr x the sign of its gradient, so the
+  inverse is what surely changes some signs): one job and one compiled step, from the same
+  initial state each time (the step donates its state, so each starts from its own copy)."""
   job = job_lib.setup(config)
-  variables = job_lib.init_variables(job.model, config)
+  variables = jax.device_get(job_lib.init_variables(job.model, config))
   tx = state_lib.phase_optimizer(config, variables, plan_lib.plan_epochs(config.phases, 4), 1)
-  state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
+  step = recipe.make_train_step(job, tx, variables, 1)
   batch = next(recipe.train_batches(job, 0))
   assert set(batch) == {'images', 'labels', 'masks'} and int(batch['masks'].max()) == 255
-  if invert:
-    batch['masks'] = 255 - batch['masks']
-  return recipe.make_train_step(job, tx, variables, 1)(state, **batch).params
+  params = []
+  for masks in (batch['masks'], 255 - batch['masks']):
+    state = parallel.replicate(state_lib.create_train_state(variables, tx), job.topo)
+    params.append(step(state, **{**batch, 'masks': masks}).params)
+  return params
 
 
 def test_the_masks_reach_the_gradient_of_the_body(masked_folder, tmp_path, smoke_config):
   config = mask_config(smoke_config, masked_folder, tmp_path)
-  with_masks, inverted = one_step_params(config, False), one_step_params(config, True)
+  with_masks, inverted = one_step_params(config)
   assert not np.array_equal(with_masks['mask_head']['kernel'], inverted['mask_head']['kernel'])
   assert not np.array_equal(with_masks['layer2']['0']['conv1']['kernel'],
                             inverted['layer2']['0']['conv1']['kernel'])
@@ -93,12 +96,14 @@ def test_a_folder_without_masks_is_a_clear_error(make_kaggle_folder, tmp_path, s
     job_lib.setup(mask_config(smoke_config, folder, tmp_path))
 
 
-def test_a_body_with_a_mask_head_loads_into_a_model_without_one(smoke_config, tmp_path):
+def test_a_body_with_a_mask_head_loads_into_a_model_without_one(smoke_config, tmp_path,
+                                                               random_resnet_variables):
   config = smoke_config(tmp_path, tmp_path)
-  x = jnp.zeros((1, 96, 96, 3))
-  pretrained = resnet.create_model('resnet10', num_classes=2, width=8, mask_head='layer3').init(
-      jax.random.key(0), x)
-  fresh = resnet.create_model('resnet10', num_classes=2, width=8).init(jax.random.key(1), x)
+  x = jnp.zeros((1, 96, 96, 3))  # the variables of `init`, drawn without compiling it
+  pretrained = random_resnet_variables(
+      resnet.create_model('resnet10', num_classes=2, width=8, mask_head='layer3'), x, seed=0)
+  fresh = random_resnet_variables(resnet.create_model('resnet10', num_classes=2, width=8), x,
+                                  seed=1)
   merged = weights_lib.merge(fresh, pretrained, [config.init.dont_load])
   np.testing.assert_array_equal(merged['params']['layer3']['0']['conv1']['kernel'],
                                 pretrained['params']['layer3']['0']['conv1']['kernel'])

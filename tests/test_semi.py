@@ -121,9 +121,9 @@ def test_ema_teacher_pseudo_labels_and_follows_the_weights():
                                      contrast_p=0.0)
   options = step_lib.FixMatchOptions(threshold=0.0, weight=1.0, weak=plain, strong=plain,
                                      cutout=0.0, teacher_decay=decay)
-  step = functools.partial(step_lib.train_step, seed=0, model=model, tx=tx,
-                           augment_options=plain, class_weights=(1.0, 1.0), label_smoothing=0.0,
-                           stats_mask=None, fixmatch=options)
+  step = jax.jit(functools.partial(  # one compile for both steps (not op by op)
+      step_lib.train_step, seed=0, model=model, tx=tx, augment_options=plain,
+      class_weights=(1.0, 1.0), label_smoothing=0.0, stats_mask=None, fixmatch=options))
   state = state_lib.create_train_state(variables, tx, teacher=True)
   chex.assert_trees_all_close(state.teacher, variables['params'])
   after = step(state, images, np.array([0, 1] * 4), images)
