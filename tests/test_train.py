@@ -40,14 +40,32 @@ def data_dir(tmp_path_factory, make_kaggle_folder):
   return root
 
 
+STEP_FUNCTIONS = []  # the baseline run's jitted train steps, one per phase
+
+
 @pytest.fixture(scope='module')
 def baseline(tmp_path_factory, data_dir, compile_cache, smoke_config):
   """One uninterrupted smoke run that several tests compare against."""
   del compile_cache
   root = tmp_path_factory.mktemp('baseline')
   config = smoke_config(data_dir, root / 'cache')
-  summary = runs.train_and_evaluate(config, root / 'workdir')
+  make_train_step = recipe.make_train_step
+
+  def recorded(*args, **kwargs):
+    STEP_FUNCTIONS.append(make_train_step(*args, **kwargs))
+    return STEP_FUNCTIONS[-1]
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(recipe, 'make_train_step', recorded)
+    summary = runs.train_and_evaluate(config, root / 'workdir')
   return config, root / 'workdir', summary
+
+
+def test_each_phase_compiles_its_train_step_once(baseline):
+  """The second phase's fresh optimizer state is placed as the step returns its state, so the
+  step's first call does not compile a program that its later calls cannot use."""
+  del baseline
+  assert [step._cache_size() for step in STEP_FUNCTIONS] == [1, 1]
 
 
 def read_rows(workdir):

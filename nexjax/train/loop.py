@@ -151,7 +151,7 @@ def run_phases(job: job_lib.Job, workdir: pathlib.Path) -> dict:
         if epoch.phase != phase_index:
           phase_index = epoch.phase
           tx = state_lib.phase_optimizer(config, variables, plan, phase_index)
-          state = state_lib.start_phase(state, tx)
+          state = state_lib.start_phase(state, tx, topo.replicated)
           step_fn = recipe.make_train_step(job, tx, variables, phase_index)
         started = time.perf_counter()
         bar = tqdm.tqdm(total=spe, initial=step - epoch.start_step,

@@ -1,5 +1,6 @@
 """The train state and what changes with the phase: the optimizer and the frozen statistics."""
 
+import functools
 from typing import Any
 
 import flax
@@ -54,7 +55,13 @@ def create_train_state(variables, tx, teacher: bool = False) -> TrainState:
                     teacher=jax.tree.map(jnp.copy, variables['params']) if teacher else None)
 
 
-def start_phase(state: TrainState, tx) -> TrainState:
+def fresh_phase(state: TrainState, tx) -> TrainState:
   """fastai rebuilds the optimizer (fresh Adam state) and the loss smoother for each fit."""
   return state.replace(opt_state=tx.init(state.params), loss_ema=jnp.zeros_like(state.loss_ema),
                        loss_count=jnp.zeros_like(state.loss_count))
+
+
+def start_phase(state: TrainState, tx, replicated) -> TrainState:
+  """`fresh_phase`, its arrays placed as the train step returns them (`replicated`): the phase's
+  step is then compiled once, not again after its first call."""
+  return jax.jit(functools.partial(fresh_phase, tx=tx), out_shardings=replicated)(state)
