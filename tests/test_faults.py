@@ -45,14 +45,14 @@ def test_too_few_examples_of_a_class_is_a_data_error(tmp_path, make_kaggle_folde
 
 def test_a_second_training_on_the_same_workdir_is_refused_and_a_stale_lock_taken_over(tmp_path):
   (tmp_path / run_lock.LOCK_FILE).write_text('host h pid 1\n')  # stale: nobody holds it
-  with run_lock.Lock(tmp_path):
+  with run_lock.held(tmp_path):
     with open(tmp_path / run_lock.LOCK_FILE) as held:
       with pytest.raises(OSError):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by this run
     with pytest.raises(errors.CheckpointError, match=f'pid {os.getpid()}'):
-      with run_lock.Lock(tmp_path):
+      with run_lock.held(tmp_path):
         pass
-  with run_lock.Lock(tmp_path):  # released when the first run ended
+  with run_lock.held(tmp_path):  # released when the first run ended
     pass
 
 
@@ -60,7 +60,7 @@ def test_a_second_training_on_the_same_workdir_is_refused_and_a_stale_lock_taken
 def test_a_read_only_workdir_is_refused_before_training(tmp_path):
   tmp_path.chmod(0o500)
   with pytest.raises(errors.CheckpointError, match='Cannot write'):
-    with run_lock.Lock(tmp_path / 'w'):
+    with run_lock.held(tmp_path / 'w'):
       pass
 
 

@@ -9,7 +9,6 @@ are identical); `preparation_lock` makes a second run wait for a whole dataset b
 """
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +19,8 @@ import zipfile
 from absl import logging
 import numpy as np
 
+from nexjax.platform import files
+
 IMAGES, LABELS, RECORD = '.images.npy', '.labels.npz', '.json'
 FORMAT = 1  # raise when the decoding changes, so that older caches are decoded anew
 
@@ -29,21 +30,10 @@ def cache_file(stem: pathlib.Path, suffix: str) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: pathlib.Path):
-  """Yields a temporary name beside `path`, renamed to `path` only when the block completes."""
-  temp = path.with_name(f'{path.name}.tmp-{socket.gethostname()}-{os.getpid()}')
-  try:
-    yield temp
-    os.replace(temp, path)
-  finally:
-    temp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
 def create_images(stem: pathlib.Path, shape):
   """Yields a writable uint8 memory map of `shape` to fill (in chunks: it need not fit in
   memory); it becomes `stem.images.npy` when the block completes."""
-  with atomic_file(cache_file(stem, IMAGES)) as temp:
+  with files.atomic_path(cache_file(stem, IMAGES)) as temp:
     images = np.lib.format.open_memmap(temp, mode='w+', dtype=np.uint8, shape=tuple(shape))
     yield images
     images.flush()
@@ -59,10 +49,10 @@ def record(shape, labels: np.ndarray, ids: np.ndarray) -> dict:
 
 def write_labels(stem: pathlib.Path, shape, labels: np.ndarray, ids: np.ndarray) -> None:
   """Writes labels and ids, then the record: call after `create_images` has completed."""
-  with atomic_file(cache_file(stem, LABELS)) as temp:
+  with files.atomic_path(cache_file(stem, LABELS)) as temp:
     with open(temp, 'wb') as f:
       np.savez(f, labels=labels, ids=ids)
-  with atomic_file(cache_file(stem, RECORD)) as temp:
+  with files.atomic_path(cache_file(stem, RECORD)) as temp:
     temp.write_text(json.dumps(record(shape, labels, ids)))
 
 
@@ -92,26 +82,9 @@ def remove_stale_temporaries(stem: pathlib.Path) -> None:
       pass  # a live process of another user, or not one of our names
 
 
-@contextlib.contextmanager
 def preparation_lock(target: pathlib.Path):
   """Held while `target` (a prepared or generated dataset) is made: a second run making the same
-  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`,
-  released by the kernel when its holder dies."""
-  path = target.with_name(target.name + '.lock')
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, 'a+') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      f.seek(0)
-      logging.warning('Waiting for another run (%s) preparing %s; it is then reused.',
-                      f.read().strip() or 'another process', target)
-      fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    f.truncate()
-    f.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
-    f.flush()
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`."""
+  def waiting(owner):
+    logging.warning('Waiting for another run (%s) preparing %s; it is then reused.', owner, target)
+  return files.exclusive_lock(target.with_name(target.name + '.lock'), waiting)

@@ -34,6 +34,7 @@ import numpy as np
 from nexjax import errors
 from nexjax import sections
 from nexjax.data import pipeline
+from nexjax.platform import files
 from nexjax.platform import parallel
 
 SAVED_FILE = 'detector.json'
@@ -210,7 +211,7 @@ class Detector(abc.ABC):
              'config': plain(self.config), 'stats': dataclasses.asdict(self.stats),
              'state': state, **facts}
     path = directory / SAVED_FILE
-    path.write_text(json.dumps(saved, indent=1, default=float) + '\n')
+    files.write_text(path, json.dumps(saved, indent=1, default=float) + '\n')
     return path
 
   @classmethod

@@ -31,6 +31,7 @@ from nexjax.data import augment as augment_lib
 from nexjax.detectors import base
 from nexjax.detectors import plots
 from nexjax.models import inference
+from nexjax.platform import files
 from nexjax.platform import parallel
 from nexjax.reports import localization
 
@@ -246,7 +247,7 @@ class ReconstructionDetector(base.Detector):
     directory = pathlib.Path(directory)
     (directory / PARAMS_FILE).write_bytes(serialization.to_bytes(jax.device_get(self.params)))
     if self.history:
-      (directory / 'history.json').write_text(json.dumps(self.history))
+      files.write_text(directory / 'history.json', json.dumps(self.history))
       plots.history(directory / 'history.png', self.history, self.name)
     for step, inputs, recons in self.samples:
       plots.samples(directory / 'samples' / f'step_{step:06d}.png', inputs, recons,

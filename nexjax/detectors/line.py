@@ -33,6 +33,7 @@ from nexjax.detectors import ensemble
 from nexjax.detectors import line_section
 from nexjax.detectors import registry
 from nexjax.detectors import selection
+from nexjax.platform import files
 from nexjax.reports import metrics as metrics_lib
 from nexjax.train import job as job_lib
 from nexjax.train import runs
@@ -216,7 +217,7 @@ def build(config, workdir, classifier: bool = True) -> dict:
                              'chosen': {k: chosen[k] for k in ('labelled_auc', 'auc', 'split',
                                                                'threshold')}}
   if job.topo.is_chief:
-    (workdir / CHOICE_FILE).write_text(json.dumps(record, indent=1) + '\n')
+    files.write_text(workdir / CHOICE_FILE, json.dumps(record, indent=1) + '\n')
     print(choice_text(record), flush=True)
   return record
 

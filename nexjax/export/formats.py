@@ -28,6 +28,7 @@ from nexjax import errors
 from nexjax.export import onnx_export
 from nexjax.models import resnet
 from nexjax.models import weights
+from nexjax.platform import files
 from nexjax.train import step
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -117,14 +118,14 @@ def state_dicts(variables, head: str) -> dict[str, dict[str, np.ndarray]]:
 def write_safetensors(state_dict: Mapping[str, np.ndarray], path) -> None:
   # format=pt: what Hugging Face tools expect of a torch state dict.
   data = safetensors.numpy.save(dict(state_dict), metadata={'format': 'pt'})
-  with weights.write_atomically(path) as f:
+  with files.write_atomically(path) as f:
     f.write(data)
 
 
 def write_pth(state_dict: Mapping[str, np.ndarray], path) -> None:
   import torch  # pylint: disable=g-import-not-at-top
   tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
-  with weights.write_atomically(path) as f:
+  with files.write_atomically(path) as f:
     torch.save(tensors, f)
 
 
@@ -156,7 +157,7 @@ def export_inference(model: resnet.ResNet, variables, image_size: int, channels:
 def write_jaxexport(network: Network, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
   exported = export_inference(network.model, network.variables, network.image_size,
                               network.channels, network.platforms)
-  with weights.write_atomically(out_dir / EXPORTED_FILE) as f:
+  with files.write_atomically(out_dir / EXPORTED_FILE) as f:
     f.write(exported.serialize())
   return {EXPORTED_FILE: out_dir / EXPORTED_FILE}
 
@@ -179,7 +180,7 @@ ONNX_FILE = 'model.onnx'
 
 
 def write_onnx(network: Network, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-  with weights.write_atomically(out_dir / ONNX_FILE) as f:
+  with files.write_atomically(out_dir / ONNX_FILE) as f:
     f.write(onnx_export.to_onnx(network.variables, network.model, network.image_size,
                                 network.channels))
   return {ONNX_FILE: out_dir / ONNX_FILE}

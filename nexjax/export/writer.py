@@ -42,6 +42,7 @@ from nexjax import errors
 from nexjax.export import formats as formats_lib
 from nexjax.models import resnet
 from nexjax.models import weights
+from nexjax.platform import files
 
 DESCRIPTION_FILE = 'model.json'
 
@@ -121,7 +122,7 @@ def export_model(variables, *, arch: str, head: str, width: int, num_classes: in
     description = describe(inference, network, arch=arch, head=head, width=width,
                            num_classes=num_classes, image_size=image_size, channels=channels,
                            recorded=recorded)
-    with weights.write_atomically(out_dir / DESCRIPTION_FILE) as f:
+    with files.write_atomically(out_dir / DESCRIPTION_FILE) as f:
       f.write(json.dumps(description, indent=2).encode())
     written[DESCRIPTION_FILE] = out_dir / DESCRIPTION_FILE
   logging.info('Exported %s to %s: %s', arch, out_dir, ', '.join(written))

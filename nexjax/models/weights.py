@@ -11,13 +11,10 @@ Nothing is ever loaded partially by accident: `merge` fails with a list of every
 or mis-shaped key unless the caller names what to leave out (`dont_load`, e.g. the 1000-class fc).
 """
 
-import contextlib
 import hashlib
-import os
 import pathlib
 import re
 import shutil
-import tempfile
 import urllib.request
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +23,7 @@ import numpy as np
 import tqdm
 
 from nexjax import errors
+from nexjax.platform import files
 
 TORCHVISION_BASE_URL = 'https://download.pytorch.org/models/'
 # torchvision's ImageNet weights (IMAGENET1K_V1); the hex in each name is a sha256 prefix.
@@ -208,29 +206,6 @@ def load(path) -> Variables:
   return torch_to_flax(from_fastai_layout(flat) if _is_fastai_layout(flat) else flat)
 
 
-@contextlib.contextmanager
-def write_atomically(path):
-  """Opens `path` for binary writing; the data lands in it, complete, only when the block ends.
-
-  Written beside the target and renamed, so readers never see half a file.
-  """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # mkstemp creates it 0600; give it the mode a plain open() would (0666 & ~umask), or others
-  # cannot read it.
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      yield f
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def save(variables: Variables, path) -> None:
   """Writes variables as an .npz of '/'-joined paths (loads with numpy alone)."""
   path = pathlib.Path(path)
@@ -238,7 +213,7 @@ def save(variables: Variables, path) -> None:
     raise WeightsError(f'{path}: converted weights are written as .npz; use a .npz file name.')
   flat = flax.traverse_util.flatten_dict(
       {c: variables[c] for c in COLLECTIONS if c in variables}, sep='/')
-  with write_atomically(path) as f:
+  with files.write_atomically(path) as f:
     np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
 
 

@@ -17,6 +17,7 @@ from nexjax.detectors import compare_section
 from nexjax.detectors import ensemble
 from nexjax.detectors import line_section
 from nexjax.detectors import selection
+from nexjax.platform import files
 from nexjax.reports import localization
 from nexjax.reports import reporting
 from nexjax.train import job as job_lib
@@ -103,7 +104,7 @@ def type_table(rows: list[dict]) -> str:
 
 def write_outputs(rows: list[dict], chosen: dict, out: pathlib.Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'compare.json').write_text(json.dumps({'rows': rows, 'chosen': chosen}, indent=1))
+  files.write_text(out / 'compare.json', json.dumps({'rows': rows, 'chosen': chosen}, indent=1))
   with open(out / 'compare.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if not k.endswith('_by_type')]
                             if rows else [], extrasaction='ignore')
@@ -114,6 +115,6 @@ def write_outputs(rows: list[dict], chosen: dict, out: pathlib.Path) -> None:
   if rows and rows[0]['recall_by_type']:
     text += '\n\nRecall of each defect type (good: the share flagged) at each threshold:\n\n'
     text += type_table(rows)
-  (out / 'compare.md').write_text(text + '\n')
+  files.write_text(out / 'compare.md', text + '\n')
   reporting.plot_comparison(rows, out / 'compare.png')
   print(text, flush=True)

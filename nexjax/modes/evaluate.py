@@ -19,6 +19,7 @@ from nexjax.detectors import saved
 from nexjax.models import gradcam
 from nexjax.models import inference
 from nexjax.models import weights as weights_lib
+from nexjax.platform import files
 from nexjax.platform import parallel
 from nexjax.reports import defect_types
 from nexjax.reports import localization
@@ -132,14 +133,14 @@ def evaluate_line_alone(config, workdir: pathlib.Path) -> dict:
   if job.topo.is_chief:
     with preemption.deferred():
       out.mkdir(parents=True, exist_ok=True)
-      (out / 'metrics.json').write_text(json.dumps(results, indent=1))
+      files.write_text(out / 'metrics.json', json.dumps(results, indent=1))
       plot_line(splits, line_scores, results['line'], out)
       tables = [f"## {name}, the line's {results['line']['detector']} (threshold "
                 f"{results['line']['threshold']:.4g})\n\n"
                 + defect_types.markdown(results['line'][name]['defect_types'])
                 for name in splits if 'defect_types' in results['line'][name]]
       if tables:
-        (out / 'defect_types.md').write_text('\n\n'.join(tables) + '\n')
+        files.write_text(out / 'defect_types.md', '\n\n'.join(tables) + '\n')
         print(tables[-1], flush=True)
     print(line_summary(results['line']), flush=True)
     print(f'Evaluated {workdir} (no classifier) on '
@@ -205,7 +206,7 @@ def report_defect_types(config, job, variables, splits, scores, threshold, resul
   maps, ground truth outlined (`missed.png`)."""
   tables = [f'## {name} (TTA, threshold {threshold:.4f}, {checkpoint_label(results)})\n\n'
             + defect_types.markdown(results[name]['tta']['defect_types']) for name in splits]
-  (out / 'defect_types.md').write_text('\n\n'.join(tables) + '\n')
+  files.write_text(out / 'defect_types.md', '\n\n'.join(tables) + '\n')
   print(tables[-1], flush=True)
   name = 'test' if 'test' in splits else 'valid'
   examples = splits[name]
@@ -229,8 +230,8 @@ def write_results(config, job, variables, workdir, out, splits, scores, results,
   """metrics.json, threshold.json (chosen on validation, for predict), the plots and galleries;
   per defect type where `known_types` names them."""
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'metrics.json').write_text(json.dumps(results, indent=1))
-  (out / scoring.THRESHOLD_FILE).write_text(json.dumps(
+  files.write_text(out / 'metrics.json', json.dumps(results, indent=1))
+  files.write_text(out / scoring.THRESHOLD_FILE, json.dumps(
       {'threshold': thresholds['tta'], 'plain_threshold': thresholds['plain'],
        'rule': config.evaluate.threshold_rule, 'checkpoint_step': results['checkpoint_step'],
        'checkpoint_phase': results['checkpoint_phase'], 'tta': results['tta'],

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from nexjax.platform import files
 from nexjax.platform import parallel
 from nexjax.reports import reporting
 from nexjax.train import job as job_lib
@@ -69,7 +70,7 @@ def lr_find(config: ml_collections.ConfigDict, workdir) -> dict:
   if job.topo.is_chief:
     out = workdir / 'lr_find'
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'lr_find.json').write_text(json.dumps(result, indent=1))
+    files.write_text(out / 'lr_find.json', json.dumps(result, indent=1))
     reporting.plot_lr_find(lrs, losses, suggestions, out / 'lr_find.png')
     print(f"LR finder ({phase.name} phase, {len(lrs)} steps): min numerical gradient "
           f"{suggestions['min_gradient']:.2e}, min loss / 10 {suggestions['min_loss_div10']:.2e}; "

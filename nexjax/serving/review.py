@@ -12,9 +12,7 @@ saw, in `WORKDIR/review/images/` (named by its pixels' hash).
 """
 
 import collections
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import os
@@ -25,7 +23,7 @@ import numpy as np
 import PIL.Image
 
 from nexjax.data import labels as label_files
-from nexjax.models import weights as weights_lib
+from nexjax.platform import files
 from nexjax.reports import localization
 
 LABELS = {'good': 0, 'defect': 1}
@@ -67,23 +65,10 @@ def write_atomically(path: pathlib.Path, data: bytes) -> None:
   """Readers see the old file or the new one, never a part (same-folder rename), with the mode
   a plain open() gives (not a temporary file's 0600, which training as another user cannot
   read); no temporary file is left where writing fails."""
-  with weights_lib.write_atomically(path) as f:
+  with files.write_atomically(path) as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
-
-
-@contextlib.contextmanager
-def locked(path: pathlib.Path):
-  """An exclusive `flock` on `path` (created), held inside the block: one writer at a time,
-  across processes."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, 'a', encoding='utf-8') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Review:
@@ -126,7 +111,7 @@ class Review:
   def set_label(self, item: Item, label: str | None) -> dict:
     """Records (or, with None, removes) the operator's label of `item` and rewrites the CSV."""
     key = str(item.path)
-    with locked(self.root / '.labels.csv.lock'):
+    with files.exclusive_lock(self.root / '.labels.csv.lock'):
       self.labels = read_labels(self.labels_path)  # as other writers left it
       if label is None:
         self.labels.pop(key, None)

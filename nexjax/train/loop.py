@@ -20,6 +20,7 @@ import tqdm
 from nexjax import errors
 from nexjax.models import inference
 from nexjax.models import weights as weights_lib
+from nexjax.platform import files
 from nexjax.platform import parallel
 from nexjax.reports import reporting
 from nexjax.train import adabn
@@ -102,7 +103,7 @@ def train(job: job_lib.Job, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   if not job.topo.is_chief:
     return run_phases(job, workdir)
-  with run_lock.Lock(workdir):
+  with run_lock.held(workdir):
     return run_phases(job, workdir)
 
 
@@ -217,5 +218,5 @@ def final_summary(job: job_lib.Job, state, eval_fn, history, workdir) -> dict:
       print(f"test: loss {summary['test']['loss']:.4f}  error_rate "
             f"{summary['test']['error_rate']:.4f}  ROC AUC {summary['test']['auc']:.4f}", flush=True)
   if job.topo.is_chief:
-    (pathlib.Path(workdir) / 'summary.json').write_text(json.dumps(summary, indent=1))
+    files.write_text(pathlib.Path(workdir) / 'summary.json', json.dumps(summary, indent=1))
   return summary

@@ -24,6 +24,7 @@ import ml_collections
 
 from nexjax import errors
 from nexjax.models import weights as weights_lib
+from nexjax.platform import files
 from nexjax.train import checkpoint as checkpoint_lib
 from nexjax.train import job as job_lib
 from nexjax.train import workdir as workdir_lib
@@ -109,7 +110,7 @@ def pack(run_dir, out_dir=None, key: str = '', default: bool = False) -> pathlib
       'metrics': [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
                  if metrics.is_file() else None}
   path = out_dir / f'{name}.json'
-  with weights_lib.write_atomically(path) as f:
+  with files.write_atomically(path) as f:
     f.write((json.dumps(record, indent=1) + '\n').encode())
   return path
 
