@@ -8,8 +8,10 @@ Multi-host: --coordinator_address=HOST:PORT --num_processes=N --process_id=I, or
 """
 
 import contextlib
+import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -45,10 +47,6 @@ def silenced_stderr():
     os.close(devnull)
 
 
-if '--verbosity=1' not in sys.argv and '-v=1' not in sys.argv:
-  with silenced_stderr():
-    import tensorflow  # noqa: F401,E402  pylint: disable=unused-import
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
@@ -58,17 +56,8 @@ from ml_collections import config_flags  # noqa: E402
 import nexjax  # noqa: E402
 from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
-from nexjax.data import pipeline  # noqa: E402
-from nexjax.modes import compare  # noqa: E402
-from nexjax.modes import evaluate  # noqa: E402
-from nexjax.modes import export  # noqa: E402
-from nexjax.modes import lr_find  # noqa: E402
-from nexjax.modes import predict  # noqa: E402
-from nexjax.modes import serve  # noqa: E402
-from nexjax.modes import train  # noqa: E402
 from nexjax.platform import parallel  # noqa: E402
 from nexjax.platform import xla_cpu  # noqa: E402
-from nexjax.train import checkpoint  # noqa: E402
 from nexjax.train import job  # noqa: E402
 from nexjax.train import preemption  # noqa: E402
 from nexjax.train import workdir as workdir_lib  # noqa: E402
@@ -77,9 +66,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py', 'Conf
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.',
                                required=True)
-MODES = {'train': train.train, 'lr_find': lr_find.lr_find,
-         'evaluate': evaluate.evaluate, 'predict': predict.predict_folder,
-         'export': export.export_workdir, 'serve': serve.serve, 'compare': compare.compare}
+# {mode: its function in nexjax.modes.<mode>}, imported once the flags have parsed.
+MODES = {'train': 'train', 'lr_find': 'lr_find', 'evaluate': 'evaluate',
+         'predict': 'predict_folder', 'export': 'export_workdir', 'serve': 'serve',
+         'compare': 'compare'}
 _MODE = flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'jax.distributed coordinator.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Number of processes (hosts).')
@@ -94,8 +84,13 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
-    key = str(e.args[0] if e.args else e).strip('"\'')
-    fail(f"unknown config key '{key}' in {', '.join(overrides)}; see the config file for the keys.")
+    while isinstance(e, (AttributeError, KeyError)) and e.args:  # ml_collections nests them
+      e = e.args[0]
+    key, _, hint = str(e).partition('\n')
+    suggestion = re.search(r'Did you mean "([^"]+)"', hint)
+    fail(f"unknown config key '{key.strip(chr(34) + chr(39))}' in {', '.join(overrides)}"
+         + (f" (did you mean '{suggestion[1]}'?)" if suggestion else '')
+         + '; see the config file for the keys.')
   except flags.Error as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [str(e)]
     fail(' '.join(dict.fromkeys([lines[0], lines[-1]])))
@@ -131,9 +126,10 @@ NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
 def is_orbax_full_disk(record) -> bool:
   """The libraries' own report of a checkpoint save that found the disk full (Orbax logs a
   traceback per failed item; asyncio, its tasks' leftovers)."""
+  is_disk_full = importlib.import_module('nexjax.train.checkpoint').is_disk_full
   if record.exc_info:
-    return checkpoint.is_disk_full(record.exc_info[1])
-  return 'orbax' in record.pathname and checkpoint.is_disk_full(RuntimeError(record.getMessage()))
+    return is_disk_full(record.exc_info[1])
+  return 'orbax' in record.pathname and is_disk_full(RuntimeError(record.getMessage()))
 
 
 def quiet_orbax_leftovers(args) -> None:
@@ -175,6 +171,19 @@ def main(argv):
     sys.exit(INTERRUPTED)
 
 
+def load_tensorflow() -> None:
+  """TensorFlow, imported with its C++ INFO lines silenced (unless --verbosity=1) and kept off
+  the accelerators; after the flags parse, so that a mistyped flag is answered in seconds."""
+  verbose = absl_logging.get_verbosity() >= 1
+  with contextlib.nullcontext() if verbose else silenced_stderr():
+    importlib.import_module('tensorflow')
+  importlib.import_module('nexjax.data.pipeline').quiet_tensorflow(verbose=verbose)
+
+
+def mode_function(name: str):
+  return getattr(importlib.import_module(f'nexjax.modes.{name}'), MODES[name])
+
+
 def run(config, workdir: str) -> None:
   """Checks and dispatches; a user error (nexjax.errors.Error) is one line and exit code 2."""
   if not workdir.strip():
@@ -182,11 +191,12 @@ def run(config, workdir: str) -> None:
   job.expand_paths(config)  # before anything is written: --workdir=~/x and the like
   absl_logging.get_absl_handler().addFilter(LibraryInfoFilter())
   sys.unraisablehook = interrupted_in_callback
-  pipeline.quiet_tensorflow(verbose=absl_logging.get_verbosity() >= 1)
+  load_tensorflow()  # the checks below load it (the registry's detectors)
   try:
     config_lib.check(config, _MODE.value)  # once, naming every problem
   except errors.ConfigError as e:
     fail(str(e))
+  mode = mode_function(_MODE.value)
   xla_cpu.apply_flags(config.xla_cpu)  # before any computation starts the backend
   # Compiled programs are cached on disk, so a resumed or repeated run starts in seconds.
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
@@ -197,7 +207,7 @@ def run(config, workdir: str) -> None:
     if _MODE.value == 'evaluate':  # grading on the workdir's own data unless told otherwise
       workdir_lib.check_explicit_data(config_flags.get_override_values(flags.FLAGS['config']),
                                       workdir)
-    MODES[_MODE.value](config, workdir)
+    mode(config, workdir)
   except preemption.Interrupted as e:
     print(e, flush=True)
     sys.exit(e.exit_code)

@@ -129,6 +129,23 @@ def test_command_line_mistakes_are_one_line(tmp_path, args, message):
   assert len(lines) <= 2 and message in result.stderr, result.stderr[-2000:]
 
 
+def test_a_mistyped_flag_is_answered_before_tensorflow_loads(tmp_path):
+  """TensorFlow's import is most of a start's seconds: a flag error comes first."""
+  code = ('import runpy, sys\n'
+          f"sys.argv = ['launch.py', '--config=configs/finetune.py:smoke', '--workdir={tmp_path}', "
+          "'--config.train.batch_sise=8']\n"
+          'try:\n'
+          "  runpy.run_path('launch.py', run_name='__main__')\n"
+          'except SystemExit as e:\n'
+          "  print('exit', e.code, 'tensorflow' in sys.modules)\n")
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+  assert result.stdout.split() == ['exit', '2', 'False'], result.stderr[-2000:]
+  assert result.stderr.strip() == ("error: unknown config key 'batch_sise' in "
+                                   "--config.train.batch_sise (did you mean 'batch_size'?); see "
+                                   'the config file for the keys.')
+
+
 def test_a_flag_launch_does_not_take_is_an_unknown_flag_error(tmp_path):
   """The synthetic generator's flags live in its own entry point: launch.py refuses them instead
   of accepting and ignoring them."""

@@ -164,7 +164,7 @@ def test_ctrl_c_in_any_mode_is_one_line_and_exit_130(tmp_path, monkeypatch, caps
 
   def interrupted(config, workdir):
     raise KeyboardInterrupt
-  monkeypatch.setitem(launch.MODES, mode, interrupted)
+  monkeypatch.setattr(launch, 'mode_function', lambda name: interrupted)
   monkeypatch.setattr(launch.workdir_lib, 'check_explicit_data', lambda *a: None)
   monkeypatch.setattr(launch.config_lib, 'check', lambda *a: None)  # the mode's own sections
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path))  # launch leaves jax's alone
