@@ -32,7 +32,8 @@ def test_a_written_file_has_a_plain_files_mode_not_a_temporary_files(tmp_path):
 
 
 def test_a_run_killed_at_any_moment_never_leaves_half_a_result(tmp_path):
-  """kill -9 while a result is rewritten over and over: readers find it whole every time."""
+  """kill -9 while a result is rewritten over and over: readers find it whole every time, and
+  the killed writers' temporaries are found and removed."""
   path = tmp_path / 'metrics.json'
   writer = ('import sys\nfrom nexjax.platform import files\ni = 0\n'
             'while True:\n'
@@ -48,6 +49,10 @@ def test_a_run_killed_at_any_moment_never_leaves_half_a_result(tmp_path):
     process.wait()
     values = json.loads(path.read_text())
     assert len(values) == 200000 and len(set(values)) == 1
+  mine = path.with_name(f'{files.temporary_prefix(path)}{os.getpid()}-live')
+  mine.touch()  # a live process's temporary stays
+  files.remove_stale_temporaries(path)  # the killed writers' are removed
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['metrics.json', mine.name])
 
 
 def test_a_held_lock_is_waited_for_after_saying_who_holds_it(tmp_path):

@@ -186,7 +186,7 @@ def test_reopening_uses_the_cache_and_incomplete_caches_are_decoded_again(kaggle
   killed = subprocess.Popen(['true'])
   killed.wait()
   images = split_cache.cache_file(stem, split_cache.IMAGES)
-  temp = images.with_name(f'{images.name}.tmp-{socket.gethostname()}-{killed.pid}')
+  temp = images.with_name(f'{images.name}.tmp-{socket.gethostname()}-{killed.pid}-x1y2z3')
   images.rename(temp)
   split_cache.cache_file(stem, split_cache.RECORD).unlink()
   # A record that does not match its files (here: other labels) is not trusted either.

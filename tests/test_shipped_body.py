@@ -3,8 +3,10 @@ unpacked bit for bit into a workdir every reader accepts, checked by its sha256,
 resolve_init for its run key instead of pretraining, and matched by the shipped files; where a
 run has unlabelled images, resolve_init adapts it to them once (init.adapt_to_line)."""
 
+import concurrent.futures
 import json
 import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -291,6 +293,25 @@ def test_adapt_to_line_trains_the_body_on_pseudo_defects_once_per_set_of_images(
   other = runs.resolve_init(adapting_config(tmp_path, tmp_path / 'more')).init.weights
   assert other != str(adapted) and len(trained) == 2  # other images: adapted anew
   assert runs.resolve_init(config, tmp_path / 'w').init.weights == str(adapted)  # resumed
+
+
+def test_two_runs_on_the_same_line_at_once_draw_and_adapt_once(tiny_run, tmp_path, monkeypatch):
+  """Two few-label runs started together on one line (e.g. 100 and 300 labels): one draws the
+  pseudo-defects and adapts the body, the other waits and reuses both."""
+  _, run_dir, _ = tiny_run
+  trained = []
+  def adapting(config, workdir):
+    trained.append(config)
+    time.sleep(1)  # the other run arrives meanwhile
+    pathlib.Path(workdir).mkdir(parents=True)
+    (pathlib.Path(workdir) / 'summary.json').write_text('{}')
+  monkeypatch.setattr(runs, 'train_and_evaluate', adapting)
+  config = adapting_config(tmp_path, line_images(tmp_path / 'unlabelled', 24))
+  config.data.cache_dir = str(run_dir.parent.parent)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    weights = [f.result().init.weights
+               for f in [pool.submit(runs.resolve_init, config) for _ in range(2)]]
+  assert len(trained) == 1 and weights[0] == weights[1] != str(run_dir)
 
 
 def test_without_unlabelled_images_or_when_told_not_to_the_body_is_not_adapted(

@@ -31,6 +31,7 @@ from nexjax.data import nexperia
 from nexjax.data import pipeline
 from nexjax.data import sources
 from nexjax.data import split_cache
+from nexjax.platform import files
 
 
 def mask_stem(stem: pathlib.Path) -> pathlib.Path:
@@ -135,7 +136,7 @@ def load_datasets(source: sources.Source, *, image_size: int, valid_fraction: fl
   """
   records = source.records()  # a wrong layout or manifest fails here, saying how to fix it
   tfds_dir = prepared_dir(source, cache_dir)
-  with split_cache.preparation_lock(tfds_dir):
+  with files.preparation_lock(tfds_dir):
     builder = prepare_records(records, tfds_dir, channels, high_bit_scaling)
     cache = pathlib.Path(builder.data_dir) / 'decoded'  # per builder config (channels, scaling)
     labelled = load_split(builder, 'train', image_size, cache)

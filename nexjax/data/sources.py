@@ -12,8 +12,8 @@ import pathlib
 
 from nexjax.data import manifest as manifest_lib
 from nexjax.data import nexperia
-from nexjax.data import split_cache
 from nexjax.data import synthetic
+from nexjax.platform import files
 from nexjax.reports import defect_types as defect_types_lib
 
 
@@ -109,7 +109,7 @@ class Synthetic(Source):
   @functools.cached_property
   def root(self) -> pathlib.Path:
     folder = self.cache_dir / 'synthetic' / self.name()
-    with split_cache.preparation_lock(folder):  # two runs drawing it at once would clash
+    with files.preparation_lock(folder):  # two runs drawing it at once would clash
       return pathlib.Path(synthetic.ensure_dataset(folder, **self.settings))
 
   def unlabelled_folder(self) -> str:

@@ -5,18 +5,15 @@ A split at `stem` is three files: `stem.images.npy`, `stem.labels.npz` and the r
 temporary name and renamed when complete, the record last, and a split is used only where the
 record agrees with the files: a run killed while writing leaves nothing that a later run trusts.
 Several processes may write the same split at once (each its own temporary files; the results
-are identical); `preparation_lock` makes a second run wait for a whole dataset being prepared.
+are identical); `files.preparation_lock` makes a second run wait for a whole dataset being prepared.
 """
 
 import contextlib
 import hashlib
 import json
-import os
 import pathlib
-import socket
 import zipfile
 
-from absl import logging
 import numpy as np
 
 from nexjax.platform import files
@@ -72,19 +69,6 @@ def open_split(stem: pathlib.Path) -> tuple[np.memmap, np.ndarray, np.ndarray] |
 
 
 def remove_stale_temporaries(stem: pathlib.Path) -> None:
-  """Deletes the temporary files that killed runs on this host left beside `stem`."""
-  for temp in stem.parent.glob(f'{stem.name}.*.tmp-{socket.gethostname()}-*'):
-    try:
-      os.kill(int(temp.name.rsplit('-', 1)[1]), 0)
-    except ProcessLookupError:
-      temp.unlink(missing_ok=True)
-    except (PermissionError, ValueError):
-      pass  # a live process of another user, or not one of our names
-
-
-def preparation_lock(target: pathlib.Path):
-  """Held while `target` (a prepared or generated dataset) is made: a second run making the same
-  one waits here, then finds it made and reuses it. An exclusive `flock` on `target.lock`."""
-  def waiting(owner):
-    logging.warning('Waiting for another run (%s) preparing %s; it is then reused.', owner, target)
-  return files.exclusive_lock(target.with_name(target.name + '.lock'), waiting)
+  """Deletes the temporary files that killed runs on this host left beside `stem`'s files."""
+  for suffix in (IMAGES, LABELS, RECORD):
+    files.remove_stale_temporaries(cache_file(stem, suffix))

@@ -8,10 +8,13 @@ releases when their holder dies, so a killed run never leaves one behind.
 
 import contextlib
 import fcntl
+import glob
 import os
 import pathlib
 import socket
 import tempfile
+
+from absl import logging
 
 
 def plain_file_mode() -> int:
@@ -21,13 +24,19 @@ def plain_file_mode() -> int:
   return 0o666 & ~umask
 
 
+def temporary_prefix(path: pathlib.Path) -> str:
+  """`NAME.tmp-HOST-`: the temporaries beside `path` that runs on this host write."""
+  return f'{path.name}.tmp-{socket.gethostname()}-'
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-  """Yields a new, empty temporary file's name beside `path` (mode as a plain open() gives, not
-  mkstemp's 0600); it becomes `path` when the block completes and is removed where it does not."""
+  """Yields a new, empty temporary file's name beside `path`, NAME.tmp-HOST-PID-RANDOM (mode as
+  a plain open() gives, not mkstemp's 0600); it becomes `path` when the block completes and is
+  removed where it does not (a kill -9 leaves it: `remove_stale_temporaries`)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{temporary_prefix(path)}{os.getpid()}-')
   os.close(fd)
   temp = pathlib.Path(temp)
   try:
@@ -43,6 +52,19 @@ def write_atomically(path):
   """Opens `path` for binary writing; the data lands in it, complete, when the block ends."""
   with atomic_path(path) as temp, open(temp, 'wb') as f:
     yield f
+
+
+def remove_stale_temporaries(path) -> None:
+  """Deletes the temporaries of `path` that killed runs on this host left beside it (large for
+  a decoded dataset); those of live processes stay."""
+  path = pathlib.Path(path)
+  for temp in path.parent.glob(glob.escape(temporary_prefix(path)) + '*'):
+    try:
+      os.kill(int(temp.name.rsplit('-', 2)[-2]), 0)
+    except ProcessLookupError:
+      temp.unlink(missing_ok=True)
+    except (PermissionError, ValueError, IndexError):
+      pass  # a live process of another user, or not one of our names
 
 
 def write_text(path, text: str) -> None:
@@ -75,3 +97,14 @@ def exclusive_lock(path, on_busy=None):
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def preparation_lock(target):
+  """Held while `target` (a dataset, a pseudo-defect folder, a body in the cache) is made once
+  for every run: a second run making the same one waits here, then finds it made and reuses it.
+  An exclusive lock on `target.lock`."""
+  target = pathlib.Path(target)
+
+  def waiting(owner):
+    logging.warning('Waiting for another run (%s) preparing %s; it is then reused.', owner, target)
+  return exclusive_lock(target.with_name(target.name + '.lock'), waiting)

@@ -14,6 +14,7 @@ from nexjax import errors
 from nexjax.data import prepare
 from nexjax.data import pseudo_dataset
 from nexjax.data import unlabelled
+from nexjax.platform import files as files_lib
 from nexjax.train import init_section
 from nexjax.train import job as job_lib
 from nexjax.train import loop
@@ -67,17 +68,18 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   shipped = body == init_section.SHIPPED and shipped_body.find(name)
   run_dir = job_lib.cache_dir(config) / 'pretrained' / (
       name + shipped_body.UNPACKED_SUFFIX if shipped else name)
-  if shipped and not shipped_body.is_finished(run_dir):
-    record = shipped_body.unpack(name, run_dir)
-    logging.info('Starting from the shipped body %s, unpacked into %s; '
-                 '--config.init.pretrain_body=train pretrains it here instead.',
-                 shipped_body.describe(shipped[0], record), run_dir)
-  elif not shipped_body.is_finished(run_dir):
-    logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) into '
-                    '%s: once, later runs reuse it%s.', pretrain.preset, run_dir,
-                    '' if body == init_section.TRAIN else
-                    f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
-    train_and_evaluate(pretrain, run_dir)
+  with files_lib.preparation_lock(run_dir):  # another run making it: this one waits, reuses
+    if shipped and not shipped_body.is_finished(run_dir):
+      record = shipped_body.unpack(name, run_dir)
+      logging.info('Starting from the shipped body %s, unpacked into %s; '
+                   '--config.init.pretrain_body=train pretrains it here instead.',
+                   shipped_body.describe(shipped[0], record), run_dir)
+    elif not shipped_body.is_finished(run_dir):
+      logging.warning('Pretraining the body on the source data (config.pretrain, preset %r) '
+                      'into %s: once, later runs reuse it%s.', pretrain.preset, run_dir,
+                      '' if body == init_section.TRAIN else
+                      f' (no body is shipped for its run key, {name}, in {shipped_body.FOLDER})')
+      train_and_evaluate(pretrain, run_dir)
   if adapts_to_line(config):
     run_dir = adapted_body(config, run_dir)
   return config_values.derived(config, {'init.weights': str(run_dir)})
@@ -107,8 +109,9 @@ def pseudo_defect_folder(config) -> pathlib.Path | None:
                     '%s).', len(skipped), skipped[0][0])
   key = prepare.fingerprint(images, [(path, None) for path in files])
   out = job_lib.cache_dir(config) / 'pseudo' / f'{images.name}-{key}'
-  pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
-                          files=files, progress=train_section.SECTION.of(config).progress)
+  with files_lib.preparation_lock(out):  # another run on these images: it draws, this one waits
+    pseudo_dataset.generate(images, out, high_bit_scaling=config.data.high_bit_scaling,
+                            files=files, progress=train_section.SECTION.of(config).progress)
   return out
 
 
@@ -131,11 +134,12 @@ def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
     return body_dir
   adapt = adapt_config(workdir_lib.pretrain_section(config), body_dir, folder)
   run_dir = body_dir.parent / f'{body_dir.name}-adapted-{workdir_lib.run_key(adapt)}'
-  if not shipped_body.is_finished(run_dir):
-    logging.warning('Adapting the body to the line: %d epochs on pseudo-defects of its unlabelled '
-                    'images (%s), into %s; once, later runs on these images reuse it.',
-                    init_section.ADAPT_EPOCHS, folder, run_dir)
-    train_and_evaluate(adapt, run_dir)
+  with files_lib.preparation_lock(run_dir):  # another run adapting it: this one waits, reuses
+    if not shipped_body.is_finished(run_dir):
+      logging.warning('Adapting the body to the line: %d epochs on pseudo-defects of its '
+                      'unlabelled images (%s), into %s; once, later runs on these images reuse it.',
+                      init_section.ADAPT_EPOCHS, folder, run_dir)
+      train_and_evaluate(adapt, run_dir)
   return run_dir
 
 
