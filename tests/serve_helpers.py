@@ -1,5 +1,6 @@
 """What the server's test modules share: a tiny trained workdir and image bytes of every kind."""
 
+import copy
 import io
 import json
 import shutil
@@ -15,7 +16,27 @@ from nexjax.train import runs
 
 def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
   """A smoke-trained workdir (ResNet10 of width 16, one short frozen phase) on random 64 px
-  images, with a stored threshold; returns (config, workdir, data folder)."""
+  images, with a stored threshold; returns (config, workdir, data folder). Trained once per
+  session, then copied into each `root` with its paths rewritten: the four serving modules
+  share one training (about 20 s of CPU each)."""
+  if not TRAINED:
+    TRAINED.append(trained_root(root.parent / 'trained_for_serving', make_kaggle_folder))
+  source, config = TRAINED[0]
+  shutil.copytree(source, root, dirs_exist_ok=True)
+  recorded = root / 'workdir' / 'config.json'
+  recorded.write_text(recorded.read_text().replace(str(source), str(root)))
+  config = copy.deepcopy(config)
+  config.data.dir = str(root / 'nexperia')
+  config.data.cache_dir = str(root / 'cache')
+  (root / 'workdir' / 'eval' / 'threshold.json').write_text(json.dumps({'threshold': threshold}))
+  return config, root / 'workdir', root / 'nexperia'
+
+
+TRAINED = []  # [(root, config)] of the session's one training
+
+
+def trained_root(root, make_kaggle_folder):
+  root.mkdir()
   data = make_kaggle_folder(root / 'nexperia', 24, 8, 4, size=(64, 64))
   config = finetune.get_config('smoke')
   config.data.synthetic = False
@@ -26,8 +47,7 @@ def train_workdir(root, make_kaggle_folder, threshold: float = 0.3):
   runs.train_and_evaluate(config, root / 'workdir')
   config.data.dir = str(data)
   (root / 'workdir' / 'eval').mkdir(exist_ok=True)
-  (root / 'workdir' / 'eval' / 'threshold.json').write_text(json.dumps({'threshold': threshold}))
-  return config, root / 'workdir', data
+  return root, config
 
 
 def encoded(pixels: np.ndarray, fmt: str = 'PNG') -> bytes:
