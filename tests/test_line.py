@@ -67,6 +67,11 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
   assert line.chosen_detector(workdir) == 'ensemble-all'
   saved = base.read_saved(workdir / 'compare' / 'ensemble-all', ensemble.NAME)
   assert saved['state']['weights'] == {'classifier': 0.5, 'gaussian': 0.5}
+  # Nor are its thresholds set by those few defects: 1% of the good validation images, so the
+  # saved detector flags something (max_accuracy on a defect scored below a good image: +inf).
+  assert record['threshold_rule'] == saved['threshold_rule'] == metrics_lib.FEW_DEFECTS_RULE
+  assert all(np.isfinite(r['threshold']) for r in record['rows'])
+  assert 'fewer than the 20 that line.threshold_rule=' in capsys.readouterr().out
 
   # Predict scores with the chosen ensemble by default: each member's score through its
   # validation CDF, averaged.
@@ -171,10 +176,10 @@ def test_a_folder_without_defects_gives_the_line_its_label_free_detectors(
 
   record = train.train(config, workdir)['line']
 
-  assert 'validation split has no defect' in capsys.readouterr().out
+  assert 'validation split has 0 defect(s), fewer than the 20' in capsys.readouterr().out
   assert [r['method'] for r in record['rows']] == ['gaussian', 'patchcore', 'ensemble']
   assert (record['method'], record['members'], record['rule'], record['threshold_rule']) == (
-      'ensemble', 'gaussian+patchcore', 'prior ensemble', line.NO_DEFECT_RULE)
+      'ensemble', 'gaussian+patchcore', 'prior ensemble', metrics_lib.FEW_DEFECTS_RULE)
   assert all(np.isnan(r['valid_auc']) and np.isnan(r['auc']) and r['split'] == 'valid'
              for r in record['rows'])  # no defect to rank, no test labels
   assert json.loads((workdir / line.CHOICE_FILE).read_text())['threshold_rule'] == 'fpr:0.01'

@@ -115,6 +115,18 @@ def test_max_accuracy_rule_is_the_smallest_most_accurate_threshold(seed, ties):
   assert best == candidates[accuracies == accuracies.max()].min()
 
 
+def test_a_few_validation_defects_set_no_threshold_that_flags_nothing():
+  labels, scores = [0, 0, 0, 0, 0, 1], [0.1, 0.2, 0.3, 0.8, 0.9, 0.5]  # below two good images
+  assert metrics.choose_threshold(labels, scores, 'max_accuracy') == np.inf  # flags nothing
+  rule = metrics.rule_for('max_accuracy', labels)
+  assert rule == metrics.FEW_DEFECTS_RULE == 'fpr:0.01'
+  assert metrics.choose_threshold(labels, scores, rule) < 0.9  # the top score is flagged
+  assert metrics.rule_for('recall:0.9', [0, 1]) == 'fpr:0.01'
+  enough = [1] * metrics.MIN_VALID_DEFECTS + [0] * 5
+  assert metrics.rule_for('max_accuracy', enough) == 'max_accuracy'
+  assert metrics.rule_for('fixed:0.5', [0, 1]) == 'fixed:0.5'  # aims at no defect: kept
+
+
 def test_max_accuracy_calls_nothing_a_defect_only_when_that_is_best():
   labels, scores = np.array([0, 0, 1, 0]), np.array([0.1, 0.2, 0.05, 0.9])
   assert metrics.choose_threshold(labels, scores, 'max_accuracy') == np.inf

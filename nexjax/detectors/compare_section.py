@@ -31,7 +31,8 @@ SECTION = sections.Section('compare', dict(
     labelled_defects=sections.Key(
         (0, 10, 100, -1), 'labelled training defects per run; -1: all', sections.OUTSIDE),
     threshold_rule=sections.Key(
-        'max_accuracy', 'chosen on validation, as evaluate.threshold_rule', sections.OUTSIDE),
+        'max_accuracy', "chosen on validation ('fpr:0.01' where it has < 20 defects)",
+        sections.OUTSIDE),
     backbone=sections.Key('', "'' -> init.weights; or a workdir / weights file", sections.OUTSIDE),
     fit_on=sections.Key(
         'good', "one-class detectors: the 'good' training images, or 'unlabelled' "

@@ -17,9 +17,9 @@ advance: a few validation defects would pick by noise). Predict and serve score 
 Where the training split holds no labelled defect (`DIR/train/bad_1` missing or empty, or
 `data.max_train_defects=0`: the labelled defects only validate), no classifier is trained: the
 line is its label-free detectors alone, fitted on the unlabelled images where the run has them,
-else on the good training images. A validation split without defects chooses nothing: the
-thresholds are then set at a false-alarm rate on its good images (`NO_DEFECT_RULE`) where
-`line.threshold_rule` aims at defects; line.json records the rule used.
+else on the good training images. A validation split with fewer than `metrics.MIN_VALID_DEFECTS` defects (none included) sets no
+threshold by them either: where `line.threshold_rule` aims at defects, the thresholds are set at a
+false-alarm rate on its good images (`metrics.FEW_DEFECTS_RULE`); line.json records the rule used.
 """
 
 import json
@@ -42,7 +42,6 @@ from nexjax.train import workdir as workdir_lib
 CHOICE_FILE = workdir_lib.LINE_FILE
 OUT_OF_FOLD_RULE = 'best on every labelled image, out of fold'
 BUDGET = -1  # every labelled defect at hand
-NO_DEFECT_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
 
 
 def wanted(config) -> bool:
@@ -97,15 +96,17 @@ def nothing_to_fit(config, classifier: bool) -> str:
 
 
 def threshold_rule(config, valid) -> str:
-  """`line.threshold_rule`, or `NO_DEFECT_RULE` (with a printed note) where it aims at defects
-  and the validation split has none."""
-  rule = settings(config).threshold_rule
-  if np.any(valid.labels == 1) or not metrics_lib.aims_at_defects(rule):
-    return rule
-  print(f'line: the validation split has no defect for line.threshold_rule={rule!r} to aim at; '
-        f'thresholds at {NO_DEFECT_RULE!r} instead (--config.line.threshold_rule=fpr:F sets the '
-        'share F of good images called defects).', flush=True)
-  return NO_DEFECT_RULE
+  """`line.threshold_rule`, or `metrics.FEW_DEFECTS_RULE` (with a printed note) where it aims at
+  defects and the validation split has too few (`metrics.rule_for`)."""
+  configured = settings(config).threshold_rule
+  rule = metrics_lib.rule_for(configured, valid.labels)
+  if rule != configured:
+    print(f'line: the validation split has {int(np.sum(valid.labels == 1))} defect(s), fewer '
+          f'than the {metrics_lib.MIN_VALID_DEFECTS} that line.threshold_rule={configured!r} '
+          f'needs to aim at; thresholds at {rule!r} of its good images instead '
+          '(--config.line.threshold_rule=fpr:F sets the share F of good images called defects).',
+          flush=True)
+  return rule
 
 
 def plan(config, names: tuple[str, ...], rule: str, job) -> selection.Plan:

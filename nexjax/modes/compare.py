@@ -19,15 +19,19 @@ from nexjax.detectors import line_section
 from nexjax.detectors import selection
 from nexjax.platform import files
 from nexjax.reports import localization
+from nexjax.reports import metrics as metrics_lib
 from nexjax.reports import reporting
 from nexjax.train import job as job_lib
 from nexjax.train import runs
 
 
-def plan(config) -> selection.Plan:
+def plan(config, valid_labels) -> selection.Plan:
+  """What compare fits; thresholds by `compare.threshold_rule`, or at 1% of the good validation
+  images where that split holds too few defects for it (`metrics.rule_for`)."""
   c = compare_section.SECTION.of(config)
   return selection.Plan(tuple(c.detectors), tuple(c.labelled_defects), c.fit_on, c.trim,
-                        c.threshold_rule, tuple(line_section.SECTION.of(config).detectors), c.backbone)
+                        metrics_lib.rule_for(c.threshold_rule, valid_labels),
+                        tuple(line_section.SECTION.of(config).detectors), c.backbone)
 
 
 def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -35,7 +39,7 @@ def compare(config: ml_collections.ConfigDict, workdir) -> list[dict]:
   config = runs.resolve_init(config)
   workdir = pathlib.Path(workdir)
   job = job_lib.setup(config)
-  fitted = selection.run(config, workdir, job, plan(config))
+  fitted = selection.run(config, workdir, job, plan(config, job.data['valid'].labels))
   if job.topo.is_chief:
     write_outputs(fitted.rows, ensemble.choose(fitted.rows), workdir / 'compare')
     report = fitted.report_split

@@ -153,6 +153,18 @@ def aims_at_defects(rule) -> bool:
   return parse_rule(rule)[0] in DEFECT_RULES
 
 
+FEW_DEFECTS_RULE = 'fpr:0.01'  # 1% of the good validation images called defects
+
+
+def rule_for(rule: str, valid_labels) -> str:
+  """`rule`, or `FEW_DEFECTS_RULE` where it aims at defects and the validation labels hold fewer
+  than `MIN_VALID_DEFECTS`: a few defects would set the threshold by noise, as they would choose
+  the method (one that scores below a good image puts 'max_accuracy' above every score, and
+  nothing would ever be flagged)."""
+  few = int(np.sum(np.asarray(valid_labels) == 1)) < MIN_VALID_DEFECTS
+  return FEW_DEFECTS_RULE if few and aims_at_defects(rule) else rule
+
+
 def choose_threshold(labels, scores, rule: str) -> float:
   """The decision threshold that `rule` (see THRESHOLD_RULES) picks on these labels and scores.
 
