@@ -45,7 +45,8 @@ def point_predict_at_images(config, folder, count: int) -> np.ndarray:
 
 
 def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_path,
-                                                                           compile_cache, capsys):
+                                                                           compile_cache, capsys,
+                                                                           caplog):
   del compile_cache
   config = finetune.get_config('smoke')
   config.data.cache_dir = str(tmp_path / 'cache')
@@ -106,6 +107,13 @@ def test_training_with_unlabelled_images_gives_the_line_its_chosen_detector(tmp_
   assert graded[chosen['split']]['auc'] == pytest.approx(chosen['auc'], abs=1e-6)
   assert "The line's method, ensemble-all" in capsys.readouterr().out
   assert (workdir / 'eval' / f'line_{chosen["split"]}_roc_pr.png').is_file()
+
+  # A detector saved with a threshold above every score (by an older nexjax) is named on load.
+  saved_file = folder / 'ensemble-all' / base.SAVED_FILE
+  saved_file.write_text(saved_file.read_text().replace(
+      f'"threshold": {json.dumps(saved["threshold"])}', '"threshold": Infinity'))
+  assert saved_lib.SavedScorer(config, folder / 'ensemble-all').threshold == np.inf
+  assert 'no image will be flagged' in caplog.text
 
 
 def test_without_unlabelled_images_training_is_the_recipe_alone():

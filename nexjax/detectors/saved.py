@@ -5,8 +5,10 @@ validation, its anomaly maps where the method has them, the images decoded as it
 them), without refitting and without the training data.
 """
 
+import math
 import pathlib
 
+from absl import logging
 import numpy as np
 
 from nexjax import errors
@@ -17,6 +19,7 @@ from nexjax.detectors import ensemble
 from nexjax.detectors import line
 from nexjax.detectors import registry
 from nexjax.platform import parallel
+from nexjax.reports import metrics as metrics_lib
 from nexjax.train import train_section
 
 
@@ -59,6 +62,13 @@ class SavedScorer:
   def __init__(self, config, path: pathlib.Path, progress: bool | None = None):
     saved = base.read_saved(path)
     self.folder, self.threshold = path, float(saved['threshold'])
+    if not math.isfinite(self.threshold):
+      logging.warning('%s: its threshold is %s (chosen where calling nothing a defect was the '
+                      'most accurate on a few validation defects): no image will be flagged, only '
+                      'scored. Fit it again: with fewer than %d validation defects thresholds are '
+                      'now set at 1%% of the good validation images (line.threshold_rule, '
+                      'compare.threshold_rule: fpr:F sets another share).', path,
+                      self.threshold, metrics_lib.MIN_VALID_DEFECTS)
     self.cls = (ensemble.SavedEnsemble if saved['name'] == ensemble.NAME
                 else registry.get(saved['name']))
     self.has_maps = self.cls.produces_maps
