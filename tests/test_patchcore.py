@@ -93,6 +93,17 @@ def test_fit_keeps_ratio_of_the_good_patches(fitted):
   assert np.abs(detector.state['bank'][:, None] - good[None]).max(-1).min(1).max() < 1e-5
 
 
+def test_the_fit_takes_at_most_max_fit_images_good_images(toy_defects):
+  """The default caps the coreset's work (its time grows with the square of the patches)."""
+  ctx, train, _ = toy_defects
+  assert patchcore.PatchCore.default_config().max_fit_images == 4000
+  config = patchcore.PatchCore.smoke_config()
+  config.max_fit_images = 4
+  detector = patchcore.PatchCore(config)
+  detector.fit(train, train, ctx)
+  assert detector.coreset['num_patches'] == 4 * 8 * 8   # 4 of the 6 good images
+
+
 def test_defect_scores_high_and_the_map_points_at_it(fitted, tmp_path):
   detector, ctx, _, test = fitted
   scores, maps = detector.score_and_map(test, ctx)

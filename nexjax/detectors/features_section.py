@@ -67,7 +67,8 @@ PATCHCORE = sections.Section('detectors.patchcore', dict(
     batch_size=sections.outside(32, 'images per feature and scoring step'),
     bank_chunk=sections.outside(8192, 'bank rows per nearest-neighbour step'),
     max_fit_images=sections.outside(
-        0, '> 0: fit on that many good images (chosen by id hash); 0: all'),
+        4000, '> 0: fit on at most that many good images (chosen by id hash); 0: all (the '
+        "coreset's time grows with the square of the patches: docs/patchcore_memory.md)"),
 ), check_patchcore)
 
 PADIM = sections.Section('detectors.padim', dict(

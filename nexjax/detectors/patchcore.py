@@ -23,6 +23,7 @@ docs/patchcore_memory.md.
 import functools
 import math
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -168,7 +169,9 @@ class PatchCore(features_lib.PatchDetector):
     del valid
     backbone = features_lib.require_backbone(ctx, self.name)
     good = base.good_only(train)
-    if self.config.max_fit_images:
+    if 0 < self.config.max_fit_images < len(good.ids):
+      logging.info('%s: fitted on %d of the %d good images (detectors.patchcore.max_fit_images).',
+                   self.name, self.config.max_fit_images, len(good.ids))
       good = good.subset(pipeline.hash_order(good.ids)[:self.config.max_fit_images])
     good = good.images
     if not len(good):
