@@ -314,6 +314,17 @@ def test_two_runs_on_the_same_line_at_once_draw_and_adapt_once(tiny_run, tmp_pat
   assert len(trained) == 1 and weights[0] == weights[1] != str(run_dir)
 
 
+def test_a_multi_process_run_makes_its_body_without_waiting_on_the_lock(tmp_path, monkeypatch):
+  """Its processes train (and checkpoint) the body together: one waiting for another would
+  wait for ever."""
+  monkeypatch.setattr(runs.jax, 'process_count', lambda: 2)
+  with runs.made_once(tmp_path / 'body'):
+    assert not (tmp_path / 'body.lock').exists()
+  monkeypatch.setattr(runs.jax, 'process_count', lambda: 1)
+  with runs.made_once(tmp_path / 'body'):
+    assert (tmp_path / 'body.lock').exists()
+
+
 def test_without_unlabelled_images_or_when_told_not_to_the_body_is_not_adapted(
     tiny_run, tmp_path, monkeypatch):
   _, run_dir, _ = tiny_run

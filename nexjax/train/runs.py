@@ -4,9 +4,11 @@ once, and where the run has unlabelled images adapted to them: `adapted_body`),
 then trained and evaluated (`train_and_evaluate`, `nexjax.train.loop`). Modes, detectors and
 benchmarks take these from here, not from the loop."""
 
+import contextlib
 import pathlib
 
 from absl import logging
+import jax
 import ml_collections
 
 from nexjax import config_values
@@ -68,7 +70,7 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   shipped = body == init_section.SHIPPED and shipped_body.find(name)
   run_dir = job_lib.cache_dir(config) / 'pretrained' / (
       name + shipped_body.UNPACKED_SUFFIX if shipped else name)
-  with files_lib.preparation_lock(run_dir):  # another run making it: this one waits, reuses
+  with made_once(run_dir):  # another run making it: this one waits, then reuses it
     if shipped and not shipped_body.is_finished(run_dir):
       record = shipped_body.unpack(name, run_dir)
       logging.info('Starting from the shipped body %s, unpacked into %s; '
@@ -83,6 +85,15 @@ def resolve_init(config: ml_collections.ConfigDict, workdir=None) -> ml_collecti
   if adapts_to_line(config):
     run_dir = adapted_body(config, run_dir)
   return config_values.derived(config, {'init.weights': str(run_dir)})
+
+
+def made_once(run_dir: pathlib.Path):
+  """Held while a body is unpacked or trained into the cache: another run making the same one
+  waits here, then reuses it. Not in a multi-process run, whose processes make it together
+  (training and checkpointing are collective: one waiting for another would wait for ever)."""
+  if jax.process_count() > 1:
+    return contextlib.nullcontext()
+  return files_lib.preparation_lock(run_dir)
 
 
 def adapts_to_line(config) -> bool:
@@ -134,7 +145,7 @@ def adapted_body(config, body_dir: pathlib.Path) -> pathlib.Path:
     return body_dir
   adapt = adapt_config(workdir_lib.pretrain_section(config), body_dir, folder)
   run_dir = body_dir.parent / f'{body_dir.name}-adapted-{workdir_lib.run_key(adapt)}'
-  with files_lib.preparation_lock(run_dir):  # another run adapting it: this one waits, reuses
+  with made_once(run_dir):
     if not shipped_body.is_finished(run_dir):
       logging.warning('Adapting the body to the line: %d epochs on pseudo-defects of its '
                       'unlabelled images (%s), into %s; once, later runs on these images reuse it.',
