@@ -33,7 +33,7 @@ def test_a_written_file_has_a_plain_files_mode_not_a_temporary_files(tmp_path):
 
 def test_a_run_killed_at_any_moment_never_leaves_half_a_result(tmp_path):
   """kill -9 while a result is rewritten over and over: readers find it whole every time, and
-  the killed writers' temporaries are found and removed."""
+  the next write removes the killed writers' temporaries."""
   path = tmp_path / 'metrics.json'
   writer = ('import sys\nfrom nexjax.platform import files\ni = 0\n'
             'while True:\n'
@@ -51,7 +51,10 @@ def test_a_run_killed_at_any_moment_never_leaves_half_a_result(tmp_path):
     assert len(values) == 200000 and len(set(values)) == 1
   mine = path.with_name(f'{files.temporary_prefix(path)}{os.getpid()}-live')
   mine.touch()  # a live process's temporary stays
-  files.remove_stale_temporaries(path)  # the killed writers' are removed
+  dead = subprocess.Popen(['true'])
+  dead.wait()
+  path.with_name(f'{files.temporary_prefix(path)}{dead.pid}-left').touch()  # as a kill leaves
+  files.write_text(path, '[]')  # the next write removes the killed writers' first
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['metrics.json', mine.name])
 
 

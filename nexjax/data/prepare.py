@@ -88,8 +88,6 @@ def load_split(builder, split: str, image_size: int, cache: pathlib.Path) -> pip
   masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
   if arrays is None or (has_masks and masks is None):
     stem.parent.mkdir(parents=True, exist_ok=True)
-    for kept in (stem, mask_stem(stem)):
-      split_cache.remove_stale_temporaries(kept)
     decode_split(builder, split, image_size, stem)
     arrays = split_cache.open_split(stem)
     masks = split_cache.open_split(mask_stem(stem)) if has_masks else None
@@ -217,7 +215,6 @@ def load_records(records, cache: pathlib.Path, name: str, root, *, image_size: i
   arrays = split_cache.open_split(stem)
   if arrays is None:
     prepared.mkdir(parents=True, exist_ok=True)
-    split_cache.remove_stale_temporaries(stem)
     decode_records(records, stem, image_size, channels, high_bit_scaling, progress, cache.name)
     arrays = split_cache.open_split(stem)
   if arrays is None:

@@ -66,9 +66,3 @@ def open_split(stem: pathlib.Path) -> tuple[np.memmap, np.ndarray, np.ndarray] |
   if expected != record(images.shape, labels, ids) or images.dtype != np.uint8:
     return None
   return images, labels, ids
-
-
-def remove_stale_temporaries(stem: pathlib.Path) -> None:
-  """Deletes the temporary files that killed runs on this host left beside `stem`'s files."""
-  for suffix in (IMAGES, LABELS, RECORD):
-    files.remove_stale_temporaries(cache_file(stem, suffix))

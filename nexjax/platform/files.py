@@ -33,9 +33,10 @@ def temporary_prefix(path: pathlib.Path) -> str:
 def atomic_path(path):
   """Yields a new, empty temporary file's name beside `path`, NAME.tmp-HOST-PID-RANDOM (mode as
   a plain open() gives, not mkstemp's 0600); it becomes `path` when the block completes and is
-  removed where it does not (a kill -9 leaves it: `remove_stale_temporaries`)."""
+  removed where it does not; those a kill -9 left beside `path` are removed first."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  remove_stale_temporaries(path)
   fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{temporary_prefix(path)}{os.getpid()}-')
   os.close(fd)
   temp = pathlib.Path(temp)
