@@ -45,6 +45,7 @@ from nexjax.detectors import defaults
 from nexjax.detectors import scattering_xgb_section
 from nexjax.models import inference
 from nexjax.models import scattering
+from nexjax.platform import files
 from nexjax.platform import parallel
 
 # The settings that determine the features (and so the cache key and what `load` must match).
@@ -127,10 +128,8 @@ def cached_features(examples: pipeline.Examples, config: ml_collections.ConfigDi
     return np.load(path)['features']
   values = extract_features(examples.images, config, ctx)
   if ctx.topo.is_chief:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix('.tmp.npz')
-    np.savez(partial, features=values)
-    partial.rename(path)  # atomic: an interrupted write never leaves a truncated cache file
+    with files.write_atomically(path) as f:  # an interrupted write leaves no truncated cache
+      np.savez(f, features=values)
   return values
 
 

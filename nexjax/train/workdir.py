@@ -14,6 +14,7 @@ from nexjax import errors
 from nexjax.data import augment_section
 from nexjax.data import data_section
 from nexjax.models import model_section
+from nexjax.platform import files
 from nexjax.train import evaluate_section
 from nexjax.train import init_section
 from nexjax.train import lr_find_section
@@ -59,11 +60,8 @@ PATH_KEYS = ('data.dir', 'data.manifest', 'data.extra_labels', 'data.unlabelled_
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(config.to_json_best_effort(indent=1, sort_keys=True) + '\n')
-  tmp.replace(path)
+  files.write_text(pathlib.Path(workdir) / CONFIG_FILE,
+                   config.to_json_best_effort(indent=1, sort_keys=True) + '\n')
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
