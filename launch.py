@@ -58,6 +58,7 @@ from nexjax import config as config_lib  # noqa: E402
 from nexjax import errors  # noqa: E402
 from nexjax.platform import parallel  # noqa: E402
 from nexjax.platform import xla_cpu  # noqa: E402
+from nexjax.train import checkpoint  # noqa: E402
 from nexjax.train import job  # noqa: E402
 from nexjax.train import preemption  # noqa: E402
 from nexjax.train import workdir as workdir_lib  # noqa: E402
@@ -126,10 +127,9 @@ NEXJAX_DIR = os.path.dirname(nexjax.__file__) + os.sep
 def is_orbax_full_disk(record) -> bool:
   """The libraries' own report of a checkpoint save that found the disk full (Orbax logs a
   traceback per failed item; asyncio, its tasks' leftovers)."""
-  is_disk_full = importlib.import_module('nexjax.train.checkpoint').is_disk_full
   if record.exc_info:
-    return is_disk_full(record.exc_info[1])
-  return 'orbax' in record.pathname and is_disk_full(RuntimeError(record.getMessage()))
+    return checkpoint.is_disk_full(record.exc_info[1])
+  return 'orbax' in record.pathname and checkpoint.is_disk_full(RuntimeError(record.getMessage()))
 
 
 def quiet_orbax_leftovers(args) -> None:

@@ -17,9 +17,10 @@ advance: a few validation defects would pick by noise). Predict and serve score 
 Where the training split holds no labelled defect (`DIR/train/bad_1` missing or empty, or
 `data.max_train_defects=0`: the labelled defects only validate), no classifier is trained: the
 line is its label-free detectors alone, fitted on the unlabelled images where the run has them,
-else on the good training images. A validation split with fewer than `metrics.MIN_VALID_DEFECTS` defects (none included) sets no
-threshold by them either: where `line.threshold_rule` aims at defects, the thresholds are set at a
-false-alarm rate on its good images (`metrics.FEW_DEFECTS_RULE`); line.json records the rule used.
+else on the good training images. A validation split with fewer than
+`metrics.MIN_VALID_DEFECTS` defects (none included) sets no threshold by them either: where
+`line.threshold_rule` aims at defects, the thresholds are set at a false-alarm rate on its good
+images (`metrics.FEW_DEFECTS_RULE`); line.json records the rule used.
 """
 
 import json
